@@ -1,0 +1,19 @@
+//! Everything moat's XDP program and its userspace agree on: map names and sizes, the layout of
+//! every map key and value, the reasons a packet is passed or dropped, and the pure decision
+//! logic both sides run.
+//!
+//! This crate is `#![no_std]` and allocates nothing, so the same code compiles into the eBPF
+//! object and into host tests. It holds no parsing of packet bytes (that is kernel-only work in
+//! `filter-ebpf`) and no aya imports outside the `user` feature.
+#![no_std]
+
+pub mod counter;
+pub mod maps;
+pub mod packet;
+pub mod reason;
+pub mod settings;
+
+pub use counter::{COUNTER_SLOTS, Counter, counter_index};
+pub use packet::{Fragment, Packet};
+pub use reason::{Reason, Verdict, decide};
+pub use settings::Settings;

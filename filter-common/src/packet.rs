@@ -1,0 +1,69 @@
+//! The summary of one parsed packet: the few fields policy stages need, copied out of the frame
+//! once by the parser so later stages never touch packet memory.
+
+/// Where a packet sits in a fragmented IP datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fragment {
+    /// Not fragmented.
+    None,
+    /// The first fragment: it carries the transport header.
+    First,
+    /// A later fragment: no transport header, so no ports or flags.
+    Later,
+}
+
+/// IP protocol number of TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+/// IP protocol number of ICMP.
+pub const IPPROTO_ICMP: u8 = 1;
+/// IP protocol number of ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// One parsed IP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// Source address in network order; an IPv4 address fills the first four bytes.
+    pub src_addr_be: [u8; 16],
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// The transport protocol number after any IPv6 extension headers.
+    pub l4_proto: u8,
+    /// Whether the transport header was parsed (`l4_proto` is TCP, UDP or ICMP for the family,
+    /// and the packet is not a later fragment).
+    pub l4_parsed: bool,
+    /// Fragment position.
+    pub fragment: Fragment,
+    /// TCP or UDP source port (host order); 0 otherwise.
+    pub src_port: u16,
+    /// TCP or UDP destination port (host order); 0 otherwise.
+    pub dst_port: u16,
+    /// TCP flags byte (FIN 0x01 ... CWR 0x80); 0 otherwise.
+    pub tcp_flags: u8,
+    /// ICMP or ICMPv6 type; 0 otherwise.
+    pub icmp_type: u8,
+    /// ICMP or ICMPv6 code; 0 otherwise.
+    pub icmp_code: u8,
+    /// Frame length in bytes.
+    pub frame_len: u32,
+}
+
+impl Packet {
+    /// An IP packet of `ip_version` with nothing parsed beyond the IP header yet.
+    pub const fn new(ip_version: u8, frame_len: u32) -> Packet {
+        Packet {
+            src_addr_be: [0; 16],
+            ip_version,
+            l4_proto: 0,
+            l4_parsed: false,
+            fragment: Fragment::None,
+            src_port: 0,
+            dst_port: 0,
+            tcp_flags: 0,
+            icmp_type: 0,
+            icmp_code: 0,
+            frame_len,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Parses a frame once, header by header, into a [`Packet`] summary.
+//!
+//! Every read of packet memory goes through [`ptr_at`]. A frame truncated or malformed at any
+//! header yields `Err(Reason::Malformed)`; a frame that is not IP yields `Err(Reason::NonIp)`.
+//! Ports and lengths are converted to host order here, once; addresses stay in network order.
+
+mod eth;
+mod icmp;
+mod ipv4;
+mod ipv6;
+mod tcp;
+mod udp;
+
+use aya_ebpf::programs::XdpContext;
+use filter_common::{
+    Fragment, Packet, Reason,
+    packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+};
+
+/// Headers must start within this many bytes of the frame start. Bounds the variable offsets
+/// (IPv4 options, IPv6 extension headers) so the verifier can track packet pointers; a frame
+/// whose headers go further is malformed.
+pub const MAX_HEADER_OFFSET: usize = 2048;
+
+/// A pointer to a `T` at `offset` bytes into the frame, or `None` if it would run past the end.
+///
+/// `T` must be a `#[repr(C)]` struct of byte arrays (alignment 1), so dereferencing it is valid at
+/// any offset.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    // Bound needed by the verifier: a packet pointer plus an unbounded scalar is rejected.
+    if offset > MAX_HEADER_OFFSET {
+        return None;
+    }
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+/// Reads a `T` at `offset`, or `Err(Malformed)` if the frame is too short.
+#[inline(always)]
+pub fn read_at<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, Reason> {
+    let ptr = ptr_at::<T>(ctx, offset).ok_or(Reason::Malformed)?;
+    // SAFETY: `ptr_at` checked that `size_of::<T>()` bytes at `ptr` lie inside the frame, and
+    // every header type has alignment 1.
+    Ok(unsafe { *ptr })
+}
+
+/// Where the IP header ends: transport headers must lie within `[l4_offset, ip_end)`.
+pub struct L3 {
+    /// Offset of the transport header.
+    pub l4_offset: usize,
+    /// Offset one past the last byte of the IP datagram (excludes Ethernet padding).
+    pub ip_end: usize,
+}
+
+/// Parses the whole frame.
+#[inline(always)]
+pub fn packet(ctx: &XdpContext) -> Result<Packet, Reason> {
+    let frame_len = ctx.data_end() - ctx.data();
+    let (ether_type, l3_offset) = eth::parse(ctx)?;
+    let mut packet = Packet::new(0, frame_len as u32);
+    let l3 = match ether_type {
+        eth::ETH_P_IP => ipv4::parse(ctx, l3_offset, frame_len, &mut packet)?,
+        eth::ETH_P_IPV6 => ipv6::parse(ctx, l3_offset, frame_len, &mut packet)?,
+        _ => return Err(Reason::NonIp),
+    };
+    if packet.fragment == Fragment::Later {
+        return Ok(packet);
+    }
+    match (packet.l4_proto, packet.ip_version) {
+        (IPPROTO_TCP, _) => tcp::parse(ctx, &l3, &mut packet)?,
+        (IPPROTO_UDP, _) => udp::parse(ctx, &l3, &mut packet)?,
+        (IPPROTO_ICMP, 4) | (IPPROTO_ICMPV6, 6) => icmp::parse(ctx, &l3, &mut packet)?,
+        _ => return Ok(packet),
+    }
+    packet.l4_parsed = true;
+    Ok(packet)
+}
+
+/// Checks that a header of `len` bytes at `offset` lies inside the IP datagram.
+#[inline(always)]
+pub fn within(l3: &L3, offset: usize, len: usize) -> Result<(), Reason> {
+    if offset + len > l3.ip_end {
+        Err(Reason::Malformed)
+    } else {
+        Ok(())
+    }
+}
