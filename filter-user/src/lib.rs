@@ -1,4 +1,17 @@
-//! moat's userspace: loads the XDP filter, attaches it, tunes it and reports its counters.
+//! moat's userspace: loads the XDP filter, attaches it to an interface, keeps its settings and
+//! reports its counters. `main.rs` is a thin shell over these modules.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod lab;
+pub mod loader;
+pub mod netns;
+pub mod pins;
+pub mod preflight;
+pub mod stats;
 
 /// The XDP object the daemon loads and the tests run, built by `build.rs` from `filter-ebpf`.
-pub static FILTER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/moat-filter"));
+pub static FILTER_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/moat-filter"));

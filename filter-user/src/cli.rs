@@ -1,0 +1,96 @@
+//! The command line, as clap types only. Every doc comment here is `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// moat: an XDP packet filter that keeps a self-hosted origin up under DDoS floods.
+///
+/// Errors print one line on stderr and exit with code 2.
+#[derive(Debug, Parser)]
+#[command(name = "moat", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// moat's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the filter, attach it to an interface and keep it there until SIGINT or SIGTERM.
+    ///
+    /// Pins the program link and maps under /sys/fs/bpf/moat/IFACE/ so `moat stats` can read
+    /// them from another process; removes the pins and detaches on exit. SIGHUP re-reads the
+    /// configuration file.
+    Run(RunArgs),
+    /// Print the counters of the filter running on an interface.
+    Stats(StatsArgs),
+    /// Show, on one machine, a filtered origin taking traffic in a pair of network namespaces.
+    Lab(LabArgs),
+}
+
+/// How to attach the XDP program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Native (driver) mode when the driver supports it, generic (skb) mode otherwise.
+    Auto,
+    /// Native mode, in the driver; fails if the driver has no XDP support.
+    Native,
+    /// Generic mode, after the kernel has built an skb; works on every interface, slower.
+    Skb,
+}
+
+impl Mode {
+    /// The name used on the command line and in logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Native => "native",
+            Mode::Skb => "skb",
+        }
+    }
+}
+
+/// Arguments of `moat run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The interface to protect, e.g. eth0.
+    #[arg(long, value_name = "IFACE")]
+    pub iface: String,
+    /// Attach mode; overrides `mode` in the configuration file [default: auto].
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Configuration file. Without it, /etc/moat/moat.toml is read if it exists, else the
+    /// built-in defaults apply.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Judge and count every packet, but pass the ones that would be dropped (counted as
+    /// would_drop).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace an XDP program that another tool attached to the interface.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of `moat stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The interface whose filter to read.
+    #[arg(long, value_name = "IFACE")]
+    pub iface: String,
+    /// Print JSON instead of a table: {"iface", "counters": {VERDICT: {REASON: {"packets",
+    /// "bytes"}}}}, every pair present.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `moat lab`.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// How long to send traffic, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub duration: u64,
+}

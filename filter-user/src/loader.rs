@@ -1,0 +1,430 @@
+//! Loads the XDP object, attaches it to an interface and pins its link and maps; detaches and
+//! unpins on the way out.
+//!
+//! Attaching either completes (program attached, every map and the link pinned) or leaves the
+//! interface as it was: each step that fails undoes the ones before it.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use aya::{
+    Ebpf, EbpfError,
+    pin::PinError,
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+    },
+};
+use filter_common::{
+    Settings,
+    maps::{ALL_MAPS, PIN_ROOT, PROGRAM_NAME},
+};
+use log::warn;
+
+use crate::{
+    FILTER_OBJECT,
+    cli::Mode,
+    control::{self, ControlError},
+    pins::{PinDir, remove_if_present},
+};
+
+/// Directory of the per-interface instance locks.
+pub const LOCK_DIR: &str = "/run/moat";
+
+/// What to attach where.
+#[derive(Clone, Debug)]
+pub struct AttachRequest {
+    /// Interface name (validated by [`crate::preflight`]).
+    pub iface: String,
+    /// Interface index in the current network namespace.
+    pub ifindex: u32,
+    /// Requested mode.
+    pub mode: Mode,
+    /// Replace a foreign XDP program.
+    pub force: bool,
+    /// Settings written before the program sees its first packet.
+    pub settings: Settings,
+}
+
+/// Why the filter could not be attached or detached.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Another `moat run` holds the interface.
+    #[error("moat is already running on {iface} (lock {lock} is held); stop it first")]
+    AlreadyRunning {
+        /// The interface.
+        iface: String,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// The instance lock could not be taken.
+    #[error("locking {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Another XDP program is attached and `--force` was not given.
+    #[error(
+        "{iface} already has an XDP program attached by another tool; pass --force to replace it"
+    )]
+    OtherProgram {
+        /// The interface.
+        iface: String,
+    },
+    /// `--force` could not remove the other program.
+    #[error(
+        "could not remove the XDP program already on {iface}: it is held by a BPF link of another \
+         process; stop that process"
+    )]
+    OtherProgramStuck {
+        /// The interface.
+        iface: String,
+    },
+    /// The driver cannot run XDP natively.
+    #[error(
+        "the driver of {iface} does not support native XDP; use --mode skb (or --mode auto to \
+         fall back)"
+    )]
+    NativeUnsupported {
+        /// The interface.
+        iface: String,
+    },
+    /// The object could not be parsed or its maps created.
+    #[error("loading the XDP object: {0}")]
+    Object(#[from] EbpfError),
+    /// The program failed to load (verifier) or attach.
+    #[error("{action} on {iface}: {source}")]
+    Program {
+        /// What was being done.
+        action: &'static str,
+        /// The interface.
+        iface: String,
+        /// What aya reported.
+        source: ProgramError,
+    },
+    /// The object lacks the program (the object and this binary disagree).
+    #[error("the XDP object has no program named {PROGRAM_NAME}")]
+    MissingProgram,
+    /// Writing the initial settings failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// A pin could not be created.
+    #[error("pinning {path}: {source}")]
+    Pin {
+        /// The pin path.
+        path: PathBuf,
+        /// What aya reported.
+        source: PinError,
+    },
+    /// The kernel attached through netlink, whose attachments cannot be pinned.
+    #[error("the kernel attached {iface} without a BPF link (Linux 5.9 or newer is required)")]
+    NoLink {
+        /// The interface.
+        iface: String,
+    },
+    /// Pins could not be created or removed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// A filter attached to an interface, with its link and maps pinned.
+#[derive(Debug)]
+pub struct Filter {
+    ebpf: Ebpf,
+    iface: String,
+    mode: Mode,
+    pins: PinDir,
+    link: Option<PinnedLink>,
+    _lock: InstanceLock,
+}
+
+impl Filter {
+    /// Loads the embedded object and attaches it as `request` says.
+    pub fn attach(request: &AttachRequest) -> Result<Filter, LoadError> {
+        let iface = request.iface.as_str();
+        let lock = InstanceLock::acquire(iface)?;
+        let pins = PinDir::for_iface(iface);
+        if pins.exists() {
+            warn!(
+                "removing pins of an earlier run that did not exit cleanly iface={iface} path={}",
+                pins.path().display()
+            );
+            remove_pins(&pins)?;
+        }
+
+        let mut ebpf = Ebpf::load(FILTER_OBJECT)?;
+        control::write_settings(ebpf.map_mut(filter_common::maps::SETTINGS), request.settings)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(LoadError::MissingProgram)?
+            .try_into()
+            .map_err(|source| program_error("loading the program", iface, source))?;
+        program
+            .load()
+            .map_err(|source| program_error("loading the program", iface, source))?;
+        let (link_id, mode) = attach_in_mode(program, request)?;
+        let link = program
+            .take_link(link_id)
+            .map_err(|source| program_error("taking the link", iface, source))?;
+        // From here on, dropping `link` detaches the program, so an early return leaves the
+        // interface as it was.
+        let link = FdLink::try_from(link).map_err(|_| LoadError::NoLink {
+            iface: iface.to_string(),
+        })?;
+
+        let mut filter = Filter {
+            ebpf,
+            iface: iface.to_string(),
+            mode,
+            pins,
+            link: None,
+            _lock: lock,
+        };
+        // Maps first and the link last: a pinned link means everything is ready.
+        filter.pin_maps()?;
+        let link_path = filter.pins.link();
+        filter.link = Some(link.pin(&link_path).map_err(|source| LoadError::Pin {
+            path: link_path,
+            source,
+        })?);
+        Ok(filter)
+    }
+
+    /// The interface.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// The mode the program is attached in (never [`Mode::Auto`]).
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The pin directory.
+    pub fn pins(&self) -> &PinDir {
+        &self.pins
+    }
+
+    /// Replaces the running settings.
+    pub fn write_settings(&mut self, settings: Settings) -> Result<(), ControlError> {
+        control::write_settings(self.ebpf.map_mut(filter_common::maps::SETTINGS), settings)
+    }
+
+    /// Detaches the program and removes every pin.
+    pub fn detach(mut self) -> Result<(), LoadError> {
+        self.cleanup()
+    }
+
+    fn pin_maps(&mut self) -> Result<(), LoadError> {
+        std::fs::create_dir_all(self.pins.path()).map_err(|source| LoadError::Io {
+            action: "creating",
+            path: self.pins.path().to_path_buf(),
+            source,
+        })?;
+        for name in ALL_MAPS {
+            let path = self.pins.map(name);
+            let map = self.ebpf.map(name).ok_or(LoadError::MissingProgram)?;
+            map.pin(&path)
+                .map_err(|source| LoadError::Pin { path, source })?;
+        }
+        Ok(())
+    }
+
+    /// Unpins the link (which detaches the program once its last reference goes) and removes
+    /// the map pins. Idempotent, so `Drop` can call it after `detach`.
+    fn cleanup(&mut self) -> Result<(), LoadError> {
+        if let Some(link) = self.link.take() {
+            let path = self.pins.link();
+            let fd_link = link.unpin().map_err(|source| LoadError::Io {
+                action: "unpinning",
+                path,
+                source,
+            })?;
+            drop(fd_link);
+        }
+        self.pins.remove_maps().map_err(|source| LoadError::Io {
+            action: "removing pins in",
+            path: self.pins.path().to_path_buf(),
+            source,
+        })
+    }
+}
+
+impl Drop for Filter {
+    fn drop(&mut self) {
+        if let Err(error) = self.cleanup() {
+            warn!("cleanup failed iface={} error={error}", self.iface);
+        }
+    }
+}
+
+fn program_error(action: &'static str, iface: &str, source: ProgramError) -> LoadError {
+    LoadError::Program {
+        action,
+        iface: iface.to_string(),
+        source,
+    }
+}
+
+/// Attaches in the requested mode; `auto` tries native first and falls back to skb.
+fn attach_in_mode(
+    program: &mut Xdp,
+    request: &AttachRequest,
+) -> Result<(aya::programs::xdp::XdpLinkId, Mode), LoadError> {
+    match request.mode {
+        Mode::Native => Ok((attach_once(program, request, XdpMode::Driver)?, Mode::Native)),
+        Mode::Skb => Ok((attach_once(program, request, XdpMode::Skb)?, Mode::Skb)),
+        Mode::Auto => match attach_once(program, request, XdpMode::Driver) {
+            Ok(id) => Ok((id, Mode::Native)),
+            Err(LoadError::NativeUnsupported { iface }) => {
+                warn!("native xdp unsupported, falling back to skb mode iface={iface}");
+                Ok((attach_once(program, request, XdpMode::Skb)?, Mode::Skb))
+            }
+            Err(error) => Err(error),
+        },
+    }
+}
+
+fn attach_once(
+    program: &mut Xdp,
+    request: &AttachRequest,
+    xdp_mode: XdpMode,
+) -> Result<aya::programs::xdp::XdpLinkId, LoadError> {
+    let iface = request.iface.as_str();
+    let error = match program.attach_to_if_index(request.ifindex, xdp_mode) {
+        Ok(id) => return Ok(id),
+        Err(error) => error,
+    };
+    match os_error(&error) {
+        Some(libc::EBUSY | libc::EEXIST) if request.force => {
+            warn!("removing the xdp program another tool attached iface={iface}");
+            remove_foreign_program(iface);
+            program
+                .attach_to_if_index(request.ifindex, xdp_mode)
+                .map_err(|error| match os_error(&error) {
+                    Some(libc::EBUSY | libc::EEXIST) => LoadError::OtherProgramStuck {
+                        iface: iface.to_string(),
+                    },
+                    _ => program_error("attaching", iface, error),
+                })
+        }
+        Some(libc::EBUSY | libc::EEXIST) => Err(LoadError::OtherProgram {
+            iface: iface.to_string(),
+        }),
+        Some(libc::EOPNOTSUPP) if xdp_mode == XdpMode::Driver => Err(LoadError::NativeUnsupported {
+            iface: iface.to_string(),
+        }),
+        _ => Err(program_error("attaching", iface, error)),
+    }
+}
+
+/// The errno behind an attach failure, through aya's wrappers.
+fn os_error(error: &ProgramError) -> Option<i32> {
+    match error {
+        ProgramError::SyscallError(syscall) => syscall.io_error.raw_os_error(),
+        ProgramError::XdpError(aya::programs::xdp::XdpError::NetlinkError(netlink)) => {
+            netlink.raw_os_error()
+        }
+        _ => None,
+    }
+}
+
+/// Detaches whatever XDP program is attached through netlink, in both modes, with iproute2.
+/// Programs held by another process's BPF link cannot be removed this way; the retried attach
+/// then reports them.
+fn remove_foreign_program(iface: &str) {
+    for mode in ["xdpgeneric", "xdpdrv"] {
+        let status = Command::new("ip")
+            .args(["link", "set", "dev", iface, mode, "off"])
+            .stderr(std::process::Stdio::null())
+            .status();
+        if let Err(error) = status {
+            warn!("running ip failed iface={iface} error={error}");
+        }
+    }
+}
+
+/// Removes the pins an earlier run left behind; unpinning its link detaches its program.
+fn remove_pins(pins: &PinDir) -> Result<(), LoadError> {
+    let link_path = pins.link();
+    if link_path.exists() {
+        match PinnedLink::from_pin(&link_path) {
+            Ok(link) => {
+                let fd_link = link.unpin().map_err(|source| LoadError::Io {
+                    action: "unpinning",
+                    path: link_path.clone(),
+                    source,
+                })?;
+                drop(fd_link);
+            }
+            Err(error) => {
+                warn!("stale link pin unreadable, removing it path={} error={error}", link_path.display());
+                remove_if_present(&link_path).map_err(|source| LoadError::Io {
+                    action: "removing",
+                    path: link_path.clone(),
+                    source,
+                })?;
+            }
+        }
+    }
+    pins.remove_maps().map_err(|source| LoadError::Io {
+        action: "removing pins in",
+        path: pins.path().to_path_buf(),
+        source,
+    })
+}
+
+/// An exclusive lock on `/run/moat/IFACE.lock`, held while a `moat run` owns the interface.
+/// The kernel releases it when the process dies, however it dies.
+#[derive(Debug)]
+struct InstanceLock {
+    _file: File,
+}
+
+impl InstanceLock {
+    fn acquire(iface: &str) -> Result<InstanceLock, LoadError> {
+        let dir = Path::new(LOCK_DIR);
+        let path = dir.join(format!("{iface}.lock"));
+        let io_error = |source| LoadError::Lock {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io_error)?;
+        std::fs::create_dir_all(PIN_ROOT).map_err(io_error)?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error)?;
+        // SAFETY: `file` owns a valid descriptor for the duration of the call.
+        let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if result == 0 {
+            log::debug!("locked iface={iface} lock={}", path.display());
+            Ok(InstanceLock { _file: file })
+        } else {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                Err(LoadError::AlreadyRunning {
+                    iface: iface.to_string(),
+                    lock: path,
+                })
+            } else {
+                Err(io_error(error))
+            }
+        }
+    }
+}
