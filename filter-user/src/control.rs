@@ -40,8 +40,10 @@ pub fn write_settings(map: Option<&mut Map>, value: Settings) -> Result<(), Cont
             name: SETTINGS,
             source,
         })?;
-    array.set(0, value, 0).map_err(|source| ControlError::Write {
-        name: SETTINGS,
-        source,
-    })
+    array
+        .set(0, value, 0)
+        .map_err(|source| ControlError::Write {
+            name: SETTINGS,
+            source,
+        })
 }

@@ -63,7 +63,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 /// Re-reads the configuration file; a bad file is logged and the running settings are kept.
 fn reload(filter: &mut Filter, args: &RunArgs, path: Option<&PathBuf>, running: &mut Config) {
     let Some(path) = path else {
-        info!("reload skipped: no configuration file iface={}", filter.iface());
+        info!(
+            "reload skipped: no configuration file iface={}",
+            filter.iface()
+        );
         return;
     };
     let config = match Config::load(path) {

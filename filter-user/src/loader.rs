@@ -166,7 +166,10 @@ impl Filter {
         }
 
         let mut ebpf = Ebpf::load(FILTER_OBJECT)?;
-        control::write_settings(ebpf.map_mut(filter_common::maps::SETTINGS), request.settings)?;
+        control::write_settings(
+            ebpf.map_mut(filter_common::maps::SETTINGS),
+            request.settings,
+        )?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(LoadError::MissingProgram)?
@@ -285,7 +288,10 @@ fn attach_in_mode(
     request: &AttachRequest,
 ) -> Result<(aya::programs::xdp::XdpLinkId, Mode), LoadError> {
     match request.mode {
-        Mode::Native => Ok((attach_once(program, request, XdpMode::Driver)?, Mode::Native)),
+        Mode::Native => Ok((
+            attach_once(program, request, XdpMode::Driver)?,
+            Mode::Native,
+        )),
         Mode::Skb => Ok((attach_once(program, request, XdpMode::Skb)?, Mode::Skb)),
         Mode::Auto => match attach_once(program, request, XdpMode::Driver) {
             Ok(id) => Ok((id, Mode::Native)),
@@ -324,9 +330,11 @@ fn attach_once(
         Some(libc::EBUSY | libc::EEXIST) => Err(LoadError::OtherProgram {
             iface: iface.to_string(),
         }),
-        Some(libc::EOPNOTSUPP) if xdp_mode == XdpMode::Driver => Err(LoadError::NativeUnsupported {
-            iface: iface.to_string(),
-        }),
+        Some(libc::EOPNOTSUPP) if xdp_mode == XdpMode::Driver => {
+            Err(LoadError::NativeUnsupported {
+                iface: iface.to_string(),
+            })
+        }
         _ => Err(program_error("attaching", iface, error)),
     }
 }
@@ -371,7 +379,10 @@ fn remove_pins(pins: &PinDir) -> Result<(), LoadError> {
                 drop(fd_link);
             }
             Err(error) => {
-                warn!("stale link pin unreadable, removing it path={} error={error}", link_path.display());
+                warn!(
+                    "stale link pin unreadable, removing it path={} error={error}",
+                    link_path.display()
+                );
                 remove_if_present(&link_path).map_err(|source| LoadError::Io {
                     action: "removing",
                     path: link_path.clone(),

@@ -126,7 +126,10 @@ impl NetNs {
 
     /// Sets a sysctl inside the namespace (`net.*` keys are per namespace).
     pub fn sysctl(&self, key: &str, value: &str) -> Result<(), NetNsError> {
-        run(self.command("sysctl").args(["-qw", &format!("{key}={value}")])).map(drop)
+        run(self
+            .command("sysctl")
+            .args(["-qw", &format!("{key}={value}")]))
+        .map(drop)
     }
 
     /// Runs `f` on a new thread that has entered this namespace, and returns its result.
@@ -191,7 +194,12 @@ impl Endpoint {
 /// Joins `a` and `b` with a veth pair whose ends get the given endpoints' names, MACs and
 /// addresses (a /24 between them), IPv6 off and static neighbour entries, so the only frames on
 /// the wire are the ones a caller sends. Brings both ends up.
-pub fn quiet_veth(a: &NetNs, a_end: &Endpoint, b: &NetNs, b_end: &Endpoint) -> Result<(), NetNsError> {
+pub fn quiet_veth(
+    a: &NetNs,
+    a_end: &Endpoint,
+    b: &NetNs,
+    b_end: &Endpoint,
+) -> Result<(), NetNsError> {
     run(Command::new("ip").args([
         "link",
         "add",
@@ -212,7 +220,13 @@ pub fn quiet_veth(a: &NetNs, a_end: &Endpoint, b: &NetNs, b_end: &Endpoint) -> R
     ]))?;
     for (ns, end, peer) in [(a, a_end, b_end), (b, b_end, a_end)] {
         ns.sysctl(&format!("net.ipv6.conf.{}.disable_ipv6", end.iface), "1")?;
-        ns.ip(&["addr", "add", &format!("{}/24", end.ipv4), "dev", &end.iface])?;
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", end.ipv4),
+            "dev",
+            &end.iface,
+        ])?;
         ns.ip(&[
             "neigh",
             "replace",
@@ -232,10 +246,11 @@ pub fn quiet_veth(a: &NetNs, a_end: &Endpoint, b: &NetNs, b_end: &Endpoint) -> R
 /// Packets and bytes an interface has transmitted, read with `ip -s -j link` in its namespace.
 pub fn tx_counters(ns: &NetNs, iface: &str) -> Result<(u64, u64), NetNsError> {
     let json = ns.ip(&["-s", "-j", "link", "show", "dev", iface])?;
-    let value: serde_json::Value = serde_json::from_str(&json).map_err(|error| NetNsError::Failed {
-        command: format!("ip -n {} -s -j link show dev {iface}", ns.name()),
-        stderr: format!("unparsable output: {error}"),
-    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&json).map_err(|error| NetNsError::Failed {
+            command: format!("ip -n {} -s -j link show dev {iface}", ns.name()),
+            stderr: format!("unparsable output: {error}"),
+        })?;
     let tx = &value[0]["stats64"]["tx"];
     match (tx["packets"].as_u64(), tx["bytes"].as_u64()) {
         (Some(packets), Some(bytes)) => Ok((packets, bytes)),

@@ -10,7 +10,9 @@ use crate::pins::PinDir;
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
     /// Nothing is pinned for the interface.
-    #[error("moat is not running on {iface} (nothing pinned at {path}); start it with `moat run --iface {iface}`")]
+    #[error(
+        "moat is not running on {iface} (nothing pinned at {path}); start it with `moat run --iface {iface}`"
+    )]
     NotRunning {
         /// The interface.
         iface: String,
@@ -64,9 +66,8 @@ impl Snapshot {
         for verdict in Verdict::ALL {
             for reason in Reason::ALL {
                 let values = array.get(&counter_index(verdict, reason), 0)?;
-                counters[verdict as usize][reason as usize] = values
-                    .iter()
-                    .fold(Counter::default(), |sum, c| sum.add(*c));
+                counters[verdict as usize][reason as usize] =
+                    values.iter().fold(Counter::default(), |sum, c| sum.add(*c));
             }
         }
         Ok(Snapshot { counters })

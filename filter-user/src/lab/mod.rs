@@ -34,7 +34,8 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     preflight::check_bpffs()?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
     }
 
     let topology = Topology::create().context("creating the lab namespaces")?;

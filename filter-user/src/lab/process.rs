@@ -53,8 +53,14 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `exe run --iface iface extra...` in `ns` and waits until its link is pinned.
-    pub fn start(ns: &NetNs, exe: &Path, iface: &str, extra: &[&str]) -> Result<Daemon, ProcessError> {
-        let log_path = std::env::temp_dir().join(format!("moat-run-{iface}-{}.log", std::process::id()));
+    pub fn start(
+        ns: &NetNs,
+        exe: &Path,
+        iface: &str,
+        extra: &[&str],
+    ) -> Result<Daemon, ProcessError> {
+        let log_path =
+            std::env::temp_dir().join(format!("moat-run-{iface}-{}.log", std::process::id()));
         let log = std::fs::File::create(&log_path)?;
         let mut command: Command = ns.command(exe);
         command

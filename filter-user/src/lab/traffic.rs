@@ -72,7 +72,8 @@ pub fn udp_burst(
     payload_len: usize,
 ) -> Result<(), TrafficError> {
     ns.enter(|| {
-        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(socket_error("binding udp"))?;
+        let socket =
+            UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(socket_error("binding udp"))?;
         let payload = vec![0x6d; payload_len];
         for _ in 0..count {
             socket
@@ -91,7 +92,9 @@ pub struct EchoServer {
 impl EchoServer {
     /// Listens on `addr` inside `ns`.
     pub fn listen(ns: &NetNs, addr: SocketAddrV4) -> Result<EchoServer, TrafficError> {
-        let listener = ns.enter(|| TcpListener::bind(addr))?.map_err(socket_error("listening"))?;
+        let listener = ns
+            .enter(|| TcpListener::bind(addr))?
+            .map_err(socket_error("listening"))?;
         listener
             .set_nonblocking(true)
             .map_err(socket_error("setting nonblocking"))?;
@@ -152,7 +155,9 @@ pub fn tcp_exchange(
                 .map_err(socket_error("setting timeout"))?;
             stream.write_all(message).map_err(socket_error("writing"))?;
             let mut echo = vec![0u8; message.len()];
-            stream.read_exact(&mut echo).map_err(socket_error("reading echo"))?;
+            stream
+                .read_exact(&mut echo)
+                .map_err(socket_error("reading echo"))?;
             Ok(echo == message)
         })?;
         let served = served
@@ -166,17 +171,19 @@ pub fn tcp_exchange(
 
 /// Writes raw Ethernet frames out of `iface` in `ns` with an AF_PACKET socket.
 pub fn send_frames(ns: &NetNs, iface: &str, frames: &[Vec<u8>]) -> Result<(), TrafficError> {
-    let ifindex = ns.enter(|| crate::preflight::iface_index(iface))?.map_err(|error| {
-        TrafficError::Socket {
+    let ifindex = ns
+        .enter(|| crate::preflight::iface_index(iface))?
+        .map_err(|error| TrafficError::Socket {
             action: "finding interface",
             source: std::io::Error::other(error.to_string()),
-        }
-    })?;
+        })?;
     ns.enter(|| {
         // SAFETY: plain socket(2) call; the result is checked before use.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
         if fd < 0 {
-            return Err(socket_error("opening packet socket")(std::io::Error::last_os_error()));
+            return Err(socket_error("opening packet socket")(
+                std::io::Error::last_os_error(),
+            ));
         }
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.
         let socket = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -199,7 +206,9 @@ pub fn send_frames(ns: &NetNs, iface: &str, frames: &[Vec<u8>]) -> Result<(), Tr
                 )
             };
             if sent < 0 {
-                return Err(socket_error("sending raw frame")(std::io::Error::last_os_error()));
+                return Err(socket_error("sending raw frame")(
+                    std::io::Error::last_os_error(),
+                ));
             }
         }
         Ok(())
