@@ -17,12 +17,19 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = ebpf_dir
         .to_str()
         .ok_or_else(|| anyhow!("path {} is not UTF-8", ebpf_dir.display()))?;
-    println!("cargo:rerun-if-changed={}", root.join("filter-common/src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("filter-common/src").display()
+    );
     // aya-ebpf uses `asm_experimental_arch`; enable unstable features for exactly the crates
     // that need them, so aya-build does not also ask for `-Z build-std` (Debian ships `core`).
-    // SAFETY-free: build scripts are single-threaded here.
+    // SAFETY: this build script is single-threaded, so nothing reads the environment while it
+    // changes.
     unsafe {
-        std::env::set_var("RUSTC_BOOTSTRAP", "aya_ebpf,aya_ebpf_bindings,aya_ebpf_cty,aya_log_ebpf,filter_ebpf,moat_filter");
+        std::env::set_var(
+            "RUSTC_BOOTSTRAP",
+            "aya_ebpf,aya_ebpf_bindings,aya_ebpf_cty,aya_log_ebpf,filter_ebpf,moat_filter",
+        );
     }
     aya_build::build_ebpf(
         [Package {
