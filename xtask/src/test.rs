@@ -1,0 +1,150 @@
+//! `cargo xtask test`: every suite CI runs, in a fixed order, with a summary at the end.
+//!
+//! Suites run one after another and a failure does not stop the rest, so one run reports
+//! every problem. The last line printed is `N passed, M failed` (counting suites) for CI to
+//! read. What the suites test is up to the crates; this module only runs them.
+
+use std::{fmt, process::Command};
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::{exec::exec, setup, workspace};
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, Args)]
+pub struct Options {
+    /// Arguments for filter-user's test binaries, after `--` (e.g. a test name filter).
+    #[arg(last = true)]
+    pub test_args: Vec<String>,
+}
+
+/// The error `run` returns when a suite failed, after it printed the summary; `main` exits
+/// non-zero without printing anything more, so the summary stays the last line.
+#[derive(Debug)]
+pub struct SuitesFailed {
+    /// How many suites failed or could not run.
+    pub failed: usize,
+}
+
+impl fmt::Display for SuitesFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} test suite(s) failed", self.failed)
+    }
+}
+
+impl std::error::Error for SuitesFailed {}
+
+/// Ensures setup, runs every suite and prints the summary; fails with [`SuitesFailed`] if
+/// any suite failed.
+pub fn run(opts: Options) -> Result<()> {
+    if !setup::is_root() {
+        anyhow::bail!("tests load XDP programs and create network namespaces; run as root");
+    }
+    setup::ensure_ready()?;
+
+    let mut suites = Suites::default();
+    suites.run("fmt", cargo(["fmt", "--all", "--check"]))?;
+    suites.run(
+        "clippy",
+        cargo(["clippy", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    suites.run(
+        "filter-common unit tests",
+        cargo(["test", "--package", "filter-common"]),
+    )?;
+    let built = suites.run(
+        "filter-user tests (build)",
+        cargo(["test", "--package", "filter-user", "--no-run"]),
+    )?;
+    let filter_user = "filter-user unit and root tests";
+    if built {
+        let mut tests = cargo(["test", "--package", "filter-user"])?;
+        if !opts.test_args.is_empty() {
+            tests.arg("--").args(&opts.test_args);
+        }
+        suites.run(filter_user, Ok(tests))?;
+    } else {
+        suites.skip(filter_user, "their build failed");
+    }
+    suites.run("xtask unit tests", cargo(["test", "--package", "xtask"]))?;
+    suites.report()
+}
+
+/// A workspace `cargo` command with `args`.
+fn cargo<const N: usize>(args: [&str; N]) -> Result<Command> {
+    let mut cargo = workspace::cargo()?;
+    cargo.args(args);
+    Ok(cargo)
+}
+
+/// How one suite ended.
+enum Outcome {
+    /// It ran and succeeded.
+    Passed,
+    /// It ran and failed.
+    Failed,
+    /// It was not run, for the given reason; counts as failed.
+    NotRun(&'static str),
+}
+
+/// The suites run so far and how each ended.
+#[derive(Default)]
+struct Suites {
+    /// Suite names and outcomes, in the order they ran.
+    outcomes: Vec<(&'static str, Outcome)>,
+}
+
+impl Suites {
+    /// Runs one suite, records its outcome and returns whether it passed. Fails only if the
+    /// command could not even be put together.
+    fn run(&mut self, name: &'static str, command: Result<Command>) -> Result<bool> {
+        eprintln!("xtask: suite {name}");
+        let outcome = match exec(&mut command?) {
+            Ok(()) => Outcome::Passed,
+            Err(err) => {
+                eprintln!("xtask: suite {name} FAILED: {err:#}");
+                Outcome::Failed
+            }
+        };
+        let passed = matches!(outcome, Outcome::Passed);
+        self.outcomes.push((name, outcome));
+        Ok(passed)
+    }
+
+    /// Records a suite that could not run, and why.
+    fn skip(&mut self, name: &'static str, why: &'static str) {
+        eprintln!("xtask: suite {name} not run: {why}");
+        self.outcomes.push((name, Outcome::NotRun(why)));
+    }
+
+    /// Prints one line per suite, then `N passed, M failed` as the last line; fails with
+    /// [`SuitesFailed`] if any suite did not pass.
+    fn report(self) -> Result<()> {
+        println!();
+        println!("test summary:");
+        let mut passed = 0;
+        let mut failed = 0;
+        for (name, outcome) in &self.outcomes {
+            match outcome {
+                Outcome::Passed => {
+                    passed += 1;
+                    println!("  ok      {name}");
+                }
+                Outcome::Failed => {
+                    failed += 1;
+                    println!("  FAILED  {name}");
+                }
+                Outcome::NotRun(why) => {
+                    failed += 1;
+                    println!("  FAILED  {name} (not run: {why})");
+                }
+            }
+        }
+        println!("{passed} passed, {failed} failed");
+        if failed > 0 {
+            return Err(SuitesFailed { failed }.into());
+        }
+        Ok(())
+    }
+}
