@@ -137,7 +137,12 @@ fn dry_run_passes_and_counts_would_drop() {
     let pair = Pair::create();
     let daemon = pair.start(&["--dry-run"]);
     let bad = traffic::truncated_udp_frame(&pair.client_end, &pair.origin_end);
-    traffic::send_frames(&pair.client, &pair.client_end.iface, &[bad.clone()]).expect("raw");
+    traffic::send_frames(
+        &pair.client,
+        &pair.client_end.iface,
+        std::slice::from_ref(&bad),
+    )
+    .expect("raw");
     let stats = stats_json(&pair.origin_end.iface);
     assert_eq!(
         count(&stats, "would_drop", "malformed"),
@@ -158,8 +163,14 @@ fn sighup_reloads_config_and_keeps_it_on_a_bad_file() {
     let config_arg = config.to_str().expect("utf-8 path");
     let daemon = pair.start(&["--config", config_arg]);
     let bad = traffic::truncated_udp_frame(&pair.client_end, &pair.origin_end);
-    let send_bad =
-        || traffic::send_frames(&pair.client, &pair.client_end.iface, &[bad.clone()]).expect("raw");
+    let send_bad = || {
+        traffic::send_frames(
+            &pair.client,
+            &pair.client_end.iface,
+            std::slice::from_ref(&bad),
+        )
+        .expect("raw")
+    };
     let wait_for_log = |needle: &str, times: usize| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while daemon.log().matches(needle).count() < times {

@@ -1,6 +1,10 @@
 //! Every error a user meets on the way to a running filter: one line on stderr naming the
 //! problem and the fix, exit code 2, and nothing attached or pinned.
 
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
 mod support;
 
 use std::process::Command;
