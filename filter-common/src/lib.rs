@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod counter;
+pub mod lists;
 pub mod maps;
 pub mod packet;
 pub mod reason;

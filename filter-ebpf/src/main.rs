@@ -1,13 +1,13 @@
 //! moat's XDP program: the entry point, the license section and the panic handler.
 //!
-//! Each frame is parsed once into a [`filter_common::Packet`], judged, counted under its
-//! `(Verdict, Reason)` pair and returned as an XDP action. Policy stages arrive with issue #3;
-//! today every well-formed frame passes and every malformed one is dropped.
+//! Each frame is parsed once into a [`filter_common::Packet`], judged by the policy stages in a
+//! fixed order, counted under its `(Verdict, Reason)` pair and returned as an XDP action.
 #![no_std]
 #![no_main]
 
 mod maps;
 mod parse;
+mod stages;
 mod verdict;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
@@ -24,10 +24,7 @@ pub fn moat(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn run(ctx: &XdpContext) -> Reason {
     match parse::packet(ctx) {
-        Ok(packet) if packet.l4_parsed || packet.fragment == filter_common::Fragment::Later => {
-            Reason::Pass
-        }
-        Ok(_) => Reason::OtherL4,
+        Ok(packet) => stages::judge(&packet),
         Err(reason) => reason,
     }
 }

@@ -26,8 +26,54 @@ pub enum Command {
     Run(RunArgs),
     /// Print the counters of the filter running on an interface.
     Stats(StatsArgs),
+    /// Edit or show the allowlist: sources passed before every other stage.
+    Allow(ListArgs),
+    /// Edit or show the denylist: sources dropped.
+    Deny(ListArgs),
     /// Show, on one machine, a filtered origin taking traffic in a pair of network namespaces.
     Lab(LabArgs),
+}
+
+/// Arguments of `moat allow` and `moat deny`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// What to do with the list.
+    #[command(subcommand)]
+    pub action: ListAction,
+}
+
+/// Edits of a list. Every prefix is validated before any is applied, and a failure (a full
+/// list, an absent prefix) leaves the list exactly as it was.
+#[derive(Debug, Subcommand)]
+pub enum ListAction {
+    /// Add prefixes (already-present ones are reported, not errors).
+    Add(ListEditArgs),
+    /// Delete prefixes; every one must be on the list.
+    Del(ListEditArgs),
+    /// Print every prefix on the list, one a line.
+    List(IfaceArgs),
+}
+
+/// Prefixes to add or delete.
+#[derive(Debug, Args)]
+pub struct ListEditArgs {
+    /// The interface whose filter to edit.
+    #[arg(long, value_name = "IFACE")]
+    pub iface: String,
+    /// A file of prefixes, one a line; `#` starts a comment.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Prefixes such as 203.0.113.0/24, 2001:db8::/32, or a bare address for one host.
+    #[arg(value_name = "CIDR", required_unless_present = "file")]
+    pub cidrs: Vec<String>,
+}
+
+/// Just an interface.
+#[derive(Debug, Args)]
+pub struct IfaceArgs {
+    /// The interface whose filter to read.
+    #[arg(long, value_name = "IFACE")]
+    pub iface: String,
 }
 
 /// How to attach the XDP program.

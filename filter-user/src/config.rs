@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use filter_common::maps::{DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES};
+
 use crate::cli::Mode;
 
 /// Where `moat run` looks for a configuration when `--config` is not given.
@@ -38,13 +40,23 @@ pub struct Config {
     pub mode: Mode,
     /// Pass would-be drops and count them as would_drop.
     pub dry_run: bool,
+    /// Prefixes each allowlist trie (IPv4, IPv6) holds; fixed when the program loads.
+    pub allow_capacity: u32,
+    /// Prefixes each denylist trie (IPv4, IPv6) holds; fixed when the program loads.
+    pub deny_capacity: u32,
 }
+
+/// The largest list capacity accepted (tries allocate per entry, so this bounds memory, not a
+/// preallocation).
+pub const MAX_LIST_CAPACITY: u32 = 16_777_216;
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             mode: Mode::Auto,
             dry_run: false,
+            allow_capacity: DEFAULT_ALLOW_ENTRIES,
+            deny_capacity: DEFAULT_DENY_ENTRIES,
         }
     }
 }
@@ -55,6 +67,8 @@ impl Default for Config {
 struct RawConfig {
     mode: Option<Mode>,
     dry_run: Option<bool>,
+    allow_capacity: Option<i64>,
+    deny_capacity: Option<i64>,
 }
 
 impl Config {
@@ -65,9 +79,25 @@ impl Config {
             message: one_line(&error.to_string()),
         })?;
         let defaults = Config::default();
+        let capacity = |key: &'static str, value: Option<i64>, default: u32| match value {
+            None => Ok(default),
+            Some(n) if (1..=i64::from(MAX_LIST_CAPACITY)).contains(&n) => Ok(n as u32),
+            Some(n) => Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{key} = {n} is out of range; it must be 1 to {MAX_LIST_CAPACITY}"
+                ),
+            }),
+        };
         Ok(Config {
             mode: raw.mode.unwrap_or(defaults.mode),
             dry_run: raw.dry_run.unwrap_or(defaults.dry_run),
+            allow_capacity: capacity(
+                "allow_capacity",
+                raw.allow_capacity,
+                defaults.allow_capacity,
+            )?,
+            deny_capacity: capacity("deny_capacity", raw.deny_capacity, defaults.deny_capacity)?,
         })
     }
 
@@ -126,9 +156,13 @@ mod tests {
             config,
             Config {
                 mode: Mode::Skb,
-                dry_run: true
+                dry_run: true,
+                ..Config::default()
             }
         );
+        let config =
+            Config::parse("deny_capacity = 10\nallow_capacity = 3", Path::new("x")).unwrap();
+        assert_eq!((config.deny_capacity, config.allow_capacity), (10, 3));
     }
 
     #[test]
@@ -140,6 +174,24 @@ mod tests {
         assert!(error.contains("dryrun"), "{error}");
         assert!(error.contains("line 2"), "{error}");
         assert!(!error.contains('\n'), "{error}");
+    }
+
+    #[test]
+    fn capacities_out_of_range_are_rejected() {
+        for text in [
+            "deny_capacity = 0",
+            "deny_capacity = -1",
+            "allow_capacity = 99999999999",
+        ] {
+            let error = Config::parse(text, Path::new("m.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("out of range"), "{text}: {error}");
+        }
+        let error = Config::parse("deny_capacity = \"big\"", Path::new("m.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("deny_capacity"), "{error}");
     }
 
     #[test]

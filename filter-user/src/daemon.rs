@@ -33,6 +33,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         mode: args.mode.unwrap_or(config.mode),
         force: args.force,
         settings: control::settings(args.dry_run || config.dry_run),
+        allow_capacity: config.allow_capacity,
+        deny_capacity: config.deny_capacity,
     };
     let mut filter = Filter::attach(&request)?;
     info!(
@@ -76,6 +78,14 @@ fn reload(filter: &mut Filter, args: &RunArgs, path: Option<&PathBuf>, running: 
             return;
         }
     };
+    if config.allow_capacity != running.allow_capacity
+        || config.deny_capacity != running.deny_capacity
+    {
+        warn!(
+            "list capacity changes need a restart, keeping capacities iface={}",
+            filter.iface()
+        );
+    }
     if config.mode != running.mode && args.mode.is_none() {
         warn!(
             "mode change needs a restart, keeping mode iface={} requested={}",

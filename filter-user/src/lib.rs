@@ -1,11 +1,13 @@
 //! moat's userspace: loads the XDP filter, attaches it to an interface, keeps its settings and
 //! reports its counters. `main.rs` is a thin shell over these modules.
 
+pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod lab;
+pub mod lists;
 pub mod loader;
 pub mod netns;
 pub mod pins;

@@ -12,7 +12,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfError,
+    Ebpf, EbpfError, EbpfLoader,
     pin::PinError,
     programs::{
         ProgramError, Xdp, XdpMode,
@@ -21,7 +21,7 @@ use aya::{
 };
 use filter_common::{
     Settings,
-    maps::{ALL_MAPS, PIN_ROOT, PROGRAM_NAME},
+    maps::{ALL_MAPS, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, PIN_ROOT, PROGRAM_NAME},
 };
 use log::warn;
 
@@ -48,6 +48,10 @@ pub struct AttachRequest {
     pub force: bool,
     /// Settings written before the program sees its first packet.
     pub settings: Settings,
+    /// Capacity of each allowlist trie.
+    pub allow_capacity: u32,
+    /// Capacity of each denylist trie.
+    pub deny_capacity: u32,
 }
 
 /// Why the filter could not be attached or detached.
@@ -165,7 +169,12 @@ impl Filter {
             remove_pins(&pins)?;
         }
 
-        let mut ebpf = Ebpf::load(FILTER_OBJECT)?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(ALLOW_V4, request.allow_capacity)
+            .map_max_entries(ALLOW_V6, request.allow_capacity)
+            .map_max_entries(DENY_V4, request.deny_capacity)
+            .map_max_entries(DENY_V6, request.deny_capacity)
+            .load(FILTER_OBJECT)?;
         control::write_settings(
             ebpf.map_mut(filter_common::maps::SETTINGS),
             request.settings,

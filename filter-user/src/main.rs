@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use moat::{
     cli::{Cli, Command},
-    daemon, lab,
+    control::ListKind,
+    daemon, lab, lists,
     stats::Snapshot,
 };
 
@@ -37,6 +38,8 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Allow(args) => lists::run(ListKind::Allow, &args.action),
+        Command::Deny(args) => lists::run(ListKind::Deny, &args.action),
         Command::Lab(args) => lab::run(args),
     }
 }

@@ -13,13 +13,17 @@ use std::error::Error;
 
 use aya::{
     Ebpf,
-    maps::{Array, PerCpuArray},
+    maps::{
+        Array, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use etherparse::Ipv6Extensions;
 use filter_common::{
     COUNTER_SLOTS, Counter, Reason, Settings, Verdict, counter_index,
-    maps::{ALL_MAPS, COUNTERS, PROGRAM_NAME, SETTINGS},
+    lists::{LIST_PRESENT, ListValue},
+    maps::{ALL_MAPS, ALLOW_V4, ALLOW_V6, COUNTERS, DENY_V4, DENY_V6, PROGRAM_NAME, SETTINGS},
     settings::FLAG_DRY_RUN,
 };
 use frames::{DOT1AD, DOT1Q, Frame, Packet, ROUTER_ALERT, TCP_OPTIONS, Transport};
@@ -145,6 +149,32 @@ impl Filter {
         settings
             .set(0, value, 0)
             .unwrap_or_else(|error| panic!("writing {SETTINGS}[0]: {error}"));
+    }
+
+    /// Puts `cidr` on the allowlist (`allow`) or the denylist through the filter-common types.
+    fn list(&mut self, allow: bool, cidr: &str) {
+        let cidr: moat::cidr::Cidr = cidr.parse().expect("test CIDRs are valid");
+        let (v4, v6) = if allow {
+            (ALLOW_V4, ALLOW_V6)
+        } else {
+            (DENY_V4, DENY_V6)
+        };
+        match cidr {
+            moat::cidr::Cidr::V4 { addr, prefix } => {
+                let map = self.ebpf.map_mut(v4).expect("v4 list map");
+                LpmTrie::<_, [u8; 4], ListValue>::try_from(map)
+                    .expect("v4 list is an LPM trie")
+                    .insert(&Key::new(prefix, addr), LIST_PRESENT, 0)
+                    .expect("insert v4 prefix");
+            }
+            moat::cidr::Cidr::V6 { addr, prefix } => {
+                let map = self.ebpf.map_mut(v6).expect("v6 list map");
+                LpmTrie::<_, [u8; 16], ListValue>::try_from(map)
+                    .expect("v6 list is an LPM trie")
+                    .insert(&Key::new(prefix, addr), LIST_PRESENT, 0)
+                    .expect("insert v6 prefix");
+            }
+        }
     }
 
     /// Runs `frame` and asserts the action that carries out `verdict`, and that exactly one
@@ -915,4 +945,79 @@ fn frame_builder_keeps_ipv4_checksums_valid_when_patching() {
     let total_len = u16::try_from(frame.datagram_len()).expect("small");
     let rewritten = frame.clone().with_ipv4_total_len(total_len);
     assert_eq!(rewritten.bytes, frame.bytes);
+}
+
+#[test]
+fn denylist_drops_by_longest_prefix_and_allowlist_wins() {
+    let mut filter = Filter::load();
+    let v4 = Packet::ipv4(Transport::Tcp).build();
+    let v6 = Packet::ipv6(Transport::Udp).build();
+    // Sources are 192.0.2.1 and 2001:db8::1.
+    filter.list(false, "198.51.100.0/24");
+    filter.list(false, "2001:db8:1::/48");
+    filter.assert_verdict(
+        "v4 source outside the denied prefix",
+        &v4.bytes,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    filter.assert_verdict(
+        "v6 source outside the denied prefix",
+        &v6.bytes,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+
+    filter.list(false, "192.0.0.0/8");
+    filter.list(false, "2001:db8::/32");
+    filter.assert_verdict(
+        "v4 source in 192.0.0.0/8",
+        &v4.bytes,
+        Verdict::Drop,
+        Reason::Denylist,
+    );
+    filter.assert_verdict(
+        "v6 source in 2001:db8::/32",
+        &v6.bytes,
+        Verdict::Drop,
+        Reason::Denylist,
+    );
+    filter.assert_verdict(
+        "a malformed frame from a denied source is malformed first",
+        &Packet::ipv4(Transport::Tcp)
+            .build()
+            .with_tcp_data_offset(4)
+            .bytes,
+        Verdict::Drop,
+        Reason::Malformed,
+    );
+
+    filter.list(true, "192.0.2.1");
+    filter.list(true, "2001:db8::/64");
+    filter.assert_verdict(
+        "allowlisted v4 host inside a denied /8",
+        &v4.bytes,
+        Verdict::Pass,
+        Reason::Allowlist,
+    );
+    filter.assert_verdict(
+        "allowlisted v6 /64 inside a denied /32",
+        &v6.bytes,
+        Verdict::Pass,
+        Reason::Allowlist,
+    );
+}
+
+#[test]
+fn dry_run_counts_denied_sources_as_would_drop() {
+    let mut filter = Filter::load();
+    filter.list(false, "0.0.0.0/0");
+    filter.set_dry_run(true);
+    let frame = Packet::ipv4(Transport::Udp).build();
+    filter.assert_verdict(
+        "denied by 0.0.0.0/0 in dry run",
+        &frame.bytes,
+        Verdict::WouldDrop,
+        Reason::Denylist,
+    );
 }

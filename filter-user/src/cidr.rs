@@ -1,0 +1,239 @@
+//! IPv4 and IPv6 prefixes as users write them (`10.0.0.0/8`, `2001:db8::/32`, a bare address
+//! for one host), validated strictly: a typo must never widen or narrow a list silently.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
+
+use filter_common::lists::{V4_MAX_PREFIX, V4Key, V6_MAX_PREFIX, V6Key};
+
+/// A validated prefix with no host bits set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cidr {
+    /// An IPv4 prefix.
+    V4 {
+        /// Address bytes in network order.
+        addr: V4Key,
+        /// Prefix length, 0 to 32.
+        prefix: u32,
+    },
+    /// An IPv6 prefix.
+    V6 {
+        /// Address bytes in network order.
+        addr: V6Key,
+        /// Prefix length, 0 to 128.
+        prefix: u32,
+    },
+}
+
+/// Why a prefix was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid CIDR {input:?}: {reason}")]
+pub struct CidrError {
+    /// The text given.
+    pub input: String,
+    /// What is wrong and what would be right.
+    pub reason: String,
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(input: &str) -> Result<Cidr, CidrError> {
+        let error = |reason: String| CidrError {
+            input: input.to_string(),
+            reason,
+        };
+        let (addr_text, prefix_text) = match input.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (input, None),
+        };
+        if addr_text.contains('%') {
+            return Err(error(
+                "IPv6 zone ids (like %eth0) name a link, not a network; remove the zone".into(),
+            ));
+        }
+        let addr: IpAddr = addr_text.parse().map_err(|_| {
+            error("expected an IPv4 or IPv6 address, e.g. 203.0.113.0/24 or 2001:db8::/32".into())
+        })?;
+        let max = match addr {
+            IpAddr::V4(_) => V4_MAX_PREFIX,
+            IpAddr::V6(_) => V6_MAX_PREFIX,
+        };
+        let prefix = match prefix_text {
+            None => max,
+            Some(text) => match text.parse::<u32>() {
+                Ok(prefix) if prefix <= max && !text.starts_with('+') => prefix,
+                _ => return Err(error(format!("the prefix length must be 0 to {max}"))),
+            },
+        };
+        let cidr = match addr {
+            IpAddr::V4(v4) => Cidr::V4 {
+                addr: v4.octets(),
+                prefix,
+            },
+            IpAddr::V6(v6) => Cidr::V6 {
+                addr: v6.octets(),
+                prefix,
+            },
+        };
+        let network = cidr.network();
+        if network != cidr {
+            return Err(error(format!("host bits are set; did you mean {network}?")));
+        }
+        Ok(cidr)
+    }
+}
+
+impl Cidr {
+    /// The same prefix with every host bit cleared.
+    pub fn network(self) -> Cidr {
+        match self {
+            Cidr::V4 { addr, prefix } => Cidr::V4 {
+                addr: mask(addr, prefix),
+                prefix,
+            },
+            Cidr::V6 { addr, prefix } => Cidr::V6 {
+                addr: mask(addr, prefix),
+                prefix,
+            },
+        }
+    }
+}
+
+fn mask<const N: usize>(mut addr: [u8; N], prefix: u32) -> [u8; N] {
+    for (index, byte) in addr.iter_mut().enumerate() {
+        let bits_before = (index as u32) * 8;
+        let keep = prefix.saturating_sub(bits_before).min(8);
+        *byte &= if keep == 0 { 0 } else { 0xFFu8 << (8 - keep) };
+    }
+    addr
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cidr::V4 { addr, prefix } => write!(f, "{}/{prefix}", Ipv4Addr::from(*addr)),
+            Cidr::V6 { addr, prefix } => write!(f, "{}/{prefix}", Ipv6Addr::from(*addr)),
+        }
+    }
+}
+
+/// Why a list of prefixes was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    /// One entry is not a valid prefix.
+    #[error("{source_name} line {line}: {error}")]
+    Invalid {
+        /// The file or "arguments".
+        source_name: String,
+        /// 1-based line (or argument position).
+        line: usize,
+        /// The entry's error.
+        error: CidrError,
+    },
+    /// The same prefix appears twice.
+    #[error("{source_name} line {line}: {cidr} duplicates line {first}")]
+    Duplicate {
+        /// The file or "arguments".
+        source_name: String,
+        /// Where it appears again.
+        line: usize,
+        /// Where it appeared first.
+        first: usize,
+        /// The prefix.
+        cidr: Cidr,
+    },
+}
+
+/// Parses one prefix per line; blank lines and `#` comments (whole-line or trailing) are
+/// ignored. Every entry is validated before any is returned, and duplicates are errors.
+pub fn parse_lines<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    source_name: &str,
+) -> Result<Vec<Cidr>, ListError> {
+    let mut seen = std::collections::HashMap::new();
+    let mut cidrs = Vec::new();
+    for (index, raw) in lines.into_iter().enumerate() {
+        let line = index + 1;
+        let text = raw.split('#').next().unwrap_or("").trim();
+        if text.is_empty() {
+            continue;
+        }
+        let cidr: Cidr = text.parse().map_err(|error| ListError::Invalid {
+            source_name: source_name.to_string(),
+            line,
+            error,
+        })?;
+        if let Some(first) = seen.insert(cidr, line) {
+            return Err(ListError::Duplicate {
+                source_name: source_name.to_string(),
+                line,
+                first,
+                cidr,
+            });
+        }
+        cidrs.push(cidr);
+    }
+    Ok(cidrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prefixes_and_hosts() {
+        assert_eq!(
+            "10.0.0.0/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            "192.0.2.7".parse::<Cidr>().unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!(
+            "2001:db8::/32".parse::<Cidr>().unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert_eq!("::1".parse::<Cidr>().unwrap().to_string(), "::1/128");
+        assert_eq!(
+            "0.0.0.0/0".parse::<Cidr>().unwrap().to_string(),
+            "0.0.0.0/0"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_input_with_the_fix() {
+        let reason = |input: &str| input.parse::<Cidr>().unwrap_err().reason;
+        assert!(reason("10.0.0.1/8").contains("did you mean 10.0.0.0/8"));
+        assert!(reason("2001:db8::1/32").contains("did you mean 2001:db8::/32"));
+        assert!(reason("10.0.0.0/33").contains("0 to 32"));
+        assert!(reason("2001:db8::/129").contains("0 to 128"));
+        assert!(reason("fe80::1%eth0").contains("zone"));
+        assert!(reason("10.0.0/8").contains("expected an IPv4 or IPv6 address"));
+        assert!(reason("10.0.0.0/").contains("0 to 32"));
+        assert!(reason("10.0.0.0/+8").contains("0 to 32"));
+        assert!(reason("").contains("expected"));
+    }
+
+    #[test]
+    fn lists_skip_comments_and_refuse_duplicates() {
+        let text = "# deny\n10.0.0.0/8  # ten\n\n2001:db8::/32\n";
+        let cidrs = parse_lines(text.lines(), "deny.txt").unwrap();
+        assert_eq!(cidrs.len(), 2);
+        let error = parse_lines("1.2.3.4\n5.6.7.8\n1.2.3.4/32\n".lines(), "f")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "f line 3: 1.2.3.4/32 duplicates line 1");
+        let error = parse_lines("1.2.3.4\nbogus\n".lines(), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("f line 2: invalid CIDR \"bogus\""),
+            "{error}"
+        );
+    }
+}
