@@ -86,22 +86,26 @@ fn unprivileged_user_is_told_which_capabilities_are_missing() {
     assert_untouched(&pair.origin, &pair.origin_end.iface);
 }
 
+/// Runs `moat run` on the pair's origin end after `prepare`, a shell command run in a private
+/// mount namespace, so whatever it unmounts or hides stays hidden from the host.
+fn run_with_mounts_changed(pair: &Pair, prepare: &str) -> std::process::Output {
+    let script = format!(
+        "{prepare} && exec {} run --iface {}",
+        moat_bin().display(),
+        pair.origin_end.iface
+    );
+    pair.origin
+        .command("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("run unshare")
+}
+
 #[test]
 fn missing_bpffs_says_how_to_mount_it() {
     require_root();
     let pair = Pair::create();
-    // A private mount namespace where /sys/fs/bpf is unmounted; the host keeps its bpffs.
-    let script = format!(
-        "umount /sys/fs/bpf && exec {} run --iface {}",
-        moat_bin().display(),
-        pair.origin_end.iface
-    );
-    let output = pair
-        .origin
-        .command("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .expect("run unshare");
+    let output = run_with_mounts_changed(&pair, "umount /sys/fs/bpf");
     assert_refused(
         &output,
         &["bpffs is not mounted", "mount -t bpf bpf /sys/fs/bpf"],
@@ -113,18 +117,8 @@ fn missing_bpffs_says_how_to_mount_it() {
 fn kernel_without_btf_is_refused() {
     require_root();
     let pair = Pair::create();
-    // Hide the kernel's BTF behind an empty tmpfs, in a private mount namespace.
-    let script = format!(
-        "mount -t tmpfs none /sys/kernel/btf && exec {} run --iface {}",
-        moat_bin().display(),
-        pair.origin_end.iface
-    );
-    let output = pair
-        .origin
-        .command("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .expect("run unshare");
+    // Hide the kernel's BTF behind an empty tmpfs.
+    let output = run_with_mounts_changed(&pair, "mount -t tmpfs none /sys/kernel/btf");
     assert_refused(&output, &["no BTF", "CONFIG_DEBUG_INFO_BTF"]);
     assert_untouched(&pair.origin, &pair.origin_end.iface);
 }
@@ -211,7 +205,7 @@ fn foreign_xdp_program_is_refused_then_replaced_with_force() {
         program.pin(&pin).expect("pin program");
     }
     // `ip -n` would remount /sys and miss the pin; nsenter keeps the host's bpffs.
-    moat::netns::run(pair.origin.command("ip").args([
+    let attached = moat::netns::run(pair.origin.command("ip").args([
         "link",
         "set",
         "dev",
@@ -219,9 +213,11 @@ fn foreign_xdp_program_is_refused_then_replaced_with_force() {
         "xdpgeneric",
         "pinned",
         pin.to_str().expect("utf-8"),
-    ]))
-    .expect("attach foreign program");
-    std::fs::remove_file(&pin).expect("unpin foreign program; the attachment keeps it alive");
+    ]));
+    // Unpin first, whatever happened: the attachment keeps the program alive, and a failed
+    // attach must not leave a pin behind.
+    std::fs::remove_file(&pin).expect("unpin foreign program");
+    attached.expect("attach foreign program");
 
     let output = pair.moat(&["run", "--iface", iface]);
     assert_refused(&output, &["already has an XDP program", "--force"]);
