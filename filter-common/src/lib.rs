@@ -7,13 +7,18 @@
 //! `filter-ebpf`) and no aya imports outside the `user` feature.
 #![no_std]
 
+pub mod classify;
 pub mod counter;
 pub mod lists;
 pub mod maps;
 pub mod packet;
+pub mod ports;
+pub mod rate;
 pub mod reason;
 pub mod settings;
+pub mod source;
 
+pub use classify::{CLASS_COUNT, Class};
 pub use counter::{COUNTER_SLOTS, Counter, counter_index};
 pub use packet::{Fragment, Packet};
 pub use reason::{Reason, Verdict, decide};

@@ -25,8 +25,52 @@ pub const DENY_V4: &str = "DENY_V4";
 /// LPM trie of denied IPv6 source prefixes.
 pub const DENY_V6: &str = "DENY_V6";
 
+/// LPM trie of trusted upstream IPv4 prefixes (resolvers, NTP servers), exempt from the
+/// reflection stage.
+pub const TRUSTED_V4: &str = "TRUSTED_V4";
+
+/// LPM trie of trusted upstream IPv6 prefixes.
+pub const TRUSTED_V6: &str = "TRUSTED_V6";
+
+/// Array of one flag byte per port ([`crate::ports`]).
+pub const PORTS: &str = "PORTS";
+
+/// LRU hash of [`crate::source::SourceKey`] to [`crate::source::Ban`].
+pub const BANS: &str = "BANS";
+
+/// LRU hash of [`crate::source::SourceKey`] to [`crate::rate::RateState`]: per-source, per-class
+/// buckets. LRU, so a flood of spoofed sources evicts old entries instead of filling it.
+pub const SOURCES: &str = "SOURCES";
+
+/// Per-CPU array of [`crate::rate::Buckets`]: one slot per class, then one for fragments.
+pub const AGGREGATE: &str = "AGGREGATE";
+
+/// Per-CPU, single-entry scratch space holding the current packet's [`crate::Packet`]. Values
+/// the parser stores there are not tracked by the verifier, so every parse path reaches the
+/// policy stages in the same state and is verified once, and the summary stays off the 512-byte
+/// stack.
+pub const SCRATCH: &str = "SCRATCH";
+
 /// Every map the program declares.
-pub const ALL_MAPS: &[&str] = &[COUNTERS, SETTINGS, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6];
+pub const ALL_MAPS: &[&str] = &[
+    COUNTERS, SETTINGS, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, TRUSTED_V4, TRUSTED_V6, PORTS, BANS,
+    SOURCES, AGGREGATE, SCRATCH,
+];
+
+/// Capacity of each trusted-upstream trie.
+pub const MAX_TRUSTED_ENTRIES: u32 = 1024;
+
+/// Capacity of `BANS` in the object; the loader may change it (`max_bans`).
+pub const DEFAULT_MAX_BANS: u32 = 65_536;
+
+/// Capacity of `SOURCES` in the object; the loader may change it (`max_tracked_sources`).
+pub const DEFAULT_MAX_SOURCES: u32 = 262_144;
+
+/// Slot of the fragment bucket in `AGGREGATE` (after the classes).
+pub const AGGREGATE_FRAGMENT_SLOT: u32 = crate::CLASS_COUNT as u32;
+
+/// Number of slots in `AGGREGATE`.
+pub const AGGREGATE_SLOTS: u32 = crate::CLASS_COUNT as u32 + 1;
 
 /// Capacity of each allowlist trie in the object; the loader may change it.
 pub const DEFAULT_ALLOW_ENTRIES: u32 = 65_536;

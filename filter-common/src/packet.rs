@@ -2,6 +2,7 @@
 //! once by the parser so later stages never touch packet memory.
 
 /// Where a packet sits in a fragmented IP datagram.
+#[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fragment {
     /// Not fragmented.
@@ -21,49 +22,60 @@ pub const IPPROTO_ICMP: u8 = 1;
 /// IP protocol number of ICMPv6.
 pub const IPPROTO_ICMPV6: u8 = 58;
 
-/// One parsed IP packet.
+/// One parsed IP packet. It lives in the per-CPU `SCRATCH` map while the program runs, so it
+/// is `#[repr(C)]` with no implicit padding.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Packet {
     /// Source address in network order; an IPv4 address fills the first four bytes.
     pub src_addr_be: [u8; 16],
-    /// 4 or 6.
-    pub ip_version: u8,
-    /// The transport protocol number after any IPv6 extension headers.
-    pub l4_proto: u8,
-    /// Whether the transport header was parsed (`l4_proto` is TCP, UDP or ICMP for the family,
-    /// and the packet is not a later fragment).
-    pub l4_parsed: bool,
-    /// Fragment position.
-    pub fragment: Fragment,
+    /// Frame length in bytes.
+    pub frame_len: u32,
     /// TCP or UDP source port (host order); 0 otherwise.
     pub src_port: u16,
     /// TCP or UDP destination port (host order); 0 otherwise.
     pub dst_port: u16,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// The transport protocol number after any IPv6 extension headers.
+    pub l4_proto: u8,
+    /// 1 if the transport header was parsed (`l4_proto` is TCP, UDP or ICMP for the family,
+    /// and the packet is not a later fragment), else 0. See [`Packet::has_l4`].
+    pub l4_parsed: u8,
+    /// Fragment position.
+    pub fragment: Fragment,
     /// TCP flags byte (FIN 0x01 ... CWR 0x80); 0 otherwise.
     pub tcp_flags: u8,
     /// ICMP or ICMPv6 type; 0 otherwise.
     pub icmp_type: u8,
     /// ICMP or ICMPv6 code; 0 otherwise.
     pub icmp_code: u8,
-    /// Frame length in bytes.
-    pub frame_len: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u8,
 }
+const _: () = assert!(core::mem::size_of::<Packet>() == 32);
 
 impl Packet {
     /// An IP packet of `ip_version` with nothing parsed beyond the IP header yet.
     pub const fn new(ip_version: u8, frame_len: u32) -> Packet {
         Packet {
             src_addr_be: [0; 16],
-            ip_version,
-            l4_proto: 0,
-            l4_parsed: false,
-            fragment: Fragment::None,
+            frame_len,
             src_port: 0,
             dst_port: 0,
+            ip_version,
+            l4_proto: 0,
+            l4_parsed: 0,
+            fragment: Fragment::None,
             tcp_flags: 0,
             icmp_type: 0,
             icmp_code: 0,
-            frame_len,
+            _pad: 0,
         }
+    }
+
+    /// Whether the transport header was parsed.
+    pub const fn has_l4(&self) -> bool {
+        self.l4_parsed != 0
     }
 }

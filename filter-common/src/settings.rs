@@ -1,21 +1,73 @@
 //! The running settings the XDP program reads on every packet from the single-entry `SETTINGS`
 //! array. Userspace writes it before attaching and whenever the configuration changes, so
-//! thresholds change without reloading the program.
+//! thresholds change live without reloading the program. Rates here are already in the units
+//! the program uses: aggregate limits are divided by the number of CPUs, since each CPU keeps
+//! its own aggregate buckets.
+
+use crate::rate::Limit;
 
 /// Bit in [`Settings::flags`]: count drops as would-drop and pass the packet.
 pub const FLAG_DRY_RUN: u32 = 1;
+/// Bit in [`Settings::flags`]: use [`Settings::clock_ns`] instead of the kernel clock (tests).
+pub const FLAG_FIXED_CLOCK: u32 = 2;
+/// Bit in [`Settings::flags`]: TCP SYNs to ports not marked open in `PORTS` are dropped.
+pub const FLAG_ENFORCE_TCP_PORTS: u32 = 4;
+/// Bit in [`Settings::flags`]: UDP to ports not marked open in `PORTS` is dropped.
+pub const FLAG_ENFORCE_UDP_PORTS: u32 = 8;
+
+/// What to do with IP fragments.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FragmentPolicy {
+    /// Fragments go on through the later stages.
+    Pass = 0,
+    /// Fragments share one aggregate bucket ([`Settings::fragments`]); beyond it they drop.
+    RateLimit = 1,
+    /// Every fragment is dropped.
+    Drop = 2,
+}
+
+impl FragmentPolicy {
+    /// The policy with this discriminant; unknown values mean rate-limit, the safe middle.
+    pub const fn from_u32(value: u32) -> FragmentPolicy {
+        match value {
+            0 => FragmentPolicy::Pass,
+            2 => FragmentPolicy::Drop,
+            _ => FragmentPolicy::RateLimit,
+        }
+    }
+}
 
 /// The value of the `SETTINGS` map. An all-zero value (what the kernel holds before userspace
-/// writes anything) means: enforce.
+/// writes anything) enforces nothing but malformed drops: no limits, no bans, all ports open.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
     /// Bit set of `FLAG_*` constants.
     pub flags: u32,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
+    /// A [`FragmentPolicy`] discriminant.
+    pub fragment_policy: u32,
+    /// The clock when [`FLAG_FIXED_CLOCK`] is set, in ns.
+    pub clock_ns: u64,
+    /// First automatic ban's length, in ns; each repeat offence doubles it.
+    pub ban_base_ns: u64,
+    /// Longest automatic ban, in ns.
+    pub ban_max_ns: u64,
+    /// Over-limit packets are counted as strikes within windows of this length, in ns.
+    pub strike_window_ns: u64,
+    /// Strikes within one window that ban the source; 0 disables automatic bans.
+    pub ban_after_strikes: u32,
+    /// IPv6 sources are tracked and banned per prefix of this length (64: one attacker holds a
+    /// whole /64).
+    pub v6_source_prefix: u32,
+    /// Per-source limits, by [`crate::Class`].
+    pub source: [Limit; crate::CLASS_COUNT],
+    /// Aggregate limits over all sources, per CPU, by [`crate::Class`].
+    pub aggregate: [Limit; crate::CLASS_COUNT],
+    /// Aggregate limit for fragments under [`FragmentPolicy::RateLimit`], per CPU.
+    pub fragments: Limit,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 8);
+const _: () = assert!(core::mem::size_of::<Settings>() == 336);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Settings {}
 
@@ -23,5 +75,19 @@ impl Settings {
     /// Whether `--dry-run` is on.
     pub const fn dry_run(&self) -> bool {
         self.flags & FLAG_DRY_RUN != 0
+    }
+
+    /// The fragment policy.
+    pub const fn fragment_policy(&self) -> FragmentPolicy {
+        FragmentPolicy::from_u32(self.fragment_policy)
+    }
+
+    /// The current time: the fixed clock if set, else `kernel_now_ns`.
+    pub const fn now_ns(&self, kernel_now_ns: u64) -> u64 {
+        if self.flags & FLAG_FIXED_CLOCK != 0 {
+            self.clock_ns
+        } else {
+            kernel_now_ns
+        }
     }
 }

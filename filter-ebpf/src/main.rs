@@ -10,21 +10,36 @@ mod parse;
 mod stages;
 mod verdict;
 
-use aya_ebpf::{macros::xdp, programs::XdpContext};
-use filter_common::Reason;
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use filter_common::{Reason, Settings};
+
+use crate::maps::{SCRATCH, SETTINGS};
 
 /// The XDP entry point; its name is [`filter_common::maps::PROGRAM_NAME`].
 #[xdp]
 pub fn moat(ctx: XdpContext) -> u32 {
-    let reason = run(&ctx);
-    verdict::apply(&ctx, reason)
+    let Some(settings) = SETTINGS.get(0) else {
+        // Index 0 of a one-entry array always exists.
+        return verdict::apply(&ctx, Reason::Internal, false);
+    };
+    verdict::apply(&ctx, run(&ctx, settings), settings.dry_run())
 }
 
 /// Judges one frame and returns why it gets its verdict.
 #[inline(always)]
-fn run(ctx: &XdpContext) -> Reason {
-    match parse::packet(ctx) {
-        Ok(packet) => stages::judge(&packet),
+fn run(ctx: &XdpContext, settings: &Settings) -> Reason {
+    let Some(packet) = SCRATCH.get_ptr_mut(0) else {
+        // Index 0 of a one-entry array always exists.
+        return Reason::Internal;
+    };
+    // SAFETY: a per-CPU slot from a successful lookup; only this program run uses it.
+    let packet = unsafe { &mut *packet };
+    match parse::packet(ctx, packet) {
+        Ok(()) => {
+            // SAFETY: bpf_ktime_get_ns has no preconditions.
+            let now_ns = settings.now_ns(unsafe { bpf_ktime_get_ns() });
+            stages::judge(packet, settings, now_ns)
+        }
         Err(reason) => reason,
     }
 }

@@ -3,12 +3,18 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LpmTrie, PerCpuArray},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
 };
 use filter_common::{
-    COUNTER_SLOTS, Counter, Settings,
+    COUNTER_SLOTS, Counter, Packet, Settings,
     lists::{ListValue, V4Key, V6Key},
-    maps::{DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES},
+    maps::{
+        AGGREGATE_SLOTS, DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES, DEFAULT_MAX_BANS,
+        DEFAULT_MAX_SOURCES, MAX_TRUSTED_ENTRIES,
+    },
+    ports::PORT_COUNT,
+    rate::{Buckets, RateState},
+    source::{Ban, SourceKey},
 };
 
 /// Packets and bytes per `(Verdict, Reason)`, per CPU.
@@ -38,3 +44,34 @@ pub static DENY_V4: LpmTrie<V4Key, ListValue> =
 #[map]
 pub static DENY_V6: LpmTrie<V6Key, ListValue> =
     LpmTrie::with_max_entries(DEFAULT_DENY_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Trusted upstream IPv4 prefixes, exempt from the reflection stage.
+#[map]
+pub static TRUSTED_V4: LpmTrie<V4Key, ListValue> =
+    LpmTrie::with_max_entries(MAX_TRUSTED_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Trusted upstream IPv6 prefixes.
+#[map]
+pub static TRUSTED_V6: LpmTrie<V6Key, ListValue> =
+    LpmTrie::with_max_entries(MAX_TRUSTED_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// One flag byte per port: open for TCP, open for UDP, reflector source port.
+#[map]
+pub static PORTS: Array<u8> = Array::with_max_entries(PORT_COUNT, 0);
+
+/// Banned sources (and recently expired bans, remembered for escalation).
+#[map]
+pub static BANS: LruHashMap<SourceKey, Ban> = LruHashMap::with_max_entries(DEFAULT_MAX_BANS, 0);
+
+/// Per-source, per-class rate state.
+#[map]
+pub static SOURCES: LruHashMap<SourceKey, RateState> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+
+/// Aggregate buckets per class, then fragments, per CPU.
+#[map]
+pub static AGGREGATE: PerCpuArray<Buckets> = PerCpuArray::with_max_entries(AGGREGATE_SLOTS, 0);
+
+/// The current packet's summary, per CPU (see `filter_common::maps::SCRATCH`).
+#[map]
+pub static SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);

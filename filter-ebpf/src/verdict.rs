@@ -1,21 +1,16 @@
 //! Turns a reason into a verdict and an XDP action, and counts it.
 //!
-//! Maps: reads `SETTINGS` (dry-run flag), writes `COUNTERS`. Two lookups per packet.
+//! Maps: writes `COUNTERS`. One lookup per packet.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use filter_common::{Reason, Verdict, counter_index, decide};
 
-use crate::maps::{COUNTERS, SETTINGS};
+use crate::maps::COUNTERS;
 
 /// Decides the verdict for `reason`, counts the frame under it and returns the XDP action that
 /// carries it out.
 #[inline(always)]
-pub fn apply(ctx: &XdpContext, reason: Reason) -> u32 {
-    let dry_run = match SETTINGS.get(0) {
-        Some(settings) => settings.dry_run(),
-        // Index 0 of a one-entry array always exists.
-        None => return count(ctx, Verdict::Aborted, Reason::Internal),
-    };
+pub fn apply(ctx: &XdpContext, reason: Reason, dry_run: bool) -> u32 {
     count(ctx, decide(reason, dry_run), reason)
 }
 

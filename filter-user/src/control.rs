@@ -37,10 +37,10 @@ pub enum ControlError {
 }
 
 /// The settings for the given options.
-pub const fn settings(dry_run: bool) -> Settings {
+pub fn settings(dry_run: bool) -> Settings {
     Settings {
         flags: if dry_run { FLAG_DRY_RUN } else { 0 },
-        _pad: 0,
+        ..Settings::default()
     }
 }
 

@@ -57,28 +57,28 @@ pub struct L3 {
     pub ip_end: usize,
 }
 
-/// Parses the whole frame.
+/// Parses the whole frame into `packet`, overwriting every field.
 #[inline(always)]
-pub fn packet(ctx: &XdpContext) -> Result<Packet, Reason> {
+pub fn packet(ctx: &XdpContext, packet: &mut Packet) -> Result<(), Reason> {
     let frame_len = ctx.data_end() - ctx.data();
     let (ether_type, l3_offset) = eth::parse(ctx)?;
-    let mut packet = Packet::new(0, frame_len as u32);
+    *packet = Packet::new(0, frame_len as u32);
     let l3 = match ether_type {
-        eth::ETH_P_IP => ipv4::parse(ctx, l3_offset, frame_len, &mut packet)?,
-        eth::ETH_P_IPV6 => ipv6::parse(ctx, l3_offset, frame_len, &mut packet)?,
+        eth::ETH_P_IP => ipv4::parse(ctx, l3_offset, frame_len, packet)?,
+        eth::ETH_P_IPV6 => ipv6::parse(ctx, l3_offset, frame_len, packet)?,
         _ => return Err(Reason::NonIp),
     };
     if packet.fragment == Fragment::Later {
-        return Ok(packet);
+        return Ok(());
     }
     match (packet.l4_proto, packet.ip_version) {
-        (IPPROTO_TCP, _) => tcp::parse(ctx, &l3, &mut packet)?,
-        (IPPROTO_UDP, _) => udp::parse(ctx, &l3, &mut packet)?,
-        (IPPROTO_ICMP, 4) | (IPPROTO_ICMPV6, 6) => icmp::parse(ctx, &l3, &mut packet)?,
-        _ => return Ok(packet),
+        (IPPROTO_TCP, _) => tcp::parse(ctx, &l3, packet)?,
+        (IPPROTO_UDP, _) => udp::parse(ctx, &l3, packet)?,
+        (IPPROTO_ICMP, 4) | (IPPROTO_ICMPV6, 6) => icmp::parse(ctx, &l3, packet)?,
+        _ => return Ok(()),
     }
-    packet.l4_parsed = true;
-    Ok(packet)
+    packet.l4_parsed = 1;
+    Ok(())
 }
 
 /// Checks that a header of `len` bytes at `offset` lies inside the IP datagram.

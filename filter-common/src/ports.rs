@@ -1,0 +1,12 @@
+//! The `PORTS` array: one byte of flags per port number, so one lookup answers both "is this
+//! destination port open" and "is this source port a reflector".
+
+/// Number of entries in `PORTS`.
+pub const PORT_COUNT: u32 = 65_536;
+
+/// Flag: TCP connections to this destination port are accepted.
+pub const PORT_TCP_OPEN: u8 = 1;
+/// Flag: UDP to this destination port is accepted.
+pub const PORT_UDP_OPEN: u8 = 2;
+/// Flag: UDP from this source port is reflection unless the source is trusted.
+pub const PORT_REFLECTOR: u8 = 4;

@@ -1,0 +1,119 @@
+//! How sources are keyed in the per-source rate and ban maps, and what a ban holds.
+
+use crate::{Packet, classify::Class};
+
+/// Key of the `SOURCES` (rate state per source and class) and `BANS` maps. IPv6 sources are
+/// masked to the configured prefix (a /64 by default) so one attacker's whole prefix shares one
+/// entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    /// Source address in network order, masked; IPv4 in the first four bytes.
+    pub addr_be: [u8; 16],
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// The [`Class`] discriminant in `SOURCES`; always [`BAN_CLASS`] in `BANS`.
+    pub class: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<SourceKey>() == 20);
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SourceKey {}
+
+/// The `class` of every key in `BANS`: a ban covers all classes.
+pub const BAN_CLASS: u8 = 0xFF;
+
+impl SourceKey {
+    /// The key of `packet`'s source in `class` (or [`BAN_CLASS`]), with IPv6 masked to
+    /// `v6_prefix` bits.
+    #[inline(always)]
+    pub fn new(packet: &Packet, class: u8, v6_prefix: u32) -> SourceKey {
+        let mut addr_be = packet.src_addr_be;
+        if packet.ip_version == 6 {
+            mask_v6(&mut addr_be, v6_prefix);
+        }
+        SourceKey {
+            addr_be,
+            ip_version: packet.ip_version,
+            class,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The rate-state key for `class`.
+    #[inline(always)]
+    pub fn for_class(packet: &Packet, class: Class, v6_prefix: u32) -> SourceKey {
+        SourceKey::new(packet, class as u8, v6_prefix)
+    }
+
+    /// The ban key.
+    #[inline(always)]
+    pub fn for_ban(packet: &Packet, v6_prefix: u32) -> SourceKey {
+        SourceKey::new(packet, BAN_CLASS, v6_prefix)
+    }
+}
+
+/// Clears every bit after the first `prefix` bits (bounded loop, verifier-friendly).
+#[inline(always)]
+pub fn mask_v6(addr: &mut [u8; 16], prefix: u32) {
+    let mut index = 0;
+    while index < 16 {
+        let bits_before = (index as u32) * 8;
+        let keep = if prefix > bits_before {
+            let left = prefix - bits_before;
+            if left > 8 { 8 } else { left }
+        } else {
+            0
+        };
+        addr[index] &= if keep == 0 { 0 } else { 0xFFu8 << (8 - keep) };
+        index += 1;
+    }
+}
+
+/// A ban: the source is dropped until `until_ns`. Expired entries stay for a while so repeat
+/// offences get longer bans; userspace sweeps them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ban {
+    /// End of the ban on the program's clock, in ns.
+    pub until_ns: u64,
+    /// Automatic bans this source has earned so far (0 for a manual ban).
+    pub offences: u32,
+    /// The [`crate::Reason`] that earned the last ban (a rate reason, or `Banned` for manual).
+    pub reason: u32,
+}
+const _: () = assert!(core::mem::size_of::<Ban>() == 16);
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Ban {}
+
+impl Ban {
+    /// Whether the ban is in force at `now_ns`.
+    pub const fn active(&self, now_ns: u64) -> bool {
+        now_ns < self.until_ns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_v6_to_the_prefix() {
+        let mut addr = [0xFF; 16];
+        mask_v6(&mut addr, 64);
+        assert_eq!(
+            addr,
+            [
+                0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0
+            ]
+        );
+        let mut addr = [0xFF; 16];
+        mask_v6(&mut addr, 60);
+        assert_eq!(addr[7], 0xF0);
+        assert_eq!(addr[8], 0);
+        let mut addr = [0xFF; 16];
+        mask_v6(&mut addr, 128);
+        assert_eq!(addr, [0xFF; 16]);
+    }
+}

@@ -1,0 +1,18 @@
+//! Banned sources. Maps read: `BANS`. Reason: `Banned`. Lookups per packet: one.
+
+use filter_common::{Packet, Reason, Settings, source::SourceKey};
+
+use crate::maps::BANS;
+
+/// Decides `Banned` while the source's ban is in force.
+#[inline(always)]
+pub fn check(packet: &Packet, settings: &Settings, now_ns: u64) -> Option<Reason> {
+    let key = SourceKey::for_ban(packet, settings.v6_source_prefix);
+    let ban = BANS.get_ptr(&key)?;
+    // SAFETY: the pointer comes from a successful lookup and is valid for this program run.
+    if unsafe { (*ban).active(now_ns) } {
+        Some(Reason::Banned)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,86 @@
+//! Rate limits: per source and class (with automatic bans for sources that keep exceeding),
+//! then per class over all sources (for floods from random spoofed sources, where per-source
+//! state is useless).
+//!
+//! Maps read/written: `SOURCES`, `AGGREGATE`, `BANS` (only when a ban is earned). Reasons:
+//! `Rate*`, `Flood*`. Lookups per packet: two for a limited class (one more to insert a new
+//! source, two more when a ban is earned), none for unlimited traffic.
+
+use filter_common::{
+    Packet, Reason, Settings,
+    classify::class_of,
+    rate::{RateState, ban_length_ns, is_limited},
+    source::{Ban, SourceKey},
+};
+
+use crate::maps::{AGGREGATE, BANS, SOURCES};
+
+/// Decides a rate or flood reason when the packet is over a limit.
+#[inline(always)]
+pub fn check(packet: &Packet, settings: &Settings, now_ns: u64) -> Option<Reason> {
+    let class = class_of(packet)?;
+    let len = packet.frame_len as u64;
+    let source_limit = &settings.source[class as usize];
+    if is_limited(source_limit) {
+        let key = SourceKey::for_class(packet, class, settings.v6_source_prefix);
+        match SOURCES.get_ptr_mut(&key) {
+            Some(state) => {
+                // SAFETY: a pointer from a successful lookup, valid for this run. Other CPUs
+                // may update the same source concurrently; a lost update only blurs a count.
+                let state = unsafe { &mut *state };
+                if !state.buckets.admit(source_limit, now_ns, len) {
+                    if state.strike(
+                        now_ns,
+                        settings.strike_window_ns,
+                        settings.ban_after_strikes,
+                    ) {
+                        ban(packet, settings, now_ns, class.source_reason());
+                    }
+                    return Some(class.source_reason());
+                }
+            }
+            None => {
+                let mut state = RateState::new(source_limit, now_ns);
+                // A new source's first packet always fits its full burst (burst >= 1).
+                let admitted = state.buckets.admit(source_limit, now_ns, len);
+                // Insertion into an LRU map evicts the oldest entry when full; failure only
+                // means the source is not tracked this time.
+                let _ = SOURCES.insert(&key, &state, 0);
+                if !admitted {
+                    return Some(class.source_reason());
+                }
+            }
+        }
+    }
+    let aggregate_limit = &settings.aggregate[class as usize];
+    if is_limited(aggregate_limit) {
+        let buckets = AGGREGATE.get_ptr_mut(class as u32)?;
+        // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
+        if !unsafe { (*buckets).admit(aggregate_limit, now_ns, len) } {
+            return Some(class.flood_reason());
+        }
+    }
+    None
+}
+
+/// Bans the packet's source, for longer on each repeat offence.
+#[inline(always)]
+fn ban(packet: &Packet, settings: &Settings, now_ns: u64, reason: Reason) {
+    let key = SourceKey::for_ban(packet, settings.v6_source_prefix);
+    let offences = match BANS.get_ptr(&key) {
+        // SAFETY: a pointer from a successful lookup, valid for this run.
+        Some(old) => unsafe { (*old).offences },
+        None => 0,
+    };
+    let until_ns = now_ns.saturating_add(ban_length_ns(
+        settings.ban_base_ns,
+        settings.ban_max_ns,
+        offences,
+    ));
+    let entry = Ban {
+        until_ns,
+        offences: offences.saturating_add(1),
+        reason: reason as u32,
+    };
+    let _ = BANS.insert(&key, &entry, 0);
+}
