@@ -30,8 +30,90 @@ pub enum Command {
     Allow(ListArgs),
     /// Edit or show the denylist: sources dropped.
     Deny(ListArgs),
+    /// Ban a source for a while, lift a ban, or list bans in force.
+    Ban(BanArgs),
+    /// Change one threshold of a running filter live (the configuration file's dotted keys,
+    /// e.g. `limits.source.syn.pps`). A SIGHUP reload replaces it with the file's value.
+    Set(SetArgs),
+    /// Check a configuration file, or show the effective configuration.
+    Config(ConfigArgs),
     /// Show, on one machine, a filtered origin taking traffic in a pair of network namespaces.
     Lab(LabArgs),
+}
+
+/// Arguments of `moat ban`.
+#[derive(Debug, Args)]
+pub struct BanArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: BanAction,
+}
+
+/// Ban commands.
+#[derive(Debug, Subcommand)]
+pub enum BanAction {
+    /// Ban an address (an IPv6 ban covers its /64, or `bans.ipv6_prefix`).
+    Add {
+        /// The interface whose filter to edit.
+        #[arg(long, value_name = "IFACE")]
+        iface: String,
+        /// How long: e.g. 90s, 10m, 2h, 1d.
+        #[arg(long = "for", value_name = "DURATION", default_value = "1h")]
+        length: String,
+        /// The address.
+        #[arg(value_name = "ADDR")]
+        addr: String,
+    },
+    /// Lift the ban on an address.
+    Del {
+        /// The interface whose filter to edit.
+        #[arg(long, value_name = "IFACE")]
+        iface: String,
+        /// The address.
+        #[arg(value_name = "ADDR")]
+        addr: String,
+    },
+    /// List bans in force, longest remaining first.
+    List(IfaceArgs),
+}
+
+/// Arguments of `moat set`.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// The interface whose filter to tune.
+    #[arg(long, value_name = "IFACE")]
+    pub iface: String,
+    /// The key, e.g. limits.source.syn.pps, bans.base, fragments.policy, dry_run.
+    #[arg(value_name = "KEY")]
+    pub key: String,
+    /// The value, e.g. 100, 10m, rate-limit, true.
+    #[arg(value_name = "VALUE")]
+    pub value: String,
+}
+
+/// Arguments of `moat config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+/// Configuration commands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate a file: every problem is printed with its line and key; exit 2 if any.
+    Check {
+        /// The file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the effective configuration (defaults filled in) as TOML.
+    Show {
+        /// The file; /etc/moat/moat.toml if it exists, else the defaults.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Arguments of `moat allow` and `moat deny`.

@@ -8,11 +8,10 @@ use aya::maps::{
 use filter_common::{
     Settings,
     lists::{LIST_PRESENT, ListValue, V4Key, V6Key},
-    maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, SETTINGS},
-    settings::FLAG_DRY_RUN,
+    maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, PORTS, SETTINGS, TRUSTED_V4, TRUSTED_V6},
 };
 
-use crate::{cidr::Cidr, pins::PinDir};
+use crate::{cidr::Cidr, config::Config, pins::PinDir};
 
 /// `BPF_NOEXIST` from `linux/bpf.h`: fail with EEXIST instead of replacing an entry.
 const BPF_NOEXIST: u64 = 1;
@@ -36,12 +35,109 @@ pub enum ControlError {
     },
 }
 
-/// The settings for the given options.
-pub fn settings(dry_run: bool) -> Settings {
-    Settings {
-        flags: if dry_run { FLAG_DRY_RUN } else { 0 },
-        ..Settings::default()
+/// Everything the program reads that a configuration decides, compiled and ready to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The `SETTINGS` value.
+    pub settings: Settings,
+    /// One `PORTS` flag byte per port.
+    pub port_flags: Vec<u8>,
+    /// Trusted upstreams for the reflection stage.
+    pub trusted: Vec<Cidr>,
+}
+
+impl Policy {
+    /// Compiles `config` for this host: its CPU count (aggregate buckets are per CPU), its
+    /// ephemeral port range (UDP replies must reach it) and its resolv.conf.
+    pub fn compile(config: &Config, dry_run: bool) -> Policy {
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
+        Policy {
+            settings: config.settings(cpus, dry_run),
+            port_flags: config.port_flags(ephemeral_ports()),
+            trusted: config.trusted(),
+        }
     }
+}
+
+/// The kernel's ephemeral port range, from `net.ipv4.ip_local_port_range` (the Linux default
+/// if unreadable).
+pub fn ephemeral_ports() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(str::parse::<u16>);
+            Some((parts.next()?.ok()?, parts.next()?.ok()?))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// Writes `policy` into the loaded object's maps: ports and trusted upstreams first, the
+/// settings (which switch port enforcement on) last.
+pub fn write_policy(ebpf: &mut aya::Ebpf, policy: &Policy) -> Result<(), ControlError> {
+    write_ports(ebpf.map_mut(PORTS), &policy.port_flags)?;
+    write_trusted(ebpf, &policy.trusted)?;
+    write_settings(ebpf.map_mut(SETTINGS), policy.settings)
+}
+
+/// Writes one flag byte per port into `PORTS`, skipping entries that already hold it.
+pub fn write_ports(map: Option<&mut Map>, flags: &[u8]) -> Result<(), ControlError> {
+    let map = map.ok_or(ControlError::MissingMap { name: PORTS })?;
+    let write_error = |source| ControlError::Write {
+        name: PORTS,
+        source,
+    };
+    let mut array: Array<&mut MapData, u8> = Array::try_from(map).map_err(write_error)?;
+    for (port, flag) in flags.iter().enumerate() {
+        let port = port as u32;
+        if array.get(&port, 0).map_err(write_error)? != *flag {
+            array.set(port, *flag, 0).map_err(write_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes `TRUSTED_V4`/`TRUSTED_V6` hold exactly `cidrs`.
+pub fn write_trusted(ebpf: &mut aya::Ebpf, cidrs: &[Cidr]) -> Result<(), ControlError> {
+    for (name, v6) in [(TRUSTED_V4, false), (TRUSTED_V6, true)] {
+        let map = ebpf
+            .map_mut(name)
+            .ok_or(ControlError::MissingMap { name })?;
+        let write_error = |source| ControlError::Write { name, source };
+        let wanted: Vec<&Cidr> = cidrs
+            .iter()
+            .filter(|cidr| matches!(cidr, Cidr::V6 { .. }) == v6)
+            .collect();
+        if v6 {
+            let mut trie: LpmTrie<&mut MapData, V6Key, ListValue> =
+                LpmTrie::try_from(map).map_err(write_error)?;
+            let present: Vec<Key<V6Key>> =
+                trie.keys().collect::<Result<_, _>>().map_err(write_error)?;
+            for key in present {
+                trie.remove(&key).map_err(write_error)?;
+            }
+            for cidr in wanted {
+                if let Cidr::V6 { addr, prefix } = cidr {
+                    trie.insert(&Key::new(*prefix, *addr), LIST_PRESENT, 0)
+                        .map_err(write_error)?;
+                }
+            }
+        } else {
+            let mut trie: LpmTrie<&mut MapData, V4Key, ListValue> =
+                LpmTrie::try_from(map).map_err(write_error)?;
+            let present: Vec<Key<V4Key>> =
+                trie.keys().collect::<Result<_, _>>().map_err(write_error)?;
+            for key in present {
+                trie.remove(&key).map_err(write_error)?;
+            }
+            for cidr in wanted {
+                if let Cidr::V4 { addr, prefix } = cidr {
+                    trie.insert(&Key::new(*prefix, *addr), LIST_PRESENT, 0)
+                        .map_err(write_error)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Replaces the running settings in the `SETTINGS` map. One map update: the program sees the

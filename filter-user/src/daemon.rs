@@ -1,7 +1,11 @@
 //! `moat run`: attach, then wait for signals. SIGHUP re-reads the configuration; SIGINT and
-//! SIGTERM detach and exit.
+//! SIGTERM detach and exit. Every few seconds, bans that expired longer ago than
+//! `bans.forget_after` are forgotten, so a repeat offender's next ban starts short again.
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use log::{error, info, warn};
@@ -11,18 +15,23 @@ use signal_hook::{
 };
 
 use crate::{
+    bans,
     cli::RunArgs,
-    config::Config,
-    control,
-    loader::{AttachRequest, Filter},
+    config::{Config, duration_ns},
+    control::Policy,
+    loader::{AttachRequest, Capacities, Filter},
     preflight,
 };
+
+/// How often expired bans are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     // Validate everything before touching the kernel.
     let (config, config_path) = Config::locate(args.config.as_deref())?;
     let ifindex = preflight::check_all(&args.iface)?;
+    warn_if_ssh_closed(&config);
     // Register before attaching, so a signal during attach is queued, not fatal with pins left.
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
@@ -32,27 +41,46 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         ifindex,
         mode: args.mode.unwrap_or(config.mode),
         force: args.force,
-        settings: control::settings(args.dry_run || config.dry_run),
-        allow_capacity: config.allow_capacity,
-        deny_capacity: config.deny_capacity,
+        policy: Policy::compile(&config, args.dry_run),
+        capacities: Capacities::of(&config),
     };
     let mut filter = Filter::attach(&request)?;
     info!(
-        "attached iface={} mode={} dry_run={} pins={}",
+        "attached iface={} mode={} dry_run={} trusted={} pins={}",
         filter.iface(),
         filter.mode().name(),
-        request.settings.dry_run(),
+        request.policy.settings.dry_run(),
+        request.policy.trusted.len(),
         filter.pins().path().display()
     );
 
     let mut running = config;
-    for signal in signals.forever() {
-        if signal == SIGHUP {
-            reload(&mut filter, args, config_path.as_ref(), &mut running);
-            continue;
+    let mut last_sweep = Instant::now();
+    'serve: loop {
+        for signal in signals.pending() {
+            if signal == SIGHUP {
+                reload(&mut filter, args, config_path.as_ref(), &mut running);
+            } else {
+                info!("stopping iface={} signal={signal}", filter.iface());
+                break 'serve;
+            }
         }
-        info!("stopping iface={} signal={signal}", filter.iface());
-        break;
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = Instant::now();
+            let forget_after_ns = duration_ns(running.bans.forget_after);
+            match bans::sweep(filter.ebpf_mut(), forget_after_ns) {
+                Ok(0) => {}
+                Ok(forgotten) => info!(
+                    "forgot expired bans iface={} count={forgotten}",
+                    filter.iface()
+                ),
+                Err(err) => warn!(
+                    "sweeping bans failed iface={} error=\"{err}\"",
+                    filter.iface()
+                ),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     let iface = filter.iface().to_string();
     filter
@@ -62,7 +90,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Re-reads the configuration file; a bad file is logged and the running settings are kept.
+/// Re-reads the configuration file; a bad file is logged and the running policy is kept.
 fn reload(filter: &mut Filter, args: &RunArgs, path: Option<&PathBuf>, running: &mut Config) {
     let Some(path) = path else {
         info!(
@@ -78,11 +106,9 @@ fn reload(filter: &mut Filter, args: &RunArgs, path: Option<&PathBuf>, running: 
             return;
         }
     };
-    if config.allow_capacity != running.allow_capacity
-        || config.deny_capacity != running.deny_capacity
-    {
+    if Capacities::of(&config) != Capacities::of(running) {
         warn!(
-            "list capacity changes need a restart, keeping capacities iface={}",
+            "capacity changes need a restart, keeping capacities iface={}",
             filter.iface()
         );
     }
@@ -93,17 +119,40 @@ fn reload(filter: &mut Filter, args: &RunArgs, path: Option<&PathBuf>, running: 
             config.mode.name()
         );
     }
-    let settings = control::settings(args.dry_run || config.dry_run);
-    match filter.write_settings(settings) {
+    warn_if_ssh_closed(&config);
+    let policy = Policy::compile(&config, args.dry_run);
+    match filter.write_policy(&policy) {
         Ok(()) => {
             info!(
                 "reloaded iface={} config={} dry_run={}",
                 filter.iface(),
                 path.display(),
-                settings.dry_run()
+                policy.settings.dry_run()
             );
             *running = config;
         }
         Err(err) => error!("reload failed, keeping the running configuration error=\"{err}\""),
+    }
+}
+
+/// Warns when the port list would close the SSH port of the session running moat (from
+/// `SSH_CONNECTION`), or port 22 when moat does not run over SSH.
+fn warn_if_ssh_closed(config: &Config) {
+    let Some(open) = &config.ports.tcp else {
+        return;
+    };
+    let session_port = std::env::var("SSH_CONNECTION")
+        .ok()
+        .and_then(|value| value.split_whitespace().nth(3)?.parse::<u16>().ok());
+    let port = session_port.unwrap_or(22);
+    if !open.contains(&port) {
+        let what = if session_port.is_some() {
+            "the port of this SSH session"
+        } else {
+            "the SSH port"
+        };
+        warn!(
+            "ports.tcp does not open {what}; new SSH connections to port {port} will be dropped port={port}"
+        );
     }
 }

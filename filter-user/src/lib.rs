@@ -1,6 +1,7 @@
 //! moat's userspace: loads the XDP filter, attaches it to an interface, keeps its settings and
 //! reports its counters. `main.rs` is a thin shell over these modules.
 
+pub mod bans;
 pub mod cidr;
 pub mod cli;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod netns;
 pub mod pins;
 pub mod preflight;
 pub mod stats;
+pub mod tuning;
 
 /// The XDP object the daemon loads and the tests run, built by `build.rs` from `filter-ebpf`.
 pub static FILTER_OBJECT: &[u8] =

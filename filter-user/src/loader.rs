@@ -19,16 +19,15 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use filter_common::{
-    Settings,
-    maps::{ALL_MAPS, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, PIN_ROOT, PROGRAM_NAME},
+use filter_common::maps::{
+    ALL_MAPS, ALLOW_V4, ALLOW_V6, BANS, DENY_V4, DENY_V6, PIN_ROOT, PROGRAM_NAME, SOURCES,
 };
 use log::warn;
 
 use crate::{
     FILTER_OBJECT,
     cli::Mode,
-    control::{self, ControlError},
+    control::{self, ControlError, Policy},
     pins::{PinDir, remove_if_present},
 };
 
@@ -46,12 +45,35 @@ pub struct AttachRequest {
     pub mode: Mode,
     /// Replace a foreign XDP program.
     pub force: bool,
-    /// Settings written before the program sees its first packet.
-    pub settings: Settings,
-    /// Capacity of each allowlist trie.
-    pub allow_capacity: u32,
-    /// Capacity of each denylist trie.
-    pub deny_capacity: u32,
+    /// Settings, ports and trusted upstreams, written before the program sees a packet.
+    pub policy: Policy,
+    /// Map capacities, fixed at load.
+    pub capacities: Capacities,
+}
+
+/// Map capacities fixed when the program loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    /// Each allowlist trie.
+    pub allow: u32,
+    /// Each denylist trie.
+    pub deny: u32,
+    /// Tracked sources (per class).
+    pub sources: u32,
+    /// Bans.
+    pub bans: u32,
+}
+
+impl Capacities {
+    /// The capacities a configuration asks for.
+    pub fn of(config: &crate::config::Config) -> Capacities {
+        Capacities {
+            allow: config.allow_capacity,
+            deny: config.deny_capacity,
+            sources: config.max_tracked_sources,
+            bans: config.max_bans,
+        }
+    }
 }
 
 /// Why the filter could not be attached or detached.
@@ -169,16 +191,16 @@ impl Filter {
             remove_pins(&pins)?;
         }
 
+        let capacities = request.capacities;
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(ALLOW_V4, request.allow_capacity)
-            .map_max_entries(ALLOW_V6, request.allow_capacity)
-            .map_max_entries(DENY_V4, request.deny_capacity)
-            .map_max_entries(DENY_V6, request.deny_capacity)
+            .map_max_entries(ALLOW_V4, capacities.allow)
+            .map_max_entries(ALLOW_V6, capacities.allow)
+            .map_max_entries(DENY_V4, capacities.deny)
+            .map_max_entries(DENY_V6, capacities.deny)
+            .map_max_entries(SOURCES, capacities.sources)
+            .map_max_entries(BANS, capacities.bans)
             .load(FILTER_OBJECT)?;
-        control::write_settings(
-            ebpf.map_mut(filter_common::maps::SETTINGS),
-            request.settings,
-        )?;
+        control::write_policy(&mut ebpf, &request.policy)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(LoadError::MissingProgram)?
@@ -230,9 +252,14 @@ impl Filter {
         &self.pins
     }
 
-    /// Replaces the running settings.
-    pub fn write_settings(&mut self, settings: Settings) -> Result<(), ControlError> {
-        control::write_settings(self.ebpf.map_mut(filter_common::maps::SETTINGS), settings)
+    /// Replaces the running policy (settings, ports, trusted upstreams).
+    pub fn write_policy(&mut self, policy: &Policy) -> Result<(), ControlError> {
+        control::write_policy(&mut self.ebpf, policy)
+    }
+
+    /// The loaded object, for reading its maps.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     /// Detaches the program and removes every pin.

@@ -5,11 +5,19 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use moat::{
-    cli::{Cli, Command},
+    bans::{self, PinnedBans},
+    cli::{BanAction, Cli, Command, ConfigAction},
+    config::{Config, ConfigError},
     control::ListKind,
     daemon, lab, lists,
     stats::Snapshot,
+    tuning,
 };
+
+/// An error already printed in full (one line per problem); main only sets the exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("already reported")]
+struct Reported;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -19,7 +27,9 @@ fn main() -> ExitCode {
     match dispatch(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("moat: {error:#}");
+            if !error.is::<Reported>() {
+                eprintln!("moat: {error:#}");
+            }
             ExitCode::from(2)
         }
     }
@@ -40,6 +50,66 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Allow(args) => lists::run(ListKind::Allow, &args.action),
         Command::Deny(args) => lists::run(ListKind::Deny, &args.action),
+        Command::Ban(args) => ban(&args.action),
+        Command::Set(args) => {
+            moat::preflight::check_iface_name(&args.iface)?;
+            tuning::set(&args.iface, &args.key, &args.value)?;
+            println!("set {} = {} on {}", args.key, args.value, args.iface);
+            Ok(())
+        }
+        Command::Config(args) => match &args.action {
+            ConfigAction::Check { file } => match Config::load(file) {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    Ok(())
+                }
+                Err(ConfigError::Invalid { path, problems }) => {
+                    for problem in &problems {
+                        eprintln!("moat: {}: {problem}", path.display());
+                    }
+                    Err(Reported.into())
+                }
+                Err(error) => Err(error.into()),
+            },
+            ConfigAction::Show { config } => {
+                let (config, _) = Config::locate(config.as_deref())?;
+                print!("{}", config.to_toml());
+                Ok(())
+            }
+        },
         Command::Lab(args) => lab::run(args),
     }
+}
+
+fn ban(action: &BanAction) -> anyhow::Result<()> {
+    match action {
+        BanAction::Add {
+            iface,
+            length,
+            addr,
+        } => {
+            moat::preflight::check_iface_name(iface)?;
+            let addr = bans::parse_address(addr)?;
+            let length = bans::parse_length(length)?;
+            let source = PinnedBans::open(iface)?.add(addr, length)?;
+            println!(
+                "banned {source} on {iface} for {}",
+                moat::config::format_duration(length)
+            );
+        }
+        BanAction::Del { iface, addr } => {
+            moat::preflight::check_iface_name(iface)?;
+            let addr = bans::parse_address(addr)?;
+            let source = PinnedBans::open(iface)?.delete(addr)?;
+            println!("unbanned {source} on {iface}");
+        }
+        BanAction::List(args) => {
+            moat::preflight::check_iface_name(&args.iface)?;
+            print!(
+                "{}",
+                bans::render(&PinnedBans::open(&args.iface)?.active()?)
+            );
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,348 @@
+//! Bans: `moat ban add|del|list` on a running filter's pinned `BANS` map, and the daemon's
+//! sweep that forgets bans long expired.
+//!
+//! Ban times are on the kernel's monotonic clock (what `bpf_ktime_get_ns` reads), so a manual
+//! ban and an automatic one compare alike.
+
+use std::{net::IpAddr, time::Duration};
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use filter_common::{
+    Reason, Settings,
+    maps::{BANS, SETTINGS},
+    source::{BAN_CLASS, Ban, SourceKey, mask_v6},
+};
+
+use crate::{
+    config::{duration_ns, format_duration},
+    pins::PinDir,
+};
+
+/// A ban command that failed; the bans are as they were.
+#[derive(Debug, thiserror::Error)]
+pub enum BanError {
+    /// The address is not an address.
+    #[error("invalid address {input:?}: {reason}")]
+    InvalidAddress {
+        /// The text given.
+        input: String,
+        /// What is wrong and what would be right.
+        reason: &'static str,
+    },
+    /// The filter is not running on the interface.
+    #[error(
+        "moat is not running on {iface} (nothing pinned at {path}); start it with `moat run --iface {iface}`"
+    )]
+    NotRunning {
+        /// The interface.
+        iface: String,
+        /// The pin looked for.
+        path: String,
+    },
+    /// The address is not banned.
+    #[error("{source_name} is not banned on {iface}")]
+    NotBanned {
+        /// The address (or IPv6 prefix) as tracked.
+        source_name: String,
+        /// The interface.
+        iface: String,
+    },
+    /// A ban must last a while.
+    #[error("invalid ban length {input:?}: {reason}")]
+    InvalidLength {
+        /// The text given.
+        input: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The kernel refused.
+    #[error("{action} the bans of {iface}: {source}")]
+    Map {
+        /// What was being done.
+        action: &'static str,
+        /// The interface.
+        iface: String,
+        /// What aya reported (boxed: `MapError` is large).
+        source: Box<MapError>,
+    },
+}
+
+/// One ban as `moat ban list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanView {
+    /// The banned address, or IPv6 prefix.
+    pub source: String,
+    /// Time left.
+    pub remaining: Duration,
+    /// Why: a rate reason for automatic bans, `banned` for manual ones.
+    pub reason: String,
+    /// Automatic bans earned so far.
+    pub offences: u32,
+}
+
+/// Now, on the kernel's monotonic clock, in ns.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: all-zero is a valid timespec, and clock_gettime only writes it.
+    let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `now` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
+/// The pinned `BANS` and `SETTINGS` of a running filter.
+pub struct PinnedBans {
+    iface: String,
+    bans: HashMap<MapData, SourceKey, Ban>,
+    settings: Settings,
+}
+
+impl PinnedBans {
+    /// Opens the bans of the filter running on `iface`.
+    pub fn open(iface: &str) -> Result<PinnedBans, BanError> {
+        let pins = PinDir::for_iface(iface);
+        let map_error = |action| {
+            move |source| BanError::Map {
+                action,
+                iface: iface.to_string(),
+                source: Box::new(source),
+            }
+        };
+        let open = |name: &str| -> Result<MapData, BanError> {
+            let path = pins.map(name);
+            if !path.exists() {
+                return Err(BanError::NotRunning {
+                    iface: iface.to_string(),
+                    path: path.display().to_string(),
+                });
+            }
+            MapData::from_pin(&path).map_err(map_error("opening"))
+        };
+        let settings_map: Array<MapData, Settings> =
+            Array::try_from(Map::Array(open(SETTINGS)?)).map_err(map_error("opening"))?;
+        let settings = settings_map.get(&0, 0).map_err(map_error("reading"))?;
+        Ok(PinnedBans {
+            iface: iface.to_string(),
+            bans: HashMap::try_from(Map::LruHashMap(open(BANS)?)).map_err(map_error("opening"))?,
+            settings,
+        })
+    }
+
+    fn map_error(&self, action: &'static str) -> impl Fn(MapError) -> BanError + '_ {
+        move |source| BanError::Map {
+            action,
+            iface: self.iface.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.settings.now_ns(monotonic_ns())
+    }
+
+    /// Bans `addr` (its /64, or the configured IPv6 prefix) for `length`. A repeat offender's
+    /// offence count is kept.
+    pub fn add(&mut self, addr: IpAddr, length: Duration) -> Result<String, BanError> {
+        let key = key_for(addr, self.settings.v6_source_prefix);
+        let offences = match self.bans.get(&key, 0) {
+            Ok(old) => old.offences,
+            Err(MapError::KeyNotFound) => 0,
+            Err(error) => return Err(self.map_error("reading")(error)),
+        };
+        let ban = Ban {
+            until_ns: self.now_ns().saturating_add(duration_ns(length)),
+            offences,
+            reason: Reason::Banned as u32,
+        };
+        self.bans
+            .insert(key, ban, 0)
+            .map_err(self.map_error("writing"))?;
+        Ok(describe(&key, self.settings.v6_source_prefix))
+    }
+
+    /// Lifts the ban on `addr`.
+    pub fn delete(&mut self, addr: IpAddr) -> Result<String, BanError> {
+        let key = key_for(addr, self.settings.v6_source_prefix);
+        let name = describe(&key, self.settings.v6_source_prefix);
+        let active = match self.bans.get(&key, 0) {
+            Ok(ban) => ban.active(self.now_ns()),
+            Err(MapError::KeyNotFound) => false,
+            Err(error) => return Err(self.map_error("reading")(error)),
+        };
+        if !active {
+            return Err(BanError::NotBanned {
+                source_name: name,
+                iface: self.iface.clone(),
+            });
+        }
+        self.bans.remove(&key).map_err(self.map_error("deleting"))?;
+        Ok(name)
+    }
+
+    /// Every ban in force, longest remaining first.
+    pub fn active(&self) -> Result<Vec<BanView>, BanError> {
+        let now = self.now_ns();
+        let mut views = Vec::new();
+        for entry in self.bans.iter() {
+            let (key, ban) = entry.map_err(self.map_error("reading"))?;
+            if !ban.active(now) {
+                continue;
+            }
+            views.push(BanView {
+                source: describe(&key, self.settings.v6_source_prefix),
+                remaining: Duration::from_nanos(ban.until_ns - now),
+                reason: Reason::from_u32(ban.reason)
+                    .map_or("unknown", Reason::label)
+                    .to_string(),
+                offences: ban.offences,
+            });
+        }
+        views.sort_by_key(|view| std::cmp::Reverse(view.remaining));
+        Ok(views)
+    }
+}
+
+/// Parses a ban length like `10m`; it must be at least a second.
+pub fn parse_length(text: &str) -> Result<Duration, BanError> {
+    let length = crate::config::parse_duration(text).map_err(|reason| BanError::InvalidLength {
+        input: text.to_string(),
+        reason,
+    })?;
+    if length < Duration::from_secs(1) {
+        return Err(BanError::InvalidLength {
+            input: text.to_string(),
+            reason: "a ban lasts at least 1s".to_string(),
+        });
+    }
+    Ok(length)
+}
+
+/// Parses an address to ban: a plain IPv4 or IPv6 address, no zone, no prefix.
+pub fn parse_address(text: &str) -> Result<IpAddr, BanError> {
+    let invalid = |reason| BanError::InvalidAddress {
+        input: text.to_string(),
+        reason,
+    };
+    if text.contains('%') {
+        return Err(invalid(
+            "IPv6 zone ids (like %eth0) name a link; remove the zone",
+        ));
+    }
+    if text.contains('/') {
+        return Err(invalid(
+            "bans take one address (IPv6 bans cover its configured prefix); use `moat deny add` for prefixes",
+        ));
+    }
+    text.parse()
+        .map_err(|_| invalid("expected an IPv4 or IPv6 address, e.g. 192.0.2.7 or 2001:db8::7"))
+}
+
+/// The `BANS` key of `addr`.
+pub fn key_for(addr: IpAddr, v6_prefix: u32) -> SourceKey {
+    let mut key = SourceKey {
+        class: BAN_CLASS,
+        ..SourceKey::default()
+    };
+    match addr {
+        IpAddr::V4(v4) => {
+            key.ip_version = 4;
+            key.addr_be[..4].copy_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            key.ip_version = 6;
+            key.addr_be = v6.octets();
+            mask_v6(&mut key.addr_be, v6_prefix);
+        }
+    }
+    key
+}
+
+/// The address, or `prefix/len` for IPv6, that a ban key stands for.
+pub fn describe(key: &SourceKey, v6_prefix: u32) -> String {
+    if key.ip_version == 4 {
+        let mut octets = [0u8; 4];
+        octets.copy_from_slice(&key.addr_be[..4]);
+        std::net::Ipv4Addr::from(octets).to_string()
+    } else if v6_prefix >= 128 {
+        std::net::Ipv6Addr::from(key.addr_be).to_string()
+    } else {
+        format!("{}/{v6_prefix}", std::net::Ipv6Addr::from(key.addr_be))
+    }
+}
+
+/// Deletes bans that expired more than `forget_after_ns` ago from a loaded object's `BANS`;
+/// returns how many.
+pub fn sweep(ebpf: &mut aya::Ebpf, forget_after_ns: u64) -> Result<usize, MapError> {
+    let now = {
+        let settings: Array<&MapData, Settings> =
+            Array::try_from(ebpf.map(SETTINGS).ok_or(MapError::InvalidName {
+                name: SETTINGS.to_string(),
+            })?)?;
+        settings.get(&0, 0)?.now_ns(monotonic_ns())
+    };
+    let map = ebpf.map_mut(BANS).ok_or(MapError::InvalidName {
+        name: BANS.to_string(),
+    })?;
+    let mut bans: HashMap<&mut MapData, SourceKey, Ban> = HashMap::try_from(map)?;
+    let stale: Vec<SourceKey> = bans
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, ban)| ban.until_ns.saturating_add(forget_after_ns) < now)
+        .map(|(key, _)| key)
+        .collect();
+    for key in &stale {
+        // Already gone (evicted, or re-banned and then deleted) is fine.
+        let _ = bans.remove(key);
+    }
+    Ok(stale.len())
+}
+
+/// `moat ban list` output: one line per ban.
+pub fn render(views: &[BanView]) -> String {
+    let mut out = format!(
+        "{:<24} {:>10} {:<12} {:>8}\n",
+        "SOURCE", "REMAINING", "REASON", "OFFENCES"
+    );
+    for view in views {
+        out.push_str(&format!(
+            "{:<24} {:>10} {:<12} {:>8}\n",
+            view.source,
+            format_duration(Duration::from_secs(view.remaining.as_secs().max(1))),
+            view.reason,
+            view.offences
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_lengths_are_validated() {
+        assert!(parse_address("192.0.2.7").is_ok());
+        assert!(parse_address("2001:db8::7").is_ok());
+        for bad in ["192.0.2.0/24", "fe80::1%eth0", "host.example", ""] {
+            assert!(parse_address(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_length("10m").unwrap(), Duration::from_secs(600));
+        assert!(parse_length("500ms").is_err());
+        assert!(parse_length("ten").is_err());
+    }
+
+    #[test]
+    fn v6_keys_cover_the_prefix() {
+        let a = key_for("2001:db8:1:2:3::1".parse().unwrap(), 64);
+        let b = key_for("2001:db8:1:2:ffff::9".parse().unwrap(), 64);
+        let c = key_for("2001:db8:1:3::1".parse().unwrap(), 64);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(describe(&a, 64), "2001:db8:1:2::/64");
+        assert_eq!(
+            describe(&key_for("192.0.2.7".parse().unwrap(), 64), 64),
+            "192.0.2.7"
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! `moat set KEY VALUE`: change one threshold of a running filter in its pinned `SETTINGS` map,
+//! without reloading the program. Keys are the configuration file's dotted keys; values are
+//! validated as the file's are. A SIGHUP reload replaces these live changes with the file.
+
+use aya::maps::{Array, Map, MapData, MapError};
+use filter_common::{
+    Class, Settings,
+    maps::SETTINGS,
+    rate::Limit,
+    settings::{FLAG_DRY_RUN, FragmentPolicy},
+};
+
+use crate::{
+    config::{MIN_BURST_BYTES, duration_ns, parse_duration},
+    pins::PinDir,
+};
+
+/// A `moat set` that failed; the settings are as they were.
+#[derive(Debug, thiserror::Error)]
+pub enum TuningError {
+    /// No such key.
+    #[error("unknown key {key:?}; settable keys: {known}")]
+    UnknownKey {
+        /// The key given.
+        key: String,
+        /// The keys that exist.
+        known: String,
+    },
+    /// The value does not fit the key.
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    InvalidValue {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What would be right.
+        reason: String,
+    },
+    /// The filter is not running.
+    #[error(
+        "moat is not running on {iface} (nothing pinned at {path}); start it with `moat run --iface {iface}`"
+    )]
+    NotRunning {
+        /// The interface.
+        iface: String,
+        /// The pin looked for.
+        path: String,
+    },
+    /// The kernel refused.
+    #[error("{action} the settings of {iface}: {source}")]
+    Map {
+        /// What was being done.
+        action: &'static str,
+        /// The interface.
+        iface: String,
+        /// What aya reported (boxed: `MapError` is large).
+        source: Box<MapError>,
+    },
+}
+
+/// The keys `moat set` accepts.
+pub fn keys() -> Vec<String> {
+    let mut keys: Vec<String> = [
+        "dry_run",
+        "fragments.policy",
+        "fragments.pps",
+        "fragments.burst",
+        "bans.after_strikes",
+        "bans.strike_window",
+        "bans.base",
+        "bans.max",
+        "bans.ipv6_prefix",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    for scope in ["source", "aggregate"] {
+        for class in Class::ALL {
+            for field in ["pps", "burst", "bps", "burst_bytes"] {
+                keys.push(format!("limits.{scope}.{}.{field}", class.label()));
+            }
+        }
+    }
+    keys
+}
+
+/// Applies `key = value` to `settings`; aggregate and fragment limits are divided among `cpus`
+/// as the configuration's are. On error `settings` is unchanged.
+pub fn apply(
+    settings: &mut Settings,
+    key: &str,
+    value: &str,
+    cpus: u32,
+) -> Result<(), TuningError> {
+    let mut next = *settings;
+    apply_to(&mut next, key, value, cpus)?;
+    *settings = next;
+    Ok(())
+}
+
+fn apply_to(settings: &mut Settings, key: &str, value: &str, cpus: u32) -> Result<(), TuningError> {
+    let invalid = |reason: &str| TuningError::InvalidValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    let number = || {
+        value
+            .parse::<u64>()
+            .map_err(|_| invalid("expected a whole number"))
+    };
+    let per_cpu = |n: u64| n.div_ceil(u64::from(cpus.max(1)));
+    match key {
+        "dry_run" => match value {
+            "true" => settings.flags |= FLAG_DRY_RUN,
+            "false" => settings.flags &= !FLAG_DRY_RUN,
+            _ => return Err(invalid("expected true or false")),
+        },
+        "fragments.policy" => {
+            settings.fragment_policy = match value {
+                "pass" => FragmentPolicy::Pass,
+                "rate-limit" => FragmentPolicy::RateLimit,
+                "drop" => FragmentPolicy::Drop,
+                _ => return Err(invalid("expected pass, rate-limit or drop")),
+            } as u32;
+        }
+        "fragments.pps" => settings.fragments.pps = per_cpu(number()?),
+        "fragments.burst" => settings.fragments.burst_packets = per_cpu(number()?),
+        "bans.after_strikes" => {
+            settings.ban_after_strikes =
+                u32::try_from(number()?).map_err(|_| invalid("at most 4294967295"))?;
+        }
+        "bans.strike_window" | "bans.base" | "bans.max" => {
+            let ns = duration_ns(parse_duration(value).map_err(|reason| invalid(&reason))?);
+            match key {
+                "bans.strike_window" => settings.strike_window_ns = ns,
+                "bans.base" => settings.ban_base_ns = ns,
+                _ => settings.ban_max_ns = ns,
+            }
+        }
+        "bans.ipv6_prefix" => match number()? {
+            n @ 1..=128 => settings.v6_source_prefix = n as u32,
+            _ => return Err(invalid("a prefix length from 1 to 128")),
+        },
+        _ => {
+            let Some((scope, class, field)) = limit_key(key) else {
+                return Err(TuningError::UnknownKey {
+                    key: key.to_string(),
+                    known: "dry_run, fragments.*, bans.*, limits.{source,aggregate}.{syn,udp,icmp,other}.{pps,burst,bps,burst_bytes}".to_string(),
+                });
+            };
+            let n = number()?;
+            let limit = if scope == "source" {
+                &mut settings.source[class as usize]
+            } else {
+                &mut settings.aggregate[class as usize]
+            };
+            let n = if scope == "source" { n } else { per_cpu(n) };
+            match field {
+                "pps" => limit.pps = n,
+                "burst" => limit.burst_packets = n,
+                "bps" => limit.bps = n,
+                _ => limit.burst_bytes = n,
+            }
+        }
+    }
+    check(settings).map_err(|reason| invalid(&reason))
+}
+
+/// `(scope, class, field)` of a `limits.SCOPE.CLASS.FIELD` key.
+fn limit_key(key: &str) -> Option<(&str, Class, &str)> {
+    let mut parts = key.split('.');
+    if parts.next()? != "limits" {
+        return None;
+    }
+    let scope = parts
+        .next()
+        .filter(|s| *s == "source" || *s == "aggregate")?;
+    let class_name = parts.next()?;
+    let class = Class::ALL.into_iter().find(|c| c.label() == class_name)?;
+    let field = parts
+        .next()
+        .filter(|f| ["pps", "burst", "bps", "burst_bytes"].contains(f))?;
+    parts.next().is_none().then_some((scope, class, field))
+}
+
+/// The rules every limit keeps, as in the configuration file.
+fn check(settings: &Settings) -> Result<(), String> {
+    let limits = settings
+        .source
+        .iter()
+        .chain(settings.aggregate.iter())
+        .chain(std::iter::once(&settings.fragments));
+    for limit in limits {
+        check_limit(limit)?;
+    }
+    if settings.ban_max_ns < settings.ban_base_ns {
+        return Err("bans.max must not be shorter than bans.base".to_string());
+    }
+    Ok(())
+}
+
+fn check_limit(limit: &Limit) -> Result<(), String> {
+    if limit.pps != 0 && limit.burst_packets == 0 {
+        return Err("burst must be at least 1 when pps is set".to_string());
+    }
+    if limit.bps != 0 && limit.burst_bytes < MIN_BURST_BYTES {
+        return Err(format!(
+            "burst_bytes must be at least {MIN_BURST_BYTES} (one full frame) when bps is set"
+        ));
+    }
+    Ok(())
+}
+
+/// Sets `key` to `value` on the filter running on `iface`.
+pub fn set(iface: &str, key: &str, value: &str) -> Result<(), TuningError> {
+    let path = PinDir::for_iface(iface).map(SETTINGS);
+    if !path.exists() {
+        return Err(TuningError::NotRunning {
+            iface: iface.to_string(),
+            path: path.display().to_string(),
+        });
+    }
+    let map_error = |action| {
+        move |source| TuningError::Map {
+            action,
+            iface: iface.to_string(),
+            source: Box::new(source),
+        }
+    };
+    let data = MapData::from_pin(&path).map_err(map_error("opening"))?;
+    let mut array: Array<MapData, Settings> =
+        Array::try_from(Map::Array(data)).map_err(map_error("opening"))?;
+    let mut settings = array.get(&0, 0).map_err(map_error("reading"))?;
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
+    apply(&mut settings, key, value, cpus)?;
+    array.set(0, settings, 0).map_err(map_error("writing"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_limits_and_checks_them() {
+        let mut settings = Settings::default();
+        let error = apply(&mut settings, "limits.source.udp.pps", "100", 2).unwrap_err();
+        assert!(
+            error.to_string().contains("burst must be at least 1"),
+            "{error}"
+        );
+        apply(&mut settings, "limits.source.udp.burst", "10", 2).unwrap();
+        apply(&mut settings, "limits.source.udp.pps", "100", 2).unwrap();
+        assert_eq!(settings.source[Class::Udp as usize].pps, 100);
+        apply(&mut settings, "limits.aggregate.syn.burst", "9", 2).unwrap();
+        apply(&mut settings, "limits.aggregate.syn.pps", "1000", 2).unwrap();
+        assert_eq!(settings.aggregate[Class::Syn as usize].pps, 500, "per CPU");
+        assert_eq!(settings.aggregate[Class::Syn as usize].burst_packets, 5);
+        let before = settings;
+        let error = apply(&mut settings, "limits.source.udp.burst", "0", 2).unwrap_err();
+        assert!(
+            error.to_string().contains("burst must be at least 1"),
+            "{error}"
+        );
+        assert_eq!(settings, before, "a refused value changes nothing");
+        apply(&mut settings, "bans.max", "1h", 1).unwrap();
+        apply(&mut settings, "bans.base", "10m", 1).unwrap();
+        assert_eq!(settings.ban_base_ns, 600_000_000_000);
+        assert!(apply(&mut settings, "bans.max", "1m", 1).is_err());
+        assert!(apply(&mut settings, "dry_run", "yes", 1).is_err());
+        assert!(apply(&mut settings, "limits.source.tcp.pps", "1", 1).is_err());
+        assert!(matches!(
+            apply(&mut settings, "nonsense", "1", 1),
+            Err(TuningError::UnknownKey { .. })
+        ));
+        assert!(apply(&mut settings, "limits.source.udp.pps", "-5", 1).is_err());
+        assert!(apply(&mut settings, "bans.ipv6_prefix", "129", 1).is_err());
+        assert_eq!(keys().len(), 9 + 32);
+    }
+}
