@@ -87,7 +87,7 @@ pub struct SetArgs {
     #[arg(value_name = "KEY")]
     pub key: String,
     /// The value, e.g. 100, 10m, rate-limit, true.
-    #[arg(value_name = "VALUE")]
+    #[arg(value_name = "VALUE", allow_hyphen_values = true)]
     pub value: String,
 }
 

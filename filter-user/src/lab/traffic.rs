@@ -71,9 +71,26 @@ pub fn udp_burst(
     count: u32,
     payload_len: usize,
 ) -> Result<(), TrafficError> {
+    udp_burst_from(
+        ns,
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        to,
+        count,
+        payload_len,
+    )
+}
+
+/// Sends `count` UDP datagrams of `payload_len` bytes from `from` (an address and port of
+/// `ns`; port 0 for any) to `to`.
+pub fn udp_burst_from(
+    ns: &NetNs,
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+    count: u32,
+    payload_len: usize,
+) -> Result<(), TrafficError> {
     ns.enter(|| {
-        let socket =
-            UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(socket_error("binding udp"))?;
+        let socket = UdpSocket::bind(from).map_err(socket_error("binding udp"))?;
         let payload = vec![0x6d; payload_len];
         for _ in 0..count {
             socket
@@ -82,6 +99,79 @@ pub fn udp_burst(
         }
         Ok(())
     })?
+}
+
+/// A UDP echo server in a namespace (a stand-in resolver), answering each datagram it gets.
+pub struct UdpEcho {
+    socket: UdpSocket,
+}
+
+impl UdpEcho {
+    /// Binds `addr` inside `ns`.
+    pub fn bind(ns: &NetNs, addr: SocketAddrV4) -> Result<UdpEcho, TrafficError> {
+        let socket = ns
+            .enter(|| UdpSocket::bind(addr))?
+            .map_err(socket_error("binding udp"))?;
+        socket
+            .set_read_timeout(Some(EXCHANGE_TIMEOUT))
+            .map_err(socket_error("setting timeout"))?;
+        Ok(UdpEcho { socket })
+    }
+
+    /// Answers one datagram (waiting at most [`EXCHANGE_TIMEOUT`]).
+    pub fn answer_one(&self) -> Result<(), TrafficError> {
+        let mut buffer = [0u8; 2048];
+        let (len, peer) = self
+            .socket
+            .recv_from(&mut buffer)
+            .map_err(socket_error("receiving query"))?;
+        self.socket
+            .send_to(&buffer[..len], peer)
+            .map_err(socket_error("answering"))?;
+        Ok(())
+    }
+}
+
+/// Sends `query` from `ns` to `server` (answered by `echo` on another thread) and returns
+/// whether the same bytes came back.
+pub fn udp_exchange(
+    ns: &NetNs,
+    echo: &UdpEcho,
+    server: SocketAddrV4,
+    query: &[u8],
+) -> Result<bool, TrafficError> {
+    std::thread::scope(|scope| {
+        let answered = scope.spawn(|| echo.answer_one());
+        let echoed = ns.enter(|| -> Result<bool, TrafficError> {
+            let socket =
+                UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(socket_error("binding udp"))?;
+            socket
+                .set_read_timeout(Some(EXCHANGE_TIMEOUT))
+                .map_err(socket_error("setting timeout"))?;
+            socket
+                .send_to(query, server)
+                .map_err(socket_error("querying"))?;
+            let mut answer = [0u8; 2048];
+            match socket.recv(&mut answer) {
+                Ok(len) => Ok(&answer[..len] == query),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    Ok(false)
+                }
+                Err(error) => Err(socket_error("reading answer")(error)),
+            }
+        })?;
+        let answered = answered
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let echoed = echoed?;
+        answered?;
+        Ok(echoed)
+    })
 }
 
 /// A TCP echo server listening in a namespace, answering one connection at a time.

@@ -1,0 +1,438 @@
+//! End-to-end policy in namespaces: a flood from one source is rate-limited then banned while
+//! another source keeps connecting, the ban expires; a reflected DNS flood is dropped while the
+//! origin's own resolver answers get through; and the policy commands' error paths.
+
+mod support;
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use moat::lab::traffic::{self, EchoServer, UdpEcho};
+use support::{Pair, count, require_root, stats_json, stderr};
+
+/// A second address on the client's interface, with the origin's neighbour entry for it.
+fn add_client_address(pair: &Pair, addr: Ipv4Addr) {
+    pair.client
+        .ip(&[
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            &pair.client_end.iface,
+        ])
+        .expect("second client address");
+    pair.origin
+        .ip(&[
+            "neigh",
+            "replace",
+            &addr.to_string(),
+            "lladdr",
+            &pair.client_end.mac_string(),
+            "dev",
+            &pair.origin_end.iface,
+            "nud",
+            "permanent",
+        ])
+        .expect("origin neighbour");
+}
+
+/// Makes the client's connections to the origin leave from `addr` unless a socket binds.
+fn prefer_source(pair: &Pair, addr: Ipv4Addr) {
+    pair.client
+        .ip(&[
+            "route",
+            "replace",
+            &format!("{}/32", pair.origin_end.ipv4),
+            "dev",
+            &pair.client_end.iface,
+            "src",
+            &addr.to_string(),
+        ])
+        .expect("source route");
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("moat-{name}-{}", moat::netns::unique_suffix()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write temp file");
+        path.to_str().expect("utf-8 path").to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn moat_ok(pair: &Pair, args: &[&str]) -> String {
+    let output = pair.moat(args);
+    assert!(
+        output.status.success(),
+        "moat {args:?}: {}",
+        stderr(&output)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn moat_refused(pair: &Pair, args: &[&str], needles: &[&str]) {
+    let output = pair.moat(args);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "moat {args:?}: {message}");
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+    for needle in needles {
+        assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    }
+}
+
+#[test]
+fn flood_from_one_source_is_limited_then_banned_while_another_connects() {
+    require_root();
+    let pair = Pair::create();
+    let flooder = pair.client_end.ipv4;
+    let visitor = Ipv4Addr::new(198, 18, 0, 3);
+    add_client_address(&pair, visitor);
+    prefer_source(&pair, visitor);
+    let dir = TempDir::new("flood");
+    let config = dir.write(
+        "moat.toml",
+        "[limits.source.udp]\npps = 100\nburst = 100\n\n[bans]\nafter_strikes = 50\nstrike_window = \"30s\"\nbase = \"3s\"\nmax = \"10s\"\n",
+    );
+    let _daemon = pair.start(&["--config", &config]);
+    let iface = pair.origin_end.iface.as_str();
+
+    traffic::udp_burst_from(
+        &pair.client,
+        SocketAddrV4::new(flooder, 0),
+        SocketAddrV4::new(pair.origin_end.ipv4, 9),
+        1000,
+        64,
+    )
+    .expect("flood");
+    let stats = stats_json(iface);
+    let passed = count(&stats, "pass", "pass").0;
+    let limited = count(&stats, "drop", "rate_udp").0;
+    let banned = count(&stats, "drop", "banned").0;
+    assert_eq!(
+        limited, 50,
+        "exactly the 50 strikes before the ban were rate-limited"
+    );
+    assert!(
+        (100..=110).contains(&passed),
+        "the burst of 100 (plus refill) passed: {passed}"
+    );
+    assert_eq!(
+        passed + limited + banned,
+        1000,
+        "every datagram judged once"
+    );
+
+    let bans = moat_ok(&pair, &["ban", "list", "--iface", iface]);
+    assert!(
+        bans.contains(&flooder.to_string()) && bans.contains("rate_udp"),
+        "{bans}"
+    );
+
+    // The visitor's connections go on while the flooder is banned.
+    let echo = SocketAddrV4::new(pair.origin_end.ipv4, 8080);
+    let server = EchoServer::listen(&pair.origin, echo).expect("listen");
+    for _ in 0..3 {
+        assert!(
+            traffic::tcp_exchange(&pair.client, &server, echo, b"still here").expect("tcp"),
+            "the visitor's TCP exchange succeeds during the flooder's ban"
+        );
+    }
+    let output = pair
+        .client
+        .command("ping")
+        .args(["-n", "-q", "-c", "1", "-W", "1", "-I", &flooder.to_string()])
+        .arg(pair.origin_end.ipv4.to_string())
+        .output()
+        .expect("ping");
+    assert!(
+        !output.status.success(),
+        "the banned flooder's ping is dropped"
+    );
+
+    // The ban (3 s) expires and the flooder's traffic passes again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let output = pair
+            .client
+            .command("ping")
+            .args(["-n", "-q", "-c", "1", "-W", "1", "-I", &flooder.to_string()])
+            .arg(pair.origin_end.ipv4.to_string())
+            .output()
+            .expect("ping");
+        if output.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ban never expired");
+    }
+    let bans = moat_ok(&pair, &["ban", "list", "--iface", iface]);
+    assert!(!bans.contains(&flooder.to_string()), "{bans}");
+}
+
+#[test]
+fn reflected_dns_flood_is_dropped_while_the_resolver_answers() {
+    require_root();
+    let pair = Pair::create();
+    let resolver = Ipv4Addr::new(198, 18, 0, 4);
+    add_client_address(&pair, resolver);
+    let dir = TempDir::new("reflect");
+    let resolv_conf = dir.write("resolv.conf", &format!("nameserver {resolver}\n"));
+    let config = dir.write(
+        "moat.toml",
+        &format!("[reflection]\nresolv_conf = {resolv_conf:?}\n"),
+    );
+    let daemon = pair.start(&["--config", &config]);
+    assert!(daemon.log().contains("trusted=1"), "{}", daemon.log());
+    let iface = pair.origin_end.iface.as_str();
+
+    // 200 large "DNS answers" from the attacker's port 53 to the origin's web port.
+    traffic::udp_burst_from(
+        &pair.client,
+        SocketAddrV4::new(pair.client_end.ipv4, 53),
+        SocketAddrV4::new(pair.origin_end.ipv4, 443),
+        200,
+        1200,
+    )
+    .expect("reflected flood");
+    // The origin's own queries to its resolver get answered (answers come from port 53 too).
+    let dns = UdpEcho::bind(&pair.client, SocketAddrV4::new(resolver, 53)).expect("resolver");
+    for _ in 0..5 {
+        assert!(
+            traffic::udp_exchange(
+                &pair.origin,
+                &dns,
+                SocketAddrV4::new(resolver, 53),
+                b"query"
+            )
+            .expect("dns"),
+            "the trusted resolver's answer reaches the origin"
+        );
+    }
+    let stats = stats_json(iface);
+    assert_eq!(
+        count(&stats, "drop", "reflection").0,
+        200,
+        "every reflected datagram dropped"
+    );
+    assert_eq!(
+        count(&stats, "pass", "pass").0,
+        5,
+        "the five resolver answers passed"
+    );
+}
+
+#[test]
+fn closed_ports_drop_new_connections_but_not_replies() {
+    require_root();
+    let pair = Pair::create();
+    let dir = TempDir::new("ports");
+    let config = dir.write("moat.toml", "[ports]\ntcp = [22, 8080]\nudp = []\n");
+    let _daemon = pair.start(&["--config", &config]);
+    let iface = pair.origin_end.iface.as_str();
+    let open = SocketAddrV4::new(pair.origin_end.ipv4, 8080);
+    let server = EchoServer::listen(&pair.origin, open).expect("listen");
+    assert!(traffic::tcp_exchange(&pair.client, &server, open, b"open").expect("tcp"));
+    let closed = SocketAddrV4::new(pair.origin_end.ipv4, 8081);
+    let server = EchoServer::listen(&pair.origin, closed).expect("listen");
+    let result = traffic::tcp_exchange(&pair.client, &server, closed, b"closed");
+    assert!(
+        result.is_err(),
+        "a connection to a closed port times out: {result:?}"
+    );
+    let stats = stats_json(iface);
+    assert!(count(&stats, "drop", "port_closed").0 >= 1, "{stats}");
+}
+
+#[test]
+fn set_and_ban_commands_refuse_bad_input_and_change_nothing() {
+    require_root();
+    let pair = Pair::create();
+    let _daemon = pair.start(&[]);
+    let iface = pair.origin_end.iface.as_str();
+    let show_settings = || {
+        let path = moat::pins::PinDir::for_iface(iface).map(filter_common::maps::SETTINGS);
+        let data = aya::maps::MapData::from_pin(&path).expect("settings pin");
+        let array: aya::maps::Array<_, filter_common::Settings> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("settings array");
+        array.get(&0, 0).expect("settings value")
+    };
+    let before = show_settings();
+    moat_refused(
+        &pair,
+        &["set", "--iface", iface, "limits.source.tcp.pps", "5"],
+        &["unknown key"],
+    );
+    moat_refused(
+        &pair,
+        &["set", "--iface", iface, "limits.source.udp.pps", "-5"],
+        &["invalid value", "whole number"],
+    );
+    moat_refused(
+        &pair,
+        &["set", "--iface", iface, "limits.source.udp.burst", "0"],
+        &["burst must be at least 1"],
+    );
+    moat_refused(
+        &pair,
+        &["set", "--iface", iface, "bans.base", "forever"],
+        &["bans.base"],
+    );
+    moat_refused(
+        &pair,
+        &["set", "--iface", iface, "bans.ipv6_prefix", "129"],
+        &["1 to 128"],
+    );
+    moat_refused(
+        &pair,
+        &["set", "--iface", "moatnone0", "dry_run", "true"],
+        &["not running"],
+    );
+    assert_eq!(
+        show_settings(),
+        before,
+        "refused changes leave the settings as they were"
+    );
+    moat_ok(
+        &pair,
+        &["set", "--iface", iface, "limits.source.icmp.pps", "7"],
+    );
+    assert_eq!(
+        show_settings().source[filter_common::Class::Icmp as usize].pps,
+        7
+    );
+
+    moat_refused(
+        &pair,
+        &["ban", "add", "--iface", iface, "192.0.2.0/24"],
+        &["moat deny add"],
+    );
+    moat_refused(
+        &pair,
+        &["ban", "add", "--iface", iface, "fe80::1%eth0"],
+        &["zone"],
+    );
+    moat_refused(
+        &pair,
+        &["ban", "add", "--iface", iface, "example.com"],
+        &["expected an IPv4 or IPv6"],
+    );
+    moat_refused(
+        &pair,
+        &[
+            "ban",
+            "add",
+            "--iface",
+            iface,
+            "--for",
+            "10 years",
+            "192.0.2.7",
+        ],
+        &["invalid ban length"],
+    );
+    moat_refused(
+        &pair,
+        &["ban", "del", "--iface", iface, "192.0.2.7"],
+        &["not banned"],
+    );
+    let out = moat_ok(
+        &pair,
+        &[
+            "ban",
+            "add",
+            "--iface",
+            iface,
+            "--for",
+            "10m",
+            "2001:db8:1:2::7",
+        ],
+    );
+    assert_eq!(
+        out.trim(),
+        format!("banned 2001:db8:1:2::/64 on {iface} for 10m")
+    );
+    let list = moat_ok(&pair, &["ban", "list", "--iface", iface]);
+    assert!(
+        list.contains("2001:db8:1:2::/64") && list.contains("banned"),
+        "{list}"
+    );
+    let out = moat_ok(&pair, &["ban", "del", "--iface", iface, "2001:db8:1:2::99"]);
+    assert_eq!(out.trim(), format!("unbanned 2001:db8:1:2::/64 on {iface}"));
+}
+
+#[test]
+fn banned_address_is_dropped_live() {
+    require_root();
+    let pair = Pair::create();
+    let _daemon = pair.start(&[]);
+    let iface = pair.origin_end.iface.as_str();
+    let client = pair.client_end.ipv4.to_string();
+    moat_ok(
+        &pair,
+        &["ban", "add", "--iface", iface, "--for", "1h", &client],
+    );
+    assert_eq!(
+        traffic::ping(&pair.client, pair.origin_end.ipv4, 2).expect("ping"),
+        0
+    );
+    assert_eq!(count(&stats_json(iface), "drop", "banned").0, 2);
+    moat_ok(&pair, &["ban", "del", "--iface", iface, &client]);
+    assert_eq!(
+        traffic::ping(&pair.client, pair.origin_end.ipv4, 2).expect("ping"),
+        2
+    );
+}
+
+#[test]
+fn config_check_lists_every_problem_with_line_and_key() {
+    let dir = TempDir::new("check");
+    let good = dir.write("good.toml", "[ports]\ntcp = [22, 443]\n");
+    let output = std::process::Command::new(support::moat_bin())
+        .args(["config", "check", &good])
+        .output()
+        .expect("moat config check");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let bad = dir.write(
+        "bad.toml",
+        "max_bans = 0\n[limits.source.syn]\npps = 10\nburst = 0\n[bans]\nbase = \"soon\"\n",
+    );
+    let output = std::process::Command::new(support::moat_bin())
+        .args(["config", "check", &bad])
+        .output()
+        .expect("moat config check");
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    let lines: Vec<&str> = message.lines().collect();
+    assert_eq!(lines.len(), 3, "{message}");
+    assert!(lines[0].contains("line 1: max_bans"), "{message}");
+    assert!(
+        lines[1].contains("line 3: limits.source.syn.burst"),
+        "{message}"
+    );
+    assert!(lines[2].contains("line 6: bans.base"), "{message}");
+    let output = std::process::Command::new(support::moat_bin())
+        .args(["config", "show", "--config", &good])
+        .output()
+        .expect("moat config show");
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        shown.contains("tcp = [22, 443]") && shown.contains("[limits.source.syn]"),
+        "{shown}"
+    );
+}
