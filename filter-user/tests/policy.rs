@@ -436,3 +436,50 @@ fn config_check_lists_every_problem_with_line_and_key() {
         "{shown}"
     );
 }
+
+#[test]
+fn spoofed_syn_flood_is_capped_and_evicts_instead_of_filling_the_source_table() {
+    require_root();
+    let pair = Pair::create();
+    let dir = TempDir::new("spoofed");
+    let config = dir.write(
+        "moat.toml",
+        "max_tracked_sources = 64\n[limits.aggregate.syn]\npps = 100\nburst = 100\n",
+    );
+    let _daemon = pair.start(&["--config", &config]);
+    let iface = pair.origin_end.iface.as_str();
+    // 1000 SYNs, each from a different spoofed source in 198.19.0.0/16 (RFC 2544, never routed: the
+    // frames go straight onto the veth, and the origin's answers go nowhere).
+    let frames: Vec<Vec<u8>> = (0u16..1000)
+        .map(|n| {
+            let [hi, lo] = n.to_be_bytes();
+            let source = Ipv4Addr::new(198, 19, hi, lo);
+            traffic::syn_frame(&pair.client_end, source, &pair.origin_end, 80)
+        })
+        .collect();
+    traffic::send_frames(&pair.client, &pair.client_end.iface, &frames).expect("flood");
+    let stats = stats_json(iface);
+    let passed = count(&stats, "pass", "pass").0;
+    let flood = count(&stats, "drop", "flood_syn").0;
+    assert_eq!(
+        passed + flood,
+        1000,
+        "every SYN judged, none failed open: {stats}"
+    );
+    assert!(
+        flood >= 800,
+        "the aggregate SYN cap dropped the flood: {passed} passed"
+    );
+    let path = moat::pins::PinDir::for_iface(iface).map(filter_common::maps::SOURCES);
+    let data = aya::maps::MapData::from_pin(&path).expect("sources pin");
+    let sources: aya::maps::HashMap<
+        _,
+        filter_common::source::SourceKey,
+        filter_common::rate::RateState,
+    > = aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("sources map");
+    let tracked = sources.keys().count();
+    assert!(
+        tracked <= 64,
+        "the LRU table stayed within its 64 entries: {tracked}"
+    );
+}

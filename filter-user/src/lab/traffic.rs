@@ -327,6 +327,21 @@ pub fn udp_frame(from: &Endpoint, to: &Endpoint, dst_port: u16, payload: &[u8]) 
     frame
 }
 
+/// A TCP SYN to `to`'s `dst_port` from `source` (any address: spoofed sources are what floods
+/// use), sent with `from`'s MAC.
+pub fn syn_frame(from: &Endpoint, source: Ipv4Addr, to: &Endpoint, dst_port: u16) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(from.mac, to.mac)
+        .ipv4(source.octets(), to.ipv4.octets(), 64)
+        .tcp(40_000, dst_port, 1, 64_240)
+        .syn();
+    let mut frame = Vec::with_capacity(builder.size(0));
+    // Writing into a Vec cannot fail, and an empty payload fits every length field.
+    if builder.write(&mut frame, &[]).is_err() {
+        frame.clear();
+    }
+    frame
+}
+
 /// An ARP request from `from` for `to`'s address: not IP, so the filter passes it uninspected.
 pub fn arp_request_frame(from: &Endpoint, to: &Endpoint) -> Vec<u8> {
     let mut frame = Vec::with_capacity(42);
