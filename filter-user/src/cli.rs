@@ -39,6 +39,16 @@ pub enum Command {
     Config(ConfigArgs),
     /// Show, on one machine, a filtered origin taking traffic in a pair of network namespaces.
     Lab(LabArgs),
+    /// Print a shell completion script (for packaging).
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page in roff (for packaging).
+    #[command(hide = true)]
+    Man,
 }
 
 /// Arguments of `moat ban`.

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
 use moat::{
     bans::{self, PinnedBans},
     cli::{BanAction, Cli, Command, ConfigAction},
@@ -24,6 +24,13 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_) | Command::Lab(_)) {
+        // Commands that print end quietly when their reader goes away (`moat stats | head`),
+        // like other Unix tools; the daemon and the lab keep Rust's ignored SIGPIPE, since they
+        // write to sockets.
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match dispatch(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -78,6 +85,15 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             }
         },
         Command::Lab(args) => lab::run(args),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(*shell, &mut command, "moat", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
     }
 }
 
