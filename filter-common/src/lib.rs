@@ -15,6 +15,7 @@ pub mod packet;
 pub mod ports;
 pub mod rate;
 pub mod reason;
+pub mod sample;
 pub mod settings;
 pub mod source;
 

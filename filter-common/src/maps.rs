@@ -51,11 +51,28 @@ pub const AGGREGATE: &str = "AGGREGATE";
 /// stack.
 pub const SCRATCH: &str = "SCRATCH";
 
+/// Per-CPU array of `u64`, indexed by [`crate::Reason`]: automatic bans issued for that reason
+/// (and manual bans under `Banned`).
+pub const BAN_EVENTS: &str = "BAN_EVENTS";
+
+/// Ring buffer of [`crate::sample::Sample`]s of dropped packets, for `moat top`.
+pub const SAMPLES: &str = "SAMPLES";
+
+/// Size of `SAMPLES` in bytes (a power of two, a multiple of the page size).
+pub const SAMPLES_BYTES: u32 = 256 * 1024;
+
 /// Every map the program declares.
 pub const ALL_MAPS: &[&str] = &[
     COUNTERS, SETTINGS, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, TRUSTED_V4, TRUSTED_V6, PORTS, BANS,
-    SOURCES, AGGREGATE, SCRATCH,
+    SOURCES, AGGREGATE, SCRATCH, BAN_EVENTS, SAMPLES,
 ];
+
+/// Maps that outlive a daemon: pinned under [`COUNTER_PIN_ROOT`], reused by the next `moat run`
+/// on the interface, so counters never go backwards across a restart.
+pub const PERSISTENT_MAPS: &[&str] = &[COUNTERS, BAN_EVENTS];
+
+/// Directory on bpffs under which each interface's persistent maps are pinned.
+pub const COUNTER_PIN_ROOT: &str = "/sys/fs/bpf/moat-counters";
 
 /// Capacity of each trusted-upstream trie.
 pub const MAX_TRUSTED_ENTRIES: u32 = 1024;

@@ -66,8 +66,12 @@ pub struct Settings {
     pub aggregate: [Limit; crate::CLASS_COUNT],
     /// Aggregate limit for fragments under [`FragmentPolicy::RateLimit`], per CPU.
     pub fragments: Limit,
+    /// One dropped packet in this many (on average) is sampled into `SAMPLES`; 0 samples none.
+    pub sample_every: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 336);
+const _: () = assert!(core::mem::size_of::<Settings>() == 344);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Settings {}
 

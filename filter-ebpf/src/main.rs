@@ -11,29 +11,32 @@ mod stages;
 mod verdict;
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
-use filter_common::{Reason, Settings};
+use filter_common::{Packet, Reason, Settings};
 
 use crate::maps::{SCRATCH, SETTINGS};
 
 /// The XDP entry point; its name is [`filter_common::maps::PROGRAM_NAME`].
 #[xdp]
 pub fn moat(ctx: XdpContext) -> u32 {
-    let Some(settings) = SETTINGS.get(0) else {
-        // Index 0 of a one-entry array always exists.
-        return verdict::apply(&ctx, Reason::Internal, false);
-    };
-    verdict::apply(&ctx, run(&ctx, settings), settings.dry_run())
-}
-
-/// Judges one frame and returns why it gets its verdict.
-#[inline(always)]
-fn run(ctx: &XdpContext, settings: &Settings) -> Reason {
-    let Some(packet) = SCRATCH.get_ptr_mut(0) else {
-        // Index 0 of a one-entry array always exists.
-        return Reason::Internal;
+    // Index 0 of a one-entry array always exists, so a failed lookup is a broken invariant.
+    let (Some(settings), Some(packet)) = (SETTINGS.get(0), SCRATCH.get_ptr_mut(0)) else {
+        return verdict::apply(&ctx, Reason::Internal, false, 0, None);
     };
     // SAFETY: a per-CPU slot from a successful lookup; only this program run uses it.
     let packet = unsafe { &mut *packet };
+    let reason = run(&ctx, settings, packet);
+    verdict::apply(
+        &ctx,
+        reason,
+        settings.dry_run(),
+        settings.sample_every,
+        Some(packet),
+    )
+}
+
+/// Judges one frame, parsing it into `packet`, and returns why it gets its verdict.
+#[inline(always)]
+fn run(ctx: &XdpContext, settings: &Settings, packet: &mut Packet) -> Reason {
     match parse::packet(ctx, packet) {
         Ok(()) => {
             // SAFETY: bpf_ktime_get_ns has no preconditions.

@@ -3,14 +3,14 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use filter_common::{
-    COUNTER_SLOTS, Counter, Packet, Settings,
+    COUNTER_SLOTS, Counter, Packet, Reason, Settings,
     lists::{ListValue, V4Key, V6Key},
     maps::{
         AGGREGATE_SLOTS, DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES, DEFAULT_MAX_BANS,
-        DEFAULT_MAX_SOURCES, MAX_TRUSTED_ENTRIES,
+        DEFAULT_MAX_SOURCES, MAX_TRUSTED_ENTRIES, SAMPLES_BYTES,
     },
     ports::PORT_COUNT,
     rate::{Buckets, RateState},
@@ -75,3 +75,11 @@ pub static AGGREGATE: PerCpuArray<Buckets> = PerCpuArray::with_max_entries(AGGRE
 /// The current packet's summary, per CPU (see `filter_common::maps::SCRATCH`).
 #[map]
 pub static SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bans issued, per reason, per CPU.
+#[map]
+pub static BAN_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT as u32, 0);
+
+/// Samples of dropped packets.
+#[map]
+pub static SAMPLES: RingBuf = RingBuf::with_byte_size(SAMPLES_BYTES, 0);

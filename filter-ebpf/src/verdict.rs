@@ -1,17 +1,49 @@
 //! Turns a reason into a verdict and an XDP action, and counts it.
 //!
-//! Maps: writes `COUNTERS`. One lookup per packet.
+//! Maps: writes `COUNTERS` (one lookup per packet) and, for one dropped packet in
+//! `sample_every`, `SAMPLES`.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use filter_common::{Reason, Verdict, counter_index, decide};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_get_prandom_u32, programs::XdpContext};
+use filter_common::{Packet, Reason, Verdict, counter_index, decide, sample::Sample};
 
-use crate::maps::COUNTERS;
+use crate::maps::{COUNTERS, SAMPLES};
 
-/// Decides the verdict for `reason`, counts the frame under it and returns the XDP action that
-/// carries it out.
+/// Decides the verdict for `reason`, counts the frame under it, samples it if it is dropped and
+/// chosen, and returns the XDP action that carries the verdict out.
 #[inline(always)]
-pub fn apply(ctx: &XdpContext, reason: Reason, dry_run: bool) -> u32 {
-    count(ctx, decide(reason, dry_run), reason)
+pub fn apply(
+    ctx: &XdpContext,
+    reason: Reason,
+    dry_run: bool,
+    sample_every: u32,
+    packet: Option<&Packet>,
+) -> u32 {
+    let verdict = decide(reason, dry_run);
+    if sample_every != 0 && matches!(verdict, Verdict::Drop | Verdict::WouldDrop) {
+        // SAFETY: bpf_get_prandom_u32 has no preconditions.
+        if unsafe { bpf_get_prandom_u32() } % sample_every == 0 {
+            sample(ctx, verdict, reason, packet);
+        }
+    }
+    count(ctx, verdict, reason)
+}
+
+/// Writes one sample; a full ring buffer drops it (sampling is best effort).
+#[inline(always)]
+fn sample(ctx: &XdpContext, verdict: Verdict, reason: Reason, packet: Option<&Packet>) {
+    let mut value = Sample {
+        frame_len: (ctx.data_end() - ctx.data()) as u32,
+        reason: reason as u8,
+        verdict: verdict as u8,
+        ..Sample::default()
+    };
+    if let Some(packet) = packet {
+        value.src_addr_be = packet.src_addr_be;
+        value.dst_port = packet.dst_port;
+        value.ip_version = packet.ip_version;
+        value.l4_proto = packet.l4_proto;
+    }
+    let _ = SAMPLES.output::<Sample>(&value, 0);
 }
 
 #[inline(always)]

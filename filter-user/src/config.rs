@@ -160,6 +160,8 @@ pub struct Config {
     pub max_tracked_sources: u32,
     /// Bans (and remembered expired bans) kept; the least recently seen are evicted.
     pub max_bans: u32,
+    /// One dropped packet in this many is sampled for `moat top`; 0 samples none.
+    pub sample_every: u32,
     /// Open ports.
     pub ports: PortPolicy,
     /// Fragments.
@@ -207,6 +209,7 @@ impl Default for Config {
             deny_capacity: DEFAULT_DENY_ENTRIES,
             max_tracked_sources: DEFAULT_MAX_SOURCES,
             max_bans: DEFAULT_MAX_BANS,
+            sample_every: 64,
             ports: PortPolicy::default(),
             fragments: FragmentConfig {
                 policy: FragmentPolicy::RateLimit,
@@ -246,6 +249,7 @@ struct RawConfig {
     deny_capacity: S<i64>,
     max_tracked_sources: S<i64>,
     max_bans: S<i64>,
+    sample_every: S<i64>,
     ports: Option<RawPorts>,
     fragments: Option<RawFragments>,
     reflection: Option<RawReflection>,
@@ -605,6 +609,12 @@ impl Config {
                 d.max_tracked_sources,
             ),
             max_bans: capacity(&mut v, &raw.max_bans, "max_bans", d.max_bans),
+            sample_every: v.int(
+                &raw.sample_every,
+                "sample_every",
+                0..i64::from(u32::MAX) + 1,
+                u64::from(d.sample_every),
+            ) as u32,
             ports: PortPolicy {
                 tcp: v.ports(&ports.tcp, "ports.tcp"),
                 udp: v.ports(&ports.udp, "ports.udp"),
@@ -740,6 +750,8 @@ impl Config {
             source: self.limits.source,
             aggregate: self.limits.aggregate.map(per_cpu),
             fragments: per_cpu(self.fragments.limit),
+            sample_every: self.sample_every,
+            _pad: 0,
         }
     }
 
@@ -805,6 +817,7 @@ impl Config {
             self.max_tracked_sources
         ));
         out.push_str(&format!("max_bans = {}\n", self.max_bans));
+        out.push_str(&format!("sample_every = {}\n", self.sample_every));
         out.push_str("\n[ports]\n");
         match &self.ports.tcp {
             None => out.push_str("# tcp: every port open\n"),

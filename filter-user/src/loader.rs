@@ -20,7 +20,8 @@ use aya::{
     },
 };
 use filter_common::maps::{
-    ALL_MAPS, ALLOW_V4, ALLOW_V6, BANS, DENY_V4, DENY_V6, PIN_ROOT, PROGRAM_NAME, SOURCES,
+    ALL_MAPS, ALLOW_V4, ALLOW_V6, BANS, DENY_V4, DENY_V6, PERSISTENT_MAPS, PIN_ROOT, PROGRAM_NAME,
+    SOURCES,
 };
 use log::warn;
 
@@ -122,8 +123,16 @@ pub enum LoadError {
         iface: String,
     },
     /// The object could not be parsed or its maps created.
-    #[error("loading the XDP object: {0}")]
-    Object(#[from] EbpfError),
+    #[error(
+        "loading the XDP object (if counters pinned by another moat version are incompatible, \
+         remove {persistent}): {source}"
+    )]
+    Load {
+        /// Where the persistent maps are pinned.
+        persistent: PathBuf,
+        /// What aya reported (boxed: `EbpfError` is large).
+        source: Box<EbpfError>,
+    },
     /// The program failed to load (verifier) or attach.
     #[error("{action} on {iface}: {source}")]
     Program {
@@ -192,14 +201,28 @@ impl Filter {
         }
 
         let capacities = request.capacities;
-        let mut ebpf = EbpfLoader::new()
+        std::fs::create_dir_all(pins.persistent_path()).map_err(|source| LoadError::Io {
+            action: "creating",
+            path: pins.persistent_path().to_path_buf(),
+            source,
+        })?;
+        // The persistent maps are reused if an earlier run pinned them, so counters continue.
+        let mut loader = EbpfLoader::new();
+        for name in PERSISTENT_MAPS {
+            loader.map_pin_path(name, pins.map(name));
+        }
+        let mut ebpf = loader
             .map_max_entries(ALLOW_V4, capacities.allow)
             .map_max_entries(ALLOW_V6, capacities.allow)
             .map_max_entries(DENY_V4, capacities.deny)
             .map_max_entries(DENY_V6, capacities.deny)
             .map_max_entries(SOURCES, capacities.sources)
             .map_max_entries(BANS, capacities.bans)
-            .load(FILTER_OBJECT)?;
+            .load(FILTER_OBJECT)
+            .map_err(|source| LoadError::Load {
+                persistent: pins.persistent_path().to_path_buf(),
+                source: Box::new(source),
+            })?;
         control::write_policy(&mut ebpf, &request.policy)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
@@ -273,7 +296,10 @@ impl Filter {
             path: self.pins.path().to_path_buf(),
             source,
         })?;
-        for name in ALL_MAPS {
+        for name in ALL_MAPS
+            .iter()
+            .filter(|name| !PERSISTENT_MAPS.contains(name))
+        {
             let path = self.pins.map(name);
             let map = self.ebpf.map(name).ok_or(LoadError::MissingProgram)?;
             map.pin(&path)

@@ -2,31 +2,54 @@
 
 use std::path::{Path, PathBuf};
 
-use filter_common::maps::{ALL_MAPS, LINK_PIN, PIN_ROOT};
+use filter_common::maps::{ALL_MAPS, COUNTER_PIN_ROOT, LINK_PIN, PERSISTENT_MAPS, PIN_ROOT};
 
-/// The pin directory of one interface: `/sys/fs/bpf/moat/IFACE`.
+/// The pins of one interface: `/sys/fs/bpf/moat/IFACE` for what lives as long as `moat run`,
+/// and `/sys/fs/bpf/moat-counters/IFACE` for the maps that outlive it ([`PERSISTENT_MAPS`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinDir {
     dir: PathBuf,
+    persistent: PathBuf,
 }
 
 impl PinDir {
-    /// The pin directory for `iface` (whose name [`crate::preflight::check_iface_name`] has
+    /// The pin directories for `iface` (whose name [`crate::preflight::check_iface_name`] has
     /// validated, so it holds no path separators).
     pub fn for_iface(iface: &str) -> PinDir {
         PinDir {
             dir: Path::new(PIN_ROOT).join(iface),
+            persistent: Path::new(COUNTER_PIN_ROOT).join(iface),
         }
     }
 
-    /// The directory itself.
+    /// The directory of the daemon's pins.
     pub fn path(&self) -> &Path {
         &self.dir
     }
 
+    /// The directory of the persistent maps.
+    pub fn persistent_path(&self) -> &Path {
+        &self.persistent
+    }
+
     /// The pin of the map named `name`.
     pub fn map(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        if PERSISTENT_MAPS.contains(&name) {
+            self.persistent.join(name)
+        } else {
+            self.dir.join(name)
+        }
+    }
+
+    /// Removes the persistent maps (their counters start again from zero at the next run).
+    pub fn remove_persistent(&self) -> std::io::Result<()> {
+        for name in PERSISTENT_MAPS {
+            remove_if_present(&self.map(name))?;
+        }
+        match std::fs::remove_dir(&self.persistent) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
     }
 
     /// The pin of the XDP link.
@@ -39,10 +62,13 @@ impl PinDir {
         self.dir.exists()
     }
 
-    /// Removes the map pins and the directory (the link pin is removed by its owner, which
-    /// detaches it). Missing entries are fine: removal is idempotent.
+    /// Removes the daemon's map pins and their directory, keeping the persistent maps (the link
+    /// pin is removed by its owner, which detaches it). Idempotent.
     pub fn remove_maps(&self) -> std::io::Result<()> {
-        for name in ALL_MAPS {
+        for name in ALL_MAPS
+            .iter()
+            .filter(|name| !PERSISTENT_MAPS.contains(name))
+        {
             remove_if_present(&self.map(name))?;
         }
         match std::fs::remove_dir(&self.dir) {

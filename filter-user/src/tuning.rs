@@ -62,6 +62,7 @@ pub enum TuningError {
 pub fn keys() -> Vec<String> {
     let mut keys: Vec<String> = [
         "dry_run",
+        "sample_every",
         "fragments.policy",
         "fragments.pps",
         "fragments.burst",
@@ -124,6 +125,10 @@ fn apply_to(settings: &mut Settings, key: &str, value: &str, cpus: u32) -> Resul
                 _ => return Err(invalid("expected pass, rate-limit or drop")),
             } as u32;
         }
+        "sample_every" => {
+            settings.sample_every =
+                u32::try_from(number()?).map_err(|_| invalid("at most 4294967295"))?;
+        }
         "fragments.pps" => settings.fragments.pps = per_cpu(number()?),
         "fragments.burst" => settings.fragments.burst_packets = per_cpu(number()?),
         "bans.after_strikes" => {
@@ -146,7 +151,7 @@ fn apply_to(settings: &mut Settings, key: &str, value: &str, cpus: u32) -> Resul
             let Some((scope, class, field)) = limit_key(key) else {
                 return Err(TuningError::UnknownKey {
                     key: key.to_string(),
-                    known: "dry_run, fragments.*, bans.*, limits.{source,aggregate}.{syn,udp,icmp,other}.{pps,burst,bps,burst_bytes}".to_string(),
+                    known: "dry_run, sample_every, fragments.*, bans.*, limits.{source,aggregate}.{syn,udp,icmp,other}.{pps,burst,bps,burst_bytes}".to_string(),
                 });
             };
             let n = number()?;
@@ -275,6 +280,6 @@ mod tests {
         ));
         assert!(apply(&mut settings, "limits.source.udp.pps", "-5", 1).is_err());
         assert!(apply(&mut settings, "bans.ipv6_prefix", "129", 1).is_err());
-        assert_eq!(keys().len(), 9 + 32);
+        assert_eq!(keys().len(), 10 + 32);
     }
 }

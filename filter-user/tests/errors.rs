@@ -182,6 +182,9 @@ fn native_mode_on_a_driver_without_xdp_is_refused_and_auto_falls_back() {
     assert!(daemon.log().contains("mode=skb"), "{}", daemon.log());
     let (status, log) = daemon.stop().expect("stop");
     assert!(status.success(), "{log}");
+    PinDir::for_iface(&iface)
+        .remove_persistent()
+        .expect("remove the test's counters");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! then per class over all sources (for floods from random spoofed sources, where per-source
 //! state is useless).
 //!
-//! Maps read/written: `SOURCES`, `AGGREGATE`, `BANS` (only when a ban is earned). Reasons:
+//! Maps read/written: `SOURCES`, `AGGREGATE`, `BANS` and `BAN_EVENTS` (only when a ban is earned). Reasons:
 //! `Rate*`, `Flood*`. Lookups per packet: two for a limited class (one more to insert a new
 //! source, two more when a ban is earned), none for unlimited traffic.
 
@@ -13,7 +13,7 @@ use filter_common::{
     source::{Ban, SourceKey},
 };
 
-use crate::maps::{AGGREGATE, BANS, SOURCES};
+use crate::maps::{AGGREGATE, BAN_EVENTS, BANS, SOURCES};
 
 /// Decides a rate or flood reason when the packet is over a limit.
 #[inline(always)]
@@ -82,5 +82,10 @@ fn ban(packet: &Packet, settings: &Settings, now_ns: u64, reason: Reason) {
         offences: offences.saturating_add(1),
         reason: reason as u32,
     };
-    let _ = BANS.insert(&key, &entry, 0);
+    if BANS.insert(&key, &entry, 0).is_ok()
+        && let Some(count) = BAN_EVENTS.get_ptr_mut(reason as u32)
+    {
+        // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
+        unsafe { *count += 1 };
+    }
 }

@@ -3,7 +3,10 @@
 
 use std::net::Ipv4Addr;
 
-use crate::netns::{Endpoint, NetNs, NetNsError, quiet_veth, unique_iface};
+use crate::{
+    netns::{Endpoint, NetNs, NetNsError, quiet_veth, unique_iface},
+    pins::PinDir,
+};
 
 /// The origin's address.
 pub const ORIGIN_IPV4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -45,5 +48,14 @@ impl Topology {
             client,
             origin,
         })
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // The lab's interface is gone with its namespace; so are the counters it pinned.
+        if let Err(error) = PinDir::for_iface(&self.origin_end.iface).remove_persistent() {
+            log::warn!("removing lab counters failed error={error}");
+        }
     }
 }

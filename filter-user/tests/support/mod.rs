@@ -72,6 +72,13 @@ impl Pair {
     }
 }
 
+impl Drop for Pair {
+    fn drop(&mut self) {
+        // The counters a test's daemon left pinned outlive it by design; the interface is gone.
+        let _ = moat::pins::PinDir::for_iface(&self.origin_end.iface).remove_persistent();
+    }
+}
+
 /// `moat stats --iface IFACE --json`, parsed.
 pub fn stats_json(iface: &str) -> serde_json::Value {
     let output = std::process::Command::new(moat_bin())
