@@ -6,10 +6,10 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use filter_common::{
     Reason, Settings,
-    maps::{BANS, SETTINGS},
+    maps::{BAN_EVENTS, BANS, SETTINGS},
     source::{BAN_CLASS, Ban, SourceKey, mask_v6},
 };
 
@@ -158,7 +158,31 @@ impl PinnedBans {
         self.bans
             .insert(key, ban, 0)
             .map_err(self.map_error("writing"))?;
+        self.count_manual_ban();
         Ok(describe(&key, self.settings.v6_source_prefix))
+    }
+
+    /// Adds one to the `banned` slot of `BAN_EVENTS` (manual bans), best effort: a failure
+    /// only leaves the metric short.
+    fn count_manual_ban(&self) {
+        let path = PinDir::for_iface(&self.iface).map(BAN_EVENTS);
+        let Ok(data) = MapData::from_pin(&path) else {
+            return;
+        };
+        let Ok(mut events) = PerCpuArray::<MapData, u64>::try_from(Map::PerCpuArray(data)) else {
+            return;
+        };
+        let index = Reason::Banned as u32;
+        let Ok(values) = events.get(&index, 0) else {
+            return;
+        };
+        let mut updated: Vec<u64> = values.iter().copied().collect();
+        if let Some(first) = updated.first_mut() {
+            *first = first.saturating_add(1);
+        }
+        if let Ok(values) = PerCpuValues::try_from(updated) {
+            let _ = events.set(index, values, 0);
+        }
     }
 
     /// Lifts the ban on `addr`.
@@ -314,6 +338,56 @@ pub fn render(views: &[BanView]) -> String {
         ));
     }
     out
+}
+
+/// Compares the ban table with `known` (what the last call saw) and logs, one line each, every
+/// ban issued or extended and every ban lifted (expired or deleted) since; updates `known`.
+pub fn log_changes(
+    ebpf: &mut aya::Ebpf,
+    iface: &str,
+    known: &mut std::collections::HashMap<SourceKey, Ban>,
+) {
+    let Some((now, v6_prefix)) = ebpf
+        .map(SETTINGS)
+        .and_then(|map| Array::<&MapData, Settings>::try_from(map).ok())
+        .and_then(|array| array.get(&0, 0).ok())
+        .map(|settings| (settings.now_ns(monotonic_ns()), settings.v6_source_prefix))
+    else {
+        return;
+    };
+    let Some(bans) = ebpf
+        .map(BANS)
+        .and_then(|map| HashMap::<&MapData, SourceKey, Ban>::try_from(map).ok())
+    else {
+        return;
+    };
+    let active: std::collections::HashMap<SourceKey, Ban> = bans
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, ban)| ban.active(now))
+        .collect();
+    for (key, ban) in &active {
+        if known
+            .get(key)
+            .is_none_or(|old| old.until_ns != ban.until_ns)
+        {
+            log::info!(
+                "banned iface={iface} source={} reason={} offences={} for={}",
+                describe(key, v6_prefix),
+                Reason::from_u32(ban.reason).map_or("unknown", Reason::label),
+                ban.offences,
+                format_duration(Duration::from_secs(
+                    (ban.until_ns.saturating_sub(now) / 1_000_000_000).max(1)
+                ))
+            );
+        }
+    }
+    for key in known.keys() {
+        if !active.contains_key(key) {
+            log::info!("unbanned iface={iface} source={}", describe(key, v6_prefix));
+        }
+    }
+    *known = active;
 }
 
 #[cfg(test)]

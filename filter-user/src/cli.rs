@@ -211,6 +211,9 @@ pub struct RunArgs {
     /// Replace an XDP program that another tool attached to the interface.
     #[arg(long)]
     pub force: bool,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics, or `off`.
+    #[arg(long, value_name = "ADDR:PORT", default_value = crate::metrics::DEFAULT_ADDR)]
+    pub metrics: String,
 }
 
 /// Arguments of `moat stats`.

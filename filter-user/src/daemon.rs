@@ -3,7 +3,9 @@
 //! `bans.forget_after` are forgotten, so a repeat offender's next ban starts short again.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -19,12 +21,16 @@ use crate::{
     cli::RunArgs,
     config::{Config, duration_ns},
     control::Policy,
-    loader::{AttachRequest, Capacities, Filter},
+    loader::{AttachRequest, Capacities, Filter, InstanceLock},
+    metrics::{DaemonState, MetricsServer},
     preflight,
 };
 
 /// How often expired bans are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the ban table is compared with the last look, to log bans and unbans.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
@@ -36,34 +42,72 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
 
+    // Another moat on this interface is the likelier mistake than a taken metrics port, so it
+    // is reported first.
+    let lock = InstanceLock::acquire(&args.iface)?;
+    let state = Arc::new(DaemonState::default());
+    let capacities = Capacities::of(&config);
+    // Bind before attaching: a taken port is a bad argument, reported before anything changes.
+    let metrics = if args.metrics == "off" {
+        None
+    } else {
+        Some(MetricsServer::start(
+            &args.metrics,
+            &args.iface,
+            capacities,
+            Arc::clone(&state),
+        )?)
+    };
+    let started = Instant::now();
     let request = AttachRequest {
         iface: args.iface.clone(),
         ifindex,
         mode: args.mode.unwrap_or(config.mode),
         force: args.force,
         policy: Policy::compile(&config, args.dry_run),
-        capacities: Capacities::of(&config),
+        capacities,
     };
-    let mut filter = Filter::attach(&request)?;
+    let mut filter = Filter::attach(&request, Some(lock))?;
+    state
+        .load_micros
+        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    if let Ok(mut mode) = state.mode.lock() {
+        *mode = filter.mode().name().to_string();
+    }
     info!(
-        "attached iface={} mode={} dry_run={} trusted={} pins={}",
+        "attached iface={} mode={} dry_run={} trusted={} pins={} metrics={}",
         filter.iface(),
         filter.mode().name(),
         request.policy.settings.dry_run(),
         request.policy.trusted.len(),
-        filter.pins().path().display()
+        filter.pins().path().display(),
+        metrics.as_ref().map_or("off".to_string(), |server| format!(
+            "http://{}/metrics",
+            server.addr()
+        ))
     );
 
     let mut running = config;
     let mut last_sweep = Instant::now();
+    let mut last_watch = Instant::now();
+    let mut known_bans = HashMap::new();
     'serve: loop {
         for signal in signals.pending() {
             if signal == SIGHUP {
-                reload(&mut filter, args, config_path.as_ref(), &mut running);
+                if reload(&mut filter, args, config_path.as_ref(), &mut running) {
+                    state.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    state.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                }
             } else {
                 info!("stopping iface={} signal={signal}", filter.iface());
                 break 'serve;
             }
+        }
+        if last_watch.elapsed() >= WATCH_EVERY {
+            last_watch = Instant::now();
+            let iface = filter.iface().to_string();
+            bans::log_changes(filter.ebpf_mut(), &iface, &mut known_bans);
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
@@ -86,24 +130,31 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     filter
         .detach()
         .with_context(|| format!("detaching from {iface}"))?;
+    drop(metrics);
     info!("detached iface={iface}");
     Ok(())
 }
 
 /// Re-reads the configuration file; a bad file is logged and the running policy is kept.
-fn reload(filter: &mut Filter, args: &RunArgs, path: Option<&PathBuf>, running: &mut Config) {
+/// Returns whether the new configuration was applied.
+fn reload(
+    filter: &mut Filter,
+    args: &RunArgs,
+    path: Option<&PathBuf>,
+    running: &mut Config,
+) -> bool {
     let Some(path) = path else {
         info!(
             "reload skipped: no configuration file iface={}",
             filter.iface()
         );
-        return;
+        return false;
     };
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(err) => {
             error!("reload rejected, keeping the running configuration error=\"{err}\"");
-            return;
+            return false;
         }
     };
     if Capacities::of(&config) != Capacities::of(running) {
@@ -130,8 +181,12 @@ fn reload(filter: &mut Filter, args: &RunArgs, path: Option<&PathBuf>, running: 
                 policy.settings.dry_run()
             );
             *running = config;
+            true
         }
-        Err(err) => error!("reload failed, keeping the running configuration error=\"{err}\""),
+        Err(err) => {
+            error!("reload failed, keeping the running configuration error=\"{err}\"");
+            false
+        }
     }
 }
 

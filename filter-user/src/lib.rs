@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod lab;
 pub mod lists;
 pub mod loader;
+pub mod metrics;
 pub mod netns;
 pub mod pins;
 pub mod preflight;

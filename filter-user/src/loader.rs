@@ -187,10 +187,17 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Loads the embedded object and attaches it as `request` says.
-    pub fn attach(request: &AttachRequest) -> Result<Filter, LoadError> {
+    /// Loads the embedded object and attaches it as `request` says, under `lock` if the caller
+    /// already holds the interface's instance lock.
+    pub fn attach(
+        request: &AttachRequest,
+        lock: Option<InstanceLock>,
+    ) -> Result<Filter, LoadError> {
         let iface = request.iface.as_str();
-        let lock = InstanceLock::acquire(iface)?;
+        let lock = match lock {
+            Some(lock) => lock,
+            None => InstanceLock::acquire(iface)?,
+        };
         let pins = PinDir::for_iface(iface);
         if pins.exists() {
             warn!(
@@ -463,12 +470,13 @@ fn remove_pins(pins: &PinDir) -> Result<(), LoadError> {
 /// An exclusive lock on `/run/moat/IFACE.lock`, held while a `moat run` owns the interface.
 /// The kernel releases it when the process dies, however it dies.
 #[derive(Debug)]
-struct InstanceLock {
+pub struct InstanceLock {
     _file: File,
 }
 
 impl InstanceLock {
-    fn acquire(iface: &str) -> Result<InstanceLock, LoadError> {
+    /// Takes the lock for `iface`, or fails with [`LoadError::AlreadyRunning`].
+    pub fn acquire(iface: &str) -> Result<InstanceLock, LoadError> {
         let dir = Path::new(LOCK_DIR);
         let path = dir.join(format!("{iface}.lock"));
         let io_error = |source| LoadError::Lock {

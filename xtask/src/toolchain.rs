@@ -9,7 +9,7 @@
 /// `rustc-web` and `libstd-rust-web-dev-bpf` bring `/usr/bin/rustc` (on LLVM 22) with a
 /// precompiled `core` for `bpfel-unknown-none`, plus `/usr/bin/cargo`; `llvm-22-dev` is what
 /// bpf-linker links against; the rest are used by the root tests and `moat lab` (`ip`,
-/// `ping`, `nsenter`, `sysctl`).
+/// `ping`, `nsenter`, `sysctl`, and `prometheus` with `promtool` for the metrics tests).
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -18,6 +18,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "iputils-ping",
     "util-linux",
     "procps",
+    "prometheus",
 ];
 
 /// Name of the rustup toolchain linked to Debian's rustc; `filter-user/build.rs` builds the

@@ -1,0 +1,1367 @@
+//! Program tests for the policy stages: real frames through the XDP object the daemon ships
+//! (`moat::FILTER_OBJECT`), run with `BPF_PROG_TEST_RUN`, with map state written through the
+//! filter-common types. Each case checks the XDP action and the exact counter change: one packet
+//! of the frame's length under the expected `(Verdict, Reason)` and nothing else.
+//!
+//! They cover bans, TCP flags, the fragment policy, closed ports, reflection, per-source and
+//! aggregate rate limits, automatic bans, dry-run and the allowlist's precedence. Every test runs
+//! on the program's fixed clock (`FLAG_FIXED_CLOCK`), so refills and expiries are exact and no
+//! test sleeps. Parsing belongs to `program.rs`; attaching and live traffic to the netns tests.
+//! They need root to load the program and fail, never pass, without it.
+
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared frame builder"
+)]
+mod frames;
+
+use std::{
+    error::Error,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use aya::{
+    Ebpf,
+    maps::{
+        Array, HashMap, MapError, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use etherparse::{
+    IcmpEchoHeader, Icmpv4Type, Icmpv6Type, IpHeaders, Ipv4Header, Ipv6Header, PacketBuilder,
+    PacketBuilderStep, PacketHeaders, TcpHeader, icmpv4::DestUnreachableHeader, ip_number,
+};
+use filter_common::{
+    COUNTER_SLOTS, Class, Counter, Reason, Settings, Verdict,
+    classify::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG},
+    counter_index,
+    lists::{LIST_PRESENT, ListValue},
+    maps::{
+        ALLOW_V4, ALLOW_V6, BANS, COUNTERS, PORTS, PROGRAM_NAME, SETTINGS, SOURCES, TRUSTED_V4,
+        TRUSTED_V6,
+    },
+    ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
+    rate::{Limit, RateState},
+    settings::{
+        FLAG_DRY_RUN, FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS, FLAG_FIXED_CLOCK,
+        FragmentPolicy,
+    },
+    source::{BAN_CLASS, Ban, SourceKey},
+};
+
+/// `enum xdp_action` in include/uapi/linux/bpf.h.
+const XDP_ABORTED: u32 = 0;
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+const MILLISECOND_NS: u64 = 1_000_000;
+const SECOND_NS: u64 = 1_000_000_000;
+
+/// The program's clock when a test starts. Aggregate buckets start empty at time 0 and refill
+/// from there, so starting this late makes them full, like a new source's buckets.
+const START_NS: u64 = 1_000 * SECOND_NS;
+
+// Documentation addresses (RFC 5737, RFC 3849). The IPv6 sources are chosen around /64
+// boundaries: SOURCE_V6 and SAME_64_V6 share NETWORK_V6, OTHER_64_V6 is in the next /64.
+const SOURCE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const OTHER_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const THIRD_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+const RESOLVER_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
+const DESTINATION_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const SOURCE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const SAME_64_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0xbeef, 0, 0, 2);
+const NETWORK_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0);
+const OTHER_64_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 1);
+const RESOLVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x53, 0, 0, 0, 0, 0x53);
+const DESTINATION_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+
+// Locally administered MACs, as in the shared frame builder.
+const SOURCE_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+const DESTINATION_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
+const HOP_LIMIT: u8 = 64;
+const EPHEMERAL_PORT: u16 = 40_000;
+const HTTPS: u16 = 443;
+const DNS: u16 = 53;
+const CLOSED_PORT: u16 = 8080;
+const PAYLOAD: &[u8] = b"moat stage test payload";
+
+/// The settings every test starts from: the fixed clock at [`START_NS`], IPv6 sources tracked
+/// per /64 (the daemon's default), nothing limited.
+fn base_settings() -> Settings {
+    Settings {
+        flags: FLAG_FIXED_CLOCK,
+        clock_ns: START_NS,
+        v6_source_prefix: 64,
+        ..Settings::default()
+    }
+}
+
+/// A packet limit with bytes unlimited.
+const fn packets(pps: u64, burst_packets: u64) -> Limit {
+    Limit {
+        pps,
+        burst_packets,
+        bps: 0,
+        burst_bytes: 0,
+    }
+}
+
+/// A manual ban (offences 0, reason `Banned`) until `until_ns`.
+fn manual_ban(until_ns: u64) -> Ban {
+    Ban {
+        until_ns,
+        offences: 0,
+        reason: Reason::Banned as u32,
+    }
+}
+
+/// The loaded program and its maps, one per test so tests running in parallel never share
+/// counters, buckets or bans.
+struct Filter {
+    ebpf: Ebpf,
+    /// What `SETTINGS[0]` holds.
+    settings: Settings,
+}
+
+/// Every counter slot, summed over CPUs, indexed like the `COUNTERS` map.
+struct Counters(Vec<Counter>);
+
+/// How one counter slot changed between two snapshots.
+#[derive(Debug, PartialEq, Eq)]
+struct Delta {
+    verdict: Verdict,
+    reason: Reason,
+    packets: u64,
+    bytes: u64,
+}
+
+impl Filter {
+    /// Loads the shipped object and its XDP program and writes [`base_settings`], or panics
+    /// saying why it cannot.
+    fn load() -> Filter {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "stage tests load BPF programs and need root (CAP_BPF and CAP_NET_ADMIN); \
+             running as euid {euid}: run them as root"
+        );
+        let mut ebpf = Ebpf::load(moat::FILTER_OBJECT).unwrap_or_else(|error| {
+            panic!(
+                "loading moat::FILTER_OBJECT failed: {}",
+                error_chain(&error)
+            )
+        });
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .unwrap_or_else(|| panic!("the object has no program named {PROGRAM_NAME:?}"))
+            .try_into()
+            .unwrap_or_else(|error| panic!("program {PROGRAM_NAME:?} is not XDP: {error}"));
+        program.load().unwrap_or_else(|error| {
+            panic!(
+                "the kernel refused program {PROGRAM_NAME:?}: {}",
+                error_chain(&error)
+            )
+        });
+        let mut filter = Filter {
+            ebpf,
+            settings: Settings::default(),
+        };
+        filter.set_settings(base_settings());
+        filter
+    }
+
+    /// Writes `settings` to `SETTINGS[0]`.
+    fn set_settings(&mut self, settings: Settings) {
+        let map = self
+            .ebpf
+            .map_mut(SETTINGS)
+            .unwrap_or_else(|| panic!("the object has no map {SETTINGS:?}"));
+        Array::<_, Settings>::try_from(map)
+            .unwrap_or_else(|error| panic!("{SETTINGS} is not an array of Settings: {error}"))
+            .set(0, settings, 0)
+            .unwrap_or_else(|error| panic!("writing {SETTINGS}[0]: {error}"));
+        self.settings = settings;
+    }
+
+    /// Changes the settings in place and writes them.
+    fn update(&mut self, change: impl FnOnce(&mut Settings)) {
+        let mut settings = self.settings;
+        change(&mut settings);
+        self.set_settings(settings);
+    }
+
+    /// The program's clock.
+    fn now_ns(&self) -> u64 {
+        self.settings.clock_ns
+    }
+
+    /// Moves the program's fixed clock forward by `ns`.
+    fn advance_clock(&mut self, ns: u64) {
+        self.update(|settings| settings.clock_ns += ns);
+    }
+
+    /// Sets `PORTS[port]` to `flags`.
+    fn set_port(&mut self, port: u16, flags: u8) {
+        let map = self
+            .ebpf
+            .map_mut(PORTS)
+            .unwrap_or_else(|| panic!("the object has no map {PORTS:?}"));
+        Array::<_, u8>::try_from(map)
+            .unwrap_or_else(|error| panic!("{PORTS} is not an array of u8: {error}"))
+            .set(u32::from(port), flags, 0)
+            .unwrap_or_else(|error| panic!("writing {PORTS}[{port}]: {error}"));
+    }
+
+    /// Adds `cidr` to the trusted upstreams (exempt from the reflection stage).
+    fn trust(&mut self, cidr: &str) {
+        self.insert_prefix(TRUSTED_V4, TRUSTED_V6, cidr);
+    }
+
+    /// Adds `cidr` to the allowlist.
+    fn allow(&mut self, cidr: &str) {
+        self.insert_prefix(ALLOW_V4, ALLOW_V6, cidr);
+    }
+
+    /// Inserts `cidr` into the LPM trie of its family, `v4` or `v6`.
+    fn insert_prefix(&mut self, v4: &str, v6: &str, cidr: &str) {
+        let parsed: moat::cidr::Cidr = cidr
+            .parse()
+            .unwrap_or_else(|error| panic!("test CIDR {cidr:?}: {error}"));
+        match parsed {
+            moat::cidr::Cidr::V4 { addr, prefix } => {
+                let map = self.ebpf.map_mut(v4).expect("the object has every trie");
+                LpmTrie::<_, [u8; 4], ListValue>::try_from(map)
+                    .unwrap_or_else(|error| panic!("{v4} is not a v4 LPM trie: {error}"))
+                    .insert(&Key::new(prefix, addr), LIST_PRESENT, 0)
+                    .unwrap_or_else(|error| panic!("inserting {cidr} into {v4}: {error}"));
+            }
+            moat::cidr::Cidr::V6 { addr, prefix } => {
+                let map = self.ebpf.map_mut(v6).expect("the object has every trie");
+                LpmTrie::<_, [u8; 16], ListValue>::try_from(map)
+                    .unwrap_or_else(|error| panic!("{v6} is not a v6 LPM trie: {error}"))
+                    .insert(&Key::new(prefix, addr), LIST_PRESENT, 0)
+                    .unwrap_or_else(|error| panic!("inserting {cidr} into {v6}: {error}"));
+            }
+        }
+    }
+
+    /// Writes `ban` under the `BANS` key of `addr`, taken as given (an IPv6 ban on a prefix is
+    /// keyed by its network address).
+    fn ban(&mut self, addr: impl Into<IpAddr>, ban: Ban) {
+        let addr = addr.into();
+        let map = self
+            .ebpf
+            .map_mut(BANS)
+            .unwrap_or_else(|| panic!("the object has no map {BANS:?}"));
+        HashMap::<_, SourceKey, Ban>::try_from(map)
+            .unwrap_or_else(|error| panic!("{BANS} is not a hash of SourceKey to Ban: {error}"))
+            .insert(source_key(addr, BAN_CLASS), ban, 0)
+            .unwrap_or_else(|error| panic!("writing the ban of {addr}: {error}"));
+    }
+
+    /// The `BANS` entry under `addr`, taken as given.
+    fn ban_entry(&self, addr: impl Into<IpAddr>) -> Option<Ban> {
+        let addr = addr.into();
+        let map = self
+            .ebpf
+            .map(BANS)
+            .unwrap_or_else(|| panic!("the object has no map {BANS:?}"));
+        let bans = HashMap::<_, SourceKey, Ban>::try_from(map)
+            .unwrap_or_else(|error| panic!("{BANS} is not a hash of SourceKey to Ban: {error}"));
+        found(bans.get(&source_key(addr, BAN_CLASS), 0), BANS, addr)
+    }
+
+    /// The `SOURCES` entry of `addr` (taken as given) in `class`.
+    fn source_state(&self, addr: impl Into<IpAddr>, class: Class) -> Option<RateState> {
+        let addr = addr.into();
+        let map = self
+            .ebpf
+            .map(SOURCES)
+            .unwrap_or_else(|| panic!("the object has no map {SOURCES:?}"));
+        let sources = HashMap::<_, SourceKey, RateState>::try_from(map).unwrap_or_else(|error| {
+            panic!("{SOURCES} is not a hash of SourceKey to RateState: {error}")
+        });
+        found(sources.get(&source_key(addr, class as u8), 0), SOURCES, addr)
+    }
+
+    /// Runs one frame through the program and returns its XDP action.
+    fn run(&self, frame: &[u8]) -> u32 {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .expect("Filter::load found the program")
+            .try_into()
+            .expect("Filter::load checked that it is XDP");
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        };
+        let result = program.test_run(options).unwrap_or_else(|error| {
+            panic!(
+                "BPF_PROG_TEST_RUN failed on a {}-byte frame: {}",
+                frame.len(),
+                error_chain(&error)
+            )
+        });
+        result.return_value
+    }
+
+    /// A snapshot of every counter slot, summed over CPUs.
+    fn counters(&self) -> Counters {
+        let map = self
+            .ebpf
+            .map(COUNTERS)
+            .unwrap_or_else(|| panic!("the object has no map {COUNTERS:?}"));
+        let counters = PerCpuArray::<_, Counter>::try_from(map).unwrap_or_else(|error| {
+            panic!("{COUNTERS} is not a per-CPU array of Counter: {error}")
+        });
+        let slots = (0..COUNTER_SLOTS)
+            .map(|index| {
+                let per_cpu = counters
+                    .get(&index, 0)
+                    .unwrap_or_else(|error| panic!("reading {COUNTERS}[{index}]: {error}"));
+                per_cpu
+                    .iter()
+                    .fold(Counter::default(), |sum, cpu| sum.add(*cpu))
+            })
+            .collect();
+        Counters(slots)
+    }
+
+    /// Runs `frame` and asserts the action that carries out `verdict`, and that exactly one
+    /// packet of `frame.len()` bytes was counted under `(verdict, reason)` and nothing else.
+    fn assert_verdict(&self, case: &str, frame: &[u8], verdict: Verdict, reason: Reason) {
+        let before = self.counters();
+        let action = self.run(frame);
+        let after = self.counters();
+        let expected = action_for(verdict);
+        let clock = self.now_ns() - START_NS;
+        assert_eq!(
+            action,
+            expected,
+            "{case} (clock start+{clock} ns): got {} for {verdict:?}/{reason:?}, want {}; \
+             frame {}",
+            action_name(action),
+            action_name(expected),
+            hex(frame)
+        );
+        let only = Delta {
+            verdict,
+            reason,
+            packets: 1,
+            bytes: frame.len() as u64,
+        };
+        assert_eq!(
+            after.since(&before),
+            vec![only],
+            "{case} (clock start+{clock} ns): counter change; frame {}",
+            hex(frame)
+        );
+    }
+
+    /// [`Filter::assert_verdict`] for `count` runs of the same frame.
+    fn assert_verdicts(
+        &self,
+        case: &str,
+        frame: &[u8],
+        count: usize,
+        verdict: Verdict,
+        reason: Reason,
+    ) {
+        for run in 1..=count {
+            self.assert_verdict(&format!("{case}, run {run}"), frame, verdict, reason);
+        }
+    }
+
+    /// [`Filter::assert_verdict`] for a frame that passes.
+    fn assert_passes(&self, case: &str, frame: &[u8]) {
+        self.assert_verdict(case, frame, Verdict::Pass, Reason::Pass);
+    }
+
+    /// [`Filter::assert_verdict`] for a frame dropped for `reason`.
+    fn assert_drops(&self, case: &str, frame: &[u8], reason: Reason) {
+        self.assert_verdict(case, frame, Verdict::Drop, reason);
+    }
+}
+
+impl Counters {
+    /// The slots that changed since `before`.
+    fn since(&self, before: &Counters) -> Vec<Delta> {
+        let mut deltas = Vec::new();
+        for verdict in Verdict::ALL {
+            for reason in Reason::ALL {
+                let index = counter_index(verdict, reason) as usize;
+                let (now, then) = (self.0[index], before.0[index]);
+                let delta = Delta {
+                    verdict,
+                    reason,
+                    packets: now.packets.wrapping_sub(then.packets),
+                    bytes: now.bytes.wrapping_sub(then.bytes),
+                };
+                if delta.packets != 0 || delta.bytes != 0 {
+                    deltas.push(delta);
+                }
+            }
+        }
+        deltas
+    }
+}
+
+/// The `SOURCES`/`BANS` key of `addr` in `class`, with the address bytes exactly as given: the
+/// tests name the masked network themselves rather than reuse the program's masking.
+fn source_key(addr: IpAddr, class: u8) -> SourceKey {
+    let mut addr_be = [0; 16];
+    let ip_version = match addr {
+        IpAddr::V4(v4) => {
+            addr_be[..4].copy_from_slice(&v4.octets());
+            4
+        }
+        IpAddr::V6(v6) => {
+            addr_be = v6.octets();
+            6
+        }
+    };
+    SourceKey {
+        addr_be,
+        ip_version,
+        class,
+        _pad: [0; 2],
+    }
+}
+
+/// A map lookup's value, `None` if the key is absent, a panic on any other error.
+fn found<V>(result: Result<V, MapError>, map: &str, addr: IpAddr) -> Option<V> {
+    match result {
+        Ok(value) => Some(value),
+        Err(MapError::KeyNotFound) => None,
+        Err(error) => panic!("looking up {addr} in {map}: {error}"),
+    }
+}
+
+/// Pins the calling test thread to the first CPU it may run on. `AGGREGATE` is per-CPU and
+/// `BPF_PROG_TEST_RUN` runs the program on the CPU of the thread that calls it, so a test that
+/// counts on aggregate buckets must make every run on the same CPU: after a migration a run
+/// would find another CPU's untouched, full bucket. (CPU 0 unless the cpuset leaves it out.)
+fn pin_to_one_cpu() {
+    // SAFETY: cpu_set_t is a plain bit array, for which all zeroes is a valid (empty) value.
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: pid 0 is the calling thread; `allowed` is a valid cpu_set_t of `size` bytes.
+    let status = unsafe { libc::sched_getaffinity(0, size, &mut allowed) };
+    assert_eq!(
+        status,
+        0,
+        "sched_getaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    let cpu = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the number of bits in a cpu_set_t.
+        .find(|cpu| unsafe { libc::CPU_ISSET(*cpu, &allowed) })
+        .expect("a running thread may run on at least one CPU");
+    // SAFETY: as above, all zeroes is the empty set.
+    let mut only: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut only) };
+    // SAFETY: pid 0 is the calling thread; `only` is a valid cpu_set_t of `size` bytes.
+    let status = unsafe { libc::sched_setaffinity(0, size, &only) };
+    assert_eq!(
+        status,
+        0,
+        "pinning the test thread to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The XDP action each verdict is carried out with (see `Verdict`'s docs).
+fn action_for(verdict: Verdict) -> u32 {
+    match verdict {
+        Verdict::Pass | Verdict::WouldDrop => XDP_PASS,
+        Verdict::Drop => XDP_DROP,
+        Verdict::Aborted => XDP_ABORTED,
+    }
+}
+
+fn action_name(action: u32) -> String {
+    match action {
+        XDP_ABORTED => "XDP_ABORTED".to_owned(),
+        XDP_DROP => "XDP_DROP".to_owned(),
+        XDP_PASS => "XDP_PASS".to_owned(),
+        other => format!("action {other}"),
+    }
+}
+
+/// The frame in hex for failure messages; headers fit in the first 128 bytes.
+fn hex(bytes: &[u8]) -> String {
+    const SHOWN: usize = 128;
+    let mut text: String = bytes
+        .iter()
+        .take(SHOWN)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if bytes.len() > SHOWN {
+        text.push_str(&format!("... ({} bytes)", bytes.len()));
+    }
+    text
+}
+
+fn error_chain(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+// Frames from chosen sources, with chosen TCP flags, ports and ICMP messages. The shared builder
+// in `frames` always sends from one address with one set of flags and ports, so these are
+// written here with etherparse (lengths and checksums computed from the fields); `frames` still
+// builds the fragments.
+
+/// Ethernet and an IP header from `source` to the destination of its family.
+fn ip_from(source: IpAddr) -> PacketBuilderStep<IpHeaders> {
+    let ip = match source {
+        IpAddr::V4(source) => IpHeaders::Ipv4(
+            Ipv4Header::new(
+                0,
+                HOP_LIMIT,
+                ip_number::UDP, // replaced by the builder with the real protocol
+                source.octets(),
+                DESTINATION_V4.octets(),
+            )
+            .expect("an empty IPv4 payload fits"),
+            Default::default(),
+        ),
+        IpAddr::V6(source) => IpHeaders::Ipv6(
+            Ipv6Header {
+                hop_limit: HOP_LIMIT,
+                source: source.octets(),
+                destination: DESTINATION_V6.octets(),
+                ..Default::default()
+            },
+            Default::default(),
+        ),
+    };
+    PacketBuilder::ethernet2(SOURCE_MAC, DESTINATION_MAC).ip(ip)
+}
+
+/// Checks that etherparse reads the frame back, so the builder made a real frame.
+fn checked(frame: Vec<u8>) -> Vec<u8> {
+    if let Err(error) = PacketHeaders::from_ethernet_slice(&frame) {
+        panic!("built frame does not parse: {error}; frame {}", hex(&frame));
+    }
+    frame
+}
+
+/// A TCP segment from `source` port 40000 to `port` with exactly the `flags` bits set.
+fn tcp(source: impl Into<IpAddr>, flags: u8, port: u16) -> Vec<u8> {
+    let mut header = TcpHeader::new(EPHEMERAL_PORT, port, 1_000, 64_240);
+    header.fin = flags & FIN != 0;
+    header.syn = flags & SYN != 0;
+    header.rst = flags & RST != 0;
+    header.psh = flags & PSH != 0;
+    header.ack = flags & ACK != 0;
+    header.urg = flags & URG != 0;
+    if header.ack {
+        header.acknowledgment_number = 2_000;
+    }
+    let mut frame = Vec::new();
+    ip_from(source.into())
+        .tcp_header(header)
+        .write(&mut frame, PAYLOAD)
+        .expect("a small TCP segment fits");
+    checked(frame)
+}
+
+/// A TCP SYN from `source` to port `port`.
+fn syn(source: impl Into<IpAddr>, port: u16) -> Vec<u8> {
+    tcp(source, SYN, port)
+}
+
+/// A UDP datagram from `source` port `source_port` to `port` carrying `payload`.
+fn udp_between(source: impl Into<IpAddr>, source_port: u16, port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    ip_from(source.into())
+        .udp(source_port, port)
+        .write(&mut frame, payload)
+        .expect("a test datagram fits");
+    checked(frame)
+}
+
+/// A UDP datagram from `source` port 40000 to the DNS port.
+fn udp(source: impl Into<IpAddr>) -> Vec<u8> {
+    udp_between(source, EPHEMERAL_PORT, DNS, PAYLOAD)
+}
+
+/// An ICMP message from an IPv4 `source`.
+fn icmpv4(source: Ipv4Addr, message: Icmpv4Type) -> Vec<u8> {
+    let mut frame = Vec::new();
+    ip_from(source.into())
+        .icmpv4(message)
+        .write(&mut frame, PAYLOAD)
+        .expect("a small ICMP message fits");
+    checked(frame)
+}
+
+/// An ICMPv6 message from `source` with `body` after its 8-byte header.
+fn icmpv6(source: Ipv6Addr, message: Icmpv6Type, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    ip_from(source.into())
+        .icmpv6(message)
+        .write(&mut frame, body)
+        .expect("a small ICMPv6 message fits");
+    checked(frame)
+}
+
+/// An echo request from `source`: ICMP or ICMPv6 by its family.
+fn echo(source: impl Into<IpAddr>) -> Vec<u8> {
+    let request = IcmpEchoHeader { id: 7, seq: 1 };
+    match source.into() {
+        IpAddr::V4(v4) => icmpv4(v4, Icmpv4Type::EchoRequest(request)),
+        IpAddr::V6(v6) => icmpv6(v6, Icmpv6Type::EchoRequest(request), PAYLOAD),
+    }
+}
+
+#[test]
+fn banned_source_is_dropped_until_its_ban_expires() {
+    let mut filter = Filter::load();
+    let until_ns = START_NS + 5 * SECOND_NS;
+    filter.ban(SOURCE_V4, manual_ban(until_ns));
+    // Sources are tracked per /64 (base_settings), so a v6 ban is keyed by the network.
+    filter.ban(NETWORK_V6, manual_ban(until_ns));
+
+    for (family, source, other) in [
+        ("v4", IpAddr::from(SOURCE_V4), IpAddr::from(OTHER_V4)),
+        ("v6", IpAddr::from(SOURCE_V6), IpAddr::from(OTHER_64_V6)),
+    ] {
+        for (what, frame) in [
+            ("udp", udp(source)),
+            ("syn", syn(source, HTTPS)),
+            ("ack", tcp(source, ACK, HTTPS)),
+            ("icmp echo", echo(source)),
+            // Bans come before the TCP flag check.
+            ("null-flag tcp", tcp(source, 0, HTTPS)),
+        ] {
+            filter.assert_drops(
+                &format!("{family} {what} from the banned {source}"),
+                &frame,
+                Reason::Banned,
+            );
+        }
+        filter.assert_passes(
+            &format!("{family} udp from {other}, not banned"),
+            &udp(other),
+        );
+    }
+
+    filter.advance_clock(5 * SECOND_NS - 1);
+    filter.assert_drops(
+        "v4 1 ns before the ban ends",
+        &udp(SOURCE_V4),
+        Reason::Banned,
+    );
+    filter.assert_drops(
+        "v6 1 ns before the ban ends",
+        &udp(SOURCE_V6),
+        Reason::Banned,
+    );
+    filter.advance_clock(1);
+    filter.assert_passes("v4 when the ban ends", &udp(SOURCE_V4));
+    filter.assert_passes("v6 when the ban ends", &udp(SOURCE_V6));
+    assert_eq!(
+        filter.ban_entry(SOURCE_V4),
+        Some(manual_ban(until_ns)),
+        "an expired ban stays in BANS (userspace sweeps it)"
+    );
+}
+
+#[test]
+fn ipv6_ban_covers_the_configured_source_prefix() {
+    let mut filter = Filter::load();
+    let forever = manual_ban(u64::MAX);
+
+    // v6_source_prefix 64: a ban on 2001:db8::/64 covers every address in it.
+    filter.ban(NETWORK_V6, forever);
+    filter.assert_drops(
+        "/64 sources, 2001:db8::1 in the banned /64",
+        &udp(SOURCE_V6),
+        Reason::Banned,
+    );
+    filter.assert_drops(
+        "/64 sources, 2001:db8::beef:0:0:2 in the banned /64",
+        &udp(SAME_64_V6),
+        Reason::Banned,
+    );
+    filter.assert_passes(
+        "/64 sources, 2001:db8:0:1::1 in the next /64",
+        &udp(OTHER_64_V6),
+    );
+
+    // v6_source_prefix 128: bans name single addresses, and the /64 entry no longer matches.
+    filter.update(|settings| settings.v6_source_prefix = 128);
+    filter.assert_passes(
+        "/128 sources, 2001:db8::1 under a ban keyed 2001:db8::",
+        &udp(SOURCE_V6),
+    );
+    filter.ban(SOURCE_V6, forever);
+    filter.assert_drops(
+        "/128 sources, the banned 2001:db8::1",
+        &udp(SOURCE_V6),
+        Reason::Banned,
+    );
+    filter.assert_passes(
+        "/128 sources, 2001:db8::beef:0:0:2 in the same /64",
+        &udp(SAME_64_V6),
+    );
+}
+
+#[test]
+fn drops_invalid_tcp_flag_combinations_and_passes_valid_ones() {
+    let filter = Filter::load();
+    let invalid = [
+        ("null", 0),
+        ("syn+fin", SYN | FIN),
+        ("syn+rst", SYN | RST),
+        ("fin without ack", FIN),
+        ("xmas (fin+psh+urg)", FIN | PSH | URG),
+    ];
+    let valid = [
+        ("syn", SYN),
+        ("syn+ack", SYN | ACK),
+        ("ack", ACK),
+        ("fin+ack", FIN | ACK),
+        ("rst", RST),
+    ];
+    for source in [IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V6)] {
+        for (name, flags) in invalid {
+            filter.assert_drops(
+                &format!("{name} from {source}"),
+                &tcp(source, flags, HTTPS),
+                Reason::TcpFlags,
+            );
+        }
+        for (name, flags) in valid {
+            filter.assert_passes(&format!("{name} from {source}"), &tcp(source, flags, HTTPS));
+        }
+    }
+}
+
+/// The first and a later fragment of a UDP datagram over IPv4 and over IPv6, named.
+fn fragments() -> [(&'static str, Vec<u8>); 4] {
+    let v4 = frames::Packet::ipv4(frames::Transport::Udp).payload(&frames::payload_of(200));
+    let v6 = frames::Packet::ipv6(frames::Transport::Udp).payload(&frames::payload_of(200));
+    [
+        ("v4 first fragment", v4.fragment(0..64, true).bytes),
+        ("v4 later fragment", v4.fragment(64..208, false).bytes),
+        ("v6 first fragment", v6.fragment(0..64, true).bytes),
+        ("v6 later fragment", v6.fragment(64..208, false).bytes),
+    ]
+}
+
+#[test]
+fn fragment_policy_drop_drops_every_fragment() {
+    let mut filter = Filter::load();
+    filter.update(|settings| settings.fragment_policy = FragmentPolicy::Drop as u32);
+    for (name, frame) in fragments() {
+        filter.assert_drops(name, &frame, Reason::Fragment);
+    }
+    filter.assert_passes("unfragmented v4 udp", &udp(SOURCE_V4));
+    filter.assert_passes("unfragmented v6 udp", &udp(SOURCE_V6));
+}
+
+#[test]
+fn fragment_policy_pass_passes_every_fragment() {
+    let mut filter = Filter::load();
+    filter.update(|settings| settings.fragment_policy = FragmentPolicy::Pass as u32);
+    for (name, frame) in fragments() {
+        filter.assert_passes(name, &frame);
+    }
+}
+
+#[test]
+fn fragment_policy_rate_limit_shares_one_bucket_among_all_fragments() {
+    // The fragment bucket is a per-CPU AGGREGATE slot.
+    pin_to_one_cpu();
+    let mut filter = Filter::load();
+    filter.update(|settings| {
+        settings.fragment_policy = FragmentPolicy::RateLimit as u32;
+        settings.fragments = packets(1, 2);
+    });
+    let [v4_first, v4_later, v6_first, v6_later] = fragments();
+
+    filter.assert_passes(v4_first.0, &v4_first.1);
+    filter.assert_passes(v6_later.0, &v6_later.1);
+    filter.assert_drops(
+        "v4 later fragment, third in the 2-packet burst",
+        &v4_later.1,
+        Reason::Fragment,
+    );
+    filter.assert_drops(
+        "v6 first fragment, fourth in the 2-packet burst",
+        &v6_first.1,
+        Reason::Fragment,
+    );
+    filter.assert_passes("unfragmented udp, not charged", &udp(SOURCE_V4));
+
+    filter.advance_clock(SECOND_NS);
+    filter.assert_passes("v4 later fragment 1 s later (1/s)", &v4_later.1);
+    filter.assert_drops(
+        "v6 first fragment, right after",
+        &v6_first.1,
+        Reason::Fragment,
+    );
+}
+
+#[test]
+fn enforced_tcp_ports_drop_syns_to_closed_ports_but_pass_replies() {
+    let mut filter = Filter::load();
+    filter.set_port(HTTPS, PORT_TCP_OPEN);
+    filter.update(|settings| settings.flags |= FLAG_ENFORCE_TCP_PORTS);
+    for source in [IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V6)] {
+        filter.assert_passes(
+            &format!("syn to open 443 from {source}"),
+            &syn(source, HTTPS),
+        );
+        filter.assert_drops(
+            &format!("syn to closed 8080 from {source}"),
+            &syn(source, CLOSED_PORT),
+            Reason::PortClosed,
+        );
+        // Replies to the origin's own connections arrive on ports it never opened.
+        for (name, flags) in [
+            ("syn+ack", SYN | ACK),
+            ("ack", ACK),
+            ("psh+ack", PSH | ACK),
+            ("fin+ack", FIN | ACK),
+            ("rst", RST),
+        ] {
+            filter.assert_passes(
+                &format!("{name} to closed 8080 from {source}"),
+                &tcp(source, flags, CLOSED_PORT),
+            );
+        }
+        filter.assert_drops(
+            &format!("syn to 53, open for nothing, from {source}"),
+            &syn(source, DNS),
+            Reason::PortClosed,
+        );
+        filter.assert_passes(
+            &format!("udp to 8080 from {source}: udp ports not enforced"),
+            &udp_between(source, EPHEMERAL_PORT, CLOSED_PORT, PAYLOAD),
+        );
+    }
+}
+
+#[test]
+fn enforced_udp_ports_drop_datagrams_to_closed_ports() {
+    let mut filter = Filter::load();
+    filter.set_port(DNS, PORT_UDP_OPEN);
+    filter.set_port(HTTPS, PORT_TCP_OPEN);
+    filter.update(|settings| settings.flags |= FLAG_ENFORCE_UDP_PORTS);
+    for source in [IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V6)] {
+        filter.assert_passes(
+            &format!("udp to open 53 from {source}"),
+            &udp_between(source, EPHEMERAL_PORT, DNS, PAYLOAD),
+        );
+        filter.assert_drops(
+            &format!("udp to closed 8080 from {source}"),
+            &udp_between(source, EPHEMERAL_PORT, CLOSED_PORT, PAYLOAD),
+            Reason::PortClosed,
+        );
+        filter.assert_drops(
+            &format!("udp to 443, open for tcp only, from {source}"),
+            &udp_between(source, EPHEMERAL_PORT, HTTPS, PAYLOAD),
+            Reason::PortClosed,
+        );
+        filter.assert_passes(
+            &format!("syn to 8080 from {source}: tcp ports not enforced"),
+            &syn(source, CLOSED_PORT),
+        );
+    }
+}
+
+#[test]
+fn ports_are_open_unless_enforced() {
+    let mut filter = Filter::load();
+    filter.set_port(HTTPS, PORT_TCP_OPEN);
+    filter.set_port(DNS, PORT_UDP_OPEN);
+    for source in [IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V6)] {
+        filter.assert_passes(
+            &format!("syn to 8080 from {source}"),
+            &syn(source, CLOSED_PORT),
+        );
+        filter.assert_passes(
+            &format!("udp to 8080 from {source}"),
+            &udp_between(source, EPHEMERAL_PORT, CLOSED_PORT, PAYLOAD),
+        );
+    }
+}
+
+#[test]
+fn drops_udp_from_reflector_ports_unless_the_source_is_trusted() {
+    let mut filter = Filter::load();
+    filter.set_port(DNS, PORT_REFLECTOR);
+    filter.trust("203.0.113.0/24");
+    filter.trust("2001:db8:53::/48");
+    for (source, resolver) in [
+        (IpAddr::from(SOURCE_V4), IpAddr::from(RESOLVER_V4)),
+        (IpAddr::from(SOURCE_V6), IpAddr::from(RESOLVER_V6)),
+    ] {
+        filter.assert_drops(
+            &format!("udp from port 53 of untrusted {source}"),
+            &udp_between(source, DNS, EPHEMERAL_PORT, PAYLOAD),
+            Reason::Reflection,
+        );
+        filter.assert_passes(
+            &format!("udp from port 53 of trusted {resolver}"),
+            &udp_between(resolver, DNS, EPHEMERAL_PORT, PAYLOAD),
+        );
+        filter.assert_passes(
+            &format!("udp from port 40000 to 53 of {source}: the source port counts"),
+            &udp_between(source, EPHEMERAL_PORT, DNS, PAYLOAD),
+        );
+        filter.assert_passes(
+            &format!("tcp from port 53 of {source}: udp only"),
+            &tcp(source, ACK, EPHEMERAL_PORT),
+        );
+    }
+}
+
+#[test]
+fn per_source_udp_limit_drops_over_burst_and_refills_at_rate() {
+    let mut filter = Filter::load();
+    filter.update(|settings| settings.source[Class::Udp as usize] = packets(10, 3));
+
+    filter.assert_verdicts(
+        "v4 udp within the 3-packet burst",
+        &udp(SOURCE_V4),
+        3,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    filter.assert_verdicts(
+        "v4 udp over the burst",
+        &udp(SOURCE_V4),
+        2,
+        Verdict::Drop,
+        Reason::RateUdp,
+    );
+    filter.assert_verdicts(
+        "another v4 source, its own bucket",
+        &udp(OTHER_V4),
+        3,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    filter.assert_verdicts(
+        "v6 udp within the burst",
+        &udp(SOURCE_V6),
+        3,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    filter.assert_drops(
+        "v6 udp from the same /64, sharing its bucket",
+        &udp(SAME_64_V6),
+        Reason::RateUdp,
+    );
+    filter.assert_verdicts(
+        "v6 udp from the next /64, its own bucket",
+        &udp(OTHER_64_V6),
+        3,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    assert!(
+        filter.source_state(NETWORK_V6, Class::Udp).is_some()
+            && filter.source_state(SOURCE_V6, Class::Udp).is_none(),
+        "v6 sources are tracked under their /64"
+    );
+
+    filter.advance_clock(100 * MILLISECOND_NS - 1);
+    filter.assert_drops("v4 udp 1 ns short of a token", &udp(SOURCE_V4), Reason::RateUdp);
+    filter.advance_clock(1);
+    filter.assert_passes("v4 udp 100 ms later (10/s)", &udp(SOURCE_V4));
+    filter.assert_drops("v4 udp right after", &udp(SOURCE_V4), Reason::RateUdp);
+    filter.assert_passes("v6 udp 100 ms later", &udp(SAME_64_V6));
+    filter.assert_drops("v6 udp right after", &udp(SOURCE_V6), Reason::RateUdp);
+}
+
+#[test]
+fn per_source_syn_limit_spares_established_tcp() {
+    let mut filter = Filter::load();
+    filter.update(|settings| settings.source[Class::Syn as usize] = packets(10, 2));
+    for source in [IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V6)] {
+        filter.assert_verdicts(
+            &format!("syn from {source} within the burst"),
+            &syn(source, HTTPS),
+            2,
+            Verdict::Pass,
+            Reason::Pass,
+        );
+        filter.assert_drops(
+            &format!("syn from {source} over the burst"),
+            &syn(source, HTTPS),
+            Reason::RateSyn,
+        );
+        for (name, flags) in [
+            ("syn+ack", SYN | ACK),
+            ("ack", ACK),
+            ("psh+ack", PSH | ACK),
+            ("fin+ack", FIN | ACK),
+            ("rst", RST),
+        ] {
+            filter.assert_verdicts(
+                &format!("{name} from {source} with its syns spent"),
+                &tcp(source, flags, HTTPS),
+                3,
+                Verdict::Pass,
+                Reason::Pass,
+            );
+        }
+        filter.assert_passes(
+            &format!("udp from {source}: another class"),
+            &udp(source),
+        );
+    }
+}
+
+#[test]
+fn icmp_limits_spare_essential_icmp() {
+    // The aggregate ICMP bucket is per-CPU.
+    pin_to_one_cpu();
+    let mut filter = Filter::load();
+    filter.update(|settings| {
+        settings.source[Class::Icmp as usize] = packets(1, 1);
+        settings.aggregate[Class::Icmp as usize] = packets(1, 1);
+    });
+    let fragmentation_needed = icmpv4(
+        SOURCE_V4,
+        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: 1400,
+        }),
+    );
+    let packet_too_big = icmpv6(SOURCE_V6, Icmpv6Type::PacketTooBig { mtu: 1280 }, PAYLOAD);
+    // The body of a neighbour solicitation is the target address.
+    let neighbour_solicitation = icmpv6(
+        SOURCE_V6,
+        Icmpv6Type::NeighborSolicitation,
+        &DESTINATION_V6.octets(),
+    );
+    let essential = [
+        ("v4 fragmentation needed (3/4)", &fragmentation_needed),
+        ("v6 packet too big (2)", &packet_too_big),
+        ("v6 neighbour solicitation (135)", &neighbour_solicitation),
+    ];
+
+    for (name, frame) in essential {
+        filter.assert_verdicts(name, frame, 3, Verdict::Pass, Reason::Pass);
+    }
+    filter.assert_passes("v4 echo, the 1-packet burst", &echo(SOURCE_V4));
+    filter.assert_drops("v4 echo over its limit", &echo(SOURCE_V4), Reason::RateIcmp);
+    filter.assert_drops(
+        "v6 echo, own bucket full but the aggregate spent",
+        &echo(SOURCE_V6),
+        Reason::FloodIcmp,
+    );
+    for (name, frame) in essential {
+        filter.assert_verdicts(
+            &format!("{name} with both icmp limits spent"),
+            frame,
+            3,
+            Verdict::Pass,
+            Reason::Pass,
+        );
+    }
+    assert_eq!(
+        filter.source_state(NETWORK_V6, Class::Icmp).map(|_| "tracked"),
+        Some("tracked"),
+        "the v6 echo created its source"
+    );
+}
+
+#[test]
+fn per_source_other_limit_covers_unparsed_transports() {
+    let mut filter = Filter::load();
+    filter.update(|settings| settings.source[Class::Other as usize] = packets(1, 1));
+    let gre = frames::gre_over_ipv4();
+    filter.assert_verdict(
+        "gre within the burst",
+        &gre.bytes,
+        Verdict::Pass,
+        Reason::OtherL4,
+    );
+    filter.assert_drops("gre over the burst", &gre.bytes, Reason::RateOther);
+}
+
+#[test]
+fn per_source_byte_limit_drops_large_packets() {
+    let mut filter = Filter::load();
+    let large_payload = vec![0x5a; 500];
+    for (source, port) in [
+        (IpAddr::from(SOURCE_V4), 1_000),
+        (IpAddr::from(SOURCE_V6), 2_000),
+    ] {
+        let large = udp_between(source, port, DNS, &large_payload);
+        let small = udp_between(source, port, DNS, PAYLOAD);
+        // Room for two large frames and one small one; packets are unlimited.
+        let burst_bytes = (2 * large.len() + small.len()) as u64;
+        filter.update(|settings| {
+            settings.source[Class::Udp as usize] = Limit {
+                pps: 0,
+                burst_packets: 0,
+                bps: 1_000,
+                burst_bytes,
+            };
+        });
+        let size = |frame: &[u8]| format!("{}-byte frame from {source}", frame.len());
+        filter.assert_verdicts(
+            &format!("{} within {burst_bytes} bytes", size(&large)),
+            &large,
+            2,
+            Verdict::Pass,
+            Reason::Pass,
+        );
+        filter.assert_drops(
+            &format!("{} with {} bytes left", size(&large), small.len()),
+            &large,
+            Reason::RateUdp,
+        );
+        filter.assert_passes(
+            &format!("{} fitting the bytes left", size(&small)),
+            &small,
+        );
+        filter.assert_drops(
+            &format!("{} with no bytes left", size(&small)),
+            &small,
+            Reason::RateUdp,
+        );
+        filter.advance_clock(SECOND_NS);
+        filter.assert_passes(
+            &format!("{} after 1 s at 1000 B/s", size(&large)),
+            &large,
+        );
+    }
+}
+
+/// Settings for the automatic-ban tests: UDP at 1/s with a burst of 1, banned after 3 strikes
+/// in 1 s, for 10 s doubling per offence up to 100 s.
+fn banning_settings(settings: &mut Settings) {
+    settings.source[Class::Udp as usize] = packets(1, 1);
+    settings.ban_after_strikes = 3;
+    settings.strike_window_ns = SECOND_NS;
+    settings.ban_base_ns = 10 * SECOND_NS;
+    settings.ban_max_ns = 100 * SECOND_NS;
+}
+
+/// Drives `frame`'s source through one round: one packet passes, three over the limit are
+/// strikes, the third bans the source (`ban_key`) for `length_ns` as offence `offences`; then it
+/// stays banned until the ban ends, where the clock is left.
+fn assert_ban_round(
+    filter: &mut Filter,
+    case: &str,
+    frame: &[u8],
+    ban_key: IpAddr,
+    offences: u32,
+    length_ns: u64,
+) {
+    filter.assert_passes(&format!("{case}: within the limit"), frame);
+    for strike in 1..=2 {
+        filter.assert_drops(&format!("{case}: strike {strike}"), frame, Reason::RateUdp);
+        let expected = (offences > 1).then(|| filter.ban_entry(ban_key)).flatten();
+        assert_eq!(
+            filter.ban_entry(ban_key),
+            expected,
+            "{case}: strike {strike} of 3 leaves BANS alone"
+        );
+    }
+    filter.assert_drops(&format!("{case}: strike 3"), frame, Reason::RateUdp);
+    assert_eq!(
+        filter.ban_entry(ban_key),
+        Some(Ban {
+            until_ns: filter.now_ns() + length_ns,
+            offences,
+            reason: Reason::RateUdp as u32,
+        }),
+        "{case}: the third strike bans {ban_key}"
+    );
+    filter.assert_drops(&format!("{case}: banned"), frame, Reason::Banned);
+    filter.advance_clock(length_ns - 1);
+    filter.assert_drops(
+        &format!("{case}: 1 ns before the ban ends"),
+        frame,
+        Reason::Banned,
+    );
+    filter.advance_clock(1);
+}
+
+#[test]
+fn repeated_strikes_ban_the_source_for_doubling_lengths() {
+    let mut filter = Filter::load();
+    filter.update(banning_settings);
+    let v4 = udp(SOURCE_V4);
+    for (offence, length_s) in [(1, 10), (2, 20), (3, 40), (4, 80), (5, 100), (6, 100)] {
+        assert_ban_round(
+            &mut filter,
+            &format!("v4 offence {offence}"),
+            &v4,
+            SOURCE_V4.into(),
+            offence,
+            length_s * SECOND_NS,
+        );
+    }
+    filter.assert_passes("v4 after the last ban", &v4);
+
+    let v6 = udp(SOURCE_V6);
+    assert_ban_round(
+        &mut filter,
+        "v6 offence 1",
+        &v6,
+        NETWORK_V6.into(),
+        1,
+        10 * SECOND_NS,
+    );
+    filter.assert_passes("v6 after its first ban", &v6);
+    for strike in 1..=3 {
+        filter.assert_drops(
+            &format!("v6 second round, strike {strike}"),
+            &v6,
+            Reason::RateUdp,
+        );
+    }
+    filter.assert_drops(
+        "another address in the banned /64",
+        &udp(SAME_64_V6),
+        Reason::Banned,
+    );
+    filter.assert_passes("an address in the next /64", &udp(OTHER_64_V6));
+    assert_eq!(
+        filter.ban_entry(NETWORK_V6).map(|ban| ban.offences),
+        Some(2),
+        "the v6 /64's second ban"
+    );
+}
+
+#[test]
+fn strikes_spread_beyond_the_window_do_not_ban() {
+    let mut filter = Filter::load();
+    filter.update(banning_settings);
+    let frame = udp(SOURCE_V4);
+    filter.assert_passes("within the limit", &frame);
+    filter.assert_verdicts("strikes 1-2", &frame, 2, Verdict::Drop, Reason::RateUdp);
+    // Just past the 1 s window that started with the source's first packet.
+    filter.advance_clock(SECOND_NS + 1);
+    filter.assert_passes("refilled", &frame);
+    filter.assert_verdicts(
+        "strikes 1-2 of a new window",
+        &frame,
+        2,
+        Verdict::Drop,
+        Reason::RateUdp,
+    );
+    assert_eq!(
+        filter.ban_entry(SOURCE_V4),
+        None,
+        "four strikes, but never three in one window"
+    );
+    filter.assert_drops("strike 3 of the new window", &frame, Reason::RateUdp);
+    assert_eq!(
+        filter.ban_entry(SOURCE_V4).map(|ban| ban.until_ns),
+        Some(filter.now_ns() + 10 * SECOND_NS),
+        "three strikes in one window ban"
+    );
+}
+
+#[test]
+fn aggregate_syn_limit_drops_floods_from_many_sources() {
+    // Aggregate buckets are per-CPU.
+    pin_to_one_cpu();
+    let mut filter = Filter::load();
+    filter.update(|settings| settings.aggregate[Class::Syn as usize] = packets(5, 2));
+
+    filter.assert_passes("syn from 192.0.2.1", &syn(SOURCE_V4, HTTPS));
+    filter.assert_passes("syn from 2001:db8::1", &syn(SOURCE_V6, HTTPS));
+    filter.assert_drops(
+        "syn from 192.0.2.2, third of all sources",
+        &syn(OTHER_V4, HTTPS),
+        Reason::FloodSyn,
+    );
+    filter.assert_drops(
+        "syn from 2001:db8:0:1::1, fourth of all sources",
+        &syn(OTHER_64_V6, HTTPS),
+        Reason::FloodSyn,
+    );
+    filter.assert_passes("ack: not a syn", &tcp(OTHER_V4, ACK, HTTPS));
+    filter.assert_passes("udp: another class", &udp(OTHER_V4));
+    assert_eq!(
+        filter.source_state(SOURCE_V4, Class::Syn),
+        None,
+        "no per-source limit, so no per-source state"
+    );
+
+    filter.advance_clock(200 * MILLISECOND_NS);
+    filter.assert_passes("syn from 192.0.2.3 200 ms later (5/s)", &syn(THIRD_V4, HTTPS));
+    filter.assert_drops(
+        "syn from 192.0.2.1 right after",
+        &syn(SOURCE_V4, HTTPS),
+        Reason::FloodSyn,
+    );
+}
+
+#[test]
+fn dry_run_passes_over_limit_packets_as_would_drop() {
+    let mut filter = Filter::load();
+    filter.update(|settings| {
+        settings.flags |= FLAG_DRY_RUN;
+        settings.source[Class::Udp as usize] = packets(10, 1);
+    });
+    for source in [IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V6)] {
+        filter.assert_passes(&format!("udp from {source} within the burst"), &udp(source));
+        filter.assert_verdicts(
+            &format!("udp from {source} over the burst, dry run"),
+            &udp(source),
+            2,
+            Verdict::WouldDrop,
+            Reason::RateUdp,
+        );
+    }
+}
+
+#[test]
+fn allowlist_bypasses_bans_and_rate_limits() {
+    let mut filter = Filter::load();
+    filter.update(|settings| {
+        settings.source[Class::Udp as usize] = packets(1, 1);
+        settings.source[Class::Syn as usize] = packets(1, 1);
+    });
+    filter.ban(SOURCE_V4, manual_ban(u64::MAX));
+    filter.ban(NETWORK_V6, manual_ban(u64::MAX));
+    filter.ban(OTHER_V4, manual_ban(u64::MAX));
+    filter.allow("192.0.2.1/32");
+    filter.allow("2001:db8::/64");
+
+    for source in [IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V6)] {
+        for (name, frame) in [("udp", udp(source)), ("syn", syn(source, HTTPS))] {
+            filter.assert_verdicts(
+                &format!("{name} from allowlisted, banned {source}, over its limit"),
+                &frame,
+                3,
+                Verdict::Pass,
+                Reason::Allowlist,
+            );
+        }
+    }
+    assert_eq!(
+        filter.source_state(SOURCE_V4, Class::Udp),
+        None,
+        "allowlisted sources never reach the rate stage"
+    );
+    filter.assert_drops(
+        "udp from banned 192.0.2.2, not allowlisted",
+        &udp(OTHER_V4),
+        Reason::Banned,
+    );
+}
