@@ -101,8 +101,8 @@ pub const fn tcp_flags_valid(flags: u8) -> bool {
 }
 
 /// Whether an ICMP (IPv4) or ICMPv6 message is one the network needs to work: destination
-/// unreachable (with fragmentation needed), packet too big, time exceeded, parameter problem,
-/// and IPv6 neighbour and router discovery. These are never rate-limited as floods.
+/// unreachable (every code, fragmentation needed among them), packet too big, time exceeded,
+/// parameter problem, and IPv6 neighbour and router discovery. These are never rate-limited.
 pub const fn is_essential_icmp(ip_version: u8, icmp_type: u8) -> bool {
     if ip_version == 4 {
         matches!(icmp_type, 3 | 11 | 12)

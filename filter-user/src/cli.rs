@@ -24,8 +24,11 @@ pub enum Command {
     /// them from another process; removes the pins and detaches on exit. SIGHUP re-reads the
     /// configuration file.
     Run(RunArgs),
-    /// Print the counters of the filter running on an interface.
+    /// Print the counters of the filter running on an interface, the rates per reason, the top
+    /// sources, prefixes and ports among sampled drops, and the bans in force.
     Stats(StatsArgs),
+    /// The same as stats, refreshing in place like top(1) until Ctrl-C.
+    Top(TopArgs),
     /// Edit or show the allowlist: sources passed before every other stage.
     Allow(ListArgs),
     /// Edit or show the denylist: sources dropped.
@@ -222,10 +225,28 @@ pub struct StatsArgs {
     /// The interface whose filter to read.
     #[arg(long, value_name = "IFACE")]
     pub iface: String,
-    /// Print JSON instead of a table: {"iface", "counters": {VERDICT: {REASON: {"packets",
-    /// "bytes"}}}}, every pair present.
+    /// Print JSON instead of a table: {"iface", "total", "counters": {VERDICT: {REASON:
+    /// {"packets", "bytes"}}}, "rates", "top_sources", "top_prefixes", "top_ports", "bans"},
+    /// every counter pair present.
     #[arg(long)]
     pub json: bool,
+    /// Measure rates over this many seconds first (0: counters only, no rates).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub window: u64,
+}
+
+/// Arguments of `moat top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The interface whose filter to watch.
+    #[arg(long, value_name = "IFACE")]
+    pub iface: String,
+    /// Seconds between refreshes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub interval: u64,
+    /// Stop after this many refreshes (default: until Ctrl-C).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
 }
 
 /// Arguments of `moat lab`.

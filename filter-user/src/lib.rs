@@ -15,6 +15,7 @@ pub mod netns;
 pub mod pins;
 pub mod preflight;
 pub mod stats;
+pub mod top;
 pub mod tuning;
 
 /// The XDP object the daemon loads and the tests run, built by `build.rs` from `filter-ebpf`.

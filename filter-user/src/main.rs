@@ -1,7 +1,7 @@
 //! The `moat` binary: parses the command line, runs the subcommand, and turns any error into
 //! one line on stderr and exit code 2.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use clap::{CommandFactory as _, Parser as _};
 use moat::{
@@ -9,9 +9,7 @@ use moat::{
     cli::{BanAction, Cli, Command, ConfigAction},
     config::{Config, ConfigError},
     control::ListKind,
-    daemon, lab, lists,
-    stats::Snapshot,
-    tuning,
+    daemon, lab, lists, top, tuning,
 };
 
 /// An error already printed in full (one line per problem); main only sets the exit code.
@@ -47,13 +45,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Run(args) => daemon::run(args),
         Command::Stats(args) => {
             moat::preflight::check_iface_name(&args.iface)?;
-            let snapshot = Snapshot::read_pinned(&args.iface)?;
-            if args.json {
-                println!("{}", snapshot.to_json(&args.iface));
-            } else {
-                print!("{}", snapshot.to_table(&args.iface));
-            }
-            Ok(())
+            top::stats(&args.iface, Duration::from_secs(args.window), args.json)
+        }
+        Command::Top(args) => {
+            moat::preflight::check_iface_name(&args.iface)?;
+            top::top(&args.iface, Duration::from_secs(args.interval), args.count)
         }
         Command::Allow(args) => lists::run(ListKind::Allow, &args.action),
         Command::Deny(args) => lists::run(ListKind::Deny, &args.action),

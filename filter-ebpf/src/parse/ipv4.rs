@@ -35,6 +35,11 @@ pub fn parse(
     if hdr.version_ihl >> 4 != 4 {
         return Err(Reason::Malformed);
     }
+    // Known before the lengths are checked, so a sampled malformed packet still names its
+    // source.
+    packet.ip_version = 4;
+    packet.l4_proto = hdr.protocol;
+    packet.src_addr_be[..4].copy_from_slice(&hdr.src_be);
     let header_len = ((hdr.version_ihl & 0x0F) as usize) * 4;
     let total_len = u16::from_be_bytes(hdr.total_len_be) as usize;
     // The header must be at least 20 bytes, the datagram at least its header, and the frame
@@ -50,9 +55,6 @@ pub fn parse(
     } else {
         Fragment::None
     };
-    packet.ip_version = 4;
-    packet.l4_proto = hdr.protocol;
-    packet.src_addr_be[..4].copy_from_slice(&hdr.src_be);
     Ok(L3 {
         l4_offset: offset + header_len,
         ip_end: offset + total_len,

@@ -57,12 +57,14 @@ pub fn parse(
     if hdr.version_class_flow[0] >> 4 != 6 {
         return Err(Reason::Malformed);
     }
+    // Known before the lengths are checked, so a sampled malformed packet still names its
+    // source.
+    packet.ip_version = 6;
+    packet.src_addr_be = hdr.src_be;
     let ip_end = offset + IPV6_HLEN + u16::from_be_bytes(hdr.payload_len_be) as usize;
     if ip_end > frame_len {
         return Err(Reason::Malformed);
     }
-    packet.ip_version = 6;
-    packet.src_addr_be = hdr.src_be;
 
     let mut next = hdr.next_header;
     let mut cursor = offset + IPV6_HLEN;

@@ -82,7 +82,7 @@ impl Drop for Pair {
 /// `moat stats --iface IFACE --json`, parsed.
 pub fn stats_json(iface: &str) -> serde_json::Value {
     let output = std::process::Command::new(moat_bin())
-        .args(["stats", "--iface", iface, "--json"])
+        .args(["stats", "--iface", iface, "--json", "--window", "0"])
         .output()
         .expect("running moat stats");
     assert!(
