@@ -9,6 +9,7 @@
 
 pub mod classify;
 pub mod counter;
+pub mod flood;
 pub mod lists;
 pub mod maps;
 pub mod packet;

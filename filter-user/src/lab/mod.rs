@@ -5,6 +5,7 @@
 //! This is the small first lab: normal traffic plus malformed frames. Attack scenarios, the
 //! flood generator and the report grow here with issue #5.
 
+pub mod flood;
 pub mod process;
 pub mod topology;
 pub mod traffic;

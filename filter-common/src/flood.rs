@@ -1,0 +1,80 @@
+//! The lab's and the benchmark's flood generator: the settings its XDP program reads. The
+//! generator is run with BPF_PROG_TEST_RUN live frames; it is never attached by `moat run`.
+
+/// Program name of the generator.
+pub const FLOOD_PROGRAM: &str = "moat_flood";
+
+/// Single-entry array of [`FloodConfig`].
+pub const FLOOD_CONFIG: &str = "FLOOD_CONFIG";
+
+/// No transport rewriting (ICMP, fragments).
+pub const L4_NONE: u8 = 0;
+/// The template carries TCP at `l4_offset`.
+pub const L4_TCP: u8 = 6;
+/// The template carries UDP at `l4_offset`.
+pub const L4_UDP: u8 = 17;
+
+/// How to rewrite each copy of the template frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodConfig {
+    /// First source address (network order; IPv4 in the first four bytes).
+    pub src_base_be: [u8; 16],
+    /// Sources are `base + random % src_count` (in the last 32 bits); 0 or 1 keeps the base.
+    pub src_count: u32,
+    /// For IPv6: the low 64 bits are also randomised, so sources rotate inside each /64.
+    pub v6_random_host: u32,
+    /// Offset of the IP header in the frame.
+    pub l3_offset: u16,
+    /// Offset of the transport header in the frame.
+    pub l4_offset: u16,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// [`L4_TCP`], [`L4_UDP`] or [`L4_NONE`]: whose checksum follows the source address.
+    pub l4_kind: u8,
+    /// Non-zero: randomise the source port too.
+    pub random_src_port: u8,
+    /// Explicit padding; always zero.
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<FloodConfig>() == 32);
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FloodConfig {}
+
+/// One's-complement update of an Internet checksum (RFC 1624, eqn. 3) when one 16-bit word of
+/// the covered data changes from `old` to `new`. All values are the big-endian words as read.
+#[inline(always)]
+pub const fn checksum_update(checksum: u16, old: u16, new: u16) -> u16 {
+    let mut sum = (!checksum) as u32 + (!old) as u32 + new as u32;
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The full Internet checksum of `words`, for checking the update.
+    fn full(words: &[u16]) -> u16 {
+        let mut sum: u32 = words.iter().map(|w| u32::from(*w)).sum();
+        while sum > 0xFFFF {
+            sum = (sum & 0xFFFF) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    #[test]
+    fn update_matches_recomputation() {
+        let mut words = [
+            0x4500, 0x0073, 0x0000, 0x4000, 0x4011, 0xc0a8, 0x0001, 0xc0a8, 0x00c7,
+        ];
+        let checksum = full(&words);
+        for (index, new) in [(5, 0x0a00u16), (6, 0xffff), (8, 0x0000), (1, 0x1234)] {
+            let updated = checksum_update(full(&words), words[index], new);
+            words[index] = new;
+            assert_eq!(updated, full(&words), "word {index}");
+        }
+        assert_ne!(checksum, full(&words));
+    }
+}

@@ -1,0 +1,121 @@
+//! moat's flood generator: an XDP program run with BPF_PROG_TEST_RUN live frames
+//! (`BPF_F_TEST_XDP_LIVE_FRAMES`) on a template frame. Each run rewrites the copy's source
+//! address (and port) from the configured pool, fixes the checksums incrementally and
+//! transmits it with `XDP_TX`. `moat run` never loads it; the lab and the benchmark do.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_get_prandom_u32,
+    macros::{map, xdp},
+    maps::Array,
+    programs::XdpContext,
+};
+use filter_common::flood::{FloodConfig, L4_NONE, L4_TCP, L4_UDP, checksum_update};
+
+/// The generator's settings.
+#[map]
+static FLOOD_CONFIG: Array<FloodConfig> = Array::with_max_entries(1, 0);
+
+/// Bound needed by the verifier on the configured header offsets.
+const MAX_OFFSET: usize = 128;
+
+/// A pointer to `N` bytes at `offset`, or `None` past the end of the frame.
+#[inline(always)]
+fn bytes_at<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<*mut [u8; N]> {
+    if offset > MAX_OFFSET {
+        return None;
+    }
+    let start = ctx.data();
+    if start + offset + N > ctx.data_end() {
+        return None;
+    }
+    Some((start + offset) as *mut [u8; N])
+}
+
+/// Replaces the big-endian word at `word` with `new`, updating each checksum in `checksums`
+/// that covers it.
+#[inline(always)]
+fn set_word(word: *mut [u8; 2], new: u16, checksums: [Option<*mut [u8; 2]>; 2]) {
+    // SAFETY: every pointer comes from `bytes_at`, inside the frame, alignment 1.
+    unsafe {
+        let old = u16::from_be_bytes(*word);
+        *word = new.to_be_bytes();
+        for checksum in checksums.into_iter().flatten() {
+            let sum = u16::from_be_bytes(*checksum);
+            *checksum = checksum_update(sum, old, new).to_be_bytes();
+        }
+    }
+}
+
+/// The generator's entry point.
+#[xdp]
+pub fn moat_flood(ctx: XdpContext) -> u32 {
+    match rewrite(&ctx) {
+        Some(()) => xdp_action::XDP_TX,
+        None => xdp_action::XDP_ABORTED,
+    }
+}
+
+#[inline(always)]
+fn rewrite(ctx: &XdpContext) -> Option<()> {
+    let config = FLOOD_CONFIG.get(0)?;
+    let l3 = config.l3_offset as usize;
+    let l4 = config.l4_offset as usize;
+    let l4_checksum = match config.l4_kind {
+        L4_TCP => Some(bytes_at::<2>(ctx, l4 + 16)?),
+        L4_UDP => Some(bytes_at::<2>(ctx, l4 + 6)?),
+        L4_NONE => None,
+        _ => return None,
+    };
+    // SAFETY: bpf_get_prandom_u32 has no preconditions.
+    let random = unsafe { bpf_get_prandom_u32() };
+    let offset = if config.src_count > 1 {
+        random % config.src_count
+    } else {
+        0
+    };
+    let mut base_low = [0u8; 4];
+    let (src, ip_checksum, base_low_at) = if config.ip_version == 4 {
+        (l3 + 12, Some(bytes_at::<2>(ctx, l3 + 10)?), 0)
+    } else {
+        (l3 + 8, None, 12)
+    };
+    base_low.copy_from_slice(&config.src_base_be[base_low_at..base_low_at + 4]);
+    let address = u32::from_be_bytes(base_low).wrapping_add(offset);
+    let [a, b, c, d] = address.to_be_bytes();
+    // The last 32 bits of the source (all of an IPv4 address). The IPv4 header checksum covers
+    // them, and so does the transport checksum, through its pseudo-header.
+    let last = src + if config.ip_version == 4 { 0 } else { 12 };
+    for (index, word) in [[a, b], [c, d]].into_iter().enumerate() {
+        let at = bytes_at::<2>(ctx, last + index * 2)?;
+        set_word(at, u16::from_be_bytes(word), [ip_checksum, l4_checksum]);
+    }
+    if config.ip_version == 6 && config.v6_random_host != 0 {
+        // SAFETY: bpf_get_prandom_u32 has no preconditions.
+        let host = unsafe { bpf_get_prandom_u32() };
+        let [e, f, g, h] = host.to_be_bytes();
+        for (index, word) in [[e, f], [g, h]].into_iter().enumerate() {
+            let at = bytes_at::<2>(ctx, src + 8 + index * 2)?;
+            set_word(at, u16::from_be_bytes(word), [None, l4_checksum]);
+        }
+    }
+    if config.random_src_port != 0 && config.l4_kind != L4_NONE {
+        let port = bytes_at::<2>(ctx, l4)?;
+        let new = (random >> 16) as u16 | 1024;
+        set_word(port, new, [None, l4_checksum]);
+    }
+    Some(())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could reach here, so this never runs.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
