@@ -61,10 +61,19 @@ pub const SAMPLES: &str = "SAMPLES";
 /// Size of `SAMPLES` in bytes (a power of two, a multiple of the page size).
 pub const SAMPLES_BYTES: u32 = 256 * 1024;
 
+/// LRU hash of [`crate::source::SourceKey`] (class [`crate::source::VERIFIED_CLASS`]) to the
+/// time (ns) until which the source counts as verified: it completed a TCP handshake with the
+/// origin recently, so its SYNs skip the aggregate SYN limit (its own per-source limit still
+/// applies). The daemon fills it from the origin's TCP sockets.
+pub const VERIFIED: &str = "VERIFIED";
+
+/// Capacity of `VERIFIED` in the object; the loader may change it (`max_verified_sources`).
+pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
+
 /// Every map the program declares.
 pub const ALL_MAPS: &[&str] = &[
     COUNTERS, SETTINGS, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, TRUSTED_V4, TRUSTED_V6, PORTS, BANS,
-    SOURCES, AGGREGATE, SCRATCH, BAN_EVENTS, SAMPLES,
+    SOURCES, AGGREGATE, SCRATCH, BAN_EVENTS, SAMPLES, VERIFIED,
 ];
 
 /// Maps that outlive a daemon: pinned under [`COUNTER_PIN_ROOT`], reused by the next `moat run`

@@ -24,6 +24,9 @@ unsafe impl aya::Pod for SourceKey {}
 /// The `class` of every key in `BANS`: a ban covers all classes.
 pub const BAN_CLASS: u8 = 0xFF;
 
+/// The `class` of every key in `VERIFIED`.
+pub const VERIFIED_CLASS: u8 = 0xFE;
+
 impl SourceKey {
     /// The key of `packet`'s source in `class` (or [`BAN_CLASS`]), with IPv6 masked to
     /// `v6_prefix` bits.

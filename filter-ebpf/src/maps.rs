@@ -10,7 +10,7 @@ use filter_common::{
     lists::{ListValue, V4Key, V6Key},
     maps::{
         AGGREGATE_SLOTS, DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES, DEFAULT_MAX_BANS,
-        DEFAULT_MAX_SOURCES, MAX_TRUSTED_ENTRIES, SAMPLES_BYTES,
+        DEFAULT_MAX_SOURCES, DEFAULT_MAX_VERIFIED, MAX_TRUSTED_ENTRIES, SAMPLES_BYTES,
     },
     ports::PORT_COUNT,
     rate::{Buckets, RateState},
@@ -83,3 +83,8 @@ pub static BAN_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::
 /// Samples of dropped packets.
 #[map]
 pub static SAMPLES: RingBuf = RingBuf::with_byte_size(SAMPLES_BYTES, 0);
+
+/// Sources that completed a TCP handshake recently (value: verified until, ns).
+#[map]
+pub static VERIFIED: LruHashMap<SourceKey, u64> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_VERIFIED, 0);

@@ -192,9 +192,10 @@ pub const DEFAULT_SOURCE_LIMITS: [Limit; CLASS_COUNT] = [
     limit(200, 400, 0, 0),                     // other
 ];
 
-/// Default aggregate limits, for the whole host.
+/// Default aggregate limits, for the whole host. The SYN limit applies only to sources that
+/// have not completed a handshake recently (see [`crate::verify`]): new visitors, and floods.
 pub const DEFAULT_AGGREGATE_LIMITS: [Limit; CLASS_COUNT] = [
-    limit(20_000, 40_000, 0, 0),   // syn
+    limit(1_000, 2_000, 0, 0),     // syn
     limit(200_000, 400_000, 0, 0), // udp
     limit(2_000, 4_000, 0, 0),     // icmp
     limit(20_000, 40_000, 0, 0),   // other

@@ -23,13 +23,14 @@ use crate::{
     control::Policy,
     loader::{AttachRequest, Capacities, Filter, InstanceLock},
     metrics::{DaemonState, MetricsServer},
-    preflight,
+    preflight, verify,
 };
 
 /// How often expired bans are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// How often the ban table is compared with the last look, to log bans and unbans.
+/// How often the ban table is compared with the last look (to log bans and unbans) and the
+/// origin's sockets are read for verified sources.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -91,6 +92,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut last_sweep = Instant::now();
     let mut last_watch = Instant::now();
     let mut known_bans = HashMap::new();
+    let mut verified = HashMap::new();
+    // Peers that completed a handshake before moat started are verified from the start.
+    verify::refresh(filter.ebpf_mut(), running.bans.ipv6_prefix, &mut verified);
     'serve: loop {
         for signal in signals.pending() {
             if signal == SIGHUP {
@@ -106,6 +110,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
         if last_watch.elapsed() >= WATCH_EVERY {
             last_watch = Instant::now();
+            verify::refresh(filter.ebpf_mut(), running.bans.ipv6_prefix, &mut verified);
             let iface = filter.iface().to_string();
             bans::log_changes(filter.ebpf_mut(), &iface, &mut known_bans);
         }

@@ -483,3 +483,67 @@ fn spoofed_syn_flood_is_capped_and_evicts_instead_of_filling_the_source_table() 
         "the LRU table stayed within its 64 entries: {tracked}"
     );
 }
+
+#[test]
+fn a_visitor_who_completed_a_handshake_passes_a_spoofed_syn_flood() {
+    require_root();
+    let pair = Pair::create();
+    let dir = TempDir::new("verified");
+    let config = dir.write("moat.toml", "[limits.aggregate.syn]\npps = 1\nburst = 1\n");
+    let _daemon = pair.start(&["--config", &config]);
+    let iface = pair.origin_end.iface.as_str();
+    let echo = SocketAddrV4::new(pair.origin_end.ipv4, 8080);
+    // The first connection takes the aggregate burst of one SYN, and stays open while the
+    // daemon, reading the origin's sockets every second, marks the client verified.
+    let listener = pair
+        .origin
+        .enter(|| std::net::TcpListener::bind(SocketAddrV4::new(pair.origin_end.ipv4, 8081)))
+        .expect("enter origin")
+        .expect("listen");
+    let held = pair
+        .client
+        .enter(|| {
+            std::net::TcpStream::connect_timeout(
+                &SocketAddrV4::new(pair.origin_end.ipv4, 8081).into(),
+                Duration::from_secs(3),
+            )
+        })
+        .expect("enter client")
+        .expect("first connection");
+    let (accepted, _) = listener.accept().expect("accept");
+    let path = moat::pins::PinDir::for_iface(iface).map(filter_common::maps::VERIFIED);
+    let key = moat::verify::key_for(pair.client_end.ipv4.into(), 64);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let data = aya::maps::MapData::from_pin(&path).expect("verified pin");
+        let verified: aya::maps::HashMap<_, filter_common::source::SourceKey, u64> =
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("verified map");
+        if verified.get(&key, 0).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the client was never verified");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop((held, accepted));
+    let server = EchoServer::listen(&pair.origin, echo).expect("listen");
+
+    // A spoofed SYN flood exhausts the aggregate budget...
+    let frames: Vec<Vec<u8>> = (0u16..300)
+        .map(|n| {
+            let [hi, lo] = n.to_be_bytes();
+            traffic::syn_frame(
+                &pair.client_end,
+                Ipv4Addr::new(198, 19, hi, lo),
+                &pair.origin_end,
+                8080,
+            )
+        })
+        .collect();
+    traffic::send_frames(&pair.client, &pair.client_end.iface, &frames).expect("flood");
+    let flood = count(&stats_json(iface), "drop", "flood_syn").0;
+    assert!(flood >= 298, "the flood hit the aggregate limit: {flood}");
+    // ...but the verified visitor's new connections still get through.
+    for _ in 0..3 {
+        assert!(traffic::tcp_exchange(&pair.client, &server, echo, b"again").expect("tcp"));
+    }
+}

@@ -2,18 +2,20 @@
 //! then per class over all sources (for floods from random spoofed sources, where per-source
 //! state is useless).
 //!
-//! Maps read/written: `SOURCES`, `AGGREGATE`, `BANS` and `BAN_EVENTS` (only when a ban is earned). Reasons:
+//! Maps read/written: `SOURCES`, `AGGREGATE`, `VERIFIED` (SYNs only), `BANS` and `BAN_EVENTS`
+//! (only when a ban is earned). Sources that completed a handshake recently (`VERIFIED`) skip
+//! the aggregate SYN limit, so a spoofed SYN flood cannot crowd out returning visitors. Reasons:
 //! `Rate*`, `Flood*`. Lookups per packet: two for a limited class (one more to insert a new
 //! source, two more when a ban is earned), none for unlimited traffic.
 
 use filter_common::{
-    Packet, Reason, Settings,
+    Class, Packet, Reason, Settings,
     classify::class_of,
     rate::{RateState, ban_length_ns, is_limited},
-    source::{Ban, SourceKey},
+    source::{Ban, SourceKey, VERIFIED_CLASS},
 };
 
-use crate::maps::{AGGREGATE, BAN_EVENTS, BANS, SOURCES};
+use crate::maps::{AGGREGATE, BAN_EVENTS, BANS, SOURCES, VERIFIED};
 
 /// Decides a rate or flood reason when the packet is over a limit.
 #[inline(always)]
@@ -53,7 +55,7 @@ pub fn check(packet: &Packet, settings: &Settings, now_ns: u64) -> Option<Reason
         }
     }
     let aggregate_limit = &settings.aggregate[class as usize];
-    if is_limited(aggregate_limit) {
+    if is_limited(aggregate_limit) && !(class == Class::Syn && verified(packet, settings, now_ns)) {
         let buckets = AGGREGATE.get_ptr_mut(class as u32)?;
         // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
         if !unsafe { (*buckets).admit(aggregate_limit, now_ns, len) } {
@@ -61,6 +63,17 @@ pub fn check(packet: &Packet, settings: &Settings, now_ns: u64) -> Option<Reason
         }
     }
     None
+}
+
+/// Whether the source completed a TCP handshake with the origin recently.
+#[inline(always)]
+fn verified(packet: &Packet, settings: &Settings, now_ns: u64) -> bool {
+    let key = SourceKey::new(packet, VERIFIED_CLASS, settings.v6_source_prefix);
+    match VERIFIED.get_ptr(&key) {
+        // SAFETY: a pointer from a successful lookup, valid for this run.
+        Some(until) => now_ns < unsafe { *until },
+        None => false,
+    }
 }
 
 /// Bans the packet's source, for longer on each repeat offence.
