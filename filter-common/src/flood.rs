@@ -7,6 +7,27 @@ pub const FLOOD_PROGRAM: &str = "moat_flood";
 /// Single-entry array of [`FloodConfig`].
 pub const FLOOD_CONFIG: &str = "FLOOD_CONFIG";
 
+/// Program name of the lab router's fast path.
+pub const FORWARD_PROGRAM: &str = "moat_forward";
+
+/// Single-entry array of [`ForwardConfig`].
+pub const FORWARD_CONFIG: &str = "FORWARD_CONFIG";
+
+/// Where the lab router's fast path sends every frame arriving from the attackers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForwardConfig {
+    /// The router's interface towards the origin.
+    pub ifindex: u32,
+    /// The router's MAC on that interface (new source MAC).
+    pub src_mac: [u8; 6],
+    /// The origin's MAC (new destination MAC).
+    pub dst_mac: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<ForwardConfig>() == 16);
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ForwardConfig {}
+
 /// No transport rewriting (ICMP, fragments).
 pub const L4_NONE: u8 = 0;
 /// The template carries TCP at `l4_offset`.

@@ -1,7 +1,12 @@
-//! moat's flood generator: an XDP program run with BPF_PROG_TEST_RUN live frames
+//! moat's flood generator, and the lab router's fast path.
+//!
+//! `moat_flood` is an XDP program run with BPF_PROG_TEST_RUN live frames
 //! (`BPF_F_TEST_XDP_LIVE_FRAMES`) on a template frame. Each run rewrites the copy's source
 //! address (and port) from the configured pool, fixes the checksums incrementally and
-//! transmits it with `XDP_TX`. `moat run` never loads it; the lab and the benchmark do.
+//! transmits it with `XDP_TX`. `moat_forward`, attached to the lab router's interface from the
+//! attackers, redirects every frame to the origin at XDP speed (rewriting the MACs), so the
+//! flood reaches the origin at the rate it is offered instead of the rate the router's IP stack
+//! forwards. `moat run` never loads either; the lab and the benchmark do.
 #![no_std]
 #![no_main]
 
@@ -12,11 +17,32 @@ use aya_ebpf::{
     maps::Array,
     programs::XdpContext,
 };
-use filter_common::flood::{FloodConfig, L4_NONE, L4_TCP, L4_UDP, checksum_update};
+use filter_common::flood::{FloodConfig, ForwardConfig, L4_NONE, L4_TCP, L4_UDP, checksum_update};
 
 /// The generator's settings.
 #[map]
 static FLOOD_CONFIG: Array<FloodConfig> = Array::with_max_entries(1, 0);
+
+/// The fast path's settings.
+#[map]
+static FORWARD_CONFIG: Array<ForwardConfig> = Array::with_max_entries(1, 0);
+
+/// The lab router's fast path: new MACs, then out of the interface towards the origin.
+#[xdp]
+pub fn moat_forward(ctx: XdpContext) -> u32 {
+    let Some(config) = FORWARD_CONFIG.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let Some(eth) = bytes_at::<12>(&ctx, 0) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: `eth` points at the 12 MAC bytes inside the frame (from `bytes_at`).
+    let eth = unsafe { &mut *eth };
+    eth[..6].copy_from_slice(&config.dst_mac);
+    eth[6..].copy_from_slice(&config.src_mac);
+    // SAFETY: bpf_redirect has no memory preconditions.
+    unsafe { aya_ebpf::helpers::bpf_redirect(config.ifindex, 0) as u32 }
+}
 
 /// Bound needed by the verifier on the configured header offsets.
 const MAX_OFFSET: usize = 128;

@@ -252,7 +252,17 @@ pub struct TopArgs {
 /// Arguments of `moat lab`.
 #[derive(Debug, Args)]
 pub struct LabArgs {
-    /// How long to send traffic, in seconds.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    /// Which attacks: all, or a comma-separated list of spoofed-syn, botnet-syn, udp-flood,
+    /// reflection, icmp-flood, fragment-flood, ipv6-syn, mixed.
+    #[arg(long, default_value = "all", value_name = "NAME|all")]
+    pub scenario: String,
+    /// Seconds each phase (baseline, unprotected, protected) lasts.
+    #[arg(long, default_value_t = 8, value_name = "S", value_parser = clap::value_parser!(u64).range(2..=600))]
     pub duration: u64,
+    /// Attack packets per second to offer (the report says what the generator reached).
+    #[arg(long, default_value_t = 1_000_000, value_name = "PPS", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub rate: u64,
+    /// Where to write lab-report.json and lab-report.svg.
+    #[arg(long, default_value = "moat-lab", value_name = "DIR")]
+    pub out: PathBuf,
 }

@@ -227,21 +227,24 @@ impl MoatCollector {
             .lock()
             .map(|m| m.clone())
             .unwrap_or_default();
-        families.push(self.family(
-            "moat_attach_mode",
-            "1 for the mode the XDP program is attached in.",
-            MetricType::GAUGE,
-            vec![(vec![("mode", mode.as_str())], 1.0)],
-        ));
-        families.push(self.family(
-            "moat_program_load_seconds",
-            "Time it took to load, verify and attach the XDP program.",
-            MetricType::GAUGE,
-            vec![(
-                Vec::new(),
-                self.state.load_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            )],
-        ));
+        // Attach facts only once attached (the server starts just before).
+        if !mode.is_empty() {
+            families.push(self.family(
+                "moat_attach_mode",
+                "1 for the mode the XDP program is attached in.",
+                MetricType::GAUGE,
+                vec![(vec![("mode", mode.as_str())], 1.0)],
+            ));
+            families.push(self.family(
+                "moat_program_load_seconds",
+                "Time it took to load, verify and attach the XDP program.",
+                MetricType::GAUGE,
+                vec![(
+                    Vec::new(),
+                    self.state.load_micros.load(Ordering::Relaxed) as f64 / 1e6,
+                )],
+            ));
+        }
         families.push(self.family(
             "moat_build_info",
             "Always 1; labels carry the moat version.",

@@ -1,7 +1,10 @@
 //! The flood generator: live frames leave the attacker's interface with rewritten sources and
 //! valid checksums, and moat counts every one it receives.
 
-#[expect(dead_code, reason = "each test crate uses part of the shared support module")]
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
 mod support;
 
 use std::{sync::atomic::AtomicBool, time::Duration};

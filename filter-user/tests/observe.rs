@@ -1,7 +1,10 @@
 //! Seeing an attack live: `moat stats` and `moat top` rank sampled drops by source, prefix and
 //! port and list bans; ban and unban events are logged one line each.
 
-#[expect(dead_code, reason = "each test crate uses part of the shared support module")]
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
 mod support;
 
 use std::time::{Duration, Instant};

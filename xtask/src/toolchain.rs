@@ -9,7 +9,9 @@
 /// `rustc-web` and `libstd-rust-web-dev-bpf` bring `/usr/bin/rustc` (on LLVM 22) with a
 /// precompiled `core` for `bpfel-unknown-none`, plus `/usr/bin/cargo`; `llvm-22-dev` is what
 /// bpf-linker links against; the rest are used by the root tests and `moat lab` (`ip`,
-/// `ping`, `nsenter`, `sysctl`, and `prometheus` with `promtool` for the metrics tests).
+/// `ping`, `nsenter`, `sysctl`, and `prometheus` with `promtool` for the metrics tests); the lab
+/// runs `nginx-light` as its origin, counts with `nftables` and turns on veth GRO with
+/// `ethtool`; the benchmark compares against `xdp-tools` and `nftables`.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -19,6 +21,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "util-linux",
     "procps",
     "prometheus",
+    "nginx-light",
+    "nftables",
+    "ethtool",
+    "xdp-tools",
 ];
 
 /// Name of the rustup toolchain linked to Debian's rustc; `filter-user/build.rs` builds the

@@ -22,7 +22,7 @@ pub static FLOOD_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/moat-flood"));
 
 /// Frames handed to the kernel per live-frames batch.
-const BATCH: u32 = 64;
+const BATCH: u32 = 256;
 
 /// How often the sender checks its pace.
 const TICK: Duration = Duration::from_millis(10);
@@ -142,8 +142,29 @@ pub fn flood(
     duration: Duration,
     stop: &AtomicBool,
 ) -> Result<FloodReport, FloodError> {
+    flood_rotating(
+        ns,
+        iface,
+        std::slice::from_ref(plan),
+        rate_pps,
+        duration,
+        stop,
+    )
+}
+
+/// Like [`flood`], taking the plans in turn, one chunk each.
+pub fn flood_rotating(
+    ns: &NetNs,
+    iface: &str,
+    plans: &[FloodPlan],
+    rate_pps: u64,
+    duration: Duration,
+    stop: &AtomicBool,
+) -> Result<FloodReport, FloodError> {
+    if plans.is_empty() {
+        return Ok(FloodReport::default());
+    }
     let mut generator = Generator::load()?;
-    generator.configure(plan.config)?;
     ns.enter(|| -> Result<FloodReport, FloodError> {
         let ifindex = crate::preflight::iface_index(iface).map_err(|e| FloodError::Run {
             ifindex: 0,
@@ -151,11 +172,13 @@ pub fn flood(
         })?;
         let started = Instant::now();
         let mut sent = 0u64;
-        // Per tick: what the rate allows so far, in chunks small enough to keep pace.
+        let mut turn = 0usize;
+        // Each BPF_PROG_TEST_RUN call has a fixed cost (measured: tens of ms for the live-frames
+        // setup), so send a tenth of a second's worth per call and pace between calls.
         let chunk = if rate_pps == 0 {
-            8192
+            65_536
         } else {
-            (rate_pps / 100).clamp(1, 65_536) as u32
+            (rate_pps / 10).clamp(1, 262_144) as u32
         };
         while started.elapsed() < duration && !stop.load(Ordering::Relaxed) {
             let due = if rate_pps == 0 {
@@ -164,6 +187,11 @@ pub fn flood(
                 (started.elapsed().as_secs_f64() * rate_pps as f64) as u64
             };
             if sent < due {
+                let plan = &plans[turn % plans.len()];
+                if plans.len() > 1 || turn == 0 {
+                    generator.configure(plan.config)?;
+                }
+                turn += 1;
                 let count = chunk.min(u32::try_from(due - sent).unwrap_or(u32::MAX));
                 generator.send(&plan.template, ifindex, count)?;
                 sent += u64::from(count);

@@ -1,145 +1,297 @@
-//! `moat lab`: an origin namespace with moat attached, a client namespace sending it real
-//! traffic over a veth pair, and the filter's counters shown live. Everything it creates is
-//! removed when it ends, also on Ctrl-C or failure.
-//!
-//! This is the small first lab: normal traffic plus malformed frames. Attack scenarios, the
-//! flood generator and the report grow here with issue #5.
+//! `moat lab`: on one machine, what a self-hosted origin faces without protection and with
+//! moat. An origin namespace runs nginx; a pool of legitimate visitors requests its page at a
+//! steady rate; an attackers' namespace floods it with moat's live-frames generator; a router
+//! namespace joins them like a small LAN. Each scenario runs three phases: baseline (no
+//! attack), attack with the origin unprotected, attack with `moat run` attached with its
+//! default configuration. Everything it creates is removed when it ends, also on Ctrl-C or
+//! failure.
 
+pub mod clients;
 pub mod flood;
+pub mod origin;
 pub mod process;
+pub mod report;
+pub mod scenario;
 pub mod topology;
 pub mod traffic;
 
 use std::{
     io::{IsTerminal as _, Write as _},
-    net::SocketAddrV4,
-    sync::{Arc, atomic::AtomicBool},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use filter_common::{Reason, Verdict};
+use filter_common::Reason;
 
 use crate::{cli::LabArgs, preflight, stats::Snapshot};
 
-use self::{process::Daemon, topology::Topology, traffic::EchoServer};
+use self::{
+    clients::{Pool, summarize},
+    flood::FloodReport,
+    origin::{Origin, cpu_jiffies},
+    process::Daemon,
+    report::{PhaseResult, Report, ScenarioResult, Tick},
+    scenario::Scenario,
+    topology::LabNet,
+};
 
-/// Port of the lab origin's TCP echo service.
-pub const ECHO_PORT: u16 = 8080;
-/// Port the lab's UDP datagrams go to (discard; nothing listens, the origin answers ICMP).
-pub const UDP_PORT: u16 = 9;
+/// Prints a line; a closed stdout (the reader went away) must not stop the lab's teardown.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
-/// Runs the lab for `args.duration` seconds.
+/// Prints without a newline, ignoring a closed stdout like [`say!`].
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Legitimate visitors (each with its own address).
+pub const USERS: u8 = 10;
+
+/// Legitimate requests per second, all visitors together.
+pub const REQUEST_RATE: f64 = 20.0;
+
+/// Pause between phases, so one phase's stragglers do not count in the next.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// The three phases of a scenario.
+const PHASES: [&str; 3] = ["baseline", "unprotected", "protected"];
+
+/// Runs the lab as `args` says and writes its report.
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     preflight::check_privileges()?;
     preflight::check_bpffs()?;
+    let scenarios = Scenario::parse_list(&args.scenario).map_err(anyhow::Error::msg)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating the report directory {}", args.out.display()))?;
+    let config = args.out.join("lab-moat.toml");
+    // An empty file: moat's built-in defaults, whatever /etc/moat/moat.toml says.
+    std::fs::write(&config, "# moat lab: the default configuration\n")
+        .with_context(|| format!("writing {}", config.display()))?;
 
-    let topology = Topology::create().context("creating the lab namespaces")?;
-    println!(
-        "lab: origin {} ({} in netns {}) <-> client {} ({} in netns {})",
-        topology.origin_end.ipv4,
-        topology.origin_end.iface,
-        topology.origin.name(),
-        topology.client_end.ipv4,
-        topology.client_end.iface,
-        topology.client.name()
+    let net = LabNet::create(USERS).context("creating the lab network")?;
+    let _fast_path = topology::FastPath::attach(&net)?;
+    let _origin = Origin::start(&net.origin).context("starting nginx in the origin namespace")?;
+    let pool = Pool::start(&net.clients, USERS, REQUEST_RATE).context("starting the visitors")?;
+    say!(
+        "lab: origin 198.18.0.1 (nginx, moat on {}), {USERS} visitors at {REQUEST_RATE} requests/s, \
+         attackers through a router; {} scenario(s) x 3 phases x {}s",
+        net.origin_link.host_iface,
+        scenarios.len(),
+        args.duration
     );
     let exe = std::env::current_exe().context("finding the moat binary")?;
-    let daemon = Daemon::start(&topology.origin, &exe, &topology.origin_end.iface, &[])
-        .context("starting moat run in the origin namespace")?;
-    let echo_addr = SocketAddrV4::new(topology.origin_end.ipv4, ECHO_PORT);
-    let server = EchoServer::listen(&topology.origin, echo_addr)?;
-
-    let interactive = std::io::stdout().is_terminal();
-    let started = Instant::now();
-    let mut rounds = Rounds::default();
-    while started.elapsed() < Duration::from_secs(args.duration)
-        && !stop.load(std::sync::atomic::Ordering::Relaxed)
-    {
-        let round_start = Instant::now();
-        rounds.send(&topology, &server, echo_addr)?;
-        let snapshot = Snapshot::read_pinned(&topology.origin_end.iface)?;
-        let remaining = args.duration.saturating_sub(started.elapsed().as_secs());
-        if interactive {
-            print!("\x1b[H\x1b[2J");
+    let mut report = Report::default();
+    let lab_started = pool.started();
+    for scenario in scenarios {
+        let mut result = ScenarioResult {
+            scenario: scenario.name().to_string(),
+            asked_pps: args.rate,
+            phases: Vec::new(),
+        };
+        for phase in PHASES {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let daemon = if phase == "protected" {
+                Some(
+                    Daemon::start(
+                        &net.origin,
+                        &exe,
+                        &net.origin_link.host_iface,
+                        &["--config", &config.display().to_string()],
+                    )
+                    .context("starting moat run on the origin")?,
+                )
+            } else {
+                None
+            };
+            let (phase_result, ticks) = run_phase(
+                &net,
+                &pool,
+                lab_started,
+                scenario,
+                phase,
+                Duration::from_secs(args.duration),
+                args.rate,
+                &stop,
+            )?;
+            if let Some(daemon) = daemon {
+                daemon.stop().context("stopping moat run")?;
+            }
+            result.phases.push(phase_result);
+            report.timeline.extend(ticks);
+            std::thread::sleep(SETTLE);
         }
-        println!("{}", rounds.summary(remaining));
-        print!("{}", snapshot.to_table(&topology.origin_end.iface));
-        std::io::stdout().flush().ok();
-        if let Some(rest) = Duration::from_secs(1).checked_sub(round_start.elapsed()) {
-            std::thread::sleep(rest);
-        }
+        report.scenarios.push(result);
     }
-
-    let last = Snapshot::read_pinned(&topology.origin_end.iface)?;
-    let (status, _) = daemon.stop().context("stopping moat run")?;
-    println!(
-        "\nlab done: {} frames seen, {} dropped as malformed, {} passed; moat exited with {status}; \
-         namespaces removed",
-        last.total().packets,
-        last.get(Verdict::Drop, Reason::Malformed).packets,
-        last.get(Verdict::Pass, Reason::Pass).packets,
-    );
+    drop(pool.stop());
+    if std::io::stdout().is_terminal() {
+        say!();
+    }
+    say_raw!("{}", report.to_table());
+    write_report(&report, &args.out)?;
+    if stop.load(Ordering::Relaxed) {
+        anyhow::bail!("interrupted; the lab was torn down and the partial report written");
+    }
     Ok(())
 }
 
-/// What the lab's client has sent so far.
-#[derive(Debug, Default)]
-struct Rounds {
-    pings_sent: u32,
-    pings_answered: u32,
-    udp_sent: u32,
-    tcp_ok: u32,
-    tcp_tried: u32,
-    malformed_sent: u32,
+fn write_report(report: &Report, dir: &Path) -> anyhow::Result<()> {
+    let json = dir.join("lab-report.json");
+    let svg = dir.join("lab-report.svg");
+    std::fs::write(&json, report.to_json())
+        .with_context(|| format!("writing {}", json.display()))?;
+    std::fs::write(&svg, report.to_svg()).with_context(|| format!("writing {}", svg.display()))?;
+    say!("\nreport: {} and {}", json.display(), svg.display());
+    Ok(())
 }
 
-impl Rounds {
-    /// One second's worth of client traffic.
-    fn send(
-        &mut self,
-        topology: &Topology,
-        server: &EchoServer,
-        echo_addr: SocketAddrV4,
-    ) -> anyhow::Result<()> {
-        self.pings_answered += traffic::ping(&topology.client, topology.origin_end.ipv4, 5)?;
-        self.pings_sent += 5;
-        traffic::udp_burst(
-            &topology.client,
-            SocketAddrV4::new(topology.origin_end.ipv4, UDP_PORT),
-            20,
-            64,
-        )?;
-        self.udp_sent += 20;
-        self.tcp_tried += 1;
-        if traffic::tcp_exchange(&topology.client, server, echo_addr, b"hello, origin")? {
-            self.tcp_ok += 1;
+/// Runs one phase: the visitors go on, the flood runs unless this is the baseline, and moat is
+/// attached if the caller started it. Returns the phase's numbers and its timeline.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one phase needs the whole lab's context"
+)]
+fn run_phase(
+    net: &LabNet,
+    pool: &Pool,
+    lab_started: Instant,
+    scenario: Scenario,
+    phase: &str,
+    duration: Duration,
+    rate: u64,
+    stop: &AtomicBool,
+) -> anyhow::Result<(PhaseResult, Vec<Tick>)> {
+    let interactive = std::io::stdout().is_terminal();
+    let moat_before = Snapshot::read_pinned(&net.origin_link.host_iface).ok();
+    let reached_before = Origin::attack_packets(&net.origin)?;
+    let cpu_before = cpu_jiffies();
+    let phase_start = lab_started.elapsed();
+    let started = Instant::now();
+    let plans = scenario.plans(net);
+    let mut ticks = Vec::new();
+    let flood_report = std::thread::scope(|scope| -> anyhow::Result<FloodReport> {
+        let flood = (phase != "baseline").then(|| {
+            scope.spawn(|| {
+                flood::flood_rotating(
+                    &net.attackers,
+                    &net.attacker_link.host_iface,
+                    &plans,
+                    rate,
+                    duration,
+                    stop,
+                )
+            })
+        });
+        let mut last = (Instant::now(), reached_before);
+        while started.elapsed() < duration && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(
+                Duration::from_secs(1).min(duration.saturating_sub(started.elapsed())),
+            );
+            let reached = Origin::attack_packets(&net.origin).unwrap_or(last.1);
+            let seconds = last.0.elapsed().as_secs_f64().max(1e-3);
+            let t = lab_started.elapsed().as_secs_f64();
+            let window = (t - seconds, t);
+            let outcomes: Vec<_> = pool
+                .outcomes()
+                .into_iter()
+                .filter(|o| (window.0..window.1).contains(&o.at.as_secs_f64()))
+                .collect();
+            ticks.push(Tick {
+                t: window.0.max(0.0),
+                scenario: scenario.name().to_string(),
+                phase: phase.to_string(),
+                reached_pps: reached.saturating_sub(last.1) as f64 / seconds,
+                success_pct: (!outcomes.is_empty()).then(|| summarize(&outcomes).success_pct),
+            });
+            last = (Instant::now(), reached);
+            let left = duration.saturating_sub(started.elapsed()).as_secs();
+            let line = format!(
+                "{} / {phase}: {left:>3}s left, reaching origin {:>9.0} pps",
+                scenario.name(),
+                ticks.last().map_or(0.0, |t| t.reached_pps)
+            );
+            if interactive {
+                say_raw!("\r\x1b[2K{line}");
+                let _ = std::io::stdout().flush();
+            } else {
+                say!("{line}");
+            }
         }
-        let bad = traffic::truncated_udp_frame(&topology.client_end, &topology.origin_end);
-        traffic::send_frames(
-            &topology.client,
-            &topology.client_end.iface,
-            &[bad.clone(), bad],
-        )?;
-        self.malformed_sent += 2;
-        Ok(())
-    }
-
-    fn summary(&self, remaining: u64) -> String {
-        format!(
-            "client sent: {} pings ({} answered), {} UDP datagrams, {} TCP exchanges ({} ok), {} \
-             malformed frames — {remaining}s left, Ctrl-C stops",
-            self.pings_sent,
-            self.pings_answered,
-            self.udp_sent,
-            self.tcp_tried,
-            self.tcp_ok,
-            self.malformed_sent
-        )
-    }
+        match flood {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .context("running the flood generator"),
+            None => Ok(FloodReport::default()),
+        }
+    })?;
+    let elapsed = started.elapsed();
+    // Requests still in flight when the phase ends finish within the timeout; count them.
+    std::thread::sleep(clients::REQUEST_TIMEOUT.min(SETTLE * 4));
+    let phase_end = phase_start + elapsed;
+    let outcomes: Vec<_> = pool
+        .outcomes()
+        .into_iter()
+        .filter(|o| o.at >= phase_start && o.at < phase_end)
+        .collect();
+    let legit = summarize(&outcomes);
+    let reached = Origin::attack_packets(&net.origin)?.saturating_sub(reached_before);
+    let cpu_after = cpu_jiffies();
+    let total = cpu_after.1.saturating_sub(cpu_before.1).max(1);
+    let seconds = elapsed.as_secs_f64().max(1e-3);
+    let drops = match (
+        moat_before,
+        Snapshot::read_pinned(&net.origin_link.host_iface).ok(),
+    ) {
+        (before, Some(after)) if phase == "protected" => Reason::ALL
+            .into_iter()
+            .filter(|r| r.drops())
+            .map(|reason| {
+                let verdict = filter_common::Verdict::Drop;
+                let was = before.map_or(0, |b| b.get(verdict, reason).packets);
+                (
+                    reason.label().to_string(),
+                    after.get(verdict, reason).packets.saturating_sub(was),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let offered = flood_report.sent as f64 / seconds;
+    Ok((
+        PhaseResult {
+            phase: phase.to_string(),
+            seconds,
+            offered_pps: offered,
+            reached_pps: reached as f64 / seconds,
+            reached_pct: if flood_report.sent == 0 {
+                0.0
+            } else {
+                100.0 * reached as f64 / flood_report.sent as f64
+            },
+            requests: legit.requests,
+            success_pct: legit.success_pct,
+            p50_ms: legit.p50_ms,
+            p99_ms: legit.p99_ms,
+            softirq_pct: 100.0 * cpu_after.0.saturating_sub(cpu_before.0) as f64 / total as f64,
+            drops,
+        },
+        ticks,
+    ))
 }

@@ -1,0 +1,228 @@
+//! The lab's report: a table per scenario and phase for the terminal, the same as JSON, and a
+//! timeline picture (SVG) of legitimate success and attack packets reaching the origin.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// What one phase measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PhaseResult {
+    /// "baseline", "unprotected" or "protected".
+    pub phase: String,
+    /// Seconds it ran.
+    pub seconds: f64,
+    /// Attack packets per second the generator produced (0 in the baseline).
+    pub offered_pps: f64,
+    /// Attack packets per second that reached the origin's kernel stack.
+    pub reached_pps: f64,
+    /// Attack packets that reached the stack, as a percentage of those offered.
+    pub reached_pct: f64,
+    /// Legitimate requests made.
+    pub requests: usize,
+    /// Legitimate requests that succeeded, in percent.
+    pub success_pct: f64,
+    /// Median latency of successful requests, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency of successful requests, ms.
+    pub p99_ms: f64,
+    /// Share of the machine's CPU time spent in softirq during the phase, in percent.
+    pub softirq_pct: f64,
+    /// Packets moat dropped, by reason (protected phase only).
+    pub drops: Vec<(String, u64)>,
+}
+
+/// One second of the timeline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Tick {
+    /// Seconds since the lab started.
+    pub t: f64,
+    /// The scenario.
+    pub scenario: String,
+    /// The phase.
+    pub phase: String,
+    /// Attack packets per second reaching the origin's stack in this second.
+    pub reached_pps: f64,
+    /// Legitimate success in this second, in percent (none if no request started).
+    pub success_pct: Option<f64>,
+}
+
+/// One scenario's three phases.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ScenarioResult {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The rate asked for, packets per second.
+    pub asked_pps: u64,
+    /// Baseline, unprotected, protected.
+    pub phases: Vec<PhaseResult>,
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Report {
+    /// Every scenario run.
+    pub scenarios: Vec<ScenarioResult>,
+    /// The timeline, one tick per second.
+    pub timeline: Vec<Tick>,
+}
+
+impl Report {
+    /// The terminal table.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        for scenario in &self.scenarios {
+            let _ = writeln!(
+                out,
+                "\n{} (asked {} pps)\n{:<12} {:>12} {:>12} {:>8} {:>9} {:>8} {:>8} {:>8}  DROPS BY REASON",
+                scenario.scenario,
+                scenario.asked_pps,
+                "PHASE",
+                "OFFERED PPS",
+                "REACHED PPS",
+                "REACHED",
+                "LEGIT OK",
+                "P50 MS",
+                "P99 MS",
+                "SOFTIRQ"
+            );
+            for p in &scenario.phases {
+                let drops: Vec<String> = p
+                    .drops
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(reason, n)| format!("{reason}={n}"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:>12.0} {:>12.0} {:>7.2}% {:>8.1}% {:>8.1} {:>8.1} {:>7.1}%  {}",
+                    p.phase,
+                    p.offered_pps,
+                    p.reached_pps,
+                    p.reached_pct,
+                    p.success_pct,
+                    p.p50_ms,
+                    p.p99_ms,
+                    p.softirq_pct,
+                    if drops.is_empty() {
+                        "-".to_string()
+                    } else {
+                        drops.join(" ")
+                    }
+                );
+            }
+        }
+        out
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self)
+            .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+    }
+
+    /// A timeline picture: attack packets reaching the origin (log scale, red) and legitimate
+    /// success (green), one point per second, phases shaded and scenarios labelled.
+    pub fn to_svg(&self) -> String {
+        const W: f64 = 1000.0;
+        const H: f64 = 420.0;
+        const LEFT: f64 = 60.0;
+        const RIGHT: f64 = 60.0;
+        const TOP: f64 = 40.0;
+        const BOTTOM: f64 = 70.0;
+        let end = self.timeline.last().map_or(1.0, |t| t.t + 1.0).max(1.0);
+        let x = |t: f64| LEFT + (W - LEFT - RIGHT) * t / end;
+        let plot_h = H - TOP - BOTTOM;
+        let max_pps = self
+            .timeline
+            .iter()
+            .map(|t| t.reached_pps)
+            .fold(10.0_f64, f64::max);
+        let y_pps = |pps: f64| TOP + plot_h * (1.0 - (1.0 + pps).log10() / (1.0 + max_pps).log10());
+        let y_pct = |pct: f64| TOP + plot_h * (1.0 - pct / 100.0);
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <text x=\"{LEFT}\" y=\"22\" font-size=\"14\">moat lab: attack packets reaching the origin (red, log scale) and legitimate success (green)</text>\n"
+        );
+        // Phase shading: one band per run of ticks with the same scenario and phase.
+        let mut start = 0usize;
+        while start < self.timeline.len() {
+            let first = &self.timeline[start];
+            let mut stop = start;
+            while stop + 1 < self.timeline.len()
+                && self.timeline[stop + 1].phase == first.phase
+                && self.timeline[stop + 1].scenario == first.scenario
+            {
+                stop += 1;
+            }
+            let fill = match first.phase.as_str() {
+                "baseline" => "#f2f2f2",
+                "unprotected" => "#fde2e2",
+                _ => "#e2f4e2",
+            };
+            let (x0, x1) = (x(first.t), x(self.timeline[stop].t + 1.0));
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{x0:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{plot_h}\" fill=\"{fill}\"/>",
+                x1 - x0
+            );
+            if first.phase == "baseline" {
+                let _ = writeln!(
+                    svg,
+                    "<text x=\"{x0:.1}\" y=\"{:.1}\" transform=\"rotate(30 {x0:.1} {:.1})\">{}</text>",
+                    H - BOTTOM + 14.0,
+                    H - BOTTOM + 14.0,
+                    first.scenario
+                );
+            }
+            start = stop + 1;
+        }
+        let line = |svg: &mut String, points: Vec<(f64, f64)>, color: &str| {
+            let path: Vec<String> = points
+                .iter()
+                .map(|(a, b)| format!("{a:.1},{b:.1}"))
+                .collect();
+            let _ = writeln!(
+                svg,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+                path.join(" ")
+            );
+        };
+        line(
+            &mut svg,
+            self.timeline
+                .iter()
+                .map(|t| (x(t.t + 0.5), y_pps(t.reached_pps)))
+                .collect(),
+            "#c62828",
+        );
+        line(
+            &mut svg,
+            self.timeline
+                .iter()
+                .filter_map(|t| t.success_pct.map(|pct| (x(t.t + 0.5), y_pct(pct))))
+                .collect(),
+            "#2e7d32",
+        );
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{LEFT}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\n\
+             <text x=\"4\" y=\"{TOP}\" fill=\"#2e7d32\">100% ok</text>\n\
+             <text x=\"4\" y=\"{:.1}\" fill=\"#2e7d32\">0% ok</text>\n\
+             <text x=\"{:.1}\" y=\"{TOP}\" fill=\"#c62828\">{max_pps:.0} pps</text>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#c62828\">0 pps</text>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\">grey: baseline, red: attack unprotected, green: attack with moat</text>\n</svg>\n",
+            H - BOTTOM,
+            W - RIGHT,
+            H - BOTTOM,
+            H - BOTTOM,
+            W - RIGHT + 4.0,
+            W - RIGHT + 4.0,
+            H - BOTTOM,
+            LEFT,
+            H - 8.0
+        );
+        svg
+    }
+}

@@ -1,0 +1,175 @@
+//! A short lab run: for the spoofed SYN, reflection and botnet scenarios, legitimate visitors
+//! keep succeeding with moat attached while almost none of the attack reaches the origin; and
+//! the lab leaves no namespace, veth or process behind, also when interrupted midway.
+
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{moat_bin, require_root};
+
+/// Lab namespaces that exist now.
+fn lab_namespaces() -> Vec<String> {
+    let output = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.starts_with("moat-lab-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether any nginx the lab started is still running.
+fn lab_nginx_running() -> bool {
+    Command::new("pgrep")
+        .args(["-f", "moat-lab-nginx"])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("moat-{name}-{}", moat::netns::unique_suffix()))
+}
+
+#[test]
+fn protected_origin_serves_visitors_and_sheds_the_attack() {
+    require_root();
+    let out = temp_dir("lab");
+    let output = Command::new(moat_bin())
+        .args([
+            "lab",
+            "--scenario",
+            "spoofed-syn,reflection,botnet-syn",
+            "--duration",
+            "3",
+        ])
+        .args(["--rate", "300000", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run moat lab");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "moat lab failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("lab-report.json")).expect("lab-report.json written"),
+    )
+    .expect("the report is JSON");
+    let svg = std::fs::read_to_string(out.join("lab-report.svg")).expect("lab-report.svg written");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("polyline"),
+        "a picture was drawn"
+    );
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    assert_eq!(scenarios.len(), 3, "{stdout}");
+    for scenario in scenarios {
+        let name = scenario["scenario"].as_str().expect("name");
+        let phases = scenario["phases"].as_array().expect("phases");
+        let phase_names: Vec<&str> = phases.iter().filter_map(|p| p["phase"].as_str()).collect();
+        assert_eq!(
+            phase_names,
+            ["baseline", "unprotected", "protected"],
+            "{name}"
+        );
+        let protected = &phases[2];
+        let number = |key: &str| protected[key].as_f64().expect("a number");
+        assert!(
+            number("requests") >= 30.0,
+            "{name}: visitors kept asking: {protected}"
+        );
+        assert!(
+            number("success_pct") >= 99.0,
+            "{name}: legitimate success with moat {}% < 99%\n{stdout}",
+            number("success_pct")
+        );
+        assert!(
+            number("offered_pps") > 10_000.0,
+            "{name}: the attack ran: {protected}"
+        );
+        assert!(
+            number("reached_pct") <= 1.0,
+            "{name}: {}% of the attack reached the origin with moat (> 1%)\n{stdout}",
+            number("reached_pct")
+        );
+        let unprotected = &phases[1];
+        assert!(
+            unprotected["reached_pct"].as_f64().expect("a number") > 50.0,
+            "{name}: without moat the attack reaches the origin: {unprotected}"
+        );
+    }
+    assert!(
+        lab_namespaces().is_empty(),
+        "namespaces left: {:?}",
+        lab_namespaces()
+    );
+    assert!(!lab_nginx_running(), "nginx left running");
+    std::fs::remove_dir_all(&out).expect("cleanup");
+}
+
+#[test]
+fn interrupted_lab_removes_everything() {
+    require_root();
+    let out = temp_dir("lab-interrupted");
+    let mut child = Command::new(moat_bin())
+        .args([
+            "lab",
+            "--scenario",
+            "spoofed-syn",
+            "--duration",
+            "6",
+            "--rate",
+            "50000",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moat lab");
+    // Wait until the attack is running, then interrupt it like Ctrl-C would.
+    let stdout = child.stdout.take().expect("piped stdout");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("lab output");
+        if line.contains("/ unprotected:") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lab never reached its attack phase"
+        );
+    }
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lab did not stop after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(2), "an interrupted lab says so");
+    assert!(
+        lab_namespaces().is_empty(),
+        "namespaces left: {:?}",
+        lab_namespaces()
+    );
+    assert!(!lab_nginx_running(), "nginx left running");
+    let _ = std::fs::remove_dir_all(&out);
+}
