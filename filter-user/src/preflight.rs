@@ -14,6 +14,7 @@ const BPF_FS_MAGIC: i64 = 0xCAFE_4A11;
 /// Capability numbers from `linux/capability.h`.
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// A prerequisite that is not met.
@@ -36,7 +37,7 @@ pub enum PreflightError {
     /// The process lacks capabilities.
     #[error(
         "missing capability {missing}: moat loads eBPF programs and attaches them, so run it as \
-         root or grant CAP_BPF and CAP_NET_ADMIN"
+         root or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"
     )]
     NotPrivileged {
         /// The missing capabilities, comma-separated.
@@ -107,14 +108,18 @@ pub fn iface_index(name: &str) -> Result<u32, PreflightError> {
     }
 }
 
-/// Checks that the effective capability set allows loading and attaching XDP programs
-/// (CAP_BPF or the older CAP_SYS_ADMIN, and CAP_NET_ADMIN).
+/// Checks that the effective capability set allows loading and attaching XDP programs:
+/// CAP_BPF, CAP_PERFMON (the verifier refuses the program's pointer arithmetic without it) and
+/// CAP_NET_ADMIN, or the older CAP_SYS_ADMIN in place of the first two.
 pub fn check_privileges() -> Result<(), PreflightError> {
     let effective = effective_capabilities().unwrap_or(0);
     let has = |cap: u32| effective & (1u64 << cap) != 0;
     let mut missing = Vec::new();
     if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
         missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
     }
     if !has(CAP_NET_ADMIN) {
         missing.push("CAP_NET_ADMIN");

@@ -6,6 +6,7 @@
 
 mod bench;
 mod build;
+mod dist;
 mod exec;
 mod lab;
 mod setup;
@@ -39,6 +40,8 @@ enum Verb {
     Lab(lab::Options),
     /// Benchmark the filter (not implemented yet).
     Bench(bench::Options),
+    /// Build the Debian package target/dist/moat_VERSION_ARCH.deb and check its contents.
+    Dist(dist::Options),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Verb::Test(opts) => test::run(opts),
         Verb::Lab(opts) => lab::run(opts),
         Verb::Bench(opts) => bench::run(opts),
+        Verb::Dist(opts) => dist::run(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

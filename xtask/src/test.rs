@@ -6,7 +6,7 @@
 
 use std::{fmt, process::Command};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::Args;
 
 use crate::{exec::exec, setup, workspace};
@@ -68,7 +68,17 @@ pub fn run(opts: Options) -> Result<()> {
         suites.skip(filter_user, "their build failed");
     }
     suites.run("xtask unit tests", cargo(["test", "--package", "xtask"]))?;
+    suites.run("dist", xtask("dist"))?;
     suites.report()
+}
+
+/// This xtask binary running `verb`, for a suite that is another verb (`dist` builds and
+/// checks the package, including the shipped configuration).
+fn xtask(verb: &str) -> Result<Command> {
+    let xtask = std::env::current_exe().context("finding the running xtask binary")?;
+    let mut command = Command::new(xtask);
+    command.arg(verb);
+    Ok(command)
 }
 
 /// A workspace `cargo` command with `args`.

@@ -11,7 +11,9 @@
 /// bpf-linker links against; the rest are used by the root tests and `moat lab` (`ip`,
 /// `ping`, `nsenter`, `sysctl`, and `prometheus` with `promtool` for the metrics tests); the lab
 /// runs `nginx-light` as its origin, counts with `nftables` and turns on veth GRO with
-/// `ethtool`; the benchmark compares against `xdp-tools` and `nftables`.
+/// `ethtool`; the benchmark compares against `xdp-tools` and `nftables`; `dist` builds the
+/// package with `dpkg-dev` (`dpkg-shlibdeps`, and `strip` from its binutils) and checks the
+/// unit with `systemd-analyze` from `systemd`.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -25,6 +27,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "nftables",
     "ethtool",
     "xdp-tools",
+    "dpkg-dev",
+    "systemd",
 ];
 
 /// Name of the rustup toolchain linked to Debian's rustc; `filter-user/build.rs` builds the
