@@ -127,7 +127,7 @@ impl Report {
         const W: f64 = 1000.0;
         const H: f64 = 420.0;
         const LEFT: f64 = 60.0;
-        const RIGHT: f64 = 60.0;
+        const RIGHT: f64 = 95.0;
         const TOP: f64 = 40.0;
         const BOTTOM: f64 = 70.0;
         let end = self.timeline.last().map_or(1.0, |t| t.t + 1.0).max(1.0);
@@ -189,22 +189,26 @@ impl Report {
                 path.join(" ")
             );
         };
-        line(
-            &mut svg,
-            self.timeline
-                .iter()
-                .map(|t| (x(t.t + 0.5), y_pps(t.reached_pps)))
-                .collect(),
-            "#c62828",
-        );
-        line(
-            &mut svg,
-            self.timeline
-                .iter()
-                .filter_map(|t| t.success_pct.map(|pct| (x(t.t + 0.5), y_pct(pct))))
-                .collect(),
-            "#2e7d32",
-        );
+        // One pair of lines per phase, so the pauses between phases are not drawn as data.
+        for band in self
+            .timeline
+            .chunk_by(|a, b| a.phase == b.phase && a.scenario == b.scenario)
+        {
+            line(
+                &mut svg,
+                band.iter()
+                    .map(|t| (x(t.t + 0.5), y_pps(t.reached_pps)))
+                    .collect(),
+                "#c62828",
+            );
+            line(
+                &mut svg,
+                band.iter()
+                    .filter_map(|t| t.success_pct.map(|pct| (x(t.t + 0.5), y_pct(pct))))
+                    .collect(),
+                "#2e7d32",
+            );
+        }
         let _ = writeln!(
             svg,
             "<line x1=\"{LEFT}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\n\
@@ -224,5 +228,50 @@ impl Report {
             H - 8.0
         );
         svg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick(t: f64, phase: &str, reached_pps: f64, success_pct: f64) -> Tick {
+        Tick {
+            t,
+            scenario: "spoofed-syn".into(),
+            phase: phase.into(),
+            reached_pps,
+            success_pct: Some(success_pct),
+        }
+    }
+
+    #[test]
+    fn svg_draws_each_phase_apart_and_table_lists_phases() {
+        let report = Report {
+            scenarios: vec![ScenarioResult {
+                scenario: "spoofed-syn".into(),
+                asked_pps: 1000,
+                phases: vec![PhaseResult {
+                    phase: "protected".into(),
+                    drops: vec![("flood_syn".into(), 7), ("banned".into(), 0)],
+                    ..PhaseResult::default()
+                }],
+            }],
+            timeline: vec![
+                tick(0.0, "baseline", 0.0, 100.0),
+                tick(1.0, "baseline", 0.0, 100.0),
+                tick(3.0, "unprotected", 90_000.0, 80.0),
+                tick(4.0, "unprotected", 95_000.0, 70.0),
+                tick(6.0, "protected", 300.0, 100.0),
+            ],
+        };
+        let svg = report.to_svg();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<polyline").count(), 6, "two lines per phase");
+        assert_eq!(svg.matches("<rect x=").count(), 3, "one band per phase");
+        let table = report.to_table();
+        assert!(table.contains("protected") && table.contains("flood_syn=7"), "{table}");
+        assert!(!table.contains("banned=0"), "zero drops are left out: {table}");
+        assert!(report.to_json().contains("\"timeline\""));
     }
 }
