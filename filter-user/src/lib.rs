@@ -11,6 +11,7 @@ pub mod lab;
 pub mod lists;
 pub mod loader;
 pub mod metrics;
+pub mod model;
 pub mod netns;
 pub mod pins;
 pub mod preflight;

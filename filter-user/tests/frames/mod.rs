@@ -731,3 +731,160 @@ pub fn atomic_fragment() -> Ipv6FragmentHeader {
         u32::from(IDENTIFICATION),
     )
 }
+
+/// A transport header whose every field a generated-traffic test picks, where [`Transport`]
+/// fixes the ports and flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChosenTransport {
+    /// A TCP segment with exactly these flags (FIN 0x01 ... URG 0x20).
+    Tcp {
+        /// Source port.
+        src_port: u16,
+        /// Destination port.
+        dst_port: u16,
+        /// The flags byte.
+        flags: u8,
+    },
+    /// A UDP datagram.
+    Udp {
+        /// Source port.
+        src_port: u16,
+        /// Destination port.
+        dst_port: u16,
+    },
+    /// ICMP over IPv4 or ICMPv6 over IPv6: this type and code, then four zero bytes.
+    Icmp {
+        /// The message type.
+        icmp_type: u8,
+        /// The message code.
+        code: u8,
+    },
+}
+
+impl Packet {
+    /// The same packet sent from `source`, which must be of the packet's IP version.
+    pub fn sent_from(mut self, source: std::net::IpAddr) -> Packet {
+        match (&mut self.ip, source) {
+            (IpHeaders::Ipv4(header, _), std::net::IpAddr::V4(addr)) => {
+                header.source = addr.octets();
+            }
+            (IpHeaders::Ipv6(header, _), std::net::IpAddr::V6(addr)) => {
+                header.source = addr.octets();
+            }
+            (_, source) => panic!("source {source} is not of the packet's IP version"),
+        }
+        self
+    }
+}
+
+/// An untagged frame from `source` to the builder's destination of the same IP version, carrying
+/// `transport` and `payload`, with every length and checksum right.
+pub fn chosen(source: std::net::IpAddr, transport: ChosenTransport, payload: &[u8]) -> Frame {
+    let packet = match source {
+        std::net::IpAddr::V4(_) => Packet::ipv4(Transport::Udp),
+        std::net::IpAddr::V6(_) => Packet::ipv6(Transport::Udp),
+    }
+    .sent_from(source)
+    .payload(payload);
+    let is_v4 = matches!(packet.ip, IpHeaders::Ipv4(..));
+    let mut frame = packet.link();
+    let ip_start = frame.bytes.len();
+    let builder = PacketBuilder::ip(packet.ip.clone());
+    let (written, transport_span) = match transport {
+        ChosenTransport::Tcp {
+            src_port,
+            dst_port,
+            flags,
+        } => {
+            let mut header = TcpHeader::new(src_port, dst_port, 1_000, 64_240);
+            header.fin = flags & 0x01 != 0;
+            header.syn = flags & 0x02 != 0;
+            header.rst = flags & 0x04 != 0;
+            header.psh = flags & 0x08 != 0;
+            header.ack = flags & 0x10 != 0;
+            header.urg = flags & 0x20 != 0;
+            if header.ack {
+                header.acknowledgment_number = 2_000;
+            }
+            let len = header.header_len();
+            (
+                builder.tcp_header(header).write(&mut frame.bytes, payload),
+                ("tcp", len),
+            )
+        }
+        ChosenTransport::Udp { src_port, dst_port } => (
+            builder
+                .udp(src_port, dst_port)
+                .write(&mut frame.bytes, payload),
+            ("udp", UdpHeader::LEN),
+        ),
+        ChosenTransport::Icmp { icmp_type, code } if is_v4 => (
+            builder
+                .icmpv4_raw(icmp_type, code, [0; 4])
+                .write(&mut frame.bytes, payload),
+            ("icmp", 8),
+        ),
+        ChosenTransport::Icmp { icmp_type, code } => (
+            builder
+                .icmpv6_raw(icmp_type, code, [0; 4])
+                .write(&mut frame.bytes, payload),
+            ("icmpv6", 8),
+        ),
+    };
+    written.unwrap_or_else(|error| panic!("etherparse refused {transport:?}: {error}"));
+    let mut spans = ip_spans(&packet.ip);
+    spans.push((transport_span.0.to_owned(), transport_span.1));
+    frame.push_spans(ip_start, &spans);
+    assert_eq!(
+        frame.headers_end() + payload.len(),
+        frame.bytes.len(),
+        "recorded headers {:?} disagree with what etherparse wrote",
+        frame.headers
+    );
+    check_parses(&frame);
+    frame
+}
+
+/// The chosen-transport builder writes the fields asked for, in both IP versions. It lives here,
+/// beside the builder, so every test crate that shares the builder checks it.
+#[test]
+fn chosen_transport_frames_carry_the_chosen_fields() {
+    let sources = [
+        std::net::IpAddr::from([192, 0, 2, 9]),
+        std::net::IpAddr::from([0x2001, 0xdb8, 0, 7, 0, 0, 0, 9]),
+    ];
+    for source in sources {
+        // The IP header, where in it the source address lies (RFC 791, RFC 8200), the address.
+        let (ip, icmp, source_field, addr) = match source {
+            std::net::IpAddr::V4(addr) => ("ipv4", "icmp", 12..16, addr.octets().to_vec()),
+            std::net::IpAddr::V6(addr) => ("ipv6", "icmpv6", 8..24, addr.octets().to_vec()),
+        };
+        let field = |frame: &Frame, header: &str, range: Range<usize>| {
+            let start = frame.span(header).start;
+            frame.bytes[start + range.start..start + range.end].to_vec()
+        };
+        let tcp = ChosenTransport::Tcp {
+            src_port: 1234,
+            dst_port: 22,
+            flags: 0x03,
+        };
+        let tcp = chosen(source, tcp, PAYLOAD);
+        let udp = ChosenTransport::Udp {
+            src_port: 123,
+            dst_port: 8080,
+        };
+        let udp = chosen(source, udp, &[]);
+        let icmp_message = ChosenTransport::Icmp {
+            icmp_type: 3,
+            code: 4,
+        };
+        let icmp_message = chosen(source, icmp_message, PAYLOAD);
+        for frame in [&tcp, &udp, &icmp_message] {
+            assert_eq!(field(frame, ip, source_field.clone()), addr, "{source}");
+        }
+        assert_eq!(field(&tcp, "tcp", 0..4), [4, 210, 0, 22], "TCP ports");
+        assert_eq!(field(&tcp, "tcp", 13..14), [0x03], "TCP flags SYN|FIN");
+        assert_eq!(field(&udp, "udp", 0..4), [0, 123, 31, 144], "UDP ports");
+        assert_eq!(field(&icmp_message, icmp, 0..2), [3, 4], "type and code");
+    }
+}
