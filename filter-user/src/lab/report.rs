@@ -270,8 +270,14 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 6, "two lines per phase");
         assert_eq!(svg.matches("<rect x=").count(), 3, "one band per phase");
         let table = report.to_table();
-        assert!(table.contains("protected") && table.contains("flood_syn=7"), "{table}");
-        assert!(!table.contains("banned=0"), "zero drops are left out: {table}");
+        assert!(
+            table.contains("protected") && table.contains("flood_syn=7"),
+            "{table}"
+        );
+        assert!(
+            !table.contains("banned=0"),
+            "zero drops are left out: {table}"
+        );
         assert!(report.to_json().contains("\"timeline\""));
     }
 }
