@@ -59,7 +59,8 @@ pub fn run(opts: Options) -> Result<()> {
     )?;
     let filter_user = "filter-user unit and root tests";
     if built {
-        let mut tests = cargo(["test", "--package", "filter-user"])?;
+        // Every test binary runs even after one fails, so one run reports every failure.
+        let mut tests = cargo(["test", "--package", "filter-user", "--no-fail-fast"])?;
         if !opts.test_args.is_empty() {
             tests.arg("--").args(&opts.test_args);
         }
