@@ -38,7 +38,7 @@ enum Verb {
     Test(test::Options),
     /// Build `moat` (release) and run `moat lab` with the given arguments.
     Lab(lab::Options),
-    /// Benchmark the filter (not implemented yet).
+    /// Benchmark the filter.
     Bench(bench::Options),
     /// Build the Debian package target/dist/moat_VERSION_ARCH.deb and check its contents.
     Dist(dist::Options),
