@@ -117,6 +117,8 @@ pub struct ReflectionConfig {
     pub trusted: Vec<Cidr>,
     /// A resolv.conf whose nameservers are trusted too; `None` to skip.
     pub resolv_conf: Option<PathBuf>,
+    /// Trust the NTP servers of the host's time daemon (chrony, ntpd, timesyncd) too.
+    pub trust_system_ntp: bool,
 }
 
 /// Automatic bans.
@@ -220,6 +222,7 @@ impl Default for Config {
                 ports: REFLECTOR_PORTS.to_vec(),
                 trusted: Vec::new(),
                 resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
+                trust_system_ntp: true,
             },
             bans: BanConfig {
                 after_strikes: 200,
@@ -279,6 +282,7 @@ struct RawReflection {
     ports: S<Vec<i64>>,
     trusted: Option<Vec<Spanned<String>>>,
     resolv_conf: Option<String>,
+    trust_system_ntp: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -634,6 +638,9 @@ impl Config {
                     Some(path) if path.is_empty() => None,
                     Some(path) => Some(PathBuf::from(path)),
                 },
+                trust_system_ntp: reflection
+                    .trust_system_ntp
+                    .unwrap_or(d.reflection.trust_system_ntp),
             },
             bans: BanConfig {
                 after_strikes: v.int(
@@ -786,7 +793,8 @@ impl Config {
         flags
     }
 
-    /// Trusted upstreams: the configured ones plus the nameservers of `resolv_conf`, as /32 or
+    /// Trusted upstreams: the configured ones, the nameservers of `resolv_conf` and, with
+    /// `trust_system_ntp`, the time daemon's NTP servers, as /32 or
     /// /128 prefixes. A missing resolv.conf yields only the configured ones.
     pub fn trusted(&self) -> Vec<Cidr> {
         let mut trusted = self.reflection.trusted.clone();
@@ -794,6 +802,13 @@ impl Config {
             && let Ok(text) = std::fs::read_to_string(path)
         {
             for cidr in nameservers(&text) {
+                if !trusted.contains(&cidr) {
+                    trusted.push(cidr);
+                }
+            }
+        }
+        if self.reflection.trust_system_ntp {
+            for cidr in crate::upstreams::system_ntp_servers() {
                 if !trusted.contains(&cidr) {
                     trusted.push(cidr);
                 }
@@ -855,6 +870,10 @@ impl Config {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         out.push_str(&format!("resolv_conf = {resolv:?}\n"));
+        out.push_str(&format!(
+            "trust_system_ntp = {}\n",
+            self.reflection.trust_system_ntp
+        ));
         out.push_str("\n[bans]\n");
         out.push_str(&format!("after_strikes = {}\n", self.bans.after_strikes));
         out.push_str(&format!(

@@ -19,6 +19,7 @@ pub mod preflight;
 pub mod stats;
 pub mod top;
 pub mod tuning;
+pub mod upstreams;
 pub mod verify;
 
 /// The XDP object the daemon loads and the tests run, built by `build.rs` from `filter-ebpf`.
