@@ -55,6 +55,27 @@ impl SourceKey {
     pub fn for_ban(packet: &Packet, v6_prefix: u32) -> SourceKey {
         SourceKey::new(packet, BAN_CLASS, v6_prefix)
     }
+
+    /// The key of address `addr` in `class` (e.g. [`BAN_CLASS`]), with IPv6 masked to
+    /// `v6_prefix` bits: what userspace writes for a source it names.
+    pub fn for_addr(addr: core::net::IpAddr, class: u8, v6_prefix: u32) -> SourceKey {
+        let mut key = SourceKey {
+            class,
+            ..SourceKey::default()
+        };
+        match addr {
+            core::net::IpAddr::V4(v4) => {
+                key.ip_version = 4;
+                key.addr_be[..4].copy_from_slice(&v4.octets());
+            }
+            core::net::IpAddr::V6(v6) => {
+                key.ip_version = 6;
+                key.addr_be = v6.octets();
+                mask_v6(&mut key.addr_be, v6_prefix);
+            }
+        }
+        key
+    }
 }
 
 /// Clears every bit after the first `prefix` bits (bounded loop, verifier-friendly).

@@ -10,7 +10,7 @@ use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValue
 use filter_common::{
     Reason, Settings,
     maps::{BAN_EVENTS, BANS, SETTINGS},
-    source::{BAN_CLASS, Ban, SourceKey, mask_v6},
+    source::{BAN_CLASS, Ban, SourceKey},
 };
 
 use crate::{
@@ -264,22 +264,7 @@ pub fn parse_address(text: &str) -> Result<IpAddr, BanError> {
 
 /// The `BANS` key of `addr`.
 pub fn key_for(addr: IpAddr, v6_prefix: u32) -> SourceKey {
-    let mut key = SourceKey {
-        class: BAN_CLASS,
-        ..SourceKey::default()
-    };
-    match addr {
-        IpAddr::V4(v4) => {
-            key.ip_version = 4;
-            key.addr_be[..4].copy_from_slice(&v4.octets());
-        }
-        IpAddr::V6(v6) => {
-            key.ip_version = 6;
-            key.addr_be = v6.octets();
-            mask_v6(&mut key.addr_be, v6_prefix);
-        }
-    }
-    key
+    SourceKey::for_addr(addr, BAN_CLASS, v6_prefix)
 }
 
 /// The address, or `prefix/len` for IPv6, that a ban key stands for.

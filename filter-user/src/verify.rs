@@ -14,7 +14,7 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use filter_common::{
     maps::VERIFIED,
-    source::{SourceKey, VERIFIED_CLASS, mask_v6},
+    source::{SourceKey, VERIFIED_CLASS},
 };
 
 use crate::{bans::monotonic_ns, config::duration_ns};
@@ -71,22 +71,7 @@ fn parse_proc_address(hex: &str) -> Option<IpAddr> {
 
 /// The `VERIFIED` key of `addr`.
 pub fn key_for(addr: IpAddr, v6_prefix: u32) -> SourceKey {
-    let mut key = SourceKey {
-        class: VERIFIED_CLASS,
-        ..SourceKey::default()
-    };
-    match addr {
-        IpAddr::V4(v4) => {
-            key.ip_version = 4;
-            key.addr_be[..4].copy_from_slice(&v4.octets());
-        }
-        IpAddr::V6(v6) => {
-            key.ip_version = 6;
-            key.addr_be = v6.octets();
-            mask_v6(&mut key.addr_be, v6_prefix);
-        }
-    }
-    key
+    SourceKey::for_addr(addr, VERIFIED_CLASS, v6_prefix)
 }
 
 /// Marks the peers of the origin's completed handshakes as verified. `written` remembers when
