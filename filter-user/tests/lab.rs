@@ -16,23 +16,30 @@ use std::{
 
 use support::{moat_bin, require_root};
 
-/// Lab namespaces that exist now.
-fn lab_namespaces() -> Vec<String> {
+/// Namespaces that the lab process `pid` created and that still exist. Lab names end in
+/// `<pid % 100000><counter>`, so labs of tests running side by side are told apart.
+fn lab_namespaces(pid: u32) -> Vec<String> {
     let output = Command::new("ip")
         .args(["netns", "list"])
         .output()
         .expect("ip netns list");
+    let mark = (pid % 100_000).to_string();
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter(|line| line.starts_with("moat-lab-"))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| name.starts_with("moat-lab-"))
+        .filter(|name| {
+            name.rsplit_once('-')
+                .is_some_and(|(_, id)| id.starts_with(&mark))
+        })
         .map(str::to_string)
         .collect()
 }
 
-/// Whether any nginx the lab started is still running.
-fn lab_nginx_running() -> bool {
+/// Whether an nginx that the lab process `pid` started is still running.
+fn lab_nginx_running(pid: u32) -> bool {
     Command::new("pgrep")
-        .args(["-f", "moat-lab-nginx"])
+        .args(["-f", &format!("moat-lab-nginx-{}", pid % 100_000)])
         .output()
         .is_ok_and(|output| output.status.success())
 }
@@ -55,8 +62,12 @@ fn protected_origin_serves_visitors_and_sheds_the_attack() {
         ])
         .args(["--rate", "300000", "--out"])
         .arg(&out)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run moat lab");
+    let pid = output.id();
+    let output = output.wait_with_output().expect("wait for moat lab");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -110,11 +121,11 @@ fn protected_origin_serves_visitors_and_sheds_the_attack() {
         );
     }
     assert!(
-        lab_namespaces().is_empty(),
+        lab_namespaces(pid).is_empty(),
         "namespaces left: {:?}",
-        lab_namespaces()
+        lab_namespaces(pid)
     );
-    assert!(!lab_nginx_running(), "nginx left running");
+    assert!(!lab_nginx_running(pid), "nginx left running");
     std::fs::remove_dir_all(&out).expect("cleanup");
 }
 
@@ -165,11 +176,12 @@ fn interrupted_lab_removes_everything() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(2), "an interrupted lab says so");
+    let pid = child.id();
     assert!(
-        lab_namespaces().is_empty(),
+        lab_namespaces(pid).is_empty(),
         "namespaces left: {:?}",
-        lab_namespaces()
+        lab_namespaces(pid)
     );
-    assert!(!lab_nginx_running(), "nginx left running");
+    assert!(!lab_nginx_running(pid), "nginx left running");
     let _ = std::fs::remove_dir_all(&out);
 }
