@@ -385,7 +385,7 @@ fn attach_once(
     };
     match os_error(&error) {
         Some(libc::EBUSY | libc::EEXIST) if request.force => {
-            warn!("removing the xdp program another tool attached iface={iface}");
+            warn!("replacing another tool's xdp program iface={iface}");
             remove_foreign_program(iface);
             program
                 .attach_to_if_index(request.ifindex, xdp_mode)

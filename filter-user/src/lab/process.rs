@@ -91,7 +91,8 @@ impl Daemon {
         let link = PinDir::for_iface(iface).link();
         let deadline = Instant::now() + DAEMON_TIMEOUT;
         while Instant::now() < deadline {
-            if link.exists() && self.log().contains("attached iface=") {
+            // The daemon's own lifecycle line, not a warning that merely mentions attaching.
+            if link.exists() && self.log().contains("] attached iface=") {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut()
