@@ -1,4 +1,4 @@
-//! `cargo xtask`: the project's tasks (setup, build, test, lab, bench) as one clap command.
+//! `cargo xtask`: the project's tasks (setup, build, test, lab, bench, dist) as one clap command.
 //!
 //! This file only parses the command line and dispatches to one module per verb; the work,
 //! and the knowledge of which tools and versions moat needs, lives in those modules. It
