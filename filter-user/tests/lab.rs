@@ -36,12 +36,19 @@ fn lab_namespaces(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// Whether an nginx that the lab process `pid` started is still running.
+/// Whether an nginx that the lab process `pid` started is still running: its master (whose
+/// command line names the lab's directory), or any orphaned nginx worker (parent 1), which a
+/// master killed without stopping its workers would leave behind.
 fn lab_nginx_running(pid: u32) -> bool {
-    Command::new("pgrep")
+    let master = Command::new("pgrep")
         .args(["-f", &format!("moat-lab-nginx-{}", pid % 100_000)])
         .output()
-        .is_ok_and(|output| output.status.success())
+        .is_ok_and(|output| output.status.success());
+    let orphans = Command::new("pgrep")
+        .args(["-P", "1", "-f", "nginx: worker process"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    master || orphans
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

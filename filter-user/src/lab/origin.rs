@@ -131,8 +131,21 @@ impl Origin {
 impl Drop for Origin {
     fn drop(&mut self) {
         if let Some(mut child) = self.nginx.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            // SIGTERM makes the master stop its workers before it exits; SIGKILL would orphan
+            // them (and keep the deleted namespace alive), so it is only the last resort.
+            // SAFETY: plain kill(2) on our own child's pid (nsenter execs nginx in place).
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
