@@ -1,5 +1,7 @@
-//! The lab's and the benchmark's flood generator: the settings its XDP program reads. The
-//! generator is run with BPF_PROG_TEST_RUN live frames; it is never attached by `moat run`.
+//! The lab's and the benchmark's flood generator: the settings its XDP program reads, and the
+//! names of the programs beside it in the same object (the lab router's fast path, the
+//! pass-everything program for veth peers). The generator is run with BPF_PROG_TEST_RUN live
+//! frames; nothing here is loaded or attached by `moat run`.
 
 /// Program name of the generator.
 pub const FLOOD_PROGRAM: &str = "moat_flood";
@@ -12,6 +14,11 @@ pub const FORWARD_PROGRAM: &str = "moat_forward";
 
 /// Single-entry array of [`ForwardConfig`].
 pub const FORWARD_CONFIG: &str = "FORWARD_CONFIG";
+
+/// Program name of the pass-everything program. A frame an XDP program sends back with
+/// `XDP_TX` on a veth is dropped unless the veth's peer end has an XDP program attached, so the
+/// tests and the lab attach this one to the peer of the interface the filter runs on.
+pub const PASS_PROGRAM: &str = "moat_pass";
 
 /// Where the lab router's fast path sends every frame arriving from the attackers.
 #[repr(C)]
@@ -55,8 +62,8 @@ pub struct FloodConfig {
     pub l4_kind: u8,
     /// Non-zero: randomise the source port too.
     pub random_src_port: u8,
-    /// Explicit padding; always zero.
-    pub _pad: u8,
+    /// Non-zero: randomise the destination port too, over 1..=65535.
+    pub random_dst_port: u8,
 }
 const _: () = assert!(core::mem::size_of::<FloodConfig>() == 32);
 #[cfg(feature = "user")]

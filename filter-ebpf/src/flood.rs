@@ -1,12 +1,16 @@
-//! moat's flood generator, and the lab router's fast path.
+//! moat's flood generator, the lab router's fast path, and a pass-everything program for veth
+//! peers.
 //!
 //! `moat_flood` is an XDP program run with BPF_PROG_TEST_RUN live frames
 //! (`BPF_F_TEST_XDP_LIVE_FRAMES`) on a template frame. Each run rewrites the copy's source
-//! address (and port) from the configured pool, fixes the checksums incrementally and
-//! transmits it with `XDP_TX`. `moat_forward`, attached to the lab router's interface from the
-//! attackers, redirects every frame to the origin at XDP speed (rewriting the MACs), so the
-//! flood reaches the origin at the rate it is offered instead of the rate the router's IP stack
-//! forwards. `moat run` never loads either; the lab and the benchmark do.
+//! address (and, if configured, its source and destination ports) from the configured pool,
+//! fixes the checksums incrementally and transmits it with `XDP_TX`. `moat_forward`, attached
+//! to the lab router's interface from the attackers, redirects every frame to the origin at XDP
+//! speed (rewriting the MACs), so the flood reaches the origin at the rate it is offered instead
+//! of the rate the router's IP stack forwards. `moat_pass` passes every frame: attached to the
+//! peer of a veth end, it makes the kernel deliver the frames a program on that end sends back
+//! with `XDP_TX` (without it they are dropped). `moat run` never loads any of them; the lab,
+//! the benchmark and the tests do.
 #![no_std]
 #![no_main]
 
@@ -42,6 +46,13 @@ pub fn moat_forward(ctx: XdpContext) -> u32 {
     eth[6..].copy_from_slice(&config.src_mac);
     // SAFETY: bpf_redirect has no memory preconditions.
     unsafe { aya_ebpf::helpers::bpf_redirect(config.ifindex, 0) as u32 }
+}
+
+/// Passes every frame. Attached to a veth peer only so that frames the other end's program
+/// returns with `XDP_TX` are received there (veth drops them when the peer has no XDP program).
+#[xdp]
+pub fn moat_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 /// Bound needed by the verifier on the configured header offsets.
@@ -130,6 +141,15 @@ fn rewrite(ctx: &XdpContext) -> Option<()> {
     if config.random_src_port != 0 && config.l4_kind != L4_NONE {
         let port = bytes_at::<2>(ctx, l4)?;
         let new = (random >> 16) as u16 | 1024;
+        set_word(port, new, [None, l4_checksum]);
+    }
+    if config.random_dst_port != 0 && config.l4_kind != L4_NONE {
+        // The destination port follows the source port in both TCP and UDP headers.
+        let port = bytes_at::<2>(ctx, l4 + 2)?;
+        // SAFETY: bpf_get_prandom_u32 has no preconditions.
+        let random = unsafe { bpf_get_prandom_u32() };
+        // 1..=65535: port 0 is not a port a flood's target could have open.
+        let new = (random % 65_535) as u16 + 1;
         set_word(port, new, [None, l4_checksum]);
     }
     Some(())

@@ -148,7 +148,7 @@ impl Templates {
             ip_version: version,
             l4_kind,
             random_src_port: u8::from(random_port),
-            _pad: 0,
+            random_dst_port: 0,
         }
     }
 
