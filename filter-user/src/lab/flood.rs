@@ -1,7 +1,9 @@
 //! The flood generator: loads moat's `moat_flood` XDP program and runs it with
 //! BPF_PROG_TEST_RUN live frames on a template frame, so each copy leaves an interface (with
 //! `XDP_TX`) with a new source from the pool — millions of spoofed packets per second from one
-//! core. It sends only out of interfaces of namespaces the lab created.
+//! core, or from every CPU at once with [`flood_every_cpu`]. It sends only out of interfaces of
+//! namespaces the lab created. It also attaches [`PeerPass`], the pass-everything program a veth
+//! peer needs to receive what the filter answers with `XDP_TX`; it does not load the filter.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -11,9 +13,9 @@ use std::{
 use aya::{
     Ebpf,
     maps::Array,
-    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp},
+    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode, links::FdLink},
 };
-use filter_common::flood::{FLOOD_CONFIG, FLOOD_PROGRAM, FloodConfig};
+use filter_common::flood::{FLOOD_CONFIG, FLOOD_PROGRAM, FloodConfig, PASS_PROGRAM};
 
 use crate::netns::NetNs;
 
@@ -42,6 +44,30 @@ pub enum FloodError {
         ifindex: u32,
         /// What the kernel said.
         message: String,
+    },
+    /// Attaching the pass-everything program failed.
+    #[error("attaching {PASS_PROGRAM} to {iface} in netns {namespace} (native mode): {message}")]
+    Attach {
+        /// The namespace holding the interface.
+        namespace: String,
+        /// The interface.
+        iface: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Reading which CPUs this process may run on failed.
+    #[error("reading the CPUs this process may run on: {source}")]
+    Cpus {
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Pinning a sender thread to its CPU failed.
+    #[error("pinning a sender to cpu {cpu}: {source}")]
+    Pin {
+        /// The CPU.
+        cpu: usize,
+        /// What the OS said.
+        source: std::io::Error,
     },
 }
 
@@ -210,4 +236,164 @@ pub fn flood_rotating(
         ifindex: 0,
         message: e.to_string(),
     })?
+}
+
+/// [`flood_rotating`] from every CPU this process may run on at once: one sender thread per
+/// CPU, pinned to it before it enters `ns`, each at `rate_pps / cpus` (0: as fast as possible),
+/// all stopping after `duration` or when `stop` is set (or as soon as one of them fails). A veth
+/// end receives on its sender's CPU, so a flood from one CPU loads only that CPU's share of a
+/// per-CPU filter and flatters it; this one loads them all. The report sums the frames sent and
+/// takes the longest sender's time.
+pub fn flood_every_cpu(
+    ns: &NetNs,
+    iface: &str,
+    plans: &[FloodPlan],
+    rate_pps: u64,
+    duration: Duration,
+    stop: &AtomicBool,
+) -> Result<FloodReport, FloodError> {
+    let cpus = allowed_cpus()?;
+    let senders = cpus.len() as u64;
+    // Set when the caller stops or a sender fails, so every sender ends together.
+    let halt = AtomicBool::new(false);
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = cpus
+            .iter()
+            .enumerate()
+            .map(|(index, &cpu)| {
+                // Spread the remainder so the shares add up to the rate; a share never rounds
+                // down to 0, which would mean "as fast as possible".
+                let share = if rate_pps == 0 {
+                    0
+                } else {
+                    (rate_pps / senders + u64::from((index as u64) < rate_pps % senders)).max(1)
+                };
+                let halt = &halt;
+                scope.spawn(move || {
+                    // Threads inherit affinity, so the thread `flood_rotating` spawns to enter
+                    // the namespace stays on this CPU too.
+                    let result = pin_to_cpu(cpu)
+                        .and_then(|()| flood_rotating(ns, iface, plans, share, duration, halt));
+                    if result.is_err() {
+                        halt.store(true, Ordering::Relaxed);
+                    }
+                    result
+                })
+            })
+            .collect();
+        while !handles.iter().all(|handle| handle.is_finished()) {
+            if stop.load(Ordering::Relaxed) {
+                halt.store(true, Ordering::Relaxed);
+            }
+            std::thread::sleep(TICK);
+        }
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut total = FloodReport::default();
+    for result in results {
+        let report = result?;
+        total.sent += report.sent;
+        total.elapsed = total.elapsed.max(report.elapsed);
+    }
+    Ok(total)
+}
+
+/// The CPUs the calling thread may run on, in order.
+fn allowed_cpus() -> Result<Vec<usize>, FloodError> {
+    // SAFETY: all-zero is a valid, empty cpu_set_t.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let result =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if result != 0 {
+        return Err(FloodError::Cpus {
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE; CPU_ISSET only reads `set`.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+/// Restricts the calling thread to `cpu`; threads it creates later inherit the restriction.
+fn pin_to_cpu(cpu: usize) -> Result<(), FloodError> {
+    // SAFETY: all-zero is a valid, empty cpu_set_t.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` came from `allowed_cpus`, so it is below CPU_SETSIZE; CPU_SET only writes
+    // `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let result =
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(FloodError::Pin {
+            cpu,
+            source: std::io::Error::last_os_error(),
+        })
+    }
+}
+
+/// moat's pass-everything program attached natively to a veth end, detached on drop. A frame a
+/// program on the other end returns with `XDP_TX` is dropped by veth unless this end has an XDP
+/// program, so attach this to the peer of the interface moat runs on whenever moat answers
+/// (SYN-ACKs) with `XDP_TX`.
+pub struct PeerPass {
+    /// The attachment as a bpf link: closing it detaches the program from any namespace,
+    /// so it is dropped before the object that holds the program.
+    _link: FdLink,
+    /// The loaded object.
+    _ebpf: Ebpf,
+}
+
+impl PeerPass {
+    /// Loads `moat_pass` and attaches it in native (driver) mode to `iface` inside `ns`.
+    pub fn attach(ns: &NetNs, iface: &str) -> Result<PeerPass, FloodError> {
+        let attach_error = |message: String| FloodError::Attach {
+            namespace: ns.name().to_string(),
+            iface: iface.to_string(),
+            message,
+        };
+        let mut ebpf = Ebpf::load(FLOOD_OBJECT).map_err(|e| FloodError::Load(e.to_string()))?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PASS_PROGRAM)
+            .ok_or_else(|| FloodError::Load(format!("no program {PASS_PROGRAM}")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| FloodError::Load(e.to_string()))?;
+        program
+            .load()
+            .map_err(|e| FloodError::Load(e.to_string()))?;
+        let link = ns
+            .enter(|| -> Result<FdLink, String> {
+                let ifindex = crate::preflight::iface_index(iface).map_err(|e| e.to_string())?;
+                let id = program
+                    .attach_to_if_index(ifindex, XdpMode::Driver)
+                    .map_err(|e| e.to_string())?;
+                let link = program.take_link(id).map_err(|e| e.to_string())?;
+                // Only a bpf link (Linux 5.9+) detaches when closed, wherever the guard is
+                // dropped; aya's netlink fallback would need this namespace again to detach.
+                FdLink::try_from(link).map_err(|e| {
+                    format!("the kernel attached it without a bpf link, so it cannot be owned: {e}")
+                })
+            })
+            .map_err(|e| attach_error(e.to_string()))?
+            .map_err(attach_error)?;
+        log::info!(
+            "attached program={PASS_PROGRAM} iface={iface} netns={} mode=native",
+            ns.name()
+        );
+        Ok(PeerPass {
+            _link: link,
+            _ebpf: ebpf,
+        })
+    }
 }

@@ -342,6 +342,48 @@ pub fn syn_frame(from: &Endpoint, source: Ipv4Addr, to: &Endpoint, dst_port: u16
     frame
 }
 
+/// A TCP segment with no payload from `source`'s `src_port` (any address: spoofed sources are
+/// what floods use) to `to`'s `dst_port`, sent with `from`'s MAC, carrying `flags` (the bits of
+/// [`filter_common::classify::tcp_flags`], plus ECE 0x40 and CWR 0x80), sequence number `seq`
+/// and acknowledgment number `ack` (as given, whether or not ACK is set). Lengths and checksums
+/// are correct, so SYN, ACK, RST or FIN floods can be built from it.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each argument is one header field a flood varies"
+)]
+pub fn tcp_frame(
+    from: &Endpoint,
+    source: Ipv4Addr,
+    to: &Endpoint,
+    src_port: u16,
+    dst_port: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+) -> Vec<u8> {
+    use filter_common::classify::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG};
+
+    let mut header = etherparse::TcpHeader::new(src_port, dst_port, seq, 64_240);
+    header.fin = flags & FIN != 0;
+    header.syn = flags & SYN != 0;
+    header.rst = flags & RST != 0;
+    header.psh = flags & PSH != 0;
+    header.ack = flags & ACK != 0;
+    header.urg = flags & URG != 0;
+    header.ece = flags & 0x40 != 0;
+    header.cwr = flags & 0x80 != 0;
+    header.acknowledgment_number = ack;
+    let builder = PacketBuilder::ethernet2(from.mac, to.mac)
+        .ipv4(source.octets(), to.ipv4.octets(), 64)
+        .tcp_header(header);
+    let mut frame = Vec::with_capacity(builder.size(0));
+    // Writing into a Vec cannot fail, and an empty payload fits every length field.
+    if builder.write(&mut frame, &[]).is_err() {
+        frame.clear();
+    }
+    frame
+}
+
 /// An ARP request from `from` for `to`'s address: not IP, so the filter passes it uninspected.
 pub fn arp_request_frame(from: &Endpoint, to: &Endpoint) -> Vec<u8> {
     let mut frame = Vec::with_capacity(42);
