@@ -19,6 +19,7 @@ pub mod reason;
 pub mod sample;
 pub mod settings;
 pub mod source;
+pub mod synack;
 
 pub use classify::{CLASS_COUNT, Class};
 pub use counter::{COUNTER_SLOTS, Counter, counter_index};

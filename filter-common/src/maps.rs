@@ -67,13 +67,17 @@ pub const SAMPLES_BYTES: u32 = 256 * 1024;
 /// applies). The daemon fills it from the origin's TCP sockets.
 pub const VERIFIED: &str = "VERIFIED";
 
+/// Per-CPU, single-entry scratch space holding copies of the current packet's IP and TCP
+/// headers ([`crate::synack::HeaderCopy`]) for the SYN-cookie helpers.
+pub const HEADERS: &str = "HEADERS";
+
 /// Capacity of `VERIFIED` in the object; the loader may change it (`max_verified_sources`).
 pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
 
 /// Every map the program declares.
 pub const ALL_MAPS: &[&str] = &[
     COUNTERS, SETTINGS, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, TRUSTED_V4, TRUSTED_V6, PORTS, BANS,
-    SOURCES, AGGREGATE, SCRATCH, BAN_EVENTS, SAMPLES, VERIFIED,
+    SOURCES, AGGREGATE, SCRATCH, BAN_EVENTS, SAMPLES, VERIFIED, HEADERS,
 ];
 
 /// Maps that outlive a daemon: pinned under [`COUNTER_PIN_ROOT`], reused by the next `moat run`

@@ -52,8 +52,13 @@ pub struct Packet {
     pub icmp_code: u8,
     /// Explicit padding; always zero.
     pub _pad: u8,
+    /// Offset of the IP header in the frame (after any VLAN tags).
+    pub l3_offset: u16,
+    /// Offset of the transport header in the frame (after IPv4 options or IPv6 extension
+    /// headers); 0 when there is none.
+    pub l4_offset: u16,
 }
-const _: () = assert!(core::mem::size_of::<Packet>() == 32);
+const _: () = assert!(core::mem::size_of::<Packet>() == 36);
 
 impl Packet {
     /// An IP packet of `ip_version` with nothing parsed beyond the IP header yet.
@@ -71,6 +76,8 @@ impl Packet {
             icmp_type: 0,
             icmp_code: 0,
             _pad: 0,
+            l3_offset: 0,
+            l4_offset: 0,
         }
     }
 

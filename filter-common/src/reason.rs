@@ -50,11 +50,22 @@ pub enum Reason {
     FloodOther = 18,
     /// A broken internal invariant (a map lookup that cannot fail did): aborted.
     Internal = 19,
+    /// A TCP SYN from an unverified source to a listening port, answered by moat itself with a
+    /// SYN-ACK carrying a SYN cookie (`XDP_TX`): the kernel never sees the SYN.
+    SynCookie = 20,
+    /// An ACK to a listening port carrying a valid SYN cookie: passed, and the kernel builds the
+    /// connection from the cookie; its source counts as verified from then on.
+    CookieAck = 21,
+    /// A bare ACK to a listening port whose SYN cookie is invalid (a spoofed ACK flood): dropped.
+    CookieBad = 22,
+    /// TCP that is not a connection attempt and matches no socket on the host (ACK, RST or FIN
+    /// for no connection): dropped.
+    NoSocket = 23,
 }
 
 impl Reason {
     /// Number of reasons; the width of one verdict's row in the counter array.
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 24;
 
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Reason::COUNT] = [
@@ -78,6 +89,10 @@ impl Reason {
         Reason::FloodIcmp,
         Reason::FloodOther,
         Reason::Internal,
+        Reason::SynCookie,
+        Reason::CookieAck,
+        Reason::CookieBad,
+        Reason::NoSocket,
     ];
 
     /// The snake_case name used in CLI output, JSON and metric labels.
@@ -103,6 +118,10 @@ impl Reason {
             Reason::FloodIcmp => "flood_icmp",
             Reason::FloodOther => "flood_other",
             Reason::Internal => "internal",
+            Reason::SynCookie => "syn_cookie",
+            Reason::CookieAck => "cookie_ack",
+            Reason::CookieBad => "cookie_bad",
+            Reason::NoSocket => "no_socket",
         }
     }
 
@@ -129,6 +148,10 @@ impl Reason {
             Reason::FloodIcmp => "aggregate ICMP limit exceeded",
             Reason::FloodOther => "aggregate limit for other IP exceeded",
             Reason::Internal => "internal invariant broken (XDP_ABORTED)",
+            Reason::SynCookie => "SYN answered by moat with a SYN cookie (XDP_TX)",
+            Reason::CookieAck => "ACK with a valid SYN cookie, passed to the kernel",
+            Reason::CookieBad => "ACK to a listener with an invalid SYN cookie",
+            Reason::NoSocket => "TCP for no connection (ACK, RST, FIN with no socket)",
         }
     }
 
@@ -136,7 +159,12 @@ impl Reason {
     pub const fn drops(self) -> bool {
         !matches!(
             self,
-            Reason::Pass | Reason::NonIp | Reason::OtherL4 | Reason::Allowlist
+            Reason::Pass
+                | Reason::NonIp
+                | Reason::OtherL4
+                | Reason::Allowlist
+                | Reason::SynCookie
+                | Reason::CookieAck
         )
     }
 
@@ -162,11 +190,14 @@ pub enum Verdict {
     WouldDrop = 2,
     /// A broken internal invariant (`XDP_ABORTED`, visible to the `xdp:xdp_exception` tracepoint).
     Aborted = 3,
+    /// Answered by moat itself: the frame was rewritten into a reply and sent back out of the
+    /// interface it came in on (`XDP_TX`); the kernel never saw it.
+    Answered = 4,
 }
 
 impl Verdict {
     /// Number of verdicts; the number of rows in the counter array.
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
 
     /// Every verdict, in discriminant order.
     pub const ALL: [Verdict; Verdict::COUNT] = [
@@ -174,6 +205,7 @@ impl Verdict {
         Verdict::Drop,
         Verdict::WouldDrop,
         Verdict::Aborted,
+        Verdict::Answered,
     ];
 
     /// The snake_case name used in CLI output, JSON and metric labels.
@@ -183,16 +215,20 @@ impl Verdict {
             Verdict::Drop => "drop",
             Verdict::WouldDrop => "would_drop",
             Verdict::Aborted => "aborted",
+            Verdict::Answered => "answered",
         }
     }
 }
 
 /// The verdict for a packet that got `reason`: drop reasons drop unless `dry_run`, in which case
 /// the packet passes and is counted as [`Verdict::WouldDrop`]. [`Reason::Internal`] always aborts,
-/// since it means the program itself is broken, not the packet.
+/// since it means the program itself is broken, not the packet. [`Reason::SynCookie`] is always
+/// answered (the program never answers under `dry_run`; it passes the SYN instead).
 pub const fn decide(reason: Reason, dry_run: bool) -> Verdict {
     if matches!(reason, Reason::Internal) {
         Verdict::Aborted
+    } else if matches!(reason, Reason::SynCookie) {
+        Verdict::Answered
     } else if !reason.drops() {
         Verdict::Pass
     } else if dry_run {
@@ -243,5 +279,9 @@ mod tests {
         assert_eq!(decide(Reason::FloodSyn, false), Verdict::Drop);
         assert_eq!(decide(Reason::Internal, false), Verdict::Aborted);
         assert_eq!(decide(Reason::Internal, true), Verdict::Aborted);
+        assert_eq!(decide(Reason::SynCookie, false), Verdict::Answered);
+        assert_eq!(decide(Reason::CookieAck, true), Verdict::Pass);
+        assert_eq!(decide(Reason::CookieBad, false), Verdict::Drop);
+        assert_eq!(decide(Reason::NoSocket, true), Verdict::WouldDrop);
     }
 }

@@ -14,6 +14,25 @@ pub const FLAG_FIXED_CLOCK: u32 = 2;
 pub const FLAG_ENFORCE_TCP_PORTS: u32 = 4;
 /// Bit in [`Settings::flags`]: UDP to ports not marked open in `PORTS` is dropped.
 pub const FLAG_ENFORCE_UDP_PORTS: u32 = 8;
+/// Bit in [`Settings::flags`]: TCP must match a socket on the host. A SYN to a port nobody
+/// listens on is dropped as `port_closed`; any other segment that matches no socket is dropped
+/// as `no_socket`. Ports marked open in an enforced `PORTS` list pass without a socket (traffic
+/// forwarded to containers has none on the host).
+pub const FLAG_TCP_SOCKETS: u32 = 16;
+/// Bit in [`Settings::flags`]: UDP to a port with no socket on the host (bound or connected) is
+/// dropped as `port_closed`, unless an enforced UDP `PORTS` list decides instead.
+pub const FLAG_UDP_SOCKETS: u32 = 32;
+
+/// [`Settings::syn_cookies`]: moat never answers SYNs; unverified SYNs pass through the
+/// aggregate SYN limit as before SYN cookies existed.
+pub const SYN_COOKIES_OFF: u32 = 0;
+/// [`Settings::syn_cookies`]: moat answers an unverified SYN with a SYN cookie exactly when the
+/// kernel itself would (the listener's SYN queue is full); otherwise the kernel answers it with
+/// every TCP option.
+pub const SYN_COOKIES_AUTO: u32 = 1;
+/// [`Settings::syn_cookies`]: moat answers every unverified SYN it can (with
+/// `net.ipv4.tcp_syncookies = 2`, every one).
+pub const SYN_COOKIES_ALWAYS: u32 = 2;
 
 /// What to do with IP fragments.
 #[repr(u32)]
@@ -68,10 +87,13 @@ pub struct Settings {
     pub fragments: Limit,
     /// One dropped packet in this many (on average) is sampled into `SAMPLES`; 0 samples none.
     pub sample_every: u32,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
+    /// `SYN_COOKIES_*`: when moat answers unverified SYNs itself.
+    pub syn_cookies: u32,
+    /// A source whose ACK carried a valid SYN cookie counts as verified for this long, in ns;
+    /// 0 marks nobody.
+    pub verified_ttl_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 344);
+const _: () = assert!(core::mem::size_of::<Settings>() == 352);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Settings {}
 

@@ -5,8 +5,10 @@
 #![no_std]
 #![no_main]
 
+mod answer;
 mod maps;
 mod parse;
+mod socket;
 mod stages;
 mod verdict;
 
@@ -41,7 +43,7 @@ fn run(ctx: &XdpContext, settings: &Settings, packet: &mut Packet) -> Reason {
         Ok(()) => {
             // SAFETY: bpf_ktime_get_ns has no preconditions.
             let now_ns = settings.now_ns(unsafe { bpf_ktime_get_ns() });
-            stages::judge(packet, settings, now_ns)
+            stages::judge(ctx, packet, settings, now_ns)
         }
         Err(reason) => reason,
     }

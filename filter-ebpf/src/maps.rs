@@ -15,6 +15,7 @@ use filter_common::{
     ports::PORT_COUNT,
     rate::{Buckets, RateState},
     source::{Ban, SourceKey},
+    synack::HeaderCopy,
 };
 
 /// Packets and bytes per `(Verdict, Reason)`, per CPU.
@@ -88,3 +89,7 @@ pub static SAMPLES: RingBuf = RingBuf::with_byte_size(SAMPLES_BYTES, 0);
 #[map]
 pub static VERIFIED: LruHashMap<SourceKey, u64> =
     LruHashMap::with_max_entries(DEFAULT_MAX_VERIFIED, 0);
+
+/// Copies of the current packet's IP and TCP headers for the SYN-cookie helpers, per CPU.
+#[map]
+pub static HEADERS: PerCpuArray<HeaderCopy> = PerCpuArray::with_max_entries(1, 0);

@@ -66,5 +66,6 @@ const fn action(verdict: Verdict) -> u32 {
         Verdict::Pass | Verdict::WouldDrop => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
         Verdict::Aborted => xdp_action::XDP_ABORTED,
+        Verdict::Answered => xdp_action::XDP_TX,
     }
 }

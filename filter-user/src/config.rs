@@ -19,7 +19,10 @@ use filter_common::{
     maps::{DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES, DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES},
     ports::{PORT_COUNT, PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
     rate::Limit,
-    settings::{FLAG_DRY_RUN, FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS, FragmentPolicy},
+    settings::{
+        FLAG_DRY_RUN, FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS, FLAG_TCP_SOCKETS,
+        FLAG_UDP_SOCKETS, FragmentPolicy, SYN_COOKIES_ALWAYS, SYN_COOKIES_AUTO, SYN_COOKIES_OFF,
+    },
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -147,6 +150,44 @@ pub struct Limits {
     pub aggregate: [Limit; CLASS_COUNT],
 }
 
+/// When moat answers SYNs from unverified sources with SYN cookies itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SynCookies {
+    /// Never: unverified SYNs pass through the aggregate SYN limit to the kernel.
+    Off,
+    /// Exactly when the kernel itself would use cookies: the listener's SYN queue is full.
+    Auto,
+    /// For every unverified SYN (needs `net.ipv4.tcp_syncookies = 2`).
+    Always,
+}
+
+impl SynCookies {
+    /// The name used in the configuration.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SynCookies::Off => "off",
+            SynCookies::Auto => "auto",
+            SynCookies::Always => "always",
+        }
+    }
+
+    /// The `Settings::syn_cookies` value.
+    pub const fn setting(self) -> u32 {
+        match self {
+            SynCookies::Off => SYN_COOKIES_OFF,
+            SynCookies::Auto => SYN_COOKIES_AUTO,
+            SynCookies::Always => SYN_COOKIES_ALWAYS,
+        }
+    }
+
+    /// The mode named `name`, if any.
+    pub fn parse(name: &str) -> Option<SynCookies> {
+        [SynCookies::Off, SynCookies::Auto, SynCookies::Always]
+            .into_iter()
+            .find(|mode| mode.name() == name)
+    }
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -164,6 +205,10 @@ pub struct Config {
     pub max_bans: u32,
     /// One dropped packet in this many is sampled for `moat top`; 0 samples none.
     pub sample_every: u32,
+    /// When moat answers unverified SYNs with cookies.
+    pub syn_cookies: SynCookies,
+    /// TCP and UDP must match a socket on the host (ports listed in `ports` excepted).
+    pub require_sockets: bool,
     /// Open ports.
     pub ports: PortPolicy,
     /// Fragments.
@@ -194,10 +239,12 @@ pub const DEFAULT_SOURCE_LIMITS: [Limit; CLASS_COUNT] = [
     limit(200, 400, 0, 0),                     // other
 ];
 
-/// Default aggregate limits, for the whole host. The SYN limit applies only to sources that
-/// have not completed a handshake recently (see [`crate::verify`]): new visitors, and floods.
+/// Default aggregate limits, for the whole host. The SYN limit caps the SYN-ACKs moat answers
+/// with cookies (with cookies off: the SYNs of sources that have not completed a handshake
+/// recently); it sits far above what a link of this size can carry, so a newcomer never has to
+/// win it against a flood.
 pub const DEFAULT_AGGREGATE_LIMITS: [Limit; CLASS_COUNT] = [
-    limit(1_000, 2_000, 0, 0),     // syn
+    limit(2_000_000, 2_000_000, 0, 0), // syn
     limit(200_000, 400_000, 0, 0), // udp
     limit(2_000, 4_000, 0, 0),     // icmp
     limit(20_000, 40_000, 0, 0),   // other
@@ -213,6 +260,8 @@ impl Default for Config {
             max_tracked_sources: DEFAULT_MAX_SOURCES,
             max_bans: DEFAULT_MAX_BANS,
             sample_every: 64,
+            syn_cookies: SynCookies::Auto,
+            require_sockets: true,
             ports: PortPolicy::default(),
             fragments: FragmentConfig {
                 policy: FragmentPolicy::RateLimit,
@@ -254,6 +303,8 @@ struct RawConfig {
     max_tracked_sources: S<i64>,
     max_bans: S<i64>,
     sample_every: S<i64>,
+    syn_cookies: S<String>,
+    require_sockets: Option<bool>,
     ports: Option<RawPorts>,
     fragments: Option<RawFragments>,
     reflection: Option<RawReflection>,
@@ -597,6 +648,21 @@ impl Config {
             out
         };
 
+        let syn_cookies = match &raw.syn_cookies {
+            None => d.syn_cookies,
+            Some(spanned) => SynCookies::parse(spanned.get_ref()).unwrap_or_else(|| {
+                v.problem(
+                    Some(spanned.span()),
+                    "syn_cookies",
+                    format!(
+                        "{:?} is not a mode; use \"auto\", \"always\" or \"off\"",
+                        spanned.get_ref()
+                    ),
+                );
+                d.syn_cookies
+            }),
+        };
+
         let config = Config {
             mode: raw.mode.unwrap_or(d.mode),
             dry_run: raw.dry_run.unwrap_or(d.dry_run),
@@ -620,6 +686,8 @@ impl Config {
                 0..i64::from(u32::MAX) + 1,
                 u64::from(d.sample_every),
             ) as u32,
+            syn_cookies,
+            require_sockets: raw.require_sockets.unwrap_or(d.require_sockets),
             ports: PortPolicy {
                 tcp: v.ports(&ports.tcp, "ports.tcp"),
                 udp: v.ports(&ports.udp, "ports.udp"),
@@ -735,6 +803,9 @@ impl Config {
         if self.ports.udp.is_some() {
             flags |= FLAG_ENFORCE_UDP_PORTS;
         }
+        if self.require_sockets {
+            flags |= FLAG_TCP_SOCKETS | FLAG_UDP_SOCKETS;
+        }
         let cpus = u64::from(cpus.max(1));
         let per_cpu = |limit: Limit| Limit {
             pps: limit.pps.div_ceil(cpus),
@@ -759,7 +830,8 @@ impl Config {
             aggregate: self.limits.aggregate.map(per_cpu),
             fragments: per_cpu(self.fragments.limit),
             sample_every: self.sample_every,
-            _pad: 0,
+            syn_cookies: self.syn_cookies.setting(),
+            verified_ttl_ns: duration_ns(crate::verify::VERIFIED_FOR),
         }
     }
 
@@ -834,6 +906,8 @@ impl Config {
         ));
         out.push_str(&format!("max_bans = {}\n", self.max_bans));
         out.push_str(&format!("sample_every = {}\n", self.sample_every));
+        out.push_str(&format!("syn_cookies = \"{}\"\n", self.syn_cookies.name()));
+        out.push_str(&format!("require_sockets = {}\n", self.require_sockets));
         out.push_str("\n[ports]\n");
         match &self.ports.tcp {
             None => out.push_str("# tcp: every port open\n"),

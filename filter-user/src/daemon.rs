@@ -19,7 +19,7 @@ use signal_hook::{
 use crate::{
     bans,
     cli::RunArgs,
-    config::{Config, duration_ns},
+    config::{Config, SynCookies, duration_ns},
     control::Policy,
     loader::{AttachRequest, Capacities, Filter, InstanceLock},
     metrics::{DaemonState, MetricsServer},
@@ -39,6 +39,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let (config, config_path) = Config::locate(args.config.as_deref())?;
     let ifindex = preflight::check_all(&args.iface)?;
     warn_if_ssh_closed(&config);
+    warn_if_syncookies_off(&config);
     // Register before attaching, so a signal during attach is queued, not fatal with pins left.
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
@@ -176,6 +177,7 @@ fn reload(
         );
     }
     warn_if_ssh_closed(&config);
+    warn_if_syncookies_off(&config);
     let policy = Policy::compile(&config, args.dry_run);
     match filter.write_policy(&policy) {
         Ok(()) => {
@@ -214,5 +216,57 @@ fn warn_if_ssh_closed(config: &Config) {
         warn!(
             "ports.tcp does not open {what}; new SSH connections to port {port} will be dropped port={port}"
         );
+    }
+}
+
+/// Where the kernel's SYN-cookie switch lives (per network namespace).
+const SYNCOOKIES_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_syncookies";
+
+/// Warns, in one line saying what to set, when `net.ipv4.tcp_syncookies` keeps moat from
+/// answering SYNs as configured: at 0 the kernel makes and accepts no cookies at all, and
+/// `syn_cookies = "always"` needs 2.
+fn warn_if_syncookies_off(config: &Config) {
+    let Ok(text) = std::fs::read_to_string(SYNCOOKIES_SYSCTL) else {
+        return;
+    };
+    if let Some(advice) = syncookies_advice(config.syn_cookies, text.trim()) {
+        warn!("{advice}");
+    }
+}
+
+/// What to tell the operator about `net.ipv4.tcp_syncookies = value` under `mode`, if anything.
+pub fn syncookies_advice(mode: SynCookies, value: &str) -> Option<String> {
+    match (mode, value) {
+        (SynCookies::Off, _) => None,
+        (_, "0") => Some(format!(
+            "net.ipv4.tcp_syncookies is 0, so no SYN cookie can be made or accepted and new \
+             visitors are refused during a SYN flood; set it with `sysctl -w \
+             net.ipv4.tcp_syncookies=1` (syn_cookies=\"{}\")",
+            mode.name()
+        )),
+        (SynCookies::Always, "1") => Some(
+            "syn_cookies=\"always\" answers only when the SYN queue is full while \
+             net.ipv4.tcp_syncookies is 1; set `sysctl -w net.ipv4.tcp_syncookies=2` to answer \
+             every SYN"
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncookie_advice_names_the_sysctl_to_set() {
+        let advice = syncookies_advice(SynCookies::Auto, "0").expect("0 needs advice");
+        assert!(advice.contains("sysctl -w net.ipv4.tcp_syncookies=1"), "{advice}");
+        assert!(!advice.contains('\n'));
+        assert_eq!(syncookies_advice(SynCookies::Auto, "1"), None);
+        assert_eq!(syncookies_advice(SynCookies::Off, "0"), None);
+        let always = syncookies_advice(SynCookies::Always, "1").expect("always needs 2");
+        assert!(always.contains("tcp_syncookies=2"), "{always}");
+        assert_eq!(syncookies_advice(SynCookies::Always, "2"), None);
     }
 }

@@ -210,6 +210,9 @@ impl Model {
         if self.reflected(packet) {
             return Reason::Reflection;
         }
+        if let Some(reason) = self.unverified_syn(packet, now_ns) {
+            return reason;
+        }
         if let Some(reason) = self.over_rate(packet, now_ns) {
             return reason;
         }
@@ -291,8 +294,31 @@ impl Model {
             .is_some_and(|until_ns| now_ns < *until_ns)
     }
 
-    /// Per-source limits (with strikes and bans), then the aggregate limit of the class, which
-    /// verified sources' SYNs skip.
+    /// A SYN from a source that is not verified: never per-source state, only the aggregate SYN
+    /// bucket. The model has no sockets, so it stands for a program with SYN cookies off and
+    /// without `FLAG_TCP_SOCKETS`/`FLAG_UDP_SOCKETS` (the differential test keeps them so).
+    fn unverified_syn(&mut self, packet: &Packet, now_ns: u64) -> Option<Reason> {
+        if !packet.has_l4()
+            || packet.l4_proto != IPPROTO_TCP
+            || !is_syn(packet.tcp_flags)
+            || self.verified(packet, now_ns)
+        {
+            return None;
+        }
+        let limit = self.settings.aggregate[Class::Syn as usize];
+        if !is_limited(&limit) {
+            return Some(Reason::Pass);
+        }
+        let buckets = self.aggregate.get_mut(Class::Syn as usize)?;
+        if buckets.admit(&limit, now_ns, u64::from(packet.frame_len)) {
+            Some(Reason::Pass)
+        } else {
+            Some(Reason::FloodSyn)
+        }
+    }
+
+    /// Per-source limits (with strikes and bans), then the aggregate limit of the class; SYNs
+    /// get here only from verified sources, which skip the aggregate SYN limit.
     fn over_rate(&mut self, packet: &Packet, now_ns: u64) -> Option<Reason> {
         let class = class_of(packet)?;
         let len = u64::from(packet.frame_len);
@@ -325,8 +351,7 @@ impl Model {
             }
         }
         let aggregate_limit = settings.aggregate[class as usize];
-        let exempt = class == Class::Syn && self.verified(packet, now_ns);
-        if is_limited(&aggregate_limit) && !exempt {
+        if is_limited(&aggregate_limit) && class != Class::Syn {
             let buckets = self.aggregate.get_mut(class as usize)?;
             if !buckets.admit(&aggregate_limit, now_ns, len) {
                 return Some(class.flood_reason());
@@ -401,7 +426,26 @@ mod tests {
     }
 
     #[test]
-    fn syn_flood_from_one_source_is_limited_then_banned_until_expiry() {
+    fn unverified_syns_never_create_per_source_state() {
+        let mut settings = Settings {
+            flags: FLAG_FIXED_CLOCK,
+            ..Settings::default()
+        };
+        settings.source[0] = Limit {
+            pps: 1,
+            burst_packets: 1,
+            ..Limit::default()
+        };
+        let mut model = Model::new(settings);
+        let packet = syn_from([192, 0, 2, 1]);
+        for _ in 0..3 {
+            assert_eq!(model.judge(&packet), (Verdict::Pass, Reason::Pass));
+        }
+        assert!(model.sources.is_empty(), "a spoofable SYN left state");
+    }
+
+    #[test]
+    fn syn_flood_from_one_verified_source_is_limited_then_banned_until_expiry() {
         let mut settings = Settings {
             flags: FLAG_FIXED_CLOCK,
             ban_base_ns: 1_000,
@@ -417,6 +461,8 @@ mod tests {
         };
         let mut model = Model::new(settings);
         let packet = syn_from([192, 0, 2, 1]);
+        let key = SourceKey::new(&packet, VERIFIED_CLASS, settings.v6_source_prefix);
+        model.verified.insert(key, u64::MAX);
         assert_eq!(model.judge(&packet), (Verdict::Pass, Reason::Pass));
         assert_eq!(model.judge(&packet), (Verdict::Drop, Reason::RateSyn));
         assert_eq!(model.judge(&packet), (Verdict::Drop, Reason::RateSyn));

@@ -30,6 +30,7 @@ use frames::{DOT1AD, DOT1Q, Frame, Packet, ROUTER_ALERT, TCP_OPTIONS, Transport}
 
 /// `enum xdp_action` in include/uapi/linux/bpf.h.
 const XDP_ABORTED: u32 = 0;
+const XDP_TX: u32 = 3;
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
@@ -236,12 +237,14 @@ fn action_for(verdict: Verdict) -> u32 {
         Verdict::Pass | Verdict::WouldDrop => XDP_PASS,
         Verdict::Drop => XDP_DROP,
         Verdict::Aborted => XDP_ABORTED,
+        Verdict::Answered => XDP_TX,
     }
 }
 
 fn action_name(action: u32) -> String {
     match action {
         XDP_ABORTED => "XDP_ABORTED".to_owned(),
+        XDP_TX => "XDP_TX".to_owned(),
         XDP_DROP => "XDP_DROP".to_owned(),
         XDP_PASS => "XDP_PASS".to_owned(),
         other => format!("action {other}"),

@@ -63,6 +63,7 @@ pub fn packet(ctx: &XdpContext, packet: &mut Packet) -> Result<(), Reason> {
     let frame_len = ctx.data_end() - ctx.data();
     let (ether_type, l3_offset) = eth::parse(ctx)?;
     *packet = Packet::new(0, frame_len as u32);
+    packet.l3_offset = l3_offset as u16;
     let l3 = match ether_type {
         eth::ETH_P_IP => ipv4::parse(ctx, l3_offset, frame_len, packet)?,
         eth::ETH_P_IPV6 => ipv6::parse(ctx, l3_offset, frame_len, packet)?,
@@ -71,6 +72,7 @@ pub fn packet(ctx: &XdpContext, packet: &mut Packet) -> Result<(), Reason> {
     if packet.fragment == Fragment::Later {
         return Ok(());
     }
+    packet.l4_offset = l3.l4_offset as u16;
     match (packet.l4_proto, packet.ip_version) {
         (IPPROTO_TCP, _) => tcp::parse(ctx, &l3, packet)?,
         (IPPROTO_UDP, _) => udp::parse(ctx, &l3, packet)?,

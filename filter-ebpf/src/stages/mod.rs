@@ -1,6 +1,8 @@
 //! The policy stages, run in a fixed order on a parsed packet, cheapest and most decisive
-//! first: lists, bans, sanity (TCP flags, fragments, ports), reflection, rate limits. Each
-//! returns `Some(reason)` to decide or `None` to continue; a packet no stage stops passes.
+//! first: lists, bans, sanity (TCP flags, fragments, ports), reflection, then verification (SYN
+//! cookies, sockets), then rate limits, which only ever see sources that cannot be spoofed or
+//! traffic that matched a socket. Each returns `Some(reason)` to decide or `None` to continue; a
+//! packet no stage stops passes.
 
 mod bans;
 mod fragments;
@@ -8,13 +10,16 @@ mod lists;
 mod ports;
 mod rate;
 mod reflection;
+mod sockets;
+mod syn;
 mod tcp_flags;
 
+use aya_ebpf::programs::XdpContext;
 use filter_common::{Fragment, Packet, Reason, Settings};
 
 /// Judges a parsed packet at `now_ns`: the first stage that decides wins, else it passes.
 #[inline(always)]
-pub fn judge(packet: &Packet, settings: &Settings, now_ns: u64) -> Reason {
+pub fn judge(ctx: &XdpContext, packet: &Packet, settings: &Settings, now_ns: u64) -> Reason {
     if let Some(reason) = lists::check(packet) {
         return reason;
     }
@@ -31,6 +36,12 @@ pub fn judge(packet: &Packet, settings: &Settings, now_ns: u64) -> Reason {
         return reason;
     }
     if let Some(reason) = reflection::check(packet) {
+        return reason;
+    }
+    if let Some(reason) = syn::check(ctx, packet, settings, now_ns) {
+        return reason;
+    }
+    if let Some(reason) = sockets::check(ctx, packet, settings, now_ns) {
         return reason;
     }
     if let Some(reason) = rate::check(packet, settings, now_ns) {

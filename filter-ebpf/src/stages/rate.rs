@@ -2,9 +2,9 @@
 //! then per class over all sources (for floods from random spoofed sources, where per-source
 //! state is useless).
 //!
-//! Maps read/written: `SOURCES`, `AGGREGATE`, `VERIFIED` (SYNs only), `BANS` and `BAN_EVENTS`
-//! (only when a ban is earned). Sources that completed a handshake recently (`VERIFIED`) skip
-//! the aggregate SYN limit, so a spoofed SYN flood cannot crowd out returning visitors. Reasons:
+//! Maps read/written: `SOURCES`, `AGGREGATE` (not for SYNs), `BANS` and `BAN_EVENTS` (only when
+//! a ban is earned). The only SYNs that reach this stage come from verified sources (the `syn`
+//! stage decides the rest), so a spoofed SYN flood never creates per-source state. Reasons:
 //! `Rate*`, `Flood*`. Lookups per packet: two for a limited class (one more to insert a new
 //! source, two more when a ban is earned), none for unlimited traffic.
 
@@ -12,10 +12,10 @@ use filter_common::{
     Class, Packet, Reason, Settings,
     classify::class_of,
     rate::{RateState, ban_length_ns, is_limited},
-    source::{Ban, SourceKey, VERIFIED_CLASS},
+    source::{Ban, SourceKey},
 };
 
-use crate::maps::{AGGREGATE, BAN_EVENTS, BANS, SOURCES, VERIFIED};
+use crate::maps::{AGGREGATE, BAN_EVENTS, BANS, SOURCES};
 
 /// Decides a rate or flood reason when the packet is over a limit.
 #[inline(always)]
@@ -54,8 +54,10 @@ pub fn check(packet: &Packet, settings: &Settings, now_ns: u64) -> Option<Reason
             }
         }
     }
+    // SYNs reach this stage only from verified sources; the `syn` stage applies the aggregate
+    // SYN bucket to the others.
     let aggregate_limit = &settings.aggregate[class as usize];
-    if is_limited(aggregate_limit) && !(class == Class::Syn && verified(packet, settings, now_ns)) {
+    if is_limited(aggregate_limit) && class != Class::Syn {
         let buckets = AGGREGATE.get_ptr_mut(class as u32)?;
         // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
         if !unsafe { (*buckets).admit(aggregate_limit, now_ns, len) } {
@@ -63,17 +65,6 @@ pub fn check(packet: &Packet, settings: &Settings, now_ns: u64) -> Option<Reason
         }
     }
     None
-}
-
-/// Whether the source completed a TCP handshake with the origin recently.
-#[inline(always)]
-fn verified(packet: &Packet, settings: &Settings, now_ns: u64) -> bool {
-    let key = SourceKey::new(packet, VERIFIED_CLASS, settings.v6_source_prefix);
-    match VERIFIED.get_ptr(&key) {
-        // SAFETY: a pointer from a successful lookup, valid for this run.
-        Some(until) => now_ns < unsafe { *until },
-        None => false,
-    }
 }
 
 /// Bans the packet's source, for longer on each repeat offence.

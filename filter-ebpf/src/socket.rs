@@ -1,0 +1,302 @@
+//! The host's sockets, asked from XDP with the kernel's socket-lookup helpers, and the SYN-cookie
+//! helpers that work on a listener. Every function here takes a socket reference and releases it
+//! before it returns, so no reference outlives a call (the verifier checks this).
+//!
+//! Lookups use the network namespace of the interface the frame arrived on.
+
+use aya_ebpf::{
+    bindings::{bpf_sock_tuple, tcphdr},
+    helpers::generated::{
+        bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_check_syncookie,
+        bpf_tcp_gen_syncookie, bpf_xdp_load_bytes,
+    },
+    programs::XdpContext,
+};
+use filter_common::{Packet, synack::HeaderCopy};
+
+use crate::{maps::HEADERS, parse::ptr_at};
+
+/// `BPF_F_CURRENT_NETNS`: look up in the namespace of the receiving device.
+const CURRENT_NETNS: u64 = u64::MAX;
+/// `BPF_TCP_LISTEN` in `struct bpf_sock`'s `state`.
+const TCP_LISTEN: u32 = 10;
+/// `ENOENT`: the cookie helpers' answer for "no cookie now" and for "invalid cookie".
+const ENOENT: i64 = 2;
+
+/// A socket lookup key built from a packet: addresses and ports as on the wire.
+pub struct Tuple {
+    raw: bpf_sock_tuple,
+    size: u32,
+}
+
+/// The lookup key for `packet`, reading the destination address from the frame; `None` if the
+/// frame is shorter than the parser saw (it cannot be).
+#[inline(always)]
+pub fn tuple(ctx: &XdpContext, packet: &Packet) -> Option<Tuple> {
+    // SAFETY: an all-zero bpf_sock_tuple is a valid value of the plain-integer union.
+    let mut raw: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    let l3 = packet.l3_offset as usize;
+    let sport = packet.src_port.to_be();
+    let dport = packet.dst_port.to_be();
+    let size = if packet.ip_version == 4 {
+        let dst = ptr_at::<[u8; 4]>(ctx, l3 + 16)?;
+        let mut src = [0u8; 4];
+        src.copy_from_slice(&packet.src_addr_be[..4]);
+        // SAFETY: `ptr_at` checked the four bytes lie in the frame; the union's ipv4 arm is
+        // plain integers.
+        unsafe {
+            raw.__bindgen_anon_1.ipv4.saddr = u32::from_ne_bytes(src);
+            raw.__bindgen_anon_1.ipv4.daddr = u32::from_ne_bytes(*dst);
+            raw.__bindgen_anon_1.ipv4.sport = sport;
+            raw.__bindgen_anon_1.ipv4.dport = dport;
+        }
+        12
+    } else {
+        let dst = ptr_at::<[u8; 16]>(ctx, l3 + 24)?;
+        // SAFETY: as above, for the ipv6 arm.
+        unsafe {
+            let dst = *dst;
+            let v6 = &mut raw.__bindgen_anon_1.ipv6;
+            for i in 0..4 {
+                let at = i * 4;
+                v6.saddr[i] = u32::from_ne_bytes([
+                    packet.src_addr_be[at],
+                    packet.src_addr_be[at + 1],
+                    packet.src_addr_be[at + 2],
+                    packet.src_addr_be[at + 3],
+                ]);
+                v6.daddr[i] = u32::from_ne_bytes([dst[at], dst[at + 1], dst[at + 2], dst[at + 3]]);
+            }
+            v6.sport = sport;
+            v6.dport = dport;
+        }
+        36
+    };
+    Some(Tuple { raw, size })
+}
+
+/// What a TCP lookup found for a segment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// No socket at all: nobody listens on the port and no connection has this 4-tuple.
+    Nothing,
+    /// A listener and no connection.
+    Listener,
+    /// A connection in any state (established, half-open, closing, time-wait).
+    Connection,
+}
+
+/// What became of a SYN offered to its listener for a cookie.
+#[derive(Clone, Copy)]
+pub enum Cookie {
+    /// No listener (see [`Found`]).
+    NotListening(Found),
+    /// The listener would not use a cookie now (its SYN queue has room, or the host turned
+    /// SYN cookies off): the kernel should answer this SYN itself.
+    NotNow,
+    /// The cookie, and the MSS it encodes.
+    Made {
+        /// The SYN-ACK's sequence number.
+        cookie: u32,
+        /// The MSS the cookie encodes.
+        mss: u16,
+    },
+}
+
+/// The copies of the IP and TCP headers the cookie helpers read, and their lengths.
+struct Headers {
+    copy: *mut HeaderCopy,
+    ip_len: u32,
+    tcp_len: u32,
+}
+
+/// Copies the IP header (without options) and the whole TCP header of `packet` into this CPU's
+/// `HEADERS` slot.
+#[inline(always)]
+fn headers(ctx: &XdpContext, packet: &Packet) -> Option<Headers> {
+    let copy = HEADERS.get_ptr_mut(0)?;
+    let l4 = packet.l4_offset as usize;
+    let offset_byte = ptr_at::<[u8; 13]>(ctx, l4)?;
+    // SAFETY: `ptr_at` checked the 13 bytes lie in the frame.
+    let data_offset = unsafe { (*offset_byte)[12] } >> 4;
+    // Bound needed by the verifier: the length passed with the buffer must be provably within
+    // it (at most 60) and non-zero. LLVM folds a plain `< 20` check into the shift and mask,
+    // where the verifier loses the lower bound, so the length takes a volatile round trip
+    // through the stack and is checked after it, on the very register the helper gets.
+    let mut slot = u64::from(data_offset & 0x0F) * 4;
+    // SAFETY: `slot` is a live local; the volatile write and read only pin the value.
+    let tcp_len = unsafe {
+        core::ptr::write_volatile(&mut slot, slot);
+        core::ptr::read_volatile(&slot)
+    };
+    if tcp_len < 20 {
+        return None;
+    }
+    let tcp_len = tcp_len as u32;
+    let ip_len: u32 = if packet.ip_version == 4 { 20 } else { 40 };
+    // SAFETY: `copy` is this CPU's map slot; each buffer is at least as long as the length
+    // given, and the helper checks the frame bounds itself.
+    let ok = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            u32::from(packet.l3_offset),
+            (*copy).ip.as_mut_ptr().cast(),
+            ip_len,
+        ) == 0
+            && bpf_xdp_load_bytes(ctx.ctx, l4 as u32, (*copy).tcp.as_mut_ptr().cast(), tcp_len)
+                == 0
+    };
+    ok.then_some(Headers {
+        copy,
+        ip_len,
+        tcp_len,
+    })
+}
+
+/// Looks up the socket of a TCP segment: its connection, or else its listener.
+#[inline(always)]
+fn lookup_tcp(ctx: &XdpContext, tuple: &mut Tuple) -> *mut aya_ebpf::bindings::bpf_sock {
+    // SAFETY: the tuple is a valid stack value of the size given.
+    unsafe { bpf_skc_lookup_tcp(ctx.as_ptr_mut(), &mut tuple.raw, tuple.size, CURRENT_NETNS, 0) }
+}
+
+/// Offers a SYN to its listener: returns the cookie the listener would accept, or why not.
+#[inline(always)]
+pub fn syn_cookie(ctx: &XdpContext, packet: &Packet, mut tuple: Tuple) -> Cookie {
+    let sk = lookup_tcp(ctx, &mut tuple);
+    if sk.is_null() {
+        return Cookie::NotListening(Found::Nothing);
+    }
+    // SAFETY: a non-null socket from the lookup; `state` is readable on every socket kind.
+    if unsafe { (*sk).state } != TCP_LISTEN {
+        // SAFETY: releases the reference the lookup took.
+        unsafe { bpf_sk_release(sk.cast()) };
+        return Cookie::NotListening(Found::Connection);
+    }
+    let result = match headers(ctx, packet) {
+        // SAFETY: the socket is a held listener; the buffers hold the lengths given.
+        Some(h) => unsafe {
+            bpf_tcp_gen_syncookie(
+                sk.cast(),
+                (*h.copy).ip.as_mut_ptr().cast(),
+                h.ip_len,
+                (*h.copy).tcp.as_mut_ptr().cast::<tcphdr>(),
+                h.tcp_len,
+            )
+        },
+        None => -ENOENT,
+    };
+    // SAFETY: releases the reference the lookup took.
+    unsafe { bpf_sk_release(sk.cast()) };
+    if result < 0 {
+        Cookie::NotNow
+    } else {
+        Cookie::Made {
+            cookie: result as u32,
+            mss: (result >> 32) as u16,
+        }
+    }
+}
+
+/// What a TCP lookup found, without offering anything to a listener.
+#[inline(always)]
+pub fn tcp_found(ctx: &XdpContext, mut tuple: Tuple) -> Found {
+    let sk = lookup_tcp(ctx, &mut tuple);
+    if sk.is_null() {
+        return Found::Nothing;
+    }
+    // SAFETY: a non-null socket from the lookup.
+    let state = unsafe { (*sk).state };
+    // SAFETY: releases the reference the lookup took.
+    unsafe { bpf_sk_release(sk.cast()) };
+    if state == TCP_LISTEN {
+        Found::Listener
+    } else {
+        Found::Connection
+    }
+}
+
+/// What became of a segment that is not a SYN.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Segment {
+    /// No socket at all.
+    Nothing,
+    /// Only a listener, and the segment was not offered to it (not a plain ACK).
+    Listener,
+    /// It belongs to a connection.
+    Connection,
+    /// It reached a listener and carried a valid SYN cookie.
+    CookieValid,
+    /// It reached a listener without a valid SYN cookie.
+    CookieInvalid,
+}
+
+/// Finds the socket of a segment that is not a SYN and, when only a listener matches and
+/// `check_cookie` is set, checks the SYN cookie in its acknowledgement number.
+#[inline(always)]
+pub fn segment(ctx: &XdpContext, packet: &Packet, mut tuple: Tuple, check_cookie: bool) -> Segment {
+    let sk = lookup_tcp(ctx, &mut tuple);
+    if sk.is_null() {
+        return Segment::Nothing;
+    }
+    // SAFETY: a non-null socket from the lookup.
+    if unsafe { (*sk).state } != TCP_LISTEN {
+        // SAFETY: releases the reference the lookup took.
+        unsafe { bpf_sk_release(sk.cast()) };
+        return Segment::Connection;
+    }
+    if !check_cookie {
+        // SAFETY: releases the reference the lookup took.
+        unsafe { bpf_sk_release(sk.cast()) };
+        return Segment::Listener;
+    }
+    let valid = match headers(ctx, packet) {
+        // SAFETY: the socket is a held listener; the buffers hold the lengths given (the check
+        // reads only the fixed 20-byte header).
+        Some(h) => unsafe {
+            bpf_tcp_check_syncookie(
+                sk.cast(),
+                (*h.copy).ip.as_mut_ptr().cast(),
+                h.ip_len,
+                (*h.copy).tcp.as_mut_ptr().cast::<tcphdr>(),
+                20,
+            ) == 0
+        },
+        None => false,
+    };
+    // SAFETY: releases the reference the lookup took.
+    unsafe { bpf_sk_release(sk.cast()) };
+    if valid {
+        Segment::CookieValid
+    } else {
+        Segment::CookieInvalid
+    }
+}
+
+/// Whether a UDP socket on the host (bound to the port, or connected to the sender) would
+/// receive this datagram.
+#[inline(always)]
+pub fn udp_socket(ctx: &XdpContext, mut tuple: Tuple) -> bool {
+    // SAFETY: the tuple is a valid stack value of the size given.
+    let sk = unsafe {
+        bpf_sk_lookup_udp(ctx.as_ptr_mut(), &mut tuple.raw, tuple.size, CURRENT_NETNS, 0)
+    };
+    if sk.is_null() {
+        return false;
+    }
+    // SAFETY: releases the reference the lookup took.
+    unsafe { bpf_sk_release(sk.cast()) };
+    true
+}
+
+/// The raw context pointer the helpers take.
+trait AsPtrMut {
+    fn as_ptr_mut(&self) -> *mut core::ffi::c_void;
+}
+
+impl AsPtrMut for XdpContext {
+    #[inline(always)]
+    fn as_ptr_mut(&self) -> *mut core::ffi::c_void {
+        self.ctx.cast()
+    }
+}

@@ -1,0 +1,87 @@
+//! Traffic must belong to a socket on the host. TCP that is not a SYN passes when it matches a
+//! connection; at a listener it must carry a valid SYN cookie (its source then counts as
+//! verified); with no socket at all it is dropped. UDP passes when a socket would receive it.
+//! SYNs are the `syn` stage's.
+//!
+//! Maps read/written: `PORTS` (TCP with no socket, under an enforced list), `VERIFIED` (written
+//! when a cookie is valid). Reasons: `NoSocket`, `CookieAck`, `CookieBad`, `PortClosed`.
+//! Lookups per packet: one socket lookup for TCP under `FLAG_TCP_SOCKETS` and for UDP under
+//! `FLAG_UDP_SOCKETS` without an enforced UDP list; none otherwise.
+
+use aya_ebpf::programs::XdpContext;
+use filter_common::{
+    Packet, Reason, Settings,
+    classify::{is_syn, tcp_flags},
+    packet::{IPPROTO_TCP, IPPROTO_UDP},
+    settings::{FLAG_ENFORCE_UDP_PORTS, FLAG_TCP_SOCKETS, FLAG_UDP_SOCKETS},
+    source::{SourceKey, VERIFIED_CLASS},
+};
+
+use super::syn::listed_open;
+use crate::{
+    maps::VERIFIED,
+    socket::{self, Segment},
+};
+
+/// Decides a TCP segment or UDP datagram that no socket would take.
+#[inline(always)]
+pub fn check(
+    ctx: &XdpContext,
+    packet: &Packet,
+    settings: &Settings,
+    now_ns: u64,
+) -> Option<Reason> {
+    if !packet.has_l4() {
+        return None;
+    }
+    match packet.l4_proto {
+        IPPROTO_TCP if settings.flags & FLAG_TCP_SOCKETS != 0 && !is_syn(packet.tcp_flags) => {
+            let Some(tuple) = socket::tuple(ctx, packet) else {
+                return Some(Reason::Internal);
+            };
+            // Only an ACK (without RST) can complete a cookie handshake.
+            let ack = packet.tcp_flags & (tcp_flags::ACK | tcp_flags::RST) == tcp_flags::ACK;
+            match socket::segment(ctx, packet, tuple, ack) {
+                Segment::Connection => None,
+                Segment::CookieValid => {
+                    verify(packet, settings, now_ns);
+                    Some(Reason::CookieAck)
+                }
+                Segment::CookieInvalid => Some(Reason::CookieBad),
+                Segment::Listener | Segment::Nothing => {
+                    if listed_open(packet, settings) {
+                        None
+                    } else {
+                        Some(Reason::NoSocket)
+                    }
+                }
+            }
+        }
+        IPPROTO_UDP
+            if settings.flags & (FLAG_UDP_SOCKETS | FLAG_ENFORCE_UDP_PORTS) == FLAG_UDP_SOCKETS =>
+        {
+            let Some(tuple) = socket::tuple(ctx, packet) else {
+                return Some(Reason::Internal);
+            };
+            if socket::udp_socket(ctx, tuple) {
+                None
+            } else {
+                Some(Reason::PortClosed)
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Marks the packet's source verified: it answered a SYN cookie, which a spoofed source cannot.
+#[inline(always)]
+fn verify(packet: &Packet, settings: &Settings, now_ns: u64) {
+    if settings.verified_ttl_ns == 0 {
+        return;
+    }
+    let key = SourceKey::new(packet, VERIFIED_CLASS, settings.v6_source_prefix);
+    let until = now_ns.saturating_add(settings.verified_ttl_ns);
+    // An LRU insert evicts the oldest entry when full; failure only means the source is not
+    // remembered this time.
+    let _ = VERIFIED.insert(&key, &until, 0);
+}
