@@ -1,0 +1,518 @@
+//! Program tests for the verification stages (issue #11): SYN cookies answered in XDP and
+//! socket-aware filtering, with real sockets. Each test creates a network namespace, opens its
+//! listeners and UDP sockets there and runs frames through the shipped object with
+//! `BPF_PROG_TEST_RUN` from a thread inside that namespace: the program's socket lookups search
+//! the namespace of the test run's device, which is the calling thread's.
+//!
+//! The SYN-ACK the program writes is decoded with etherparse, an independent decoder: addresses,
+//! ports and MACs swapped, SYN|ACK, the acknowledgement, one MSS option, both checksums. The
+//! cookie it carries is then returned in an ACK, which the kernel's own check accepts.
+
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use etherparse::{PacketBuilder, PacketHeaders, TcpOptionElement};
+use filter_common::{
+    COUNTER_SLOTS, Counter, Reason, Settings, Verdict, counter_index,
+    maps::{COUNTERS, PROGRAM_NAME, SETTINGS, VERIFIED},
+    settings::{
+        FLAG_DRY_RUN, FLAG_FIXED_CLOCK, FLAG_TCP_SOCKETS, FLAG_UDP_SOCKETS, SYN_COOKIES_AUTO,
+    },
+    source::{SourceKey, VERIFIED_CLASS},
+};
+use moat::netns::NetNs;
+use support::require_root;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const START_NS: u64 = 1_000_000_000_000;
+const VERIFIED_TTL_NS: u64 = 600_000_000_000;
+const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const LISTENING: u16 = 8080;
+const NOBODY: u16 = 8081;
+const CLIENT_PORT: u16 = 40_000;
+const CLIENT_SEQ: u32 = 0x1234_5678;
+const CLIENT_MSS: u16 = 1460;
+
+/// The settings of a daemon with the default `syn_cookies = "auto"` and `require_sockets`,
+/// on the program's fixed clock.
+fn verifying_settings() -> Settings {
+    Settings {
+        flags: FLAG_FIXED_CLOCK | FLAG_TCP_SOCKETS | FLAG_UDP_SOCKETS,
+        clock_ns: START_NS,
+        v6_source_prefix: 64,
+        syn_cookies: SYN_COOKIES_AUTO,
+        verified_ttl_ns: VERIFIED_TTL_NS,
+        ..Settings::default()
+    }
+}
+
+/// The loaded program, run from inside a namespace.
+struct Filter {
+    ebpf: Ebpf,
+}
+
+impl Filter {
+    fn load(settings: Settings) -> Filter {
+        require_root();
+        let mut ebpf = Ebpf::load(moat::FILTER_OBJECT).expect("loading moat::FILTER_OBJECT");
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .expect("the object has the moat program")
+            .try_into()
+            .expect("moat is XDP");
+        program
+            .load()
+            .unwrap_or_else(|error| panic!("the kernel refused the program: {error:?}"));
+        Array::<_, Settings>::try_from(ebpf.map_mut(SETTINGS).expect("SETTINGS"))
+            .expect("SETTINGS is an array")
+            .set(0, settings, 0)
+            .expect("writing SETTINGS");
+        Filter { ebpf }
+    }
+
+    /// Runs `frame`; returns the action and the frame as the program left it.
+    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .expect("program")
+            .try_into()
+            .expect("XDP");
+        let mut out = vec![0u8; 256];
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        };
+        let result = program.test_run(options).expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    /// Every counter slot, summed over CPUs.
+    fn counters(&self) -> Vec<Counter> {
+        let counters: PerCpuArray<_, Counter> =
+            PerCpuArray::try_from(self.ebpf.map(COUNTERS).expect("COUNTERS")).expect("per-CPU");
+        (0..COUNTER_SLOTS)
+            .map(|slot| {
+                counters
+                    .get(&slot, 0)
+                    .expect("counter slot")
+                    .iter()
+                    .fold(Counter::default(), |sum, c| sum.add(*c))
+            })
+            .collect()
+    }
+
+    /// Runs `frame` and checks its action and that exactly one packet was counted, under
+    /// `(verdict, reason)`. Returns the frame as the program left it.
+    fn expect(
+        &self,
+        case: &str,
+        frame: &[u8],
+        action: u32,
+        verdict: Verdict,
+        reason: Reason,
+    ) -> Vec<u8> {
+        let before = self.counters();
+        let (got, out) = self.run(frame);
+        let after = self.counters();
+        let changed: Vec<(usize, u64)> = (0..before.len())
+            .filter(|i| after[*i].packets != before[*i].packets)
+            .map(|i| (i, after[i].packets - before[i].packets))
+            .collect();
+        let slot = counter_index(verdict, reason) as usize;
+        assert_eq!(
+            got, action,
+            "{case}: action (counters changed: {changed:?})"
+        );
+        assert_eq!(
+            changed,
+            vec![(slot, 1)],
+            "{case}: exactly one packet under {verdict:?}/{reason:?}"
+        );
+        out
+    }
+
+    fn verified(&self, addr: IpAddr) -> Option<u64> {
+        let map: HashMap<_, SourceKey, u64> =
+            HashMap::try_from(self.ebpf.map(VERIFIED).expect("VERIFIED")).expect("hash");
+        map.get(&verified_key(addr), 0).ok()
+    }
+
+    fn mark_verified(&mut self, addr: IpAddr) {
+        let mut map: HashMap<_, SourceKey, u64> =
+            HashMap::try_from(self.ebpf.map_mut(VERIFIED).expect("VERIFIED")).expect("hash");
+        map.insert(verified_key(addr), u64::MAX, 0)
+            .expect("marking verified");
+    }
+}
+
+/// The `VERIFIED` key of `addr`, written out here (IPv6 masked to its /64).
+fn verified_key(addr: IpAddr) -> SourceKey {
+    let mut addr_be = [0u8; 16];
+    let ip_version = match addr {
+        IpAddr::V4(v4) => {
+            addr_be[..4].copy_from_slice(&v4.octets());
+            4
+        }
+        IpAddr::V6(v6) => {
+            addr_be[..8].copy_from_slice(&v6.octets()[..8]);
+            6
+        }
+    };
+    SourceKey {
+        addr_be,
+        ip_version,
+        class: VERIFIED_CLASS,
+        _pad: [0; 2],
+    }
+}
+
+/// A namespace with loopback up and `net.ipv4.tcp_syncookies` set to `syncookies`.
+fn namespace(syncookies: &str) -> NetNs {
+    let ns = NetNs::create("moat-sock").expect("creating a namespace");
+    ns.ip(&["link", "set", "lo", "up"]).expect("lo up");
+    ns.sysctl("net.ipv4.tcp_syncookies", syncookies)
+        .expect("setting tcp_syncookies");
+    ns
+}
+
+/// Listeners on every address, IPv4 and IPv6 (v6-only), at `port`.
+fn listeners(port: u16) -> (TcpListener, socket2::Socket) {
+    let v4 = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).expect("IPv4 listener");
+    let v6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)
+        .expect("IPv6 socket");
+    v6.set_only_v6(true).expect("v6only");
+    v6.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())
+        .expect("IPv6 bind");
+    v6.listen(128).expect("IPv6 listen");
+    (v4, v6)
+}
+
+/// A TCP segment from the client to the server with `flags` (SYN carries an MSS option).
+fn segment(
+    v6: bool,
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC);
+    let ip = if v6 {
+        eth.ipv6(CLIENT_V6.octets(), SERVER_V6.octets(), 64)
+    } else {
+        eth.ipv4(CLIENT_V4.octets(), SERVER_V4.octets(), 64)
+    };
+    let mut tcp = ip.tcp(src_port, dst_port, seq, 64_240);
+    if syn {
+        tcp = tcp
+            .syn()
+            .options(&[
+                TcpOptionElement::MaximumSegmentSize(CLIENT_MSS),
+                TcpOptionElement::SelectiveAcknowledgementPermitted,
+                TcpOptionElement::WindowScale(7),
+            ])
+            .expect("options fit");
+    }
+    if let Some(ack) = ack {
+        tcp = tcp.ack(ack);
+    }
+    let mut frame = Vec::new();
+    tcp.write(&mut frame, &[]).expect("building a segment");
+    frame
+}
+
+/// A UDP datagram from the client to the server's `port`.
+fn datagram(v6: bool, port: u16) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC);
+    let ip = if v6 {
+        eth.ipv6(CLIENT_V6.octets(), SERVER_V6.octets(), 64)
+    } else {
+        eth.ipv4(CLIENT_V4.octets(), SERVER_V4.octets(), 64)
+    };
+    let mut frame = Vec::new();
+    ip.udp(CLIENT_PORT, port)
+        .write(&mut frame, b"query")
+        .expect("building a datagram");
+    frame
+}
+
+/// Decodes the SYN-ACK the program wrote, checks every field against the SYN it answers, and
+/// returns the cookie (its sequence number).
+fn check_synack(v6: bool, out: &[u8]) -> u32 {
+    let headers = PacketHeaders::from_ethernet_slice(out).expect("the SYN-ACK decodes");
+    let eth = headers
+        .link
+        .expect("Ethernet")
+        .ethernet2()
+        .expect("Ethernet II");
+    assert_eq!(eth.source, SERVER_MAC, "MACs swapped");
+    assert_eq!(eth.destination, CLIENT_MAC, "MACs swapped");
+    let tcp = headers.transport.expect("a transport").tcp().expect("TCP");
+    match headers.net.expect("an IP header") {
+        etherparse::NetHeaders::Ipv4(ip, _) => {
+            assert!(!v6);
+            assert_eq!(ip.source, SERVER_V4.octets(), "addresses swapped");
+            assert_eq!(ip.destination, CLIENT_V4.octets(), "addresses swapped");
+            assert_eq!(ip.time_to_live, 64);
+            assert!(ip.dont_fragment, "DF");
+            assert_eq!(
+                ip.header_checksum,
+                ip.calc_header_checksum(),
+                "IPv4 header checksum"
+            );
+            assert_eq!(
+                tcp.checksum,
+                tcp.calc_checksum_ipv4(&ip, &[]).expect("checksum"),
+                "TCP checksum over IPv4"
+            );
+            assert_eq!(out.len(), 14 + 20 + 24, "frame cut to the SYN-ACK");
+        }
+        etherparse::NetHeaders::Ipv6(ip, _) => {
+            assert!(v6);
+            assert_eq!(ip.source, SERVER_V6.octets(), "addresses swapped");
+            assert_eq!(ip.destination, CLIENT_V6.octets(), "addresses swapped");
+            assert_eq!(ip.hop_limit, 64);
+            assert_eq!(
+                tcp.checksum,
+                tcp.calc_checksum_ipv6(&ip, &[]).expect("checksum"),
+                "TCP checksum over IPv6"
+            );
+            assert_eq!(out.len(), 14 + 40 + 24, "frame cut to the SYN-ACK");
+        }
+        other => panic!("not IP: {other:?}"),
+    }
+    assert_eq!(tcp.source_port, LISTENING, "ports swapped");
+    assert_eq!(tcp.destination_port, CLIENT_PORT, "ports swapped");
+    assert!(tcp.syn && tcp.ack, "SYN|ACK");
+    assert!(!(tcp.fin || tcp.rst || tcp.psh || tcp.urg), "only SYN|ACK");
+    assert_eq!(tcp.acknowledgment_number, CLIENT_SEQ.wrapping_add(1));
+    let options: Vec<_> = tcp
+        .options_iterator()
+        .collect::<Result<_, _>>()
+        .expect("options");
+    match options.as_slice() {
+        [TcpOptionElement::MaximumSegmentSize(mss)] => assert!(
+            (536..=CLIENT_MSS).contains(mss),
+            "the cookie's MSS {mss} is one the client can take"
+        ),
+        other => panic!("the SYN-ACK's only option is the MSS: {other:?}"),
+    }
+    tcp.sequence_number
+}
+
+fn cookie_round_trip(v6: bool) {
+    let ns = namespace("2");
+    ns.enter(|| {
+        let _listening = listeners(LISTENING);
+        let filter = Filter::load(verifying_settings());
+        let syn = segment(v6, CLIENT_PORT, LISTENING, CLIENT_SEQ, None, true);
+        let out = filter.expect(
+            "SYN to a listener",
+            &syn,
+            XDP_TX,
+            Verdict::Answered,
+            Reason::SynCookie,
+        );
+        let cookie = check_synack(v6, &out);
+        let client = if v6 {
+            IpAddr::V6(CLIENT_V6)
+        } else {
+            IpAddr::V4(CLIENT_V4)
+        };
+        let bad = segment(
+            v6,
+            CLIENT_PORT,
+            LISTENING,
+            CLIENT_SEQ.wrapping_add(1),
+            Some(cookie.wrapping_add(7)),
+            false,
+        );
+        filter.expect(
+            "ACK with a wrong cookie",
+            &bad,
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::CookieBad,
+        );
+        assert_eq!(
+            filter.verified(client),
+            None,
+            "a bad cookie verifies no one"
+        );
+        let ack = segment(
+            v6,
+            CLIENT_PORT,
+            LISTENING,
+            CLIENT_SEQ.wrapping_add(1),
+            Some(cookie.wrapping_add(1)),
+            false,
+        );
+        filter.expect(
+            "ACK returning the cookie",
+            &ack,
+            XDP_PASS,
+            Verdict::Pass,
+            Reason::CookieAck,
+        );
+        assert_eq!(
+            filter.verified(client),
+            Some(START_NS + VERIFIED_TTL_NS),
+            "a valid cookie verifies its source for the configured time"
+        );
+    })
+    .expect("entering the namespace");
+}
+
+#[test]
+fn syn_to_an_ipv4_listener_is_answered_with_a_cookie_the_kernel_accepts() {
+    cookie_round_trip(false);
+}
+
+#[test]
+fn syn_to_an_ipv6_listener_is_answered_with_a_cookie_the_kernel_accepts() {
+    cookie_round_trip(true);
+}
+
+#[test]
+fn auto_leaves_syns_to_the_kernel_while_the_listener_has_room() {
+    let ns = namespace("1");
+    ns.enter(|| {
+        let _listening = listeners(LISTENING);
+        let filter = Filter::load(verifying_settings());
+        for v6 in [false, true] {
+            let syn = segment(v6, CLIENT_PORT, LISTENING, CLIENT_SEQ, None, true);
+            let (action, out) = filter.run(&syn);
+            assert_eq!(action, XDP_PASS, "v6={v6}: the kernel answers");
+            assert_eq!(out, syn, "v6={v6}: the SYN is untouched");
+        }
+    })
+    .expect("entering the namespace");
+}
+
+#[test]
+fn dry_run_and_verified_sources_never_get_a_cookie() {
+    let ns = namespace("2");
+    ns.enter(|| {
+        let _listening = listeners(LISTENING);
+        let mut settings = verifying_settings();
+        settings.flags |= FLAG_DRY_RUN;
+        let dry = Filter::load(settings);
+        let syn = segment(false, CLIENT_PORT, LISTENING, CLIENT_SEQ, None, true);
+        dry.expect("dry run", &syn, XDP_PASS, Verdict::Pass, Reason::Pass);
+        let mut filter = Filter::load(verifying_settings());
+        filter.mark_verified(IpAddr::V4(CLIENT_V4));
+        filter.expect(
+            "verified source",
+            &syn,
+            XDP_PASS,
+            Verdict::Pass,
+            Reason::Pass,
+        );
+    })
+    .expect("entering the namespace");
+}
+
+#[test]
+fn traffic_that_no_socket_takes_is_dropped() {
+    let ns = namespace("1");
+    ns.enter(|| {
+        let _listening = listeners(LISTENING);
+        let _bound = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 5353)).expect("UDP socket");
+        let filter = Filter::load(verifying_settings());
+        for v6 in [false, true] {
+            let syn = segment(v6, CLIENT_PORT, NOBODY, CLIENT_SEQ, None, true);
+            filter.expect(
+                "SYN to a port nobody listens on",
+                &syn,
+                XDP_DROP,
+                Verdict::Drop,
+                Reason::PortClosed,
+            );
+            let ack = segment(v6, CLIENT_PORT, NOBODY, CLIENT_SEQ, Some(1), false);
+            filter.expect(
+                "ACK for no connection",
+                &ack,
+                XDP_DROP,
+                Verdict::Drop,
+                Reason::NoSocket,
+            );
+            filter.expect(
+                "UDP to a port with no socket",
+                &datagram(v6, NOBODY),
+                XDP_DROP,
+                Verdict::Drop,
+                Reason::PortClosed,
+            );
+        }
+        filter.expect(
+            "UDP to a bound socket",
+            &datagram(false, 5353),
+            XDP_PASS,
+            Verdict::Pass,
+            Reason::Pass,
+        );
+    })
+    .expect("entering the namespace");
+}
+
+#[test]
+fn segments_of_a_real_connection_pass() {
+    let ns = namespace("1");
+    ns.enter(|| {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, LISTENING)).expect("listen");
+        let mut client = TcpStream::connect((Ipv4Addr::LOCALHOST, LISTENING)).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        client.write_all(b"x").expect("write");
+        let mut byte = [0u8; 1];
+        server
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        server.read_exact(&mut byte).expect("read");
+        let port = client.local_addr().expect("local address").port();
+        let filter = Filter::load(verifying_settings());
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+            .ipv4(
+                Ipv4Addr::LOCALHOST.octets(),
+                Ipv4Addr::LOCALHOST.octets(),
+                64,
+            )
+            .tcp(port, LISTENING, 2, 64_240)
+            .ack(2)
+            .write(&mut frame, b"data")
+            .expect("segment");
+        filter.expect(
+            "a segment of an established connection",
+            &frame,
+            XDP_PASS,
+            Verdict::Pass,
+            Reason::Pass,
+        );
+    })
+    .expect("entering the namespace");
+}
