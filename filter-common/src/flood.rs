@@ -9,6 +9,27 @@ pub const FLOOD_PROGRAM: &str = "moat_flood";
 /// Single-entry array of [`FloodConfig`].
 pub const FLOOD_CONFIG: &str = "FLOOD_CONFIG";
 
+/// Single-entry array of [`FloodTemplate`].
+pub const FLOOD_TEMPLATE: &str = "FLOOD_TEMPLATE";
+
+/// The most template bytes the generator restores in each frame.
+pub const TEMPLATE_BYTES: usize = 128;
+
+/// The template frame's first bytes, which the generator writes back into every frame before
+/// rewriting it. Live frames are recycled pages whose contents the kernel does not reset, and a
+/// receiver that answers a frame in place (moat's SYN cookies rewrite a SYN into a SYN-ACK and
+/// cut it short) hands the page back changed; without the restore, the next copy from that page
+/// would be the answer, not the attack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FloodTemplate {
+    /// The bytes, from the frame's start.
+    pub bytes: [u8; TEMPLATE_BYTES],
+}
+const _: () = assert!(core::mem::size_of::<FloodTemplate>() == TEMPLATE_BYTES);
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FloodTemplate {}
+
 /// Program name of the lab router's fast path.
 pub const FORWARD_PROGRAM: &str = "moat_forward";
 

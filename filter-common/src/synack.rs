@@ -182,7 +182,10 @@ mod tests {
         assert_eq!(&tcp[20..24], &[2, 4, 0x05, 0xB4], "MSS option 1460");
         assert_eq!(tcp[13], 0x12, "SYN|ACK");
         assert_eq!(tcp[12] >> 4, 6, "data offset");
-        assert_eq!(u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]), 0xDEAD_BEEF);
+        assert_eq!(
+            u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+            0xDEAD_BEEF
+        );
         assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 44, "total length");
     }
 

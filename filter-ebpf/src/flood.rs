@@ -21,11 +21,17 @@ use aya_ebpf::{
     maps::Array,
     programs::XdpContext,
 };
-use filter_common::flood::{FloodConfig, ForwardConfig, L4_NONE, L4_TCP, L4_UDP, checksum_update};
+use filter_common::flood::{
+    FloodConfig, FloodTemplate, ForwardConfig, L4_NONE, L4_TCP, L4_UDP, checksum_update,
+};
 
 /// The generator's settings.
 #[map]
 static FLOOD_CONFIG: Array<FloodConfig> = Array::with_max_entries(1, 0);
+
+/// The template's first bytes, restored into every frame.
+#[map]
+static FLOOD_TEMPLATE: Array<FloodTemplate> = Array::with_max_entries(1, 0);
 
 /// The fast path's settings.
 #[map]
@@ -95,8 +101,37 @@ pub fn moat_flood(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Writes the template's first bytes back into the frame (see [`FloodTemplate`]): as many as
+/// an answer in place can have changed (Ethernet, IPv6 and a TCP header with the MSS option is
+/// 78 bytes), or the whole frame if it is shorter. Each copy has a constant length, which the
+/// verifier can check against the frame and the BPF backend expands inline.
+#[inline(always)]
+fn restore(ctx: &XdpContext) -> Option<()> {
+    let template = FLOOD_TEMPLATE.get(0)?;
+    let _ = copy_prefix::<80>(ctx, template)
+        || copy_prefix::<64>(ctx, template)
+        || copy_prefix::<58>(ctx, template)
+        || copy_prefix::<54>(ctx, template)
+        || copy_prefix::<42>(ctx, template)
+        || copy_prefix::<14>(ctx, template);
+    Some(())
+}
+
+/// Copies the template's first `N` bytes over the frame's, if the frame holds `N` bytes.
+#[inline(always)]
+fn copy_prefix<const N: usize>(ctx: &XdpContext, template: &FloodTemplate) -> bool {
+    let Some(frame) = bytes_at::<N>(ctx, 0) else {
+        return false;
+    };
+    // SAFETY: `frame` points at N bytes inside the frame (from `bytes_at`); the template holds
+    // TEMPLATE_BYTES >= N bytes of map memory, which does not overlap the frame.
+    unsafe { core::ptr::copy_nonoverlapping(template.bytes.as_ptr(), frame.cast::<u8>(), N) };
+    true
+}
+
 #[inline(always)]
 fn rewrite(ctx: &XdpContext) -> Option<()> {
+    restore(ctx)?;
     let config = FLOOD_CONFIG.get(0)?;
     let l3 = config.l3_offset as usize;
     let l4 = config.l4_offset as usize;

@@ -143,8 +143,7 @@ fn headers(ctx: &XdpContext, packet: &Packet) -> Option<Headers> {
             (*copy).ip.as_mut_ptr().cast(),
             ip_len,
         ) == 0
-            && bpf_xdp_load_bytes(ctx.ctx, l4 as u32, (*copy).tcp.as_mut_ptr().cast(), tcp_len)
-                == 0
+            && bpf_xdp_load_bytes(ctx.ctx, l4 as u32, (*copy).tcp.as_mut_ptr().cast(), tcp_len) == 0
     };
     ok.then_some(Headers {
         copy,
@@ -157,7 +156,15 @@ fn headers(ctx: &XdpContext, packet: &Packet) -> Option<Headers> {
 #[inline(always)]
 fn lookup_tcp(ctx: &XdpContext, tuple: &mut Tuple) -> *mut aya_ebpf::bindings::bpf_sock {
     // SAFETY: the tuple is a valid stack value of the size given.
-    unsafe { bpf_skc_lookup_tcp(ctx.as_ptr_mut(), &mut tuple.raw, tuple.size, CURRENT_NETNS, 0) }
+    unsafe {
+        bpf_skc_lookup_tcp(
+            ctx.as_ptr_mut(),
+            &mut tuple.raw,
+            tuple.size,
+            CURRENT_NETNS,
+            0,
+        )
+    }
 }
 
 /// Offers a SYN to its listener: returns the cookie the listener would accept, or why not.
@@ -279,7 +286,13 @@ pub fn segment(ctx: &XdpContext, packet: &Packet, mut tuple: Tuple, check_cookie
 pub fn udp_socket(ctx: &XdpContext, mut tuple: Tuple) -> bool {
     // SAFETY: the tuple is a valid stack value of the size given.
     let sk = unsafe {
-        bpf_sk_lookup_udp(ctx.as_ptr_mut(), &mut tuple.raw, tuple.size, CURRENT_NETNS, 0)
+        bpf_sk_lookup_udp(
+            ctx.as_ptr_mut(),
+            &mut tuple.raw,
+            tuple.size,
+            CURRENT_NETNS,
+            0,
+        )
     };
     if sk.is_null() {
         return false;

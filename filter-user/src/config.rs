@@ -245,9 +245,9 @@ pub const DEFAULT_SOURCE_LIMITS: [Limit; CLASS_COUNT] = [
 /// win it against a flood.
 pub const DEFAULT_AGGREGATE_LIMITS: [Limit; CLASS_COUNT] = [
     limit(2_000_000, 2_000_000, 0, 0), // syn
-    limit(200_000, 400_000, 0, 0), // udp
-    limit(2_000, 4_000, 0, 0),     // icmp
-    limit(20_000, 40_000, 0, 0),   // other
+    limit(200_000, 400_000, 0, 0),     // udp
+    limit(2_000, 4_000, 0, 0),         // icmp
+    limit(20_000, 40_000, 0, 0),       // other
 ];
 
 impl Default for Config {

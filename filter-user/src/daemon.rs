@@ -261,7 +261,10 @@ mod tests {
     #[test]
     fn syncookie_advice_names_the_sysctl_to_set() {
         let advice = syncookies_advice(SynCookies::Auto, "0").expect("0 needs advice");
-        assert!(advice.contains("sysctl -w net.ipv4.tcp_syncookies=1"), "{advice}");
+        assert!(
+            advice.contains("sysctl -w net.ipv4.tcp_syncookies=1"),
+            "{advice}"
+        );
         assert!(!advice.contains('\n'));
         assert_eq!(syncookies_advice(SynCookies::Auto, "1"), None);
         assert_eq!(syncookies_advice(SynCookies::Off, "0"), None);

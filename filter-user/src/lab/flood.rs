@@ -15,7 +15,10 @@ use aya::{
     maps::Array,
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode, links::FdLink},
 };
-use filter_common::flood::{FLOOD_CONFIG, FLOOD_PROGRAM, FloodConfig, PASS_PROGRAM};
+use filter_common::flood::{
+    FLOOD_CONFIG, FLOOD_PROGRAM, FLOOD_TEMPLATE, FloodConfig, FloodTemplate, PASS_PROGRAM,
+    TEMPLATE_BYTES,
+};
 
 use crate::netns::NetNs;
 
@@ -99,6 +102,8 @@ impl FloodReport {
 /// The loaded generator.
 pub struct Generator {
     ebpf: Ebpf,
+    /// The template last written to `FLOOD_TEMPLATE`.
+    template: Vec<u8>,
 }
 
 impl Generator {
@@ -113,7 +118,10 @@ impl Generator {
         program
             .load()
             .map_err(|e| FloodError::Load(e.to_string()))?;
-        Ok(Generator { ebpf })
+        Ok(Generator {
+            ebpf,
+            template: Vec::new(),
+        })
     }
 
     /// Sets how copies are rewritten.
@@ -132,6 +140,21 @@ impl Generator {
     /// Sends `count` copies of `template` out of `ifindex`, which must be in the calling
     /// thread's network namespace.
     pub fn send(&mut self, template: &[u8], ifindex: u32, count: u32) -> Result<(), FloodError> {
+        if self.template != template {
+            let mut value = FloodTemplate {
+                bytes: [0; TEMPLATE_BYTES],
+            };
+            let len = template.len().min(TEMPLATE_BYTES);
+            value.bytes[..len].copy_from_slice(&template[..len]);
+            let map = self
+                .ebpf
+                .map_mut(FLOOD_TEMPLATE)
+                .ok_or_else(|| FloodError::Load(format!("no map {FLOOD_TEMPLATE}")))?;
+            Array::<_, FloodTemplate>::try_from(map)
+                .and_then(|mut array| array.set(0, value, 0))
+                .map_err(|e| FloodError::Load(e.to_string()))?;
+            self.template = template.to_vec();
+        }
         let program: &mut Xdp = self
             .ebpf
             .program_mut(FLOOD_PROGRAM)
