@@ -47,11 +47,12 @@ const FAMILIES: [(&str, &str); 11] = [
     ("moat_build_info", "gauge"),
 ];
 
-/// Reasons that pass a frame; `internal` aborts; every other reason drops (or would, in dry-run).
-const PASS_REASONS: [&str; 4] = ["pass", "non_ip", "other_l4", "allowlist"];
+/// Reasons that pass a frame; `internal` aborts; `syn_cookie` is answered; every other reason
+/// drops (or would, in dry-run).
+const PASS_REASONS: [&str; 5] = ["pass", "non_ip", "other_l4", "allowlist", "cookie_ack"];
 
 /// Every reason label, in the order `moat stats` lists them.
-const REASONS: [&str; 20] = [
+const REASONS: [&str; 24] = [
     "pass",
     "non_ip",
     "other_l4",
@@ -72,6 +73,10 @@ const REASONS: [&str; 20] = [
     "flood_icmp",
     "flood_other",
     "internal",
+    "syn_cookie",
+    "cookie_ack",
+    "cookie_bad",
+    "no_socket",
 ];
 
 /// The repository's `deploy/` directory.
@@ -568,6 +573,8 @@ fn promtool_accepts_the_metrics_and_the_alert_rules() {
             &["pass"]
         } else if reason == "internal" {
             &["aborted"]
+        } else if reason == "syn_cookie" {
+            &["answered"]
         } else {
             &["drop", "would_drop"]
         };

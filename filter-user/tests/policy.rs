@@ -113,6 +113,12 @@ fn flood_from_one_source_is_limited_then_banned_while_another_connects() {
     );
     let _daemon = pair.start(&["--config", &config]);
     let iface = pair.origin_end.iface.as_str();
+    // A socket on the discard port: UDP to a port with no socket is dropped before any limit.
+    let _discard = pair
+        .origin
+        .enter(|| std::net::UdpSocket::bind(SocketAddrV4::new(pair.origin_end.ipv4, 9)))
+        .expect("enter origin")
+        .expect("the discard socket");
 
     traffic::udp_burst_from(
         &pair.client,
@@ -439,16 +445,22 @@ fn config_check_lists_every_problem_with_line_and_key() {
 }
 
 #[test]
-fn spoofed_syn_flood_is_capped_and_evicts_instead_of_filling_the_source_table() {
+fn spoofed_syn_flood_without_cookies_is_capped_and_never_fills_the_source_table() {
     require_root();
     let pair = Pair::create();
     let dir = TempDir::new("spoofed");
     let config = dir.write(
         "moat.toml",
-        "max_tracked_sources = 64\n[limits.aggregate.syn]\npps = 100\nburst = 100\n",
+        "syn_cookies = \"off\"\nmax_tracked_sources = 64\n[limits.aggregate.syn]\npps = 100\nburst = 100\n",
     );
     let _daemon = pair.start(&["--config", &config]);
     let iface = pair.origin_end.iface.as_str();
+    // Something listens, so the SYNs get as far as the aggregate limit.
+    let _listener = pair
+        .origin
+        .enter(|| std::net::TcpListener::bind(SocketAddrV4::new(pair.origin_end.ipv4, 80)))
+        .expect("enter origin")
+        .expect("listen");
     // 1000 SYNs, each from a different spoofed source in 198.19.0.0/16 (RFC 2544, never routed: the
     // frames go straight onto the veth, and the origin's answers go nowhere).
     let frames: Vec<Vec<u8>> = (0u16..1000)
@@ -479,9 +491,9 @@ fn spoofed_syn_flood_is_capped_and_evicts_instead_of_filling_the_source_table() 
         filter_common::rate::RateState,
     > = aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("sources map");
     let tracked = sources.keys().count();
-    assert!(
-        tracked <= 64,
-        "the LRU table stayed within its 64 entries: {tracked}"
+    assert_eq!(
+        tracked, 0,
+        "SYNs from unverified, spoofable sources create no per-source state"
     );
 }
 
@@ -490,7 +502,11 @@ fn a_visitor_who_completed_a_handshake_passes_a_spoofed_syn_flood() {
     require_root();
     let pair = Pair::create();
     let dir = TempDir::new("verified");
-    let config = dir.write("moat.toml", "[limits.aggregate.syn]\npps = 1\nburst = 1\n");
+    // With cookies off, the aggregate SYN limit gates unverified SYNs, as before #11.
+    let config = dir.write(
+        "moat.toml",
+        "syn_cookies = \"off\"\n[limits.aggregate.syn]\npps = 1\nburst = 1\n",
+    );
     let _daemon = pair.start(&["--config", &config]);
     let iface = pair.origin_end.iface.as_str();
     let echo = SocketAddrV4::new(pair.origin_end.ipv4, 8080);
