@@ -1,5 +1,6 @@
-//! A short lab run: for the spoofed SYN, reflection and botnet scenarios, legitimate visitors
-//! keep succeeding with moat attached while almost none of the attack reaches the origin; and
+//! A short lab run: for the spoofed SYN, reflection, botnet, ACK flood and carpet bombing
+//! scenarios, returning visitors keep succeeding with moat attached while almost none of the
+//! attack reaches the origin, and first-time visitors get in during the spoofed SYN flood; and
 //! the lab leaves no namespace, veth or process behind, also when interrupted midway.
 
 #[expect(
@@ -55,19 +56,25 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("moat-{name}-{}", moat::netns::unique_suffix()))
 }
 
+/// The scenarios the lab test runs.
+const SCENARIOS: [&str; 5] = [
+    "spoofed-syn",
+    "reflection",
+    "botnet-syn",
+    "ack-flood",
+    "carpet-bomb",
+];
+
 #[test]
 fn protected_origin_serves_visitors_and_sheds_the_attack() {
     require_root();
     let out = temp_dir("lab");
     let output = Command::new(moat_bin())
-        .args([
-            "lab",
-            "--scenario",
-            "spoofed-syn,reflection,botnet-syn",
-            "--duration",
-            "3",
-        ])
-        .args(["--rate", "300000", "--out"])
+        .args(["lab", "--scenario", &SCENARIOS.join(","), "--duration", "4"])
+        // With SYN cookies on "auto", the kernel's own SYN queue takes spoofed SYNs whenever it
+        // has room (a few thousand per phase, whatever the flood's rate), so the rate must be
+        // high enough for "1% of the flood" to be a meaningful bar.
+        .args(["--rate", "500000", "--out"])
         .arg(&out)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -91,7 +98,11 @@ fn protected_origin_serves_visitors_and_sheds_the_attack() {
         "a picture was drawn"
     );
     let scenarios = report["scenarios"].as_array().expect("scenarios");
-    assert_eq!(scenarios.len(), 3, "{stdout}");
+    let names: Vec<&str> = scenarios
+        .iter()
+        .filter_map(|s| s["scenario"].as_str())
+        .collect();
+    assert_eq!(names, SCENARIOS, "{stdout}");
     for scenario in scenarios {
         let name = scenario["scenario"].as_str().expect("name");
         let phases = scenario["phases"].as_array().expect("phases");
@@ -121,11 +132,42 @@ fn protected_origin_serves_visitors_and_sheds_the_attack() {
             "{name}: {}% of the attack reached the origin with moat (> 1%)\n{stdout}",
             number("reached_pct")
         );
+        // The flood comes from every CPU, so without moat the origin's stack cannot take all
+        // of it; what counts is that a large part gets in.
         let unprotected = &phases[1];
         assert!(
-            unprotected["reached_pct"].as_f64().expect("a number") > 50.0,
+            unprotected["reached_pps"].as_f64().expect("a number") > 10_000.0,
             "{name}: without moat the attack reaches the origin: {unprotected}"
         );
+        let newcomers = |phase: &serde_json::Value| {
+            (
+                phase["new_requests"].as_f64().expect("a number"),
+                phase["new_success_pct"].as_f64(),
+            )
+        };
+        match name {
+            "spoofed-syn" | "botnet-syn" => {
+                let (requests, success) = newcomers(protected);
+                assert!(
+                    requests >= 20.0,
+                    "{name}: first-time visitors came during the attack: {protected}"
+                );
+                let success = success.expect("first-time visitors measured");
+                // Issue #11 sets the bar for the spoofed flood; botnet-syn's share is reported
+                // in the table, not held to it here.
+                if name == "spoofed-syn" {
+                    assert!(
+                        success >= 95.0,
+                        "{name}: first-time visitors served with moat {success}% < 95%\n{stdout}"
+                    );
+                }
+            }
+            _ => assert_eq!(
+                newcomers(protected),
+                (0.0, None),
+                "{name}: no first-time visitors measured"
+            ),
+        }
     }
     assert!(
         lab_namespaces(pid).is_empty(),
@@ -133,6 +175,8 @@ fn protected_origin_serves_visitors_and_sheds_the_attack() {
         lab_namespaces(pid)
     );
     assert!(!lab_nginx_running(pid), "nginx left running");
+    // The numbers, for `--nocapture`.
+    println!("{stdout}");
     std::fs::remove_dir_all(&out).expect("cleanup");
 }
 

@@ -1,6 +1,7 @@
-//! Legitimate visitors: a pool of users in the clients namespace, each with its own address,
-//! making HTTP requests to the origin at a steady rate, each with a timeout, recording success
-//! and latency.
+//! Legitimate visitors: a pool of returning users in the clients namespace, each with its own
+//! address, making HTTP requests to the origin at a steady rate, each with a timeout; and
+//! first-time visitors, each from a fresh address making one request. Both record success and
+//! latency. Addresses and routes are the topology's business, not this module's.
 
 use std::{
     io::{Read as _, Write as _},
@@ -22,6 +23,13 @@ use crate::{
 
 /// How long a visitor waits for a whole answer before counting the request as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a first-time visitor waits for the page: one request, no retry of its own (TCP
+/// still retransmits its SYN within this time, at 1 s and 3 s).
+pub const NEWCOMER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// First-time visitors per second while a scenario measures them.
+pub const NEWCOMER_RATE: f64 = 10.0;
 
 /// One request's outcome.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,7 +81,7 @@ impl Pool {
                     }
                     next += interval;
                     let at = now.duration_since(started);
-                    let ok = request(source).unwrap_or(false);
+                    let ok = request(source, REQUEST_TIMEOUT).unwrap_or(false);
                     let outcome = Outcome {
                         at,
                         ok,
@@ -113,13 +121,66 @@ impl Pool {
     }
 }
 
-/// One GET / from `source`; whether the page came back whole in time.
-fn request(source: Ipv4Addr) -> std::io::Result<bool> {
-    let deadline = Instant::now() + REQUEST_TIMEOUT;
+/// Runs first-time visitors in `ns`: the one from `addresses[i]` starts `i / rate` seconds
+/// after the call and makes a single request with [`NEWCOMER_TIMEOUT`]. It stops starting
+/// visitors after `duration`, when `stop` is set or when the addresses run out, waits for those
+/// started, and appends each outcome to `sink` (with `at` counted from `since`) as it finishes.
+/// Each address must be on an interface of `ns` and never have been used before.
+pub fn first_visits(
+    ns: &NetNs,
+    addresses: &[Ipv4Addr],
+    rate: f64,
+    duration: Duration,
+    stop: &AtomicBool,
+    since: Instant,
+    sink: &Mutex<Vec<Outcome>>,
+) -> std::io::Result<()> {
+    let netns = std::fs::File::open(ns.path())?;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
+    let started = Instant::now();
+    std::thread::scope(|scope| -> std::io::Result<()> {
+        for (index, &source) in addresses.iter().enumerate() {
+            let due = started + interval.mul_f64(index as f64);
+            if due.duration_since(started) >= duration {
+                break;
+            }
+            while Instant::now() < due && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(
+                    due.saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(50)),
+                );
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let netns = netns.try_clone()?;
+            scope.spawn(move || {
+                use std::os::fd::AsRawFd as _;
+                let now = Instant::now();
+                // SAFETY: `netns` is an open namespace handle; setns changes only this thread.
+                let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
+                let ok = entered && request(source, NEWCOMER_TIMEOUT).unwrap_or(false);
+                let outcome = Outcome {
+                    at: now.duration_since(since),
+                    ok,
+                    latency: now.elapsed(),
+                };
+                if let Ok(mut all) = sink.lock() {
+                    all.push(outcome);
+                }
+            });
+        }
+        Ok(())
+    })
+}
+
+/// One GET / from `source`; whether the page came back whole within `timeout`.
+fn request(source: Ipv4Addr, timeout: Duration) -> std::io::Result<bool> {
+    let deadline = Instant::now() + timeout;
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.bind(&SocketAddr::V4(SocketAddrV4::new(source, 0)).into())?;
     let origin = SocketAddr::V4(SocketAddrV4::new(ORIGIN_IPV4, HTTP_PORT));
-    socket.connect_timeout(&origin.into(), REQUEST_TIMEOUT)?;
+    socket.connect_timeout(&origin.into(), timeout)?;
     let mut stream: std::net::TcpStream = socket.into();
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {

@@ -1,10 +1,13 @@
 //! `moat lab`: on one machine, what a self-hosted origin faces without protection and with
-//! moat. An origin namespace runs nginx; a pool of legitimate visitors requests its page at a
-//! steady rate; an attackers' namespace floods it with moat's live-frames generator; a router
-//! namespace joins them like a small LAN. Each scenario runs three phases: baseline (no
-//! attack), attack with the origin unprotected, attack with `moat run` attached with its
-//! default configuration. Everything it creates is removed when it ends, also on Ctrl-C or
-//! failure.
+//! moat. An origin namespace runs nginx; a pool of returning visitors requests its page at a
+//! steady rate, and in the SYN flood scenarios first-time visitors each make one request from a
+//! fresh address; an attackers' namespace floods it with moat's live-frames generator from
+//! every CPU; a router namespace joins them like a small LAN (with a pass program on its
+//! origin-side interface, so the SYN-ACKs moat answers from XDP reach the visitors). Each
+//! scenario runs three phases: baseline (no attack), attack with the origin unprotected, attack
+//! with `moat run` attached with its default configuration. Everything it creates is removed
+//! when it ends, also on Ctrl-C or failure. The filter itself is not this module's business:
+//! the lab runs the real `moat run`.
 
 pub mod clients;
 pub mod flood;
@@ -17,9 +20,10 @@ pub mod traffic;
 
 use std::{
     io::{IsTerminal as _, Write as _},
+    net::Ipv4Addr,
     path::Path,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -31,8 +35,8 @@ use filter_common::Reason;
 use crate::{cli::LabArgs, preflight, stats::Snapshot};
 
 use self::{
-    clients::{Pool, summarize},
-    flood::FloodReport,
+    clients::{NEWCOMER_RATE, Outcome, Pool, summarize},
+    flood::{FloodReport, PeerPass},
     origin::{Origin, cpu_jiffies},
     process::Daemon,
     report::{PhaseResult, Report, ScenarioResult, Tick},
@@ -85,6 +89,10 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
 
     let net = LabNet::create(USERS).context("creating the lab network")?;
     let _fast_path = topology::FastPath::attach(&net)?;
+    // moat answers SYNs with XDP_TX on the origin's interface; veth delivers such frames only
+    // to a peer with an XDP program, and from there the router's kernel forwards them.
+    let _peer_pass = PeerPass::attach(&net.router, &net.origin_link.router_iface)
+        .context("attaching the pass program to the router's origin-side interface")?;
     let _origin = Origin::start(&net.origin).context("starting nginx in the origin namespace")?;
     let pool = Pool::start(&net.clients, USERS, REQUEST_RATE).context("starting the visitors")?;
     say!(
@@ -97,6 +105,8 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the moat binary")?;
     let mut report = Report::default();
     let lab_started = pool.started();
+    let newcomers_per_phase = (NEWCOMER_RATE * args.duration as f64).ceil() as u32;
+    let mut newcomers_used = 0u32;
     for scenario in scenarios {
         let mut result = ScenarioResult {
             scenario: scenario.name().to_string(),
@@ -120,12 +130,22 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
             } else {
                 None
             };
+            let newcomers = if scenario.measures_newcomers() {
+                let added = net
+                    .add_newcomers(newcomers_used, newcomers_per_phase)
+                    .context("adding first-time visitors' addresses")?;
+                newcomers_used += newcomers_per_phase;
+                added
+            } else {
+                Vec::new()
+            };
             let (phase_result, ticks) = run_phase(
                 &net,
                 &pool,
                 lab_started,
                 scenario,
                 phase,
+                &newcomers,
                 Duration::from_secs(args.duration),
                 args.rate,
                 &stop,
@@ -161,8 +181,9 @@ fn write_report(report: &Report, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one phase: the visitors go on, the flood runs unless this is the baseline, and moat is
-/// attached if the caller started it. Returns the phase's numbers and its timeline.
+/// Runs one phase: the visitors go on, first-time visitors come from `newcomers` (if any), the
+/// flood runs from every CPU unless this is the baseline, and moat is attached if the caller
+/// started it. Returns the phase's numbers and its timeline.
 #[expect(
     clippy::too_many_arguments,
     reason = "one phase needs the whole lab's context"
@@ -173,6 +194,7 @@ fn run_phase(
     lab_started: Instant,
     scenario: Scenario,
     phase: &str,
+    newcomers: &[Ipv4Addr],
     duration: Duration,
     rate: u64,
     stop: &AtomicBool,
@@ -185,10 +207,24 @@ fn run_phase(
     let started = Instant::now();
     let plans = scenario.plans(net);
     let mut ticks = Vec::new();
-    let flood_report = std::thread::scope(|scope| -> anyhow::Result<FloodReport> {
+    let newcomer_outcomes: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
+    let (flood_report, elapsed) = std::thread::scope(|scope| -> anyhow::Result<_> {
+        let visits = (!newcomers.is_empty()).then(|| {
+            scope.spawn(|| {
+                clients::first_visits(
+                    &net.clients,
+                    newcomers,
+                    NEWCOMER_RATE,
+                    duration,
+                    stop,
+                    lab_started,
+                    &newcomer_outcomes,
+                )
+            })
+        });
         let flood = (phase != "baseline").then(|| {
             scope.spawn(|| {
-                flood::flood_rotating(
+                flood::flood_every_cpu(
                     &net.attackers,
                     &net.attacker_link.host_iface,
                     &plans,
@@ -218,6 +254,8 @@ fn run_phase(
                 phase: phase.to_string(),
                 reached_pps: reached.saturating_sub(last.1) as f64 / seconds,
                 success_pct: (!outcomes.is_empty()).then(|| summarize(&outcomes).success_pct),
+                // Filled in once every first-time visitor of the phase has finished.
+                new_success_pct: None,
             });
             last = (Instant::now(), reached);
             let left = duration.saturating_sub(started.elapsed()).as_secs();
@@ -233,18 +271,35 @@ fn run_phase(
                 say!("{line}");
             }
         }
-        match flood {
+        let flooded = match flood {
             Some(handle) => handle
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
                 .context("running the flood generator"),
             None => Ok(FloodReport::default()),
+        };
+        let elapsed = started.elapsed();
+        // First-time visitors started late in the phase finish within their own timeout.
+        if let Some(handle) = visits {
+            handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .context("running first-time visitors")?;
         }
+        Ok((flooded?, elapsed))
     })?;
-    let elapsed = started.elapsed();
-    // Requests still in flight when the phase ends finish within the timeout; count them.
-    std::thread::sleep(clients::REQUEST_TIMEOUT.min(SETTLE * 4));
     let phase_end = phase_start + elapsed;
+    let newcomer_outcomes = newcomer_outcomes
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    fill_newcomer_ticks(&mut ticks, &newcomer_outcomes, phase_end);
+    // Requests still in flight when the phase ends finish within the timeout; count them
+    // (waiting for first-time visitors may already have taken that long).
+    std::thread::sleep(
+        clients::REQUEST_TIMEOUT
+            .min(SETTLE * 4)
+            .saturating_sub(started.elapsed().saturating_sub(elapsed)),
+    );
     let outcomes: Vec<_> = pool
         .outcomes()
         .into_iter()
@@ -255,24 +310,26 @@ fn run_phase(
     let cpu_after = cpu_jiffies();
     let total = cpu_after.1.saturating_sub(cpu_before.1).max(1);
     let seconds = elapsed.as_secs_f64().max(1e-3);
-    let drops = match (
-        moat_before,
-        Snapshot::read_pinned(&net.origin_link.host_iface).ok(),
-    ) {
-        (before, Some(after)) if phase == "protected" => Reason::ALL
-            .into_iter()
-            .filter(|r| r.drops())
-            .map(|reason| {
-                let verdict = filter_common::Verdict::Drop;
-                let was = before.map_or(0, |b| b.get(verdict, reason).packets);
-                (
-                    reason.label().to_string(),
-                    after.get(verdict, reason).packets.saturating_sub(was),
-                )
-            })
-            .collect(),
-        _ => Vec::new(),
+    let moat_after = Snapshot::read_pinned(&net.origin_link.host_iface).ok();
+    let by_reason = |verdict: filter_common::Verdict| -> Vec<(String, u64)> {
+        match (moat_before, moat_after) {
+            (before, Some(after)) if phase == "protected" => Reason::ALL
+                .into_iter()
+                .filter(|r| filter_common::decide(*r, false) == verdict)
+                .map(|reason| {
+                    let was = before.map_or(0, |b| b.get(verdict, reason).packets);
+                    (
+                        reason.label().to_string(),
+                        after.get(verdict, reason).packets.saturating_sub(was),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
     };
+    let drops = by_reason(filter_common::Verdict::Drop);
+    let answered = by_reason(filter_common::Verdict::Answered);
+    let newcomer_summary = summarize(&newcomer_outcomes);
     let offered = flood_report.sent as f64 / seconds;
     Ok((
         PhaseResult {
@@ -287,11 +344,36 @@ fn run_phase(
             },
             requests: legit.requests,
             success_pct: legit.success_pct,
+            new_requests: newcomer_summary.requests,
+            new_success_pct: (!newcomers.is_empty()).then_some(newcomer_summary.success_pct),
             p50_ms: legit.p50_ms,
             p99_ms: legit.p99_ms,
             softirq_pct: 100.0 * cpu_after.0.saturating_sub(cpu_before.0) as f64 / total as f64,
             drops,
+            answered,
         },
         ticks,
     ))
+}
+
+/// Sets each tick's first-time visitor success from the visitors that started in its second
+/// (a tick's second ends where the next one starts; the last one at `end`).
+fn fill_newcomer_ticks(ticks: &mut [Tick], outcomes: &[Outcome], end: Duration) {
+    if outcomes.is_empty() {
+        return;
+    }
+    let ends: Vec<f64> = ticks
+        .iter()
+        .skip(1)
+        .map(|tick| tick.t)
+        .chain([end.as_secs_f64()])
+        .collect();
+    for (tick, until) in ticks.iter_mut().zip(ends) {
+        let window: Vec<Outcome> = outcomes
+            .iter()
+            .filter(|o| (tick.t..until).contains(&o.at.as_secs_f64()))
+            .copied()
+            .collect();
+        tick.new_success_pct = (!window.is_empty()).then(|| summarize(&window).success_pct);
+    }
 }

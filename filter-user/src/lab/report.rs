@@ -1,5 +1,6 @@
 //! The lab's report: a table per scenario and phase for the terminal, the same as JSON, and a
-//! timeline picture (SVG) of legitimate success and attack packets reaching the origin.
+//! timeline picture (SVG) of legitimate success (returning and first-time visitors) and attack
+//! packets reaching the origin. It only formats; the measuring is done elsewhere.
 
 use std::fmt::Write as _;
 
@@ -22,6 +23,11 @@ pub struct PhaseResult {
     pub requests: usize,
     /// Legitimate requests that succeeded, in percent.
     pub success_pct: f64,
+    /// First-time visitors (one request each, from a never-seen address) started in the phase.
+    pub new_requests: usize,
+    /// First-time visitors served within their timeout, in percent (none if the scenario does
+    /// not measure them).
+    pub new_success_pct: Option<f64>,
     /// Median latency of successful requests, ms.
     pub p50_ms: f64,
     /// 99th percentile latency of successful requests, ms.
@@ -30,6 +36,8 @@ pub struct PhaseResult {
     pub softirq_pct: f64,
     /// Packets moat dropped, by reason (protected phase only).
     pub drops: Vec<(String, u64)>,
+    /// Packets moat answered itself (SYN cookies), by reason (protected phase only).
+    pub answered: Vec<(String, u64)>,
 }
 
 /// One second of the timeline.
@@ -45,6 +53,8 @@ pub struct Tick {
     pub reached_pps: f64,
     /// Legitimate success in this second, in percent (none if no request started).
     pub success_pct: Option<f64>,
+    /// First-time visitors' success in this second, in percent (none if none started).
+    pub new_success_pct: Option<f64>,
 }
 
 /// One scenario's three phases.
@@ -74,7 +84,7 @@ impl Report {
         for scenario in &self.scenarios {
             let _ = writeln!(
                 out,
-                "\n{} (asked {} pps)\n{:<12} {:>12} {:>12} {:>8} {:>9} {:>8} {:>8} {:>8}  DROPS BY REASON",
+                "\n{} (asked {} pps)\n{:<12} {:>12} {:>12} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8}  DROPPED OR ANSWERED BY REASON",
                 scenario.scenario,
                 scenario.asked_pps,
                 "PHASE",
@@ -82,6 +92,7 @@ impl Report {
                 "REACHED PPS",
                 "REACHED",
                 "LEGIT OK",
+                "NEW OK",
                 "P50 MS",
                 "P99 MS",
                 "SOFTIRQ"
@@ -90,17 +101,22 @@ impl Report {
                 let drops: Vec<String> = p
                     .drops
                     .iter()
+                    .chain(&p.answered)
                     .filter(|(_, n)| *n > 0)
                     .map(|(reason, n)| format!("{reason}={n}"))
                     .collect();
+                let new_ok = p
+                    .new_success_pct
+                    .map_or_else(|| "-".to_string(), |pct| format!("{pct:.1}%"));
                 let _ = writeln!(
                     out,
-                    "{:<12} {:>12.0} {:>12.0} {:>7.2}% {:>8.1}% {:>8.1} {:>8.1} {:>7.1}%  {}",
+                    "{:<12} {:>12.0} {:>12.0} {:>7.2}% {:>8.1}% {:>7} {:>8.1} {:>8.1} {:>7.1}%  {}",
                     p.phase,
                     p.offered_pps,
                     p.reached_pps,
                     p.reached_pct,
                     p.success_pct,
+                    new_ok,
                     p.p50_ms,
                     p.p99_ms,
                     p.softirq_pct,
@@ -121,8 +137,9 @@ impl Report {
             .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
     }
 
-    /// A timeline picture: attack packets reaching the origin (log scale, red) and legitimate
-    /// success (green), one point per second, phases shaded and scenarios labelled.
+    /// A timeline picture: attack packets reaching the origin (log scale, red), returning
+    /// visitors' success (green) and first-time visitors' success (blue, dashed, where
+    /// measured), one point per second, phases shaded and scenarios labelled.
     pub fn to_svg(&self) -> String {
         const W: f64 = 1000.0;
         const H: f64 = 420.0;
@@ -143,7 +160,7 @@ impl Report {
         let mut svg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"11\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"{LEFT}\" y=\"22\" font-size=\"14\">moat lab: attack packets reaching the origin (red, log scale) and legitimate success (green)</text>\n"
+             <text x=\"{LEFT}\" y=\"22\" font-size=\"14\">moat lab: attack packets reaching the origin (red, log scale), success of returning (green) and first-time visitors (blue)</text>\n"
         );
         // Phase shading: one band per run of ticks with the same scenario and phase.
         let mut start = 0usize;
@@ -178,14 +195,14 @@ impl Report {
             }
             start = stop + 1;
         }
-        let line = |svg: &mut String, points: Vec<(f64, f64)>, color: &str| {
+        let line = |svg: &mut String, points: Vec<(f64, f64)>, style: &str| {
             let path: Vec<String> = points
                 .iter()
                 .map(|(a, b)| format!("{a:.1},{b:.1}"))
                 .collect();
             let _ = writeln!(
                 svg,
-                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+                "<polyline points=\"{}\" fill=\"none\" {style} stroke-width=\"2\"/>",
                 path.join(" ")
             );
         };
@@ -199,15 +216,26 @@ impl Report {
                 band.iter()
                     .map(|t| (x(t.t + 0.5), y_pps(t.reached_pps)))
                     .collect(),
-                "#c62828",
+                "stroke=\"#c62828\"",
             );
             line(
                 &mut svg,
                 band.iter()
                     .filter_map(|t| t.success_pct.map(|pct| (x(t.t + 0.5), y_pct(pct))))
                     .collect(),
-                "#2e7d32",
+                "stroke=\"#2e7d32\"",
             );
+            let newcomers: Vec<(f64, f64)> = band
+                .iter()
+                .filter_map(|t| t.new_success_pct.map(|pct| (x(t.t + 0.5), y_pct(pct))))
+                .collect();
+            if !newcomers.is_empty() {
+                line(
+                    &mut svg,
+                    newcomers,
+                    "stroke=\"#1565c0\" stroke-dasharray=\"5,3\"",
+                );
+            }
         }
         let _ = writeln!(
             svg,
@@ -216,7 +244,7 @@ impl Report {
              <text x=\"4\" y=\"{:.1}\" fill=\"#2e7d32\">0% ok</text>\n\
              <text x=\"{:.1}\" y=\"{TOP}\" fill=\"#c62828\">{max_pps:.0} pps</text>\n\
              <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#c62828\">0 pps</text>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\">grey: baseline, red: attack unprotected, green: attack with moat</text>\n</svg>\n",
+             <text x=\"{:.1}\" y=\"{:.1}\">grey: baseline, red: attack unprotected, green: attack with moat; blue dashes: first-time visitors</text>\n</svg>\n",
             H - BOTTOM,
             W - RIGHT,
             H - BOTTOM,
@@ -242,6 +270,7 @@ mod tests {
             phase: phase.into(),
             reached_pps,
             success_pct: Some(success_pct),
+            new_success_pct: None,
         }
     }
 
@@ -251,23 +280,40 @@ mod tests {
             scenarios: vec![ScenarioResult {
                 scenario: "spoofed-syn".into(),
                 asked_pps: 1000,
-                phases: vec![PhaseResult {
-                    phase: "protected".into(),
-                    drops: vec![("flood_syn".into(), 7), ("banned".into(), 0)],
-                    ..PhaseResult::default()
-                }],
+                phases: vec![
+                    PhaseResult {
+                        phase: "unprotected".into(),
+                        ..PhaseResult::default()
+                    },
+                    PhaseResult {
+                        phase: "protected".into(),
+                        new_requests: 40,
+                        new_success_pct: Some(97.5),
+                        drops: vec![("flood_syn".into(), 7), ("banned".into(), 0)],
+                        answered: vec![("syn_cookie".into(), 9)],
+                        ..PhaseResult::default()
+                    },
+                ],
             }],
             timeline: vec![
                 tick(0.0, "baseline", 0.0, 100.0),
                 tick(1.0, "baseline", 0.0, 100.0),
                 tick(3.0, "unprotected", 90_000.0, 80.0),
                 tick(4.0, "unprotected", 95_000.0, 70.0),
-                tick(6.0, "protected", 300.0, 100.0),
+                Tick {
+                    new_success_pct: Some(90.0),
+                    ..tick(6.0, "protected", 300.0, 100.0)
+                },
             ],
         };
         let svg = report.to_svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<polyline").count(), 6, "two lines per phase");
+        assert_eq!(
+            svg.matches("<polyline").count(),
+            7,
+            "two lines per phase, a third where first-time visitors were measured"
+        );
+        assert_eq!(svg.matches("stroke-dasharray").count(), 1);
         assert_eq!(svg.matches("<rect x=").count(), 3, "one band per phase");
         let table = report.to_table();
         assert!(
@@ -275,9 +321,19 @@ mod tests {
             "{table}"
         );
         assert!(
+            table.contains("NEW OK") && table.contains("97.5%") && table.contains("syn_cookie=9"),
+            "{table}"
+        );
+        assert!(
             !table.contains("banned=0"),
             "zero drops are left out: {table}"
         );
-        assert!(report.to_json().contains("\"timeline\""));
+        let json = report.to_json();
+        assert!(json.contains("\"timeline\""));
+        assert!(
+            json.contains("\"new_success_pct\": 97.5")
+                && json.contains("\"new_success_pct\": null"),
+            "{json}"
+        );
     }
 }

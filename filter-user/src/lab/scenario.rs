@@ -1,11 +1,13 @@
 //! The attacks the lab can run, as flood plans for the generator: template frames from the
-//! attackers' interface to the origin through the router, and how each copy's source varies.
+//! attackers' interface to the origin through the router, and how each copy's source (and
+//! ports) vary. It neither sends nor measures anything.
 
 use etherparse::PacketBuilder;
 use filter_common::flood::{FloodConfig, L4_NONE, L4_TCP, L4_UDP};
 
 use crate::lab::{
     flood::FloodPlan,
+    origin::HTTP_PORT,
     topology::{LabNet, ORIGIN_IPV4, ORIGIN_IPV6, SPOOFED_V4, SPOOFED_V6},
 };
 
@@ -26,13 +28,19 @@ pub enum Scenario {
     FragmentFlood,
     /// IPv6 SYNs from sources rotating inside a /64.
     Ipv6Syn,
+    /// TCP ACKs from random spoofed sources and ports to the origin's HTTP port, belonging to
+    /// no connection.
+    AckFlood,
+    /// UDP from random spoofed sources to random destination ports (carpet bombing: no port
+    /// list stops it, only knowing which ports have a socket).
+    CarpetBomb,
     /// All of the above at once.
     Mixed,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::SpoofedSyn,
         Scenario::BotnetSyn,
         Scenario::UdpFlood,
@@ -40,6 +48,8 @@ impl Scenario {
         Scenario::IcmpFlood,
         Scenario::FragmentFlood,
         Scenario::Ipv6Syn,
+        Scenario::AckFlood,
+        Scenario::CarpetBomb,
         Scenario::Mixed,
     ];
 
@@ -53,8 +63,16 @@ impl Scenario {
             Scenario::IcmpFlood => "icmp-flood",
             Scenario::FragmentFlood => "fragment-flood",
             Scenario::Ipv6Syn => "ipv6-syn",
+            Scenario::AckFlood => "ack-flood",
+            Scenario::CarpetBomb => "carpet-bomb",
             Scenario::Mixed => "mixed",
         }
+    }
+
+    /// Whether the scenario also measures first-time visitors: the SYN floods, where a newcomer
+    /// has to get its own SYN answered through the flood (returning visitors are verified).
+    pub const fn measures_newcomers(self) -> bool {
+        matches!(self, Scenario::SpoofedSyn | Scenario::BotnetSyn)
     }
 
     /// Parses `all` or a comma-separated list of names.
@@ -89,12 +107,16 @@ impl Scenario {
             Scenario::IcmpFlood => vec![t.icmp_v4()],
             Scenario::FragmentFlood => vec![t.fragment_v4()],
             Scenario::Ipv6Syn => vec![t.syn_v6()],
+            Scenario::AckFlood => vec![t.ack_v4()],
+            Scenario::CarpetBomb => vec![t.carpet_v4()],
             Scenario::Mixed => vec![
                 t.syn_v4(65_536),
                 t.udp_v4(53, 443, 1_200, false),
                 t.icmp_v4(),
                 t.fragment_v4(),
                 t.syn_v6(),
+                t.ack_v4(),
+                t.carpet_v4(),
             ],
         }
     }
@@ -150,6 +172,27 @@ impl Templates {
             random_src_port: u8::from(random_port),
             random_dst_port: 0,
         }
+    }
+
+    /// A bare ACK to the origin's HTTP port, as if for a connection that does not exist; the
+    /// generator varies source and source port, so the sequence and acknowledgement numbers
+    /// match nothing (nor any SYN cookie).
+    fn ack_v4(&self) -> FloodPlan {
+        let builder = PacketBuilder::ethernet2(self.src_mac, self.dst_mac)
+            .ipv4(SPOOFED_V4.0.octets(), ORIGIN_IPV4.octets(), 64)
+            .tcp(40_000, HTTP_PORT, 0x6d6f_6174, 64_240)
+            .ack(0x0bad_c0de);
+        FloodPlan {
+            template: build(|f| builder.write(f, &[])),
+            config: self.config(v4_base(), 65_536, 4, L4_TCP, true),
+        }
+    }
+
+    /// UDP from random spoofed sources and source ports to random destination ports.
+    fn carpet_v4(&self) -> FloodPlan {
+        let mut plan = self.udp_v4(40_000, 9_999, 512, true);
+        plan.config.random_dst_port = 1;
+        plan
     }
 
     fn syn_v4(&self, sources: u32) -> FloodPlan {

@@ -2,7 +2,9 @@
 //! namespace with its own address and MAC, joined through a router namespace. Addresses come
 //! from the benchmarking range 198.18.0.0/15 (RFC 2544) and the documentation prefix
 //! 2001:db8::/32; spoofed sources (198.19.0.0/16, 2001:db8:ff00::/40) are blackholed at the
-//! router, so nothing the origin answers them leaves the lab. Dropping it removes everything.
+//! router, so nothing the origin answers them leaves the lab. First-time visitors take fresh
+//! addresses from 198.18.64.0/18 in the clients' namespace, routed there by the router. It does
+//! not send traffic. Dropping it removes everything.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -27,6 +29,19 @@ pub const SPOOFED_V6: (Ipv6Addr, u8) = (Ipv6Addr::new(0x2001, 0xdb8, 0xff00, 0, 
 /// The legitimate users' addresses: 198.18.1.10 and up.
 pub fn client_address(index: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 1, 10 + index)
+}
+
+/// First-time visitors' addresses: a prefix outside every other lab range, so the origin (and
+/// moat) have never seen any of them before their one request.
+pub const NEWCOMERS_V4: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 64, 0), 18);
+
+/// How many first-time visitor addresses the lab can hand out in one run.
+pub const MAX_NEWCOMERS: u32 = (1 << (32 - NEWCOMERS_V4.1)) - 2;
+
+/// The `index`th first-time visitor's address (198.18.64.1 and up), or `None` past
+/// [`MAX_NEWCOMERS`].
+pub fn newcomer_address(index: u32) -> Option<Ipv4Addr> {
+    (index < MAX_NEWCOMERS).then(|| Ipv4Addr::from(u32::from(NEWCOMERS_V4.0) + 1 + index))
 }
 
 /// One veth link between a host and the router.
@@ -153,6 +168,18 @@ impl LabNet {
         let (v4, v4_len) = SPOOFED_V4;
         let (v6, v6_len) = SPOOFED_V6;
         r.ip(&["route", "add", "blackhole", &format!("{v4}/{v4_len}")])?;
+        // First-time visitors live in the clients' namespace behind its first address, so the
+        // router needs one neighbour entry for all of them, not one per visitor.
+        let (n, n_len) = NEWCOMERS_V4;
+        r.ip(&[
+            "route",
+            "add",
+            &format!("{n}/{n_len}"),
+            "via",
+            &client_address(0).to_string(),
+            "dev",
+            &self.client_link.router_iface,
+        ])?;
         r.ip(&["-6", "route", "add", "blackhole", &format!("{v6}/{v6_len}")])?;
         // XDP frames (the generator's XDP_TX, the fast path's redirect) are accepted by a veth
         // end with NAPI on, which GRO turns on even without an XDP program.
@@ -214,6 +241,38 @@ impl LabNet {
         a.ip(&["route", "add", "default", "via", "198.18.2.254"])?;
         a.ip(&["-6", "route", "add", "default", "via", "2001:db8:0:2::fe"])?;
         Ok(())
+    }
+}
+
+impl LabNet {
+    /// Gives the clients' namespace the first-time visitor addresses `first..first + count`
+    /// (as /32s on its interface, in one `ip -batch`), so each can open connections from its
+    /// own address; returns them. Addresses past [`MAX_NEWCOMERS`] are left out.
+    pub fn add_newcomers(&self, first: u32, count: u32) -> Result<Vec<Ipv4Addr>, NetNsError> {
+        let addresses: Vec<Ipv4Addr> = (first..first.saturating_add(count))
+            .map_while(newcomer_address)
+            .collect();
+        if addresses.is_empty() {
+            return Ok(addresses);
+        }
+        let iface = &self.client_link.host_iface;
+        let batch: String = addresses
+            .iter()
+            .map(|address| format!("addr add {address}/32 dev {iface}\n"))
+            .collect();
+        let path = std::env::temp_dir().join(format!(
+            "moat-lab-newcomers-{}.batch",
+            crate::netns::unique_suffix()
+        ));
+        std::fs::write(&path, batch).map_err(|source| NetNsError::Spawn {
+            command: format!("writing {}", path.display()),
+            source,
+        })?;
+        let added = run(std::process::Command::new("ip")
+            .args(["-n", self.clients.name(), "-batch"])
+            .arg(&path));
+        let _ = std::fs::remove_file(&path);
+        added.map(|_| addresses)
     }
 }
 
