@@ -103,14 +103,25 @@ pub fn moat_flood(ctx: XdpContext) -> u32 {
 
 /// Writes the template's first bytes back into the frame (see [`FloodTemplate`]): as many as
 /// an answer in place can have changed (Ethernet, IPv6 and a TCP header with the MSS option is
-/// 78 bytes), or the whole frame if it is shorter. Each copy has a constant length, which the
-/// verifier can check against the frame and the BPF backend expands inline.
+/// 78 bytes), or all of a shorter frame up to its last even length. Every copy has a constant
+/// length, which the verifier can check against the frame and the BPF backend expands inline (a
+/// variable length or offset is what the verifier cannot follow through LLVM's rewriting).
 #[inline(always)]
 fn restore(ctx: &XdpContext) -> Option<()> {
     let template = FLOOD_TEMPLATE.get(0)?;
     let _ = copy_prefix::<80>(ctx, template)
+        || copy_prefix::<78>(ctx, template)
+        || copy_prefix::<76>(ctx, template)
+        || copy_prefix::<74>(ctx, template)
+        || copy_prefix::<72>(ctx, template)
+        || copy_prefix::<70>(ctx, template)
+        || copy_prefix::<68>(ctx, template)
+        || copy_prefix::<66>(ctx, template)
         || copy_prefix::<64>(ctx, template)
+        || copy_prefix::<62>(ctx, template)
+        || copy_prefix::<60>(ctx, template)
         || copy_prefix::<58>(ctx, template)
+        || copy_prefix::<56>(ctx, template)
         || copy_prefix::<54>(ctx, template)
         || copy_prefix::<42>(ctx, template)
         || copy_prefix::<14>(ctx, template);

@@ -16,12 +16,13 @@ mod support;
 
 use std::{
     io::{Read, Write},
-    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener},
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
+use etherparse::PacketBuilder;
 use filter_common::{
     classify::tcp_flags::ACK,
     flood::{FloodConfig, L4_TCP, L4_UDP},
@@ -61,7 +62,7 @@ struct Site {
     _daemon: Daemon,
     _peer: PeerPass,
     stop_server: std::sync::Arc<AtomicBool>,
-    server: Option<std::thread::JoinHandle<()>>,
+    servers: Vec<std::thread::JoinHandle<()>>,
     _config: TempDir,
 }
 
@@ -79,7 +80,9 @@ impl Site {
             ])
             .expect("route to the spoofed range");
         let counter = "table ip moat_test {\n chain pre {\n  type filter hook prerouting \
-                       priority -400;\n  ip saddr 198.19.0.0/16 counter\n }\n}\n";
+                       priority -400;\n  ip saddr 198.19.0.0/16 counter\n }\n}\n\
+                       table ip6 moat_test {\n chain pre {\n  type filter hook prerouting \
+                       priority -400;\n  ip6 saddr 2001:db8::/32 counter\n }\n}\n";
         let mut nft = pair
             .origin
             .command("nft")
@@ -112,7 +115,7 @@ impl Site {
             _daemon: daemon,
             _peer: peer,
             stop_server,
-            server: Some(server),
+            servers: vec![server],
             _config: dir,
         }
     }
@@ -121,13 +124,18 @@ impl Site {
         &self.pair.origin_end.iface
     }
 
-    /// Packets from the spoofed range that reached the origin's stack.
+    /// Packets from the spoofed IPv4 range that reached the origin's stack.
     fn reached_stack(&self) -> u64 {
+        self.reached_stack_of("ip")
+    }
+
+    /// Packets from the spoofed range of `family` (`ip` or `ip6`) that reached the stack.
+    fn reached_stack_of(&self, family: &str) -> u64 {
         let json = self
             .pair
             .origin
             .command("nft")
-            .args(["-j", "list", "table", "ip", "moat_test"])
+            .args(["-j", "list", "table", family, "moat_test"])
             .output()
             .expect("nft list");
         let value: serde_json::Value =
@@ -158,12 +166,7 @@ impl Site {
                     socket.bind(&SocketAddr::from((source, 0)).into())?;
                 }
                 socket.connect_timeout(&origin.into(), VISIT_TIMEOUT)?;
-                let mut stream = std::net::TcpStream::from(socket);
-                stream.set_read_timeout(Some(VISIT_TIMEOUT))?;
-                stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-                let mut response = Vec::new();
-                stream.read_to_end(&mut response)?;
-                Ok::<_, std::io::Error>(response.starts_with(b"HTTP/1.0 200"))
+                http_get(std::net::TcpStream::from(socket))
             })
             .expect("entering the client")
             .unwrap_or(false)
@@ -301,7 +304,7 @@ impl Site {
 impl Drop for Site {
     fn drop(&mut self) {
         self.stop_server.store(true, Ordering::Relaxed);
-        if let Some(server) = self.server.take() {
+        for server in self.servers.drain(..) {
             let _ = server.join();
         }
     }
@@ -637,4 +640,258 @@ fn nonzero(stats: &serde_json::Value) -> String {
         }
     }
     out.join(" ")
+}
+
+/// The origin's and the client's IPv6 addresses on their link.
+const ORIGIN_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 6, 0, 0, 0, 0, 0, 1);
+const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 6, 0, 0, 0, 0, 0, 2);
+/// The spoofed IPv6 sources: 2001:db8::/32 (documentation, never routed).
+const SPOOFED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0);
+
+impl Site {
+    /// Turns IPv6 on across the pair (static neighbours, no DAD), routes the spoofed IPv6 range
+    /// back through the client and serves HTTP on the origin's IPv6 address too.
+    fn enable_ipv6(&mut self) {
+        let (origin, client) = (&self.pair.origin, &self.pair.client);
+        for (ns, end, addr, peer_end, peer_addr) in [
+            (
+                origin,
+                &self.pair.origin_end,
+                ORIGIN_V6,
+                &self.pair.client_end,
+                CLIENT_V6,
+            ),
+            (
+                client,
+                &self.pair.client_end,
+                CLIENT_V6,
+                &self.pair.origin_end,
+                ORIGIN_V6,
+            ),
+        ] {
+            ns.sysctl(&format!("net.ipv6.conf.{}.disable_ipv6", end.iface), "0")
+                .expect("IPv6 on");
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                &end.iface,
+                "nodad",
+            ])
+            .expect("IPv6 address");
+            ns.ip(&[
+                "neigh",
+                "replace",
+                &peer_addr.to_string(),
+                "lladdr",
+                &peer_end.mac_string(),
+                "dev",
+                &end.iface,
+                "nud",
+                "permanent",
+            ])
+            .expect("IPv6 neighbour");
+        }
+        origin
+            .ip(&[
+                "-6",
+                "route",
+                "add",
+                &format!("{SPOOFED_V6}/32"),
+                "via",
+                &CLIENT_V6.to_string(),
+            ])
+            .expect("route to the spoofed IPv6 range");
+        let listener = origin
+            .enter(|| TcpListener::bind(SocketAddr::from((ORIGIN_V6, HTTP))))
+            .expect("entering the origin")
+            .expect("the IPv6 HTTP listener");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = std::sync::Arc::clone(&self.stop_server);
+        self.servers
+            .push(std::thread::spawn(move || serve(&listener, &stop)));
+    }
+
+    /// Adds `count` IPv6 addresses the origin has never seen to the client, each in a /64 of
+    /// its own (moat verifies IPv6 sources per /64), with the origin's routes and neighbours.
+    fn newcomers_v6(&self, count: u16) -> Vec<Ipv6Addr> {
+        (0..count)
+            .map(|n| {
+                let addr = Ipv6Addr::new(0xfd00, 7, n, 0, 0, 0, 0, 2);
+                self.pair
+                    .client
+                    .ip(&[
+                        "addr",
+                        "add",
+                        &format!("{addr}/128"),
+                        "dev",
+                        &self.pair.client_end.iface,
+                        "nodad",
+                    ])
+                    .expect("a newcomer's address");
+                self.pair
+                    .origin
+                    .ip(&[
+                        "-6",
+                        "route",
+                        "add",
+                        &format!("{addr}/128"),
+                        "dev",
+                        &self.pair.origin_end.iface,
+                    ])
+                    .expect("the origin's route back");
+                self.pair
+                    .origin
+                    .ip(&[
+                        "neigh",
+                        "replace",
+                        &addr.to_string(),
+                        "lladdr",
+                        &self.pair.client_end.mac_string(),
+                        "dev",
+                        &self.pair.origin_end.iface,
+                        "nud",
+                        "permanent",
+                    ])
+                    .expect("the origin's neighbour entry");
+                addr
+            })
+            .collect()
+    }
+
+    /// One HTTP request over IPv6 from `source` (or the client's own address), one try.
+    fn visit_v6(&self, source: Option<Ipv6Addr>) -> bool {
+        let origin = SocketAddr::from((ORIGIN_V6, HTTP));
+        self.pair
+            .client
+            .enter(|| {
+                let socket =
+                    socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
+                let source = source.unwrap_or(CLIENT_V6);
+                socket.bind(&SocketAddr::from((source, 0)).into())?;
+                socket.connect_timeout(&origin.into(), VISIT_TIMEOUT)?;
+                http_get(std::net::TcpStream::from(socket))
+            })
+            .expect("entering the client")
+            .unwrap_or(false)
+    }
+
+    /// Makes the client's IPv6 address a returning visitor, as [`Site::make_returning`].
+    fn make_returning_v6(&self) {
+        let origin = SocketAddr::from((ORIGIN_V6, HTTP));
+        let held = self
+            .pair
+            .client
+            .enter(|| std::net::TcpStream::connect_timeout(&origin, VISIT_TIMEOUT))
+            .expect("entering the client")
+            .expect("the first IPv6 visit connects");
+        let key = moat::verify::key_for(IpAddr::V6(CLIENT_V6), 64);
+        let path = PinDir::for_iface(self.iface()).map(VERIFIED);
+        wait_until(
+            "the IPv6 client to be verified",
+            Duration::from_secs(10),
+            || {
+                let data = aya::maps::MapData::from_pin(&path).expect("VERIFIED pin");
+                let verified: aya::maps::HashMap<_, SourceKey, u64> =
+                    aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data))
+                        .expect("VERIFIED map");
+                verified.get(&key, 0).is_ok()
+            },
+        );
+        drop(held);
+    }
+
+    /// Spoofed IPv6 sources in the per-source table.
+    fn spoofed_v6_sources_tracked(&self) -> usize {
+        let path = PinDir::for_iface(self.iface()).map(SOURCES);
+        let data = aya::maps::MapData::from_pin(&path).expect("SOURCES pin");
+        let sources: aya::maps::HashMap<_, SourceKey, RateState> =
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("SOURCES map");
+        sources
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.ip_version == 6 && key.addr_be[..4] == [0x20, 0x01, 0x0d, 0xb8])
+            .count()
+    }
+}
+
+/// Sends one HTTP request on `stream` and reads the whole answer: whether it was a 200.
+fn http_get(mut stream: std::net::TcpStream) -> std::io::Result<bool> {
+    stream.set_read_timeout(Some(VISIT_TIMEOUT))?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    Ok(response.starts_with(b"HTTP/1.0 200"))
+}
+
+#[test]
+fn spoofed_ipv6_syn_flood_from_every_cpu_serves_first_time_and_returning_visitors() {
+    let mut site = Site::start("");
+    site.enable_ipv6();
+    site.make_returning_v6();
+    let newcomers = site.newcomers_v6(u16::from(FIRST_TIME_VISITORS));
+    let mut template = Vec::new();
+    PacketBuilder::ethernet2(site.pair.client_end.mac, site.pair.origin_end.mac)
+        .ipv6(SPOOFED_V6.octets(), ORIGIN_V6.octets(), 64)
+        .tcp(40_000, HTTP, 1, 64_240)
+        .syn()
+        .write(&mut template, &[])
+        .expect("the IPv6 SYN template");
+    let plan = FloodPlan {
+        template,
+        config: FloodConfig {
+            src_base_be: SPOOFED_V6.octets(),
+            src_count: SPOOFED_COUNT,
+            v6_random_host: 1,
+            l3_offset: 14,
+            l4_offset: 54,
+            ip_version: 6,
+            l4_kind: L4_TCP,
+            random_src_port: 1,
+            ..FloodConfig::default()
+        },
+    };
+    let (report, arrived, (first_time, returning)) = site.under_flood(
+        plan,
+        |stats| count(stats, "answered", "syn_cookie").0 >= 1_000,
+        || {
+            let first_time = newcomers
+                .iter()
+                .filter(|addr| site.visit_v6(Some(**addr)))
+                .count() as u32;
+            let returning = (0..RETURNING_VISITS)
+                .filter(|_| site.visit_v6(None))
+                .count() as u32;
+            (first_time, returning)
+        },
+    );
+    let stats = stats_json(site.iface());
+    let answered = count(&stats, "answered", "syn_cookie").0;
+    let reached = site.reached_stack_of("ip6");
+    let visits = Visits {
+        first_time,
+        returning,
+    };
+    eprintln!(
+        "spoofed IPv6 SYN flood: {report:?} ({:.0} pps offered), {arrived} judged, {visits:?}, \
+         {answered} answered with cookies, {reached} reached the stack; counters: {}",
+        report.pps(),
+        nonzero(&stats)
+    );
+    assert_visitors_served(&visits, "IPv6 SYN flood");
+    assert_at_most_one_percent(reached, arrived, &report, "IPv6 SYN flood");
+    assert!(
+        answered <= arrived,
+        "moat answered {answered} SYN-ACKs for {arrived} frames received"
+    );
+    assert!(
+        answered * 100 >= arrived * 95,
+        "the IPv6 flood was answered with cookies: {answered} of {arrived}"
+    );
+    assert_eq!(
+        site.spoofed_v6_sources_tracked(),
+        0,
+        "no spoofed IPv6 source tracked"
+    );
 }
