@@ -564,3 +564,24 @@ fn a_visitor_who_completed_a_handshake_passes_a_spoofed_syn_flood() {
         assert!(traffic::tcp_exchange(&pair.client, &server, echo, b"again").expect("tcp"));
     }
 }
+
+#[test]
+fn warns_in_one_line_when_the_kernel_makes_no_syn_cookies() {
+    require_root();
+    let pair = Pair::create();
+    pair.origin
+        .sysctl("net.ipv4.tcp_syncookies", "0")
+        .expect("turning the kernel's SYN cookies off in the origin");
+    let daemon = pair.start(&[]);
+    let log = daemon.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("tcp_syncookies"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one line about the sysctl: {log}");
+    assert!(
+        warnings[0].contains("sysctl -w net.ipv4.tcp_syncookies=1"),
+        "it says what to set: {}",
+        warnings[0]
+    );
+}

@@ -516,3 +516,40 @@ fn segments_of_a_real_connection_pass() {
     })
     .expect("entering the namespace");
 }
+
+#[test]
+fn the_aggregate_syn_bucket_caps_the_cookies_answered() {
+    let ns = namespace("2");
+    ns.enter(|| {
+        let _listening = listeners(LISTENING);
+        let mut settings = verifying_settings();
+        settings.aggregate[filter_common::Class::Syn as usize] = filter_common::rate::Limit {
+            pps: 1,
+            burst_packets: 2,
+            bps: 0,
+            burst_bytes: 0,
+        };
+        let filter = Filter::load(settings);
+        // The fixed clock never advances, so the bucket holds its burst of two answers and
+        // refills nothing. Each SYN comes from another port, as a flood's would.
+        for port in [CLIENT_PORT, CLIENT_PORT + 1] {
+            let syn = segment(false, port, LISTENING, CLIENT_SEQ, None, true);
+            filter.expect(
+                "SYN within the cap",
+                &syn,
+                XDP_TX,
+                Verdict::Answered,
+                Reason::SynCookie,
+            );
+        }
+        let syn = segment(false, CLIENT_PORT + 2, LISTENING, CLIENT_SEQ, None, true);
+        filter.expect(
+            "SYN over the cap",
+            &syn,
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::FloodSyn,
+        );
+    })
+    .expect("entering the namespace");
+}
