@@ -63,8 +63,9 @@ pub const SAMPLES_BYTES: u32 = 256 * 1024;
 
 /// LRU hash of [`crate::source::SourceKey`] (class [`crate::source::VERIFIED_CLASS`]) to the
 /// time (ns) until which the source counts as verified: it completed a TCP handshake with the
-/// origin recently, so its SYNs skip the aggregate SYN limit (its own per-source limit still
-/// applies). The daemon fills it from the origin's TCP sockets.
+/// origin recently, which a spoofed source cannot. Its SYNs go to the kernel and to its own
+/// per-source limit instead of being answered with cookies. The program marks a source whose
+/// ACK carried a valid SYN cookie; the daemon marks the peers of the origin's TCP connections.
 pub const VERIFIED: &str = "VERIFIED";
 
 /// Per-CPU, single-entry scratch space holding copies of the current packet's IP and TCP

@@ -81,7 +81,8 @@ pub struct Settings {
     pub v6_source_prefix: u32,
     /// Per-source limits, by [`crate::Class`].
     pub source: [Limit; crate::CLASS_COUNT],
-    /// Aggregate limits over all sources, per CPU, by [`crate::Class`].
+    /// Aggregate limits over all sources, per CPU, by [`crate::Class`]. The SYN slot caps the
+    /// SYN-ACKs answered with cookies (with cookies off, the SYNs of unverified sources).
     pub aggregate: [Limit; crate::CLASS_COUNT],
     /// Aggregate limit for fragments under [`FragmentPolicy::RateLimit`], per CPU.
     pub fragments: Limit,

@@ -156,15 +156,7 @@ fn headers(ctx: &XdpContext, packet: &Packet) -> Option<Headers> {
 #[inline(always)]
 fn lookup_tcp(ctx: &XdpContext, tuple: &mut Tuple) -> *mut aya_ebpf::bindings::bpf_sock {
     // SAFETY: the tuple is a valid stack value of the size given.
-    unsafe {
-        bpf_skc_lookup_tcp(
-            ctx.as_ptr_mut(),
-            &mut tuple.raw,
-            tuple.size,
-            CURRENT_NETNS,
-            0,
-        )
-    }
+    unsafe { bpf_skc_lookup_tcp(ctx.ctx.cast(), &mut tuple.raw, tuple.size, CURRENT_NETNS, 0) }
 }
 
 /// Offers a SYN to its listener: returns the cookie the listener would accept, or why not.
@@ -285,31 +277,12 @@ pub fn segment(ctx: &XdpContext, packet: &Packet, mut tuple: Tuple, check_cookie
 #[inline(always)]
 pub fn udp_socket(ctx: &XdpContext, mut tuple: Tuple) -> bool {
     // SAFETY: the tuple is a valid stack value of the size given.
-    let sk = unsafe {
-        bpf_sk_lookup_udp(
-            ctx.as_ptr_mut(),
-            &mut tuple.raw,
-            tuple.size,
-            CURRENT_NETNS,
-            0,
-        )
-    };
+    let sk =
+        unsafe { bpf_sk_lookup_udp(ctx.ctx.cast(), &mut tuple.raw, tuple.size, CURRENT_NETNS, 0) };
     if sk.is_null() {
         return false;
     }
     // SAFETY: releases the reference the lookup took.
     unsafe { bpf_sk_release(sk.cast()) };
     true
-}
-
-/// The raw context pointer the helpers take.
-trait AsPtrMut {
-    fn as_ptr_mut(&self) -> *mut core::ffi::c_void;
-}
-
-impl AsPtrMut for XdpContext {
-    #[inline(always)]
-    fn as_ptr_mut(&self) -> *mut core::ffi::c_void {
-        self.ctx.cast()
-    }
 }

@@ -1,9 +1,11 @@
 //! Verified sources: peers that completed a TCP handshake with the origin. The daemon reads the
 //! origin's TCP sockets (`/proc/net/tcp` and `tcp6` of its network namespace) and marks each
 //! peer of an established or closing connection as verified in the `VERIFIED` map for
-//! [`VERIFIED_FOR`]. Their SYNs then skip the aggregate SYN limit, so a spoofed flood, whose
-//! sources never finish a handshake, cannot crowd out returning visitors. Half-open
-//! connections (SYN_RECV) never verify anyone.
+//! [`VERIFIED_FOR`] (the program itself marks sources whose ACK returned a valid SYN cookie).
+//! Their SYNs then go to the kernel with every TCP option instead of being answered with
+//! cookies, and only they get per-source SYN state, so a spoofed flood, whose sources never
+//! finish a handshake, neither crowds out returning visitors nor fills the per-source table.
+//! Half-open connections (SYN_RECV) never verify anyone.
 
 use std::{
     collections::HashMap,
