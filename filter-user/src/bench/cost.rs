@@ -10,22 +10,27 @@
 //! every time); each says which. Live traffic is the throughput section's.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsFd as _,
 };
+
+use aya::programs::ProgramFd;
 
 use filter_common::{
     Class, Reason, Settings, Verdict,
     maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, PROGRAM_NAME},
     rate::Limit,
+    settings::SYN_COOKIES_OFF,
     source::BAN_CLASS,
 };
 
 use super::{
     BenchError, Options,
     frames::{self, Shape, Tagging},
-    measure::{self, Floor, START_NS, Subject, XDP_DROP, XDP_PASS},
-    median, prefixes,
+    measure::{self, Floor, START_NS, Subject, XDP_DROP, XDP_PASS, XDP_TX},
+    median,
+    origin::Origin,
+    prefixes,
     tools::{self, Policy as XdpFilterPolicy, XdpFilter},
 };
 use crate::{
@@ -71,7 +76,7 @@ fn source(family: Family, third: u8) -> IpAddr {
 }
 
 /// The origin every frame goes to.
-fn origin(family: Family) -> IpAddr {
+fn origin_address(family: Family) -> IpAddr {
     match family {
         Family::V4 => IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
         Family::V6 => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
@@ -102,8 +107,15 @@ mod sources {
     pub const BANNED: u8 = 100;
     pub const REFLECTOR: u8 = 110;
     pub const MALFORMED: u8 = 120;
+    pub const ANSWERED: u8 = 130;
+    pub const STRAY: u8 = 140;
+    pub const CLOSED_ACK: u8 = 150;
+    pub const CLOSED_UDP: u8 = 160;
     pub const DENIED: u8 = 200;
 }
+
+/// Sources that completed a handshake (in `VERIFIED`): their SYNs go to the per-source limit.
+const VERIFIED_SOURCES: [u8; 2] = [sources::NEW_CONNECTION, sources::RATE_LIMITED];
 
 /// A setting a case changes from the shipped policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,12 +125,28 @@ enum Tweak {
     /// No automatic bans, so a source over its limit keeps taking the rate-limit path
     /// instead of the ban path.
     NoAutoBan,
-    /// The per-source SYN limit out of reach, so one repeated source reaches the aggregate
-    /// limit, as each of a spoofed flood's sources does.
-    SourceUnlimited,
-    /// Both SYN limits out of reach, so a new connection passes every stage.
+    /// SYN cookies off, the one setting under which the aggregate SYN bucket gates unverified
+    /// SYNs to a listener (with cookies on it only caps the answers).
+    CookiesOff,
+    /// Both SYN limits out of reach, so a verified source's new connection passes every stage
+    /// and the cap on answered cookies is never reached.
     SynUnlimited,
 }
+
+/// How a case is timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    /// One BPF_PROG_TEST_RUN call of `repeat` repetitions.
+    Repeat,
+    /// `repeat / CALLS_DIVISOR` calls of one repetition, less the floor's calls timed the same
+    /// way: the program rewrites the frame into its answer, and the repetitions of one call
+    /// share the buffer, so the second would judge the first one's SYN-ACK.
+    Calls,
+}
+
+/// Per-call cases make this many times fewer calls than repeated cases make repetitions
+/// (each call costs microseconds of its own, which the floor's calls take back out).
+const CALLS_DIVISOR: u32 = 10;
 
 /// One path of the cost table.
 #[derive(Clone, Copy, Debug)]
@@ -128,6 +156,7 @@ struct Path {
     tagging: Tagging,
     source: u8,
     tweak: Tweak,
+    method: Method,
     verdict: Verdict,
     reason: Reason,
     /// xdp-filter's equivalent: the policy of the program to run, the action it must return,
@@ -136,29 +165,95 @@ struct Path {
     note: &'static str,
 }
 
-/// Every path, in the table's order.
-const PATHS: [Path; 11] = [
+impl Path {
+    /// The XDP action moat must return on this path.
+    const fn action(&self) -> u32 {
+        match self.verdict {
+            Verdict::Drop => XDP_DROP,
+            Verdict::Answered => XDP_TX,
+            _ => XDP_PASS,
+        }
+    }
+}
+
+/// Every path, in the table's order. A SYN answered with a cookie comes before the ACK with a
+/// bad one, so the listener has answered with cookies seconds before (as under a flood) and
+/// the kernel checks the ACK's cookie in full.
+const PATHS: [Path; 15] = [
     Path {
         name: "plain pass (established TCP)",
         shape: Shape::Established,
         tagging: Tagging::Untagged,
         source: sources::ESTABLISHED,
         tweak: Tweak::None,
+        method: Method::Repeat,
         verdict: Verdict::Pass,
         reason: Reason::Pass,
         xdp_filter: Some((XdpFilterPolicy::Allow, XDP_PASS, "no rule matches")),
-        note: "allowlist and denylist trie misses, bans miss, TCP flag, fragment and port checks",
+        note: "allowlist and denylist trie misses, bans miss, TCP flag, fragment and port checks, \
+               the socket lookup finds the connection",
     },
     Path {
-        name: "full pipeline pass (new connection)",
+        name: "full pipeline pass (new connection, verified source)",
         shape: Shape::Syn,
         tagging: Tagging::Untagged,
         source: sources::NEW_CONNECTION,
         tweak: Tweak::SynUnlimited,
+        method: Method::Repeat,
         verdict: Verdict::Pass,
         reason: Reason::Pass,
         xdp_filter: None,
-        note: "every stage: lists, ban, sanity, per-source and aggregate SYN buckets (limits raised)",
+        note: "a source that completed a handshake: lists, ban, sanity, verified-source hit, \
+               per-source SYN bucket (limit raised)",
+    },
+    Path {
+        name: "SYN answered with a cookie",
+        shape: Shape::Syn,
+        tagging: Tagging::Untagged,
+        source: sources::ANSWERED,
+        tweak: Tweak::SynUnlimited,
+        method: Method::Calls,
+        verdict: Verdict::Answered,
+        reason: Reason::SynCookie,
+        xdp_filter: None,
+        note: "verified-source miss, listener lookup, the kernel's cookie (tcp_syncookies = 2), \
+               SYN-ACK written in place, XDP_TX; timed per call, the floor's calls taken out",
+    },
+    Path {
+        name: "ACK with a bad cookie dropped",
+        shape: Shape::StrayAck,
+        tagging: Tagging::Untagged,
+        source: sources::STRAY,
+        tweak: Tweak::None,
+        method: Method::Repeat,
+        verdict: Verdict::Drop,
+        reason: Reason::CookieBad,
+        xdp_filter: None,
+        note: "socket lookup finds only the listener, whose cookie check fails",
+    },
+    Path {
+        name: "ACK/RST for no connection dropped",
+        shape: Shape::AckClosed,
+        tagging: Tagging::Untagged,
+        source: sources::CLOSED_ACK,
+        tweak: Tweak::None,
+        method: Method::Repeat,
+        verdict: Verdict::Drop,
+        reason: Reason::NoSocket,
+        xdp_filter: None,
+        note: "a bare ACK to port 81: the socket lookup finds nothing",
+    },
+    Path {
+        name: "UDP to a closed port dropped",
+        shape: Shape::UdpClosed,
+        tagging: Tagging::Untagged,
+        source: sources::CLOSED_UDP,
+        tweak: Tweak::None,
+        method: Method::Repeat,
+        verdict: Verdict::Drop,
+        reason: Reason::PortClosed,
+        xdp_filter: None,
+        note: "port 81: reflection checks, then the UDP socket lookup finds nothing",
     },
     Path {
         name: "allowlist hit",
@@ -166,6 +261,7 @@ const PATHS: [Path; 11] = [
         tagging: Tagging::Untagged,
         source: sources::ALLOWED,
         tweak: Tweak::None,
+        method: Method::Repeat,
         verdict: Verdict::Pass,
         reason: Reason::Allowlist,
         xdp_filter: Some((
@@ -181,6 +277,7 @@ const PATHS: [Path; 11] = [
         tagging: Tagging::Untagged,
         source: sources::DENIED,
         tweak: Tweak::None,
+        method: Method::Repeat,
         verdict: Verdict::Drop,
         reason: Reason::Denylist,
         xdp_filter: Some((
@@ -196,6 +293,7 @@ const PATHS: [Path; 11] = [
         tagging: Tagging::Untagged,
         source: sources::BANNED,
         tweak: Tweak::None,
+        method: Method::Repeat,
         verdict: Verdict::Drop,
         reason: Reason::Banned,
         xdp_filter: Some((XdpFilterPolicy::Allow, XDP_DROP, "`ip --mode src`")),
@@ -207,21 +305,25 @@ const PATHS: [Path; 11] = [
         tagging: Tagging::Untagged,
         source: sources::RATE_LIMITED,
         tweak: Tweak::NoAutoBan,
+        method: Method::Repeat,
         verdict: Verdict::Drop,
         reason: Reason::RateSyn,
         xdp_filter: None,
-        note: "automatic bans off, else the source is banned after 200 strikes",
+        note: "a verified source over its SYN limit (only verified sources have one); automatic \
+               bans off, else it is banned after 200 strikes",
     },
     Path {
-        name: "aggregate SYN limit drop",
+        name: "aggregate SYN limit drop (syn_cookies = \"off\")",
         shape: Shape::Syn,
         tagging: Tagging::Untagged,
         source: sources::FLOODING,
-        tweak: Tweak::SourceUnlimited,
+        tweak: Tweak::CookiesOff,
+        method: Method::Repeat,
         verdict: Verdict::Drop,
         reason: Reason::FloodSyn,
         xdp_filter: None,
-        note: "source tracked (per-source limit raised), verified-source miss, aggregate bucket",
+        note: "only with cookies off does the aggregate bucket gate unverified SYNs: \
+               verified-source miss, listener lookup, empty bucket",
     },
     Path {
         name: "reflection drop (UDP from port 53)",
@@ -229,6 +331,7 @@ const PATHS: [Path; 11] = [
         tagging: Tagging::Untagged,
         source: sources::REFLECTOR,
         tweak: Tweak::None,
+        method: Method::Repeat,
         verdict: Verdict::Drop,
         reason: Reason::Reflection,
         xdp_filter: Some((
@@ -236,7 +339,7 @@ const PATHS: [Path; 11] = [
             XDP_DROP,
             "`port --mode src --proto udp 53`",
         )),
-        note: "as plain pass, then the ports array and a trusted-upstream trie miss",
+        note: "lists and bans as plain pass, then the ports array and a trusted-upstream trie miss",
     },
     Path {
         name: "malformed (TCP header cut short)",
@@ -244,6 +347,7 @@ const PATHS: [Path; 11] = [
         tagging: Tagging::Untagged,
         source: sources::MALFORMED,
         tweak: Tweak::None,
+        method: Method::Repeat,
         verdict: Verdict::Drop,
         reason: Reason::Malformed,
         xdp_filter: None,
@@ -255,6 +359,7 @@ const PATHS: [Path; 11] = [
         tagging: Tagging::Vlan,
         source: sources::ESTABLISHED,
         tweak: Tweak::None,
+        method: Method::Repeat,
         verdict: Verdict::Pass,
         reason: Reason::Pass,
         xdp_filter: Some((XdpFilterPolicy::Allow, XDP_PASS, "no rule matches")),
@@ -266,12 +371,33 @@ const PATHS: [Path; 11] = [
         tagging: Tagging::QinQ,
         source: sources::ESTABLISHED,
         tweak: Tweak::None,
+        method: Method::Repeat,
         verdict: Verdict::Pass,
         reason: Reason::Pass,
         xdp_filter: Some((XdpFilterPolicy::Allow, XDP_PASS, "no rule matches")),
         note: "as plain pass, two tags",
     },
 ];
+
+/// The namespace the cost and scaling cases run in: the origin's addresses, listeners on
+/// [`frames::ORIGIN_PORT`] and a real connection from each family's established source
+/// (from [`frames::CLIENT_PORT`]), so the plain-pass and VLAN cases match a socket.
+pub fn origin() -> Result<Origin, BenchError> {
+    let connections: Vec<(SocketAddr, IpAddr)> = [Family::V4, Family::V6]
+        .into_iter()
+        .map(|family| {
+            (
+                SocketAddr::new(source(family, sources::ESTABLISHED), frames::CLIENT_PORT),
+                origin_address(family),
+            )
+        })
+        .collect();
+    Origin::create(
+        &[origin_address(Family::V4), origin_address(Family::V6)],
+        frames::ORIGIN_PORT,
+        &connections,
+    )
+}
 
 /// One row of the cost table: a path's median cost per packet, in ns.
 #[derive(Clone, Debug, PartialEq)]
@@ -323,6 +449,7 @@ enum Runner {
 struct Case {
     label: String,
     runner: Runner,
+    method: Method,
     family: Family,
     /// Index into [`PATHS`]; none for the floor.
     path: Option<usize>,
@@ -332,10 +459,12 @@ struct Case {
 }
 
 impl Case {
-    /// Whether this is `moat` (or xdp-filter) on path `path` in `family`.
-    fn is(&self, moat: bool, family: Family, path: Option<usize>) -> bool {
+    /// Whether this is `moat` (or xdp-filter, or the floor when `path` is none) on path `path`
+    /// in `family`, timed by `method`.
+    fn is(&self, moat: bool, family: Family, path: Option<usize>, method: Method) -> bool {
         self.family == family
             && self.path == path
+            && self.method == method
             && match self.runner {
                 Runner::Moat(_) => moat,
                 Runner::XdpFilter(_) => !moat,
@@ -351,7 +480,7 @@ fn tweaked(shipped: Settings, tweak: Tweak) -> Settings {
     match tweak {
         Tweak::None => {}
         Tweak::NoAutoBan => settings.ban_after_strikes = 0,
-        Tweak::SourceUnlimited => settings.source[syn] = UNREACHED,
+        Tweak::CookiesOff => settings.syn_cookies = SYN_COOKIES_OFF,
         Tweak::SynUnlimited => {
             settings.source[syn] = UNREACHED;
             settings.aggregate[syn] = UNREACHED;
@@ -360,8 +489,8 @@ fn tweaked(shipped: Settings, tweak: Tweak) -> Settings {
     settings
 }
 
-/// Loads moat with `deny` prefixes per family plus each case's state: the allowed and denied
-/// networks and the banned source.
+/// Gives `subject` each case's state: the allowed and denied networks, the banned source and
+/// the verified ones.
 pub fn prepare_subject(
     subject: &mut Subject,
     progress: &mut dyn FnMut(&str),
@@ -378,10 +507,13 @@ pub fn prepare_subject(
             subject.shipped().v6_source_prefix,
         );
         subject.ban(key, until)?;
+        for third in VERIFIED_SOURCES {
+            subject.verify(source(family, third))?;
+        }
     }
     subject.insert_prefixes(ALLOW_V4, ALLOW_V6, &allowed)?;
     subject.insert_prefixes(DENY_V4, DENY_V6, &denied)?;
-    progress("cost: allowed, denied and banned the cases' sources");
+    progress("cost: allowed, denied, banned and verified the cases' sources");
     Ok(())
 }
 
@@ -392,9 +524,11 @@ pub fn fill_v6_denylist(subject: &mut Subject, count: usize) -> Result<(), Bench
     subject.insert_prefixes(DENY_V4, DENY_V6, &list)
 }
 
-/// Measures every path on `subject` (prepared by [`prepare_subject`], denylists filled).
+/// Measures every path on `subject` (prepared by [`prepare_subject`], denylists filled), from a
+/// thread inside `origin` (made by [`origin`]).
 pub fn measure(
     subject: &mut Subject,
+    origin: &Origin,
     deny_prefixes: usize,
     options: &Options,
     progress: &mut dyn FnMut(&str),
@@ -438,33 +572,33 @@ pub fn measure(
         let floor_frame = frames::build(
             Shape::Established,
             source(family, sources::ESTABLISHED),
-            origin(family),
+            origin_address(family),
             Tagging::Untagged,
         );
-        cases.push(Case {
-            label: format!("floor {family:?}"),
-            runner: Runner::Floor,
-            family,
-            path: None,
-            frame: floor_frame,
-            expect: (Verdict::Drop, Reason::Pass, XDP_DROP),
-            samples: Vec::new(),
-        });
+        for method in [Method::Repeat, Method::Calls] {
+            cases.push(Case {
+                label: format!("floor {family:?} {method:?}"),
+                runner: Runner::Floor,
+                method,
+                family,
+                path: None,
+                frame: floor_frame.clone(),
+                expect: (Verdict::Drop, Reason::Pass, XDP_DROP),
+                samples: Vec::new(),
+            });
+        }
         for (index, path) in PATHS.iter().enumerate() {
             let frame = frames::build(
                 path.shape,
                 source(family, path.source),
-                origin(family),
+                origin_address(family),
                 path.tagging,
             );
-            let action = match path.verdict {
-                Verdict::Drop => XDP_DROP,
-                _ => XDP_PASS,
-            };
             if let Some((policy, xdp_action, _)) = path.xdp_filter {
                 cases.push(Case {
                     label: format!("xdp-filter {family:?} {}", path.name),
                     runner: Runner::XdpFilter(policy),
+                    method: path.method,
                     family,
                     path: Some(index),
                     frame: frame.clone(),
@@ -475,87 +609,82 @@ pub fn measure(
             cases.push(Case {
                 label: format!("moat {family:?} {}", path.name),
                 runner: Runner::Moat(path.tweak),
+                method: path.method,
                 family,
                 path: Some(index),
                 frame,
-                expect: (path.verdict, path.reason, action),
+                expect: (path.verdict, path.reason, path.action()),
                 samples: Vec::new(),
             });
         }
     }
 
     let shipped = subject.shipped();
-    // One CPU throughout: the aggregate buckets are per CPU, and so are caches.
-    let pinned = tools::Pinned::to_cpu(0)?;
-    let result = (|| -> Result<(), BenchError> {
-        for round in 0..=options.rounds {
-            super::check_interrupted()?;
-            // Round 0 is the warm-up.
-            let repeat = if round == 0 { WARMUP } else { options.repeat };
-            for case in &mut cases {
-                let timing = match case.runner {
-                    Runner::Floor => {
-                        let program = floor.program()?;
-                        let fd = measure::program_fd(program, "the floor")?;
-                        measure::time_run(fd, "the floor", &case.frame, repeat)?
-                    }
-                    Runner::XdpFilter(policy) => {
-                        let fd = match policy {
-                            XdpFilterPolicy::Allow => &allow_program,
-                            XdpFilterPolicy::Deny => &deny_program,
-                        };
-                        measure::time_run(fd.as_fd(), "xdp-filter", &case.frame, repeat)?
-                    }
-                    Runner::Moat(tweak) => {
-                        subject.set_settings(tweaked(shipped, tweak))?;
-                        // The aggregate SYN bucket is shared by every case: full where the
-                        // case must pass it, empty everywhere else.
-                        let full = tweak == Tweak::SynUnlimited;
-                        subject.set_aggregate(Class::Syn, full)?;
-                        let before = subject.counters()?;
-                        let program = subject.program()?;
-                        let fd = measure::program_fd(program, PROGRAM_NAME)?;
-                        let timing = measure::time_run(fd, PROGRAM_NAME, &case.frame, repeat)?;
-                        let after = subject.counters()?;
-                        if round > 0 {
-                            measure::check_counted(
-                                &case.label,
-                                &before,
-                                &after,
-                                case.expect.0,
-                                case.expect.1,
-                                u64::from(repeat),
-                            )?;
-                        }
-                        timing
-                    }
-                };
-                if round > 0 {
-                    if timing.action != case.expect.2 {
-                        return Err(BenchError::WrongPath {
-                            case: case.label.clone(),
-                            expected: measure::action_name(case.expect.2).to_string(),
-                            got: measure::action_name(timing.action).to_string(),
-                        });
-                    }
-                    case.samples.push(timing.ns_per_packet);
-                }
-            }
-            if round > 0 {
-                progress(&format!("cost: round {round} of {} done", options.rounds));
-            }
+    let mut result = check_answers(subject, origin, &cases);
+    for round in 0..=options.rounds {
+        if result.is_err() {
+            break;
         }
-        Ok(())
-    })();
+        // Round 0 is the warm-up.
+        let repeat = if round == 0 { WARMUP } else { options.repeat };
+        result = super::check_interrupted().and_then(|()| {
+            origin.enter(|| {
+                // One CPU throughout: the aggregate buckets are per CPU, and so are caches.
+                let _pinned = tools::Pinned::to_cpu(0)?;
+                for case in &mut cases {
+                    time_case(
+                        case,
+                        subject,
+                        &floor,
+                        (&allow_program, &deny_program),
+                        repeat,
+                        round > 0,
+                    )?;
+                }
+                Ok(())
+            })
+        });
+        if result.is_ok() && round > 0 {
+            progress(&format!("cost: round {round} of {} done", options.rounds));
+        }
+    }
     subject.set_settings(shipped)?;
-    drop(pinned);
     result?;
 
-    let find = |moat: bool, family: Family, path: Option<usize>| -> Option<f64> {
+    let find = |moat: bool, family: Family, path: Option<usize>, method: Method| -> Vec<f64> {
         cases
             .iter()
-            .find(|case| case.is(moat, family, path))
-            .map(|case| median(&case.samples))
+            .find(|case| case.is(moat, family, path, method))
+            .map(|case| case.samples.clone())
+            .unwrap_or_default()
+    };
+    let floor_v4 = median(&find(false, Family::V4, None, Method::Repeat));
+    let floor_v6 = median(&find(false, Family::V6, None, Method::Repeat));
+    // A per-call case: the floor's cost per packet plus what its calls cost over the floor's
+    // calls of the same round.
+    let moat_ns = |family: Family, index: usize, method: Method| -> f64 {
+        let samples = find(true, family, Some(index), method);
+        match method {
+            Method::Repeat => median(&samples),
+            Method::Calls => {
+                let floor_calls = find(false, family, None, Method::Calls);
+                let over: Vec<f64> = samples
+                    .iter()
+                    .zip(&floor_calls)
+                    .map(|(moat, floor)| moat - floor)
+                    .collect();
+                let floor = if family == Family::V4 {
+                    floor_v4
+                } else {
+                    floor_v6
+                };
+                floor + median(&over)
+            }
+        }
+    };
+    let xdp_filter_ns = |family: Family, index: usize, method: Method| -> Option<f64> {
+        let samples = find(false, family, Some(index), method);
+        (!samples.is_empty()).then(|| median(&samples))
     };
     let rows = PATHS
         .iter()
@@ -563,22 +692,116 @@ pub fn measure(
         .map(|(index, path)| CostRow {
             path: path.name,
             note: path.note,
-            moat_v4: find(true, Family::V4, Some(index)).unwrap_or(0.0),
-            moat_v6: find(true, Family::V6, Some(index)).unwrap_or(0.0),
-            xdp_filter_v4: find(false, Family::V4, Some(index)),
-            xdp_filter_v6: find(false, Family::V6, Some(index)),
+            moat_v4: moat_ns(Family::V4, index, path.method),
+            moat_v6: moat_ns(Family::V6, index, path.method),
+            xdp_filter_v4: xdp_filter_ns(Family::V4, index, path.method),
+            xdp_filter_v6: xdp_filter_ns(Family::V6, index, path.method),
             xdp_filter_rule: path.xdp_filter.map(|(_, _, rule)| rule),
         })
         .collect();
     Ok(CostReport {
-        floor_v4: find(false, Family::V4, None).unwrap_or(0.0),
-        floor_v6: find(false, Family::V6, None).unwrap_or(0.0),
+        floor_v4,
+        floor_v6,
         rows,
         deny_prefixes,
         repeat: options.repeat,
         rounds: options.rounds,
         xdp_filter_program,
     })
+}
+
+/// Runs each answered case's frame once and checks that moat returns it with XDP_TX as a
+/// SYN-ACK to the SYN's sender (its ports swapped).
+fn check_answers(subject: &mut Subject, origin: &Origin, cases: &[Case]) -> Result<(), BenchError> {
+    let shipped = subject.shipped();
+    for case in cases {
+        let (Runner::Moat(tweak), Verdict::Answered) = (case.runner, case.expect.0) else {
+            continue;
+        };
+        subject.set_settings(tweaked(shipped, tweak))?;
+        subject.set_aggregate(Class::Syn, true)?;
+        let fd = measure::program_fd(subject.program()?, PROGRAM_NAME)?;
+        let (action, out) = origin.enter(|| measure::run_once(fd, PROGRAM_NAME, &case.frame))?;
+        let answer = frames::tcp_ports_and_flags(&out);
+        let expected = Some((frames::ORIGIN_PORT, frames::CLIENT_PORT, true, true));
+        if action != XDP_TX || answer != expected {
+            return Err(BenchError::WrongPath {
+                case: case.label.clone(),
+                expected: "XDP_TX with a SYN-ACK from port 80 to the SYN's port".to_string(),
+                got: format!(
+                    "{} with (source port, destination port, SYN, ACK) = {answer:?}",
+                    measure::action_name(action)
+                ),
+            });
+        }
+    }
+    subject.set_settings(shipped)
+}
+
+/// Times `case` once with `repeat` repetitions (or `repeat / CALLS_DIVISOR` calls) and, when
+/// `record` is set, checks its path and keeps the sample.
+fn time_case(
+    case: &mut Case,
+    subject: &mut Subject,
+    floor: &Floor,
+    (allow_program, deny_program): (&ProgramFd, &ProgramFd),
+    repeat: u32,
+    record: bool,
+) -> Result<(), BenchError> {
+    let calls = (repeat / CALLS_DIVISOR).max(1);
+    let time = |fd, name: &str, frame: &[u8]| match case.method {
+        Method::Repeat => measure::time_run(fd, name, frame, repeat),
+        Method::Calls => measure::time_calls(fd, name, frame, calls),
+    };
+    let timing = match case.runner {
+        Runner::Floor => {
+            let fd = measure::program_fd(floor.program()?, "the floor")?;
+            time(fd, "the floor", &case.frame)?
+        }
+        Runner::XdpFilter(policy) => {
+            let fd = match policy {
+                XdpFilterPolicy::Allow => allow_program,
+                XdpFilterPolicy::Deny => deny_program,
+            };
+            time(fd.as_fd(), "xdp-filter", &case.frame)?
+        }
+        Runner::Moat(tweak) => {
+            subject.set_settings(tweaked(subject.shipped(), tweak))?;
+            // The aggregate SYN bucket is shared by every case: full where the case must pass
+            // it, empty everywhere else.
+            subject.set_aggregate(Class::Syn, tweak == Tweak::SynUnlimited)?;
+            let before = subject.counters()?;
+            let fd = measure::program_fd(subject.program()?, PROGRAM_NAME)?;
+            let timing = time(fd, PROGRAM_NAME, &case.frame)?;
+            let after = subject.counters()?;
+            if record {
+                let packets = match case.method {
+                    Method::Repeat => repeat,
+                    Method::Calls => calls,
+                };
+                measure::check_counted(
+                    &case.label,
+                    &before,
+                    &after,
+                    case.expect.0,
+                    case.expect.1,
+                    u64::from(packets),
+                )?;
+            }
+            timing
+        }
+    };
+    if record {
+        if timing.action != case.expect.2 {
+            return Err(BenchError::WrongPath {
+                case: case.label.clone(),
+                expected: measure::action_name(case.expect.2).to_string(),
+                got: measure::action_name(timing.action).to_string(),
+            });
+        }
+        case.samples.push(timing.ns_per_packet);
+    }
+    Ok(())
 }
 
 /// The name of the XDP program in `ip -j link` output.

@@ -1,5 +1,6 @@
 //! The frames the benchmark runs through the filter: one well-formed frame per path (a SYN, an
-//! established-connection segment, a datagram from a reflector port, a truncated header), each
+//! established-connection segment, bare ACKs to a listener and to a closed port, datagrams from
+//! a reflector port and to a closed port, a truncated header), each
 //! in IPv4 or IPv6 and untagged, 802.1Q-tagged or QinQ-tagged. Headers are written by etherparse
 //! from their fields, so lengths and checksums are right unless a frame is broken on purpose.
 //!
@@ -18,6 +19,11 @@ pub const DESTINATION_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x02];
 pub const ORIGIN_PORT: u16 = 80;
 /// The client's port of the TCP frames.
 pub const CLIENT_PORT: u16 = 40_000;
+/// A port of the origin nobody listens on, TCP or UDP.
+pub const CLOSED_PORT: u16 = 81;
+/// The acknowledgement number of the bare ACKs: no SYN cookie the origin made (a cookie check
+/// fails unless a SYN-ACK carried `ACK_NUMBER - 1`, one chance in 2^24 a minute).
+pub const ACK_NUMBER: u32 = 2_000;
 
 /// Tag protocol identifier of an 802.1Q VLAN tag.
 const DOT1Q: u16 = 0x8100;
@@ -50,8 +56,15 @@ pub enum Shape {
     Syn,
     /// A TCP ACK with 64 bytes of payload to [`ORIGIN_PORT`]: an established connection.
     Established,
+    /// A bare TCP ACK to [`ORIGIN_PORT`] (a listener's) that belongs to no connection: its
+    /// acknowledgement number is checked as a SYN cookie.
+    StrayAck,
+    /// A bare TCP ACK to [`CLOSED_PORT`]: no socket at all.
+    AckClosed,
     /// A UDP datagram from source port 53 (DNS) to an ephemeral port: a reflected answer.
     DnsAnswer,
+    /// A UDP datagram from [`CLIENT_PORT`] to [`CLOSED_PORT`].
+    UdpClosed,
     /// A TCP SYN whose TCP header is cut short: malformed.
     Truncated,
 }
@@ -86,9 +99,23 @@ pub fn build(shape: Shape, source: IpAddr, destination: IpAddr, tagging: Tagging
             frame.reserve(builder.size(payload.len()));
             builder.write(&mut frame, &payload)
         }
-        Shape::DnsAnswer => {
+        Shape::StrayAck | Shape::AckClosed => {
+            let port = if shape == Shape::StrayAck {
+                ORIGIN_PORT
+            } else {
+                CLOSED_PORT
+            };
+            let builder = ip.tcp(CLIENT_PORT, port, 1_000, 64_240).ack(ACK_NUMBER);
+            frame.reserve(builder.size(0));
+            builder.write(&mut frame, &[])
+        }
+        Shape::DnsAnswer | Shape::UdpClosed => {
             let payload = [0x35; 48];
-            let builder = ip.udp(53, CLIENT_PORT);
+            let builder = if shape == Shape::DnsAnswer {
+                ip.udp(53, CLIENT_PORT)
+            } else {
+                ip.udp(CLIENT_PORT, CLOSED_PORT)
+            };
             frame.reserve(builder.size(payload.len()));
             builder.write(&mut frame, &payload)
         }
@@ -132,6 +159,14 @@ fn tag(mut frame: Vec<u8>, tagging: Tagging) -> Vec<u8> {
         frame.splice(ETHER_TYPE_OFFSET..ETHER_TYPE_OFFSET, bytes);
     }
     frame
+}
+
+/// The TCP source and destination ports and the SYN and ACK flags of `frame`, if it is a
+/// well-formed TCP frame: how a check reads the answer moat wrote in place of a SYN.
+pub fn tcp_ports_and_flags(frame: &[u8]) -> Option<(u16, u16, bool, bool)> {
+    let headers = etherparse::PacketHeaders::from_ethernet_slice(frame).ok()?;
+    let tcp = headers.transport?.tcp()?;
+    Some((tcp.source_port, tcp.destination_port, tcp.syn, tcp.ack))
 }
 
 /// The offsets of the IP and transport headers in an untagged frame of `source`'s family, as

@@ -26,7 +26,9 @@ use aya::{
 use filter_common::{
     Class, Reason, Settings, Verdict,
     lists::{LIST_PRESENT, ListValue, V4Key, V6Key},
-    maps::{AGGREGATE, BANS, COUNTERS, DENY_V4, DENY_V6, PROGRAM_NAME, SETTINGS, SOURCES},
+    maps::{
+        AGGREGATE, BANS, COUNTERS, DENY_V4, DENY_V6, PROGRAM_NAME, SETTINGS, SOURCES, VERIFIED,
+    },
     rate::{Buckets, Limit, RateState},
     settings::FLAG_FIXED_CLOCK,
     source::{Ban, SourceKey},
@@ -52,6 +54,8 @@ pub const FLOOR_PROGRAM: &str = "moat_floor";
 pub const XDP_DROP: u32 = 1;
 /// `XDP_PASS` in `enum xdp_action`.
 pub const XDP_PASS: u32 = 2;
+/// `XDP_TX` in `enum xdp_action`.
+pub const XDP_TX: u32 = 3;
 
 /// A subject's fixed clock: late enough that buckets created at 0 are full.
 pub const START_NS: u64 = 1_000 * 1_000_000_000;
@@ -112,7 +116,59 @@ pub fn time_run(
     frame: &[u8],
     repeat: u32,
 ) -> Result<Timing, BenchError> {
-    let repeat = repeat.max(1);
+    let before = thread_cpu_ns();
+    let action = test_run(fd, name, frame, repeat.max(1), None)?;
+    let spent = thread_cpu_ns().saturating_sub(before);
+    Ok(Timing {
+        ns_per_packet: spent as f64 / f64::from(repeat.max(1)),
+        action,
+    })
+}
+
+/// Runs `frame` through `fd` in `calls` separate BPF_PROG_TEST_RUN calls of one repetition
+/// each, and returns the CPU time per call (the call's own cost included) and the last action.
+/// For a frame the program rewrites: the repetitions of one call share one buffer, so the
+/// second would see the first one's answer.
+pub fn time_calls(
+    fd: BorrowedFd<'_>,
+    name: &str,
+    frame: &[u8],
+    calls: u32,
+) -> Result<Timing, BenchError> {
+    let calls = calls.max(1);
+    let mut action = 0;
+    let before = thread_cpu_ns();
+    for _ in 0..calls {
+        action = test_run(fd, name, frame, 1, None)?;
+    }
+    let spent = thread_cpu_ns().saturating_sub(before);
+    Ok(Timing {
+        ns_per_packet: spent as f64 / f64::from(calls),
+        action,
+    })
+}
+
+/// Runs `frame` through `fd` once and returns the action and the frame as the program left it.
+pub fn run_once(
+    fd: BorrowedFd<'_>,
+    name: &str,
+    frame: &[u8],
+) -> Result<(u32, Vec<u8>), BenchError> {
+    let mut out = vec![0u8; frame.len().max(256)];
+    let mut size = out.len() as u32;
+    let action = test_run(fd, name, frame, 1, Some((&mut out, &mut size)))?;
+    out.truncate(size as usize);
+    Ok((action, out))
+}
+
+/// One BPF_PROG_TEST_RUN call; writes the output frame and its size into `out` if given.
+fn test_run(
+    fd: BorrowedFd<'_>,
+    name: &str,
+    frame: &[u8],
+    repeat: u32,
+    out: Option<(&mut Vec<u8>, &mut u32)>,
+) -> Result<u32, BenchError> {
     let mut attr = TestRunAttr {
         prog_fd: fd.as_raw_fd() as u32,
         data_size_in: frame.len() as u32,
@@ -120,9 +176,14 @@ pub fn time_run(
         repeat,
         ..TestRunAttr::default()
     };
-    let before = thread_cpu_ns();
+    let out = out.map(|(buffer, size)| {
+        attr.data_out = buffer.as_mut_ptr() as u64;
+        attr.data_size_out = buffer.len() as u32;
+        size
+    });
     // SAFETY: `attr` is a valid bpf_attr prefix of the size passed; `data_in` points at
-    // `frame`, which outlives the call; no output buffers are given.
+    // `frame` and `data_out` (if set) at a writable buffer of `data_size_out` bytes, both of
+    // which outlive the call.
     let result = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -131,7 +192,6 @@ pub fn time_run(
             std::mem::size_of::<TestRunAttr>(),
         )
     };
-    let spent = thread_cpu_ns().saturating_sub(before);
     if result != 0 {
         return Err(BenchError::Io {
             action: "running BPF_PROG_TEST_RUN on",
@@ -139,10 +199,10 @@ pub fn time_run(
             source: std::io::Error::last_os_error(),
         });
     }
-    Ok(Timing {
-        ns_per_packet: spent as f64 / f64::from(repeat),
-        action: attr.retval,
-    })
+    if let Some(size) = out {
+        *size = attr.data_size_out;
+    }
+    Ok(attr.retval)
 }
 
 /// The file descriptor of a loaded program.
@@ -159,7 +219,7 @@ pub fn action_name(action: u32) -> &'static str {
         0 => "XDP_ABORTED",
         XDP_DROP => "XDP_DROP",
         XDP_PASS => "XDP_PASS",
-        3 => "XDP_TX",
+        XDP_TX => "XDP_TX",
         4 => "XDP_REDIRECT",
         _ => "an unknown action",
     }
@@ -399,6 +459,19 @@ impl Subject {
             .map_err(BenchError::map("opening", BANS))?
             .insert(key, ban, 0)
             .map_err(BenchError::map("writing", BANS))
+    }
+
+    /// Marks `addr` as a source that completed a handshake, for as long as the run lasts.
+    pub fn verify(&mut self, addr: IpAddr) -> Result<(), BenchError> {
+        let key = crate::verify::key_for(addr, self.shipped.v6_source_prefix);
+        let map = self
+            .ebpf
+            .map_mut(VERIFIED)
+            .ok_or_else(|| missing_map(VERIFIED))?;
+        HashMap::<_, SourceKey, u64>::try_from(map)
+            .map_err(BenchError::map("opening", VERIFIED))?
+            .insert(key, u64::MAX, 0)
+            .map_err(BenchError::map("writing", VERIFIED))
     }
 
     /// Tracks every key in `keys` with rate state `state`.

@@ -16,6 +16,7 @@ pub mod cost;
 pub mod frames;
 pub mod machine;
 pub mod measure;
+pub mod origin;
 pub mod prefixes;
 pub mod report;
 pub mod scaling;
@@ -269,9 +270,11 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, 
     let mut scaling = None;
     if wants(Section::Cost) || wants(Section::Scaling) {
         // The denylist grows, timed at each size, in the object the cost table then measures.
+        // Every test run happens inside the namespace with the sockets the cases need.
+        let origin = cost::origin()?;
         let mut subject = measure::Subject::load(measure::Sizes::default())?;
         cost::prepare_subject(&mut subject, progress)?;
-        let deny = scaling::grow_denylist(&mut subject, options, progress)?;
+        let deny = scaling::grow_denylist(&mut subject, &origin, options, progress)?;
         cost::fill_v6_denylist(&mut subject, options.deny_prefixes)?;
         progress(&format!(
             "cost: {} IPv6 deny prefixes loaded",
@@ -281,6 +284,7 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, 
         if wants(Section::Cost) {
             cost = Some(cost::measure(
                 &mut subject,
+                &origin,
                 options.deny_prefixes,
                 options,
                 progress,
@@ -290,7 +294,7 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, 
         if wants(Section::Scaling) {
             scaling = Some(scaling::ScalingReport {
                 deny,
-                sources: scaling::grow_sources(options, progress)?,
+                sources: scaling::grow_sources(&origin, options, progress)?,
                 maps,
             });
         }

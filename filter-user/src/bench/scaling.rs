@@ -5,7 +5,8 @@
 //!
 //! The denylist grows in the very object the cost section then measures, so its largest size is
 //! the cost table's state. Tracked sources grow in an object of their own, with the SYN limits
-//! out of reach so a new connection from a tracked source passes every stage; a map's memory
+//! out of reach so a new connection from a tracked, verified source passes every stage (only a
+//! source that completed a handshake has per-source SYN state); a map's memory
 //! at a size is read from a map created with that capacity (the sources table is preallocated,
 //! so it is the capacity, not the entries, that costs memory). Live traffic over many sources
 //! is the throughput section's.
@@ -20,7 +21,9 @@ use super::{
     BenchError, Options,
     frames::{self, Shape, Tagging},
     measure::{self, Floor, START_NS, Sizes, Subject, XDP_DROP, XDP_PASS},
-    median, prefixes, tools,
+    median,
+    origin::Origin,
+    prefixes, tools,
 };
 
 /// Deny list sizes measured (those up to the configured largest).
@@ -56,7 +59,7 @@ pub struct DenyPoint {
 pub struct SourcesPoint {
     /// Sources tracked.
     pub sources: u32,
-    /// A new connection from a tracked source (every stage, both SYN buckets), ns per packet.
+    /// A new connection from a tracked, verified source (every stage), ns per packet.
     pub tracked_ns: f64,
     /// The floor, ns.
     pub floor_ns: f64,
@@ -89,6 +92,7 @@ pub struct ScalingReport {
 /// (see [`super::cost::prepare_subject`]) and counts as one prefix.
 pub fn grow_denylist(
     subject: &mut Subject,
+    origin: &Origin,
     options: &Options,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<DenyPoint>, BenchError> {
@@ -120,15 +124,18 @@ pub fn grow_denylist(
         let chunk = &list[on_list.saturating_sub(1)..size.saturating_sub(1)];
         subject.insert_prefixes(DENY_V4, DENY_V6, chunk)?;
         on_list = size;
-        let [hit, miss, floor_ns] = interleave(
+        let &[hit, miss, floor_ns] = &interleave(
             subject,
+            origin,
             &floor,
             &[
                 (&denied, Verdict::Drop, Reason::Denylist),
                 (&unlisted, Verdict::Pass, Reason::Pass),
             ],
             options,
-        )?;
+        )?[..] else {
+            return Err(interleave_shape());
+        };
         let trie_bytes = subject
             .map_bytes(&[DENY_V4])?
             .get(DENY_V4)
@@ -150,52 +157,65 @@ pub fn grow_denylist(
     Ok(points)
 }
 
-/// Times two moat frames and the floor in interleaved rounds; returns the three medians.
+/// Times moat on each of `frames` and the floor (on the last frame) in interleaved rounds,
+/// from a thread inside `origin`; returns the medians, the floor's last.
 fn interleave(
     subject: &Subject,
+    origin: &Origin,
     floor: &Floor,
-    frames: &[(&Vec<u8>, Verdict, Reason); 2],
+    frames: &[(&Vec<u8>, Verdict, Reason)],
     options: &Options,
-) -> Result<[f64; 3], BenchError> {
-    let _pinned = tools::Pinned::to_cpu(0)?;
-    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+) -> Result<Vec<f64>, BenchError> {
+    let mut samples = vec![Vec::new(); frames.len() + 1];
     let moat_fd = measure::program_fd(subject.program()?, PROGRAM_NAME)?;
     let floor_fd = measure::program_fd(floor.program()?, "the floor")?;
+    let Some((last, _, _)) = frames.last() else {
+        return Ok(vec![0.0]);
+    };
     for round in 0..=options.rounds {
         super::check_interrupted()?;
         let repeat = if round == 0 { 10_000 } else { options.repeat };
-        for (index, (frame, verdict, reason)) in frames.iter().enumerate() {
-            let before = subject.counters()?;
-            let timing = measure::time_run(moat_fd, PROGRAM_NAME, frame, repeat)?;
-            let after = subject.counters()?;
-            let action = if *verdict == Verdict::Drop {
-                XDP_DROP
-            } else {
-                XDP_PASS
-            };
-            let label = format!("scaling {}/{}", verdict.label(), reason.label());
-            measure::check_counted(&label, &before, &after, *verdict, *reason, repeat.into())?;
-            if timing.action != action {
-                return Err(BenchError::WrongPath {
-                    case: label,
-                    expected: measure::action_name(action).to_string(),
-                    got: measure::action_name(timing.action).to_string(),
-                });
+        origin.enter(|| {
+            let _pinned = tools::Pinned::to_cpu(0)?;
+            for (index, (frame, verdict, reason)) in frames.iter().enumerate() {
+                let before = subject.counters()?;
+                let timing = measure::time_run(moat_fd, PROGRAM_NAME, frame, repeat)?;
+                let after = subject.counters()?;
+                let action = if *verdict == Verdict::Drop {
+                    XDP_DROP
+                } else {
+                    XDP_PASS
+                };
+                let label = format!("scaling {}/{}", verdict.label(), reason.label());
+                measure::check_counted(&label, &before, &after, *verdict, *reason, repeat.into())?;
+                if timing.action != action {
+                    return Err(BenchError::WrongPath {
+                        case: label,
+                        expected: measure::action_name(action).to_string(),
+                        got: measure::action_name(timing.action).to_string(),
+                    });
+                }
+                if round > 0 {
+                    samples[index].push(timing.ns_per_packet);
+                }
             }
+            let timing = measure::time_run(floor_fd, "the floor", last, repeat)?;
             if round > 0 {
-                samples[index].push(timing.ns_per_packet);
+                samples[frames.len()].push(timing.ns_per_packet);
             }
-        }
-        let timing = measure::time_run(floor_fd, "the floor", frames[1].0, repeat)?;
-        if round > 0 {
-            samples[2].push(timing.ns_per_packet);
-        }
+            Ok(())
+        })?;
     }
-    Ok([
-        median(&samples[0]),
-        median(&samples[1]),
-        median(&samples[2]),
-    ])
+    Ok(samples.iter().map(|s| median(s)).collect())
+}
+
+/// The error for an [`interleave`] result of the wrong length (it has one median per frame,
+/// plus the floor's).
+fn interleave_shape() -> BenchError {
+    BenchError::Tool {
+        tool: "moat-bench",
+        problem: "interleave returned the wrong number of medians".to_string(),
+    }
 }
 
 /// The `SOURCES` key of tracked source number `index`: the /64 2001:db8:`hi`:`lo`::/64.
@@ -214,6 +234,7 @@ fn tracked_key(index: u32, class: Class) -> filter_common::source::SourceKey {
 /// Tracks ever more sources in an object of its own and times a new connection from one of
 /// them at each size of [`SOURCE_SIZES`]; reads a sources table's memory at each capacity.
 pub fn grow_sources(
+    origin: &Origin,
     options: &Options,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<SourcesPoint>, BenchError> {
@@ -235,16 +256,13 @@ pub fn grow_sources(
     settings.aggregate[Class::Syn as usize] = UNREACHED;
     subject.set_settings(settings)?;
     let floor = Floor::load()?;
-    // The measured source is tracked source number 7: 2001:db8:0:7::/64.
+    // The measured source is tracked source number 7: 2001:db8:0:7::/64. It completed a
+    // handshake (only then does a SYN meet its per-source state).
+    let measured = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 7, 0, 0, 0, 7);
+    subject.verify(measured.into())?;
     let tracked = frames::build(
         Shape::Syn,
-        std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 7, 0, 0, 0, 7).into(),
-        std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1).into(),
-        Tagging::Untagged,
-    );
-    let established = frames::build(
-        Shape::Established,
-        std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 7, 0, 0, 0, 7).into(),
+        measured.into(),
         std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1).into(),
         Tagging::Untagged,
     );
@@ -258,15 +276,15 @@ pub fn grow_sources(
             state,
         )?;
         tracked_so_far = size;
-        let [tracked_ns, _, floor_ns] = interleave(
+        let &[tracked_ns, floor_ns] = &interleave(
             &subject,
+            origin,
             &floor,
-            &[
-                (&tracked, Verdict::Pass, Reason::Pass),
-                (&established, Verdict::Pass, Reason::Pass),
-            ],
+            &[(&tracked, Verdict::Pass, Reason::Pass)],
             options,
-        )?;
+        )?[..] else {
+            return Err(interleave_shape());
+        };
         let table_bytes = sources_table_bytes(size)?;
         progress(&format!(
             "scaling: {size} tracked sources: {tracked_ns:.1} ns, floor {floor_ns:.1} ns, \
