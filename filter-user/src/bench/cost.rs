@@ -245,7 +245,7 @@ const PATHS: [Path; 15] = [
     },
     Path {
         name: "UDP to a closed port dropped",
-        shape: Shape::UdpClosed,
+        shape: Shape::Udp(frames::CLOSED_PORT),
         tagging: Tagging::Untagged,
         source: sources::CLOSED_UDP,
         tweak: Tweak::None,

@@ -63,8 +63,8 @@ pub enum Shape {
     AckClosed,
     /// A UDP datagram from source port 53 (DNS) to an ephemeral port: a reflected answer.
     DnsAnswer,
-    /// A UDP datagram from [`CLIENT_PORT`] to [`CLOSED_PORT`].
-    UdpClosed,
+    /// A UDP datagram from [`CLIENT_PORT`] to this port.
+    Udp(u16),
     /// A TCP SYN whose TCP header is cut short: malformed.
     Truncated,
 }
@@ -109,12 +109,11 @@ pub fn build(shape: Shape, source: IpAddr, destination: IpAddr, tagging: Tagging
             frame.reserve(builder.size(0));
             builder.write(&mut frame, &[])
         }
-        Shape::DnsAnswer | Shape::UdpClosed => {
+        Shape::DnsAnswer | Shape::Udp(_) => {
             let payload = [0x35; 48];
-            let builder = if shape == Shape::DnsAnswer {
-                ip.udp(53, CLIENT_PORT)
-            } else {
-                ip.udp(CLIENT_PORT, CLOSED_PORT)
+            let builder = match shape {
+                Shape::Udp(port) => ip.udp(CLIENT_PORT, port),
+                _ => ip.udp(53, CLIENT_PORT),
             };
             frame.reserve(builder.size(payload.len()));
             builder.write(&mut frame, &payload)

@@ -1,23 +1,28 @@
-//! Drop throughput over veth: one SYN flood from spoofed sources, sent by moat's live-frames
-//! generator (`lab::flood::Generator`) out of a client namespace's veth end, and each receiver
-//! in turn on the origin namespace's end — the trivial XDP_DROP floor, `moat run` with three
-//! policies, xdp-filter, nftables at netdev ingress and at inet prerouting priority -300, and no
-//! filter at all (the kernel stack answers with SYN cookies). Receivers take turns round by
-//! round, so a noisy moment hurts them all alike; each figure is the median over rounds.
+//! Throughput over veth: floods from spoofed sources, sent by moat's live-frames generator
+//! (`lab::flood::Generator`) out of a client namespace's veth end, and each receiver in turn on
+//! the origin namespace's end. A SYN flood to the origin's listening port meets the trivial
+//! XDP_DROP floor, `moat run` with a deny rule, with the port closed and with its shipped policy
+//! alone (answering SYN cookies with XDP_TX, a pass program on the client's end so the answers
+//! arrive), xdp-filter, nftables at netdev ingress and at inet prerouting priority -300, and no
+//! filter at all (the kernel stack answers with SYN cookies). An ACK flood at no connection (to
+//! the same port) meets the floor, `moat run` with its shipped policy and nftables at netdev
+//! ingress. Receivers take turns round by round (A B A B), so a noisy moment hurts them all
+//! alike; each figure is the median over rounds, and each round's figures are kept so ratios can
+//! be paired round by round.
 //!
 //! A veth end receives what its peer transmits on the sender's own CPU (NAPI runs in the
 //! sender's softirq), so sender and receiver share one pinned core, and the figure is that
 //! core's CPU time per packet — the sending thread's plus the core's ksoftirqd's, so that other
-//! processes preempting the sender on a shared machine do not count. One more turn sends with
-//! nothing able to receive (GRO off, no XDP: the frames are refused at transmit), which is the
-//! sender's own cost; a receiver's cost per packet is the difference, and its receive-side
-//! rate the inverse. What a
-//! receiver dropped is counted on its own side (`ethtool -S` XDP drops, nftables counters, the
-//! interface's received packets for the bare stack). The flood's addresses are 198.18.0.0/15
-//! only, between namespaces this module creates and removes.
+//! processes preempting the sender on a shared machine do not count. One more turn per flood
+//! and round sends with nothing able to receive (GRO off, no XDP: the frames are refused at
+//! transmit), which is the sender's own cost; a receiver's cost per packet is the difference,
+//! and its receive-side rate the inverse. What a receiver disposed of is counted on its own side
+//! (`ethtool -S` XDP drops, moat's counters for answered SYNs, nftables counters, the
+//! interface's received packets for the bare stack). The floods' addresses are 198.18.0.0/15
+//! and 2001:db8::/32 only, between namespaces this module creates and removes.
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4, TcpListener},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -26,10 +31,11 @@ use aya::{
     programs::XdpMode,
 };
 use filter_common::{
-    Class,
-    flood::{FloodConfig, L4_TCP},
+    Class, Reason, Verdict,
+    classify::tcp_flags::ACK,
+    flood::{FloodConfig, L4_TCP, L4_UDP},
     maps::SOURCES,
-    rate::{Limit, RateState},
+    rate::{Buckets, Limit, RateState},
     source::SourceKey,
 };
 
@@ -42,15 +48,16 @@ use super::{
 };
 use crate::{
     cidr::Cidr,
-    config::Config,
+    config::{Config, MIN_BURST_BYTES},
     control::{ListKind, PinnedList},
     lab::{
-        flood::{FloodPlan, Generator},
+        flood::{FloodPlan, Generator, PeerPass},
         process::Daemon,
         traffic,
     },
     netns::{Endpoint, NetNs, quiet_veth, unique_iface},
     pins::PinDir,
+    stats::Snapshot,
 };
 
 /// The flood's sources: 198.19.0.0/16, 65,536 addresses.
@@ -61,6 +68,28 @@ const FLOOD_BASE: [u8; 4] = [198, 19, 0, 0];
 const FLOOD_COUNT: u32 = 65_536;
 /// The origin's port the flood targets.
 pub const TARGET_PORT: u16 = 80;
+
+/// Which flood a receiver meets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloodKind {
+    /// TCP SYNs to the target port.
+    Syn,
+    /// Bare TCP ACKs to the target port, belonging to no connection.
+    Ack,
+}
+
+impl FloodKind {
+    /// Both floods, in the order their receivers take turns.
+    pub const ALL: [FloodKind; 2] = [FloodKind::Syn, FloodKind::Ack];
+
+    /// How the report names it.
+    pub const fn label(self) -> &'static str {
+        match self {
+            FloodKind::Syn => "SYN flood",
+            FloodKind::Ack => "ACK flood",
+        }
+    }
+}
 
 /// What sits on the origin's end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,41 +102,78 @@ pub enum Receiver {
     MoatDeny,
     /// `moat run` with the target port closed (`ports.tcp = [22, 443]`).
     MoatClosedPort,
-    /// `moat run` with the shipped policy and no rule: the per-source and aggregate SYN limits
-    /// decide.
-    MoatShipped,
+    /// `moat run` with the shipped policy and no rule: its listener's queue full, moat answers
+    /// each SYN with a SYN cookie (XDP_TX), received by a pass program on the client's end.
+    MoatCookies,
     /// xdp-filter dropping TCP to the target port.
     XdpFilter,
     /// nftables: `ip saddr 198.19.0.0/16 drop` at netdev ingress.
     NftNetdev,
     /// nftables: the same rule at inet prerouting, priority -300.
     NftPrerouting,
+    /// The ACK flood: the trivial XDP_DROP program.
+    AckFloor,
+    /// The ACK flood: `moat run` with the shipped policy (no socket matches; the cookie check at
+    /// the listener fails).
+    AckMoat,
+    /// The ACK flood: nftables' saddr drop at netdev ingress.
+    AckNftNetdev,
 }
 
 impl Receiver {
     /// Every receiver, in the order they take turns.
-    pub const ALL: [Receiver; 8] = [
+    pub const ALL: [Receiver; 11] = [
         Receiver::Floor,
         Receiver::MoatDeny,
         Receiver::MoatClosedPort,
-        Receiver::MoatShipped,
+        Receiver::MoatCookies,
         Receiver::XdpFilter,
         Receiver::NftNetdev,
         Receiver::NftPrerouting,
         Receiver::Stack,
+        Receiver::AckFloor,
+        Receiver::AckMoat,
+        Receiver::AckNftNetdev,
     ];
 
-    /// How the report names it.
+    /// How the report names it (within its flood's table).
     pub const fn label(self) -> &'static str {
         match self {
             Receiver::Stack => "no filter (kernel stack, SYN cookies)",
-            Receiver::Floor => "floor: XDP_DROP everything",
+            Receiver::Floor | Receiver::AckFloor => "floor: XDP_DROP everything",
             Receiver::MoatDeny => "moat, deny 198.19.0.0/16",
             Receiver::MoatClosedPort => "moat, port 80 closed (ports.tcp = [22, 443])",
-            Receiver::MoatShipped => "moat, shipped policy only (SYN limits)",
+            Receiver::MoatCookies => "moat, shipped policy: SYN cookies answered",
             Receiver::XdpFilter => "xdp-filter, drop tcp port 80",
-            Receiver::NftNetdev => "nftables netdev ingress, saddr 198.19.0.0/16 drop",
+            Receiver::NftNetdev | Receiver::AckNftNetdev => {
+                "nftables netdev ingress, saddr 198.19.0.0/16 drop"
+            }
             Receiver::NftPrerouting => "nftables inet prerouting -300, saddr drop",
+            Receiver::AckMoat => "moat, shipped policy: no connection (cookie_bad)",
+        }
+    }
+
+    /// The flood it meets.
+    pub const fn flood(self) -> FloodKind {
+        match self {
+            Receiver::AckFloor | Receiver::AckMoat | Receiver::AckNftNetdev => FloodKind::Ack,
+            _ => FloodKind::Syn,
+        }
+    }
+
+    /// The floor of its flood.
+    pub const fn floor(self) -> Receiver {
+        match self.flood() {
+            FloodKind::Syn => Receiver::Floor,
+            FloodKind::Ack => Receiver::AckFloor,
+        }
+    }
+
+    /// nftables at netdev ingress on its flood.
+    pub const fn nftables(self) -> Receiver {
+        match self.flood() {
+            FloodKind::Syn => Receiver::NftNetdev,
+            FloodKind::Ack => Receiver::AckNftNetdev,
         }
     }
 }
@@ -121,10 +187,14 @@ pub struct ReceiverResult {
     pub core_pps: f64,
     /// The receiver's CPU time per packet: the core's time per packet less the sender's own.
     pub receive_ns: f64,
-    /// Share of the frames the receiver dropped (the stack: absorbed).
+    /// Share of the frames the receiver dropped (the stack: received; moat answering cookies:
+    /// answered).
     pub disposed_share: f64,
     /// Each round's core CPU time per packet (sender and receiver), in ns.
     pub rounds_ns: Vec<f64>,
+    /// Each round's receive-side CPU time per packet (that round's sender-alone cost taken
+    /// out), in ns: ratios pair these round by round.
+    pub rounds_receive_ns: Vec<f64>,
 }
 
 impl ReceiverResult {
@@ -134,7 +204,7 @@ impl ReceiverResult {
     }
 }
 
-/// moat on a spoofed IPv6 SYN flood whose sources are all tracked already, at one table size.
+/// moat on a spoofed IPv6 UDP flood whose sources are all tracked already, at one table size.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrackedPoint {
     /// Sources in the flood, each tracked before it starts.
@@ -152,8 +222,8 @@ pub struct ThroughputReport {
     pub receivers: Vec<ReceiverResult>,
     /// moat over ever more tracked sources (random source per packet).
     pub tracked: Vec<TrackedPoint>,
-    /// The sender's own CPU time per packet, in ns.
-    pub sender_ns: f64,
+    /// The sender's own CPU time per packet, in ns, per flood (in [`FloodKind::ALL`] order).
+    pub sender_ns: Vec<f64>,
     /// How long each flood lasted.
     pub flood: Duration,
     /// Rounds per receiver.
@@ -167,6 +237,34 @@ impl ThroughputReport {
     pub fn get(&self, receiver: Receiver) -> Option<&ReceiverResult> {
         self.receivers.iter().find(|r| r.receiver == receiver)
     }
+
+    /// `receiver`'s receive-side rate over `reference`'s: the median ratio (of the medians)
+    /// and the lowest and highest ratio of one round's figures.
+    pub fn speed_ratio(&self, receiver: Receiver, reference: Receiver) -> Option<Ratio> {
+        let (a, b) = (self.get(receiver)?, self.get(reference)?);
+        let rounds: Vec<f64> = a
+            .rounds_receive_ns
+            .iter()
+            .zip(&b.rounds_receive_ns)
+            .map(|(a, b)| b / a.max(1e-3))
+            .collect();
+        Some(Ratio {
+            median: a.receive_pps() / b.receive_pps().max(1e-3),
+            low: rounds.iter().copied().fold(f64::INFINITY, f64::min),
+            high: rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        })
+    }
+}
+
+/// A ratio of two receivers' rates, with its spread over rounds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ratio {
+    /// The ratio of the two receivers' median figures.
+    pub median: f64,
+    /// The lowest ratio of one round's figures.
+    pub low: f64,
+    /// The highest.
+    pub high: f64,
 }
 
 /// An origin and a client namespace joined by veth, with a listener on the origin's target
@@ -234,14 +332,25 @@ impl Bed {
         })
     }
 
-    /// The flood: SYNs to the target port from random sources in [`FLOOD_SOURCES`].
-    pub fn plan(&self) -> FloodPlan {
-        let template = traffic::syn_frame(
-            &self.client_end,
-            Ipv4Addr::from(FLOOD_BASE),
-            &self.origin_end,
-            TARGET_PORT,
-        );
+    /// The flood `kind`: SYNs, or bare ACKs belonging to no connection, to the target port
+    /// from random sources (and source ports) in [`FLOOD_SOURCES`].
+    pub fn plan(&self, kind: FloodKind) -> FloodPlan {
+        let source = Ipv4Addr::from(FLOOD_BASE);
+        let template = match kind {
+            FloodKind::Syn => {
+                traffic::syn_frame(&self.client_end, source, &self.origin_end, TARGET_PORT)
+            }
+            FloodKind::Ack => traffic::tcp_frame(
+                &self.client_end,
+                source,
+                &self.origin_end,
+                super::frames::CLIENT_PORT,
+                TARGET_PORT,
+                ACK,
+                1_000,
+                super::frames::ACK_NUMBER,
+            ),
+        };
         let mut src_base_be = [0u8; 16];
         src_base_be[..4].copy_from_slice(&FLOOD_BASE);
         let (l3_offset, l4_offset) = super::frames::offsets(false);
@@ -260,13 +369,13 @@ impl Bed {
         }
     }
 
-    /// An IPv6 SYN flood to the target port from `sources` addresses in 2001:db8::/96, at
-    /// random.
+    /// An IPv6 UDP flood to [`TRACKED_PORT`] from `sources` addresses in 2001:db8::/96, at
+    /// random (the source port fixed, so no datagram looks like a reflected answer).
     pub fn v6_plan(&self, sources: u32) -> FloodPlan {
         let mut template = super::frames::build(
-            super::frames::Shape::Syn,
-            std::net::Ipv6Addr::from(TRACKED_BASE).into(),
-            std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1).into(),
+            super::frames::Shape::Udp(TRACKED_PORT),
+            Ipv6Addr::from(TRACKED_BASE).into(),
+            TRACKED_ORIGIN.into(),
             super::frames::Tagging::Untagged,
         );
         template[..6].copy_from_slice(&self.origin_end.mac);
@@ -280,8 +389,8 @@ impl Bed {
                 l3_offset,
                 l4_offset,
                 ip_version: 6,
-                l4_kind: L4_TCP,
-                random_src_port: 1,
+                l4_kind: L4_UDP,
+                random_src_port: 0,
                 ..FloodConfig::default()
             },
         }
@@ -316,7 +425,12 @@ fn disposed(bed: &Bed, receiver: Receiver) -> Result<u64, BenchError> {
     let iface = &bed.origin_end.iface;
     match receiver {
         Receiver::Stack => tools::rx_packets(&bed.origin, iface),
-        Receiver::NftNetdev | Receiver::NftPrerouting => tools::nft_counted(&bed.origin),
+        Receiver::NftNetdev | Receiver::NftPrerouting | Receiver::AckNftNetdev => {
+            tools::nft_counted(&bed.origin)
+        }
+        Receiver::MoatCookies => Ok(Snapshot::read_pinned(iface)?
+            .get(Verdict::Answered, Reason::SynCookie)
+            .packets),
         _ => tools::queue_stat(&bed.origin, iface, "xdp_drops"),
     }
 }
@@ -327,8 +441,9 @@ enum Installed<'a> {
     Nothing,
     /// The floor, detached when dropped.
     Floor { _attached: Floor },
-    /// `moat run`, stopped by [`remove`].
-    Moat(Moat),
+    /// `moat run`, stopped by [`remove`]; with the pass program on the client's end that its
+    /// XDP_TX answers need, detached when dropped.
+    Moat(Moat, Option<PeerPass>),
     /// xdp-filter, unloaded when dropped.
     XdpFilter { _loaded: XdpFilter<'a> },
     /// An nftables ruleset, flushed by [`remove`].
@@ -344,7 +459,7 @@ fn install<'a>(
     let iface = bed.origin_end.iface.clone();
     Ok(match receiver {
         Receiver::Stack => Installed::Nothing,
-        Receiver::Floor => {
+        Receiver::Floor | Receiver::AckFloor => {
             let mut floor = Floor::load()?;
             let program = floor.program_mut()?;
             bed.origin
@@ -352,7 +467,10 @@ fn install<'a>(
                 .map_err(BenchError::program("attaching", "the floor"))?;
             Installed::Floor { _attached: floor }
         }
-        Receiver::MoatDeny | Receiver::MoatClosedPort | Receiver::MoatShipped => {
+        Receiver::MoatDeny
+        | Receiver::MoatClosedPort
+        | Receiver::MoatCookies
+        | Receiver::AckMoat => {
             let mut config = Config::default();
             if receiver == Receiver::MoatClosedPort {
                 config.ports.tcp = Some(vec![22, 443]);
@@ -365,14 +483,19 @@ fn install<'a>(
                 })?;
                 PinnedList::open(&iface, ListKind::Deny)?.add(&[cidr])?;
             }
-            Installed::Moat(moat)
+            let peer = if receiver == Receiver::MoatCookies {
+                Some(PeerPass::attach(&bed.client, &bed.client_end.iface)?)
+            } else {
+                None
+            };
+            Installed::Moat(moat, peer)
         }
         Receiver::XdpFilter => {
             let filter = XdpFilter::load(&bed.origin, &iface, "native", XdpFilterPolicy::Allow)?;
             filter.tcp_port(TARGET_PORT)?;
             Installed::XdpFilter { _loaded: filter }
         }
-        Receiver::NftNetdev => {
+        Receiver::NftNetdev | Receiver::AckNftNetdev => {
             tools::nft_apply(
                 &bed.origin,
                 &format!(
@@ -401,7 +524,8 @@ fn install<'a>(
 fn remove(bed: &Bed, installed: Installed<'_>) -> Result<(), BenchError> {
     match installed {
         Installed::Nothing | Installed::Floor { .. } | Installed::XdpFilter { .. } => Ok(()),
-        Installed::Moat(moat) => {
+        Installed::Moat(moat, peer) => {
+            drop(peer);
             moat.daemon.stop()?;
             Ok(())
         }
@@ -501,51 +625,70 @@ pub fn measure(
 ) -> Result<ThroughputReport, BenchError> {
     tools::check_xdp_filter_unused()?;
     let bed = Bed::create()?;
-    let plan = bed.plan();
     let mut generator = Generator::load()?;
-    generator.configure(plan.config)?;
+    let plans: Vec<FloodPlan> = FloodKind::ALL.iter().map(|&k| bed.plan(k)).collect();
+    let plan_of =
+        |kind: FloodKind| &plans[FloodKind::ALL.iter().position(|&k| k == kind).unwrap_or(0)];
+    generator.configure(plans[0].config)?;
     let mut floods: Vec<Vec<Flood>> = vec![Vec::new(); Receiver::ALL.len()];
-    let mut sender_only: Vec<Flood> = Vec::new();
+    let mut sender_only: Vec<Vec<Flood>> = vec![Vec::new(); FloodKind::ALL.len()];
     for round in 0..options.flood_rounds.max(1) {
-        super::check_interrupted()?;
-        let alone = sender_alone(&bed, &mut generator, &plan, 1, options.flood)?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
-        progress(&format!(
-            "throughput round {}: {:<55} {:>7.1} ns per packet",
-            round + 1,
-            "sender alone (frames refused at transmit)",
-            per_packet(&alone)
-        ));
-        sender_only.push(alone);
-        for (index, receiver) in Receiver::ALL.into_iter().enumerate() {
+        for (kind_index, kind) in FloodKind::ALL.into_iter().enumerate() {
             super::check_interrupted()?;
-            let installed = install(&bed, receiver, options)?;
-            let measured = flood_once(&bed, &mut generator, &plan, receiver, options.flood);
-            remove(&bed, installed)?;
-            let flood = measured?;
+            let plan = plan_of(kind);
+            generator.configure(plan.config)?;
+            let alone = sender_alone(&bed, &mut generator, plan, 1, options.flood)?
+                .into_iter()
+                .next()
+                .unwrap_or_default();
             progress(&format!(
-                "throughput round {}: {:<55} {:>7.1} ns per packet, {:.1}% dropped",
+                "throughput round {}: {:<10} {:<55} {:>7.1} ns per packet",
                 round + 1,
-                receiver.label(),
-                per_packet(&flood),
-                flood.disposed as f64 * 100.0 / flood.sent.max(1) as f64,
+                kind.label(),
+                "sender alone (frames refused at transmit)",
+                per_packet(&alone)
             ));
-            floods[index].push(flood);
+            sender_only[kind_index].push(alone);
+            for (index, receiver) in Receiver::ALL.into_iter().enumerate() {
+                if receiver.flood() != kind {
+                    continue;
+                }
+                super::check_interrupted()?;
+                let installed = install(&bed, receiver, options)?;
+                let measured = flood_once(&bed, &mut generator, plan, receiver, options.flood);
+                remove(&bed, installed)?;
+                let flood = measured?;
+                progress(&format!(
+                    "throughput round {}: {:<10} {:<55} {:>7.1} ns per packet, {:.1}% disposed of",
+                    round + 1,
+                    kind.label(),
+                    receiver.label(),
+                    per_packet(&flood),
+                    flood.disposed as f64 * 100.0 / flood.sent.max(1) as f64,
+                ));
+                floods[index].push(flood);
+            }
         }
     }
-    let sender_ns = median(&sender_only.iter().map(per_packet).collect::<Vec<_>>());
+    let sender_ns: Vec<f64> = sender_only
+        .iter()
+        .map(|runs| median(&runs.iter().map(per_packet).collect::<Vec<_>>()))
+        .collect();
     let receivers = Receiver::ALL
         .into_iter()
         .enumerate()
         .map(|(index, receiver)| {
             let runs = &floods[index];
+            let kind_index = FloodKind::ALL
+                .iter()
+                .position(|&k| k == receiver.flood())
+                .unwrap_or(0);
+            let alone = &sender_only[kind_index];
             let total_ns = median(&runs.iter().map(per_packet).collect::<Vec<_>>());
             ReceiverResult {
                 receiver,
                 core_pps: 1e9 / total_ns.max(1e-3),
-                receive_ns: (total_ns - sender_ns).max(0.0),
+                receive_ns: (total_ns - sender_ns[kind_index]).max(0.0),
                 disposed_share: median(
                     &runs
                         .iter()
@@ -553,6 +696,11 @@ pub fn measure(
                         .collect::<Vec<_>>(),
                 ),
                 rounds_ns: runs.iter().map(per_packet).collect(),
+                rounds_receive_ns: runs
+                    .iter()
+                    .zip(alone)
+                    .map(|(run, alone)| (per_packet(run) - per_packet(alone)).max(0.0))
+                    .collect(),
             }
         })
         .collect();
@@ -569,23 +717,29 @@ pub fn measure(
 
 /// First source of the tracked-sources flood: 2001:db8::/96, sources vary in the last 32 bits.
 const TRACKED_BASE: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+/// Where the tracked-sources flood goes: an address of the origin's (only its sockets matter).
+const TRACKED_ORIGIN: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+/// The UDP port the tracked-sources flood goes to, where the origin has a socket.
+pub const TRACKED_PORT: u16 = 5353;
 
-/// The `SOURCES` key of tracked source `index` (IPv6 tracked per address).
+/// The `SOURCES` key of tracked source `index` (IPv6 tracked per address), UDP class.
 fn tracked_key(index: u32) -> SourceKey {
     let mut addr_be = TRACKED_BASE;
     addr_be[12..].copy_from_slice(&index.to_be_bytes());
     SourceKey {
         addr_be,
         ip_version: 6,
-        class: Class::Syn as u8,
+        class: Class::Udp as u8,
         _pad: [0; 2],
     }
 }
 
-/// Runs `moat run` with every IPv6 address its own source, the per-source SYN limit out of
-/// reach (so each packet looks its source up, passes it, and meets the aggregate SYN limit),
+/// Runs `moat run` with every IPv6 address its own source, a UDP socket on [`TRACKED_PORT`],
 /// and room for the largest table; then, for each size of [`SOURCE_SIZES`], tracks that many
-/// sources and floods from all of them at random.
+/// sources, each over its UDP limit, and floods from all of them at random. Only traffic a
+/// socket takes (and SYNs of verified sources) reaches per-source state now, so UDP to a bound
+/// port is what makes the table grow; each datagram costs the socket lookup, a lookup of a
+/// random tracked source and its drop (automatic bans off, so it stays on that path).
 fn grow_tracked(
     bed: &Bed,
     generator: &mut Generator,
@@ -599,18 +753,30 @@ fn grow_tracked(
         .filter(|&n| n < largest)
         .collect();
     sizes.push(largest);
-    let unreached = Limit {
-        pps: 1_000_000_000,
-        burst_packets: 1_000_000_000,
-        bps: 0,
-        burst_bytes: 0,
+    // One byte a second: a tracked source's first datagram (110 bytes) would need nearly two
+    // minutes of refill, longer than the series runs.
+    let trickle = Limit {
+        pps: 0,
+        burst_packets: 0,
+        bps: 1,
+        burst_bytes: MIN_BURST_BYTES,
     };
     let mut config = Config {
         max_tracked_sources: largest.saturating_add(largest / 8),
         ..Config::default()
     };
     config.bans.ipv6_prefix = 128;
-    config.limits.source[Class::Syn as usize] = unreached;
+    config.bans.after_strikes = 0;
+    config.limits.source[Class::Udp as usize] = trickle;
+    let address = SocketAddr::from((Ipv6Addr::UNSPECIFIED, TRACKED_PORT));
+    let _socket = bed
+        .origin
+        .enter(|| UdpSocket::bind(address))?
+        .map_err(|source| BenchError::Io {
+            action: "binding a UDP socket to",
+            target: address.to_string(),
+            source,
+        })?;
     // The sender's own cost for these IPv6 frames, before anything can receive them.
     let plan = bed.v6_plan(largest);
     generator.configure(plan.config)?;
@@ -623,7 +789,11 @@ fn grow_tracked(
         let mut table: HashMap<MapData, SourceKey, RateState> =
             HashMap::try_from(Map::LruHashMap(data))
                 .map_err(BenchError::map("opening", SOURCES))?;
-        let state = RateState::new(&unreached, crate::bans::monotonic_ns());
+        let now_ns = crate::bans::monotonic_ns();
+        let state = RateState {
+            buckets: Buckets::full(&Limit::default(), now_ns),
+            ..RateState::new(&trickle, now_ns)
+        };
         let mut points = Vec::new();
         let mut tracked = 0;
         for size in sizes {
@@ -642,7 +812,7 @@ fn grow_tracked(
                     bed,
                     generator,
                     &plan,
-                    Receiver::MoatShipped,
+                    Receiver::AckMoat,
                     options.flood,
                 )?);
             }
@@ -667,7 +837,6 @@ fn grow_tracked(
         }
         Ok(points)
     })();
-    generator.configure(bed.plan().config)?;
     moat.daemon.stop()?;
     result
 }
