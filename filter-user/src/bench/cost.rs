@@ -7,7 +7,9 @@
 //! checked, not assumed: the counters must show every timed packet under the case's own
 //! `(verdict, reason)`, and xdp-filter must return the case's action, or the run fails. A few
 //! cases need a setting changed to reach their path with one repeated frame (the same source
-//! every time); each says which. Live traffic is the throughput section's.
+//! every time), or a source marked verified; each says which. Cases run from a thread inside
+//! [`Origin`]'s namespace, whose sockets moat's lookups find. A SYN moat answers is timed per
+//! call (see [`Method::Calls`]). Live traffic is the throughput section's.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -433,6 +435,8 @@ pub struct CostReport {
     pub repeat: u32,
     /// Timed runs per case.
     pub rounds: usize,
+    /// Calls per timed run of a per-call case.
+    pub calls: u32,
     /// Whether xdp-filter ran through libxdp's dispatcher (its own program otherwise).
     pub xdp_filter_program: String,
 }
@@ -706,6 +710,7 @@ pub fn measure(
         deny_prefixes,
         repeat: options.repeat,
         rounds: options.rounds,
+        calls: (options.repeat / CALLS_DIVISOR).max(1),
         xdp_filter_program,
     })
 }

@@ -6,8 +6,9 @@
 //! thread's CPU time across the call, divided by `repeat`, so time the thread spends preempted
 //! is not counted, and it resolves fractions of a nanosecond (the kernel's own average is whole
 //! nanoseconds). The syscall around the loop costs a few microseconds once per call, which is
-//! picoseconds per packet at a million repetitions. It does not attach anything: the throughput
-//! section does that.
+//! picoseconds per packet at a million repetitions. A frame the program rewrites into an answer
+//! is timed over many calls of one repetition instead ([`time_calls`]), since the repetitions of
+//! one call share one buffer. It does not attach anything: the throughput section does that.
 
 use std::{
     collections::HashMap as StdHashMap,

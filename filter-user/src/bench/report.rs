@@ -501,12 +501,19 @@ fn write_cost(out: &mut String, cost: &CostReport) {
          program `{}`, all features) is checked on its return value. Ratios are to the floor, \
          the trivial XDP_DROP program, run on the same frames. Sources are 198.19.x.7 and \
          2001:db8:0:x::7; the IPv6 denylist lies in 2001:db8:8000::/33, so IPv6 trie walks end \
-         sooner than IPv4 ones, whose list is spread over all of unicast space.\n",
+         sooner than IPv4 ones, whose list is spread over all of unicast space. moat looks \
+         sockets up in the test run's namespace, the calling thread's: every case runs from a \
+         thread inside a namespace with listeners on port 80, a real connection from each \
+         established source and net.ipv4.tcp_syncookies = 2 (the listener wants a cookie for \
+         every SYN, as when its queue is full under a flood). The answered SYN is rewritten in \
+         the frame the repetitions of one call share, so it is timed per call instead: {} calls \
+         of one repetition, less as many of the floor's, plus the floor's cost per packet.\n",
         thousands(u64::from(cost.repeat)),
         cost.rounds,
         thousands(cost.deny_prefixes as u64),
         thousands(cost.deny_prefixes as u64),
-        cost.xdp_filter_program
+        cost.xdp_filter_program,
+        thousands(u64::from(cost.calls))
     );
     let _ = writeln!(
         out,
