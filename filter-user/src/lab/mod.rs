@@ -377,3 +377,40 @@ fn fill_newcomer_ticks(ticks: &mut [Tick], outcomes: &[Outcome], end: Duration) 
         tick.new_success_pct = (!window.is_empty()).then(|| summarize(&window).success_pct);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick(t: f64) -> Tick {
+        Tick {
+            t,
+            scenario: "spoofed-syn".into(),
+            phase: "protected".into(),
+            ..Tick::default()
+        }
+    }
+
+    fn outcome(at_ms: u64, ok: bool) -> Outcome {
+        Outcome {
+            at: Duration::from_millis(at_ms),
+            ok,
+            latency: Duration::from_millis(1),
+        }
+    }
+
+    #[test]
+    fn newcomer_success_goes_to_the_second_each_visitor_started_in() {
+        let mut ticks = vec![tick(10.0), tick(11.0), tick(12.0)];
+        let outcomes = [
+            outcome(10_100, true),
+            outcome(10_900, false),
+            outcome(11_500, true),
+            // After the phase's end: counted nowhere.
+            outcome(13_200, true),
+        ];
+        fill_newcomer_ticks(&mut ticks, &outcomes, Duration::from_secs(13));
+        let shares: Vec<Option<f64>> = ticks.iter().map(|t| t.new_success_pct).collect();
+        assert_eq!(shares, [Some(50.0), Some(100.0), None]);
+    }
+}

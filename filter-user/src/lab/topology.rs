@@ -329,3 +329,29 @@ impl FastPath {
         Ok(FastPath { _ebpf: ebpf })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newcomer_addresses_stay_inside_their_prefix_and_apart_from_the_others() {
+        assert_eq!(newcomer_address(0), Some(Ipv4Addr::new(198, 18, 64, 1)));
+        let last = newcomer_address(MAX_NEWCOMERS - 1).expect("the last address exists");
+        assert_eq!(last, Ipv4Addr::new(198, 18, 127, 254), "not the broadcast");
+        assert_eq!(newcomer_address(MAX_NEWCOMERS), None);
+        let (prefix, len) = NEWCOMERS_V4;
+        let mask = u32::MAX << (32 - len);
+        let inside = |address: Ipv4Addr| u32::from(address) & mask == u32::from(prefix);
+        assert!(inside(last));
+        for other in [
+            ORIGIN_IPV4,
+            ATTACKER_IPV4,
+            client_address(0),
+            client_address(u8::MAX - 10),
+            SPOOFED_V4.0,
+        ] {
+            assert!(!inside(other), "{other} is not a first-time visitor's");
+        }
+    }
+}
