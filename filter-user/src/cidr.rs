@@ -88,6 +88,27 @@ impl FromStr for Cidr {
 }
 
 impl Cidr {
+    /// Whether `addr` lies inside this prefix (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(self, addr: IpAddr) -> bool {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        match (self, addr) {
+            (Cidr::V4 { addr: net, prefix }, IpAddr::V4(v4)) => mask(v4.octets(), prefix) == net,
+            (Cidr::V6 { addr: net, prefix }, IpAddr::V6(v6)) => mask(v6.octets(), prefix) == net,
+            _ => false,
+        }
+    }
+
+    /// Whether this is a whole address family (`0.0.0.0/0` or `::/0`).
+    pub fn is_everything(self) -> bool {
+        matches!(
+            self,
+            Cidr::V4 { prefix: 0, .. } | Cidr::V6 { prefix: 0, .. }
+        )
+    }
+
     /// The same prefix with every host bit cleared.
     pub fn network(self) -> Cidr {
         match self {
@@ -183,6 +204,18 @@ pub fn parse_lines<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contains_matches_the_prefix_and_family() {
+        let net: Cidr = "203.0.113.0/24".parse().expect("valid");
+        assert!(net.contains("203.0.113.9".parse().expect("addr")));
+        assert!(net.contains("::ffff:203.0.113.9".parse().expect("mapped")));
+        assert!(!net.contains("203.0.114.9".parse().expect("addr")));
+        assert!(!net.contains("2001:db8::1".parse().expect("addr")));
+        let all: Cidr = "::/0".parse().expect("valid");
+        assert!(all.is_everything() && all.contains("2001:db8::1".parse().expect("addr")));
+        assert!(!net.is_everything());
+    }
 
     #[test]
     fn parses_prefixes_and_hosts() {

@@ -40,6 +40,11 @@ pub enum Command {
     Set(SetArgs),
     /// Check a configuration file, or show the effective configuration.
     Config(ConfigArgs),
+    /// Remove the filter a killed `moat run` left attached to an interface, and its pins.
+    ///
+    /// Refuses while a `moat run` holds the interface. `--purge` also removes the persistent
+    /// counters, which otherwise carry over to the next run.
+    Detach(DetachArgs),
     /// Show, on one machine, a filtered origin taking traffic in a pair of network namespaces.
     Lab(LabArgs),
     /// Print a shell completion script (for packaging).
@@ -161,6 +166,21 @@ pub struct ListEditArgs {
     /// Prefixes such as 203.0.113.0/24, 2001:db8::/32, or a bare address for one host.
     #[arg(value_name = "CIDR", required_unless_present = "file")]
     pub cidrs: Vec<String>,
+    /// Deny even a whole address family (0.0.0.0/0, ::/0) or a prefix holding the address of
+    /// the SSH client running this command, which would lock that client out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of `moat detach`.
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// The interface whose orphaned filter to remove.
+    #[arg(long, value_name = "IFACE")]
+    pub iface: String,
+    /// Remove the persistent counters too (the package's purge does).
+    #[arg(long)]
+    pub purge: bool,
 }
 
 /// Just an interface.

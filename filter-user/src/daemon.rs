@@ -60,6 +60,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             Arc::clone(&state),
         )?)
     };
+    if let Some(server) = &metrics
+        && !server.addr().ip().is_loopback()
+    {
+        warn!(
+            "metrics are served on a non-loopback address, reachable from the network \
+             addr={}",
+            server.addr()
+        );
+    }
     let started = Instant::now();
     let request = AttachRequest {
         iface: args.iface.clone(),

@@ -17,6 +17,7 @@ use aya::{
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
+        xdp::XdpLink,
     },
 };
 use filter_common::maps::{
@@ -163,6 +164,18 @@ pub enum LoadError {
         /// The interface.
         iface: String,
     },
+    /// Taking over the filter an earlier run left attached failed before the swap; that filter
+    /// is still attached and protecting.
+    #[error(
+        "taking over the filter already attached to {iface} failed, so it stays attached and \
+         protecting (moat detach --iface {iface} removes it): {reason}"
+    )]
+    TakeOver {
+        /// The interface.
+        iface: String,
+        /// What failed.
+        reason: String,
+    },
     /// Pins could not be created or removed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -199,6 +212,16 @@ impl Filter {
             None => InstanceLock::acquire(iface)?,
         };
         let pins = PinDir::for_iface(iface);
+        let running = pins.link().exists();
+        if running {
+            match PinnedLink::from_pin(pins.link()) {
+                Ok(link) => return Filter::take_over(request, lock, pins, link),
+                Err(error) => warn!(
+                    "the pinned link of an earlier run is unreadable, replacing it iface={iface} \
+                     error={error}"
+                ),
+            }
+        }
         if pins.exists() {
             warn!(
                 "removing pins of an earlier run that did not exit cleanly iface={iface} path={}",
@@ -218,18 +241,7 @@ impl Filter {
         for name in PERSISTENT_MAPS {
             loader.map_pin_path(name, pins.map(name));
         }
-        let mut ebpf = loader
-            .map_max_entries(ALLOW_V4, capacities.allow)
-            .map_max_entries(ALLOW_V6, capacities.allow)
-            .map_max_entries(DENY_V4, capacities.deny)
-            .map_max_entries(DENY_V6, capacities.deny)
-            .map_max_entries(SOURCES, capacities.sources)
-            .map_max_entries(BANS, capacities.bans)
-            .load(FILTER_OBJECT)
-            .map_err(|source| LoadError::Load {
-                persistent: pins.persistent_path().to_path_buf(),
-                source: Box::new(source),
-            })?;
+        let mut ebpf = load_object(&mut loader, capacities, &pins)?;
         control::write_policy(&mut ebpf, &request.policy)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
@@ -265,6 +277,74 @@ impl Filter {
             source,
         })?);
         Ok(filter)
+    }
+
+    /// Takes over the filter an earlier `moat run` left attached (it crashed or was killed):
+    /// loads this binary's program on the pinned maps, so lists, bans, verified sources,
+    /// per-source state and counters carry on, writes the policy, and swaps the program in on
+    /// the pinned link with one `bpf_link_update`, so no packet meets an interface without a
+    /// filter. Maps this version adds are created and pinned. If anything fails before the
+    /// swap, the running filter stays attached, untouched.
+    fn take_over(
+        request: &AttachRequest,
+        lock: InstanceLock,
+        pins: PinDir,
+        running: PinnedLink,
+    ) -> Result<Filter, LoadError> {
+        let iface = request.iface.as_str();
+        let refused = |reason: String| LoadError::TakeOver {
+            iface: iface.to_string(),
+            reason,
+        };
+        let mut loader = EbpfLoader::new();
+        for name in ALL_MAPS {
+            loader.map_pin_path(name, pins.map(name));
+        }
+        let mut ebpf = load_object(&mut loader, request.capacities, &pins)
+            .map_err(|error| refused(error.to_string()))?;
+        control::write_policy(&mut ebpf, &request.policy)
+            .map_err(|error| refused(error.to_string()))?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(LoadError::MissingProgram)?
+            .try_into()
+            .map_err(|error: ProgramError| refused(error.to_string()))?;
+        program
+            .load()
+            .map_err(|error| refused(format!("loading the new program: {error}")))?;
+        let link = XdpLink::try_from(FdLink::from(running))
+            .map_err(|error| refused(format!("the pinned link is not an XDP link: {error}")))?;
+        let mode = attached_mode(iface);
+        // The swap: from here on this program judges every packet.
+        let id = program
+            .attach_to_link(link)
+            .map_err(|error| refused(format!("swapping the program in: {error}")))?;
+        let link = program
+            .take_link(id)
+            .map_err(|source| program_error("taking the link", iface, source))?;
+        let link = FdLink::try_from(link).map_err(|_| LoadError::NoLink {
+            iface: iface.to_string(),
+        })?;
+        // The old pin names the same link; pin it again as ours (the link stays attached).
+        let link_path = pins.link();
+        remove_if_present(&link_path).map_err(|source| LoadError::Io {
+            action: "removing",
+            path: link_path.clone(),
+            source,
+        })?;
+        let link = link.pin(&link_path).map_err(|source| LoadError::Pin {
+            path: link_path,
+            source,
+        })?;
+        log::info!("took over the running filter iface={iface}");
+        Ok(Filter {
+            ebpf,
+            iface: iface.to_string(),
+            mode,
+            pins,
+            link: Some(link),
+            _lock: lock,
+        })
     }
 
     /// The interface.
@@ -340,6 +420,39 @@ impl Drop for Filter {
         if let Err(error) = self.cleanup() {
             warn!("cleanup failed iface={} error={error}", self.iface);
         }
+    }
+}
+
+/// Loads the object with the configured capacities through `loader` (which names any pinned
+/// maps to reuse).
+fn load_object(
+    loader: &mut EbpfLoader<'_>,
+    capacities: Capacities,
+    pins: &PinDir,
+) -> Result<Ebpf, LoadError> {
+    loader
+        .map_max_entries(ALLOW_V4, capacities.allow)
+        .map_max_entries(ALLOW_V6, capacities.allow)
+        .map_max_entries(DENY_V4, capacities.deny)
+        .map_max_entries(DENY_V6, capacities.deny)
+        .map_max_entries(SOURCES, capacities.sources)
+        .map_max_entries(BANS, capacities.bans)
+        .load(FILTER_OBJECT)
+        .map_err(|source| LoadError::Load {
+            persistent: pins.persistent_path().to_path_buf(),
+            source: Box::new(source),
+        })
+}
+
+/// The mode the XDP program on `iface` runs in, as iproute2 reports it (`xdpgeneric` for skb
+/// mode); native when it cannot tell.
+fn attached_mode(iface: &str) -> Mode {
+    let output = Command::new("ip")
+        .args(["link", "show", "dev", iface])
+        .output();
+    match output {
+        Ok(output) if String::from_utf8_lossy(&output.stdout).contains("xdpgeneric") => Mode::Skb,
+        _ => Mode::Native,
     }
 }
 
@@ -432,6 +545,26 @@ fn remove_foreign_program(iface: &str) {
             warn!("running ip failed iface={iface} error={error}");
         }
     }
+}
+
+/// `moat detach`: under the interface's instance lock (so never while a `moat run` holds it),
+/// removes the filter an earlier run left attached and its pins; with `purge`, the persistent
+/// counters too. Returns whether a filter was attached.
+pub fn detach_orphan(iface: &str, purge: bool) -> Result<bool, LoadError> {
+    let _lock = InstanceLock::acquire(iface)?;
+    let pins = PinDir::for_iface(iface);
+    let attached = pins.link().exists();
+    if pins.exists() {
+        remove_pins(&pins)?;
+    }
+    if purge {
+        pins.remove_persistent().map_err(|source| LoadError::Io {
+            action: "removing",
+            path: pins.persistent_path().to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(attached)
 }
 
 /// Removes the pins an earlier run left behind; unpinning its link detaches its program.

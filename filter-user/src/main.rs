@@ -54,6 +54,15 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Allow(args) => lists::run(ListKind::Allow, &args.action),
         Command::Deny(args) => lists::run(ListKind::Deny, &args.action),
         Command::Ban(args) => ban(&args.action),
+        Command::Detach(args) => {
+            moat::preflight::check_iface_name(&args.iface)?;
+            if moat::loader::detach_orphan(&args.iface, args.purge)? {
+                println!("detached the filter left on {}", args.iface);
+            } else {
+                println!("no filter was left attached on {}", args.iface);
+            }
+            Ok(())
+        }
         Command::Set(args) => {
             moat::preflight::check_iface_name(&args.iface)?;
             tuning::set(&args.iface, &args.key, &args.value)?;

@@ -59,8 +59,10 @@ impl Daemon {
         iface: &str,
         extra: &[&str],
     ) -> Result<Daemon, ProcessError> {
-        let log_path =
-            std::env::temp_dir().join(format!("moat-run-{iface}-{}.log", std::process::id()));
+        let log_path = std::env::temp_dir().join(format!(
+            "moat-run-{iface}-{}.log",
+            crate::netns::unique_suffix()
+        ));
         let log = std::fs::File::create(&log_path)?;
         let mut command: Command = ns.command(exe);
         command
@@ -122,6 +124,18 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash or the OOM killer would, and waits for it to
+    /// be gone: it cleans nothing up, so its filter stays attached and pinned.
+    pub fn kill(mut self) -> Result<ExitStatus, ProcessError> {
+        match self.child.take() {
+            Some(mut child) => {
+                child.kill()?;
+                Ok(child.wait()?)
+            }
+            None => Err(std::io::Error::other("the daemon had already exited").into()),
+        }
     }
 
     /// Sends SIGTERM and waits for the daemon to exit; returns its status and log.

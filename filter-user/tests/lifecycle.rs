@@ -1,0 +1,329 @@
+//! A daemon that dies must not take the protection with it (issue #12): a `moat run` started
+//! after a SIGKILL takes over the filter still attached, swapping its program in on the pinned
+//! link, so a flood of denied traffic leaks nothing across the restart and the lists, bans and
+//! counters carry on; `moat detach` removes a filter nobody will take over; and `moat deny add`
+//! refuses to lock everyone, or the operator's own SSH session, out.
+
+mod support;
+
+use std::{
+    io::Write,
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use filter_common::flood::{FloodConfig, L4_UDP};
+use moat::lab::{
+    flood::{FloodPlan, flood_every_cpu},
+    traffic::{self, EchoServer},
+};
+use support::{Pair, count, require_root, stats_json, stderr};
+
+/// The denied, spoofed sources: 198.19.0.0/16.
+const DENIED: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 0);
+
+/// Polls `condition` until it holds, failing the test after `deadline`.
+fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !condition() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An nftables counter of denied-range packets at prerouting, after XDP.
+fn count_denied_reaching_the_stack(pair: &Pair) {
+    let ruleset = "table ip moat_test {\n chain pre {\n  type filter hook prerouting priority \
+                   -400;\n  ip saddr 198.19.0.0/16 counter\n }\n}\n";
+    let mut nft = pair
+        .origin
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft: is nftables installed? (cargo xtask setup installs it)");
+    nft.stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(ruleset.as_bytes())
+        .expect("writing the ruleset");
+    assert!(nft.wait().expect("nft").success(), "loading the counter");
+}
+
+fn denied_reaching_the_stack(pair: &Pair) -> u64 {
+    let output = pair
+        .origin
+        .command("nft")
+        .args(["-j", "list", "table", "ip", "moat_test"])
+        .output()
+        .expect("nft list");
+    let value: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("nft -j prints JSON");
+    value["nftables"]
+        .as_array()
+        .expect("a ruleset")
+        .iter()
+        .flat_map(|entry| {
+            entry["rule"]["expr"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find_map(|expr| expr["counter"]["packets"].as_u64())
+        .expect("the counter rule")
+}
+
+fn moat_ok(pair: &Pair, args: &[&str]) -> String {
+    let output = pair.moat(args);
+    assert!(
+        output.status.success(),
+        "moat {args:?}: {}",
+        stderr(&output)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Whether an XDP program is attached to the origin's end.
+fn xdp_attached(pair: &Pair) -> bool {
+    pair.origin
+        .ip(&["link", "show", "dev", &pair.origin_end.iface])
+        .expect("ip link show")
+        .contains("xdp")
+}
+
+/// A visitor from `source` exchanges a message with the origin's echo server.
+fn visit(pair: &Pair, server: &EchoServer, source: Ipv4Addr) -> bool {
+    let to = SocketAddrV4::new(pair.origin_end.ipv4, 8080);
+    std::thread::scope(|scope| {
+        let served = scope.spawn(|| server.serve_one());
+        let echoed = pair
+            .client
+            .enter(|| -> std::io::Result<bool> {
+                use std::io::Read;
+                let socket =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                socket.bind(&std::net::SocketAddr::from((source, 0)).into())?;
+                socket.connect_timeout(&to.into(), Duration::from_secs(3))?;
+                let mut stream = std::net::TcpStream::from(socket);
+                stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+                stream.write_all(b"hello")?;
+                let mut echo = [0u8; 5];
+                stream.read_exact(&mut echo)?;
+                Ok(&echo == b"hello")
+            })
+            .expect("entering the client")
+            .unwrap_or(false);
+        let _ = served.join();
+        echoed
+    })
+}
+
+/// Adds a client address the origin has never seen, with the origin's neighbour entry for it.
+fn newcomer(pair: &Pair, addr: Ipv4Addr) -> Ipv4Addr {
+    pair.client
+        .ip(&[
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            &pair.client_end.iface,
+        ])
+        .expect("a newcomer's address");
+    pair.origin
+        .ip(&[
+            "neigh",
+            "replace",
+            &addr.to_string(),
+            "lladdr",
+            &pair.client_end.mac_string(),
+            "dev",
+            &pair.origin_end.iface,
+            "nud",
+            "permanent",
+        ])
+        .expect("the origin's neighbour entry");
+    addr
+}
+
+#[test]
+fn a_restart_after_sigkill_takes_over_under_a_denied_flood_and_leaks_nothing() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    count_denied_reaching_the_stack(&pair);
+    let server = EchoServer::listen(&pair.origin, SocketAddrV4::new(pair.origin_end.ipv4, 8080))
+        .expect("the origin's service");
+    let first = pair.start(&[]);
+    moat_ok(&pair, &["deny", "add", "--iface", &iface, "198.19.0.0/16"]);
+    moat_ok(
+        &pair,
+        &["ban", "add", "--iface", &iface, "--for", "1h", "192.0.2.7"],
+    );
+    assert!(
+        visit(&pair, &server, pair.client_end.ipv4),
+        "a returning visitor before the restart"
+    );
+
+    let template = traffic::udp_frame(&pair.client_end, &pair.origin_end, 9, b"denied");
+    let mut src_base_be = [0u8; 16];
+    src_base_be[..4].copy_from_slice(&DENIED.octets());
+    let plan = FloodPlan {
+        template,
+        config: FloodConfig {
+            src_base_be,
+            src_count: 65_536,
+            l3_offset: 14,
+            l4_offset: 34,
+            ip_version: 4,
+            l4_kind: L4_UDP,
+            random_src_port: 1,
+            ..FloodConfig::default()
+        },
+    };
+    let stop = AtomicBool::new(false);
+    let denied = || count(&stats_json(&iface), "drop", "denylist").0;
+    let (before_kill, after_restart, second, restart_took) = std::thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            flood_every_cpu(
+                &pair.client,
+                &pair.client_end.iface,
+                std::slice::from_ref(&plan),
+                100_000,
+                Duration::from_secs(60),
+                &stop,
+            )
+        });
+        wait_until("the flood to be denied", Duration::from_secs(10), || {
+            denied() >= 10_000
+        });
+        let before_kill = stats_json(&iface)["total"]["packets"]
+            .as_u64()
+            .expect("total");
+        first.kill().expect("killing the daemon");
+        // Killed, the daemon leaves its filter attached and dropping.
+        let orphaned = denied();
+        wait_until(
+            "the orphaned filter to go on dropping",
+            Duration::from_secs(10),
+            || denied() >= orphaned + 10_000,
+        );
+        let started = Instant::now();
+        let second = pair.start(&[]);
+        let restart_took = started.elapsed();
+        let taken_over = denied();
+        wait_until(
+            "the new daemon's program to go on dropping",
+            Duration::from_secs(10),
+            || denied() >= taken_over + 10_000,
+        );
+        let after_restart = stats_json(&iface)["total"]["packets"]
+            .as_u64()
+            .expect("total");
+        stop.store(true, Ordering::Relaxed);
+        flood
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .expect("the flood");
+        (before_kill, after_restart, second, restart_took)
+    });
+    let log = second.log();
+    assert!(
+        log.contains("took over the running filter"),
+        "the new daemon took over instead of replacing: {log}"
+    );
+    assert_eq!(
+        denied_reaching_the_stack(&pair),
+        0,
+        "no denied packet reached the stack across the kill and the restart (took \
+         {restart_took:?})"
+    );
+    assert!(
+        after_restart > before_kill,
+        "the counters carried on: {before_kill} before the kill, {after_restart} after"
+    );
+    let deny = moat_ok(&pair, &["deny", "list", "--iface", &iface]);
+    assert!(
+        deny.contains("198.19.0.0/16"),
+        "the denylist survived: {deny}"
+    );
+    let bans = moat_ok(&pair, &["ban", "list", "--iface", &iface]);
+    assert!(bans.contains("192.0.2.7"), "the ban survived: {bans}");
+    assert!(
+        visit(&pair, &server, pair.client_end.ipv4),
+        "a returning visitor after the take-over"
+    );
+    let new = newcomer(&pair, Ipv4Addr::new(198, 18, 0, 77));
+    assert!(
+        visit(&pair, &server, new),
+        "a first-time visitor after the take-over"
+    );
+}
+
+#[test]
+fn detach_removes_an_orphaned_filter_and_refuses_while_moat_runs() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let daemon = pair.start(&[]);
+    let refused = pair.moat(&["detach", "--iface", &iface]);
+    let message = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{message}");
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+    assert!(message.contains("already running"), "{message}");
+    assert!(xdp_attached(&pair), "a refused detach changes nothing");
+
+    daemon.kill().expect("killing the daemon");
+    assert!(
+        xdp_attached(&pair),
+        "a killed daemon's filter stays attached"
+    );
+    let out = moat_ok(&pair, &["detach", "--iface", &iface]);
+    assert!(out.contains("detached"), "{out}");
+    assert!(!xdp_attached(&pair), "detach removed the program");
+    let pins = moat::pins::PinDir::for_iface(&iface);
+    assert!(!pins.exists(), "detach removed the pins");
+    assert!(
+        pins.persistent_path().exists(),
+        "without --purge the counters stay"
+    );
+    let again = moat_ok(&pair, &["detach", "--iface", &iface, "--purge"]);
+    assert!(again.contains("no filter"), "{again}");
+    assert!(
+        !pins.persistent_path().exists(),
+        "--purge removed the persistent counters"
+    );
+}
+
+#[test]
+fn deny_add_refuses_to_lock_out_everyone_or_the_ssh_client() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let _daemon = pair.start(&[]);
+    for everything in ["0.0.0.0/0", "::/0"] {
+        let output = pair.moat(&["deny", "add", "--iface", &iface, everything]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{everything}: {message}");
+        assert_eq!(message.lines().count(), 1, "one line: {message}");
+        assert!(message.contains("--force"), "{message}");
+    }
+    let ssh = pair
+        .origin
+        .command(support::moat_bin())
+        .args(["deny", "add", "--iface", &iface, "198.51.100.0/24"])
+        .env("SSH_CONNECTION", "198.51.100.7 50000 198.18.0.1 22")
+        .output()
+        .expect("running moat");
+    let message = stderr(&ssh);
+    assert_eq!(ssh.status.code(), Some(2), "{message}");
+    assert!(message.contains("198.51.100.7"), "{message}");
+    let empty = moat_ok(&pair, &["deny", "list", "--iface", &iface]);
+    assert!(empty.trim().is_empty(), "nothing was denied: {empty}");
+    moat_ok(
+        &pair,
+        &["deny", "add", "--iface", &iface, "--force", "0.0.0.0/0"],
+    );
+    let forced = moat_ok(&pair, &["deny", "list", "--iface", &iface]);
+    assert!(forced.contains("0.0.0.0/0"), "--force applies it: {forced}");
+}
