@@ -273,7 +273,7 @@ pub struct TopArgs {
 #[derive(Debug, Args)]
 pub struct LabArgs {
     /// Which attacks: all, or a comma-separated list of spoofed-syn, botnet-syn, udp-flood,
-    /// reflection, icmp-flood, fragment-flood, ipv6-syn, mixed.
+    /// reflection, icmp-flood, fragment-flood, ipv6-syn, ack-flood, carpet-bomb, mixed.
     #[arg(long, default_value = "all", value_name = "NAME|all")]
     pub scenario: String,
     /// Seconds each phase (baseline, unprotected, protected) lasts.
