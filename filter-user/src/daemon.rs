@@ -23,6 +23,7 @@ use crate::{
     control::Policy,
     loader::{AttachRequest, Capacities, Filter, InstanceLock},
     metrics::{DaemonState, MetricsServer},
+    notify::Notifier,
     preflight, verify,
 };
 
@@ -98,6 +99,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         ))
     );
 
+    let notifier = Notifier::from_env();
+    notifier.ready(&format!("protecting {}", filter.iface()));
     let mut running = config;
     let mut last_sweep = Instant::now();
     let mut last_watch = Instant::now();
@@ -108,13 +111,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     'serve: loop {
         for signal in signals.pending() {
             if signal == SIGHUP {
+                notifier.reloading();
                 if reload(&mut filter, args, config_path.as_ref(), &mut running) {
                     state.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 } else {
                     state.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 }
+                notifier.ready(&format!("protecting {}", filter.iface()));
             } else {
                 info!("stopping iface={} signal={signal}", filter.iface());
+                notifier.stopping();
                 break 'serve;
             }
         }

@@ -14,6 +14,7 @@ pub mod loader;
 pub mod metrics;
 pub mod model;
 pub mod netns;
+pub mod notify;
 pub mod pins;
 pub mod preflight;
 pub mod stats;

@@ -327,3 +327,59 @@ fn deny_add_refuses_to_lock_out_everyone_or_the_ssh_client() {
     let forced = moat_ok(&pair, &["deny", "list", "--iface", &iface]);
     assert!(forced.contains("0.0.0.0/0"), "--force applies it: {forced}");
 }
+
+/// The next datagram on `socket`, as text, waiting at most 10 s.
+fn next_notification(socket: &std::os::unix::net::UnixDatagram) -> String {
+    let mut buffer = [0u8; 512];
+    let len = socket
+        .recv(&mut buffer)
+        .expect("a notification within 10 s");
+    String::from_utf8_lossy(&buffer[..len]).into_owned()
+}
+
+#[test]
+fn tells_systemd_it_is_ready_once_attached_and_around_a_reload() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let path =
+        std::env::temp_dir().join(format!("moat-notify-{}.sock", moat::netns::unique_suffix()));
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("a notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let config =
+        std::env::temp_dir().join(format!("moat-notify-{}.toml", moat::netns::unique_suffix()));
+    std::fs::write(&config, "").expect("a config file");
+    let config_arg = config.to_str().expect("utf-8").to_string();
+    let daemon = moat::lab::process::Daemon::start_with_env(
+        &pair.origin,
+        support::moat_bin(),
+        &iface,
+        &["--config", &config_arg],
+        &[("NOTIFY_SOCKET", path.to_str().expect("utf-8"))],
+    )
+    .expect("moat run attaches");
+    let ready = next_notification(&socket);
+    assert!(
+        ready.starts_with("READY=1\n") && ready.contains(&format!("STATUS=protecting {iface}")),
+        "{ready:?}"
+    );
+    assert!(
+        xdp_attached(&pair),
+        "the filter is attached when systemd hears READY=1"
+    );
+    daemon.signal(libc::SIGHUP).expect("SIGHUP");
+    let reloading = next_notification(&socket);
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    let ready_again = next_notification(&socket);
+    assert!(ready_again.starts_with("READY=1\n"), "{ready_again:?}");
+    let (status, log) = daemon.stop().expect("stopping");
+    assert!(status.success(), "{log}");
+    assert_eq!(next_notification(&socket), "STOPPING=1\n");
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&config);
+}

@@ -59,6 +59,17 @@ impl Daemon {
         iface: &str,
         extra: &[&str],
     ) -> Result<Daemon, ProcessError> {
+        Daemon::start_with_env(ns, exe, iface, extra, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(
+        ns: &NetNs,
+        exe: &Path,
+        iface: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, ProcessError> {
         let log_path = std::env::temp_dir().join(format!(
             "moat-run-{iface}-{}.log",
             crate::netns::unique_suffix()
@@ -68,6 +79,7 @@ impl Daemon {
         command
             .args(["run", "--iface", iface])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
