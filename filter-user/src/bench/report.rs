@@ -228,16 +228,10 @@ fn times_spread(ratio: &Ratio) -> String {
     }
 }
 
-/// The cost table's IPv4 figure for the row named `path`, as a clause for a "why not".
-fn cost_clause(cost: Option<&CostReport>, path: &str) -> String {
+/// The cost table's IPv4 figure for the row named `path`, in ns.
+fn cost_ns(cost: Option<&CostReport>, path: &str) -> Option<f64> {
     cost.and_then(|cost| cost.rows.iter().find(|row| row.path == path))
-        .map(|row| {
-            format!(
-                " (cost table, \"{path}\": {:.0} ns by BPF_PROG_TEST_RUN)",
-                row.moat_v4
-            )
-        })
-        .unwrap_or_default()
+        .map(|row| row.moat_v4)
 }
 
 /// Drop throughput ≥ 90% of the floor's and ≥ 3× nftables'.
@@ -297,19 +291,21 @@ fn throughput_targets(throughput: &ThroughputReport) -> Vec<Target> {
 /// flood dropped at ≥ 3× nftables' rate.
 fn answer_targets(throughput: &ThroughputReport, cost: Option<&CostReport>) -> Vec<Target> {
     let mut targets = Vec::new();
-    let answer_cost = cost_clause(cost, "SYN answered with a cookie");
     if let (Some(moat), Some(stack), Some(nft)) = (
         throughput.get(Receiver::MoatCookies),
         throughput.get(Receiver::Stack),
         throughput.get(Receiver::NftNetdev),
     ) {
-        let path = format!(
-            "moat's answer takes {:.0} ns: the stages, a listener lookup, the kernel's cookie \
-             and the SYN-ACK rewrite{answer_cost}, then on veth the answer is received on the \
-             same core by the client's end, whose stack discards it (a NIC would only transmit \
-             it)",
-            moat.receive_ns
-        );
+        let split = cost_ns(cost, "SYN answered with a cookie").map_or_else(String::new, |ns| {
+            format!(
+                " — {ns:.0} ns of it in the program (cost table: the stages, a listener \
+                 lookup, the kernel's cookie, the SYN-ACK rewrite), the other {:.0} ns the \
+                 XDP_TX and the client's end receiving the answer on the same core, its stack \
+                 discarding it (a NIC would only transmit it)",
+                moat.receive_ns - ns
+            )
+        });
+        let path = format!("moat's answer takes {:.0} ns{split}", moat.receive_ns);
         if let Some(ratio) = throughput.speed_ratio(Receiver::MoatCookies, Receiver::Stack) {
             targets.push(Target {
                 goal: "SYN flood answered with cookies ≥ 5× the kernel's own SYN-cookie rate",
@@ -364,7 +360,12 @@ fn answer_targets(throughput: &ThroughputReport, cost: Option<&CostReport>) -> V
                  socket lookup that finds the listener and the kernel's cookie check{}",
                 nft.receive_ns / 3.0,
                 moat.receive_ns,
-                cost_clause(cost, "ACK with a bad cookie dropped")
+                cost_ns(cost, "ACK with a bad cookie dropped")
+                    .zip(cost_ns(cost, "ACK/RST for no connection dropped"))
+                    .map_or_else(String::new, |(bad, none)| format!(
+                        " (cost table: {bad:.0} ns; an ACK to a port with no listener, no \
+                         cookie to check, {none:.0} ns)"
+                    ))
             ),
         });
     }
@@ -579,8 +580,9 @@ fn write_throughput(out: &mut String, throughput: &ThroughputReport) {
          (frames refused at transmit, timed in every round) costs {}; a receiver's cost is the \
          core's less that, and its receive-side rate the inverse, what one core would handle \
          if it only received. What a receiver disposed of is counted on its own side: XDP drop \
-         counters, moat's answered/syn_cookie counter, nftables counters, the stack's received \
-         packets.\n",
+         counters, moat's own counters where they name the path (answered/syn_cookie for the \
+         SYN cookies, drop/cookie_bad for the ACK flood, drop/rate_udp in section 3's live \
+         series), nftables counters, the stack's received packets.\n",
         throughput.flood.as_secs_f64(),
         throughput.rounds,
         throughput.xdp_mode,
@@ -662,7 +664,8 @@ fn write_scaling(
             "IPv4 denylist grown in the cost section's object (random /32, /24 and /20 \
              prefixes over unicast space), timed at each size: a SYN from a denied source \
              (hit) and an established segment from a source on no list (allowlist and \
-             denylist misses, then the other stages). Memory is the trie's `memlock` in its \
+             denylist misses, then the other stages and the socket lookup that finds its \
+             connection). Memory is the trie's `memlock` in its \
              fdinfo.\n"
         );
         let _ = writeln!(

@@ -420,18 +420,44 @@ impl Drop for Bed {
     }
 }
 
-/// What a receiver has disposed of so far, on its own counters.
-fn disposed(bed: &Bed, receiver: Receiver) -> Result<u64, BenchError> {
-    let iface = &bed.origin_end.iface;
-    match receiver {
-        Receiver::Stack => tools::rx_packets(&bed.origin, iface),
-        Receiver::NftNetdev | Receiver::NftPrerouting | Receiver::AckNftNetdev => {
-            tools::nft_counted(&bed.origin)
+/// Where a receiver's disposals are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tally {
+    /// The origin end's received packets (the bare stack).
+    Received,
+    /// The nftables ruleset's counters.
+    Nftables,
+    /// The origin end's XDP drops (`ethtool -S`).
+    XdpDrops,
+    /// One of `moat run`'s own counters, which also checks the path taken.
+    Moat(Verdict, Reason),
+}
+
+impl Receiver {
+    /// Where its disposals are counted.
+    const fn tally(self) -> Tally {
+        match self {
+            Receiver::Stack => Tally::Received,
+            Receiver::NftNetdev | Receiver::NftPrerouting | Receiver::AckNftNetdev => {
+                Tally::Nftables
+            }
+            Receiver::MoatCookies => Tally::Moat(Verdict::Answered, Reason::SynCookie),
+            Receiver::AckMoat => Tally::Moat(Verdict::Drop, Reason::CookieBad),
+            _ => Tally::XdpDrops,
         }
-        Receiver::MoatCookies => Ok(Snapshot::read_pinned(iface)?
-            .get(Verdict::Answered, Reason::SynCookie)
-            .packets),
-        _ => tools::queue_stat(&bed.origin, iface, "xdp_drops"),
+    }
+}
+
+/// What has been disposed of so far, on the counters `tally` names.
+fn disposed(bed: &Bed, tally: Tally) -> Result<u64, BenchError> {
+    let iface = &bed.origin_end.iface;
+    match tally {
+        Tally::Received => tools::rx_packets(&bed.origin, iface),
+        Tally::Nftables => tools::nft_counted(&bed.origin),
+        Tally::Moat(verdict, reason) => {
+            Ok(Snapshot::read_pinned(iface)?.get(verdict, reason).packets)
+        }
+        Tally::XdpDrops => tools::queue_stat(&bed.origin, iface, "xdp_drops"),
     }
 }
 
@@ -558,15 +584,15 @@ struct Flood {
     cpu_ns: u64,
 }
 
-/// Sends the flood for `duration` from the first CPU and counts what `receiver` disposed of.
+/// Sends the flood for `duration` from the first CPU and counts disposals on `tally`.
 fn flood_once(
     bed: &Bed,
     generator: &mut Generator,
     plan: &FloodPlan,
-    receiver: Receiver,
+    tally: Tally,
     duration: Duration,
 ) -> Result<Flood, BenchError> {
-    let before = disposed(bed, receiver)?;
+    let before = disposed(bed, tally)?;
     let iface = bed.client_end.iface.clone();
     let max_frames = (duration.as_secs_f64() * MAX_FRAMES_PER_SECOND) as u64;
     let ksoftirqd = tools::ksoftirqd(SENDER_CPU)?;
@@ -586,7 +612,7 @@ fn flood_once(
         let softirq = tools::runtime_ns(ksoftirqd)?.saturating_sub(softirq_before);
         Ok((sent, started.elapsed().as_secs_f64(), cpu + softirq))
     })??;
-    let after = disposed(bed, receiver)?;
+    let after = disposed(bed, tally)?;
     Ok(Flood {
         sent,
         disposed: after.saturating_sub(before),
@@ -612,7 +638,7 @@ fn sender_alone(
 ) -> Result<Vec<Flood>, BenchError> {
     tools::gro(&bed.origin, &bed.origin_end.iface, false)?;
     let floods: Result<Vec<Flood>, BenchError> = (0..count.max(1))
-        .map(|_| flood_once(bed, generator, plan, Receiver::Stack, duration))
+        .map(|_| flood_once(bed, generator, plan, Tally::Received, duration))
         .collect();
     tools::gro(&bed.origin, &bed.origin_end.iface, true)?;
     floods
@@ -655,7 +681,8 @@ pub fn measure(
                 }
                 super::check_interrupted()?;
                 let installed = install(&bed, receiver, options)?;
-                let measured = flood_once(&bed, &mut generator, plan, receiver, options.flood);
+                let measured =
+                    flood_once(&bed, &mut generator, plan, receiver.tally(), options.flood);
                 remove(&bed, installed)?;
                 let flood = measured?;
                 progress(&format!(
@@ -812,7 +839,7 @@ fn grow_tracked(
                     bed,
                     generator,
                     &plan,
-                    Receiver::AckMoat,
+                    Tally::Moat(Verdict::Drop, Reason::RateUdp),
                     options.flood,
                 )?);
             }
@@ -839,4 +866,55 @@ fn grow_tracked(
     })();
     moat.daemon.stop()?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(receiver: Receiver, rounds_receive_ns: Vec<f64>) -> ReceiverResult {
+        ReceiverResult {
+            receiver,
+            core_pps: 0.0,
+            receive_ns: median(&rounds_receive_ns),
+            disposed_share: 1.0,
+            rounds_ns: Vec::new(),
+            rounds_receive_ns,
+        }
+    }
+
+    #[test]
+    fn speed_ratio_pairs_rounds_and_keeps_the_medians_ratio() {
+        let report = ThroughputReport {
+            receivers: vec![
+                result(Receiver::AckMoat, vec![100.0, 200.0, 400.0]),
+                result(Receiver::AckNftNetdev, vec![300.0, 300.0, 600.0]),
+            ],
+            tracked: Vec::new(),
+            sender_ns: vec![0.0, 0.0],
+            flood: Duration::from_secs(1),
+            rounds: 3,
+            xdp_mode: "native",
+        };
+        let ratio = report
+            .speed_ratio(Receiver::AckMoat, Receiver::AckNftNetdev)
+            .expect("both receivers ran");
+        // Medians 200 and 300 ns: 1.5x the rate; by round 3.0, 1.5 and 1.5.
+        assert!((ratio.median - 1.5).abs() < 1e-9, "{ratio:?}");
+        assert!((ratio.low - 1.5).abs() < 1e-9, "{ratio:?}");
+        assert!((ratio.high - 3.0).abs() < 1e-9, "{ratio:?}");
+        assert_eq!(report.speed_ratio(Receiver::Floor, Receiver::AckMoat), None);
+    }
+
+    #[test]
+    fn each_receiver_is_compared_within_its_flood() {
+        for receiver in Receiver::ALL {
+            assert_eq!(receiver.floor().flood(), receiver.flood(), "{receiver:?}");
+            assert_eq!(
+                receiver.nftables().flood(),
+                receiver.flood(),
+                "{receiver:?}"
+            );
+        }
+    }
 }
