@@ -553,3 +553,57 @@ fn the_aggregate_syn_bucket_caps_the_cookies_answered() {
     })
     .expect("entering the namespace");
 }
+
+#[test]
+fn ports_listed_open_pass_without_a_socket() {
+    use filter_common::{
+        maps::PORTS,
+        ports::{PORT_TCP_OPEN, PORT_UDP_OPEN},
+        settings::{FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS},
+    };
+    let ns = namespace("1");
+    ns.enter(|| {
+        let mut settings = verifying_settings();
+        settings.flags |= FLAG_ENFORCE_TCP_PORTS | FLAG_ENFORCE_UDP_PORTS;
+        let mut filter = Filter::load(settings);
+        // A port forwarded to a container has no socket on the host; listing it opens it.
+        let mut ports = Array::<_, u8>::try_from(filter.ebpf.map_mut(PORTS).expect("PORTS"))
+            .expect("PORTS is an array");
+        ports
+            .set(u32::from(NOBODY), PORT_TCP_OPEN | PORT_UDP_OPEN, 0)
+            .expect("opening the port");
+        for v6 in [false, true] {
+            let ack = segment(v6, CLIENT_PORT, NOBODY, CLIENT_SEQ, Some(1), false);
+            filter.expect(
+                "ACK to a listed port with no socket",
+                &ack,
+                XDP_PASS,
+                Verdict::Pass,
+                Reason::Pass,
+            );
+            filter.expect(
+                "UDP to a listed port with no socket",
+                &datagram(v6, NOBODY),
+                XDP_PASS,
+                Verdict::Pass,
+                Reason::Pass,
+            );
+            let syn = segment(v6, CLIENT_PORT, NOBODY, CLIENT_SEQ, None, true);
+            filter.expect(
+                "SYN to a listed port with no socket",
+                &syn,
+                XDP_PASS,
+                Verdict::Pass,
+                Reason::Pass,
+            );
+            filter.expect(
+                "UDP to an unlisted port",
+                &datagram(v6, LISTENING),
+                XDP_DROP,
+                Verdict::Drop,
+                Reason::PortClosed,
+            );
+        }
+    })
+    .expect("entering the namespace");
+}
