@@ -1,15 +1,16 @@
-//! `moat-bench`: what the filter costs per packet, how fast it drops a flood, how its cost and
-//! memory grow with its tables, and how long the control plane takes — each figure next to a
-//! baseline measured in the same run (the trivial XDP_DROP floor, xdp-filter, nftables), because
-//! these machines are noisy and only ratios carry from one run to the next.
+//! `moat-bench`: what the filter costs per packet, how fast it drops or answers a flood, how its
+//! cost and memory grow with its tables, and how long the control plane takes — each figure next
+//! to a baseline measured in the same run (the trivial XDP_DROP floor, xdp-filter, nftables, the
+//! kernel's own SYN cookies), because these machines are noisy and only ratios carry from one
+//! run to the next.
 //!
-//! The sections are [`cost`] (BPF_PROG_TEST_RUN per path), [`throughput`] (a live-frames flood
-//! over veth between namespaces), [`scaling`] (tracked sources and deny prefixes) and
-//! [`control_plane`] (loading a denylist, banning, the daemon's memory); [`report`] renders them
-//! with the targets as markdown. Targets are reported as PASS or MISS, never asserted: this is a
-//! measurement, not a test. Building the binaries is `cargo xtask bench`'s job, not this
-//! module's. Everything it creates (namespaces, attachments, pins, temporary files) is removed
-//! when it ends, also on failure.
+//! The sections are [`cost`] (BPF_PROG_TEST_RUN per path), [`throughput`] (live-frames SYN and
+//! ACK floods over veth between namespaces, answered or dropped), [`scaling`] (tracked sources
+//! and deny prefixes) and [`control_plane`] (loading a denylist, banning, the daemon's memory);
+//! [`report`] renders them with the targets as markdown. Targets are reported as PASS or MISS,
+//! never asserted: this is a measurement, not a test. Building the binaries is `cargo xtask
+//! bench`'s job, not this module's. Everything it creates (namespaces, attachments, pins,
+//! temporary files) is removed when it ends, also on failure.
 
 pub mod control_plane;
 pub mod cost;
@@ -71,7 +72,7 @@ pub enum Section {
     Cost,
     /// Cost and memory as tracked sources and deny prefixes grow.
     Scaling,
-    /// Drop throughput of a flood over veth.
+    /// Throughput of spoofed SYN and ACK floods over veth (drops and SYN-cookie answers).
     Throughput,
     /// Loading a denylist, banning sources, the daemon's memory.
     Control,

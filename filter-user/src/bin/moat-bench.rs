@@ -51,7 +51,7 @@ enum SectionArg {
     Cost,
     /// Cost and memory as tracked sources and deny prefixes grow.
     Scaling,
-    /// Drop throughput of a flood over veth.
+    /// Throughput of spoofed SYN and ACK floods over veth (drops and SYN-cookie answers).
     Throughput,
     /// Loading a denylist, banning sources, the daemon's memory.
     Control,
