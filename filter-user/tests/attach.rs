@@ -27,6 +27,12 @@ fn counts_every_frame(mode: &str) {
 
     let answered = traffic::ping(&pair.client, pair.origin_end.ipv4, 3).expect("ping");
     assert_eq!(answered, 3, "every ping answered through the filter");
+    // A socket on the discard port: UDP to a port with no socket is dropped (#11).
+    let _discard = pair
+        .origin
+        .enter(|| std::net::UdpSocket::bind(SocketAddrV4::new(pair.origin_end.ipv4, 9)))
+        .expect("enter origin")
+        .expect("the discard socket");
     traffic::udp_burst(
         &pair.client,
         SocketAddrV4::new(pair.origin_end.ipv4, 9),

@@ -39,7 +39,7 @@ use filter_common::{
     lists::{LIST_PRESENT, ListValue},
     maps::{
         ALLOW_V4, ALLOW_V6, BANS, COUNTERS, PORTS, PROGRAM_NAME, SETTINGS, SOURCES, TRUSTED_V4,
-        TRUSTED_V6,
+        TRUSTED_V6, VERIFIED,
     },
     ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
     rate::{Limit, RateState},
@@ -47,7 +47,7 @@ use filter_common::{
         FLAG_DRY_RUN, FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS, FLAG_FIXED_CLOCK,
         FragmentPolicy,
     },
-    source::{BAN_CLASS, Ban, SourceKey},
+    source::{BAN_CLASS, Ban, SourceKey, VERIFIED_CLASS},
 };
 
 /// `enum xdp_action` in include/uapi/linux/bpf.h.
@@ -260,6 +260,20 @@ impl Filter {
             .unwrap_or_else(|error| panic!("{BANS} is not a hash of SourceKey to Ban: {error}"))
             .insert(source_key(addr, BAN_CLASS), ban, 0)
             .unwrap_or_else(|error| panic!("writing the ban of {addr}: {error}"));
+    }
+
+    /// Marks `addr` verified (it completed a handshake) until the end of time; IPv6 addresses
+    /// are given as the /64 network the program looks up.
+    fn verify(&mut self, addr: impl Into<IpAddr>) {
+        let addr = addr.into();
+        let map = self
+            .ebpf
+            .map_mut(VERIFIED)
+            .unwrap_or_else(|| panic!("the object has no map {VERIFIED:?}"));
+        HashMap::<_, SourceKey, u64>::try_from(map)
+            .unwrap_or_else(|error| panic!("{VERIFIED} is not a hash of SourceKey to u64: {error}"))
+            .insert(source_key(addr, VERIFIED_CLASS), u64::MAX, 0)
+            .unwrap_or_else(|error| panic!("verifying {addr}: {error}"));
     }
 
     /// The `BANS` entry under `addr`, taken as given.
@@ -1010,6 +1024,9 @@ fn per_source_udp_limit_drops_over_burst_and_refills_at_rate() {
 fn per_source_syn_limit_spares_established_tcp() {
     let mut filter = Filter::load();
     filter.update(|settings| settings.source[Class::Syn as usize] = packets(10, 2));
+    // Only verified sources' SYNs have per-source state (a spoofable one's never do, #11).
+    filter.verify(SOURCE_V4);
+    filter.verify(NETWORK_V6);
     for source in [IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V6)] {
         filter.assert_verdicts(
             &format!("syn from {source} within the burst"),
