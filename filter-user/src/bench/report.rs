@@ -300,8 +300,8 @@ fn answer_targets(throughput: &ThroughputReport, cost: Option<&CostReport>) -> V
             format!(
                 " — {ns:.0} ns of it in the program (cost table: the stages, a listener \
                  lookup, the kernel's cookie, the SYN-ACK rewrite), the other {:.0} ns the \
-                 XDP_TX and the client's end receiving the answer on the same core, its stack \
-                 discarding it (a NIC would only transmit it)",
+                 XDP_TX and the client's end dropping the answer on the same core (a NIC would \
+                 only transmit it)",
                 moat.receive_ns - ns
             )
         });
@@ -638,10 +638,9 @@ fn write_throughput(out: &mut String, throughput: &ThroughputReport) {
          listener's SYN queue is full (`syn_cookies = \"auto\"`; net.ipv4.tcp_syncookies = 1 \
          here, so the first SYNs of the run went to the kernel): the SYN is rewritten into the \
          SYN-ACK in place and sent back with XDP_TX. veth drops XDP_TX frames unless the peer \
-         has an XDP program, so the client's end runs a pass program for that receiver, and \
-         the client's stack then discards the answers; that work runs on the same core and is \
-         in the figure, as the client's handling of the kernel's own SYN-ACKs is in the bare \
-         stack's. No spoofed source gets per-source state. The ACK flood matches no \
+         has an XDP program, so for that receiver and for the bare stack the client's end runs \
+         the XDP_DROP floor, which takes the answers (moat's, or the kernel's own SYN-ACKs) at \
+         next to no cost on the same core, as a NIC's transmit would. No spoofed source gets per-source state. The ACK flood matches no \
          connection: at the listener its acknowledgement fails the kernel's cookie check \
          (cookie_bad), in full, since the listener overflowed moments before in the SYN \
          flood's turns, as it does while a SYN flood is on; an ACK to a port with no listener \

@@ -2,9 +2,11 @@
 //! (`lab::flood::Generator`) out of a client namespace's veth end, and each receiver in turn on
 //! the origin namespace's end. A SYN flood to the origin's listening port meets the trivial
 //! XDP_DROP floor, `moat run` with a deny rule, with the port closed and with its shipped policy
-//! alone (answering SYN cookies with XDP_TX, a pass program on the client's end so the answers
-//! arrive), xdp-filter, nftables at netdev ingress and at inet prerouting priority -300, and no
-//! filter at all (the kernel stack answers with SYN cookies). An ACK flood at no connection (to
+//! alone (answering SYN cookies with XDP_TX), xdp-filter, nftables at netdev ingress and at inet prerouting priority -300, and no
+//! filter at all (the kernel stack answers with SYN cookies). Where the origin answers (moat's
+//! cookies, the bare stack's SYN-ACKs), an XDP_DROP on the client's end takes the answers: veth
+//! would lose XDP_TX frames without a program there, and a real uplink only transmits them, so
+//! the client's stack discarding them is kept out of the origin's figure. An ACK flood at no connection (to
 //! the same port) meets the floor, `moat run` with its shipped policy and nftables at netdev
 //! ingress. Receivers take turns round by round (A B A B), so a noisy moment hurts them all
 //! alike; each figure is the median over rounds, and each round's figures are kept so ratios can
@@ -51,7 +53,7 @@ use crate::{
     config::{Config, MIN_BURST_BYTES},
     control::{ListKind, PinnedList},
     lab::{
-        flood::{FloodPlan, Generator, PeerPass},
+        flood::{FloodPlan, Generator},
         process::Daemon,
         traffic,
     },
@@ -103,7 +105,7 @@ pub enum Receiver {
     /// `moat run` with the target port closed (`ports.tcp = [22, 443]`).
     MoatClosedPort,
     /// `moat run` with the shipped policy and no rule: its listener's queue full, moat answers
-    /// each SYN with a SYN cookie (XDP_TX), received by a pass program on the client's end.
+    /// each SYN with a SYN cookie (XDP_TX), taken by an XDP_DROP on the client's end.
     MoatCookies,
     /// xdp-filter dropping TCP to the target port.
     XdpFilter,
@@ -463,13 +465,13 @@ fn disposed(bed: &Bed, tally: Tally) -> Result<u64, BenchError> {
 
 /// A receiver in place on the origin end; removed on drop.
 enum Installed<'a> {
-    /// Nothing to remove.
-    Nothing,
     /// The floor, detached when dropped.
     Floor { _attached: Floor },
-    /// `moat run`, stopped by [`remove`]; with the pass program on the client's end that its
-    /// XDP_TX answers need, detached when dropped.
-    Moat(Moat, Option<PeerPass>),
+    /// `moat run`, stopped by [`remove`]; with the sink for its XDP_TX answers on the client's
+    /// end, detached when dropped.
+    Moat(Moat, Option<Floor>),
+    /// The bare stack, with the sink for its SYN-ACKs on the client's end.
+    Stack { _sink: Floor },
     /// xdp-filter, unloaded when dropped.
     XdpFilter { _loaded: XdpFilter<'a> },
     /// An nftables ruleset, flushed by [`remove`].
@@ -484,7 +486,9 @@ fn install<'a>(
 ) -> Result<Installed<'a>, BenchError> {
     let iface = bed.origin_end.iface.clone();
     Ok(match receiver {
-        Receiver::Stack => Installed::Nothing,
+        Receiver::Stack => Installed::Stack {
+            _sink: answer_sink(bed)?,
+        },
         Receiver::Floor | Receiver::AckFloor => {
             let mut floor = Floor::load()?;
             let program = floor.program_mut()?;
@@ -509,12 +513,12 @@ fn install<'a>(
                 })?;
                 PinnedList::open(&iface, ListKind::Deny)?.add(&[cidr])?;
             }
-            let peer = if receiver == Receiver::MoatCookies {
-                Some(PeerPass::attach(&bed.client, &bed.client_end.iface)?)
+            let sink = if receiver == Receiver::MoatCookies {
+                Some(answer_sink(bed)?)
             } else {
                 None
             };
-            Installed::Moat(moat, peer)
+            Installed::Moat(moat, sink)
         }
         Receiver::XdpFilter => {
             let filter = XdpFilter::load(&bed.origin, &iface, "native", XdpFilterPolicy::Allow)?;
@@ -546,12 +550,26 @@ fn install<'a>(
     })
 }
 
+/// The floor attached to the client's end, where it drops the answers the origin sends back
+/// (XDP_TX from moat, SYN-ACKs from the stack): veth loses XDP_TX frames unless the peer has
+/// an XDP program, and dropping them there costs the sending core next to nothing, as a NIC's
+/// transmit would, instead of the client stack's work on answers it never asked for.
+fn answer_sink(bed: &Bed) -> Result<Floor, BenchError> {
+    let mut floor = Floor::load()?;
+    let program = floor.program_mut()?;
+    let iface = bed.client_end.iface.clone();
+    bed.client
+        .enter(|| program.attach(&iface, XdpMode::Driver))?
+        .map_err(BenchError::program("attaching", "the answer sink"))?;
+    Ok(floor)
+}
+
 /// Removes what [`install`] put in place.
 fn remove(bed: &Bed, installed: Installed<'_>) -> Result<(), BenchError> {
     match installed {
-        Installed::Nothing | Installed::Floor { .. } | Installed::XdpFilter { .. } => Ok(()),
-        Installed::Moat(moat, peer) => {
-            drop(peer);
+        Installed::Floor { .. } | Installed::Stack { .. } | Installed::XdpFilter { .. } => Ok(()),
+        Installed::Moat(moat, sink) => {
+            drop(sink);
             moat.daemon.stop()?;
             Ok(())
         }
