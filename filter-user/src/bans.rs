@@ -204,6 +204,28 @@ impl PinnedBans {
         Ok(name)
     }
 
+    /// Every entry of the ban table, expired ones (kept for repeat offences) included, with
+    /// the program's clock now.
+    pub fn entries(&self) -> Result<(Vec<(SourceKey, Ban)>, u64), BanError> {
+        let mut entries = Vec::new();
+        for entry in self.bans.iter() {
+            entries.push(entry.map_err(self.map_error("reading"))?);
+        }
+        Ok((entries, self.now_ns()))
+    }
+
+    /// Writes one entry as given (restoring saved state), on the program's clock now.
+    pub fn restore(&mut self, key: SourceKey, ban: Ban) -> Result<(), BanError> {
+        self.bans
+            .insert(key, ban, 0)
+            .map_err(self.map_error("writing"))
+    }
+
+    /// The program's clock now.
+    pub fn clock_ns(&self) -> u64 {
+        self.now_ns()
+    }
+
     /// Every ban in force, longest remaining first.
     pub fn active(&self) -> Result<Vec<BanView>, BanError> {
         let now = self.now_ns();

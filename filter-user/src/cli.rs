@@ -237,6 +237,10 @@ pub struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics, or `off`.
     #[arg(long, value_name = "ADDR:PORT", default_value = crate::metrics::DEFAULT_ADDR)]
     pub metrics: String,
+    /// Where the allow and deny lists and the bans are saved (IFACE.json), every minute and
+    /// at stop, and restored from when a fresh filter attaches.
+    #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
 }
 
 /// Arguments of `moat stats`.

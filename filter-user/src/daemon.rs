@@ -24,8 +24,18 @@ use crate::{
     loader::{AttachRequest, Capacities, Filter, InstanceLock},
     metrics::{DaemonState, MetricsServer},
     notify::Notifier,
-    preflight, verify,
+    preflight, state, verify,
 };
+
+/// How often the lists and bans are saved to the state directory.
+const SAVE_EVERY: Duration = Duration::from_secs(60);
+
+/// Saves the lists and bans of `iface`; a failure is logged (the filter keeps protecting).
+fn save_state(iface: &str, dir: &std::path::Path) {
+    if let Err(err) = state::save(iface, dir) {
+        error!("saving the lists and bans failed iface={iface} error=\"{err}\"");
+    }
+}
 
 /// How often expired bans are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -99,8 +109,25 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         ))
     );
 
+    if !filter.taken_over() {
+        match state::restore(filter.iface(), &args.state_dir) {
+            Ok(restored) if restored != state::Restored::default() => info!(
+                "restored iface={} allow={} deny={} bans={}",
+                filter.iface(),
+                restored.allow,
+                restored.deny,
+                restored.bans
+            ),
+            Ok(_) => {}
+            Err(err) => error!(
+                "restoring the saved lists and bans failed iface={} error=\"{err}\"",
+                filter.iface()
+            ),
+        }
+    }
     let notifier = Notifier::from_env();
     notifier.ready(&format!("protecting {}", filter.iface()));
+    let mut last_save = Instant::now();
     let mut running = config;
     let mut last_sweep = Instant::now();
     let mut last_watch = Instant::now();
@@ -130,6 +157,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             let iface = filter.iface().to_string();
             bans::log_changes(filter.ebpf_mut(), &iface, &mut known_bans);
         }
+        if last_save.elapsed() >= SAVE_EVERY {
+            last_save = Instant::now();
+            save_state(filter.iface(), &args.state_dir);
+        }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             let forget_after_ns = duration_ns(running.bans.forget_after);
@@ -148,6 +179,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let iface = filter.iface().to_string();
+    save_state(&iface, &args.state_dir);
     filter
         .detach()
         .with_context(|| format!("detaching from {iface}"))?;

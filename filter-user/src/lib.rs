@@ -17,6 +17,7 @@ pub mod netns;
 pub mod notify;
 pub mod pins;
 pub mod preflight;
+pub mod state;
 pub mod stats;
 pub mod top;
 pub mod tuning;

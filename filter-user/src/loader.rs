@@ -196,6 +196,7 @@ pub struct Filter {
     mode: Mode,
     pins: PinDir,
     link: Option<PinnedLink>,
+    taken_over: bool,
     _lock: InstanceLock,
 }
 
@@ -267,6 +268,7 @@ impl Filter {
             mode,
             pins,
             link: None,
+            taken_over: false,
             _lock: lock,
         };
         // Maps first and the link last: a pinned link means everything is ready.
@@ -343,8 +345,14 @@ impl Filter {
             mode,
             pins,
             link: Some(link),
+            taken_over: true,
             _lock: lock,
         })
+    }
+
+    /// Whether this filter was taken over from a daemon that died, its maps kept.
+    pub fn taken_over(&self) -> bool {
+        self.taken_over
     }
 
     /// The interface.

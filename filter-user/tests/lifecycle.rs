@@ -383,3 +383,58 @@ fn tells_systemd_it_is_ready_once_attached_and_around_a_reload() {
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(&config);
 }
+
+#[test]
+fn a_clean_stop_and_start_restores_the_lists_and_bans_with_their_remaining_time() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let dir =
+        std::env::temp_dir().join(format!("moat-state-test-{}", moat::netns::unique_suffix()));
+    let dir_arg = dir.to_str().expect("utf-8").to_string();
+    let first = pair.start(&["--state-dir", &dir_arg]);
+    moat_ok(&pair, &["deny", "add", "--iface", &iface, "203.0.113.0/24"]);
+    moat_ok(&pair, &["allow", "add", "--iface", &iface, "192.0.2.0/24"]);
+    moat_ok(
+        &pair,
+        &[
+            "ban",
+            "add",
+            "--iface",
+            &iface,
+            "--for",
+            "1h",
+            "198.51.100.9",
+        ],
+    );
+    let (status, log) = first.stop().expect("a clean stop");
+    assert!(status.success(), "{log}");
+    assert!(!xdp_attached(&pair), "a clean stop detaches");
+    assert!(
+        moat::state::path(&dir, &iface).exists(),
+        "the state was saved at stop"
+    );
+
+    let second = pair.start(&["--state-dir", &dir_arg]);
+    assert!(second.log().contains("restored iface="), "{}", second.log());
+    let deny = moat_ok(&pair, &["deny", "list", "--iface", &iface]);
+    assert_eq!(deny.trim(), "203.0.113.0/24", "the denylist came back");
+    let allow = moat_ok(&pair, &["allow", "list", "--iface", &iface]);
+    assert_eq!(allow.trim(), "192.0.2.0/24", "the allowlist came back");
+    let bans = pair
+        .origin
+        .enter(|| moat::bans::PinnedBans::open(&iface).and_then(|bans| bans.active()))
+        .expect("entering the origin")
+        .expect("reading the bans");
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0].source, "198.51.100.9");
+    assert!(
+        bans[0].remaining <= Duration::from_secs(3600)
+            && bans[0].remaining >= Duration::from_secs(3500),
+        "the ban kept its remaining time: {:?}",
+        bans[0].remaining
+    );
+    assert_eq!(bans[0].reason, "banned");
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}

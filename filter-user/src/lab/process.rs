@@ -49,6 +49,8 @@ pub enum ProcessError {
 pub struct Daemon {
     child: Option<Child>,
     log_path: PathBuf,
+    /// The state directory made for this daemon (removed on drop), unless the caller named one.
+    state_dir: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -75,10 +77,20 @@ impl Daemon {
             crate::netns::unique_suffix()
         ));
         let log = std::fs::File::create(&log_path)?;
+        // The lab and the tests keep the host's /var/lib/moat untouched: each daemon saves its
+        // lists and bans in a directory of its own, unless the caller chose one.
+        let state_dir = (!extra.contains(&"--state-dir")).then(|| {
+            std::env::temp_dir().join(format!("moat-state-{}", crate::netns::unique_suffix()))
+        });
         let mut command: Command = ns.command(exe);
         command
             .args(["run", "--iface", iface])
             .args(extra)
+            .args(
+                state_dir
+                    .iter()
+                    .flat_map(|dir| [std::ffi::OsStr::new("--state-dir"), dir.as_os_str()]),
+            )
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -91,6 +103,7 @@ impl Daemon {
         let mut daemon = Daemon {
             child: Some(child),
             log_path,
+            state_dir,
         };
         daemon.wait_attached(iface)?;
         Ok(daemon)
@@ -189,5 +202,8 @@ impl Drop for Daemon {
             }
         }
         let _ = std::fs::remove_file(&self.log_path);
+        if let Some(dir) = &self.state_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -1,0 +1,217 @@
+//! What the operator told the filter, kept on disk so a clean stop and start, or a reboot, does
+//! not forget it: the allow and deny lists and the bans, manual and automatic, with their
+//! offence counts. The daemon saves them to `STATE_DIR/IFACE.json` every minute and when it
+//! stops, writing a temporary file and renaming it over the old one so a crash never leaves half
+//! a file; after attaching a fresh filter it restores them. A filter taken over from a killed
+//! daemon still has them in its maps and restores nothing.
+//!
+//! Bans are stored with a wall-clock expiry: the monotonic clock the program uses starts again
+//! at boot, so its values mean nothing after a reboot.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use filter_common::source::{BAN_CLASS, Ban, SourceKey};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    bans::{BanError, PinnedBans, describe},
+    cidr::Cidr,
+    control::{ListEditError, ListKind, PinnedList},
+};
+
+/// Where the daemon keeps each interface's state by default (systemd's `StateDirectory=moat`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/moat";
+
+/// Why state could not be saved or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The state file could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The state file is not what moat writes.
+    #[error("{path} is not a moat state file: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        source: serde_json::Error,
+    },
+    /// A list could not be read or written.
+    #[error(transparent)]
+    List(#[from] ListEditError),
+    /// The bans could not be read or written.
+    #[error(transparent)]
+    Bans(#[from] BanError),
+}
+
+/// One saved ban.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedBan {
+    /// The banned address (an IPv6 ban's network address).
+    pub source: IpAddr,
+    /// When the ban ends, in ms since the Unix epoch (in the past for an expired ban that is
+    /// remembered for repeat offences).
+    pub until_unix_ms: u64,
+    /// Automatic bans earned so far.
+    pub offences: u32,
+    /// The reason code that earned the last ban.
+    pub reason: u32,
+}
+
+/// The saved state of one interface's filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    /// Allowlist prefixes.
+    pub allow: Vec<String>,
+    /// Denylist prefixes.
+    pub deny: Vec<String>,
+    /// Bans, expired ones still remembered included.
+    pub bans: Vec<SavedBan>,
+}
+
+/// What a restore put back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Allowlist prefixes.
+    pub allow: usize,
+    /// Denylist prefixes.
+    pub deny: usize,
+    /// Bans (in force or remembered).
+    pub bans: usize,
+}
+
+/// The state file of `iface` under `dir`.
+pub fn path(dir: &Path, iface: &str) -> PathBuf {
+    dir.join(format!("{iface}.json"))
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// Reads the lists and bans of the filter running on `iface`.
+pub fn read(iface: &str) -> Result<Saved, StateError> {
+    let list = |kind| -> Result<Vec<String>, StateError> {
+        Ok(PinnedList::open(iface, kind)?
+            .entries()?
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    };
+    let bans = PinnedBans::open(iface)?;
+    let (entries, now_ns) = bans.entries()?;
+    let now_ms = unix_ms_now();
+    let saved_bans = entries
+        .into_iter()
+        .filter_map(|(key, ban)| {
+            let source = describe(&key, 128)
+                .split('/')
+                .next()
+                .and_then(|addr| addr.parse().ok())?;
+            let left_ms = ban.until_ns.saturating_sub(now_ns) / 1_000_000;
+            let until_unix_ms = if ban.until_ns > now_ns {
+                now_ms.saturating_add(left_ms)
+            } else {
+                now_ms.saturating_sub(1)
+            };
+            Some(SavedBan {
+                source,
+                until_unix_ms,
+                offences: ban.offences,
+                reason: ban.reason,
+            })
+        })
+        .collect();
+    Ok(Saved {
+        allow: list(ListKind::Allow)?,
+        deny: list(ListKind::Deny)?,
+        bans: saved_bans,
+    })
+}
+
+/// Saves the lists and bans of the filter on `iface` to its file under `dir`, atomically.
+pub fn save(iface: &str, dir: &Path) -> Result<(), StateError> {
+    let saved = read(iface)?;
+    let file = path(dir, iface);
+    let io = |action| {
+        let file = file.clone();
+        move |source| StateError::Io {
+            action,
+            path: file,
+            source,
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(io("creating the directory of"))?;
+    let temporary = file.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(&saved).map_err(|source| StateError::Parse {
+        path: file.clone(),
+        source,
+    })?;
+    std::fs::write(&temporary, text).map_err(io("writing"))?;
+    std::fs::rename(&temporary, &file).map_err(io("replacing"))
+}
+
+/// Restores the file of `iface` under `dir`, if there is one, into the filter running on
+/// `iface`: list entries it lacks, and every ban with its remaining wall-clock time and
+/// offence count.
+pub fn restore(iface: &str, dir: &Path) -> Result<Restored, StateError> {
+    let file = path(dir, iface);
+    let text = match std::fs::read(&file) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Restored::default());
+        }
+        Err(source) => {
+            return Err(StateError::Io {
+                action: "reading",
+                path: file,
+                source,
+            });
+        }
+    };
+    let saved: Saved = serde_json::from_slice(&text).map_err(|source| StateError::Parse {
+        path: file.clone(),
+        source,
+    })?;
+    let mut restored = Restored::default();
+    for (kind, entries, count) in [
+        (ListKind::Allow, &saved.allow, &mut restored.allow),
+        (ListKind::Deny, &saved.deny, &mut restored.deny),
+    ] {
+        // Entries moat wrote itself; one that no longer parses is skipped, not fatal.
+        let cidrs: Vec<Cidr> = entries.iter().filter_map(|e| e.parse().ok()).collect();
+        if !cidrs.is_empty() {
+            *count = PinnedList::open(iface, kind)?.add(&cidrs)?.added;
+        }
+    }
+    let mut bans = PinnedBans::open(iface)?;
+    let now_ns = bans.clock_ns();
+    let now_ms = unix_ms_now();
+    for ban in &saved.bans {
+        let left = Duration::from_millis(ban.until_unix_ms.saturating_sub(now_ms));
+        let key = SourceKey::for_addr(ban.source, BAN_CLASS, 128);
+        bans.restore(
+            key,
+            Ban {
+                until_ns: now_ns.saturating_add(left.as_nanos() as u64),
+                offences: ban.offences,
+                reason: ban.reason,
+            },
+        )?;
+        restored.bans += 1;
+    }
+    Ok(restored)
+}
