@@ -1,6 +1,10 @@
 //! End-to-end: `moat run` attached to a veth in a namespace, real traffic from another
 //! namespace, counters read by `moat stats` from a second process, and a clean detach.
 
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
 mod support;
 
 use std::net::SocketAddrV4;

@@ -21,7 +21,6 @@ mod support;
 use std::{
     io::{Read, Write},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener},
-    path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -42,7 +41,7 @@ use moat::{
     },
     pins::PinDir,
 };
-use support::{Pair, count, require_root, stats_json};
+use support::{Pair, TempDir, count, nft_load, nft_packets, require_root, stats_json, wait_until};
 
 /// The spoofed sources: 198.19.0.0/16 (RFC 2544, never routed).
 const SPOOFED: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 0);
@@ -87,19 +86,7 @@ impl Site {
                        priority -400;\n  ip saddr 198.19.0.0/16 counter\n }\n}\n\
                        table ip6 moat_test {\n chain pre {\n  type filter hook prerouting \
                        priority -400;\n  ip6 saddr 2001:db8::/32 counter\n }\n}\n";
-        let mut nft = pair
-            .origin
-            .command("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("nft: is nftables installed? (cargo xtask setup installs it)");
-        nft.stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(counter.as_bytes())
-            .expect("writing the ruleset");
-        assert!(nft.wait().expect("nft").success(), "loading the counter");
+        nft_load(&pair.origin, counter);
         let dir = TempDir::new("floods");
         let path = dir.write("moat.toml", config);
         let daemon = pair.start(&["--config", &path]);
@@ -135,27 +122,7 @@ impl Site {
 
     /// Packets from the spoofed range of `family` (`ip` or `ip6`) that reached the stack.
     fn reached_stack_of(&self, family: &str) -> u64 {
-        let json = self
-            .pair
-            .origin
-            .command("nft")
-            .args(["-j", "list", "table", family, "moat_test"])
-            .output()
-            .expect("nft list");
-        let value: serde_json::Value =
-            serde_json::from_slice(&json.stdout).expect("nft -j prints JSON");
-        value["nftables"]
-            .as_array()
-            .expect("a ruleset")
-            .iter()
-            .flat_map(|entry| {
-                entry["rule"]["expr"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .find_map(|expr| expr["counter"]["packets"].as_u64())
-            .expect("the counter rule")
+        nft_packets(&self.pair.origin, family)
     }
 
     /// One HTTP request from `source` (or the client's own address), one try.
@@ -176,62 +143,61 @@ impl Site {
             .unwrap_or(false)
     }
 
-    /// Adds `count` addresses the origin has never seen to the client, with the origin's
-    /// neighbour entries for them.
+    /// Adds `addr` to the client (a host route, so each is its own) with the origin's route
+    /// and neighbour entry back: an address the origin has never seen.
+    fn add_newcomer(&self, addr: IpAddr) {
+        let (host, nodad): (u8, &[&str]) = match addr {
+            IpAddr::V4(_) => (32, &[]),
+            IpAddr::V6(_) => (128, &["nodad"]),
+        };
+        let iface = &self.pair.client_end.iface;
+        let mut add = vec!["addr", "add"];
+        let cidr = format!("{addr}/{host}");
+        add.extend([cidr.as_str(), "dev", iface.as_str()]);
+        add.extend(nodad);
+        self.pair.client.ip(&add).expect("a newcomer's address");
+        let origin_iface = self.pair.origin_end.iface.as_str();
+        self.pair
+            .origin
+            .ip(&["route", "add", &cidr, "dev", origin_iface])
+            .expect("the origin's route back");
+        self.pair
+            .origin
+            .ip(&[
+                "neigh",
+                "replace",
+                &addr.to_string(),
+                "lladdr",
+                &self.pair.client_end.mac_string(),
+                "dev",
+                origin_iface,
+                "nud",
+                "permanent",
+            ])
+            .expect("the origin's neighbour entry");
+    }
+
+    /// Adds `count` IPv4 addresses the origin has never seen to the client.
     fn newcomers(&self, third_octet: u8, count: u8) -> Vec<Ipv4Addr> {
         (0..count)
             .map(|n| {
                 let addr = Ipv4Addr::new(198, 18, third_octet, 10 + n);
-                self.pair
-                    .client
-                    .ip(&[
-                        "addr",
-                        "add",
-                        &format!("{addr}/32"),
-                        "dev",
-                        &self.pair.client_end.iface,
-                    ])
-                    .expect("a newcomer's address");
-                self.pair
-                    .origin
-                    .ip(&[
-                        "route",
-                        "add",
-                        &format!("{addr}/32"),
-                        "dev",
-                        &self.pair.origin_end.iface,
-                    ])
-                    .expect("the origin's route back");
-                self.pair
-                    .origin
-                    .ip(&[
-                        "neigh",
-                        "replace",
-                        &addr.to_string(),
-                        "lladdr",
-                        &self.pair.client_end.mac_string(),
-                        "dev",
-                        &self.pair.origin_end.iface,
-                        "nud",
-                        "permanent",
-                    ])
-                    .expect("the origin's neighbour entry");
+                self.add_newcomer(IpAddr::V4(addr));
                 addr
             })
             .collect()
     }
 
-    /// Makes the client a returning visitor: a connection it holds open until the daemon has
-    /// marked it verified.
-    fn make_returning(&self) {
-        let origin = SocketAddr::from((self.pair.origin_end.ipv4, HTTP));
+    /// Makes `client` a returning visitor of `origin`: a connection it holds open until the
+    /// daemon has marked it (its /64 for IPv6) verified.
+    fn make_returning(&self, origin: SocketAddr, client: IpAddr) {
         let held = self
             .pair
             .client
             .enter(|| std::net::TcpStream::connect_timeout(&origin, VISIT_TIMEOUT))
             .expect("entering the client")
             .expect("the first visit connects");
-        let key = moat::verify::key_for(IpAddr::V4(self.pair.client_end.ipv4), 64);
+        let key = moat::verify::key_for(client, 64);
         let path = PinDir::for_iface(self.iface()).map(VERIFIED);
         wait_until("the client to be verified", Duration::from_secs(10), || {
             let data = aya::maps::MapData::from_pin(&path).expect("VERIFIED pin");
@@ -243,8 +209,8 @@ impl Site {
         drop(held);
     }
 
-    /// Spoofed sources in the per-source table.
-    fn spoofed_sources_tracked(&self) -> usize {
+    /// Sources in the per-source table of `ip_version` whose address starts with `prefix`.
+    fn sources_tracked(&self, ip_version: u8, prefix: &[u8]) -> usize {
         let path = PinDir::for_iface(self.iface()).map(SOURCES);
         let data = aya::maps::MapData::from_pin(&path).expect("SOURCES pin");
         let sources: aya::maps::HashMap<_, SourceKey, RateState> =
@@ -252,8 +218,13 @@ impl Site {
         sources
             .keys()
             .filter_map(Result::ok)
-            .filter(|key| key.ip_version == 4 && key.addr_be[..2] == [198, 19])
+            .filter(|key| key.ip_version == ip_version && key.addr_be.starts_with(prefix))
             .count()
+    }
+
+    /// Spoofed IPv4 sources (198.19.0.0/16) in the per-source table.
+    fn spoofed_sources_tracked(&self) -> usize {
+        self.sources_tracked(4, &[198, 19])
     }
 
     /// Frames moat has judged on the origin's interface.
@@ -336,15 +307,6 @@ fn serve(listener: &TcpListener, stop: &AtomicBool) {
     }
 }
 
-/// Polls `condition` until it holds, failing the test after `deadline`.
-fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
-    let until = Instant::now() + deadline;
-    while !condition() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A flood plan from the spoofed range with random source ports (and destination ports if
 /// `random_dst_port`).
 fn spoofed(template: Vec<u8>, l4_kind: u8, random_dst_port: bool) -> FloodPlan {
@@ -415,7 +377,10 @@ fn assert_at_most_one_percent(reached: u64, arrived: u64, report: &FloodReport, 
 #[test]
 fn spoofed_syn_flood_from_every_cpu_serves_first_time_and_returning_visitors() {
     let site = Site::start("");
-    site.make_returning();
+    site.make_returning(
+        SocketAddr::from((site.pair.origin_end.ipv4, HTTP)),
+        IpAddr::V4(site.pair.client_end.ipv4),
+    );
     let newcomers = site.newcomers(1, FIRST_TIME_VISITORS);
     let template = traffic::syn_frame(&site.pair.client_end, SPOOFED, &site.pair.origin_end, HTTP);
     let (report, arrived, visits) = site.under_flood(
@@ -457,7 +422,10 @@ fn spoofed_syn_flood_from_every_cpu_serves_first_time_and_returning_visitors() {
 #[test]
 fn spoofed_ack_flood_is_dropped_while_visitors_are_served() {
     let site = Site::start("");
-    site.make_returning();
+    site.make_returning(
+        SocketAddr::from((site.pair.origin_end.ipv4, HTTP)),
+        IpAddr::V4(site.pair.client_end.ipv4),
+    );
     let newcomers = site.newcomers(2, FIRST_TIME_VISITORS);
     let template = traffic::tcp_frame(
         &site.pair.client_end,
@@ -496,7 +464,10 @@ fn spoofed_ack_flood_is_dropped_while_visitors_are_served() {
 fn udp_carpet_bombing_of_closed_ports_is_dropped_while_services_and_lookups_work() {
     // The resolver is the client's address; trusting it is what a resolv.conf naming it does.
     let site = Site::start("[reflection]\ntrusted = [\"198.18.0.2/32\"]\nresolv_conf = \"\"\n");
-    site.make_returning();
+    site.make_returning(
+        SocketAddr::from((site.pair.origin_end.ipv4, HTTP)),
+        IpAddr::V4(site.pair.client_end.ipv4),
+    );
     let newcomers = site.newcomers(3, FIRST_TIME_VISITORS);
     let service = SocketAddrV4::new(site.pair.origin_end.ipv4, 5353);
     let echo = UdpService::start(&site.pair.origin, service);
@@ -547,30 +518,6 @@ fn udp_carpet_bombing_of_closed_ports_is_dropped_while_services_and_lookups_work
         tracked <= reached,
         "{tracked} spoofed sources tracked, but only {reached} datagrams matched a socket"
     );
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("moat-{name}-{}", moat::netns::unique_suffix()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write temp file");
-        path.to_str().expect("utf-8 path").to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A UDP echo service in a namespace, answering every datagram (the flood's stray hits on its
@@ -718,47 +665,12 @@ impl Site {
     }
 
     /// Adds `count` IPv6 addresses the origin has never seen to the client, each in a /64 of
-    /// its own (moat verifies IPv6 sources per /64), with the origin's routes and neighbours.
+    /// its own (moat verifies IPv6 sources per /64).
     fn newcomers_v6(&self, count: u16) -> Vec<Ipv6Addr> {
         (0..count)
             .map(|n| {
                 let addr = Ipv6Addr::new(0xfd00, 7, n, 0, 0, 0, 0, 2);
-                self.pair
-                    .client
-                    .ip(&[
-                        "addr",
-                        "add",
-                        &format!("{addr}/128"),
-                        "dev",
-                        &self.pair.client_end.iface,
-                        "nodad",
-                    ])
-                    .expect("a newcomer's address");
-                self.pair
-                    .origin
-                    .ip(&[
-                        "-6",
-                        "route",
-                        "add",
-                        &format!("{addr}/128"),
-                        "dev",
-                        &self.pair.origin_end.iface,
-                    ])
-                    .expect("the origin's route back");
-                self.pair
-                    .origin
-                    .ip(&[
-                        "neigh",
-                        "replace",
-                        &addr.to_string(),
-                        "lladdr",
-                        &self.pair.client_end.mac_string(),
-                        "dev",
-                        &self.pair.origin_end.iface,
-                        "nud",
-                        "permanent",
-                    ])
-                    .expect("the origin's neighbour entry");
+                self.add_newcomer(IpAddr::V6(addr));
                 addr
             })
             .collect()
@@ -780,44 +692,6 @@ impl Site {
             .expect("entering the client")
             .unwrap_or(false)
     }
-
-    /// Makes the client's IPv6 address a returning visitor, as [`Site::make_returning`].
-    fn make_returning_v6(&self) {
-        let origin = SocketAddr::from((ORIGIN_V6, HTTP));
-        let held = self
-            .pair
-            .client
-            .enter(|| std::net::TcpStream::connect_timeout(&origin, VISIT_TIMEOUT))
-            .expect("entering the client")
-            .expect("the first IPv6 visit connects");
-        let key = moat::verify::key_for(IpAddr::V6(CLIENT_V6), 64);
-        let path = PinDir::for_iface(self.iface()).map(VERIFIED);
-        wait_until(
-            "the IPv6 client to be verified",
-            Duration::from_secs(10),
-            || {
-                let data = aya::maps::MapData::from_pin(&path).expect("VERIFIED pin");
-                let verified: aya::maps::HashMap<_, SourceKey, u64> =
-                    aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data))
-                        .expect("VERIFIED map");
-                verified.get(&key, 0).is_ok()
-            },
-        );
-        drop(held);
-    }
-
-    /// Spoofed IPv6 sources in the per-source table.
-    fn spoofed_v6_sources_tracked(&self) -> usize {
-        let path = PinDir::for_iface(self.iface()).map(SOURCES);
-        let data = aya::maps::MapData::from_pin(&path).expect("SOURCES pin");
-        let sources: aya::maps::HashMap<_, SourceKey, RateState> =
-            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("SOURCES map");
-        sources
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| key.ip_version == 6 && key.addr_be[..4] == [0x20, 0x01, 0x0d, 0xb8])
-            .count()
-    }
 }
 
 /// Sends one HTTP request on `stream` and reads the whole answer: whether it was a 200.
@@ -833,7 +707,7 @@ fn http_get(mut stream: std::net::TcpStream) -> std::io::Result<bool> {
 fn spoofed_ipv6_syn_flood_from_every_cpu_serves_first_time_and_returning_visitors() {
     let mut site = Site::start("");
     site.enable_ipv6();
-    site.make_returning_v6();
+    site.make_returning(SocketAddr::from((ORIGIN_V6, HTTP)), IpAddr::V6(CLIENT_V6));
     let newcomers = site.newcomers_v6(u16::from(FIRST_TIME_VISITORS));
     let mut template = Vec::new();
     PacketBuilder::ethernet2(site.pair.client_end.mac, site.pair.origin_end.mac)
@@ -894,7 +768,7 @@ fn spoofed_ipv6_syn_flood_from_every_cpu_serves_first_time_and_returning_visitor
         "the IPv6 flood was answered with cookies: {answered} of {arrived}"
     );
     assert_eq!(
-        site.spoofed_v6_sources_tracked(),
+        site.sources_tracked(6, &[0x20, 0x01, 0x0d, 0xb8]),
         0,
         "no spoofed IPv6 source tracked"
     );

@@ -4,6 +4,10 @@
 //! counters carry on; `moat detach` removes a filter nobody will take over; and `moat deny add`
 //! refuses to lock everyone, or the operator's own SSH session, out.
 
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
 mod support;
 
 use std::{
@@ -18,60 +22,18 @@ use moat::lab::{
     flood::{FloodPlan, flood_every_cpu},
     traffic::{self, EchoServer},
 };
-use support::{Pair, count, require_root, stats_json, stderr};
+use support::{Pair, count, nft_load, nft_packets, require_root, stats_json, stderr, wait_until};
 
 /// The denied, spoofed sources: 198.19.0.0/16.
 const DENIED: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 0);
 
-/// Polls `condition` until it holds, failing the test after `deadline`.
-fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
-    let until = Instant::now() + deadline;
-    while !condition() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// An nftables counter of denied-range packets at prerouting, after XDP.
+/// Counts denied-range packets at prerouting, after XDP.
 fn count_denied_reaching_the_stack(pair: &Pair) {
-    let ruleset = "table ip moat_test {\n chain pre {\n  type filter hook prerouting priority \
-                   -400;\n  ip saddr 198.19.0.0/16 counter\n }\n}\n";
-    let mut nft = pair
-        .origin
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("nft: is nftables installed? (cargo xtask setup installs it)");
-    nft.stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(ruleset.as_bytes())
-        .expect("writing the ruleset");
-    assert!(nft.wait().expect("nft").success(), "loading the counter");
-}
-
-fn denied_reaching_the_stack(pair: &Pair) -> u64 {
-    let output = pair
-        .origin
-        .command("nft")
-        .args(["-j", "list", "table", "ip", "moat_test"])
-        .output()
-        .expect("nft list");
-    let value: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("nft -j prints JSON");
-    value["nftables"]
-        .as_array()
-        .expect("a ruleset")
-        .iter()
-        .flat_map(|entry| {
-            entry["rule"]["expr"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .find_map(|expr| expr["counter"]["packets"].as_u64())
-        .expect("the counter rule")
+    nft_load(
+        &pair.origin,
+        "table ip moat_test {\n chain pre {\n  type filter hook prerouting priority -400;\n  \
+         ip saddr 198.19.0.0/16 counter\n }\n}\n",
+    );
 }
 
 fn moat_ok(pair: &Pair, args: &[&str]) -> String {
@@ -117,33 +79,6 @@ fn visit(pair: &Pair, server: &EchoServer, source: Ipv4Addr) -> bool {
         let _ = served.join();
         echoed
     })
-}
-
-/// Adds a client address the origin has never seen, with the origin's neighbour entry for it.
-fn newcomer(pair: &Pair, addr: Ipv4Addr) -> Ipv4Addr {
-    pair.client
-        .ip(&[
-            "addr",
-            "add",
-            &format!("{addr}/24"),
-            "dev",
-            &pair.client_end.iface,
-        ])
-        .expect("a newcomer's address");
-    pair.origin
-        .ip(&[
-            "neigh",
-            "replace",
-            &addr.to_string(),
-            "lladdr",
-            &pair.client_end.mac_string(),
-            "dev",
-            &pair.origin_end.iface,
-            "nud",
-            "permanent",
-        ])
-        .expect("the origin's neighbour entry");
-    addr
 }
 
 #[test]
@@ -233,7 +168,7 @@ fn a_restart_after_sigkill_takes_over_under_a_denied_flood_and_leaks_nothing() {
         "the new daemon took over instead of replacing: {log}"
     );
     assert_eq!(
-        denied_reaching_the_stack(&pair),
+        nft_packets(&pair.origin, "ip"),
         0,
         "no denied packet reached the stack across the kill and the restart (took \
          {restart_took:?})"
@@ -253,7 +188,8 @@ fn a_restart_after_sigkill_takes_over_under_a_denied_flood_and_leaks_nothing() {
         visit(&pair, &server, pair.client_end.ipv4),
         "a returning visitor after the take-over"
     );
-    let new = newcomer(&pair, Ipv4Addr::new(198, 18, 0, 77));
+    let new = Ipv4Addr::new(198, 18, 0, 77);
+    pair.add_client_address(new);
     assert!(
         visit(&pair, &server, new),
         "a first-time visitor after the take-over"

@@ -3,6 +3,10 @@
 //! namespace, scrapes it and evaluates the alert rules and the Grafana dashboard's queries from
 //! `deploy/`; and the packet and ban counters carry on across a daemon restart.
 
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
 mod support;
 
 use std::{

@@ -2,42 +2,19 @@
 //! another source keeps connecting, the ban expires; a reflected DNS flood is dropped while the
 //! origin's own resolver answers get through; and the policy commands' error paths.
 
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
 mod support;
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use moat::lab::traffic::{self, EchoServer, UdpEcho};
-use support::{Pair, count, require_root, stats_json, stderr};
-
-/// A second address on the client's interface, with the origin's neighbour entry for it.
-fn add_client_address(pair: &Pair, addr: Ipv4Addr) {
-    pair.client
-        .ip(&[
-            "addr",
-            "add",
-            &format!("{addr}/24"),
-            "dev",
-            &pair.client_end.iface,
-        ])
-        .expect("second client address");
-    pair.origin
-        .ip(&[
-            "neigh",
-            "replace",
-            &addr.to_string(),
-            "lladdr",
-            &pair.client_end.mac_string(),
-            "dev",
-            &pair.origin_end.iface,
-            "nud",
-            "permanent",
-        ])
-        .expect("origin neighbour");
-}
+use support::{Pair, TempDir, count, require_root, stats_json, stderr};
 
 /// Makes the client's connections to the origin leave from `addr` unless a socket binds.
 fn prefer_source(pair: &Pair, addr: Ipv4Addr) {
@@ -52,30 +29,6 @@ fn prefer_source(pair: &Pair, addr: Ipv4Addr) {
             &addr.to_string(),
         ])
         .expect("source route");
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("moat-{name}-{}", moat::netns::unique_suffix()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write temp file");
-        path.to_str().expect("utf-8 path").to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn moat_ok(pair: &Pair, args: &[&str]) -> String {
@@ -104,7 +57,7 @@ fn flood_from_one_source_is_limited_then_banned_while_another_connects() {
     let pair = Pair::create();
     let flooder = pair.client_end.ipv4;
     let visitor = Ipv4Addr::new(198, 18, 0, 3);
-    add_client_address(&pair, visitor);
+    pair.add_client_address(visitor);
     prefer_source(&pair, visitor);
     let dir = TempDir::new("flood");
     let config = dir.write(
@@ -197,7 +150,7 @@ fn reflected_dns_flood_is_dropped_while_the_resolver_answers() {
     require_root();
     let pair = Pair::create();
     let resolver = Ipv4Addr::new(198, 18, 0, 4);
-    add_client_address(&pair, resolver);
+    pair.add_client_address(resolver);
     let dir = TempDir::new("reflect");
     let resolv_conf = dir.write("resolv.conf", &format!("nameserver {resolver}\n"));
     let config = dir.write(

@@ -1,7 +1,14 @@
 //! Shared by the root tests that run the `moat` binary: the root check, the binary's path,
-//! a quiet namespace pair, and `moat stats --json`.
+//! a quiet namespace pair with extra client addresses, `moat stats --json`, waiting for a
+//! condition with a deadline, temporary directories and nftables counters after XDP.
 
-use std::{path::Path, process::Output};
+use std::{
+    io::Write,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Output,
+    time::{Duration, Instant},
+};
 
 use moat::{
     lab::process::Daemon,
@@ -62,6 +69,33 @@ impl Pair {
             .unwrap_or_else(|error| panic!("moat run {extra:?} failed to attach: {error}"))
     }
 
+    /// Adds `addr` to the client's interface (in its /24) with the origin's neighbour entry for
+    /// it, so the client can connect from an address the origin has never seen.
+    pub fn add_client_address(&self, addr: Ipv4Addr) {
+        self.client
+            .ip(&[
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                &self.client_end.iface,
+            ])
+            .expect("a second client address");
+        self.origin
+            .ip(&[
+                "neigh",
+                "replace",
+                &addr.to_string(),
+                "lladdr",
+                &self.client_end.mac_string(),
+                "dev",
+                &self.origin_end.iface,
+                "nud",
+                "permanent",
+            ])
+            .expect("the origin's neighbour entry");
+    }
+
     /// Runs the moat binary with `args` inside the origin namespace.
     pub fn moat(&self, args: &[&str]) -> Output {
         self.origin
@@ -105,4 +139,79 @@ pub fn count(stats: &serde_json::Value, verdict: &str, reason: &str) -> (u64, u6
 /// The stderr of a finished command, as text.
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Polls `condition` until it holds, failing the test after `deadline`.
+pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !condition() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new, empty directory named after `name`.
+    pub fn new(name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("moat-{name}-{}", moat::netns::unique_suffix()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    /// Writes `text` to the file `name` in it and returns the file's path.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write temp file");
+        path.to_str().expect("utf-8 path").to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Loads `ruleset` into nftables in `ns`: the tests count what reaches the stack after XDP
+/// with a `counter` rule at prerouting priority -400, in table `moat_test` of its family.
+pub fn nft_load(ns: &moat::netns::NetNs, ruleset: &str) {
+    let mut nft = ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft: is nftables installed? (cargo xtask setup installs it)");
+    nft.stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(ruleset.as_bytes())
+        .expect("writing the ruleset");
+    assert!(nft.wait().expect("nft").success(), "loading {ruleset}");
+}
+
+/// The packets of the (first) counter in table `moat_test` of `family` (`ip`, `ip6`) in `ns`.
+pub fn nft_packets(ns: &moat::netns::NetNs, family: &str) -> u64 {
+    let output = ns
+        .command("nft")
+        .args(["-j", "list", "table", family, "moat_test"])
+        .output()
+        .expect("nft list");
+    let value: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("nft -j prints JSON");
+    value["nftables"]
+        .as_array()
+        .expect("a ruleset")
+        .iter()
+        .flat_map(|entry| {
+            entry["rule"]["expr"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find_map(|expr| expr["counter"]["packets"].as_u64())
+        .expect("the counter rule")
 }
