@@ -347,8 +347,13 @@ pub fn render(views: &[BanView]) -> String {
     out
 }
 
+/// Bans issued (or lifted) between two calls of [`log_changes`] above which they are logged as
+/// one line with a count rather than one line each.
+pub const BURST_LINES: usize = 10;
+
 /// Compares the ban table with `known` (what the last call saw) and logs, one line each, every
-/// ban issued or extended and every ban lifted (expired or deleted) since; updates `known`.
+/// ban issued or extended and every ban lifted (expired or deleted) since, or one summary line
+/// each when more than [`BURST_LINES`] arrive at once; updates `known`.
 pub fn log_changes(
     ebpf: &mut aya::Ebpf,
     iface: &str,
@@ -373,11 +378,33 @@ pub fn log_changes(
         .filter_map(Result::ok)
         .filter(|(_, ban)| ban.active(now))
         .collect();
-    for (key, ban) in &active {
-        if known
-            .get(key)
-            .is_none_or(|old| old.until_ns != ban.until_ns)
-        {
+    let issued: Vec<(&SourceKey, &Ban)> = active
+        .iter()
+        .filter(|(key, ban)| {
+            known
+                .get(key)
+                .is_none_or(|old| old.until_ns != ban.until_ns)
+        })
+        .collect();
+    let lifted: Vec<&SourceKey> = known
+        .keys()
+        .filter(|key| !active.contains_key(key))
+        .collect();
+    if issued.len() > BURST_LINES {
+        // A botnet earns bans by the thousand: one line a call instead of one a ban (every ban
+        // still reaches the metrics, from the kernel's own count).
+        let sample: Vec<String> = issued
+            .iter()
+            .take(3)
+            .map(|(key, _)| describe(key, v6_prefix))
+            .collect();
+        log::info!(
+            "banned iface={iface} count={} sources={}...",
+            issued.len(),
+            sample.join(",")
+        );
+    } else {
+        for (key, ban) in &issued {
             log::info!(
                 "banned iface={iface} source={} reason={} offences={} for={}",
                 describe(key, v6_prefix),
@@ -389,8 +416,10 @@ pub fn log_changes(
             );
         }
     }
-    for key in known.keys() {
-        if !active.contains_key(key) {
+    if lifted.len() > BURST_LINES {
+        log::info!("unbanned iface={iface} count={}", lifted.len());
+    } else {
+        for key in lifted {
             log::info!("unbanned iface={iface} source={}", describe(key, v6_prefix));
         }
     }

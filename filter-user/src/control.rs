@@ -96,45 +96,58 @@ pub fn write_ports(map: Option<&mut Map>, flags: &[u8]) -> Result<(), ControlErr
     Ok(())
 }
 
-/// Makes `TRUSTED_V4`/`TRUSTED_V6` hold exactly `cidrs`.
+/// Makes `TRUSTED_V4`/`TRUSTED_V6` hold exactly `cidrs`: new prefixes are inserted before old
+/// ones are removed, so an upstream trusted before and after a reload is trusted throughout
+/// and its replies are never dropped in between.
 pub fn write_trusted(ebpf: &mut aya::Ebpf, cidrs: &[Cidr]) -> Result<(), ControlError> {
     for (name, v6) in [(TRUSTED_V4, false), (TRUSTED_V6, true)] {
         let map = ebpf
             .map_mut(name)
             .ok_or(ControlError::MissingMap { name })?;
         let write_error = |source| ControlError::Write { name, source };
-        let wanted: Vec<&Cidr> = cidrs
+        let wanted = cidrs
             .iter()
-            .filter(|cidr| matches!(cidr, Cidr::V6 { .. }) == v6)
-            .collect();
+            .filter(|cidr| matches!(cidr, Cidr::V6 { .. }) == v6);
         if v6 {
-            let mut trie: LpmTrie<&mut MapData, V6Key, ListValue> =
+            let keys: Vec<Key<V6Key>> = wanted
+                .filter_map(|cidr| match cidr {
+                    Cidr::V6 { addr, prefix } => Some(Key::new(*prefix, *addr)),
+                    Cidr::V4 { .. } => None,
+                })
+                .collect();
+            let trie: LpmTrie<&mut MapData, V6Key, ListValue> =
                 LpmTrie::try_from(map).map_err(write_error)?;
-            let present: Vec<Key<V6Key>> =
-                trie.keys().collect::<Result<_, _>>().map_err(write_error)?;
-            for key in present {
-                trie.remove(&key).map_err(write_error)?;
-            }
-            for cidr in wanted {
-                if let Cidr::V6 { addr, prefix } = cidr {
-                    trie.insert(&Key::new(*prefix, *addr), LIST_PRESENT, 0)
-                        .map_err(write_error)?;
-                }
-            }
+            replace_prefixes(trie, &keys).map_err(write_error)?;
         } else {
-            let mut trie: LpmTrie<&mut MapData, V4Key, ListValue> =
+            let keys: Vec<Key<V4Key>> = wanted
+                .filter_map(|cidr| match cidr {
+                    Cidr::V4 { addr, prefix } => Some(Key::new(*prefix, *addr)),
+                    Cidr::V6 { .. } => None,
+                })
+                .collect();
+            let trie: LpmTrie<&mut MapData, V4Key, ListValue> =
                 LpmTrie::try_from(map).map_err(write_error)?;
-            let present: Vec<Key<V4Key>> =
-                trie.keys().collect::<Result<_, _>>().map_err(write_error)?;
-            for key in present {
-                trie.remove(&key).map_err(write_error)?;
-            }
-            for cidr in wanted {
-                if let Cidr::V4 { addr, prefix } = cidr {
-                    trie.insert(&Key::new(*prefix, *addr), LIST_PRESENT, 0)
-                        .map_err(write_error)?;
-                }
-            }
+            replace_prefixes(trie, &keys).map_err(write_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Inserts every key of `wanted` into `trie`, then removes the keys not in it.
+fn replace_prefixes<K: aya::Pod + PartialEq>(
+    mut trie: LpmTrie<&mut MapData, K, ListValue>,
+    wanted: &[Key<K>],
+) -> Result<(), aya::maps::MapError> {
+    for key in wanted {
+        trie.insert(key, LIST_PRESENT, 0)?;
+    }
+    let present: Vec<Key<K>> = trie.keys().collect::<Result<_, _>>()?;
+    for key in present {
+        let still_wanted = wanted
+            .iter()
+            .any(|want| want.prefix_len() == key.prefix_len() && want.data() == key.data());
+        if !still_wanted {
+            trie.remove(&key)?;
         }
     }
     Ok(())

@@ -4,10 +4,6 @@
 //! counters carry on; `moat detach` removes a filter nobody will take over; and `moat deny add`
 //! refuses to lock everyone, or the operator's own SSH session, out.
 
-#[expect(
-    dead_code,
-    reason = "each test crate uses part of the shared support module"
-)]
 mod support;
 
 use std::{
@@ -373,4 +369,118 @@ fn a_clean_stop_and_start_restores_the_lists_and_bans_with_their_remaining_time(
     assert_eq!(bans[0].reason, "banned");
     drop(second);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_burst_of_bans_is_logged_as_a_count_not_a_line_each() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let daemon = pair.start(&[]);
+    let mut bans = moat::bans::PinnedBans::open(&iface).expect("the pinned bans");
+    for n in 0..30u8 {
+        bans.add(
+            std::net::IpAddr::V4(Ipv4Addr::new(203, 0, 113, n)),
+            Duration::from_secs(3600),
+        )
+        .expect("a ban");
+    }
+    let summary_count = |log: &str| -> u64 {
+        log.lines()
+            .filter_map(|line| line.split("banned iface=").nth(1))
+            .filter_map(|rest| rest.split(" count=").nth(1))
+            .filter_map(|count| count.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let single_lines = |log: &str| {
+        log.lines()
+            .filter(|line| line.contains("] banned iface=") && line.contains(" source="))
+            .count() as u64
+    };
+    wait_until(
+        "the daemon to log the 30 bans",
+        Duration::from_secs(10),
+        || {
+            let log = daemon.log();
+            summary_count(&log) + single_lines(&log) >= 30
+        },
+    );
+    let log = daemon.log();
+    assert!(
+        summary_count(&log) >= 20,
+        "a summary line carries the burst: {log}"
+    );
+    assert!(
+        single_lines(&log) <= 10,
+        "at most a handful of single lines: {log}"
+    );
+    assert_eq!(summary_count(&log) + single_lines(&log), 30, "{log}");
+}
+
+#[test]
+fn reloads_during_a_stream_of_resolver_replies_drop_none() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let dir = support::TempDir::new("reload");
+    // The client is the resolver; trusted, its replies from port 53 pass the reflection stage.
+    let config = |sample_every: u32| {
+        format!(
+            "sample_every = {sample_every}\n[reflection]\ntrusted = [\"198.18.0.2/32\"]\n\
+             resolv_conf = \"\"\n"
+        )
+    };
+    let path = dir.write("moat.toml", &config(64));
+    let daemon = pair.start(&["--config", &path]);
+    let target = SocketAddrV4::new(pair.origin_end.ipv4, 5300);
+    let receiver = pair
+        .origin
+        .enter(|| std::net::UdpSocket::bind(target))
+        .expect("entering the origin")
+        .expect("the origin's lookup socket");
+    let stop = AtomicBool::new(false);
+    let sent = std::thread::scope(|scope| {
+        let stream = scope.spawn(|| {
+            pair.client
+                .enter(|| {
+                    let socket =
+                        std::net::UdpSocket::bind(SocketAddrV4::new(pair.client_end.ipv4, 53))?;
+                    let mut sent = 0u64;
+                    // 1,000 replies a second, under the per-source UDP limit.
+                    while !stop.load(Ordering::Relaxed) && sent < 20_000 {
+                        socket.send_to(b"answer", target)?;
+                        sent += 1;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Ok::<_, std::io::Error>(sent)
+                })
+                .expect("entering the client")
+                .expect("sending replies")
+        });
+        for round in 0..20u32 {
+            std::fs::write(&path, config(32 + round)).expect("rewriting the config");
+            daemon.signal(libc::SIGHUP).expect("SIGHUP");
+            let done = round as usize + 1;
+            wait_until("the reload", Duration::from_secs(5), || {
+                daemon.log().matches("] reloaded iface=").count() >= done
+            });
+        }
+        stop.store(true, Ordering::Relaxed);
+        stream
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    let reloads = daemon.log().matches("] reloaded iface=").count();
+    assert_eq!(reloads, 20, "every SIGHUP reloaded: {}", daemon.log());
+    drop(receiver);
+    let stats = stats_json(&iface);
+    assert_eq!(
+        count(&stats, "drop", "reflection").0,
+        0,
+        "no resolver reply was dropped across {reloads} reloads ({sent} sent)"
+    );
+    assert!(
+        count(&stats, "pass", "pass").0 >= sent,
+        "every reply passed: {stats}"
+    );
 }
