@@ -484,3 +484,56 @@ fn reloads_during_a_stream_of_resolver_replies_drop_none() {
         "every reply passed: {stats}"
     );
 }
+
+#[test]
+fn a_take_over_that_fails_leaves_the_running_filter_attached_and_dropping() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let first = pair.start(&[]);
+    moat_ok(&pair, &["deny", "add", "--iface", &iface, "198.19.0.0/16"]);
+    first.kill().expect("killing the daemon");
+    // An upgrade whose maps no longer fit the pinned ones: here the pinned HEADERS map is
+    // replaced by one of another layout, which the new program cannot use.
+    let pin = moat::pins::PinDir::for_iface(&iface).map(filter_common::maps::HEADERS);
+    std::fs::remove_file(&pin).expect("removing the HEADERS pin");
+    let other = aya::Ebpf::load(moat::lab::flood::FLOOD_OBJECT).expect("another object");
+    other
+        .map(filter_common::flood::FLOOD_CONFIG)
+        .expect("a map of another layout")
+        .pin(&pin)
+        .expect("pinning it as HEADERS");
+    let state = support::TempDir::new("refused");
+    let refused = pair
+        .origin
+        .command(support::moat_bin())
+        .args(["run", "--iface", &iface, "--metrics", "off", "--state-dir"])
+        .arg(&state.0)
+        .output()
+        .expect("running moat run");
+    let message = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("stays attached and protecting"),
+        "the refusal says the running filter stays: {message}"
+    );
+    assert!(xdp_attached(&pair), "the old filter is still attached");
+    let before = count(&stats_json(&iface), "drop", "denylist").0;
+    let frames: Vec<Vec<u8>> = (0u8..20)
+        .map(|n| {
+            traffic::syn_frame(
+                &pair.client_end,
+                Ipv4Addr::new(198, 19, 0, n),
+                &pair.origin_end,
+                80,
+            )
+        })
+        .collect();
+    traffic::send_frames(&pair.client, &pair.client_end.iface, &frames).expect("frames");
+    wait_until(
+        "the old filter to drop them",
+        Duration::from_secs(5),
+        || count(&stats_json(&iface), "drop", "denylist").0 >= before + 20,
+    );
+    moat_ok(&pair, &["detach", "--iface", &iface]);
+}
