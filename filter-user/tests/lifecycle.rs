@@ -537,3 +537,21 @@ fn a_take_over_that_fails_leaves_the_running_filter_attached_and_dropping() {
     );
     moat_ok(&pair, &["detach", "--iface", &iface]);
 }
+
+#[test]
+fn metrics_on_a_non_loopback_address_log_a_warning() {
+    require_root();
+    let pair = Pair::create();
+    let addr = format!("{}:10999", pair.origin_end.ipv4);
+    let daemon = pair.start(&["--metrics", &addr]);
+    let log = daemon.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("non-loopback"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains(&addr), "{}", warnings[0]);
+    let quiet = Pair::create();
+    let local = quiet.start(&["--metrics", "127.0.0.1:10998"]);
+    assert!(!local.log().contains("non-loopback"), "{}", local.log());
+}
