@@ -32,16 +32,6 @@ fn count_denied_reaching_the_stack(pair: &Pair) {
     );
 }
 
-fn moat_ok(pair: &Pair, args: &[&str]) -> String {
-    let output = pair.moat(args);
-    assert!(
-        output.status.success(),
-        "moat {args:?}: {}",
-        stderr(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// Whether an XDP program is attached to the origin's end.
 fn xdp_attached(pair: &Pair) -> bool {
     pair.origin
@@ -86,11 +76,8 @@ fn a_restart_after_sigkill_takes_over_under_a_denied_flood_and_leaks_nothing() {
     let server = EchoServer::listen(&pair.origin, SocketAddrV4::new(pair.origin_end.ipv4, 8080))
         .expect("the origin's service");
     let first = pair.start(&[]);
-    moat_ok(&pair, &["deny", "add", "--iface", &iface, "198.19.0.0/16"]);
-    moat_ok(
-        &pair,
-        &["ban", "add", "--iface", &iface, "--for", "1h", "192.0.2.7"],
-    );
+    pair.moat_ok(&["deny", "add", "--iface", &iface, "198.19.0.0/16"]);
+    pair.moat_ok(&["ban", "add", "--iface", &iface, "--for", "1h", "192.0.2.7"]);
     assert!(
         visit(&pair, &server, pair.client_end.ipv4),
         "a returning visitor before the restart"
@@ -173,12 +160,12 @@ fn a_restart_after_sigkill_takes_over_under_a_denied_flood_and_leaks_nothing() {
         after_restart > before_kill,
         "the counters carried on: {before_kill} before the kill, {after_restart} after"
     );
-    let deny = moat_ok(&pair, &["deny", "list", "--iface", &iface]);
+    let deny = pair.moat_ok(&["deny", "list", "--iface", &iface]);
     assert!(
         deny.contains("198.19.0.0/16"),
         "the denylist survived: {deny}"
     );
-    let bans = moat_ok(&pair, &["ban", "list", "--iface", &iface]);
+    let bans = pair.moat_ok(&["ban", "list", "--iface", &iface]);
     assert!(bans.contains("192.0.2.7"), "the ban survived: {bans}");
     assert!(
         visit(&pair, &server, pair.client_end.ipv4),
@@ -210,7 +197,7 @@ fn detach_removes_an_orphaned_filter_and_refuses_while_moat_runs() {
         xdp_attached(&pair),
         "a killed daemon's filter stays attached"
     );
-    let out = moat_ok(&pair, &["detach", "--iface", &iface]);
+    let out = pair.moat_ok(&["detach", "--iface", &iface]);
     assert!(out.contains("detached"), "{out}");
     assert!(!xdp_attached(&pair), "detach removed the program");
     let pins = moat::pins::PinDir::for_iface(&iface);
@@ -219,7 +206,7 @@ fn detach_removes_an_orphaned_filter_and_refuses_while_moat_runs() {
         pins.persistent_path().exists(),
         "without --purge the counters stay"
     );
-    let again = moat_ok(&pair, &["detach", "--iface", &iface, "--purge"]);
+    let again = pair.moat_ok(&["detach", "--iface", &iface, "--purge"]);
     assert!(again.contains("no filter"), "{again}");
     assert!(
         !pins.persistent_path().exists(),
@@ -250,13 +237,10 @@ fn deny_add_refuses_to_lock_out_everyone_or_the_ssh_client() {
     let message = stderr(&ssh);
     assert_eq!(ssh.status.code(), Some(2), "{message}");
     assert!(message.contains("198.51.100.7"), "{message}");
-    let empty = moat_ok(&pair, &["deny", "list", "--iface", &iface]);
+    let empty = pair.moat_ok(&["deny", "list", "--iface", &iface]);
     assert!(empty.trim().is_empty(), "nothing was denied: {empty}");
-    moat_ok(
-        &pair,
-        &["deny", "add", "--iface", &iface, "--force", "0.0.0.0/0"],
-    );
-    let forced = moat_ok(&pair, &["deny", "list", "--iface", &iface]);
+    pair.moat_ok(&["deny", "add", "--iface", &iface, "--force", "0.0.0.0/0"]);
+    let forced = pair.moat_ok(&["deny", "list", "--iface", &iface]);
     assert!(forced.contains("0.0.0.0/0"), "--force applies it: {forced}");
 }
 
@@ -325,20 +309,17 @@ fn a_clean_stop_and_start_restores_the_lists_and_bans_with_their_remaining_time(
         std::env::temp_dir().join(format!("moat-state-test-{}", moat::netns::unique_suffix()));
     let dir_arg = dir.to_str().expect("utf-8").to_string();
     let first = pair.start(&["--state-dir", &dir_arg]);
-    moat_ok(&pair, &["deny", "add", "--iface", &iface, "203.0.113.0/24"]);
-    moat_ok(&pair, &["allow", "add", "--iface", &iface, "192.0.2.0/24"]);
-    moat_ok(
-        &pair,
-        &[
-            "ban",
-            "add",
-            "--iface",
-            &iface,
-            "--for",
-            "1h",
-            "198.51.100.9",
-        ],
-    );
+    pair.moat_ok(&["deny", "add", "--iface", &iface, "203.0.113.0/24"]);
+    pair.moat_ok(&["allow", "add", "--iface", &iface, "192.0.2.0/24"]);
+    pair.moat_ok(&[
+        "ban",
+        "add",
+        "--iface",
+        &iface,
+        "--for",
+        "1h",
+        "198.51.100.9",
+    ]);
     let (status, log) = first.stop().expect("a clean stop");
     assert!(status.success(), "{log}");
     assert!(!xdp_attached(&pair), "a clean stop detaches");
@@ -349,9 +330,9 @@ fn a_clean_stop_and_start_restores_the_lists_and_bans_with_their_remaining_time(
 
     let second = pair.start(&["--state-dir", &dir_arg]);
     assert!(second.log().contains("restored iface="), "{}", second.log());
-    let deny = moat_ok(&pair, &["deny", "list", "--iface", &iface]);
+    let deny = pair.moat_ok(&["deny", "list", "--iface", &iface]);
     assert_eq!(deny.trim(), "203.0.113.0/24", "the denylist came back");
-    let allow = moat_ok(&pair, &["allow", "list", "--iface", &iface]);
+    let allow = pair.moat_ok(&["allow", "list", "--iface", &iface]);
     assert_eq!(allow.trim(), "192.0.2.0/24", "the allowlist came back");
     let bans = pair
         .origin
@@ -491,7 +472,7 @@ fn a_take_over_that_fails_leaves_the_running_filter_attached_and_dropping() {
     let pair = Pair::create();
     let iface = pair.origin_end.iface.clone();
     let first = pair.start(&[]);
-    moat_ok(&pair, &["deny", "add", "--iface", &iface, "198.19.0.0/16"]);
+    pair.moat_ok(&["deny", "add", "--iface", &iface, "198.19.0.0/16"]);
     first.kill().expect("killing the daemon");
     // An upgrade whose maps no longer fit the pinned ones: here the pinned HEADERS map is
     // replaced by one of another layout, which the new program cannot use.
@@ -535,7 +516,7 @@ fn a_take_over_that_fails_leaves_the_running_filter_attached_and_dropping() {
         Duration::from_secs(5),
         || count(&stats_json(&iface), "drop", "denylist").0 >= before + 20,
     );
-    moat_ok(&pair, &["detach", "--iface", &iface]);
+    pair.moat_ok(&["detach", "--iface", &iface]);
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use moat::lab::traffic;
-use support::{Pair, require_root, stderr};
+use support::{Pair, require_root};
 
 fn temp_config(text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!(
@@ -19,16 +19,6 @@ fn temp_config(text: &str) -> std::path::PathBuf {
     ));
     std::fs::write(&path, text).expect("write config");
     path
-}
-
-fn moat_ok(pair: &Pair, args: &[&str]) -> String {
-    let output = pair.moat(args);
-    assert!(
-        output.status.success(),
-        "moat {args:?}: {}",
-        stderr(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[test]
@@ -42,15 +32,11 @@ fn stats_and_top_rank_sampled_drops_and_list_bans() {
 
     let bad = traffic::truncated_udp_frame(&pair.client_end, &pair.origin_end);
     traffic::send_frames(&pair.client, &pair.client_end.iface, &vec![bad; 7]).expect("raw");
-    moat_ok(
-        &pair,
-        &["ban", "add", "--iface", iface, "--for", "10m", "192.0.2.66"],
-    );
+    pair.moat_ok(&["ban", "add", "--iface", iface, "--for", "10m", "192.0.2.66"]);
 
-    let json: serde_json::Value = serde_json::from_str(&moat_ok(
-        &pair,
-        &["stats", "--iface", iface, "--json", "--window", "1"],
-    ))
+    let json: serde_json::Value = serde_json::from_str(
+        &pair.moat_ok(&["stats", "--iface", iface, "--json", "--window", "1"]),
+    )
     .expect("stats prints JSON");
     assert_eq!(json["counters"]["drop"]["malformed"]["packets"], 7);
     assert!(json["rates"].is_array(), "rates measured: {json}");
@@ -68,10 +54,7 @@ fn stats_and_top_rank_sampled_drops_and_list_bans() {
     // Samples were consumed by stats; new drops show up in top.
     let bad = traffic::truncated_udp_frame(&pair.client_end, &pair.origin_end);
     traffic::send_frames(&pair.client, &pair.client_end.iface, &vec![bad; 3]).expect("raw");
-    let screen = moat_ok(
-        &pair,
-        &["top", "--iface", iface, "--interval", "1", "--count", "2"],
-    );
+    let screen = pair.moat_ok(&["top", "--iface", iface, "--interval", "1", "--count", "2"]);
     for needle in [
         "TOP SOURCES",
         "TOP PREFIXES",
@@ -91,10 +74,7 @@ fn bans_and_unbans_are_logged_one_line_each() {
     let pair = Pair::create();
     let daemon = pair.start(&[]);
     let iface = pair.origin_end.iface.as_str();
-    moat_ok(
-        &pair,
-        &["ban", "add", "--iface", iface, "--for", "1h", "192.0.2.77"],
-    );
+    pair.moat_ok(&["ban", "add", "--iface", iface, "--for", "1h", "192.0.2.77"]);
     let wait_for = |needle: &str| {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -113,7 +93,7 @@ fn bans_and_unbans_are_logged_one_line_each() {
         )),
         "{line}"
     );
-    moat_ok(&pair, &["ban", "del", "--iface", iface, "192.0.2.77"]);
+    pair.moat_ok(&["ban", "del", "--iface", iface, "192.0.2.77"]);
     let line = wait_for("unbanned iface=");
     assert!(line.contains("source=192.0.2.77"), "{line}");
 }

@@ -31,16 +31,6 @@ fn prefer_source(pair: &Pair, addr: Ipv4Addr) {
         .expect("source route");
 }
 
-fn moat_ok(pair: &Pair, args: &[&str]) -> String {
-    let output = pair.moat(args);
-    assert!(
-        output.status.success(),
-        "moat {args:?}: {}",
-        stderr(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 fn moat_refused(pair: &Pair, args: &[&str], needles: &[&str]) {
     let output = pair.moat(args);
     let message = stderr(&output);
@@ -99,7 +89,7 @@ fn flood_from_one_source_is_limited_then_banned_while_another_connects() {
         "every datagram judged once"
     );
 
-    let bans = moat_ok(&pair, &["ban", "list", "--iface", iface]);
+    let bans = pair.moat_ok(&["ban", "list", "--iface", iface]);
     assert!(
         bans.contains(&flooder.to_string()) && bans.contains("rate_udp"),
         "{bans}"
@@ -141,7 +131,7 @@ fn flood_from_one_source_is_limited_then_banned_while_another_connects() {
         }
         assert!(Instant::now() < deadline, "the ban never expired");
     }
-    let bans = moat_ok(&pair, &["ban", "list", "--iface", iface]);
+    let bans = pair.moat_ok(&["ban", "list", "--iface", iface]);
     assert!(!bans.contains(&flooder.to_string()), "{bans}");
 }
 
@@ -269,10 +259,7 @@ fn set_and_ban_commands_refuse_bad_input_and_change_nothing() {
         before,
         "refused changes leave the settings as they were"
     );
-    moat_ok(
-        &pair,
-        &["set", "--iface", iface, "limits.source.icmp.pps", "7"],
-    );
+    pair.moat_ok(&["set", "--iface", iface, "limits.source.icmp.pps", "7"]);
     assert_eq!(
         show_settings().source[filter_common::Class::Icmp as usize].pps,
         7
@@ -311,28 +298,25 @@ fn set_and_ban_commands_refuse_bad_input_and_change_nothing() {
         &["ban", "del", "--iface", iface, "192.0.2.7"],
         &["not banned"],
     );
-    let out = moat_ok(
-        &pair,
-        &[
-            "ban",
-            "add",
-            "--iface",
-            iface,
-            "--for",
-            "10m",
-            "2001:db8:1:2::7",
-        ],
-    );
+    let out = pair.moat_ok(&[
+        "ban",
+        "add",
+        "--iface",
+        iface,
+        "--for",
+        "10m",
+        "2001:db8:1:2::7",
+    ]);
     assert_eq!(
         out.trim(),
         format!("banned 2001:db8:1:2::/64 on {iface} for 10m")
     );
-    let list = moat_ok(&pair, &["ban", "list", "--iface", iface]);
+    let list = pair.moat_ok(&["ban", "list", "--iface", iface]);
     assert!(
         list.contains("2001:db8:1:2::/64") && list.contains("banned"),
         "{list}"
     );
-    let out = moat_ok(&pair, &["ban", "del", "--iface", iface, "2001:db8:1:2::99"]);
+    let out = pair.moat_ok(&["ban", "del", "--iface", iface, "2001:db8:1:2::99"]);
     assert_eq!(out.trim(), format!("unbanned 2001:db8:1:2::/64 on {iface}"));
 }
 
@@ -343,16 +327,13 @@ fn banned_address_is_dropped_live() {
     let _daemon = pair.start(&[]);
     let iface = pair.origin_end.iface.as_str();
     let client = pair.client_end.ipv4.to_string();
-    moat_ok(
-        &pair,
-        &["ban", "add", "--iface", iface, "--for", "1h", &client],
-    );
+    pair.moat_ok(&["ban", "add", "--iface", iface, "--for", "1h", &client]);
     assert_eq!(
         traffic::ping(&pair.client, pair.origin_end.ipv4, 2).expect("ping"),
         0
     );
     assert_eq!(count(&stats_json(iface), "drop", "banned").0, 2);
-    moat_ok(&pair, &["ban", "del", "--iface", iface, &client]);
+    pair.moat_ok(&["ban", "del", "--iface", iface, &client]);
     assert_eq!(
         traffic::ping(&pair.client, pair.origin_end.ipv4, 2).expect("ping"),
         2

@@ -96,6 +96,18 @@ impl Pair {
             .expect("the origin's neighbour entry");
     }
 
+    /// Runs the moat binary with `args` inside the origin namespace, fails the test unless it
+    /// succeeds, and returns what it printed.
+    pub fn moat_ok(&self, args: &[&str]) -> String {
+        let output = self.moat(args);
+        assert!(
+            output.status.success(),
+            "moat {args:?}: {}",
+            stderr(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Runs the moat binary with `args` inside the origin namespace.
     pub fn moat(&self, args: &[&str]) -> Output {
         self.origin
