@@ -138,6 +138,17 @@ fn a_restart_after_sigkill_takes_over_under_a_denied_flood_and_leaks_nothing() {
         let after_restart = stats_json(&iface)["total"]["packets"]
             .as_u64()
             .expect("total");
+        // Visitors during the flood, after the take-over: a returning one and a first-time one.
+        assert!(
+            visit(&pair, &server, pair.client_end.ipv4),
+            "a returning visitor during the flood, after the take-over"
+        );
+        let new = Ipv4Addr::new(198, 18, 0, 77);
+        pair.add_client_address(new);
+        assert!(
+            visit(&pair, &server, new),
+            "a first-time visitor during the flood, after the take-over"
+        );
         stop.store(true, Ordering::Relaxed);
         flood
             .join()
@@ -167,16 +178,6 @@ fn a_restart_after_sigkill_takes_over_under_a_denied_flood_and_leaks_nothing() {
     );
     let bans = pair.moat_ok(&["ban", "list", "--iface", &iface]);
     assert!(bans.contains("192.0.2.7"), "the ban survived: {bans}");
-    assert!(
-        visit(&pair, &server, pair.client_end.ipv4),
-        "a returning visitor after the take-over"
-    );
-    let new = Ipv4Addr::new(198, 18, 0, 77);
-    pair.add_client_address(new);
-    assert!(
-        visit(&pair, &server, new),
-        "a first-time visitor after the take-over"
-    );
 }
 
 #[test]
