@@ -10,7 +10,17 @@ pub const PROGRAM_NAME: &str = "moat";
 /// Per-CPU array of [`crate::Counter`], indexed by [`crate::counter_index`].
 pub const COUNTERS: &str = "COUNTERS";
 
-/// Single-entry array holding the running [`crate::Settings`].
+/// Single-entry array holding the index (below [`POLICY_SLOTS`]) of the policy slot the
+/// program reads: which `SETTINGS` entry, which half of `PORTS` and which trusted prefixes.
+/// Userspace fills the other slot and then flips this one `u32`, so settings, ports and trusted
+/// upstreams change in one step as packets see them, and a write that fails half-way changes
+/// nothing the program reads. All-zero (before userspace writes) selects slot 0.
+pub const ACTIVE: &str = "ACTIVE";
+
+/// Policy slots: the one packets read and the one the next change is written into.
+pub const POLICY_SLOTS: u32 = 2;
+
+/// Array of [`POLICY_SLOTS`] [`crate::Settings`]; the program reads the entry `ACTIVE` names.
 pub const SETTINGS: &str = "SETTINGS";
 
 /// LPM trie of allowed IPv4 source prefixes ([`crate::lists::V4Key`]).
@@ -26,16 +36,20 @@ pub const DENY_V4: &str = "DENY_V4";
 pub const DENY_V6: &str = "DENY_V6";
 
 /// LPM trie of trusted upstream IPv4 prefixes (resolvers, NTP servers), exempt from the
-/// reflection stage.
+/// reflection stage, keyed by policy slot then address ([`crate::lists::TrustedV4Key`]).
 pub const TRUSTED_V4: &str = "TRUSTED_V4";
 
-/// LPM trie of trusted upstream IPv6 prefixes.
+/// LPM trie of trusted upstream IPv6 prefixes ([`crate::lists::TrustedV6Key`]).
 pub const TRUSTED_V6: &str = "TRUSTED_V6";
 
-/// Array of one flag byte per port ([`crate::ports`]).
+/// Array of one flag byte per port ([`crate::ports`]) per policy slot: slot `s`, port `p` at
+/// `s * PORT_COUNT + p`.
 pub const PORTS: &str = "PORTS";
 
-/// LRU hash of [`crate::source::SourceKey`] to [`crate::source::Ban`].
+/// Hash (not LRU) of [`crate::source::SourceKey`] to [`crate::source::Ban`]. Nothing is ever
+/// evicted, so a manual ban stays until it expires or is deleted: when the table is full the
+/// program records no new automatic ban (the rate limits still hold), and `moat ban add`
+/// makes room by removing an automatic one.
 pub const BANS: &str = "BANS";
 
 /// LRU hash of [`crate::source::SourceKey`] to [`crate::rate::RateState`]: per-source, per-class
@@ -55,8 +69,13 @@ pub const SCRATCH: &str = "SCRATCH";
 /// (and manual bans under `Banned`).
 pub const BAN_EVENTS: &str = "BAN_EVENTS";
 
-/// Ring buffer of [`crate::sample::Sample`]s of dropped packets, for `moat top`.
+/// Ring buffer of [`crate::sample::Sample`]s: dropped packets for `moat top`, and one record per
+/// automatic ban for the daemon's ban log.
 pub const SAMPLES: &str = "SAMPLES";
+
+/// Per-CPU, single-entry array of `u64`: records the program could not write to `SAMPLES`
+/// because the ring was full (samples and ban events lost).
+pub const SAMPLES_LOST: &str = "SAMPLES_LOST";
 
 /// Size of `SAMPLES` in bytes (a power of two, a multiple of the page size).
 pub const SAMPLES_BYTES: u32 = 256 * 1024;
@@ -77,8 +96,25 @@ pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
 
 /// Every map the program declares.
 pub const ALL_MAPS: &[&str] = &[
-    COUNTERS, SETTINGS, ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, TRUSTED_V4, TRUSTED_V6, PORTS, BANS,
-    SOURCES, AGGREGATE, SCRATCH, BAN_EVENTS, SAMPLES, VERIFIED, HEADERS,
+    COUNTERS,
+    ACTIVE,
+    SETTINGS,
+    ALLOW_V4,
+    ALLOW_V6,
+    DENY_V4,
+    DENY_V6,
+    TRUSTED_V4,
+    TRUSTED_V6,
+    PORTS,
+    BANS,
+    SOURCES,
+    AGGREGATE,
+    SCRATCH,
+    BAN_EVENTS,
+    SAMPLES,
+    SAMPLES_LOST,
+    VERIFIED,
+    HEADERS,
 ];
 
 /// Maps that outlive a daemon: pinned under [`COUNTER_PIN_ROOT`], reused by the next `moat run`

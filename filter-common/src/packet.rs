@@ -50,8 +50,9 @@ pub struct Packet {
     pub icmp_type: u8,
     /// ICMP or ICMPv6 code; 0 otherwise.
     pub icmp_code: u8,
-    /// Explicit padding; always zero.
-    pub _pad: u8,
+    /// 1 when the rate stage banned this packet's source on it, so the verdict writes a ban
+    /// record to `SAMPLES`; 0 otherwise.
+    pub ban_issued: u8,
     /// Offset of the IP header in the frame (after any VLAN tags).
     pub l3_offset: u16,
     /// Offset of the transport header in the frame (after IPv4 options or IPv6 extension
@@ -75,7 +76,7 @@ impl Packet {
             tcp_flags: 0,
             icmp_type: 0,
             icmp_code: 0,
-            _pad: 0,
+            ban_issued: 0,
             l3_offset: 0,
             l4_offset: 0,
         }

@@ -4,6 +4,12 @@
 /// Number of entries in `PORTS`.
 pub const PORT_COUNT: u32 = 65_536;
 
+/// The `PORTS` index of `port` in policy `slot` (slots beyond the second wrap to it).
+#[inline(always)]
+pub const fn port_index(slot: u32, port: u16) -> u32 {
+    (slot & 1) * PORT_COUNT + port as u32
+}
+
 /// Flag: TCP connections to this destination port are accepted.
 pub const PORT_TCP_OPEN: u8 = 1;
 /// Flag: UDP to this destination port is accepted.

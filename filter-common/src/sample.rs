@@ -1,4 +1,5 @@
-//! A sampled dropped packet, as the XDP program writes it to the `SAMPLES` ring buffer.
+//! A sampled dropped packet, or the packet that earned a ban, as the XDP program writes it to
+//! the `SAMPLES` ring buffer.
 
 /// One sampled packet: enough to rank sources, prefixes and ports in `moat top`.
 #[repr(C)]
@@ -18,9 +19,18 @@ pub struct Sample {
     pub reason: u8,
     /// The [`crate::Verdict`] discriminant.
     pub verdict: u8,
+    /// [`SAMPLE_DROP`] or [`SAMPLE_BAN`].
+    pub kind: u8,
     /// Explicit padding; always zero.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
 }
+
+/// [`Sample::kind`]: a dropped packet, sampled one in `sample_every`.
+pub const SAMPLE_DROP: u8 = 0;
+
+/// [`Sample::kind`]: the packet on which the program banned its source (always written, so
+/// the daemon logs and counts bans as they happen instead of walking the ban table).
+pub const SAMPLE_BAN: u8 = 1;
 const _: () = assert!(core::mem::size_of::<Sample>() == 28);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Sample {}

@@ -93,8 +93,13 @@ pub struct Settings {
     /// A source whose ACK carried a valid SYN cookie counts as verified for this long, in ns;
     /// 0 marks nobody.
     pub verified_ttl_ns: u64,
+    /// The policy slot this value is stored in (userspace sets it when writing): which half
+    /// of `PORTS` and which trusted prefixes go with it.
+    pub slot: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 352);
+const _: () = assert!(core::mem::size_of::<Settings>() == 360);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Settings {}
 

@@ -105,8 +105,17 @@ pub struct Ban {
     /// Automatic bans this source has earned so far (0 for a manual ban).
     pub offences: u32,
     /// The [`crate::Reason`] that earned the last ban (a rate reason, or `Banned` for manual).
-    pub reason: u32,
+    pub reason: u16,
+    /// `BAN_*` bits.
+    pub flags: u16,
 }
+
+/// Bit in [`Ban::flags`]: set by an operator (`moat ban add`), never by the program.
+pub const BAN_MANUAL: u16 = 1;
+
+/// Bit in [`Ban::flags`]: recorded while dry run was on. Only a dry run honours it (as a
+/// would-drop); once enforcing, the program ignores it and a repeat offence starts afresh.
+pub const BAN_DRY_RUN: u16 = 2;
 const _: () = assert!(core::mem::size_of::<Ban>() == 16);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Ban {}
@@ -115,6 +124,12 @@ impl Ban {
     /// Whether the ban is in force at `now_ns`.
     pub const fn active(&self, now_ns: u64) -> bool {
         now_ns < self.until_ns
+    }
+
+    /// Whether the ban drops (or, in a dry run, would drop) a packet at `now_ns`: it is in
+    /// force and, unless `dry_run`, was not recorded during a dry run.
+    pub const fn enforced(&self, now_ns: u64, dry_run: bool) -> bool {
+        self.active(now_ns) && (dry_run || self.flags & BAN_DRY_RUN == 0)
     }
 }
 

@@ -15,13 +15,14 @@ mod verdict;
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
 use filter_common::{Packet, Reason, Settings};
 
-use crate::maps::{SCRATCH, SETTINGS};
+use crate::maps::{ACTIVE, SCRATCH, SETTINGS};
 
 /// The XDP entry point; its name is [`filter_common::maps::PROGRAM_NAME`].
 #[xdp]
 pub fn moat(ctx: XdpContext) -> u32 {
-    // Index 0 of a one-entry array always exists, so a failed lookup is a broken invariant.
-    let (Some(settings), Some(packet)) = (SETTINGS.get(0), SCRATCH.get_ptr_mut(0)) else {
+    // Both slots of the settings array always exist, so a failed lookup is a broken invariant.
+    let slot = ACTIVE.get(0).copied().unwrap_or(0) & 1;
+    let (Some(settings), Some(packet)) = (SETTINGS.get(slot), SCRATCH.get_ptr_mut(0)) else {
         return verdict::apply(&ctx, Reason::Internal, false, 0, None);
     };
     // SAFETY: a per-CPU slot from a successful lookup; only this program run uses it.

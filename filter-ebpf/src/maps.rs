@@ -3,14 +3,15 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use filter_common::{
     COUNTER_SLOTS, Counter, Packet, Reason, Settings,
-    lists::{ListValue, V4Key, V6Key},
+    lists::{ListValue, TrustedV4Key, TrustedV6Key, V4Key, V6Key},
     maps::{
         AGGREGATE_SLOTS, DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES, DEFAULT_MAX_BANS,
-        DEFAULT_MAX_SOURCES, DEFAULT_MAX_VERIFIED, MAX_TRUSTED_ENTRIES, SAMPLES_BYTES,
+        DEFAULT_MAX_SOURCES, DEFAULT_MAX_VERIFIED, MAX_TRUSTED_ENTRIES, POLICY_SLOTS,
+        SAMPLES_BYTES,
     },
     ports::PORT_COUNT,
     rate::{Buckets, RateState},
@@ -22,9 +23,13 @@ use filter_common::{
 #[map]
 pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// The running settings, written by userspace.
+/// Which policy slot the program reads (see `filter_common::maps::ACTIVE`).
 #[map]
-pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The settings of each policy slot, written by userspace.
+#[map]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(POLICY_SLOTS, 0);
 
 /// Allowed IPv4 source prefixes. LPM tries must not preallocate.
 #[map]
@@ -48,21 +53,22 @@ pub static DENY_V6: LpmTrie<V6Key, ListValue> =
 
 /// Trusted upstream IPv4 prefixes, exempt from the reflection stage.
 #[map]
-pub static TRUSTED_V4: LpmTrie<V4Key, ListValue> =
+pub static TRUSTED_V4: LpmTrie<TrustedV4Key, ListValue> =
     LpmTrie::with_max_entries(MAX_TRUSTED_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// Trusted upstream IPv6 prefixes.
 #[map]
-pub static TRUSTED_V6: LpmTrie<V6Key, ListValue> =
+pub static TRUSTED_V6: LpmTrie<TrustedV6Key, ListValue> =
     LpmTrie::with_max_entries(MAX_TRUSTED_ENTRIES, BPF_F_NO_PREALLOC);
 
-/// One flag byte per port: open for TCP, open for UDP, reflector source port.
+/// One flag byte per port and policy slot: open for TCP, open for UDP, reflector source port.
 #[map]
-pub static PORTS: Array<u8> = Array::with_max_entries(PORT_COUNT, 0);
+pub static PORTS: Array<u8> = Array::with_max_entries(POLICY_SLOTS * PORT_COUNT, 0);
 
-/// Banned sources (and recently expired bans, remembered for escalation).
+/// Banned sources (and recently expired bans, remembered for escalation). Not LRU: nothing is
+/// evicted, so manual bans stay.
 #[map]
-pub static BANS: LruHashMap<SourceKey, Ban> = LruHashMap::with_max_entries(DEFAULT_MAX_BANS, 0);
+pub static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(DEFAULT_MAX_BANS, 0);
 
 /// Per-source, per-class rate state.
 #[map]
@@ -84,6 +90,10 @@ pub static BAN_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::
 /// Samples of dropped packets.
 #[map]
 pub static SAMPLES: RingBuf = RingBuf::with_byte_size(SAMPLES_BYTES, 0);
+
+/// Records lost because `SAMPLES` was full, per CPU.
+#[map]
+pub static SAMPLES_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Sources that completed a TCP handshake recently (value: verified until, ns).
 #[map]

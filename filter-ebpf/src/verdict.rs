@@ -4,9 +4,12 @@
 //! `sample_every`, `SAMPLES`.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_get_prandom_u32, programs::XdpContext};
-use filter_common::{Packet, Reason, Verdict, counter_index, decide, sample::Sample};
+use filter_common::{
+    Packet, Reason, Verdict, counter_index, decide,
+    sample::{SAMPLE_BAN, SAMPLE_DROP, Sample},
+};
 
-use crate::maps::{COUNTERS, SAMPLES};
+use crate::maps::{COUNTERS, SAMPLES, SAMPLES_LOST};
 
 /// Decides the verdict for `reason`, counts the frame under it, samples it if it is dropped and
 /// chosen, and returns the XDP action that carries the verdict out.
@@ -19,10 +22,12 @@ pub fn apply(
     packet: Option<&Packet>,
 ) -> u32 {
     let verdict = decide(reason, dry_run);
-    if sample_every != 0 && matches!(verdict, Verdict::Drop | Verdict::WouldDrop) {
+    if packet.is_some_and(|packet| packet.ban_issued != 0) {
+        sample(ctx, verdict, reason, packet, SAMPLE_BAN);
+    } else if sample_every != 0 && matches!(verdict, Verdict::Drop | Verdict::WouldDrop) {
         // SAFETY: bpf_get_prandom_u32 has no preconditions.
         if unsafe { bpf_get_prandom_u32() } % sample_every == 0 {
-            sample(ctx, verdict, reason, packet);
+            sample(ctx, verdict, reason, packet, SAMPLE_DROP);
         }
     }
     count(ctx, verdict, reason)
@@ -30,11 +35,12 @@ pub fn apply(
 
 /// Writes one sample; a full ring buffer drops it (sampling is best effort).
 #[inline(always)]
-fn sample(ctx: &XdpContext, verdict: Verdict, reason: Reason, packet: Option<&Packet>) {
+fn sample(ctx: &XdpContext, verdict: Verdict, reason: Reason, packet: Option<&Packet>, kind: u8) {
     let mut value = Sample {
         frame_len: (ctx.data_end() - ctx.data()) as u32,
         reason: reason as u8,
         verdict: verdict as u8,
+        kind,
         ..Sample::default()
     };
     if let Some(packet) = packet {
@@ -43,7 +49,12 @@ fn sample(ctx: &XdpContext, verdict: Verdict, reason: Reason, packet: Option<&Pa
         value.ip_version = packet.ip_version;
         value.l4_proto = packet.l4_proto;
     }
-    let _ = SAMPLES.output::<Sample>(&value, 0);
+    if SAMPLES.output::<Sample>(&value, 0).is_err()
+        && let Some(lost) = SAMPLES_LOST.get_ptr_mut(0)
+    {
+        // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
+        unsafe { *lost += 1 };
+    }
 }
 
 #[inline(always)]

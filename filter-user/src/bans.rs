@@ -6,16 +6,18 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
+use aya::maps::{HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use filter_common::{
     Reason, Settings,
-    maps::{BAN_EVENTS, BANS, SETTINGS},
-    source::{BAN_CLASS, Ban, SourceKey},
+    maps::{BAN_EVENTS, BANS},
+    sample::Sample,
+    source::{BAN_CLASS, BAN_DRY_RUN, BAN_MANUAL, Ban, SourceKey},
 };
 
 use crate::{
     config::{duration_ns, format_duration},
     pins::PinDir,
+    policy::{self, ControlError},
 };
 
 /// A ban command that failed; the bans are as they were.
@@ -54,6 +56,25 @@ pub enum BanError {
         input: String,
         /// What is wrong.
         reason: String,
+    },
+    /// The ban table is full of manual bans.
+    #[error(
+        "the ban table of {iface} is full of manual bans ({capacity}); nothing was added. Delete \
+         some with `moat ban del`, or raise max_bans in the config and restart moat"
+    )]
+    Full {
+        /// The interface.
+        iface: String,
+        /// Its capacity.
+        capacity: u32,
+    },
+    /// The running settings could not be read.
+    #[error("reading the settings of {iface}: {source}")]
+    Settings {
+        /// The interface.
+        iface: String,
+        /// What failed.
+        source: ControlError,
     },
     /// The kernel refused.
     #[error("{action} the bans of {iface}: {source}")]
@@ -119,12 +140,14 @@ impl PinnedBans {
             }
             MapData::from_pin(&path).map_err(map_error("opening"))
         };
-        let settings_map: Array<MapData, Settings> =
-            Array::try_from(Map::Array(open(SETTINGS)?)).map_err(map_error("opening"))?;
-        let settings = settings_map.get(&0, 0).map_err(map_error("reading"))?;
+        let bans = open(BANS)?;
+        let settings = policy::pinned_settings(&pins).map_err(|source| BanError::Settings {
+            iface: iface.to_string(),
+            source,
+        })?;
         Ok(PinnedBans {
             iface: iface.to_string(),
-            bans: HashMap::try_from(Map::LruHashMap(open(BANS)?)).map_err(map_error("opening"))?,
+            bans: HashMap::try_from(Map::HashMap(bans)).map_err(map_error("opening"))?,
             settings,
         })
     }
@@ -142,7 +165,8 @@ impl PinnedBans {
     }
 
     /// Bans `addr` (its /64, or the configured IPv6 prefix) for `length`. A repeat offender's
-    /// offence count is kept.
+    /// offence count is kept. The ban is manual, so no automatic ban ever evicts it; when the
+    /// table is full, the automatic ban closest to its end makes room.
     pub fn add(&mut self, addr: IpAddr, length: Duration) -> Result<String, BanError> {
         let key = key_for(addr, self.settings.v6_source_prefix);
         let offences = match self.bans.get(&key, 0) {
@@ -153,13 +177,40 @@ impl PinnedBans {
         let ban = Ban {
             until_ns: self.now_ns().saturating_add(duration_ns(length)),
             offences,
-            reason: Reason::Banned as u32,
+            reason: Reason::Banned as u16,
+            flags: BAN_MANUAL,
         };
-        self.bans
-            .insert(key, ban, 0)
-            .map_err(self.map_error("writing"))?;
+        self.insert_making_room(key, ban)?;
         self.count_manual_ban();
         Ok(describe(&key, self.settings.v6_source_prefix))
+    }
+
+    /// Inserts `ban`; if the table is full, removes the automatic entry that ends first and
+    /// tries once more.
+    fn insert_making_room(&mut self, key: SourceKey, ban: Ban) -> Result<(), BanError> {
+        match self.bans.insert(key, ban, 0) {
+            Ok(()) => return Ok(()),
+            Err(error) if !is_full(&error) => return Err(self.map_error("writing")(error)),
+            Err(_) => {}
+        }
+        let victim = self
+            .bans
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, old)| old.flags & BAN_MANUAL == 0)
+            .min_by_key(|(_, old)| old.until_ns)
+            .map(|(key, _)| key);
+        let Some(victim) = victim else {
+            return Err(BanError::Full {
+                iface: self.iface.clone(),
+                capacity: self.bans.map().info().map_or(0, |info| info.max_entries()),
+            });
+        };
+        // Gone already (swept or expired and removed) is as good.
+        let _ = self.bans.remove(&victim);
+        self.bans
+            .insert(key, ban, 0)
+            .map_err(self.map_error("writing"))
     }
 
     /// Adds one to the `banned` slot of `BAN_EVENTS` (manual bans), best effort: a failure
@@ -214,8 +265,12 @@ impl PinnedBans {
         Ok((entries, self.now_ns()))
     }
 
-    /// Writes one entry as given (restoring saved state), on the program's clock now.
+    /// Writes one entry as given (restoring saved state), on the program's clock now; a
+    /// manual one makes room if the table is full.
     pub fn restore(&mut self, key: SourceKey, ban: Ban) -> Result<(), BanError> {
+        if ban.flags & BAN_MANUAL != 0 {
+            return self.insert_making_room(key, ban);
+        }
         self.bans
             .insert(key, ban, 0)
             .map_err(self.map_error("writing"))
@@ -226,19 +281,21 @@ impl PinnedBans {
         self.now_ns()
     }
 
-    /// Every ban in force, longest remaining first.
+    /// Every ban in force (one recorded during a dry run only while dry run is on), longest
+    /// remaining first.
     pub fn active(&self) -> Result<Vec<BanView>, BanError> {
         let now = self.now_ns();
+        let dry_run = self.settings.dry_run();
         let mut views = Vec::new();
         for entry in self.bans.iter() {
             let (key, ban) = entry.map_err(self.map_error("reading"))?;
-            if !ban.active(now) {
+            if !ban.enforced(now, dry_run) {
                 continue;
             }
             views.push(BanView {
                 source: describe(&key, self.settings.v6_source_prefix),
                 remaining: Duration::from_nanos(ban.until_ns - now),
-                reason: Reason::from_u32(ban.reason)
+                reason: Reason::from_u32(u32::from(ban.reason))
                     .map_or("unknown", Reason::label)
                     .to_string(),
                 offences: ban.offences,
@@ -305,13 +362,11 @@ pub fn describe(key: &SourceKey, v6_prefix: u32) -> String {
 /// Deletes bans that expired more than `forget_after_ns` ago from a loaded object's `BANS`;
 /// returns how many.
 pub fn sweep(ebpf: &mut aya::Ebpf, forget_after_ns: u64) -> Result<usize, MapError> {
-    let now = {
-        let settings: Array<&MapData, Settings> =
-            Array::try_from(ebpf.map(SETTINGS).ok_or(MapError::InvalidName {
-                name: SETTINGS.to_string(),
-            })?)?;
-        settings.get(&0, 0)?.now_ns(monotonic_ns())
-    };
+    let now = policy::object_settings(ebpf)
+        .map_err(|_| MapError::InvalidName {
+            name: filter_common::maps::SETTINGS.to_string(),
+        })?
+        .now_ns(monotonic_ns());
     let map = ebpf.map_mut(BANS).ok_or(MapError::InvalidName {
         name: BANS.to_string(),
     })?;
@@ -347,83 +402,130 @@ pub fn render(views: &[BanView]) -> String {
     out
 }
 
-/// Bans issued (or lifted) between two calls of [`log_changes`] above which they are logged as
-/// one line with a count rather than one line each.
+/// Bans issued (or lifted) within one flush above which they are logged as one line with a
+/// count rather than one line each.
 pub const BURST_LINES: usize = 10;
 
-/// Compares the ban table with `known` (what the last call saw) and logs, one line each, every
-/// ban issued or extended and every ban lifted (expired or deleted) since, or one summary line
-/// each when more than [`BURST_LINES`] arrive at once; updates `known`.
-pub fn log_changes(
-    ebpf: &mut aya::Ebpf,
-    iface: &str,
-    known: &mut std::collections::HashMap<SourceKey, Ban>,
-) {
-    let Some((now, v6_prefix)) = ebpf
-        .map(SETTINGS)
-        .and_then(|map| Array::<&MapData, Settings>::try_from(map).ok())
-        .and_then(|array| array.get(&0, 0).ok())
-        .map(|settings| (settings.now_ns(monotonic_ns()), settings.v6_source_prefix))
-    else {
-        return;
-    };
-    let Some(bans) = ebpf
-        .map(BANS)
-        .and_then(|map| HashMap::<&MapData, SourceKey, Ban>::try_from(map).ok())
-    else {
-        return;
-    };
-    let active: std::collections::HashMap<SourceKey, Ban> = bans
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, ban)| ban.active(now))
-        .collect();
-    let issued: Vec<(&SourceKey, &Ban)> = active
-        .iter()
-        .filter(|(key, ban)| {
-            known
-                .get(key)
-                .is_none_or(|old| old.until_ns != ban.until_ns)
-        })
-        .collect();
-    let lifted: Vec<&SourceKey> = known
-        .keys()
-        .filter(|key| !active.contains_key(key))
-        .collect();
-    if issued.len() > BURST_LINES {
-        // A botnet earns bans by the thousand: one line a call instead of one a ban (every ban
-        // still reaches the metrics, from the kernel's own count).
-        let sample: Vec<String> = issued
-            .iter()
-            .take(3)
-            .map(|(key, _)| describe(key, v6_prefix))
-            .collect();
-        log::info!(
-            "banned iface={iface} count={} sources={}...",
-            issued.len(),
-            sample.join(",")
-        );
-    } else {
-        for (key, ban) in &issued {
+/// The daemon's log of bans, fed by the program's ban records in the samples ring (never by
+/// walking the table: each record costs one lookup of its own entry): each flush (once a
+/// second) logs one line per ban issued since, or one summary line when more than
+/// [`BURST_LINES`] arrived; and likewise for bans whose time is up.
+pub struct BanLog {
+    iface: String,
+    v6_prefix: u32,
+    bans: Option<HashMap<MapData, SourceKey, Ban>>,
+    issued: Vec<(SourceKey, Ban)>,
+    issued_count: usize,
+    ends: std::collections::HashMap<SourceKey, u64>,
+    capacity: usize,
+}
+
+impl BanLog {
+    /// A log for the filter pinned for `iface`, remembering at most `capacity` bans' ends (the
+    /// table's size).
+    pub fn new(iface: &str, capacity: u32, v6_prefix: u32) -> BanLog {
+        let bans = MapData::from_pin(PinDir::for_iface(iface).map(BANS))
+            .ok()
+            .and_then(|data| HashMap::try_from(Map::HashMap(data)).ok());
+        BanLog {
+            iface: iface.to_string(),
+            v6_prefix,
+            bans,
+            issued: Vec::new(),
+            issued_count: 0,
+            ends: std::collections::HashMap::new(),
+            capacity: capacity as usize,
+        }
+    }
+
+    /// Takes one ban record (a [`Sample`] of kind `SAMPLE_BAN`) from the ring.
+    pub fn record(&mut self, sample: &Sample) {
+        let addr = match sample.ip_version {
+            4 => {
+                let mut octets = [0u8; 4];
+                octets.copy_from_slice(&sample.src_addr_be[..4]);
+                IpAddr::from(octets)
+            }
+            6 => IpAddr::from(sample.src_addr_be),
+            _ => return,
+        };
+        let key = key_for(addr, self.v6_prefix);
+        let Some(ban) = self.bans.as_ref().and_then(|bans| bans.get(&key, 0).ok()) else {
+            return;
+        };
+        if self.ends.len() < self.capacity || self.ends.contains_key(&key) {
+            self.ends.insert(key, ban.until_ns);
+        }
+        self.issued_count += 1;
+        if self.issued.len() <= BURST_LINES {
+            self.issued.push((key, ban));
+        }
+    }
+
+    /// Logs what arrived since the last flush and the bans that ended by `now_ns` (the
+    /// program's clock).
+    pub fn flush(&mut self, now_ns: u64) {
+        let iface = &self.iface;
+        if self.issued_count > BURST_LINES {
+            // A botnet earns bans by the thousand: one line a second instead of one a ban
+            // (every ban still reaches the metrics, from the kernel's own count).
+            let sample: Vec<String> = self
+                .issued
+                .iter()
+                .take(3)
+                .map(|(key, _)| describe(key, self.v6_prefix))
+                .collect();
             log::info!(
-                "banned iface={iface} source={} reason={} offences={} for={}",
-                describe(key, v6_prefix),
-                Reason::from_u32(ban.reason).map_or("unknown", Reason::label),
-                ban.offences,
-                format_duration(Duration::from_secs(
-                    (ban.until_ns.saturating_sub(now) / 1_000_000_000).max(1)
-                ))
+                "banned iface={iface} count={} sources={}...",
+                self.issued_count,
+                sample.join(",")
             );
+        } else {
+            for (key, ban) in &self.issued {
+                log::info!(
+                    "banned iface={iface} source={} reason={} offences={} for={}{}",
+                    describe(key, self.v6_prefix),
+                    Reason::from_u32(u32::from(ban.reason)).map_or("unknown", Reason::label),
+                    ban.offences,
+                    format_duration(Duration::from_secs(
+                        (ban.until_ns.saturating_sub(now_ns) / 1_000_000_000).max(1)
+                    )),
+                    if ban.flags & BAN_DRY_RUN != 0 {
+                        " dry_run=true"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        self.issued.clear();
+        self.issued_count = 0;
+        let ended: Vec<SourceKey> = self
+            .ends
+            .iter()
+            .filter(|(_, until)| **until <= now_ns)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &ended {
+            self.ends.remove(key);
+        }
+        if ended.len() > BURST_LINES {
+            log::info!("unbanned iface={iface} count={}", ended.len());
+        } else {
+            for key in ended {
+                log::info!(
+                    "unbanned iface={iface} source={}",
+                    describe(&key, self.v6_prefix)
+                );
+            }
         }
     }
-    if lifted.len() > BURST_LINES {
-        log::info!("unbanned iface={iface} count={}", lifted.len());
-    } else {
-        for key in lifted {
-            log::info!("unbanned iface={iface} source={}", describe(key, v6_prefix));
-        }
-    }
-    *known = active;
+}
+
+/// Whether a hash-map insert failed because the table is full (`E2BIG`).
+fn is_full(error: &MapError) -> bool {
+    matches!(error, MapError::SyscallError(syscall)
+        if matches!(syscall.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC | libc::ENOMEM)))
 }
 
 #[cfg(test)]

@@ -832,6 +832,8 @@ impl Config {
             sample_every: self.sample_every,
             syn_cookies: self.syn_cookies.setting(),
             verified_ttl_ns: duration_ns(crate::verify::VERIFIED_FOR),
+            slot: 0,
+            _pad: 0,
         }
     }
 

@@ -1,174 +1,18 @@
-//! Writes to the running filter's maps. Today that is the settings map; lists and bans join it
-//! with the policy work (issue #3).
+//! Edits the allow and deny lists of a running filter through their pins.
 
 use aya::maps::{
-    Array, Map, MapData, MapError,
+    Map, MapData, MapError,
     lpm_trie::{Key, LpmTrie},
 };
 use filter_common::{
-    Settings,
     lists::{LIST_PRESENT, ListValue, V4Key, V6Key},
-    maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, PORTS, SETTINGS, TRUSTED_V4, TRUSTED_V6},
+    maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6},
 };
 
-use crate::{cidr::Cidr, config::Config, pins::PinDir};
+use crate::{cidr::Cidr, pins::PinDir};
 
 /// `BPF_NOEXIST` from `linux/bpf.h`: fail with EEXIST instead of replacing an entry.
 const BPF_NOEXIST: u64 = 1;
-
-/// A map write that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    /// The object has no map of that name (the object and this binary disagree).
-    #[error("the filter has no map named {name}")]
-    MissingMap {
-        /// The map's name.
-        name: &'static str,
-    },
-    /// The kernel refused the write.
-    #[error("writing map {name}: {source}")]
-    Write {
-        /// The map's name.
-        name: &'static str,
-        /// What aya reported.
-        source: MapError,
-    },
-}
-
-/// Everything the program reads that a configuration decides, compiled and ready to write.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Policy {
-    /// The `SETTINGS` value.
-    pub settings: Settings,
-    /// One `PORTS` flag byte per port.
-    pub port_flags: Vec<u8>,
-    /// Trusted upstreams for the reflection stage.
-    pub trusted: Vec<Cidr>,
-}
-
-impl Policy {
-    /// Compiles `config` for this host: its CPU count (aggregate buckets are per CPU), its
-    /// ephemeral port range (UDP replies must reach it) and its resolv.conf.
-    pub fn compile(config: &Config, dry_run: bool) -> Policy {
-        let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
-        Policy {
-            settings: config.settings(cpus, dry_run),
-            port_flags: config.port_flags(ephemeral_ports()),
-            trusted: config.trusted(),
-        }
-    }
-}
-
-/// The kernel's ephemeral port range, from `net.ipv4.ip_local_port_range` (the Linux default
-/// if unreadable).
-pub fn ephemeral_ports() -> (u16, u16) {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|text| {
-            let mut parts = text.split_whitespace().map(str::parse::<u16>);
-            Some((parts.next()?.ok()?, parts.next()?.ok()?))
-        })
-        .unwrap_or((32768, 60999))
-}
-
-/// Writes `policy` into the loaded object's maps: ports and trusted upstreams first, the
-/// settings (which switch port enforcement on) last.
-pub fn write_policy(ebpf: &mut aya::Ebpf, policy: &Policy) -> Result<(), ControlError> {
-    write_ports(ebpf.map_mut(PORTS), &policy.port_flags)?;
-    write_trusted(ebpf, &policy.trusted)?;
-    write_settings(ebpf.map_mut(SETTINGS), policy.settings)
-}
-
-/// Writes one flag byte per port into `PORTS`, skipping entries that already hold it.
-pub fn write_ports(map: Option<&mut Map>, flags: &[u8]) -> Result<(), ControlError> {
-    let map = map.ok_or(ControlError::MissingMap { name: PORTS })?;
-    let write_error = |source| ControlError::Write {
-        name: PORTS,
-        source,
-    };
-    let mut array: Array<&mut MapData, u8> = Array::try_from(map).map_err(write_error)?;
-    for (port, flag) in flags.iter().enumerate() {
-        let port = port as u32;
-        if array.get(&port, 0).map_err(write_error)? != *flag {
-            array.set(port, *flag, 0).map_err(write_error)?;
-        }
-    }
-    Ok(())
-}
-
-/// Makes `TRUSTED_V4`/`TRUSTED_V6` hold exactly `cidrs`: new prefixes are inserted before old
-/// ones are removed, so an upstream trusted before and after a reload is trusted throughout
-/// and its replies are never dropped in between.
-pub fn write_trusted(ebpf: &mut aya::Ebpf, cidrs: &[Cidr]) -> Result<(), ControlError> {
-    for (name, v6) in [(TRUSTED_V4, false), (TRUSTED_V6, true)] {
-        let map = ebpf
-            .map_mut(name)
-            .ok_or(ControlError::MissingMap { name })?;
-        let write_error = |source| ControlError::Write { name, source };
-        let wanted = cidrs
-            .iter()
-            .filter(|cidr| matches!(cidr, Cidr::V6 { .. }) == v6);
-        if v6 {
-            let keys: Vec<Key<V6Key>> = wanted
-                .filter_map(|cidr| match cidr {
-                    Cidr::V6 { addr, prefix } => Some(Key::new(*prefix, *addr)),
-                    Cidr::V4 { .. } => None,
-                })
-                .collect();
-            let trie: LpmTrie<&mut MapData, V6Key, ListValue> =
-                LpmTrie::try_from(map).map_err(write_error)?;
-            replace_prefixes(trie, &keys).map_err(write_error)?;
-        } else {
-            let keys: Vec<Key<V4Key>> = wanted
-                .filter_map(|cidr| match cidr {
-                    Cidr::V4 { addr, prefix } => Some(Key::new(*prefix, *addr)),
-                    Cidr::V6 { .. } => None,
-                })
-                .collect();
-            let trie: LpmTrie<&mut MapData, V4Key, ListValue> =
-                LpmTrie::try_from(map).map_err(write_error)?;
-            replace_prefixes(trie, &keys).map_err(write_error)?;
-        }
-    }
-    Ok(())
-}
-
-/// Inserts every key of `wanted` into `trie`, then removes the keys not in it.
-fn replace_prefixes<K: aya::Pod + PartialEq>(
-    mut trie: LpmTrie<&mut MapData, K, ListValue>,
-    wanted: &[Key<K>],
-) -> Result<(), aya::maps::MapError> {
-    for key in wanted {
-        trie.insert(key, LIST_PRESENT, 0)?;
-    }
-    let present: Vec<Key<K>> = trie.keys().collect::<Result<_, _>>()?;
-    for key in present {
-        let still_wanted = wanted
-            .iter()
-            .any(|want| want.prefix_len() == key.prefix_len() && want.data() == key.data());
-        if !still_wanted {
-            trie.remove(&key)?;
-        }
-    }
-    Ok(())
-}
-
-/// Replaces the running settings in the `SETTINGS` map. One map update: the program sees the
-/// old value or the new one, never a mix.
-pub fn write_settings(map: Option<&mut Map>, value: Settings) -> Result<(), ControlError> {
-    let map = map.ok_or(ControlError::MissingMap { name: SETTINGS })?;
-    let mut array: Array<&mut MapData, Settings> =
-        Array::try_from(map).map_err(|source| ControlError::Write {
-            name: SETTINGS,
-            source,
-        })?;
-    array
-        .set(0, value, 0)
-        .map_err(|source| ControlError::Write {
-            name: SETTINGS,
-            source,
-        })
-}
 
 /// Which list a command edits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,17 @@
-//! `moat run`: attach, then wait for signals. SIGHUP re-reads the configuration; SIGINT and
-//! SIGTERM detach and exit. Every few seconds, bans that expired longer ago than
-//! `bans.forget_after` are forgotten, so a repeat offender's next ban starts short again.
+//! `moat run`: attach, then serve on a single-threaded tokio runtime until SIGINT or SIGTERM:
+//! - SIGHUP re-reads the configuration and replaces the policy in one step;
+//! - the metrics server answers scrapes;
+//! - the `SAMPLES` ring is drained as it fills (through `AsyncFd`): samples feed `moat top`,
+//!   ban events the ban log;
+//! - once a second: verified sources from sock_diag, the ban log, `moat top`'s rankings;
+//! - at a slower pace: the table figures for the metrics, the ban sweep (bans that expired longer
+//!   ago than `bans.forget_after` are forgotten, so a repeat offender's next ban starts short
+//!   again), trusted upstreams that follow resolv.conf and the time daemon, and saving the lists
+//!   and bans.
+//!
+//! SIGINT and SIGTERM save the state and detach, unless systemd is restarting the unit (an
+//! upgrade): then, as on SIGUSR2, the filter stays attached for the next `moat run` to take
+//! over, so no packet meets an unprotected interface.
 
 use std::{
     collections::HashMap,
@@ -10,25 +21,41 @@ use std::{
 };
 
 use anyhow::Context as _;
+use aya::maps::{Map, MapData, RingBuf};
 use log::{error, info, warn};
-use signal_hook::{
-    consts::{SIGHUP, SIGINT, SIGTERM},
-    iterator::Signals,
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
 };
 
 use crate::{
-    bans,
+    bans::{self, BanLog, monotonic_ns},
     cli::RunArgs,
     config::{Config, SynCookies, duration_ns},
-    control::Policy,
     loader::{AttachRequest, Capacities, Filter, InstanceLock},
-    metrics::{DaemonState, MetricsServer},
+    metrics::{self, DaemonState, MetricsServer},
     notify::Notifier,
-    preflight, state, verify,
+    policy::{self, Policy},
+    preflight, state,
+    top::{self, Record, SampleWindow},
+    upstreams::UpstreamWatch,
+    verify,
 };
 
 /// How often the lists and bans are saved to the state directory.
 const SAVE_EVERY: Duration = Duration::from_secs(60);
+
+/// How often expired bans are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the tables are counted for the metrics.
+const COUNT_EVERY: Duration = Duration::from_secs(10);
+
+/// How often the trusted upstreams' sources (resolv.conf, the time daemon's files) are checked.
+const UPSTREAMS_EVERY: Duration = Duration::from_secs(2);
+
+/// The daemon's heartbeat: verified sources, ban log, `moat top` rankings.
+const TICK: Duration = Duration::from_secs(1);
 
 /// Saves the lists and bans of `iface`; a failure is logged (the filter keeps protecting).
 fn save_state(iface: &str, dir: &std::path::Path) {
@@ -37,23 +64,57 @@ fn save_state(iface: &str, dir: &std::path::Path) {
     }
 }
 
-/// How often expired bans are swept.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How the daemon ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    /// Detach the filter (a stop).
+    Detach,
+    /// Leave the filter attached for the next `moat run` to take over (an upgrade, a restart).
+    HandOver,
+}
 
-/// How often the ban table is compared with the last look (to log bans and unbans) and the
-/// origin's sockets are read for verified sources.
-const WATCH_EVERY: Duration = Duration::from_secs(1);
-
-/// Runs the daemon until SIGINT or SIGTERM.
+/// Runs the daemon until SIGINT or SIGTERM (or SIGUSR2, which hands over).
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     // Validate everything before touching the kernel.
     let (config, config_path) = Config::locate(args.config.as_deref())?;
     let ifindex = preflight::check_all(&args.iface)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(args, config, config_path, ifindex))
+}
+
+/// The signals the daemon handles.
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hand_over: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        let install = |kind| signal(kind).context("installing signal handlers");
+        Ok(Signals {
+            hangup: install(SignalKind::hangup())?,
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+            hand_over: install(SignalKind::user_defined2())?,
+        })
+    }
+}
+
+async fn serve(
+    args: &RunArgs,
+    config: Config,
+    config_path: Option<PathBuf>,
+    ifindex: u32,
+) -> anyhow::Result<()> {
     warn_if_ssh_closed(&config);
     warn_if_syncookies_off(&config);
     // Register before attaching, so a signal during attach is queued, not fatal with pins left.
-    let mut signals =
-        Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
+    let mut signals = Signals::install()?;
 
     // Another moat on this interface is the likelier mistake than a taken metrics port, so it
     // is reported first.
@@ -64,20 +125,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let metrics = if args.metrics == "off" {
         None
     } else {
-        Some(MetricsServer::start(
-            &args.metrics,
-            &args.iface,
-            capacities,
-            Arc::clone(&state),
-        )?)
+        Some(MetricsServer::bind(&args.metrics)?)
     };
-    if let Some(server) = &metrics
-        && !server.addr().ip().is_loopback()
+    let metrics_addr = metrics.as_ref().map(MetricsServer::addr);
+    if let Some(addr) = metrics_addr
+        && !addr.ip().is_loopback()
     {
         warn!(
             "metrics are served on a non-loopback address, reachable from the network \
-             addr={}",
-            server.addr()
+             addr={addr}"
         );
     }
     let started = Instant::now();
@@ -96,96 +152,221 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     if let Ok(mut mode) = state.mode.lock() {
         *mode = filter.mode().name().to_string();
     }
+    let iface = filter.iface().to_string();
     info!(
-        "attached iface={} mode={} dry_run={} trusted={} pins={} metrics={}",
-        filter.iface(),
+        "attached iface={iface} mode={} dry_run={} trusted={} pins={} metrics={}",
         filter.mode().name(),
         request.policy.settings.dry_run(),
         request.policy.trusted.len(),
         filter.pins().path().display(),
-        metrics.as_ref().map_or("off".to_string(), |server| format!(
-            "http://{}/metrics",
-            server.addr()
-        ))
+        metrics_addr.map_or("off".to_string(), |addr| format!("http://{addr}/metrics"))
     );
+    let _server = metrics.map(|server| {
+        AbortOnDrop(tokio::spawn(server.serve(
+            iface.clone(),
+            capacities,
+            Arc::clone(&state),
+        )))
+    });
 
     if !filter.taken_over() {
-        match state::restore(filter.iface(), &args.state_dir) {
+        match state::restore(&iface, &args.state_dir) {
             Ok(restored) if restored != state::Restored::default() => info!(
-                "restored iface={} allow={} deny={} bans={}",
-                filter.iface(),
-                restored.allow,
-                restored.deny,
-                restored.bans
+                "restored iface={iface} allow={} deny={} bans={}",
+                restored.allow, restored.deny, restored.bans
             ),
             Ok(_) => {}
-            Err(err) => error!(
-                "restoring the saved lists and bans failed iface={} error=\"{err}\"",
-                filter.iface()
-            ),
+            Err(err) => {
+                error!("restoring the saved lists and bans failed iface={iface} error=\"{err}\"")
+            }
         }
     }
+    let mut ring = open_ring(&filter)?;
     let notifier = Notifier::from_env();
-    notifier.ready(&format!("protecting {}", filter.iface()));
-    let mut last_save = Instant::now();
+    notifier.ready(&format!("protecting {iface}"));
+
     let mut running = config;
-    let mut last_sweep = Instant::now();
-    let mut last_watch = Instant::now();
-    let mut known_bans = HashMap::new();
+    let mut ban_log = BanLog::new(&iface, capacities.bans, running.bans.ipv6_prefix);
+    let mut window = SampleWindow::default();
     let mut verified = HashMap::new();
-    // Peers that completed a handshake before moat started are verified from the start.
-    verify::refresh(filter.ebpf_mut(), running.bans.ipv6_prefix, &mut verified);
-    'serve: loop {
-        for signal in signals.pending() {
-            if signal == SIGHUP {
+    let mut upstreams = UpstreamWatch::new(&running);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_save = Instant::now();
+    let mut last_sweep = Instant::now();
+    let mut last_upstreams = Instant::now();
+    let mut last_count: Option<Instant> = None;
+    let pins = filter.pins().clone();
+    let exit = loop {
+        tokio::select! {
+            _ = signals.hangup.recv() => {
                 notifier.reloading();
                 if reload(&mut filter, args, config_path.as_ref(), &mut running) {
                     state.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                    upstreams = UpstreamWatch::new(&running);
                 } else {
                     state.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 }
-                notifier.ready(&format!("protecting {}", filter.iface()));
-            } else {
-                info!("stopping iface={} signal={signal}", filter.iface());
-                notifier.stopping();
-                break 'serve;
+                notifier.ready(&format!("protecting {iface}"));
+            }
+            _ = signals.interrupt.recv() => break stop_kind(&iface, "SIGINT"),
+            _ = signals.terminate.recv() => break stop_kind(&iface, "SIGTERM"),
+            _ = signals.hand_over.recv() => {
+                info!("handing over iface={iface} signal=SIGUSR2");
+                break Exit::HandOver;
+            }
+            readable = ring.readable_mut() => {
+                match readable {
+                    Ok(mut guard) => {
+                        drain(guard.get_inner_mut(), &mut ban_log, &mut window);
+                        guard.clear_ready();
+                    }
+                    Err(err) => warn!("waiting on the samples ring failed iface={iface} error={err}"),
+                }
+            }
+            _ = tick.tick() => {
+                // Peers that completed a handshake (before moat started, too) are verified.
+                verify::refresh(filter.ebpf_mut(), running.bans.ipv6_prefix, &mut verified);
+                if let Ok(settings) = policy::pinned_settings(&pins) {
+                    ban_log.flush(settings.now_ns(monotonic_ns()));
+                }
+                if let Err(err) = window.publish(&iface) {
+                    warn!("publishing top sources failed iface={iface} error={err}");
+                }
+                if last_count.is_none_or(|at| at.elapsed() >= COUNT_EVERY) {
+                    last_count = Some(Instant::now());
+                    if let Some((tracked, banned)) = metrics::count_tables(&pins) {
+                        state.tracked_sources.store(tracked, Ordering::Relaxed);
+                        state.banned_sources.store(banned, Ordering::Relaxed);
+                        state.tables_counted.store(true, Ordering::Relaxed);
+                    }
+                }
+                if last_upstreams.elapsed() >= UPSTREAMS_EVERY {
+                    last_upstreams = Instant::now();
+                    upstreams.follow(&iface, &running);
+                }
+                if last_save.elapsed() >= SAVE_EVERY {
+                    last_save = Instant::now();
+                    save_state(&iface, &args.state_dir);
+                }
+                if last_sweep.elapsed() >= SWEEP_EVERY {
+                    last_sweep = Instant::now();
+                    sweep(&mut filter, &running);
+                }
             }
         }
-        if last_watch.elapsed() >= WATCH_EVERY {
-            last_watch = Instant::now();
-            verify::refresh(filter.ebpf_mut(), running.bans.ipv6_prefix, &mut verified);
-            let iface = filter.iface().to_string();
-            bans::log_changes(filter.ebpf_mut(), &iface, &mut known_bans);
-        }
-        if last_save.elapsed() >= SAVE_EVERY {
-            last_save = Instant::now();
-            save_state(filter.iface(), &args.state_dir);
-        }
-        if last_sweep.elapsed() >= SWEEP_EVERY {
-            last_sweep = Instant::now();
-            let forget_after_ns = duration_ns(running.bans.forget_after);
-            match bans::sweep(filter.ebpf_mut(), forget_after_ns) {
-                Ok(0) => {}
-                Ok(forgotten) => info!(
-                    "forgot expired bans iface={} count={forgotten}",
-                    filter.iface()
-                ),
-                Err(err) => warn!(
-                    "sweeping bans failed iface={} error=\"{err}\"",
-                    filter.iface()
-                ),
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let iface = filter.iface().to_string();
+    };
+    notifier.stopping();
     save_state(&iface, &args.state_dir);
-    filter
-        .detach()
-        .with_context(|| format!("detaching from {iface}"))?;
-    drop(metrics);
-    info!("detached iface={iface}");
+    let _ = std::fs::remove_file(top::digest_path(&iface));
+    match exit {
+        Exit::Detach => {
+            filter
+                .detach()
+                .with_context(|| format!("detaching from {iface}"))?;
+            info!("detached iface={iface}");
+        }
+        Exit::HandOver => {
+            filter.hand_over();
+            info!("left the filter attached for the next moat run to take over iface={iface}");
+        }
+    }
     Ok(())
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A stop detaches, unless systemd is restarting this unit (then the next start takes over).
+fn stop_kind(iface: &str, signal: &str) -> Exit {
+    if systemd_restarting() {
+        info!("stopping for a restart, handing over iface={iface} signal={signal}");
+        Exit::HandOver
+    } else {
+        info!("stopping iface={iface} signal={signal}");
+        Exit::Detach
+    }
+}
+
+/// Whether systemd has a restart job running for the unit this process runs in: `systemctl
+/// restart` (and a package upgrade's) stops the unit with SIGTERM exactly like `systemctl
+/// stop`, and only the job tells them apart.
+fn systemd_restarting() -> bool {
+    if std::env::var_os("INVOCATION_ID").is_none() {
+        return false;
+    }
+    let Some(unit) = own_unit() else {
+        return false;
+    };
+    let Ok(output) = std::process::Command::new("systemctl")
+        .args(["list-jobs", "--no-legend", "--plain"])
+        .output()
+    else {
+        return false;
+    };
+    restart_job_for(&String::from_utf8_lossy(&output.stdout), &unit)
+}
+
+/// The systemd unit of this process, from its cgroup.
+fn own_unit() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines()
+        .filter_map(|line| line.rsplit('/').next())
+        .find(|name| name.ends_with(".service"))
+        .map(str::to_string)
+}
+
+/// Whether `systemctl list-jobs --no-legend --plain` output lists a restart job for `unit`.
+pub fn restart_job_for(jobs: &str, unit: &str) -> bool {
+    jobs.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&unit) && fields.get(2).is_some_and(|kind| kind.contains("restart"))
+    })
+}
+
+/// The pinned samples ring, registered with the runtime.
+fn open_ring(filter: &Filter) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
+    let path = filter.pins().map(filter_common::maps::SAMPLES);
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening the samples ring {}", path.display()))?;
+    let ring = RingBuf::try_from(Map::RingBuf(data)).context("opening the samples ring")?;
+    // SAFETY: the ring owns its descriptor, which stays open and the same until the AsyncFd
+    // (which owns the ring) is dropped.
+    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|error| anyhow::anyhow!("registering the samples ring: {error}"))
+}
+
+/// Reads every record waiting in the ring.
+fn drain(ring: &mut RingBuf<MapData>, ban_log: &mut BanLog, window: &mut SampleWindow) {
+    while let Some(item) = ring.next() {
+        match top::decode(&item) {
+            Some(Record::Sample(sample)) => window.push(sample),
+            Some(Record::Ban(sample)) => ban_log.record(&sample),
+            None => {}
+        }
+    }
+}
+
+/// Forgets bans that expired longer ago than `bans.forget_after`.
+fn sweep(filter: &mut Filter, running: &Config) {
+    let forget_after_ns = duration_ns(running.bans.forget_after);
+    match bans::sweep(filter.ebpf_mut(), forget_after_ns) {
+        Ok(0) => {}
+        Ok(forgotten) => info!(
+            "forgot expired bans iface={} count={forgotten}",
+            filter.iface()
+        ),
+        Err(err) => warn!(
+            "sweeping bans failed iface={} error=\"{err}\"",
+            filter.iface()
+        ),
+    }
 }
 
 /// Re-reads the configuration file; a bad file is logged and the running policy is kept.
@@ -238,7 +419,11 @@ fn reload(
             true
         }
         Err(err) => {
-            error!("reload failed, keeping the running configuration error=\"{err}\"");
+            error!(
+                "reload failed and was rolled back: packets still see exactly the previous \
+                 settings, ports and trusted upstreams iface={} error=\"{err}\"",
+                filter.iface()
+            );
             false
         }
     }

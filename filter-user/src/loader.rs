@@ -29,9 +29,28 @@ use log::warn;
 use crate::{
     FILTER_OBJECT,
     cli::Mode,
-    control::{self, ControlError, Policy},
+    migrate::{self, Fit, MigrateError, Pinned},
     pins::{PinDir, remove_if_present},
+    policy::{self, ControlError, Policy, PolicyLock, PolicyMaps},
 };
+
+/// Environment variable naming another build of the XDP object to load instead of the one
+/// embedded in this binary (the upgrade test runs two builds whose programs differ).
+pub const OBJECT_ENV: &str = "MOAT_OBJECT";
+
+/// The XDP object to load: the embedded one, or the file [`OBJECT_ENV`] names.
+fn filter_object() -> Result<std::borrow::Cow<'static, [u8]>, LoadError> {
+    match std::env::var_os(OBJECT_ENV) {
+        None => Ok(std::borrow::Cow::Borrowed(FILTER_OBJECT)),
+        Some(path) => std::fs::read(&path)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|source| LoadError::Io {
+                action: "reading the XDP object",
+                path: PathBuf::from(path),
+                source,
+            }),
+    }
+}
 
 /// Directory of the per-interface instance locks.
 pub const LOCK_DIR: &str = "/run/moat";
@@ -67,6 +86,18 @@ pub struct Capacities {
 }
 
 impl Capacities {
+    /// The `max_entries` each sized map gets.
+    pub fn overrides(&self) -> [(&'static str, u32); 6] {
+        [
+            (ALLOW_V4, self.allow),
+            (ALLOW_V6, self.allow),
+            (DENY_V4, self.deny),
+            (DENY_V6, self.deny),
+            (SOURCES, self.sources),
+            (BANS, self.bans),
+        ]
+    }
+
     /// The capacities a configuration asks for.
     pub fn of(config: &crate::config::Config) -> Capacities {
         Capacities {
@@ -176,6 +207,18 @@ pub enum LoadError {
         /// What failed.
         reason: String,
     },
+    /// The maps an earlier run pinned cannot be carried over.
+    #[error(
+        "{source}; the filter already attached to {iface} stays attached (to start afresh: \
+         `moat detach --iface {iface}`, then start moat again; lists and bans are restored from \
+         the state directory)"
+    )]
+    Migrate {
+        /// The interface.
+        iface: String,
+        /// What could not be carried over (boxed: it is large).
+        source: Box<MigrateError>,
+    },
     /// Pins could not be created or removed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -197,6 +240,7 @@ pub struct Filter {
     pins: PinDir,
     link: Option<PinnedLink>,
     taken_over: bool,
+    handed_over: bool,
     _lock: InstanceLock,
 }
 
@@ -237,13 +281,21 @@ impl Filter {
             path: pins.persistent_path().to_path_buf(),
             source,
         })?;
-        // The persistent maps are reused if an earlier run pinned them, so counters continue.
+        // The persistent maps are reused if an earlier run pinned them, so counters continue;
+        // if their layout changed, they are carried over into new ones.
+        let object = filter_object()?;
+        let planned = plan_pins(
+            iface,
+            &object,
+            capacities,
+            PERSISTENT_MAPS.iter().map(|name| (*name, pins.map(name))),
+        )?;
         let mut loader = EbpfLoader::new();
-        for name in PERSISTENT_MAPS {
-            loader.map_pin_path(name, pins.map(name));
-        }
-        let mut ebpf = load_object(&mut loader, capacities, &pins)?;
-        control::write_policy(&mut ebpf, &request.policy)?;
+        reuse(&mut loader, &planned);
+        let mut ebpf = load_object(&mut loader, &object, capacities, &pins)?;
+        let replaced = carry_over(iface, &mut ebpf, planned)?;
+        repin_all(&ebpf, &pins, &replaced)?;
+        policy::write_policy(&ebpf, &request.policy)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(LoadError::MissingProgram)?
@@ -269,6 +321,7 @@ impl Filter {
             pins,
             link: None,
             taken_over: false,
+            handed_over: false,
             _lock: lock,
         };
         // Maps first and the link last: a pinned link means everything is ready.
@@ -298,13 +351,23 @@ impl Filter {
             iface: iface.to_string(),
             reason,
         };
+        let object = filter_object().map_err(|error| refused(error.to_string()))?;
+        let planned = plan_pins(
+            iface,
+            &object,
+            request.capacities,
+            ALL_MAPS.iter().map(|name| (*name, pins.map(name))),
+        )?;
         let mut loader = EbpfLoader::new();
-        for name in ALL_MAPS {
-            loader.map_pin_path(name, pins.map(name));
-        }
-        let mut ebpf = load_object(&mut loader, request.capacities, &pins)
+        reuse(&mut loader, &planned);
+        let mut ebpf = load_object(&mut loader, &object, request.capacities, &pins)
             .map_err(|error| refused(error.to_string()))?;
-        control::write_policy(&mut ebpf, &request.policy)
+        let replaced = carry_over(iface, &mut ebpf, planned)?;
+        // Under the policy lock until the swap, so no `moat set` lands between the policy
+        // written here and the program that reads it.
+        let policy_lock = PolicyLock::acquire(iface).map_err(|error| refused(error.to_string()))?;
+        PolicyMaps::of_object(&ebpf)
+            .and_then(|mut maps| maps.write(&request.policy))
             .map_err(|error| refused(error.to_string()))?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
@@ -327,6 +390,14 @@ impl Filter {
         let link = FdLink::try_from(link).map_err(|_| LoadError::NoLink {
             iface: iface.to_string(),
         })?;
+        drop(policy_lock);
+        // Maps this version replaced or adds get their pins now that the old program is gone.
+        let fresh: Vec<&'static str> = ALL_MAPS
+            .iter()
+            .copied()
+            .filter(|name| replaced.contains(name) || !pins.map(name).exists())
+            .collect();
+        repin_all(&ebpf, &pins, &fresh)?;
         // The old pin names the same link; pin it again as ours (the link stays attached).
         let link_path = pins.link();
         remove_if_present(&link_path).map_err(|source| LoadError::Io {
@@ -346,6 +417,7 @@ impl Filter {
             pins,
             link: Some(link),
             taken_over: true,
+            handed_over: false,
             _lock: lock,
         })
     }
@@ -370,9 +442,11 @@ impl Filter {
         &self.pins
     }
 
-    /// Replaces the running policy (settings, ports, trusted upstreams).
+    /// Replaces the running policy (settings, ports, trusted upstreams) in one step, under
+    /// the interface's policy lock.
     pub fn write_policy(&mut self, policy: &Policy) -> Result<(), ControlError> {
-        control::write_policy(&mut self.ebpf, policy)
+        let _lock = PolicyLock::acquire(&self.iface)?;
+        policy::write_policy(&self.ebpf, policy)
     }
 
     /// The loaded object, for reading its maps.
@@ -383,6 +457,12 @@ impl Filter {
     /// Detaches the program and removes every pin.
     pub fn detach(mut self) -> Result<(), LoadError> {
         self.cleanup()
+    }
+
+    /// Leaves the program attached and every map and the link pinned, for the next
+    /// `moat run` on the interface to take over (an upgrade, a restart).
+    pub fn hand_over(mut self) {
+        self.handed_over = true;
     }
 
     fn pin_maps(&mut self) -> Result<(), LoadError> {
@@ -406,6 +486,9 @@ impl Filter {
     /// Unpins the link (which detaches the program once its last reference goes) and removes
     /// the map pins. Idempotent, so `Drop` can call it after `detach`.
     fn cleanup(&mut self) -> Result<(), LoadError> {
+        if self.handed_over {
+            return Ok(());
+        }
         if let Some(link) = self.link.take() {
             let path = self.pins.link();
             let fd_link = link.unpin().map_err(|source| LoadError::Io {
@@ -435,21 +518,91 @@ impl Drop for Filter {
 /// maps to reuse).
 fn load_object(
     loader: &mut EbpfLoader<'_>,
+    object: &[u8],
     capacities: Capacities,
     pins: &PinDir,
 ) -> Result<Ebpf, LoadError> {
-    loader
-        .map_max_entries(ALLOW_V4, capacities.allow)
-        .map_max_entries(ALLOW_V6, capacities.allow)
-        .map_max_entries(DENY_V4, capacities.deny)
-        .map_max_entries(DENY_V6, capacities.deny)
-        .map_max_entries(SOURCES, capacities.sources)
-        .map_max_entries(BANS, capacities.bans)
-        .load(FILTER_OBJECT)
-        .map_err(|source| LoadError::Load {
-            persistent: pins.persistent_path().to_path_buf(),
-            source: Box::new(source),
-        })
+    for (name, max_entries) in capacities.overrides() {
+        loader.map_max_entries(name, max_entries);
+    }
+    loader.load(object).map_err(|source| LoadError::Load {
+        persistent: pins.persistent_path().to_path_buf(),
+        source: Box::new(source),
+    })
+}
+
+/// Compares the maps pinned at `paths` with what `object` declares.
+fn plan_pins(
+    iface: &str,
+    object: &[u8],
+    capacities: Capacities,
+    paths: impl IntoIterator<Item = (&'static str, PathBuf)>,
+) -> Result<Vec<Pinned>, LoadError> {
+    let migrate_error = |source| LoadError::Migrate {
+        iface: iface.to_string(),
+        source: Box::new(source),
+    };
+    let declared = migrate::declared(object, &capacities.overrides()).map_err(migrate_error)?;
+    migrate::plan(&declared, paths).map_err(migrate_error)
+}
+
+/// Tells `loader` to load the object on every pinned map that fits it.
+fn reuse<'a>(loader: &mut EbpfLoader<'a>, planned: &'a [Pinned]) {
+    for pinned in planned {
+        if matches!(pinned.fit, Fit::Reuse) {
+            loader.map_pin_path(pinned.name, &pinned.path);
+        }
+    }
+}
+
+/// Copies the entries of every replaced pinned map into the loaded object's new one; returns
+/// the names replaced.
+fn carry_over(
+    iface: &str,
+    ebpf: &mut Ebpf,
+    planned: Vec<Pinned>,
+) -> Result<Vec<&'static str>, LoadError> {
+    let mut replaced = Vec::new();
+    for pinned in planned {
+        let Fit::Replace { old, why } = pinned.fit else {
+            continue;
+        };
+        let copied =
+            migrate::copy_entries(pinned.name, old, ebpf).map_err(|source| LoadError::Migrate {
+                iface: iface.to_string(),
+                source: Box::new(source),
+            })?;
+        log::info!(
+            "carried a map over to a new layout iface={iface} map={} entries={copied} \
+             change=\"{why}\"",
+            pinned.name
+        );
+        replaced.push(pinned.name);
+    }
+    Ok(replaced)
+}
+
+/// Pins the named maps of `ebpf` at `pins`, replacing whatever is pinned there.
+fn repin_all(ebpf: &Ebpf, pins: &PinDir, names: &[&'static str]) -> Result<(), LoadError> {
+    for name in names {
+        let path = pins.map(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| LoadError::Io {
+                action: "creating",
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        remove_if_present(&path).map_err(|source| LoadError::Io {
+            action: "removing",
+            path: path.clone(),
+            source,
+        })?;
+        let map = ebpf.map(name).ok_or(LoadError::MissingProgram)?;
+        map.pin(&path)
+            .map_err(|source| LoadError::Pin { path, source })?;
+    }
+    Ok(())
 }
 
 /// The mode the XDP program on `iface` runs in, as iproute2 reports it (`xdpgeneric` for skb

@@ -1,6 +1,8 @@
-//! Prometheus metrics: a collector that reads the pinned maps on every scrape (so packet
-//! counters come straight from the per-CPU kernel counters and never go backwards, even across
-//! a daemon restart), plus the daemon's own state, served at `/metrics` by a small HTTP server.
+//! Prometheus metrics, served at `/metrics` by a small HTTP server on the daemon's tokio
+//! runtime. A scrape reads the per-CPU counter arrays (a fixed number of slots, so packet
+//! counters come straight from the kernel and never go backwards, even across a restart) and
+//! figures the daemon keeps as it goes (tracked sources and bans in force, counted in the
+//! background at a fixed pace): it never walks a table, so it costs the same under attack.
 //!
 //! It serves nothing else and keeps no history; rates are Prometheus's job.
 
@@ -10,14 +12,13 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    thread::JoinHandle,
     time::Duration,
 };
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray};
 use filter_common::{
-    Reason, Settings, decide,
-    maps::{BAN_EVENTS, BANS, SETTINGS, SOURCES},
+    Reason, decide,
+    maps::{BAN_EVENTS, BANS, SAMPLES_LOST, SOURCES},
     rate::RateState,
     source::{Ban, SourceKey},
 };
@@ -25,8 +26,9 @@ use prometheus::{
     Encoder as _, TextEncoder,
     proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType},
 };
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::{bans::monotonic_ns, loader::Capacities, pins::PinDir, stats::Snapshot};
+use crate::{bans::monotonic_ns, loader::Capacities, pins::PinDir, policy, stats::Snapshot};
 
 /// Where `moat run` serves metrics unless told otherwise. The Prometheus default-port
 /// allocations list fills 9100-9999, so moat takes a port outside it that no exporter uses.
@@ -55,6 +57,39 @@ pub struct DaemonState {
     pub mode: Mutex<String>,
     /// How long loading and attaching took, in microseconds.
     pub load_micros: AtomicU64,
+    /// Sources with per-source state, as last counted.
+    pub tracked_sources: AtomicU64,
+    /// Bans in force, as last counted.
+    pub banned_sources: AtomicU64,
+    /// Whether the two figures above have been counted yet.
+    pub tables_counted: AtomicBool,
+}
+
+/// Counts the sources with per-source state and the bans in force in the filter pinned at
+/// `pins`. It walks both tables, so the daemon calls it at a fixed pace in the background,
+/// never per scrape.
+pub fn count_tables(pins: &PinDir) -> Option<(u64, u64)> {
+    let open = |name: &str| MapData::from_pin(pins.map(name)).ok();
+    let settings = policy::pinned_settings(pins).ok()?;
+    let now = settings.now_ns(monotonic_ns());
+    let sources: HashMap<MapData, SourceKey, RateState> =
+        HashMap::try_from(Map::LruHashMap(open(SOURCES)?)).ok()?;
+    let tracked = sources.keys().filter(Result::is_ok).count() as u64;
+    let bans: HashMap<MapData, SourceKey, Ban> =
+        HashMap::try_from(Map::HashMap(open(BANS)?)).ok()?;
+    let banned = bans
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, ban)| ban.enforced(now, settings.dry_run()))
+        .count() as u64;
+    Some((tracked, banned))
+}
+
+/// Records lost because the samples ring was full, summed over CPUs.
+pub fn samples_lost(pins: &PinDir) -> Option<u64> {
+    let data = MapData::from_pin(pins.map(SAMPLES_LOST)).ok()?;
+    let lost: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(data)).ok()?;
+    lost.get(&0, 0).ok().map(|values| values.iter().sum())
 }
 
 /// Reads everything a scrape reports.
@@ -100,24 +135,16 @@ impl MoatCollector {
         family
     }
 
-    /// Tracked sources, active bans and bans issued per reason, read from the pins.
+    /// Tracked sources and active bans (as last counted) and bans issued per reason.
     fn read_tables(&self) -> Option<(u64, u64, [u64; Reason::COUNT])> {
-        let open = |name: &str| MapData::from_pin(self.pins.map(name)).ok();
-        let settings: Array<MapData, Settings> =
-            Array::try_from(Map::Array(open(SETTINGS)?)).ok()?;
-        let now = settings.get(&0, 0).ok()?.now_ns(monotonic_ns());
-        let sources: HashMap<MapData, SourceKey, RateState> =
-            HashMap::try_from(Map::LruHashMap(open(SOURCES)?)).ok()?;
-        let tracked = sources.keys().filter(Result::is_ok).count() as u64;
-        let bans: HashMap<MapData, SourceKey, Ban> =
-            HashMap::try_from(Map::LruHashMap(open(BANS)?)).ok()?;
-        let banned = bans
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, ban)| ban.active(now))
-            .count() as u64;
+        if !self.state.tables_counted.load(Ordering::Relaxed) {
+            return None;
+        }
+        let tracked = self.state.tracked_sources.load(Ordering::Relaxed);
+        let banned = self.state.banned_sources.load(Ordering::Relaxed);
+        let data = MapData::from_pin(self.pins.map(BAN_EVENTS)).ok()?;
         let events: PerCpuArray<MapData, u64> =
-            PerCpuArray::try_from(Map::PerCpuArray(open(BAN_EVENTS)?)).ok()?;
+            PerCpuArray::try_from(Map::PerCpuArray(data)).ok()?;
         let mut issued = [0u64; Reason::COUNT];
         for reason in Reason::ALL {
             issued[reason as usize] = events
@@ -206,6 +233,14 @@ impl MoatCollector {
                     .collect(),
             ));
         }
+        if let Some(lost) = samples_lost(&self.pins) {
+            families.push(self.family(
+                "moat_samples_lost_total",
+                "Samples and ban events the program could not write because the ring was full.",
+                MetricType::COUNTER,
+                vec![(Vec::new(), lost as f64)],
+            ));
+        }
         families.push(self.family(
             "moat_config_reloads_total",
             "SIGHUP configuration reloads, by result.",
@@ -277,21 +312,21 @@ pub fn render(iface: &str, capacities: Capacities, state: Arc<DaemonState>) -> S
     String::from_utf8_lossy(&text).into_owned()
 }
 
-/// A running metrics server; dropping it stops the server.
+/// The metrics listener, bound before the filter attaches (a taken port is a bad argument).
 pub struct MetricsServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    listener: std::net::TcpListener,
     addr: SocketAddr,
 }
 
+/// Longest request head read; a scrape's is a few hundred bytes.
+const MAX_REQUEST: usize = 8192;
+
+/// How long one connection may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl MetricsServer {
-    /// Binds `addr` and serves `/metrics` for `iface` on a thread.
-    pub fn start(
-        addr: &str,
-        iface: &str,
-        capacities: Capacities,
-        state: Arc<DaemonState>,
-    ) -> Result<MetricsServer, MetricsError> {
+    /// Binds `addr`.
+    pub fn bind(addr: &str) -> Result<MetricsServer, MetricsError> {
         let error = |message: String| MetricsError {
             addr: addr.to_string(),
             message,
@@ -299,76 +334,94 @@ impl MetricsServer {
         let socket: SocketAddr = addr
             .parse()
             .map_err(|_| error("expected ADDR:PORT, e.g. 127.0.0.1:10910 or [::1]:10910".into()))?;
-        let server = tiny_http::Server::http(socket).map_err(|e| error(e.to_string()))?;
-        let bound = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| error("not an IP listener".into()))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            let iface = iface.to_string();
-            std::thread::Builder::new()
-                .name("metrics".into())
-                .spawn(move || serve(&server, &stop, &iface, capacities, &state))
-                .map_err(|e| error(e.to_string()))?
-        };
-        Ok(MetricsServer {
-            stop,
-            thread: Some(thread),
-            addr: bound,
-        })
+        let listener = std::net::TcpListener::bind(socket).map_err(|e| error(e.to_string()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| error(e.to_string()))?;
+        let addr = listener.local_addr().map_err(|e| error(e.to_string()))?;
+        Ok(MetricsServer { listener, addr })
     }
 
     /// The address actually bound.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
-}
 
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn serve(
-    server: &tiny_http::Server,
-    stop: &AtomicBool,
-    iface: &str,
-    capacities: Capacities,
-    state: &Arc<DaemonState>,
-) {
-    while !stop.load(Ordering::Relaxed) {
-        let request = match server.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some(request)) => request,
-            Ok(None) => continue,
+    /// Serves `/metrics` for `iface` until the task is dropped; each connection is its own
+    /// task, so a slow client never holds up another.
+    pub async fn serve(self, iface: String, capacities: Capacities, state: Arc<DaemonState>) {
+        let listener = match tokio::net::TcpListener::from_std(self.listener) {
+            Ok(listener) => listener,
             Err(error) => {
-                log::warn!("metrics server error={error}");
-                continue;
+                log::error!("metrics server failed addr={} error={error}", self.addr);
+                return;
             }
         };
-        let response = if request.url() == "/metrics" || request.url().starts_with("/metrics?") {
-            let body = render(iface, capacities, Arc::clone(state));
-            tiny_http::Response::from_string(body)
-                .with_header(content_type("text/plain; version=0.0.4; charset=utf-8"))
-        } else {
-            tiny_http::Response::from_string("moat serves /metrics\n")
-                .with_status_code(404)
-                .with_header(content_type("text/plain; charset=utf-8"))
-        };
-        if let Err(error) = request.respond(response) {
-            log::debug!("metrics response failed error={error}");
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    log::warn!("metrics server error={error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let iface = iface.clone();
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                if let Err(error) = respond(stream, &iface, capacities, state).await {
+                    log::debug!("metrics response failed error={error}");
+                }
+            });
         }
     }
 }
 
-fn content_type(value: &str) -> tiny_http::Header {
-    // A constant ASCII header always parses.
-    tiny_http::Header::from_bytes("Content-Type", value).unwrap_or_else(|()| {
-        tiny_http::Header::from_bytes("Content-Type", "text/plain").expect("ASCII header")
-    })
+/// Reads one request and answers it; the connection then closes.
+async fn respond(
+    mut stream: tokio::net::TcpStream,
+    iface: &str,
+    capacities: Capacities,
+    state: Arc<DaemonState>,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buffer = [0u8; 1024];
+    let read = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST {
+            let n = stream.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buffer[..n]);
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, read)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, content_type, body) =
+        if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
+            (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                render(iface, capacities, state),
+            )
+        } else {
+            (
+                "404 Not Found",
+                "text/plain; charset=utf-8",
+                "moat serves /metrics\n".to_string(),
+            )
+        };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
 }

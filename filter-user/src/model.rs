@@ -23,7 +23,7 @@ use filter_common::{
     ports::{PORT_COUNT, PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
     rate::{Buckets, RateState, ban_length_ns, is_limited},
     settings::{FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS, FragmentPolicy},
-    source::{Ban, SourceKey, VERIFIED_CLASS, mask_v6},
+    source::{BAN_DRY_RUN, Ban, SourceKey, VERIFIED_CLASS, mask_v6},
 };
 
 use crate::cidr::Cidr;
@@ -236,7 +236,9 @@ impl Model {
 
     fn banned(&self, packet: &Packet, now_ns: u64) -> bool {
         let key = SourceKey::for_ban(packet, self.settings.v6_source_prefix);
-        self.bans.get(&key).is_some_and(|ban| ban.active(now_ns))
+        self.bans
+            .get(&key)
+            .is_some_and(|ban| ban.enforced(now_ns, self.settings.dry_run()))
     }
 
     fn fragment_refused(&mut self, packet: &Packet, now_ns: u64) -> bool {
@@ -364,7 +366,13 @@ impl Model {
     fn ban(&mut self, packet: &Packet, now_ns: u64, reason: Reason) {
         let settings = &self.settings;
         let key = SourceKey::for_ban(packet, settings.v6_source_prefix);
-        let offences = self.bans.get(&key).map_or(0, |old| old.offences);
+        let dry_run = settings.dry_run();
+        // Offences earned in a dry run do not lengthen an enforced ban.
+        let offences = self
+            .bans
+            .get(&key)
+            .filter(|old| dry_run || old.flags & BAN_DRY_RUN == 0)
+            .map_or(0, |old| old.offences);
         let until_ns = now_ns.saturating_add(ban_length_ns(
             settings.ban_base_ns,
             settings.ban_max_ns,
@@ -373,7 +381,8 @@ impl Model {
         let ban = Ban {
             until_ns,
             offences: offences.saturating_add(1),
-            reason: reason as u32,
+            reason: reason as u16,
+            flags: if dry_run { BAN_DRY_RUN } else { 0 },
         };
         self.bans.insert(key, ban);
         if let Some(count) = self.ban_events.get_mut(reason as usize) {

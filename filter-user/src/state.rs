@@ -67,6 +67,9 @@ pub struct SavedBan {
     pub offences: u32,
     /// The reason code that earned the last ban.
     pub reason: u32,
+    /// The ban's `BAN_*` flags (manual, recorded in a dry run); absent in older files.
+    #[serde(default)]
+    pub flags: u16,
 }
 
 /// The saved state of one interface's filter.
@@ -96,7 +99,7 @@ pub fn path(dir: &Path, iface: &str) -> PathBuf {
     dir.join(format!("{iface}.json"))
 }
 
-fn unix_ms_now() -> u64 {
+pub fn unix_ms_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64)
@@ -131,7 +134,8 @@ pub fn read(iface: &str) -> Result<Saved, StateError> {
                 source,
                 until_unix_ms,
                 offences: ban.offences,
-                reason: ban.reason,
+                reason: u32::from(ban.reason),
+                flags: ban.flags,
             })
         })
         .collect();
@@ -208,7 +212,8 @@ pub fn restore(iface: &str, dir: &Path) -> Result<Restored, StateError> {
             Ban {
                 until_ns: now_ns.saturating_add(left.as_nanos() as u64),
                 offences: ban.offences,
-                reason: ban.reason,
+                reason: ban.reason as u16,
+                flags: ban.flags,
             },
         )?;
         restored.bans += 1;

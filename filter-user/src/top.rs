@@ -3,8 +3,11 @@
 //! sampled dropped packets, and the bans in force. `moat top` redraws it in place; `moat stats`
 //! prints one frame.
 //!
-//! Samples come from the `SAMPLES` ring buffer, one dropped packet in `sample_every`; reading
-//! consumes them, so two viewers at once each see part of the traffic.
+//! Samples come from the `SAMPLES` ring buffer, one dropped packet in `sample_every`. The
+//! daemon drains the ring continuously (so it never fills with hours-old samples), keeps the
+//! last [`SAMPLE_WINDOW`] and publishes its rankings once a second to `/run/moat/IFACE.top.json`,
+//! which `moat stats` and `moat top` read. With no daemon (a filter whose daemon died) they
+//! drain the ring themselves.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -14,19 +17,120 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, Map, MapData, RingBuf};
+use aya::maps::{Map, MapData, RingBuf};
 use filter_common::{
-    Reason, Settings, Verdict,
-    maps::{SAMPLES, SETTINGS},
-    sample::Sample,
+    Reason, Verdict,
+    maps::SAMPLES,
+    sample::{SAMPLE_BAN, Sample},
 };
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
     bans::{BanView, PinnedBans},
+    loader::LOCK_DIR,
+    metrics::samples_lost,
     pins::PinDir,
+    policy,
     stats::{Snapshot, StatsError},
 };
+
+/// Most samples the daemon's window holds, whatever the drop rate.
+pub const WINDOW_CAPACITY: usize = 200_000;
+
+/// How old the daemon's published rankings may be before a viewer reads the ring itself.
+const DIGEST_FRESH: Duration = Duration::from_secs(5);
+
+/// One record read from the `SAMPLES` ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A sampled dropped packet.
+    Sample(Sample),
+    /// The packet on which the program banned its source.
+    Ban(Sample),
+}
+
+/// Decodes a ring record; `None` for a size moat never writes.
+pub fn decode(bytes: &[u8]) -> Option<Record> {
+    if bytes.len() != std::mem::size_of::<Sample>() {
+        return None;
+    }
+    // SAFETY: the program writes whole `Sample`s of exactly this size; read_unaligned copes
+    // with any alignment, and every bit pattern is a valid `Sample`.
+    let sample = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Sample>()) };
+    Some(if sample.kind == SAMPLE_BAN {
+        Record::Ban(sample)
+    } else {
+        Record::Sample(sample)
+    })
+}
+
+/// The daemon's window of recent samples.
+#[derive(Debug, Default)]
+pub struct SampleWindow {
+    window: VecDeque<(Instant, Sample)>,
+}
+
+impl SampleWindow {
+    /// Adds a sample taken now; past [`WINDOW_CAPACITY`], the oldest goes.
+    pub fn push(&mut self, sample: Sample) {
+        if self.window.len() >= WINDOW_CAPACITY {
+            self.window.pop_front();
+        }
+        self.window.push_back((Instant::now(), sample));
+    }
+
+    /// Forgets samples older than [`SAMPLE_WINDOW`] and ranks the rest.
+    pub fn tally(&mut self) -> Tally {
+        let now = Instant::now();
+        while self
+            .window
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > SAMPLE_WINDOW)
+        {
+            self.window.pop_front();
+        }
+        let mut tally = Tally::default();
+        for (_, sample) in &self.window {
+            tally.add(sample);
+        }
+        tally.digest()
+    }
+
+    /// Publishes the rankings of `iface` for viewers, atomically (write, then rename).
+    pub fn publish(&mut self, iface: &str) -> std::io::Result<()> {
+        let digest = Digest {
+            written_unix_ms: crate::state::unix_ms_now(),
+            tally: self.tally(),
+        };
+        let path = digest_path(iface);
+        let temporary = path.with_extension("json.tmp");
+        std::fs::create_dir_all(LOCK_DIR)?;
+        std::fs::write(&temporary, serde_json::to_vec(&digest)?)?;
+        std::fs::rename(&temporary, &path)
+    }
+}
+
+/// Where the daemon publishes the rankings of `iface`.
+pub fn digest_path(iface: &str) -> std::path::PathBuf {
+    std::path::Path::new(LOCK_DIR).join(format!("{iface}.top.json"))
+}
+
+/// The rankings the daemon publishes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Digest {
+    /// When, in ms since the Unix epoch.
+    pub written_unix_ms: u64,
+    /// The top rows of the last [`SAMPLE_WINDOW`].
+    pub tally: Tally,
+}
+
+/// The daemon's rankings of `iface`, if it published them within [`DIGEST_FRESH`].
+fn fresh_digest(iface: &str) -> Option<Tally> {
+    let digest: Digest = serde_json::from_slice(&std::fs::read(digest_path(iface)).ok()?).ok()?;
+    let age = crate::state::unix_ms_now().saturating_sub(digest.written_unix_ms);
+    (age <= DIGEST_FRESH.as_millis() as u64).then_some(digest.tally)
+}
 
 /// How many rows each ranking shows.
 pub const TOP_ROWS: usize = 10;
@@ -70,7 +174,7 @@ pub fn rates(before: &Snapshot, after: &Snapshot, elapsed: Duration) -> Vec<Rate
 }
 
 /// Counts of sampled dropped packets by source, prefix and destination port.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     /// Samples counted.
     pub samples: u64,
@@ -122,6 +226,17 @@ impl Tally {
         *self.ports.entry(port).or_default() += 1;
     }
 
+    /// The same tally cut to its top rows (what a frame shows), small enough to publish.
+    pub fn digest(&self) -> Tally {
+        let keep = |map: &HashMap<String, u64>| Tally::top(map).into_iter().collect();
+        Tally {
+            samples: self.samples,
+            sources: keep(&self.sources),
+            prefixes: keep(&self.prefixes),
+            ports: keep(&self.ports),
+        }
+    }
+
     fn top(map: &HashMap<String, u64>) -> Vec<(String, u64)> {
         let mut rows: Vec<(String, u64)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
         rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -167,6 +282,8 @@ pub struct Frame {
     pub sample_every: u32,
     /// Bans in force.
     pub bans: Vec<BanView>,
+    /// Samples and ban events lost to a full ring since the filter was loaded.
+    pub samples_lost: u64,
 }
 
 impl Viewer {
@@ -198,10 +315,7 @@ impl Viewer {
     fn drain(&mut self, keep: Duration) {
         let now = Instant::now();
         while let Some(item) = self.samples.next() {
-            if item.len() >= std::mem::size_of::<Sample>() {
-                // SAFETY: the program writes whole `Sample`s; the length was checked, and
-                // read_unaligned copes with any alignment.
-                let sample = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Sample>()) };
+            if let Some(Record::Sample(sample)) = decode(&item) {
                 self.window.push_back((now, sample));
             }
         }
@@ -222,12 +336,19 @@ impl Viewer {
         keep: Duration,
     ) -> anyhow::Result<Frame> {
         let counters = self.snapshot()?;
-        self.drain(keep);
-        let mut tally = Tally::default();
-        for (_, sample) in &self.window {
-            tally.add(sample);
-        }
-        let sample_every = read_settings(&self.iface)
+        let pins = PinDir::for_iface(&self.iface);
+        let tally = match fresh_digest(&self.iface) {
+            Some(tally) => tally,
+            None => {
+                self.drain(keep);
+                let mut tally = Tally::default();
+                for (_, sample) in &self.window {
+                    tally.add(sample);
+                }
+                tally
+            }
+        };
+        let sample_every = policy::pinned_settings(&pins)
             .map(|s| s.sample_every)
             .unwrap_or(0);
         Ok(Frame {
@@ -237,14 +358,9 @@ impl Viewer {
             tally,
             sample_every,
             bans: PinnedBans::open(&self.iface)?.active()?,
+            samples_lost: samples_lost(&pins).unwrap_or(0),
         })
     }
-}
-
-fn read_settings(iface: &str) -> Option<Settings> {
-    let data = MapData::from_pin(PinDir::for_iface(iface).map(SETTINGS)).ok()?;
-    let array: Array<MapData, Settings> = Array::try_from(Map::Array(data)).ok()?;
-    array.get(&0, 0).ok()
 }
 
 impl Frame {
@@ -286,6 +402,12 @@ impl Frame {
             self.tally.top_prefixes(),
         );
         section(&mut out, "TOP DESTINATION PORTS", self.tally.top_ports());
+        if self.samples_lost != 0 {
+            out.push_str(&format!(
+                "(samples lost to a full ring: {})\n",
+                self.samples_lost
+            ));
+        }
         out.push('\n');
         out.push_str(&crate::bans::render(&self.bans));
         out
@@ -314,6 +436,7 @@ impl Frame {
                 }),
             );
             map.insert("sample_every".into(), json!(self.sample_every));
+            map.insert("samples_lost".into(), json!(self.samples_lost));
             map.insert("top_sources".into(), rows(self.tally.top_sources()));
             map.insert("top_prefixes".into(), rows(self.tally.top_prefixes()));
             map.insert("top_ports".into(), rows(self.tally.top_ports()));

@@ -1,8 +1,10 @@
-//! `moat set KEY VALUE`: change one threshold of a running filter in its pinned `SETTINGS` map,
-//! without reloading the program. Keys are the configuration file's dotted keys; values are
-//! validated as the file's are. A SIGHUP reload replaces these live changes with the file.
+//! `moat set KEY VALUE`: change one threshold of a running filter without reloading the
+//! program. Keys are the configuration file's dotted keys; values are validated as the file's
+//! are. The change is a policy update like a reload's: under the interface's policy lock, in
+//! one step as packets see it (see [`crate::policy`]). A SIGHUP reload replaces these live
+//! changes with the file.
 
-use aya::maps::{Array, Map, MapData, MapError};
+use aya::maps::MapError;
 use filter_common::{
     Class, Settings,
     maps::SETTINGS,
@@ -13,6 +15,7 @@ use filter_common::{
 use crate::{
     config::{MIN_BURST_BYTES, duration_ns, parse_duration},
     pins::PinDir,
+    policy::{self, ControlError},
 };
 
 /// A `moat set` that failed; the settings are as they were.
@@ -46,17 +49,13 @@ pub enum TuningError {
         /// The pin looked for.
         path: String,
     },
-    /// The kernel refused.
-    #[error("{action} the settings of {iface}: {source}")]
-    Map {
-        /// What was being done.
-        action: &'static str,
-        /// The interface.
-        iface: String,
-        /// What aya reported (boxed: `MapError` is large).
-        source: Box<MapError>,
-    },
+    /// The kernel refused; the settings are as they were.
+    #[error("changing the settings: {0}")]
+    Policy(#[from] ControlError),
 }
+
+/// Keeps `MapError` in this module's vocabulary for callers matching on kernel failures.
+pub type KernelError = MapError;
 
 /// The keys `moat set` accepts.
 pub fn keys() -> Vec<String> {
@@ -226,20 +225,12 @@ pub fn set(iface: &str, key: &str, value: &str) -> Result<(), TuningError> {
             path: path.display().to_string(),
         });
     }
-    let map_error = |action| {
-        move |source| TuningError::Map {
-            action,
-            iface: iface.to_string(),
-            source: Box::new(source),
-        }
-    };
-    let data = MapData::from_pin(&path).map_err(map_error("opening"))?;
-    let mut array: Array<MapData, Settings> =
-        Array::try_from(Map::Array(data)).map_err(map_error("opening"))?;
-    let mut settings = array.get(&0, 0).map_err(map_error("reading"))?;
     let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
-    apply(&mut settings, key, value, cpus)?;
-    array.set(0, settings, 0).map_err(map_error("writing"))
+    policy::update(iface, |policy| {
+        apply(&mut policy.settings, key, value, cpus)?;
+        Ok::<bool, TuningError>(true)
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -48,7 +48,10 @@ use filter_common::{
     classify::class_of,
     classify::tcp_flags::{ACK, FIN, PSH, RST, SYN},
     counter_index,
-    lists::{LIST_PRESENT, ListValue},
+    lists::{
+        LIST_PRESENT, ListValue, SLOT_PREFIX, TrustedV4Key, TrustedV6Key, trusted_v4_key,
+        trusted_v6_key,
+    },
     maps::{
         AGGREGATE, AGGREGATE_SLOTS, ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, COUNTERS,
         DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES, DENY_V4, DENY_V6, PORTS, PROGRAM_NAME, SETTINGS,
@@ -372,6 +375,8 @@ fn settings(case: &Case) -> Settings {
         sample_every: 0,
         syn_cookies: 0,
         verified_ttl_ns: 0,
+        slot: 0,
+        _pad: 0,
     }
 }
 
@@ -562,9 +567,30 @@ impl Kernel {
             .unwrap_or_else(|error| panic!("writing {PORTS}[{port}]: {error}"));
     }
 
-    /// Inserts `cidr` into the IPv4 or IPv6 trie of a list.
+    /// Inserts `cidr` into the IPv4 or IPv6 trie of a list (the trusted tries in policy slot 0,
+    /// the one the program reads until `ACTIVE` is written).
     fn list(&mut self, (v4, v6): (&str, &str), cidr: Cidr) {
         match cidr {
+            Cidr::V4 { addr, prefix } if v4 == TRUSTED_V4 => {
+                LpmTrie::<_, TrustedV4Key, ListValue>::try_from(self.map_mut(v4))
+                    .unwrap_or_else(|error| panic!("{v4} is not an LPM trie: {error}"))
+                    .insert(
+                        &Key::new(SLOT_PREFIX + prefix, trusted_v4_key(0, &addr)),
+                        LIST_PRESENT,
+                        0,
+                    )
+                    .unwrap_or_else(|error| panic!("inserting {cidr:?} into {v4}: {error}"))
+            }
+            Cidr::V6 { addr, prefix } if v6 == TRUSTED_V6 => {
+                LpmTrie::<_, TrustedV6Key, ListValue>::try_from(self.map_mut(v6))
+                    .unwrap_or_else(|error| panic!("{v6} is not an LPM trie: {error}"))
+                    .insert(
+                        &Key::new(SLOT_PREFIX + prefix, trusted_v6_key(0, &addr)),
+                        LIST_PRESENT,
+                        0,
+                    )
+                    .unwrap_or_else(|error| panic!("inserting {cidr:?} into {v6}: {error}"))
+            }
             Cidr::V4 { addr, prefix } => {
                 LpmTrie::<_, [u8; 4], ListValue>::try_from(self.map_mut(v4))
                     .unwrap_or_else(|error| panic!("{v4} is not an IPv4 LPM trie: {error}"))

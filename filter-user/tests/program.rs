@@ -23,7 +23,10 @@ use etherparse::Ipv6Extensions;
 use filter_common::{
     COUNTER_SLOTS, Counter, Reason, Settings, Verdict, counter_index,
     lists::{LIST_PRESENT, ListValue},
-    maps::{ALL_MAPS, ALLOW_V4, ALLOW_V6, COUNTERS, DENY_V4, DENY_V6, PROGRAM_NAME, SETTINGS},
+    maps::{
+        ALL_MAPS, ALLOW_V4, ALLOW_V6, COUNTERS, DENY_V4, DENY_V6, POLICY_SLOTS, PROGRAM_NAME,
+        SETTINGS,
+    },
     settings::FLAG_DRY_RUN,
 };
 use frames::{DOT1AD, DOT1Q, Frame, Packet, ROUTER_ALERT, TCP_OPTIONS, Transport};
@@ -930,7 +933,11 @@ fn loaded_object_has_every_map_in_all_maps() {
     let settings =
         Array::<_, Settings>::try_from(filter.ebpf.map(SETTINGS).expect("checked above"))
             .unwrap_or_else(|error| panic!("{SETTINGS} is not an array of Settings: {error}"));
-    assert_eq!(settings.len(), 1, "{SETTINGS} entries");
+    assert_eq!(
+        settings.len(),
+        POLICY_SLOTS,
+        "{SETTINGS} entries: one per policy slot"
+    );
     assert_eq!(
         settings.get(&0, 0).expect("reading SETTINGS[0]"),
         Settings::default(),

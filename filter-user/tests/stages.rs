@@ -36,7 +36,10 @@ use filter_common::{
     COUNTER_SLOTS, Class, Counter, Reason, Settings, Verdict,
     classify::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG},
     counter_index,
-    lists::{LIST_PRESENT, ListValue},
+    lists::{
+        LIST_PRESENT, ListValue, SLOT_PREFIX, TrustedV4Key, TrustedV6Key, trusted_v4_key,
+        trusted_v6_key,
+    },
     maps::{
         ALLOW_V4, ALLOW_V6, BANS, COUNTERS, PORTS, PROGRAM_NAME, SETTINGS, SOURCES, TRUSTED_V4,
         TRUSTED_V6, VERIFIED,
@@ -113,7 +116,8 @@ fn manual_ban(until_ns: u64) -> Ban {
     Ban {
         until_ns,
         offences: 0,
-        reason: Reason::Banned as u32,
+        reason: Reason::Banned as u16,
+        flags: filter_common::source::BAN_MANUAL,
     }
 }
 
@@ -215,9 +219,42 @@ impl Filter {
             .unwrap_or_else(|error| panic!("writing {PORTS}[{port}]: {error}"));
     }
 
-    /// Adds `cidr` to the trusted upstreams (exempt from the reflection stage).
+    /// Adds `cidr` to the trusted upstreams (exempt from the reflection stage) of policy
+    /// slot 0, the one the program reads until `ACTIVE` is written.
     fn trust(&mut self, cidr: &str) {
-        self.insert_prefix(TRUSTED_V4, TRUSTED_V6, cidr);
+        let parsed: moat::cidr::Cidr = cidr
+            .parse()
+            .unwrap_or_else(|error| panic!("test CIDR {cidr:?}: {error}"));
+        match parsed {
+            moat::cidr::Cidr::V4 { addr, prefix } => {
+                let map = self
+                    .ebpf
+                    .map_mut(TRUSTED_V4)
+                    .expect("the object has every trie");
+                LpmTrie::<_, TrustedV4Key, ListValue>::try_from(map)
+                    .unwrap_or_else(|error| panic!("{TRUSTED_V4} is not an LPM trie: {error}"))
+                    .insert(
+                        &Key::new(SLOT_PREFIX + prefix, trusted_v4_key(0, &addr)),
+                        LIST_PRESENT,
+                        0,
+                    )
+                    .unwrap_or_else(|error| panic!("inserting {cidr}: {error}"));
+            }
+            moat::cidr::Cidr::V6 { addr, prefix } => {
+                let map = self
+                    .ebpf
+                    .map_mut(TRUSTED_V6)
+                    .expect("the object has every trie");
+                LpmTrie::<_, TrustedV6Key, ListValue>::try_from(map)
+                    .unwrap_or_else(|error| panic!("{TRUSTED_V6} is not an LPM trie: {error}"))
+                    .insert(
+                        &Key::new(SLOT_PREFIX + prefix, trusted_v6_key(0, &addr)),
+                        LIST_PRESENT,
+                        0,
+                    )
+                    .unwrap_or_else(|error| panic!("inserting {cidr}: {error}"));
+            }
+        }
     }
 
     /// Adds `cidr` to the allowlist.
@@ -1216,7 +1253,8 @@ fn assert_ban_round(
         Some(Ban {
             until_ns: filter.now_ns() + length_ns,
             offences,
-            reason: Reason::RateUdp as u32,
+            reason: Reason::RateUdp as u16,
+            flags: 0,
         }),
         "{case}: the third strike bans {ban_key}"
     );

@@ -61,8 +61,9 @@ pub struct L3 {
 #[inline(always)]
 pub fn packet(ctx: &XdpContext, packet: &mut Packet) -> Result<(), Reason> {
     let frame_len = ctx.data_end() - ctx.data();
-    let (ether_type, l3_offset) = eth::parse(ctx)?;
+    // Reset first, so nothing of the previous frame survives an early error.
     *packet = Packet::new(0, frame_len as u32);
+    let (ether_type, l3_offset) = eth::parse(ctx)?;
     packet.l3_offset = l3_offset as u16;
     let l3 = match ether_type {
         eth::ETH_P_IP => ipv4::parse(ctx, l3_offset, frame_len, packet)?,

@@ -1,4 +1,5 @@
-//! Banned sources. Maps read: `BANS`. Reason: `Banned`. Lookups per packet: one.
+//! Banned sources. Maps read: `BANS`. Reason: `Banned`. Lookups per packet: one. A ban
+//! recorded during a dry run counts only while dry run is on.
 
 use filter_common::{Packet, Reason, Settings, source::SourceKey};
 
@@ -10,7 +11,7 @@ pub fn check(packet: &Packet, settings: &Settings, now_ns: u64) -> Option<Reason
     let key = SourceKey::for_ban(packet, settings.v6_source_prefix);
     let ban = BANS.get_ptr(&key)?;
     // SAFETY: the pointer comes from a successful lookup and is valid for this program run.
-    if unsafe { (*ban).active(now_ns) } {
+    if unsafe { (*ban).enforced(now_ns, settings.dry_run()) } {
         Some(Reason::Banned)
     } else {
         None

@@ -19,7 +19,7 @@ use filter_common::{Fragment, Packet, Reason, Settings};
 
 /// Judges a parsed packet at `now_ns`: the first stage that decides wins, else it passes.
 #[inline(always)]
-pub fn judge(ctx: &XdpContext, packet: &Packet, settings: &Settings, now_ns: u64) -> Reason {
+pub fn judge(ctx: &XdpContext, packet: &mut Packet, settings: &Settings, now_ns: u64) -> Reason {
     if let Some(reason) = lists::check(packet) {
         return reason;
     }
@@ -35,7 +35,7 @@ pub fn judge(ctx: &XdpContext, packet: &Packet, settings: &Settings, now_ns: u64
     if let Some(reason) = ports::check(packet, settings) {
         return reason;
     }
-    if let Some(reason) = reflection::check(packet) {
+    if let Some(reason) = reflection::check(packet, settings) {
         return reason;
     }
     if let Some(reason) = syn::check(ctx, packet, settings, now_ns) {

@@ -8,7 +8,7 @@ use filter_common::{
     Packet, Reason, Settings,
     classify::is_syn,
     packet::{IPPROTO_TCP, IPPROTO_UDP},
-    ports::{PORT_TCP_OPEN, PORT_UDP_OPEN},
+    ports::{PORT_TCP_OPEN, PORT_UDP_OPEN, port_index},
     settings::{FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS},
 };
 
@@ -27,7 +27,10 @@ pub fn check(packet: &Packet, settings: &Settings) -> Option<Reason> {
         IPPROTO_UDP if settings.flags & FLAG_ENFORCE_UDP_PORTS != 0 => PORT_UDP_OPEN,
         _ => return None,
     };
-    let flags = PORTS.get(u32::from(packet.dst_port)).copied().unwrap_or(0);
+    let flags = PORTS
+        .get(port_index(settings.slot, packet.dst_port))
+        .copied()
+        .unwrap_or(0);
     if flags & open_flag == 0 {
         Some(Reason::PortClosed)
     } else {

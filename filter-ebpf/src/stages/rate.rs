@@ -12,14 +12,14 @@ use filter_common::{
     Class, Packet, Reason, Settings,
     classify::class_of,
     rate::{RateState, ban_length_ns, is_limited},
-    source::{Ban, SourceKey},
+    source::{BAN_DRY_RUN, Ban, SourceKey},
 };
 
 use crate::maps::{AGGREGATE, BAN_EVENTS, BANS, SOURCES};
 
 /// Decides a rate or flood reason when the packet is over a limit.
 #[inline(always)]
-pub fn check(packet: &Packet, settings: &Settings, now_ns: u64) -> Option<Reason> {
+pub fn check(packet: &mut Packet, settings: &Settings, now_ns: u64) -> Option<Reason> {
     let class = class_of(packet)?;
     let len = packet.frame_len as u64;
     let source_limit = &settings.source[class as usize];
@@ -69,27 +69,36 @@ pub fn check(packet: &Packet, settings: &Settings, now_ns: u64) -> Option<Reason
 
 /// Bans the packet's source, for longer on each repeat offence.
 #[inline(always)]
-fn ban(packet: &Packet, settings: &Settings, now_ns: u64, reason: Reason) {
+fn ban(packet: &mut Packet, settings: &Settings, now_ns: u64, reason: Reason) {
     let key = SourceKey::for_ban(packet, settings.v6_source_prefix);
+    let dry_run = settings.dry_run();
     let offences = match BANS.get_ptr(&key) {
-        // SAFETY: a pointer from a successful lookup, valid for this run.
-        Some(old) => unsafe { (*old).offences },
-        None => 0,
+        // SAFETY: a pointer from a successful lookup, valid for this run. Offences earned in
+        // a dry run do not lengthen an enforced ban.
+        Some(old) if dry_run || unsafe { (*old).flags } & BAN_DRY_RUN == 0 => unsafe {
+            (*old).offences
+        },
+        _ => 0,
     };
     let until_ns = now_ns.saturating_add(ban_length_ns(
         settings.ban_base_ns,
         settings.ban_max_ns,
         offences,
     ));
+    let flags = if dry_run { BAN_DRY_RUN } else { 0 };
     let entry = Ban {
         until_ns,
         offences: offences.saturating_add(1),
-        reason: reason as u32,
+        reason: reason as u16,
+        flags,
     };
-    if BANS.insert(&key, &entry, 0).is_ok()
-        && let Some(count) = BAN_EVENTS.get_ptr_mut(reason as u32)
-    {
+    // A full table records no new ban; the source stays rate-limited.
+    if BANS.insert(&key, &entry, 0).is_err() {
+        return;
+    }
+    if let Some(count) = BAN_EVENTS.get_ptr_mut(reason as u32) {
         // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
         unsafe { *count += 1 };
     }
+    packet.ban_issued = 1;
 }

@@ -4,32 +4,39 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use filter_common::{
-    Packet, Reason,
-    lists::{V4_MAX_PREFIX, V4Key, V6_MAX_PREFIX},
+    Packet, Reason, Settings,
+    lists::{SLOT_PREFIX, V4_MAX_PREFIX, V4Key, V6_MAX_PREFIX, trusted_v4_key, trusted_v6_key},
     packet::IPPROTO_UDP,
-    ports::PORT_REFLECTOR,
+    ports::{PORT_REFLECTOR, port_index},
 };
 
 use crate::maps::{PORTS, TRUSTED_V4, TRUSTED_V6};
 
 /// Decides `Reflection` for UDP from a reflector port and an untrusted source.
 #[inline(always)]
-pub fn check(packet: &Packet) -> Option<Reason> {
+pub fn check(packet: &Packet, settings: &Settings) -> Option<Reason> {
     if !packet.has_l4() || packet.l4_proto != IPPROTO_UDP {
         return None;
     }
-    let flags = PORTS.get(u32::from(packet.src_port)).copied().unwrap_or(0);
+    let flags = PORTS
+        .get(port_index(settings.slot, packet.src_port))
+        .copied()
+        .unwrap_or(0);
     if flags & PORT_REFLECTOR == 0 {
         return None;
     }
+    let slot = (settings.slot & 1) as u8;
     let trusted = if packet.ip_version == 4 {
         let mut addr: V4Key = [0; 4];
         addr.copy_from_slice(&packet.src_addr_be[..4]);
-        TRUSTED_V4.get(&Key::new(V4_MAX_PREFIX, addr)).is_some()
+        let key = Key::new(SLOT_PREFIX + V4_MAX_PREFIX, trusted_v4_key(slot, &addr));
+        TRUSTED_V4.get(&key).is_some()
     } else {
-        TRUSTED_V6
-            .get(&Key::new(V6_MAX_PREFIX, packet.src_addr_be))
-            .is_some()
+        let key = Key::new(
+            SLOT_PREFIX + V6_MAX_PREFIX,
+            trusted_v6_key(slot, &packet.src_addr_be),
+        );
+        TRUSTED_V6.get(&key).is_some()
     };
     if trusted {
         None

@@ -14,7 +14,7 @@ use filter_common::{
     Class, Packet, Reason, Settings,
     classify::is_syn,
     packet::IPPROTO_TCP,
-    ports::PORT_TCP_OPEN,
+    ports::{PORT_TCP_OPEN, port_index},
     settings::{FLAG_ENFORCE_TCP_PORTS, FLAG_TCP_SOCKETS, SYN_COOKIES_OFF},
     source::{SourceKey, VERIFIED_CLASS},
 };
@@ -107,6 +107,6 @@ fn admit(packet: &Packet, settings: &Settings, now_ns: u64) -> bool {
 pub fn listed_open(packet: &Packet, settings: &Settings) -> bool {
     settings.flags & FLAG_ENFORCE_TCP_PORTS != 0
         && PORTS
-            .get(u32::from(packet.dst_port))
+            .get(port_index(settings.slot, packet.dst_port))
             .is_some_and(|flags| flags & PORT_TCP_OPEN != 0)
 }

@@ -19,7 +19,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues,
+        Array, HashMap, MapData, PerCpuArray, PerCpuValues,
         lpm_trie::{Key, LpmTrie},
     },
     programs::Xdp,
@@ -40,7 +40,7 @@ use crate::{
     FILTER_OBJECT,
     cidr::Cidr,
     config::Config,
-    control::{self, Policy},
+    policy::{self, Policy, map_data},
     stats::Snapshot,
 };
 
@@ -244,19 +244,6 @@ pub fn map_bytes(fd: impl AsFd) -> Result<u64, BenchError> {
         })
 }
 
-/// The map data behind a map of the kinds moat declares.
-pub fn map_data(map: &Map) -> Option<&MapData> {
-    match map {
-        Map::Array(data)
-        | Map::HashMap(data)
-        | Map::LpmTrie(data)
-        | Map::LruHashMap(data)
-        | Map::PerCpuArray(data)
-        | Map::RingBuf(data) => Some(data),
-        _ => None,
-    }
-}
-
 /// The trivial XDP_DROP program, loaded.
 pub struct Floor {
     ebpf: Ebpf,
@@ -350,7 +337,7 @@ impl Subject {
         let mut policy = Policy::compile(&Config::default(), false);
         policy.settings.flags |= FLAG_FIXED_CLOCK;
         policy.settings.clock_ns = START_NS;
-        control::write_policy(&mut ebpf, &policy).map_err(|error| BenchError::Tool {
+        policy::write_policy(&ebpf, &policy).map_err(|error| BenchError::Tool {
             tool: "moat-bench",
             problem: format!("writing the shipped policy: {error}"),
         })?;
@@ -454,7 +441,8 @@ impl Subject {
         let ban = Ban {
             until_ns,
             offences: 0,
-            reason: Reason::Banned as u32,
+            reason: Reason::Banned as u16,
+            flags: filter_common::source::BAN_MANUAL,
         };
         HashMap::<_, SourceKey, Ban>::try_from(map)
             .map_err(BenchError::map("opening", BANS))?

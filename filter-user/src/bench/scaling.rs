@@ -313,7 +313,7 @@ fn sources_table_bytes(capacity: u32) -> Result<u64, BenchError> {
     let map = ebpf
         .map(SOURCES)
         .ok_or_else(|| measure::missing_map(SOURCES))?;
-    let data = measure::map_data(map).ok_or_else(|| measure::missing_map(SOURCES))?;
+    let data = crate::policy::map_data(map).ok_or_else(|| measure::missing_map(SOURCES))?;
     measure::map_bytes(data.fd())
 }
 
