@@ -38,5 +38,24 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         }],
         Toolchain::Custom(BPF_TOOLCHAIN),
-    )
+    )?;
+    // The same program with per-packet aya-log output (`moat run --debug-log`), built into its
+    // own directory so its binaries do not overwrite the shipped ones.
+    let out_dir = std::env::var("OUT_DIR").context("OUT_DIR not set")?;
+    let debug_dir = std::path::Path::new(&out_dir).join("debug-log");
+    std::fs::create_dir_all(&debug_dir).context("creating OUT_DIR/debug-log")?;
+    // SAFETY: as above, nothing else reads the environment meanwhile.
+    unsafe { std::env::set_var("OUT_DIR", &debug_dir) };
+    let built = aya_build::build_ebpf(
+        [Package {
+            name: "filter-ebpf",
+            root_dir: ebpf_dir,
+            features: &["debug-log"],
+            ..Default::default()
+        }],
+        Toolchain::Custom(BPF_TOOLCHAIN),
+    );
+    // SAFETY: as above.
+    unsafe { std::env::set_var("OUT_DIR", &out_dir) };
+    built
 }

@@ -28,6 +28,14 @@ pub fn moat(ctx: XdpContext) -> u32 {
     // SAFETY: a per-CPU slot from a successful lookup; only this program run uses it.
     let packet = unsafe { &mut *packet };
     let reason = run(&ctx, settings, packet);
+    #[cfg(feature = "debug-log")]
+    aya_log_ebpf::debug!(
+        &ctx,
+        "moat: reason {} proto {} dst port {}",
+        reason as u32,
+        packet.l4_proto,
+        packet.dst_port
+    );
     verdict::apply(
         &ctx,
         reason,

@@ -241,6 +241,11 @@ pub struct RunArgs {
     /// at stop, and restored from when a fresh filter attaches.
     #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// Load the build of the program that logs every verdict through aya-log (at debug level:
+    /// RUST_LOG=debug). Much slower; for finding out why packets get their verdicts. A
+    /// running filter is taken over by it, and back, with no gap.
+    #[arg(long)]
+    pub debug_log: bool,
 }
 
 /// Arguments of `moat stats`.

@@ -144,6 +144,7 @@ async fn serve(
         force: args.force,
         policy: Policy::compile(&config, args.dry_run),
         capacities,
+        debug_log: args.debug_log,
     };
     let mut filter = Filter::attach(&request, Some(lock))?;
     state
@@ -182,6 +183,11 @@ async fn serve(
         }
     }
     let mut ring = open_ring(&filter)?;
+    let mut debug_log = if args.debug_log {
+        Some(open_debug_log(&mut filter)?)
+    } else {
+        None
+    };
     let notifier = Notifier::from_env();
     notifier.ready(&format!("protecting {iface}"));
 
@@ -222,6 +228,12 @@ async fn serve(
                         guard.clear_ready();
                     }
                     Err(err) => warn!("waiting on the samples ring failed iface={iface} error={err}"),
+                }
+            }
+            readable = readable_debug_log(&mut debug_log) => {
+                if let Ok(mut guard) = readable {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
                 }
             }
             _ = tick.tick() => {
@@ -340,6 +352,31 @@ fn open_ring(filter: &Filter) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
     // (which owns the ring) is dropped.
     unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|error| anyhow::anyhow!("registering the samples ring: {error}"))
+}
+
+/// The program's aya-log ring, registered with the runtime.
+fn open_debug_log(filter: &mut Filter) -> anyhow::Result<DebugLog> {
+    let logger =
+        aya_log::EbpfLogger::init(filter.ebpf_mut()).context("starting the program's log")?;
+    // SAFETY: the logger owns its ring's descriptor, which stays open and the same until the
+    // AsyncFd (which owns the logger) is dropped.
+    unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+        .map_err(|error| anyhow::anyhow!("registering the program's log: {error}"))
+}
+
+/// The program's aya-log ring as the runtime watches it.
+type DebugLog = AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>;
+
+/// Waits until the program's log has records, or forever without `--debug-log`.
+async fn readable_debug_log<'a>(
+    log: &'a mut Option<DebugLog>,
+) -> std::io::Result<
+    tokio::io::unix::AsyncFdReadyMutGuard<'a, aya_log::EbpfLogger<&'static dyn log::Log>>,
+> {
+    match log {
+        Some(log) => log.readable_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Reads every record waiting in the ring.

@@ -30,3 +30,8 @@ pub mod verify;
 /// The XDP object the daemon loads and the tests run, built by `build.rs` from `filter-ebpf`.
 pub static FILTER_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/moat-filter"));
+
+/// The same program built with its `debug-log` feature: it logs every verdict through aya-log
+/// (`moat run --debug-log`). Slower; for finding out why a packet got its verdict.
+pub static FILTER_OBJECT_DEBUG_LOG: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/debug-log/moat-filter"));

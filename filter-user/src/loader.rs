@@ -27,20 +27,22 @@ use filter_common::maps::{
 use log::warn;
 
 use crate::{
-    FILTER_OBJECT,
+    FILTER_OBJECT, FILTER_OBJECT_DEBUG_LOG,
     cli::Mode,
     migrate::{self, Fit, MigrateError, Pinned},
     pins::{PinDir, remove_if_present},
     policy::{self, ControlError, Policy, PolicyLock, PolicyMaps},
 };
 
-/// Environment variable naming another build of the XDP object to load instead of the one
-/// embedded in this binary (the upgrade test runs two builds whose programs differ).
+/// Environment variable naming a build of the XDP object to load instead of the ones embedded
+/// in this binary (for developers trying a program build; the tests load a broken one).
 pub const OBJECT_ENV: &str = "MOAT_OBJECT";
 
-/// The XDP object to load: the embedded one, or the file [`OBJECT_ENV`] names.
-fn filter_object() -> Result<std::borrow::Cow<'static, [u8]>, LoadError> {
+/// The XDP object to load: the embedded one (with `debug_log`, its aya-log build), or the file
+/// [`OBJECT_ENV`] names.
+fn filter_object(debug_log: bool) -> Result<std::borrow::Cow<'static, [u8]>, LoadError> {
     match std::env::var_os(OBJECT_ENV) {
+        None if debug_log => Ok(std::borrow::Cow::Borrowed(FILTER_OBJECT_DEBUG_LOG)),
         None => Ok(std::borrow::Cow::Borrowed(FILTER_OBJECT)),
         Some(path) => std::fs::read(&path)
             .map(std::borrow::Cow::Owned)
@@ -70,6 +72,8 @@ pub struct AttachRequest {
     pub policy: Policy,
     /// Map capacities, fixed at load.
     pub capacities: Capacities,
+    /// Load the aya-log build of the program.
+    pub debug_log: bool,
 }
 
 /// Map capacities fixed when the program loads.
@@ -209,9 +213,8 @@ pub enum LoadError {
     },
     /// The maps an earlier run pinned cannot be carried over.
     #[error(
-        "{source}; the filter already attached to {iface} stays attached (to start afresh: \
-         `moat detach --iface {iface}`, then start moat again; lists and bans are restored from \
-         the state directory)"
+        "{source} (to start afresh: `moat detach --iface {iface}`, then start moat again; the \
+         lists and bans are restored from the state directory)"
     )]
     Migrate {
         /// The interface.
@@ -283,7 +286,7 @@ impl Filter {
         })?;
         // The persistent maps are reused if an earlier run pinned them, so counters continue;
         // if their layout changed, they are carried over into new ones.
-        let object = filter_object()?;
+        let object = filter_object(request.debug_log)?;
         let planned = plan_pins(
             iface,
             &object,
@@ -291,7 +294,15 @@ impl Filter {
             PERSISTENT_MAPS.iter().map(|name| (*name, pins.map(name))),
         )?;
         let mut loader = EbpfLoader::new();
-        reuse(&mut loader, &planned);
+        // Reused where they fit; created and pinned by aya where nothing is pinned yet.
+        for name in PERSISTENT_MAPS {
+            let replaced = planned
+                .iter()
+                .any(|pinned| pinned.name == *name && matches!(pinned.fit, Fit::Replace { .. }));
+            if !replaced {
+                loader.map_pin_path(name, pins.map(name));
+            }
+        }
         let mut ebpf = load_object(&mut loader, &object, capacities, &pins)?;
         let replaced = carry_over(iface, &mut ebpf, planned)?;
         repin_all(&ebpf, &pins, &replaced)?;
@@ -351,18 +362,21 @@ impl Filter {
             iface: iface.to_string(),
             reason,
         };
-        let object = filter_object().map_err(|error| refused(error.to_string()))?;
+        let object =
+            filter_object(request.debug_log).map_err(|error| refused(error.to_string()))?;
         let planned = plan_pins(
             iface,
             &object,
             request.capacities,
             ALL_MAPS.iter().map(|name| (*name, pins.map(name))),
-        )?;
+        )
+        .map_err(|error| refused(error.to_string()))?;
         let mut loader = EbpfLoader::new();
         reuse(&mut loader, &planned);
         let mut ebpf = load_object(&mut loader, &object, request.capacities, &pins)
             .map_err(|error| refused(error.to_string()))?;
-        let replaced = carry_over(iface, &mut ebpf, planned)?;
+        let replaced =
+            carry_over(iface, &mut ebpf, planned).map_err(|error| refused(error.to_string()))?;
         // Under the policy lock until the swap, so no `moat set` lands between the policy
         // written here and the program that reads it.
         let policy_lock = PolicyLock::acquire(iface).map_err(|error| refused(error.to_string()))?;
@@ -371,7 +385,7 @@ impl Filter {
             .map_err(|error| refused(error.to_string()))?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
-            .ok_or(LoadError::MissingProgram)?
+            .ok_or_else(|| refused(LoadError::MissingProgram.to_string()))?
             .try_into()
             .map_err(|error: ProgramError| refused(error.to_string()))?;
         program
