@@ -124,8 +124,11 @@ pub const PERSISTENT_MAPS: &[&str] = &[COUNTERS, BAN_EVENTS];
 /// Directory on bpffs under which each interface's persistent maps are pinned.
 pub const COUNTER_PIN_ROOT: &str = "/sys/fs/bpf/moat-counters";
 
-/// Capacity of each trusted-upstream trie.
-pub const MAX_TRUSTED_ENTRIES: u32 = 1024;
+/// Trusted-upstream prefixes one policy slot holds at most (per address family).
+pub const MAX_TRUSTED_PER_SLOT: u32 = 1024;
+
+/// Capacity of each trusted-upstream trie: both policy slots' prefixes.
+pub const MAX_TRUSTED_ENTRIES: u32 = POLICY_SLOTS * MAX_TRUSTED_PER_SLOT;
 
 /// Capacity of `BANS` in the object; the loader may change it (`max_bans`).
 pub const DEFAULT_MAX_BANS: u32 = 65_536;

@@ -462,6 +462,39 @@ impl BanLog {
         }
     }
 
+    /// Compares what the log knows with the bans in force (from the daemon's periodic count):
+    /// manual bans it has not seen are logged as issued (they come from `moat ban add`, not
+    /// from the program), and bans it knows that are gone early (`moat ban del`) as lifted.
+    pub fn reconcile(&mut self, in_force: &[(SourceKey, Ban)]) {
+        let current: std::collections::HashMap<SourceKey, &Ban> =
+            in_force.iter().map(|(key, ban)| (*key, ban)).collect();
+        let lifted: Vec<SourceKey> = self
+            .ends
+            .keys()
+            .filter(|key| !current.contains_key(key))
+            .copied()
+            .collect();
+        for key in lifted {
+            self.ends.remove(&key);
+            log::info!(
+                "unbanned iface={} source={}",
+                self.iface,
+                describe(&key, self.v6_prefix)
+            );
+        }
+        for (key, ban) in in_force {
+            if ban.flags & BAN_MANUAL != 0 && !self.ends.contains_key(key) {
+                if self.ends.len() < self.capacity {
+                    self.ends.insert(*key, ban.until_ns);
+                }
+                self.issued_count += 1;
+                if self.issued.len() <= BURST_LINES {
+                    self.issued.push((*key, *ban));
+                }
+            }
+        }
+    }
+
     /// Logs what arrived since the last flush and the bans that ended by `now_ns` (the
     /// program's clock).
     pub fn flush(&mut self, now_ns: u64) {

@@ -16,7 +16,10 @@ use std::{
 use filter_common::{
     CLASS_COUNT, Class, Settings,
     classify::REFLECTOR_PORTS,
-    maps::{DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES, DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES},
+    maps::{
+        DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES, DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES,
+        MAX_TRUSTED_PER_SLOT,
+    },
     ports::{PORT_COUNT, PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
     rate::Limit,
     settings::{
@@ -622,6 +625,17 @@ impl Config {
                     v.problem(Some(entry.span()), "reflection.trusted", error.to_string())
                 }
             }
+        }
+        if trusted.len() > MAX_TRUSTED_PER_SLOT as usize {
+            v.problem(
+                None,
+                "reflection.trusted",
+                format!(
+                    "{} prefixes listed; at most {MAX_TRUSTED_PER_SLOT} fit (list covering \
+                     prefixes instead)",
+                    trusted.len()
+                ),
+            );
         }
 
         let class_limits = |v: &mut Validator,

@@ -247,10 +247,13 @@ async fn serve(
                 }
                 if last_count.is_none_or(|at| at.elapsed() >= COUNT_EVERY) {
                     last_count = Some(Instant::now());
-                    if let Some((tracked, banned)) = metrics::count_tables(&pins) {
+                    if let Some((tracked, in_force)) = metrics::count_tables(&pins) {
                         state.tracked_sources.store(tracked, Ordering::Relaxed);
-                        state.banned_sources.store(banned, Ordering::Relaxed);
+                        state
+                            .banned_sources
+                            .store(in_force.len() as u64, Ordering::Relaxed);
                         state.tables_counted.store(true, Ordering::Relaxed);
+                        ban_log.reconcile(&in_force);
                     }
                 }
                 if last_upstreams.elapsed() >= UPSTREAMS_EVERY {

@@ -65,10 +65,10 @@ pub struct DaemonState {
     pub tables_counted: AtomicBool,
 }
 
-/// Counts the sources with per-source state and the bans in force in the filter pinned at
-/// `pins`. It walks both tables, so the daemon calls it at a fixed pace in the background,
-/// never per scrape.
-pub fn count_tables(pins: &PinDir) -> Option<(u64, u64)> {
+/// The sources with per-source state and the bans in force (with their keys) in the filter
+/// pinned at `pins`. It walks both tables, so the daemon calls it at a fixed pace in the
+/// background, never per scrape.
+pub fn count_tables(pins: &PinDir) -> Option<(u64, Vec<(SourceKey, Ban)>)> {
     let open = |name: &str| MapData::from_pin(pins.map(name)).ok();
     let settings = policy::pinned_settings(pins).ok()?;
     let now = settings.now_ns(monotonic_ns());
@@ -77,12 +77,12 @@ pub fn count_tables(pins: &PinDir) -> Option<(u64, u64)> {
     let tracked = sources.keys().filter(Result::is_ok).count() as u64;
     let bans: HashMap<MapData, SourceKey, Ban> =
         HashMap::try_from(Map::HashMap(open(BANS)?)).ok()?;
-    let banned = bans
+    let in_force = bans
         .iter()
         .filter_map(Result::ok)
         .filter(|(_, ban)| ban.enforced(now, settings.dry_run()))
-        .count() as u64;
-    Some((tracked, banned))
+        .collect();
+    Some((tracked, in_force))
 }
 
 /// Records lost because the samples ring was full, summed over CPUs.

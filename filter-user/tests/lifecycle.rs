@@ -7,7 +7,6 @@
 mod support;
 
 use std::{
-    io::Write,
     net::{Ipv4Addr, SocketAddrV4},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -40,33 +39,6 @@ fn xdp_attached(pair: &Pair) -> bool {
         .contains("xdp")
 }
 
-/// A visitor from `source` exchanges a message with the origin's echo server.
-fn visit(pair: &Pair, server: &EchoServer, source: Ipv4Addr) -> bool {
-    let to = SocketAddrV4::new(pair.origin_end.ipv4, 8080);
-    std::thread::scope(|scope| {
-        let served = scope.spawn(|| server.serve_one());
-        let echoed = pair
-            .client
-            .enter(|| -> std::io::Result<bool> {
-                use std::io::Read;
-                let socket =
-                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-                socket.bind(&std::net::SocketAddr::from((source, 0)).into())?;
-                socket.connect_timeout(&to.into(), Duration::from_secs(3))?;
-                let mut stream = std::net::TcpStream::from(socket);
-                stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-                stream.write_all(b"hello")?;
-                let mut echo = [0u8; 5];
-                stream.read_exact(&mut echo)?;
-                Ok(&echo == b"hello")
-            })
-            .expect("entering the client")
-            .unwrap_or(false);
-        let _ = served.join();
-        echoed
-    })
-}
-
 #[test]
 fn a_restart_after_sigkill_takes_over_under_a_denied_flood_and_leaks_nothing() {
     require_root();
@@ -79,7 +51,7 @@ fn a_restart_after_sigkill_takes_over_under_a_denied_flood_and_leaks_nothing() {
     pair.moat_ok(&["deny", "add", "--iface", &iface, "198.19.0.0/16"]);
     pair.moat_ok(&["ban", "add", "--iface", &iface, "--for", "1h", "192.0.2.7"]);
     assert!(
-        visit(&pair, &server, pair.client_end.ipv4),
+        pair.visit(&server, pair.client_end.ipv4),
         "a returning visitor before the restart"
     );
 
@@ -140,13 +112,13 @@ fn a_restart_after_sigkill_takes_over_under_a_denied_flood_and_leaks_nothing() {
             .expect("total");
         // Visitors during the flood, after the take-over: a returning one and a first-time one.
         assert!(
-            visit(&pair, &server, pair.client_end.ipv4),
+            pair.visit(&server, pair.client_end.ipv4),
             "a returning visitor during the flood, after the take-over"
         );
         let new = Ipv4Addr::new(198, 18, 0, 77);
         pair.add_client_address(new);
         assert!(
-            visit(&pair, &server, new),
+            pair.visit(&server, new),
             "a first-time visitor during the flood, after the take-over"
         );
         stop.store(true, Ordering::Relaxed);
@@ -358,18 +330,62 @@ fn a_burst_of_bans_is_logged_as_a_count_not_a_line_each() {
     require_root();
     let pair = Pair::create();
     let iface = pair.origin_end.iface.clone();
-    let daemon = pair.start(&[]);
-    let mut bans = moat::bans::PinnedBans::open(&iface).expect("the pinned bans");
-    for n in 0..30u8 {
-        bans.add(
-            std::net::IpAddr::V4(Ipv4Addr::new(203, 0, 113, n)),
-            Duration::from_secs(3600),
-        )
-        .expect("a ban");
-    }
+    let dir = support::TempDir::new("burst");
+    // 30 spoofed sources, each far over a tiny UDP limit: each earns a ban at its first strike.
+    let config = dir.write(
+        "moat.toml",
+        "[limits.source.udp]\npps = 10\nburst = 10\n[bans]\nafter_strikes = 1\n",
+    );
+    let daemon = pair.start(&["--config", &config]);
+    // A socket the datagrams reach, so they get as far as the rate stage.
+    let _socket = pair
+        .origin
+        .enter(|| std::net::UdpSocket::bind(SocketAddrV4::new(pair.origin_end.ipv4, 5300)))
+        .expect("entering the origin")
+        .expect("the origin's socket");
+    let template = traffic::udp_frame(&pair.client_end, &pair.origin_end, 5300, b"burst");
+    let mut src_base_be = [0u8; 16];
+    src_base_be[..4].copy_from_slice(&[203, 0, 113, 0]);
+    let plan = FloodPlan {
+        template,
+        config: FloodConfig {
+            src_base_be,
+            src_count: 30,
+            l3_offset: 14,
+            l4_offset: 34,
+            ip_version: 4,
+            l4_kind: L4_UDP,
+            random_src_port: 1,
+            ..FloodConfig::default()
+        },
+    };
+    let stop = AtomicBool::new(false);
+    let issued = || count(&stats_json(&iface), "drop", "banned").0;
+    std::thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            flood_every_cpu(
+                &pair.client,
+                &pair.client_end.iface,
+                std::slice::from_ref(&plan),
+                20_000,
+                Duration::from_secs(20),
+                &stop,
+            )
+        });
+        wait_until(
+            "the 30 sources to be banned",
+            Duration::from_secs(15),
+            || issued() >= 1_000 && moat_bans(&pair, &iface) == 30,
+        );
+        stop.store(true, Ordering::Relaxed);
+        flood
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .expect("the flood");
+    });
     let summary_count = |log: &str| -> u64 {
         log.lines()
-            .filter_map(|line| line.split("banned iface=").nth(1))
+            .filter_map(|line| line.split("] banned iface=").nth(1))
             .filter_map(|rest| rest.split(" count=").nth(1))
             .filter_map(|count| count.split_whitespace().next()?.parse::<u64>().ok())
             .sum()
@@ -388,6 +404,11 @@ fn a_burst_of_bans_is_logged_as_a_count_not_a_line_each() {
         },
     );
     let log = daemon.log();
+    assert_eq!(
+        summary_count(&log) + single_lines(&log),
+        30,
+        "every ban logged once, from the program's ban records: {log}"
+    );
     assert!(
         summary_count(&log) >= 20,
         "a summary line carries the burst: {log}"
@@ -396,7 +417,15 @@ fn a_burst_of_bans_is_logged_as_a_count_not_a_line_each() {
         single_lines(&log) <= 10,
         "at most a handful of single lines: {log}"
     );
-    assert_eq!(summary_count(&log) + single_lines(&log), 30, "{log}");
+}
+
+/// How many bans `moat ban list` shows.
+fn moat_bans(pair: &Pair, iface: &str) -> usize {
+    pair.moat_ok(&["ban", "list", "--iface", iface])
+        .lines()
+        .skip(1)
+        .filter(|line| !line.trim().is_empty())
+        .count()
 }
 
 #[test]
@@ -467,40 +496,32 @@ fn reloads_during_a_stream_of_resolver_replies_drop_none() {
     );
 }
 
-#[test]
-fn a_take_over_that_fails_leaves_the_running_filter_attached_and_dropping() {
-    require_root();
-    let pair = Pair::create();
+/// Runs `moat run` on the pair's origin with `env`, expecting a refusal; returns its stderr.
+fn refused_run(pair: &Pair, env: &[(&str, &std::path::Path)]) -> String {
     let iface = pair.origin_end.iface.clone();
-    let first = pair.start(&[]);
-    pair.moat_ok(&["deny", "add", "--iface", &iface, "198.19.0.0/16"]);
-    first.kill().expect("killing the daemon");
-    // An upgrade whose maps no longer fit the pinned ones: here the pinned HEADERS map is
-    // replaced by one of another layout, which the new program cannot use.
-    let pin = moat::pins::PinDir::for_iface(&iface).map(filter_common::maps::HEADERS);
-    std::fs::remove_file(&pin).expect("removing the HEADERS pin");
-    let other = aya::Ebpf::load(moat::lab::flood::FLOOD_OBJECT).expect("another object");
-    other
-        .map(filter_common::flood::FLOOD_CONFIG)
-        .expect("a map of another layout")
-        .pin(&pin)
-        .expect("pinning it as HEADERS");
     let state = support::TempDir::new("refused");
-    let refused = pair
-        .origin
-        .command(support::moat_bin())
+    let mut command = pair.origin.command(support::moat_bin());
+    command
         .args(["run", "--iface", &iface, "--metrics", "off", "--state-dir"])
-        .arg(&state.0)
-        .output()
-        .expect("running moat run");
+        .arg(&state.0);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let refused = command.output().expect("running moat run");
     let message = stderr(&refused);
     assert_eq!(refused.status.code(), Some(2), "{message}");
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
     assert!(
         message.contains("stays attached and protecting"),
         "the refusal says the running filter stays: {message}"
     );
-    assert!(xdp_attached(&pair), "the old filter is still attached");
-    let before = count(&stats_json(&iface), "drop", "denylist").0;
+    message
+}
+
+/// Sends 20 denied SYNs and waits for the filter on the origin to drop them.
+fn denied_frames_are_dropped(pair: &Pair) {
+    let iface = &pair.origin_end.iface;
+    let before = count(&stats_json(iface), "drop", "denylist").0;
     let frames: Vec<Vec<u8>> = (0u8..20)
         .map(|n| {
             traffic::syn_frame(
@@ -515,8 +536,48 @@ fn a_take_over_that_fails_leaves_the_running_filter_attached_and_dropping() {
     wait_until(
         "the old filter to drop them",
         Duration::from_secs(5),
-        || count(&stats_json(&iface), "drop", "denylist").0 >= before + 20,
+        || count(&stats_json(iface), "drop", "denylist").0 >= before + 20,
     );
+}
+
+#[test]
+fn a_take_over_that_fails_leaves_the_running_filter_attached_and_dropping() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let first = pair.start(&[]);
+    pair.moat_ok(&["deny", "add", "--iface", &iface, "198.19.0.0/16"]);
+    first.kill().expect("killing the daemon");
+
+    // A new build whose program fails to load: here, a truncated object.
+    let dir = support::TempDir::new("broken");
+    let broken = std::path::Path::new(&dir.0).join("moat-filter");
+    std::fs::write(&broken, &moat::FILTER_OBJECT[..4096]).expect("writing a broken object");
+    refused_run(&pair, &[(moat::loader::OBJECT_ENV, &broken)]);
+    assert!(xdp_attached(&pair), "the old filter is still attached");
+    denied_frames_are_dropped(&pair);
+
+    // An upgrade whose stateful maps changed their entries' layout, which moat cannot carry
+    // over: here the pinned BANS map is replaced by one of another layout.
+    let pin = moat::pins::PinDir::for_iface(&iface).map(filter_common::maps::BANS);
+    let bans = aya::maps::MapData::from_pin(&pin).expect("the pinned BANS");
+    std::fs::remove_file(&pin).expect("removing the BANS pin");
+    let other = aya::Ebpf::load(moat::lab::flood::FLOOD_OBJECT).expect("another object");
+    other
+        .map(filter_common::flood::FLOOD_CONFIG)
+        .expect("a map of another layout")
+        .pin(&pin)
+        .expect("pinning it as BANS");
+    let message = refused_run(&pair, &[]);
+    assert!(
+        message.contains("BANS") && message.contains("cannot carry them over"),
+        "the refusal names the map it cannot migrate: {message}"
+    );
+    assert!(xdp_attached(&pair), "the old filter is still attached");
+    // Put the running filter's own ban table back where `moat stats` reads it.
+    std::fs::remove_file(&pin).expect("removing the foreign pin");
+    bans.pin(&pin).expect("pinning BANS back");
+    denied_frames_are_dropped(&pair);
     pair.moat_ok(&["detach", "--iface", &iface]);
 }
 

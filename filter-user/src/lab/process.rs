@@ -91,8 +91,8 @@ impl Daemon {
                     .iter()
                     .flat_map(|dir| [std::ffi::OsStr::new("--state-dir"), dir.as_os_str()]),
             )
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

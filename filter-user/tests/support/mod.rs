@@ -63,6 +63,34 @@ impl Pair {
         }
     }
 
+    /// A visitor from `source` (an address of the client) connects to the origin's echo
+    /// server on port 8080 and exchanges a message; returns whether it was served.
+    pub fn visit(&self, server: &moat::lab::traffic::EchoServer, source: Ipv4Addr) -> bool {
+        use std::io::{Read as _, Write as _};
+        let to = std::net::SocketAddrV4::new(self.origin_end.ipv4, 8080);
+        std::thread::scope(|scope| {
+            let served = scope.spawn(|| server.serve_one());
+            let echoed = self
+                .client
+                .enter(|| -> std::io::Result<bool> {
+                    let socket =
+                        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                    socket.bind(&std::net::SocketAddr::from((source, 0)).into())?;
+                    socket.connect_timeout(&to.into(), Duration::from_secs(3))?;
+                    let mut stream = std::net::TcpStream::from(socket);
+                    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+                    stream.write_all(b"hello")?;
+                    let mut echo = [0u8; 5];
+                    stream.read_exact(&mut echo)?;
+                    Ok(&echo == b"hello")
+                })
+                .expect("entering the client")
+                .unwrap_or(false);
+            let _ = served.join();
+            echoed
+        })
+    }
+
     /// Starts `moat run` on the origin end with `extra` arguments.
     pub fn start(&self, extra: &[&str]) -> Daemon {
         Daemon::start(&self.origin, moat_bin(), &self.origin_end.iface, extra)
