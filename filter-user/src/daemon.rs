@@ -237,6 +237,7 @@ async fn serve(
                 }
             }
             _ = tick.tick() => {
+                notifier.alive();
                 // Peers that completed a handshake (before moat started, too) are verified.
                 verify::refresh(filter.ebpf_mut(), running.bans.ipv6_prefix, &mut verified);
                 if let Ok(settings) = policy::pinned_settings(&pins) {
@@ -529,6 +530,22 @@ pub fn syncookies_advice(mode: SynCookies, value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restart_job_is_told_from_a_stop() {
+        let jobs = "1234 moat@eth0.service restart running\n1240 other.service start waiting\n";
+        assert!(restart_job_for(jobs, "moat@eth0.service"));
+        assert!(!restart_job_for(jobs, "moat@eth1.service"));
+        assert!(!restart_job_for(
+            "1234 moat@eth0.service stop running\n",
+            "moat@eth0.service"
+        ));
+        assert!(restart_job_for(
+            "77 moat@eth0.service try-restart running\n",
+            "moat@eth0.service"
+        ));
+        assert!(!restart_job_for("", "moat@eth0.service"));
+    }
 
     #[test]
     fn syncookie_advice_names_the_sysctl_to_set() {

@@ -12,6 +12,7 @@ const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 #[derive(Debug)]
 pub struct Notifier {
     target: Option<PathBuf>,
+    watchdog: bool,
 }
 
 impl Notifier {
@@ -23,9 +24,25 @@ impl Notifier {
             && path.as_os_str().as_encoded_bytes().first() == Some(&b'@')
         {
             log::warn!("abstract NOTIFY_SOCKET is not supported, not notifying systemd");
-            return Notifier { target: None };
+            return Notifier {
+                target: None,
+                watchdog: false,
+            };
         }
-        Notifier { target }
+        // `WatchdogSec=` sets WATCHDOG_USEC (and WATCHDOG_PID, which must be ours).
+        let watchdog = std::env::var_os("WATCHDOG_USEC").is_some()
+            && std::env::var("WATCHDOG_PID")
+                .map_or(true, |pid| pid.trim() == std::process::id().to_string());
+        Notifier { target, watchdog }
+    }
+
+    /// The daemon's loop is alive: `WATCHDOG=1`, if systemd watches it. If the loop ever
+    /// stalls, systemd kills the daemon and starts it again, and the new one takes the
+    /// filter over (which stayed attached throughout).
+    pub fn alive(&self) {
+        if self.watchdog {
+            self.send("WATCHDOG=1\n");
+        }
     }
 
     /// The filter is attached: `READY=1`, with a status line.
