@@ -57,7 +57,7 @@ pub enum BanError {
         /// What is wrong.
         reason: String,
     },
-    /// The ban table is full of manual bans.
+    /// The ban table is full of manual bans (or kept refilling faster than room was made).
     #[error(
         "the ban table of {iface} is full of manual bans ({capacity}); nothing was added. Delete \
          some with `moat ban del`, or raise max_bans in the config and restart moat"
@@ -111,6 +111,9 @@ pub fn monotonic_ns() -> u64 {
         .saturating_mul(1_000_000_000)
         .saturating_add(now.tv_nsec as u64)
 }
+
+/// How many automatic bans `moat ban add` removes, at most, to make room on a full table.
+const MAKE_ROOM_TRIES: usize = 8;
 
 /// The pinned `BANS` and `SETTINGS` of a running filter.
 pub struct PinnedBans {
@@ -169,7 +172,10 @@ impl PinnedBans {
     /// table is full, the automatic ban closest to its end makes room.
     pub fn add(&mut self, addr: IpAddr, length: Duration) -> Result<String, BanError> {
         let key = key_for(addr, self.settings.v6_source_prefix);
+        let dry_run = self.settings.dry_run();
         let offences = match self.bans.get(&key, 0) {
+            // Offences earned in a dry run do not count once enforcing.
+            Ok(old) if old.flags & BAN_DRY_RUN != 0 && !dry_run => 0,
             Ok(old) => old.offences,
             Err(MapError::KeyNotFound) => 0,
             Err(error) => return Err(self.map_error("reading")(error)),
@@ -185,32 +191,32 @@ impl PinnedBans {
         Ok(describe(&key, self.settings.v6_source_prefix))
     }
 
-    /// Inserts `ban`; if the table is full, removes the automatic entry that ends first and
-    /// tries once more.
+    /// Inserts `ban`; while the table is full, removes the automatic entry that ends first and
+    /// tries again (a few times: under a flood the program may take a freed slot first).
     fn insert_making_room(&mut self, key: SourceKey, ban: Ban) -> Result<(), BanError> {
-        match self.bans.insert(key, ban, 0) {
-            Ok(()) => return Ok(()),
-            Err(error) if !is_full(&error) => return Err(self.map_error("writing")(error)),
-            Err(_) => {}
+        for _ in 0..MAKE_ROOM_TRIES {
+            match self.bans.insert(key, ban, 0) {
+                Ok(()) => return Ok(()),
+                Err(error) if !is_full(&error) => return Err(self.map_error("writing")(error)),
+                Err(_) => {}
+            }
+            let victim = self
+                .bans
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, old)| old.flags & BAN_MANUAL == 0)
+                .min_by_key(|(_, old)| old.until_ns)
+                .map(|(key, _)| key);
+            let Some(victim) = victim else {
+                break;
+            };
+            // Gone already (swept, or expired and removed) is as good.
+            let _ = self.bans.remove(&victim);
         }
-        let victim = self
-            .bans
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, old)| old.flags & BAN_MANUAL == 0)
-            .min_by_key(|(_, old)| old.until_ns)
-            .map(|(key, _)| key);
-        let Some(victim) = victim else {
-            return Err(BanError::Full {
-                iface: self.iface.clone(),
-                capacity: self.bans.map().info().map_or(0, |info| info.max_entries()),
-            });
-        };
-        // Gone already (swept or expired and removed) is as good.
-        let _ = self.bans.remove(&victim);
-        self.bans
-            .insert(key, ban, 0)
-            .map_err(self.map_error("writing"))
+        Err(BanError::Full {
+            iface: self.iface.clone(),
+            capacity: self.bans.map().info().map_or(0, |info| info.max_entries()),
+        })
     }
 
     /// Adds one to the `banned` slot of `BAN_EVENTS` (manual bans), best effort: a failure
@@ -359,8 +365,13 @@ pub fn describe(key: &SourceKey, v6_prefix: u32) -> String {
     }
 }
 
-/// Deletes bans that expired more than `forget_after_ns` ago from a loaded object's `BANS`;
-/// returns how many.
+/// Share of the ban table in use above which expired bans are forgotten at once, whatever
+/// `bans.forget_after` says: the table is not LRU, so remembered repeat offenders must not keep
+/// new offenders from being banned.
+pub const CROWDED_PERCENT: usize = 90;
+
+/// Deletes bans that expired more than `forget_after_ns` ago from a loaded object's `BANS`
+/// (every expired ban when the table is over [`CROWDED_PERCENT`] full); returns how many.
 pub fn sweep(ebpf: &mut aya::Ebpf, forget_after_ns: u64) -> Result<usize, MapError> {
     let now = policy::object_settings(ebpf)
         .map_err(|_| MapError::InvalidName {
@@ -371,14 +382,17 @@ pub fn sweep(ebpf: &mut aya::Ebpf, forget_after_ns: u64) -> Result<usize, MapErr
         name: BANS.to_string(),
     })?;
     let mut bans: HashMap<&mut MapData, SourceKey, Ban> = HashMap::try_from(map)?;
-    let stale: Vec<SourceKey> = bans
+    let capacity = bans.map().info()?.max_entries() as usize;
+    let entries: Vec<(SourceKey, Ban)> = bans.iter().filter_map(Result::ok).collect();
+    let crowded = entries.len() * 100 > capacity * CROWDED_PERCENT;
+    let keep_for = if crowded { 0 } else { forget_after_ns };
+    let stale: Vec<SourceKey> = entries
         .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, ban)| ban.until_ns.saturating_add(forget_after_ns) < now)
-        .map(|(key, _)| key)
+        .filter(|(_, ban)| ban.until_ns.saturating_add(keep_for) < now)
+        .map(|(key, _)| *key)
         .collect();
     for key in &stale {
-        // Already gone (evicted, or re-banned and then deleted) is fine.
+        // Already gone (re-banned and then deleted) is fine.
         let _ = bans.remove(key);
     }
     Ok(stale.len())

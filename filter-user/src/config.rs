@@ -35,8 +35,9 @@ use crate::{cidr::Cidr, cli::Mode};
 /// Where `moat run` looks for a configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/moat/moat.toml";
 
-/// The largest capacity accepted for a list or table (entries are allocated as used, so this
-/// bounds memory, not a preallocation).
+/// The largest capacity accepted for a list or table. The tries allocate entries as used; the
+/// ban and per-source tables are allocated whole when the program loads (about 100 bytes an
+/// entry), so their capacity is memory spent up front.
 pub const MAX_CAPACITY: u32 = 16_777_216;
 
 /// The smallest byte burst accepted when a byte rate is set: one full Ethernet frame with a
@@ -204,7 +205,9 @@ pub struct Config {
     pub deny_capacity: u32,
     /// Sources (per class) whose rate state is kept; the least recently seen are evicted.
     pub max_tracked_sources: u32,
-    /// Bans (and remembered expired bans) kept; the least recently seen are evicted.
+    /// Bans (and remembered expired bans) kept. Nothing is evicted: when full, no new
+    /// automatic ban is recorded (the source stays rate-limited), expired bans are forgotten at
+    /// once, and `moat ban add` removes the automatic ban closest to its end.
     pub max_bans: u32,
     /// One dropped packet in this many is sampled for `moat top`; 0 samples none.
     pub sample_every: u32,

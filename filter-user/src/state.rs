@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use filter_common::source::{BAN_CLASS, Ban, SourceKey};
+use filter_common::source::{BAN_CLASS, BAN_MANUAL, Ban, SourceKey};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -204,10 +204,14 @@ pub fn restore(iface: &str, dir: &Path) -> Result<Restored, StateError> {
     let mut bans = PinnedBans::open(iface)?;
     let now_ns = bans.clock_ns();
     let now_ms = unix_ms_now();
-    for ban in &saved.bans {
+    // Manual bans first: they make room if the table is full; an automatic one that no longer
+    // fits (a smaller max_bans) is skipped, not fatal.
+    let mut saved_bans: Vec<&SavedBan> = saved.bans.iter().collect();
+    saved_bans.sort_by_key(|ban| ban.flags & BAN_MANUAL == 0);
+    for ban in saved_bans {
         let left = Duration::from_millis(ban.until_unix_ms.saturating_sub(now_ms));
         let key = SourceKey::for_addr(ban.source, BAN_CLASS, 128);
-        bans.restore(
+        let restoring = bans.restore(
             key,
             Ban {
                 until_ns: now_ns.saturating_add(left.as_nanos() as u64),
@@ -215,8 +219,17 @@ pub fn restore(iface: &str, dir: &Path) -> Result<Restored, StateError> {
                 reason: ban.reason as u16,
                 flags: ban.flags,
             },
-        )?;
-        restored.bans += 1;
+        );
+        match restoring {
+            Ok(()) => restored.bans += 1,
+            Err(error) if ban.flags & BAN_MANUAL == 0 => {
+                log::warn!(
+                    "an automatic ban did not fit, skipped iface={iface} source={} error=\"{error}\"",
+                    ban.source
+                );
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
     Ok(restored)
 }

@@ -4,9 +4,10 @@
 //! of the frame's length under the expected `(Verdict, Reason)` and nothing else.
 //!
 //! They cover bans, TCP flags, the fragment policy, closed ports, reflection, per-source and
-//! aggregate rate limits, automatic bans, dry-run and the allowlist's precedence. Every test runs
-//! on the program's fixed clock (`FLAG_FIXED_CLOCK`), so refills and expiries are exact and no
-//! test sleeps. Parsing belongs to `program.rs`; attaching and live traffic to the netns tests.
+//! aggregate rate limits, automatic bans (and a full ban table), dry-run (and the bans it
+//! records) and the allowlist's precedence. Every test runs on the program's fixed clock
+//! (`FLAG_FIXED_CLOCK`), so refills and expiries are exact and no test sleeps. Parsing belongs
+//! to `program.rs`; attaching and live traffic to the netns tests.
 //! They need root to load the program and fail, never pass, without it.
 
 #[expect(
@@ -21,7 +22,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     maps::{
         Array, HashMap, MapError, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
@@ -41,8 +42,8 @@ use filter_common::{
         trusted_v6_key,
     },
     maps::{
-        ALLOW_V4, ALLOW_V6, BANS, COUNTERS, PORTS, PROGRAM_NAME, SETTINGS, SOURCES, TRUSTED_V4,
-        TRUSTED_V6, VERIFIED,
+        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, COUNTERS, DEFAULT_MAX_BANS, PORTS, PROGRAM_NAME,
+        SETTINGS, SOURCES, TRUSTED_V4, TRUSTED_V6, VERIFIED,
     },
     ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
     rate::{Limit, RateState},
@@ -50,7 +51,7 @@ use filter_common::{
         FLAG_DRY_RUN, FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS, FLAG_FIXED_CLOCK,
         FragmentPolicy,
     },
-    source::{BAN_CLASS, Ban, SourceKey, VERIFIED_CLASS},
+    source::{BAN_CLASS, BAN_DRY_RUN, BAN_MANUAL, Ban, SourceKey, VERIFIED_CLASS},
 };
 
 /// `enum xdp_action` in include/uapi/linux/bpf.h.
@@ -117,7 +118,7 @@ fn manual_ban(until_ns: u64) -> Ban {
         until_ns,
         offences: 0,
         reason: Reason::Banned as u16,
-        flags: filter_common::source::BAN_MANUAL,
+        flags: BAN_MANUAL,
     }
 }
 
@@ -145,6 +146,12 @@ impl Filter {
     /// Loads the shipped object and its XDP program and writes [`base_settings`], or panics
     /// saying why it cannot.
     fn load() -> Filter {
+        Filter::load_with_max_bans(DEFAULT_MAX_BANS)
+    }
+
+    /// [`Filter::load`] with `BANS` created for `max_bans` entries, as the daemon does for
+    /// `max_bans` in its configuration.
+    fn load_with_max_bans(max_bans: u32) -> Filter {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
         assert_eq!(
@@ -152,12 +159,15 @@ impl Filter {
             "stage tests load BPF programs and need root (CAP_BPF and CAP_NET_ADMIN); \
              running as euid {euid}: run them as root"
         );
-        let mut ebpf = Ebpf::load(moat::FILTER_OBJECT).unwrap_or_else(|error| {
-            panic!(
-                "loading moat::FILTER_OBJECT failed: {}",
-                error_chain(&error)
-            )
-        });
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(BANS, max_bans)
+            .load(moat::FILTER_OBJECT)
+            .unwrap_or_else(|error| {
+                panic!(
+                    "loading moat::FILTER_OBJECT with {BANS} of {max_bans} entries failed: {}",
+                    error_chain(&error)
+                )
+            });
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .unwrap_or_else(|| panic!("the object has no program named {PROGRAM_NAME:?}"))
@@ -323,6 +333,58 @@ impl Filter {
         let bans = HashMap::<_, SourceKey, Ban>::try_from(map)
             .unwrap_or_else(|error| panic!("{BANS} is not a hash of SourceKey to Ban: {error}"));
         found(bans.get(&source_key(addr, BAN_CLASS), 0), BANS, addr)
+    }
+
+    /// Every `BANS` entry.
+    fn ban_entries(&self) -> Vec<(SourceKey, Ban)> {
+        let map = self
+            .ebpf
+            .map(BANS)
+            .unwrap_or_else(|| panic!("the object has no map {BANS:?}"));
+        HashMap::<_, SourceKey, Ban>::try_from(map)
+            .unwrap_or_else(|error| panic!("{BANS} is not a hash of SourceKey to Ban: {error}"))
+            .iter()
+            .map(|entry| entry.unwrap_or_else(|error| panic!("reading {BANS}: {error}")))
+            .collect()
+    }
+
+    /// Writes `ban` under the `BANS` key of `addr` like [`Filter::ban`], returning the
+    /// kernel's answer instead of panicking.
+    fn try_ban(&mut self, addr: impl Into<IpAddr>, ban: Ban) -> Result<(), MapError> {
+        let map = self
+            .ebpf
+            .map_mut(BANS)
+            .unwrap_or_else(|| panic!("the object has no map {BANS:?}"));
+        HashMap::<_, SourceKey, Ban>::try_from(map)
+            .unwrap_or_else(|error| panic!("{BANS} is not a hash of SourceKey to Ban: {error}"))
+            .insert(source_key(addr.into(), BAN_CLASS), ban, 0)
+    }
+
+    /// Deletes the `BANS` entry under `addr`, which must exist.
+    fn unban(&mut self, addr: impl Into<IpAddr>) {
+        let addr = addr.into();
+        let map = self
+            .ebpf
+            .map_mut(BANS)
+            .unwrap_or_else(|| panic!("the object has no map {BANS:?}"));
+        HashMap::<_, SourceKey, Ban>::try_from(map)
+            .unwrap_or_else(|error| panic!("{BANS} is not a hash of SourceKey to Ban: {error}"))
+            .remove(&source_key(addr, BAN_CLASS))
+            .unwrap_or_else(|error| panic!("deleting the ban of {addr}: {error}"));
+    }
+
+    /// Automatic bans the program has issued for `reason` (`BAN_EVENTS`, summed over CPUs).
+    fn ban_events(&self, reason: Reason) -> u64 {
+        let map = self
+            .ebpf
+            .map(BAN_EVENTS)
+            .unwrap_or_else(|| panic!("the object has no map {BAN_EVENTS:?}"));
+        PerCpuArray::<_, u64>::try_from(map)
+            .unwrap_or_else(|error| panic!("{BAN_EVENTS} is not a per-CPU array of u64: {error}"))
+            .get(&(reason as u32), 0)
+            .unwrap_or_else(|error| panic!("reading {BAN_EVENTS}[{reason:?}]: {error}"))
+            .iter()
+            .sum()
     }
 
     /// The `SOURCES` entry of `addr` (taken as given) in `class`.
@@ -1401,6 +1463,174 @@ fn dry_run_passes_over_limit_packets_as_would_drop() {
             Reason::RateUdp,
         );
     }
+}
+
+#[test]
+fn bans_recorded_in_a_dry_run_are_ignored_once_enforcing() {
+    let mut filter = Filter::load();
+    filter.update(|settings| {
+        banning_settings(settings);
+        settings.flags |= FLAG_DRY_RUN;
+    });
+    let frame = udp(SOURCE_V4);
+    filter.assert_passes("dry run: within the limit", &frame);
+    for strike in 1..=3 {
+        filter.assert_verdict(
+            &format!("dry run: strike {strike}"),
+            &frame,
+            Verdict::WouldDrop,
+            Reason::RateUdp,
+        );
+    }
+    let dry_run_ban = Ban {
+        until_ns: filter.now_ns() + 10 * SECOND_NS,
+        offences: 1,
+        reason: Reason::RateUdp as u16,
+        flags: BAN_DRY_RUN,
+    };
+    assert_eq!(
+        filter.ban_entry(SOURCE_V4),
+        Some(dry_run_ban),
+        "dry run: the third strike records a 10 s ban marked BAN_DRY_RUN"
+    );
+    filter.assert_verdict(
+        "dry run: the banned source would be dropped",
+        &frame,
+        Verdict::WouldDrop,
+        Reason::Banned,
+    );
+
+    // Enforcing from 1 s later: the bucket holds a token again and, by its time, the dry-run
+    // ban has 9 s left.
+    filter.update(|settings| {
+        settings.flags &= !FLAG_DRY_RUN;
+        settings.clock_ns += SECOND_NS;
+    });
+    filter.assert_passes(
+        "enforcing: within the limit, the dry-run ban ignored",
+        &frame,
+    );
+    for strike in 1..=3 {
+        filter.assert_drops(
+            &format!("enforcing: strike {strike}"),
+            &frame,
+            Reason::RateUdp,
+        );
+    }
+    assert_eq!(
+        filter.ban_entry(SOURCE_V4),
+        Some(Ban {
+            until_ns: filter.now_ns() + 10 * SECOND_NS,
+            offences: 1,
+            reason: Reason::RateUdp as u16,
+            flags: 0,
+        }),
+        "enforcing: the third strike is a first offence (10 s), not a second (20 s), and \
+         is not marked BAN_DRY_RUN"
+    );
+    filter.assert_drops("enforcing: banned", &frame, Reason::Banned);
+}
+
+/// Capacity of `BANS` in the full-table test: small, so filling it takes a moment.
+const SMALL_MAX_BANS: u32 = 64;
+
+/// `entries` in a fixed order, to compare two readings of `BANS`.
+fn sorted(mut entries: Vec<(SourceKey, Ban)>) -> Vec<(SourceKey, Ban)> {
+    entries.sort_by_key(|(key, _)| (key.ip_version, key.addr_be));
+    entries
+}
+
+#[test]
+fn a_full_ban_table_records_no_automatic_ban_and_keeps_the_manual_one() {
+    let mut filter = Filter::load_with_max_bans(SMALL_MAX_BANS);
+    filter.update(banning_settings);
+    filter.ban(SOURCE_V4, manual_ban(u64::MAX));
+    // The rest of the table: automatic bans of 198.18.0.1 and on, in force for an hour.
+    let automatic = Ban {
+        until_ns: START_NS + 3_600 * SECOND_NS,
+        offences: 1,
+        reason: Reason::RateUdp as u16,
+        flags: 0,
+    };
+    let banned: Vec<Ipv4Addr> = (1..SMALL_MAX_BANS)
+        .map(|host| Ipv4Addr::new(198, 18, 0, host as u8))
+        .collect();
+    for addr in &banned {
+        filter.ban(*addr, automatic);
+    }
+    let filled = sorted(filter.ban_entries());
+    assert_eq!(
+        filled.len(),
+        SMALL_MAX_BANS as usize,
+        "one manual and {} automatic bans",
+        banned.len()
+    );
+    match filter.try_ban(THIRD_V4, automatic) {
+        Err(MapError::SyscallError(error))
+            if error.io_error.raw_os_error() == Some(libc::E2BIG) => {}
+        other => panic!("{BANS} of {SMALL_MAX_BANS} should be full (E2BIG), got {other:?}"),
+    }
+
+    let frame = udp(OTHER_V4);
+    filter.assert_passes("table full: within the limit", &frame);
+    for strike in 1..=3 {
+        filter.assert_drops(
+            &format!("table full: strike {strike}"),
+            &frame,
+            Reason::RateUdp,
+        );
+    }
+    assert_eq!(
+        filter.ban_entry(OTHER_V4),
+        None,
+        "table full: the third strike records no ban"
+    );
+    assert_eq!(
+        filter.ban_events(Reason::RateUdp),
+        0,
+        "table full: no ban issued, none counted"
+    );
+    filter.assert_drops(
+        "table full: after its third strike, rate-limited, not banned",
+        &frame,
+        Reason::RateUdp,
+    );
+    assert_eq!(
+        sorted(filter.ban_entries()),
+        filled,
+        "table full: nothing evicted, the manual ban least of all"
+    );
+    filter.assert_drops(
+        "table full: the manually banned source",
+        &udp(SOURCE_V4),
+        Reason::Banned,
+    );
+
+    // With room again, the same offence is recorded: strike 1 of the new count came above.
+    filter.unban(banned[0]);
+    for strike in 2..=3 {
+        filter.assert_drops(
+            &format!("room for one: strike {strike}"),
+            &frame,
+            Reason::RateUdp,
+        );
+    }
+    assert_eq!(
+        filter.ban_entry(OTHER_V4),
+        Some(Ban {
+            until_ns: filter.now_ns() + 10 * SECOND_NS,
+            offences: 1,
+            reason: Reason::RateUdp as u16,
+            flags: 0,
+        }),
+        "room for one: the third strike bans"
+    );
+    assert_eq!(
+        filter.ban_events(Reason::RateUdp),
+        1,
+        "room for one: counted"
+    );
+    filter.assert_drops("room for one: banned", &frame, Reason::Banned);
 }
 
 #[test]

@@ -1,0 +1,232 @@
+//! `moat ban add` on a full ban table. `BANS` is a plain hash, so nothing makes room by itself:
+//! a manual ban takes the place of the automatic ban closest to its end, and when manual bans
+//! fill the table the command fails, one line and exit code 2, leaving the table as it was.
+//!
+//! The tests run a daemon on a quiet veth pair with a small table (`max_bans`) and write its
+//! pinned `BANS` directly through the filter-common types. They need root and fail without it.
+
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
+mod support;
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use aya::maps::{HashMap, IterableMap as _, Map, MapData, MapError};
+use filter_common::{
+    Reason,
+    maps::BANS,
+    source::{BAN_MANUAL, Ban, SourceKey},
+};
+use moat::{bans::monotonic_ns, pins::PinDir};
+use support::{Pair, TempDir, require_root, stderr};
+
+/// The ban table's capacity, from the daemon's configuration.
+const MAX_BANS: u32 = 64;
+
+/// The IPv6 source prefix the daemon tracks by default (the keys here are all IPv4).
+const V6_PREFIX: u32 = 64;
+
+const SECOND_NS: u64 = 1_000_000_000;
+
+/// The length `moat ban add` is given.
+const BAN_LENGTH: Duration = Duration::from_secs(3_600);
+
+/// The address the first `moat ban add` bans, outside the filled 192.0.2.1-64.
+const NEWCOMER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
+
+/// The address the `moat ban add` on a table of manual bans tries to ban.
+const REFUSED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 201);
+
+/// The daemon's pinned `BANS` on `iface`, opened afresh.
+fn pinned_bans(iface: &str) -> HashMap<MapData, SourceKey, Ban> {
+    let path = PinDir::for_iface(iface).map(BANS);
+    let data = MapData::from_pin(&path)
+        .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()));
+    HashMap::try_from(Map::HashMap(data))
+        .unwrap_or_else(|error| panic!("{BANS} is not a hash of SourceKey to Ban: {error}"))
+}
+
+/// Every entry of `bans`, in a fixed order so two readings compare.
+fn entries(bans: &HashMap<MapData, SourceKey, Ban>) -> Vec<(SourceKey, Ban)> {
+    let mut entries: Vec<(SourceKey, Ban)> = bans
+        .iter()
+        .map(|entry| entry.unwrap_or_else(|error| panic!("reading {BANS}: {error}")))
+        .collect();
+    entries.sort_by_key(|(key, _)| (key.ip_version, key.addr_be));
+    entries
+}
+
+/// The `BANS` key of `addr`, as `moat ban add` writes it.
+fn key(addr: Ipv4Addr) -> SourceKey {
+    moat::bans::key_for(IpAddr::V4(addr), V6_PREFIX)
+}
+
+/// The `MAX_BANS` addresses that fill the table: 192.0.2.1 to 192.0.2.64.
+fn fillers() -> impl Iterator<Item = Ipv4Addr> {
+    (1..=MAX_BANS).map(|host| Ipv4Addr::new(192, 0, 2, host as u8))
+}
+
+/// Removes every entry of `bans`, then writes `ban_of(addr)` for each of [`fillers`].
+fn refill(bans: &mut HashMap<MapData, SourceKey, Ban>, ban_of: impl Fn(Ipv4Addr) -> Ban) {
+    for (key, _) in entries(bans) {
+        bans.remove(&key)
+            .unwrap_or_else(|error| panic!("clearing {BANS}: {error}"));
+    }
+    for addr in fillers() {
+        bans.insert(key(addr), ban_of(addr), 0)
+            .unwrap_or_else(|error| panic!("writing the ban of {addr}: {error}"));
+    }
+    let probe = Ban::default();
+    match bans.insert(key(REFUSED), probe, 0) {
+        Err(MapError::SyscallError(error))
+            if error.io_error.raw_os_error() == Some(libc::E2BIG) => {}
+        other => panic!("{BANS} of {MAX_BANS} should be full (E2BIG), got {other:?}"),
+    }
+}
+
+/// Runs `moat ban add` for `addr` on the daemon's interface.
+fn ban_add(pair: &Pair, addr: Ipv4Addr) -> std::process::Output {
+    pair.moat(&[
+        "ban",
+        "add",
+        "--iface",
+        &pair.origin_end.iface,
+        "--for",
+        "1h",
+        &addr.to_string(),
+    ])
+}
+
+#[test]
+fn ban_add_on_a_full_table_replaces_the_automatic_ban_closest_to_its_end() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let dir = TempDir::new("bans");
+    let config = dir.write("moat.toml", &format!("max_bans = {MAX_BANS}\n"));
+    let _daemon = pair.start(&["--config", &config]);
+    let mut bans = pinned_bans(&iface);
+    let capacity = bans
+        .map()
+        .info()
+        .unwrap_or_else(|error| panic!("the info of {BANS}: {error}"))
+        .max_entries();
+    assert_eq!(capacity, MAX_BANS, "{BANS} is sized by max_bans");
+
+    // Automatic bans, each ending at its own time, an hour and more from now: the sweep leaves
+    // them be. Multiplying by 37 (prime to 64) spreads the order of the ends over the
+    // addresses, so the one closest to its end, 192.0.2.64, is neither first nor last written
+    // by address.
+    let now_ns = monotonic_ns();
+    let automatic = |addr: Ipv4Addr| Ban {
+        until_ns: now_ns
+            + BAN_LENGTH.as_secs() * SECOND_NS
+            + u64::from(addr.octets()[3]) * 37 % u64::from(MAX_BANS) * SECOND_NS,
+        offences: 1,
+        reason: Reason::RateUdp as u16,
+        flags: 0,
+    };
+    refill(&mut bans, automatic);
+    let filled = entries(&bans);
+    let (victim, victim_ban) = *filled
+        .iter()
+        .min_by_key(|(_, ban)| ban.until_ns)
+        .expect("the table is full");
+    assert_eq!(
+        victim,
+        key(Ipv4Addr::new(192, 0, 2, 64)),
+        "the automatic ban closest to its end"
+    );
+
+    let before_ns = monotonic_ns();
+    let output = ban_add(&pair, NEWCOMER);
+    let after_ns = monotonic_ns();
+    assert!(
+        output.status.success(),
+        "moat ban add {NEWCOMER} on a table with automatic bans: {}",
+        stderr(&output)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("banned {NEWCOMER} on {iface} for 1h\n")
+    );
+
+    let newcomer = key(NEWCOMER);
+    let after = entries(&bans);
+    let gone: Vec<String> = filled
+        .iter()
+        .filter(|(entry, _)| !after.iter().any(|(left, _)| left == entry))
+        .map(|(entry, _)| moat::bans::describe(entry, V6_PREFIX))
+        .collect();
+    assert_eq!(
+        gone,
+        ["192.0.2.64"],
+        "the automatic ban closest to its end ({victim_ban:?}), and only it, made room"
+    );
+    let kept: Vec<(SourceKey, Ban)> = after
+        .into_iter()
+        .filter(|(entry, _)| *entry != newcomer)
+        .collect();
+    let expected_kept: Vec<(SourceKey, Ban)> = filled
+        .iter()
+        .filter(|(entry, _)| *entry != victim)
+        .copied()
+        .collect();
+    assert_eq!(kept, expected_kept, "the other bans are as written");
+    let added = bans
+        .get(&newcomer, 0)
+        .unwrap_or_else(|error| panic!("the ban of {NEWCOMER}: {error}"));
+    let length_ns = BAN_LENGTH.as_secs() * SECOND_NS;
+    assert_eq!(
+        Ban {
+            until_ns: 0,
+            ..added
+        },
+        Ban {
+            until_ns: 0,
+            offences: 0,
+            reason: Reason::Banned as u16,
+            flags: BAN_MANUAL,
+        },
+        "{NEWCOMER} banned by hand"
+    );
+    assert!(
+        (before_ns + length_ns..=after_ns + length_ns).contains(&added.until_ns),
+        "{NEWCOMER} banned for 1h from when the command ran ({before_ns}-{after_ns} ns): \
+         until {} ns",
+        added.until_ns
+    );
+
+    // Manual bans only: nothing may make room.
+    refill(&mut bans, |addr| Ban {
+        offences: 0,
+        reason: Reason::Banned as u16,
+        flags: BAN_MANUAL,
+        ..automatic(addr)
+    });
+    let manual = entries(&bans);
+    let output = ban_add(&pair, REFUSED);
+    let message = stderr(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "moat ban add {REFUSED} on a table of manual bans: stdout {:?}, stderr {message:?}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        message.lines().count() == 1
+            && message.starts_with("moat: ")
+            && message.contains("full of manual bans"),
+        "one line saying the table is full of manual bans, got {message:?}"
+    );
+    assert_eq!(
+        entries(&bans),
+        manual,
+        "a refused ban leaves the table as it was"
+    );
+}
