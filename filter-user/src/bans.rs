@@ -370,18 +370,16 @@ pub fn describe(key: &SourceKey, v6_prefix: u32) -> String {
 /// new offenders from being banned.
 pub const CROWDED_PERCENT: usize = 90;
 
-/// Deletes bans that expired more than `forget_after_ns` ago from a loaded object's `BANS`
+/// Deletes bans that expired more than `forget_after_ns` ago from the `BANS` pinned at `pins`
 /// (every expired ban when the table is over [`CROWDED_PERCENT`] full); returns how many.
-pub fn sweep(ebpf: &mut aya::Ebpf, forget_after_ns: u64) -> Result<usize, MapError> {
-    let now = policy::object_settings(ebpf)
+pub fn sweep_pinned(pins: &PinDir, forget_after_ns: u64) -> Result<usize, MapError> {
+    let now = policy::pinned_settings(pins)
         .map_err(|_| MapError::InvalidName {
             name: filter_common::maps::SETTINGS.to_string(),
         })?
         .now_ns(monotonic_ns());
-    let map = ebpf.map_mut(BANS).ok_or(MapError::InvalidName {
-        name: BANS.to_string(),
-    })?;
-    let mut bans: HashMap<&mut MapData, SourceKey, Ban> = HashMap::try_from(map)?;
+    let data = MapData::from_pin(pins.map(BANS))?;
+    let mut bans: HashMap<MapData, SourceKey, Ban> = HashMap::try_from(Map::HashMap(data))?;
     let capacity = bans.map().info()?.max_entries() as usize;
     let entries: Vec<(SourceKey, Ban)> = bans.iter().filter_map(Result::ok).collect();
     let crowded = entries.len() * 100 > capacity * CROWDED_PERCENT;

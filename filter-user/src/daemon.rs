@@ -16,12 +16,16 @@
 use std::{
     collections::HashMap,
     path::PathBuf,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use aya::maps::{Map, MapData, RingBuf};
+use filter_common::source::{Ban, SourceKey};
 use log::{error, info, warn};
 use tokio::{
     io::unix::AsyncFd,
@@ -35,6 +39,7 @@ use crate::{
     loader::{AttachRequest, Capacities, Filter, InstanceLock},
     metrics::{self, DaemonState, MetricsServer},
     notify::Notifier,
+    pins::PinDir,
     policy::{self, Policy},
     preflight, state,
     top::{self, Record, SampleWindow},
@@ -45,10 +50,7 @@ use crate::{
 /// How often the lists and bans are saved to the state directory.
 const SAVE_EVERY: Duration = Duration::from_secs(60);
 
-/// How often expired bans are swept.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// How often the tables are counted for the metrics.
+/// How often expired bans are swept and the tables counted for the metrics.
 const COUNT_EVERY: Duration = Duration::from_secs(10);
 
 /// How often the trusted upstreams' sources (resolv.conf, the time daemon's files) are checked.
@@ -198,11 +200,20 @@ async fn serve(
     let mut upstreams = UpstreamWatch::new(&running);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_save = Instant::now();
-    let mut last_sweep = Instant::now();
     let mut last_upstreams = Instant::now();
-    let mut last_count: Option<Instant> = None;
     let pins = filter.pins().clone();
+    let forget_after_ns = Arc::new(AtomicU64::new(duration_ns(running.bans.forget_after)));
+    let counted: Counted = Arc::new(Mutex::new(None));
+    // Table walks and file writes run on the blocking pool, so no scrape, signal or ring
+    // record waits for them.
+    let _housekeeping = AbortOnDrop(tokio::spawn(housekeeping(Housekeeping {
+        iface: iface.clone(),
+        pins: pins.clone(),
+        state_dir: args.state_dir.clone(),
+        state: Arc::clone(&state),
+        forget_after_ns: Arc::clone(&forget_after_ns),
+        counted: Arc::clone(&counted),
+    })));
     let exit = loop {
         tokio::select! {
             _ = signals.hangup.recv() => {
@@ -210,6 +221,8 @@ async fn serve(
                 if reload(&mut filter, args, config_path.as_ref(), &mut running) {
                     state.reloads_ok.fetch_add(1, Ordering::Relaxed);
                     upstreams = UpstreamWatch::new(&running);
+                    forget_after_ns
+                        .store(duration_ns(running.bans.forget_after), Ordering::Relaxed);
                 } else {
                     state.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -246,28 +259,12 @@ async fn serve(
                 if let Err(err) = window.publish(&iface) {
                     warn!("publishing top sources failed iface={iface} error={err}");
                 }
-                if last_count.is_none_or(|at| at.elapsed() >= COUNT_EVERY) {
-                    last_count = Some(Instant::now());
-                    if let Some((tracked, in_force)) = metrics::count_tables(&pins) {
-                        state.tracked_sources.store(tracked, Ordering::Relaxed);
-                        state
-                            .banned_sources
-                            .store(in_force.len() as u64, Ordering::Relaxed);
-                        state.tables_counted.store(true, Ordering::Relaxed);
-                        ban_log.reconcile(&in_force);
-                    }
+                if let Some(in_force) = counted.lock().ok().and_then(|mut slot| slot.take()) {
+                    ban_log.reconcile(&in_force);
                 }
                 if last_upstreams.elapsed() >= UPSTREAMS_EVERY {
                     last_upstreams = Instant::now();
                     upstreams.follow(&iface, &running);
-                }
-                if last_save.elapsed() >= SAVE_EVERY {
-                    last_save = Instant::now();
-                    save_state(&iface, &args.state_dir);
-                }
-                if last_sweep.elapsed() >= SWEEP_EVERY {
-                    last_sweep = Instant::now();
-                    sweep(&mut filter, &running);
                 }
             }
         }
@@ -394,19 +391,60 @@ fn drain(ring: &mut RingBuf<MapData>, ban_log: &mut BanLog, window: &mut SampleW
     }
 }
 
-/// Forgets bans that expired longer ago than `bans.forget_after`.
-fn sweep(filter: &mut Filter, running: &Config) {
-    let forget_after_ns = duration_ns(running.bans.forget_after);
-    match bans::sweep(filter.ebpf_mut(), forget_after_ns) {
-        Ok(0) => {}
-        Ok(forgotten) => info!(
-            "forgot expired bans iface={} count={forgotten}",
-            filter.iface()
-        ),
-        Err(err) => warn!(
-            "sweeping bans failed iface={} error=\"{err}\"",
-            filter.iface()
-        ),
+/// What the housekeeping task works with.
+struct Housekeeping {
+    iface: String,
+    pins: PinDir,
+    state_dir: PathBuf,
+    state: Arc<DaemonState>,
+    forget_after_ns: Arc<AtomicU64>,
+    /// The bans in force as last counted, for the ban log (taken by the main loop).
+    counted: Counted,
+}
+
+/// The bans in force as last counted, handed from the housekeeping task to the main loop.
+type Counted = Arc<Mutex<Option<Vec<(SourceKey, Ban)>>>>;
+
+/// Every [`COUNT_EVERY`]: forgets bans that expired longer ago than `bans.forget_after`,
+/// counts the tables for the metrics and the ban log; every [`SAVE_EVERY`]: saves the lists
+/// and bans. Each walk runs on the blocking pool.
+async fn housekeeping(work: Housekeeping) {
+    let work = Arc::new(work);
+    let mut interval = tokio::time::interval(COUNT_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_save = Instant::now();
+    loop {
+        interval.tick().await;
+        let save = last_save.elapsed() >= SAVE_EVERY;
+        if save {
+            last_save = Instant::now();
+        }
+        let job = Arc::clone(&work);
+        let done = tokio::task::spawn_blocking(move || {
+            let forget_after_ns = job.forget_after_ns.load(Ordering::Relaxed);
+            match bans::sweep_pinned(&job.pins, forget_after_ns) {
+                Ok(0) => {}
+                Ok(forgotten) => info!("forgot expired bans iface={} count={forgotten}", job.iface),
+                Err(err) => warn!("sweeping bans failed iface={} error=\"{err}\"", job.iface),
+            }
+            if let Some((tracked, in_force)) = metrics::count_tables(&job.pins) {
+                job.state.tracked_sources.store(tracked, Ordering::Relaxed);
+                job.state
+                    .banned_sources
+                    .store(in_force.len() as u64, Ordering::Relaxed);
+                job.state.tables_counted.store(true, Ordering::Relaxed);
+                if let Ok(mut slot) = job.counted.lock() {
+                    *slot = Some(in_force);
+                }
+            }
+            if save {
+                save_state(&job.iface, &job.state_dir);
+            }
+        })
+        .await;
+        if let Err(err) = done {
+            error!("housekeeping failed iface={} error=\"{err}\"", work.iface);
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Prometheus metrics end to end: the text `moat run` serves at `/metrics` passes `promtool
 //! check metrics` and counts exactly the traffic sent; a real Prometheus, inside the origin
 //! namespace, scrapes it and evaluates the alert rules and the Grafana dashboard's queries from
-//! `deploy/`; and the packet and ban counters carry on across a daemon restart.
+//! `deploy/`; the packet and ban counters carry on across a daemon restart; and a scrape stays
+//! fast with every table full, because it never walks one.
 
 #[expect(
     dead_code,
@@ -18,11 +19,20 @@ use std::{
     time::{Duration, Instant},
 };
 
+use filter_common::{
+    Reason,
+    classify::Class,
+    maps::{BANS, SOURCES},
+    rate::RateState,
+    source::{BAN_CLASS, Ban, SourceKey},
+};
 use moat::{
+    bans::monotonic_ns,
     lab::traffic,
     netns::{NetNs, tx_counters, unique_suffix},
+    pins::PinDir,
 };
-use support::{Pair, count, require_root, stats_json};
+use support::{Pair, TempDir, count, require_root, stats_json};
 
 /// Where `moat run` serves metrics by default, inside the origin namespace.
 const METRICS_ADDR: &str = "127.0.0.1:10910";
@@ -37,9 +47,10 @@ const PROMETHEUS_DEADLINE: Duration = Duration::from_secs(30);
 const COUNT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Every metric family moat serves, with its type.
-const FAMILIES: [(&str, &str); 11] = [
+const FAMILIES: [(&str, &str); 12] = [
     ("moat_packets_total", "counter"),
     ("moat_bytes_total", "counter"),
+    ("moat_samples_lost_total", "counter"),
     ("moat_tracked_sources", "gauge"),
     ("moat_tracked_sources_capacity", "gauge"),
     ("moat_banned_sources", "gauge"),
@@ -101,37 +112,40 @@ struct Response {
 /// `GET path` from `addr`, from a thread inside `ns` (where the daemon and Prometheus listen).
 /// HTTP/1.0, so the body is never chunked and ends when the server closes.
 fn http_get(ns: &NetNs, addr: &str, path: &str) -> Result<Response, String> {
+    ns.enter(|| get_here(addr, path))
+        .map_err(|error| error.to_string())?
+}
+
+/// `GET path` from `addr`, in the calling thread's namespace.
+fn get_here(addr: &str, path: &str) -> Result<Response, String> {
     let addr: SocketAddr = addr.parse().expect("literal socket address");
-    ns.enter(|| {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .map_err(|error| format!("connecting to {addr}: {error}"))?;
-        let timeout = Some(Duration::from_secs(10));
-        stream
-            .set_read_timeout(timeout)
-            .and_then(|()| stream.set_write_timeout(timeout))
-            .map_err(|error| format!("setting timeouts: {error}"))?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
-            .map_err(|error| format!("sending GET {path}: {error}"))?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .map_err(|error| format!("reading the answer to GET {path}: {error}"))?;
-        let text = String::from_utf8(raw).map_err(|error| format!("GET {path}: {error}"))?;
-        let (headers, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("GET {path}: no end of headers in {text:?}"))?;
-        let status = headers
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| format!("GET {path}: no status in {headers:?}"))?;
-        Ok(Response {
-            status,
-            headers: headers.to_string(),
-            body: body.to_string(),
-        })
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|error| format!("connecting to {addr}: {error}"))?;
+    let timeout = Some(Duration::from_secs(10));
+    stream
+        .set_read_timeout(timeout)
+        .and_then(|()| stream.set_write_timeout(timeout))
+        .map_err(|error| format!("setting timeouts: {error}"))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
+        .map_err(|error| format!("sending GET {path}: {error}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|error| format!("reading the answer to GET {path}: {error}"))?;
+    let text = String::from_utf8(raw).map_err(|error| format!("GET {path}: {error}"))?;
+    let (headers, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("GET {path}: no end of headers in {text:?}"))?;
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("GET {path}: no status in {headers:?}"))?;
+    Ok(Response {
+        status,
+        headers: headers.to_string(),
+        body: body.to_string(),
     })
-    .map_err(|error| error.to_string())?
 }
 
 /// The daemon's `/metrics` text, checked to be a 200 in the Prometheus text format.
@@ -247,6 +261,41 @@ fn stats_once_counted(iface: &str, frames: u64) -> serde_json::Value {
             "moat counted {total} frames, the client sent {frames}: {stats}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The value of the one sample named `name` for `iface` with no other label, if served.
+fn gauge(samples: &[Sample], name: &str, iface: &str) -> Option<f64> {
+    let mut found = samples.iter().filter(|sample| {
+        sample.name == name
+            && sample.labels.len() == 1
+            && sample.labels.get("iface").map(String::as_str) == Some(iface)
+    });
+    let first = found.next()?;
+    assert!(found.next().is_none(), "one {name} for {iface}");
+    Some(first.value)
+}
+
+/// Scrapes until `moat_tracked_sources` and `moat_banned_sources` are `wanted` (the daemon
+/// counts the tables in the background every 10 s), failing with the last figures after
+/// [`TABLES_COUNTED_DEADLINE`]; returns the last scrape's samples.
+fn wait_for_table_figures(pair: &Pair, iface: &str, wanted: (f64, f64)) -> Vec<Sample> {
+    let deadline = Instant::now() + TABLES_COUNTED_DEADLINE;
+    loop {
+        let samples = samples(&scrape(pair));
+        let figures = (
+            gauge(&samples, "moat_tracked_sources", iface),
+            gauge(&samples, "moat_banned_sources", iface),
+        );
+        if figures == (Some(wanted.0), Some(wanted.1)) {
+            return samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tracked and banned sources {figures:?} after {TABLES_COUNTED_DEADLINE:?}, expected \
+             {wanted:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
@@ -630,11 +679,8 @@ fn promtool_accepts_the_metrics_and_the_alert_rules() {
     assert_eq!(all_packets, 4.0, "no frame counted but the four sent");
 
     let only_iface = [("iface", iface)];
-    assert_eq!(
-        value(&samples, "moat_tracked_sources", &only_iface),
-        1.0,
-        "the client"
-    );
+    // The daemon counts the tables in the background: the client, no ban, within a count.
+    wait_for_table_figures(&pair, iface, (1.0, 0.0));
     assert_eq!(
         value(&samples, "moat_tracked_sources_capacity", &only_iface),
         262_144.0,
@@ -882,5 +928,227 @@ fn counters_never_go_backwards_across_a_restart() {
         last,
         (first.0 + 2, first.1 + 2 * (first.1 / 3)),
         "two more echo requests of the same size on top of the first three"
+    );
+}
+
+/// `max_tracked_sources` of the full-tables test: small enough to fill in well under a second,
+/// large enough that walking it (with the bans) takes longer than [`SCRAPE_BUDGET`]. A multiple of
+/// the kernel's LRU local free target (128), so one CPU can fill the LRU table exactly.
+const FULL_SOURCES: u32 = 65_536;
+
+/// `max_bans` of the full-tables test.
+const FULL_BANS: u32 = 16_384;
+
+/// How long a scrape may take, tables full or not.
+const SCRAPE_BUDGET: Duration = Duration::from_millis(100);
+
+/// Fewest scrapes the full-tables test times.
+const TIMED_SCRAPES: usize = 20;
+
+/// How long the full-tables test goes on scraping: longer than the daemon's table count period
+/// (10 s) and its ban sweep period (5 s), so the scrapes also meet the daemon's own walks of the
+/// tables, and a walk that holds up the metrics server is seen.
+const SCRAPING_FOR: Duration = Duration::from_secs(11);
+
+/// The pause between two timed scrapes: much shorter than a walk of the full tables.
+const SCRAPE_PAUSE: Duration = Duration::from_millis(10);
+
+/// How long the daemon may take to count the full tables: it counts every 10 s.
+const TABLES_COUNTED_DEADLINE: Duration = Duration::from_secs(25);
+
+/// Restricts the calling thread to the CPU it runs on now.
+fn pin_to_current_cpu() {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    let cpu = usize::try_from(cpu).unwrap_or_else(|_| {
+        panic!(
+            "finding the CPU the filling thread runs on: {}",
+            std::io::Error::last_os_error()
+        )
+    });
+    // SAFETY: all-zero is a valid, empty cpu_set_t.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel numbers CPUs below CPU_SETSIZE; CPU_SET only writes `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let result =
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    assert_eq!(
+        result,
+        0,
+        "pinning the filling thread to cpu {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// IPv4 source `index` of a table fill, counted up from `base`, as a key of `class`.
+fn v4_key(base: [u8; 4], index: u32, class: u8) -> SourceKey {
+    let addr = std::net::Ipv4Addr::from(u32::from_be_bytes(base).wrapping_add(index));
+    SourceKey::for_addr(addr.into(), class, 64)
+}
+
+/// Fills the pinned `SOURCES` of `pins` with `capacity` distinct sources (10.0.0.0 up, UDP
+/// class), from one CPU: an LRU hash keeps free nodes per CPU, so inserts spread over CPUs would
+/// evict before the table is full.
+fn fill_sources(pins: &PinDir, capacity: u32) {
+    let path = pins.map(SOURCES);
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                pin_to_current_cpu();
+                let data = aya::maps::MapData::from_pin(&path)
+                    .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()));
+                let mut sources: aya::maps::HashMap<_, SourceKey, RateState> =
+                    aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data))
+                        .expect("SOURCES is an LRU hash of SourceKey to RateState");
+                for index in 0..capacity {
+                    let key = v4_key([10, 0, 0, 0], index, Class::Udp as u8);
+                    sources
+                        .insert(key, RateState::default(), 0)
+                        .unwrap_or_else(|error| panic!("inserting source {index}: {error}"));
+                }
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    });
+}
+
+/// Fills the pinned `BANS` of `pins` with `capacity` bans (172.16.0.0 up) in force for the next
+/// hour on the program's clock, and checks the table takes no more.
+fn fill_bans(pins: &PinDir, capacity: u32) {
+    let path = pins.map(BANS);
+    let data = aya::maps::MapData::from_pin(&path)
+        .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()));
+    let mut bans: aya::maps::HashMap<_, SourceKey, Ban> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))
+            .expect("BANS is a hash of SourceKey to Ban");
+    let ban = Ban {
+        until_ns: monotonic_ns() + Duration::from_secs(3600).as_nanos() as u64,
+        offences: 1,
+        reason: Reason::RateUdp as u16,
+        flags: 0,
+    };
+    for index in 0..capacity {
+        bans.insert(v4_key([172, 16, 0, 0], index, BAN_CLASS), ban, 0)
+            .unwrap_or_else(|error| panic!("inserting ban {index}: {error}"));
+    }
+    assert!(
+        bans.insert(v4_key([172, 16, 0, 0], capacity, BAN_CLASS), ban, 0)
+            .is_err(),
+        "BANS holds exactly max_bans = {capacity}"
+    );
+}
+
+/// Walks the pinned `SOURCES` (keys) and `BANS` (entries) of `pins` the way a count does, and
+/// returns how many entries each holds.
+fn walk_tables(pins: &PinDir) -> (u64, u64) {
+    let open = |name: &str| {
+        aya::maps::MapData::from_pin(pins.map(name))
+            .unwrap_or_else(|error| panic!("opening {name}: {error}"))
+    };
+    let sources: aya::maps::HashMap<_, SourceKey, RateState> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(open(SOURCES)))
+            .expect("SOURCES is an LRU hash of SourceKey to RateState");
+    let bans: aya::maps::HashMap<_, SourceKey, Ban> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(open(BANS)))
+            .expect("BANS is a hash of SourceKey to Ban");
+    (
+        sources.keys().filter(Result::is_ok).count() as u64,
+        bans.iter().filter(Result::is_ok).count() as u64,
+    )
+}
+
+#[test]
+fn metrics_answer_within_100ms_with_every_table_full() {
+    require_root();
+    let pair = Pair::create();
+    let dir = TempDir::new("metrics-full");
+    let config = dir.write(
+        "moat.toml",
+        &format!("max_tracked_sources = {FULL_SOURCES}\nmax_bans = {FULL_BANS}\n"),
+    );
+    let daemon = pair.start(&["--config", &config]);
+    let iface = pair.origin_end.iface.as_str();
+    let pins = PinDir::for_iface(iface);
+
+    let started = Instant::now();
+    fill_sources(&pins, FULL_SOURCES);
+    fill_bans(&pins, FULL_BANS);
+    println!(
+        "filled {FULL_SOURCES} sources and {FULL_BANS} bans in {:?}",
+        started.elapsed()
+    );
+
+    // The daemon counts in the background; wait until a scrape shows both tables full.
+    let samples = wait_for_table_figures(
+        &pair,
+        iface,
+        (f64::from(FULL_SOURCES), f64::from(FULL_BANS)),
+    );
+    let capacities = (
+        gauge(&samples, "moat_tracked_sources_capacity", iface),
+        gauge(&samples, "moat_bans_capacity", iface),
+    );
+    assert_eq!(
+        capacities,
+        (Some(f64::from(FULL_SOURCES)), Some(f64::from(FULL_BANS))),
+        "the capacities configured"
+    );
+
+    // What a scrape would cost if it walked the tables, as the daemon's count does.
+    let started = Instant::now();
+    let walked = walk_tables(&pins);
+    let walk = started.elapsed();
+    assert_eq!(
+        walked,
+        (u64::from(FULL_SOURCES), u64::from(FULL_BANS)),
+        "a walk finds both tables full"
+    );
+
+    // Every scrape, at any moment, whatever the daemon is doing in the background.
+    let timings: Vec<(Duration, Duration)> = pair
+        .origin
+        .enter(|| {
+            let started = Instant::now();
+            let mut timings = Vec::new();
+            while timings.len() < TIMED_SCRAPES || started.elapsed() < SCRAPING_FOR {
+                let at = started.elapsed();
+                let response = get_here(METRICS_ADDR, "/metrics")
+                    .unwrap_or_else(|error| panic!("scraping moat: {error}"));
+                let took = started.elapsed() - at;
+                assert_eq!(response.status, 200, "GET /metrics: {}", response.body);
+                assert!(
+                    response.body.contains("moat_tracked_sources{"),
+                    "the table figures in every scrape:\n{}",
+                    response.body
+                );
+                timings.push((at, took));
+                std::thread::sleep(SCRAPE_PAUSE);
+            }
+            timings
+        })
+        .expect("entering the origin namespace");
+    let mut took: Vec<Duration> = timings.iter().map(|(_, took)| *took).collect();
+    took.sort();
+    let slowest = took.last().copied().unwrap_or_default();
+    println!(
+        "{} scrapes over {SCRAPING_FOR:?} with {FULL_SOURCES} sources and {FULL_BANS} bans: \
+         median {:?}, slowest {slowest:?}; one walk of both tables takes {walk:?}",
+        took.len(),
+        took[took.len() / 2],
+    );
+    let slow: Vec<String> = timings
+        .iter()
+        .filter(|(_, took)| *took >= SCRAPE_BUDGET)
+        .map(|(at, took)| format!("{took:?} at +{at:?}"))
+        .collect();
+    assert!(
+        slow.is_empty(),
+        "{} of {} scrapes took {SCRAPE_BUDGET:?} or more (one walk of the tables takes {walk:?}); \
+         the first: {:?}\n{}",
+        slow.len(),
+        took.len(),
+        &slow[..slow.len().min(10)],
+        daemon.log()
     );
 }
