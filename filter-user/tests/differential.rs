@@ -48,10 +48,7 @@ use filter_common::{
     classify::class_of,
     classify::tcp_flags::{ACK, FIN, PSH, RST, SYN},
     counter_index,
-    lists::{
-        LIST_PRESENT, ListValue, SLOT_PREFIX, TrustedV4Key, TrustedV6Key, trusted_v4_key,
-        trusted_v6_key,
-    },
+    lists::{LIST_PRESENT, ListValue, SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
     maps::{
         AGGREGATE, AGGREGATE_SLOTS, ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, COUNTERS,
         DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES, DENY_V4, DENY_V6, PORTS, PROGRAM_NAME, SETTINGS,
@@ -572,38 +569,22 @@ impl Kernel {
     fn list(&mut self, (v4, v6): (&str, &str), cidr: Cidr) {
         match cidr {
             Cidr::V4 { addr, prefix } if v4 == TRUSTED_V4 => {
-                LpmTrie::<_, TrustedV4Key, ListValue>::try_from(self.map_mut(v4))
-                    .unwrap_or_else(|error| panic!("{v4} is not an LPM trie: {error}"))
-                    .insert(
-                        &Key::new(SLOT_PREFIX + prefix, trusted_v4_key(0, &addr)),
-                        LIST_PRESENT,
-                        0,
-                    )
-                    .unwrap_or_else(|error| panic!("inserting {cidr:?} into {v4}: {error}"))
+                self.insert_key(v4, SLOT_PREFIX + prefix, trusted_v4_key(0, &addr));
             }
             Cidr::V6 { addr, prefix } if v6 == TRUSTED_V6 => {
-                LpmTrie::<_, TrustedV6Key, ListValue>::try_from(self.map_mut(v6))
-                    .unwrap_or_else(|error| panic!("{v6} is not an LPM trie: {error}"))
-                    .insert(
-                        &Key::new(SLOT_PREFIX + prefix, trusted_v6_key(0, &addr)),
-                        LIST_PRESENT,
-                        0,
-                    )
-                    .unwrap_or_else(|error| panic!("inserting {cidr:?} into {v6}: {error}"))
+                self.insert_key(v6, SLOT_PREFIX + prefix, trusted_v6_key(0, &addr));
             }
-            Cidr::V4 { addr, prefix } => {
-                LpmTrie::<_, [u8; 4], ListValue>::try_from(self.map_mut(v4))
-                    .unwrap_or_else(|error| panic!("{v4} is not an IPv4 LPM trie: {error}"))
-                    .insert(&Key::new(prefix, addr), LIST_PRESENT, 0)
-                    .unwrap_or_else(|error| panic!("inserting {cidr:?} into {v4}: {error}"))
-            }
-            Cidr::V6 { addr, prefix } => {
-                LpmTrie::<_, [u8; 16], ListValue>::try_from(self.map_mut(v6))
-                    .unwrap_or_else(|error| panic!("{v6} is not an IPv6 LPM trie: {error}"))
-                    .insert(&Key::new(prefix, addr), LIST_PRESENT, 0)
-                    .unwrap_or_else(|error| panic!("inserting {cidr:?} into {v6}: {error}"))
-            }
+            Cidr::V4 { addr, prefix } => self.insert_key(v4, prefix, addr),
+            Cidr::V6 { addr, prefix } => self.insert_key(v6, prefix, addr),
         }
+    }
+
+    /// Inserts `key` with an LPM prefix of `prefix_len` bits into the trie `name`.
+    fn insert_key<const N: usize>(&mut self, name: &str, prefix_len: u32, key: [u8; N]) {
+        LpmTrie::<_, [u8; N], ListValue>::try_from(self.map_mut(name))
+            .unwrap_or_else(|error| panic!("{name} is not an LPM trie of {N}-byte keys: {error}"))
+            .insert(&Key::new(prefix_len, key), LIST_PRESENT, 0)
+            .unwrap_or_else(|error| panic!("inserting into {name}: {error}"));
     }
 
     /// Runs one frame and returns the XDP action.

@@ -12,9 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filter_common::flood::{FloodConfig, L4_UDP};
 use moat::lab::{
-    flood::{FloodPlan, flood_every_cpu},
+    flood::flood_every_cpu,
     traffic::{self, EchoServer},
 };
 use support::{Pair, count, nft_load, nft_packets, require_root, stats_json, stderr, wait_until};
@@ -55,22 +54,7 @@ fn a_restart_after_sigkill_takes_over_under_a_denied_flood_and_leaks_nothing() {
         "a returning visitor before the restart"
     );
 
-    let template = traffic::udp_frame(&pair.client_end, &pair.origin_end, 9, b"denied");
-    let mut src_base_be = [0u8; 16];
-    src_base_be[..4].copy_from_slice(&DENIED.octets());
-    let plan = FloodPlan {
-        template,
-        config: FloodConfig {
-            src_base_be,
-            src_count: 65_536,
-            l3_offset: 14,
-            l4_offset: 34,
-            ip_version: 4,
-            l4_kind: L4_UDP,
-            random_src_port: 1,
-            ..FloodConfig::default()
-        },
-    };
+    let plan = pair.udp_flood(DENIED, 65_536, 9);
     let stop = AtomicBool::new(false);
     let denied = || count(&stats_json(&iface), "drop", "denylist").0;
     let (before_kill, after_restart, second, restart_took) = std::thread::scope(|scope| {
@@ -343,22 +327,7 @@ fn a_burst_of_bans_is_logged_as_a_count_not_a_line_each() {
         .enter(|| std::net::UdpSocket::bind(SocketAddrV4::new(pair.origin_end.ipv4, 5300)))
         .expect("entering the origin")
         .expect("the origin's socket");
-    let template = traffic::udp_frame(&pair.client_end, &pair.origin_end, 5300, b"burst");
-    let mut src_base_be = [0u8; 16];
-    src_base_be[..4].copy_from_slice(&[203, 0, 113, 0]);
-    let plan = FloodPlan {
-        template,
-        config: FloodConfig {
-            src_base_be,
-            src_count: 30,
-            l3_offset: 14,
-            l4_offset: 34,
-            ip_version: 4,
-            l4_kind: L4_UDP,
-            random_src_port: 1,
-            ..FloodConfig::default()
-        },
-    };
+    let plan = pair.udp_flood(Ipv4Addr::new(203, 0, 113, 0), 30, 5300);
     let stop = AtomicBool::new(false);
     let issued = || count(&stats_json(&iface), "drop", "banned").0;
     std::thread::scope(|scope| {

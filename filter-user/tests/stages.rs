@@ -37,10 +37,7 @@ use filter_common::{
     COUNTER_SLOTS, Class, Counter, Reason, Settings, Verdict,
     classify::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG},
     counter_index,
-    lists::{
-        LIST_PRESENT, ListValue, SLOT_PREFIX, TrustedV4Key, TrustedV6Key, trusted_v4_key,
-        trusted_v6_key,
-    },
+    lists::{LIST_PRESENT, ListValue, SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
     maps::{
         ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, COUNTERS, DEFAULT_MAX_BANS, PORTS, PROGRAM_NAME,
         SETTINGS, SOURCES, TRUSTED_V4, TRUSTED_V6, VERIFIED,
@@ -237,34 +234,24 @@ impl Filter {
             .unwrap_or_else(|error| panic!("test CIDR {cidr:?}: {error}"));
         match parsed {
             moat::cidr::Cidr::V4 { addr, prefix } => {
-                let map = self
-                    .ebpf
-                    .map_mut(TRUSTED_V4)
-                    .expect("the object has every trie");
-                LpmTrie::<_, TrustedV4Key, ListValue>::try_from(map)
-                    .unwrap_or_else(|error| panic!("{TRUSTED_V4} is not an LPM trie: {error}"))
-                    .insert(
-                        &Key::new(SLOT_PREFIX + prefix, trusted_v4_key(0, &addr)),
-                        LIST_PRESENT,
-                        0,
-                    )
-                    .unwrap_or_else(|error| panic!("inserting {cidr}: {error}"));
+                self.insert_key(TRUSTED_V4, SLOT_PREFIX + prefix, trusted_v4_key(0, &addr));
             }
             moat::cidr::Cidr::V6 { addr, prefix } => {
-                let map = self
-                    .ebpf
-                    .map_mut(TRUSTED_V6)
-                    .expect("the object has every trie");
-                LpmTrie::<_, TrustedV6Key, ListValue>::try_from(map)
-                    .unwrap_or_else(|error| panic!("{TRUSTED_V6} is not an LPM trie: {error}"))
-                    .insert(
-                        &Key::new(SLOT_PREFIX + prefix, trusted_v6_key(0, &addr)),
-                        LIST_PRESENT,
-                        0,
-                    )
-                    .unwrap_or_else(|error| panic!("inserting {cidr}: {error}"));
+                self.insert_key(TRUSTED_V6, SLOT_PREFIX + prefix, trusted_v6_key(0, &addr));
             }
         }
+    }
+
+    /// Inserts `key` with an LPM prefix of `prefix_len` bits into the trie `name`.
+    fn insert_key<const N: usize>(&mut self, name: &str, prefix_len: u32, key: [u8; N]) {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .unwrap_or_else(|| panic!("the object has no map {name:?}"));
+        LpmTrie::<_, [u8; N], ListValue>::try_from(map)
+            .unwrap_or_else(|error| panic!("{name} is not an LPM trie of {N}-byte keys: {error}"))
+            .insert(&Key::new(prefix_len, key), LIST_PRESENT, 0)
+            .unwrap_or_else(|error| panic!("inserting into {name}: {error}"));
     }
 
     /// Adds `cidr` to the allowlist.
@@ -278,20 +265,8 @@ impl Filter {
             .parse()
             .unwrap_or_else(|error| panic!("test CIDR {cidr:?}: {error}"));
         match parsed {
-            moat::cidr::Cidr::V4 { addr, prefix } => {
-                let map = self.ebpf.map_mut(v4).expect("the object has every trie");
-                LpmTrie::<_, [u8; 4], ListValue>::try_from(map)
-                    .unwrap_or_else(|error| panic!("{v4} is not a v4 LPM trie: {error}"))
-                    .insert(&Key::new(prefix, addr), LIST_PRESENT, 0)
-                    .unwrap_or_else(|error| panic!("inserting {cidr} into {v4}: {error}"));
-            }
-            moat::cidr::Cidr::V6 { addr, prefix } => {
-                let map = self.ebpf.map_mut(v6).expect("the object has every trie");
-                LpmTrie::<_, [u8; 16], ListValue>::try_from(map)
-                    .unwrap_or_else(|error| panic!("{v6} is not a v6 LPM trie: {error}"))
-                    .insert(&Key::new(prefix, addr), LIST_PRESENT, 0)
-                    .unwrap_or_else(|error| panic!("inserting {cidr} into {v6}: {error}"));
-            }
+            moat::cidr::Cidr::V4 { addr, prefix } => self.insert_key(v4, prefix, addr),
+            moat::cidr::Cidr::V6 { addr, prefix } => self.insert_key(v6, prefix, addr),
         }
     }
 

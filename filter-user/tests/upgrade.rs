@@ -12,13 +12,8 @@ use std::{
 };
 
 use aya::maps::MapData;
-use filter_common::flood::{FloodConfig, L4_UDP};
 use moat::{
-    lab::{
-        flood::{FloodPlan, flood_every_cpu},
-        process::Daemon,
-        traffic,
-    },
+    lab::{flood::flood_every_cpu, process::Daemon, traffic},
     pins::PinDir,
 };
 use support::{Pair, count, nft_load, nft_packets, require_root, stats_json, wait_until};
@@ -83,22 +78,7 @@ fn an_upgrade_to_another_build_under_a_denied_flood_leaks_nothing_and_carries_ma
     let first_program = xdp_program_id(&pair);
     assert_eq!(bans_capacity(&iface), 65_536);
 
-    let template = traffic::udp_frame(&pair.client_end, &pair.origin_end, 9, b"denied");
-    let mut src_base_be = [0u8; 16];
-    src_base_be[..4].copy_from_slice(&[198, 19, 0, 0]);
-    let plan = FloodPlan {
-        template,
-        config: FloodConfig {
-            src_base_be,
-            src_count: 65_536,
-            l3_offset: 14,
-            l4_offset: 34,
-            ip_version: 4,
-            l4_kind: L4_UDP,
-            random_src_port: 1,
-            ..FloodConfig::default()
-        },
-    };
+    let plan = pair.udp_flood(Ipv4Addr::new(198, 19, 0, 0), 65_536, 9);
     let stop = AtomicBool::new(false);
     let denied = || count(&stats_json(&iface), "drop", "denylist").0;
     let (second, third) = std::thread::scope(|scope| {

@@ -10,8 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use filter_common::flood::{FloodConfig, L4_UDP};
 use moat::{
-    lab::process::Daemon,
+    lab::{flood::FloodPlan, process::Daemon},
     netns::{Endpoint, NetNs, quiet_veth, unique_iface},
 };
 
@@ -89,6 +90,28 @@ impl Pair {
             let _ = served.join();
             echoed
         })
+    }
+
+    /// A UDP flood to the origin's `dst_port` from `count` spoofed IPv4 sources from `base` on,
+    /// each datagram from a random source port.
+    pub fn udp_flood(&self, base: Ipv4Addr, count: u32, dst_port: u16) -> FloodPlan {
+        let template =
+            moat::lab::traffic::udp_frame(&self.client_end, &self.origin_end, dst_port, b"flood");
+        let mut src_base_be = [0u8; 16];
+        src_base_be[..4].copy_from_slice(&base.octets());
+        FloodPlan {
+            template,
+            config: FloodConfig {
+                src_base_be,
+                src_count: count,
+                l3_offset: 14,
+                l4_offset: 34,
+                ip_version: 4,
+                l4_kind: L4_UDP,
+                random_src_port: 1,
+                ..FloodConfig::default()
+            },
+        }
     }
 
     /// Starts `moat run` on the origin end with `extra` arguments.
