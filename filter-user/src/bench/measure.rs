@@ -28,7 +28,8 @@ use filter_common::{
     Class, Reason, Settings, Verdict,
     lists::{LIST_PRESENT, ListValue, V4Key, V6Key},
     maps::{
-        AGGREGATE, BANS, COUNTERS, DENY_V4, DENY_V6, PROGRAM_NAME, SETTINGS, SOURCES, VERIFIED,
+        ACTIVE, AGGREGATE, BANS, COUNTERS, DENY_V4, DENY_V6, POLICY_SLOTS, PROGRAM_NAME, SETTINGS,
+        SOURCES, VERIFIED,
     },
     rate::{Buckets, Limit, RateState},
     settings::FLAG_FIXED_CLOCK,
@@ -361,15 +362,23 @@ impl Subject {
         self.shipped
     }
 
-    /// Replaces the running settings.
-    pub fn set_settings(&mut self, settings: Settings) -> Result<(), BenchError> {
+    /// Replaces the running settings, in the policy slot the program reads (nothing runs
+    /// meanwhile, so the slot is written in place).
+    pub fn set_settings(&mut self, mut settings: Settings) -> Result<(), BenchError> {
+        let active = self.ebpf.map(ACTIVE).ok_or_else(|| missing_map(ACTIVE))?;
+        let slot = Array::<_, u32>::try_from(active)
+            .map_err(BenchError::map("opening", ACTIVE))?
+            .get(&0, 0)
+            .map_err(BenchError::map("reading", ACTIVE))?
+            % POLICY_SLOTS;
+        settings.slot = slot;
         let map = self
             .ebpf
             .map_mut(SETTINGS)
             .ok_or_else(|| missing_map(SETTINGS))?;
         Array::<_, Settings>::try_from(map)
             .map_err(BenchError::map("opening", SETTINGS))?
-            .set(0, settings, 0)
+            .set(slot, settings, 0)
             .map_err(BenchError::map("writing", SETTINGS))?;
         self.current = settings;
         Ok(())
