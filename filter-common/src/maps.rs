@@ -80,6 +80,11 @@ pub const SAMPLES_LOST: &str = "SAMPLES_LOST";
 /// Size of `SAMPLES` in bytes (a power of two, a multiple of the page size).
 pub const SAMPLES_BYTES: u32 = 256 * 1024;
 
+/// The program wakes the daemon only once `SAMPLES` holds this many bytes (it drains the ring
+/// every second anyway): a wakeup per record would cost a context switch per sample during a
+/// flood, on the CPU the flood needs.
+pub const SAMPLES_WAKE_BYTES: u64 = SAMPLES_BYTES as u64 / 8;
+
 /// LRU hash of [`crate::source::SourceKey`] (class [`crate::source::VERIFIED_CLASS`]) to the
 /// time (ns) until which the source counts as verified: it completed a TCP handshake with the
 /// origin recently, which a spoofed source cannot. Its SYNs go to the kernel and to its own

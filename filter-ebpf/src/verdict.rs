@@ -3,9 +3,14 @@
 //! Maps: writes `COUNTERS` (one lookup per packet) and, for one dropped packet in
 //! `sample_every`, `SAMPLES`.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_get_prandom_u32, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_NO_WAKEUP, xdp_action},
+    helpers::bpf_get_prandom_u32,
+    programs::XdpContext,
+};
 use filter_common::{
     Packet, Reason, Verdict, counter_index, decide,
+    maps::SAMPLES_WAKE_BYTES,
     sample::{SAMPLE_BAN, SAMPLE_DROP, Sample},
 };
 
@@ -49,7 +54,13 @@ fn sample(ctx: &XdpContext, verdict: Verdict, reason: Reason, packet: Option<&Pa
         value.ip_version = packet.ip_version;
         value.l4_proto = packet.l4_proto;
     }
-    if SAMPLES.output::<Sample>(&value, 0).is_err()
+    // Wake the daemon only once the ring holds a batch (see SAMPLES_WAKE_BYTES).
+    let flags = if SAMPLES.query(u64::from(BPF_RB_AVAIL_DATA)) >= SAMPLES_WAKE_BYTES {
+        0
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    };
+    if SAMPLES.output::<Sample>(&value, flags).is_err()
         && let Some(lost) = SAMPLES_LOST.get_ptr_mut(0)
     {
         // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.

@@ -251,6 +251,8 @@ async fn serve(
             }
             _ = tick.tick() => {
                 notifier.alive();
+                // The program wakes the daemon only for a batch; a trickle is read here.
+                drain(ring.get_mut(), &mut ban_log, &mut window);
                 // Peers that completed a handshake (before moat started, too) are verified.
                 verify::refresh(filter.ebpf_mut(), running.bans.ipv6_prefix, &mut verified);
                 if let Ok(settings) = policy::pinned_settings(&pins) {
