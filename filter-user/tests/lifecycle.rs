@@ -327,6 +327,10 @@ fn a_burst_of_bans_is_logged_as_a_count_not_a_line_each() {
         .enter(|| std::net::UdpSocket::bind(SocketAddrV4::new(pair.origin_end.ipv4, 5300)))
         .expect("entering the origin")
         .expect("the origin's socket");
+    let server = EchoServer::listen(&pair.origin, SocketAddrV4::new(pair.origin_end.ipv4, 8080))
+        .expect("the origin's service");
+    let newcomer = Ipv4Addr::new(198, 18, 0, 78);
+    pair.add_client_address(newcomer);
     let plan = pair.udp_flood(Ipv4Addr::new(203, 0, 113, 0), 30, 5300);
     let stop = AtomicBool::new(false);
     let issued = || count(&stats_json(&iface), "drop", "banned").0;
@@ -346,6 +350,15 @@ fn a_burst_of_bans_is_logged_as_a_count_not_a_line_each() {
             Duration::from_secs(15),
             || issued() >= 1_000 && moat_bans(&pair, &iface) == 30,
         );
+        for (who, source) in [
+            ("returning", pair.client_end.ipv4),
+            ("first-time", newcomer),
+        ] {
+            assert!(
+                pair.visit(&server, source),
+                "a {who} visitor is served during the flood"
+            );
+        }
         stop.store(true, Ordering::Relaxed);
         flood
             .join()

@@ -252,6 +252,14 @@ fn top_shows_the_last_seconds_not_old_samples() {
     });
     assert!(report_a.sent > 0, "flood A ran: {report_a:?}");
 
+    let server = moat::lab::traffic::EchoServer::listen(
+        &pair.origin,
+        std::net::SocketAddrV4::new(pair.origin_end.ipv4, 8080),
+    )
+    .expect("the origin's service");
+    let newcomer = std::net::Ipv4Addr::new(198, 18, 0, 79);
+    pair.add_client_address(newcomer);
+
     // Flood B: A stays ranked for the window, then only B is.
     let stop_b = AtomicBool::new(false);
     let (ranked, aged_out_after) = std::thread::scope(|scope| {
@@ -278,6 +286,15 @@ fn top_shows_the_last_seconds_not_old_samples() {
         let aged_out_after = a_stopped.elapsed();
         // `moat top` itself, while B goes on: B's sources and prefix, nothing of A's.
         let screen = pair.moat_ok(&["top", "--iface", iface, "--interval", "1", "--count", "1"]);
+        for (who, source) in [
+            ("returning", pair.client_end.ipv4),
+            ("first-time", newcomer),
+        ] {
+            assert!(
+                pair.visit(&server, source),
+                "a {who} visitor is served during flood B"
+            );
+        }
         drop(stop);
         let report_b = sender.join().expect("the flood B sender");
         assert!(report_b.sent > 0, "flood B ran: {report_b:?}");
