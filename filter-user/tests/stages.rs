@@ -274,13 +274,7 @@ impl Filter {
     /// keyed by its network address).
     fn ban(&mut self, addr: impl Into<IpAddr>, ban: Ban) {
         let addr = addr.into();
-        let map = self
-            .ebpf
-            .map_mut(BANS)
-            .unwrap_or_else(|| panic!("the object has no map {BANS:?}"));
-        HashMap::<_, SourceKey, Ban>::try_from(map)
-            .unwrap_or_else(|error| panic!("{BANS} is not a hash of SourceKey to Ban: {error}"))
-            .insert(source_key(addr, BAN_CLASS), ban, 0)
+        self.try_ban(addr, ban)
             .unwrap_or_else(|error| panic!("writing the ban of {addr}: {error}"));
     }
 
