@@ -1,11 +1,15 @@
-//! Cost per packet of every path through moat, by BPF_PROG_TEST_RUN, beside the trivial
-//! XDP_DROP floor and xdp-filter with an equivalent rule where one exists, all timed in the same
-//! rounds: case after case, round after round, median reported.
+//! Cost per packet of every path through moat, by BPF_PROG_TEST_RUN, beside two floors — the
+//! trivial XDP_DROP program, and "parse + count", moat's own parser and counter with no policy
+//! — and xdp-filter with an equivalent rule where one exists, all timed in the same rounds: case
+//! after case, round after round, median reported, each round's figure kept so ratios can be
+//! paired round by round.
 //!
 //! moat runs the shipped policy on a fixed clock with its denylist holding the large list
 //! (1,000,000 prefixes per family by default), as an origin under attack would. Each case is
 //! checked, not assumed: the counters must show every timed packet under the case's own
-//! `(verdict, reason)`, and xdp-filter must return the case's action, or the run fails. A few
+//! `(verdict, reason)`, the parse + count floor must count every timed frame as parsed
+//! (`pass/pass` on its own counters), and xdp-filter must return the case's action, or the run
+//! fails. A few
 //! cases need a setting changed to reach their path with one repeated frame (the same source
 //! every time), or a source marked verified; each says which. Cases run from a thread inside
 //! [`Origin`]'s namespace, whose sockets moat's lookups find. A SYN moat answers is timed per
@@ -29,7 +33,7 @@ use filter_common::{
 use super::{
     BenchError, Options,
     frames::{self, Shape, Tagging},
-    measure::{self, Floor, START_NS, Subject, XDP_DROP, XDP_PASS, XDP_TX},
+    measure::{self, Floor, FloorKind, START_NS, Subject, XDP_DROP, XDP_PASS, XDP_TX},
     median,
     origin::Origin,
     prefixes,
@@ -401,7 +405,7 @@ pub fn origin() -> Result<Origin, BenchError> {
     )
 }
 
-/// One row of the cost table: a path's median cost per packet, in ns.
+/// One row of the cost table: a path's median cost per packet, in ns, and each round's.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CostRow {
     /// The path.
@@ -412,10 +416,18 @@ pub struct CostRow {
     pub moat_v4: f64,
     /// moat, IPv6.
     pub moat_v6: f64,
+    /// moat, IPv4, each round (in round order).
+    pub moat_v4_rounds: Vec<f64>,
+    /// moat, IPv6, each round.
+    pub moat_v6_rounds: Vec<f64>,
     /// xdp-filter, IPv4, where it has an equivalent rule.
     pub xdp_filter_v4: Option<f64>,
     /// xdp-filter, IPv6.
     pub xdp_filter_v6: Option<f64>,
+    /// xdp-filter, IPv4, each round (empty without an equivalent rule).
+    pub xdp_filter_v4_rounds: Vec<f64>,
+    /// xdp-filter, IPv6, each round.
+    pub xdp_filter_v6_rounds: Vec<f64>,
     /// xdp-filter's rule.
     pub xdp_filter_rule: Option<&'static str>,
 }
@@ -423,10 +435,18 @@ pub struct CostRow {
 /// The cost section's result.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CostReport {
-    /// The floor, IPv4 frame, ns per packet.
+    /// The XDP_DROP floor, IPv4 frame, ns per packet.
     pub floor_v4: f64,
-    /// The floor, IPv6 frame.
+    /// The XDP_DROP floor, IPv6 frame.
     pub floor_v6: f64,
+    /// The parse + count floor, IPv4 frame (the XDP_DROP floor's), ns per packet.
+    pub parse_count_v4: f64,
+    /// The parse + count floor, IPv6 frame.
+    pub parse_count_v6: f64,
+    /// The parse + count floor, IPv4, each round (in round order).
+    pub parse_count_v4_rounds: Vec<f64>,
+    /// The parse + count floor, IPv6, each round.
+    pub parse_count_v6_rounds: Vec<f64>,
     /// One row per path.
     pub rows: Vec<CostRow>,
     /// Deny prefixes loaded per family.
@@ -445,8 +465,16 @@ pub struct CostReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Runner {
     Moat(Tweak),
-    Floor,
+    Floor(FloorKind),
     XdpFilter(XdpFilterPolicy),
+}
+
+/// Whose samples to find, whatever its settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Moat,
+    Floor(FloorKind),
+    XdpFilter,
 }
 
 /// One timed case: a runner, a frame and what it must do.
@@ -455,7 +483,7 @@ struct Case {
     runner: Runner,
     method: Method,
     family: Family,
-    /// Index into [`PATHS`]; none for the floor.
+    /// Index into [`PATHS`]; none for the floors.
     path: Option<usize>,
     frame: Vec<u8>,
     expect: (Verdict, Reason, u32),
@@ -463,16 +491,15 @@ struct Case {
 }
 
 impl Case {
-    /// Whether this is `moat` (or xdp-filter, or the floor when `path` is none) on path `path`
-    /// in `family`, timed by `method`.
-    fn is(&self, moat: bool, family: Family, path: Option<usize>, method: Method) -> bool {
+    /// Whether this is `who` on path `path` (none for a floor) in `family`, timed by `method`.
+    fn is(&self, who: Who, family: Family, path: Option<usize>, method: Method) -> bool {
         self.family == family
             && self.path == path
             && self.method == method
             && match self.runner {
-                Runner::Moat(_) => moat,
-                Runner::XdpFilter(_) => !moat,
-                Runner::Floor => path.is_none(),
+                Runner::Moat(_) => who == Who::Moat,
+                Runner::XdpFilter(_) => who == Who::XdpFilter,
+                Runner::Floor(kind) => who == Who::Floor(kind),
             }
     }
 }
@@ -538,7 +565,10 @@ pub fn measure(
     progress: &mut dyn FnMut(&str),
 ) -> Result<CostReport, BenchError> {
     tools::check_xdp_filter_unused()?;
-    let floor = Floor::load()?;
+    let floors = (
+        Floor::load_kind(FloorKind::XdpDrop)?,
+        Floor::load_kind(FloorKind::ParseCount)?,
+    );
     // xdp-filter, one policy after the other on one interface. A program stays loaded, with
     // the maps it was given, while its file descriptor is held, so each is unloaded from the
     // interface as soon as it is opened (xdp-filter keeps one policy per namespace, and its
@@ -582,7 +612,7 @@ pub fn measure(
         for method in [Method::Repeat, Method::Calls] {
             cases.push(Case {
                 label: format!("floor {family:?} {method:?}"),
-                runner: Runner::Floor,
+                runner: Runner::Floor(FloorKind::XdpDrop),
                 method,
                 family,
                 path: None,
@@ -591,6 +621,17 @@ pub fn measure(
                 samples: Vec::new(),
             });
         }
+        // Parsed in full and counted as moat counts a frame it passes, then dropped.
+        cases.push(Case {
+            label: format!("parse + count {family:?}"),
+            runner: Runner::Floor(FloorKind::ParseCount),
+            method: Method::Repeat,
+            family,
+            path: None,
+            frame: floor_frame.clone(),
+            expect: (Verdict::Pass, Reason::Pass, XDP_DROP),
+            samples: Vec::new(),
+        });
         for (index, path) in PATHS.iter().enumerate() {
             let frame = frames::build(
                 path.shape,
@@ -639,7 +680,7 @@ pub fn measure(
                     time_case(
                         case,
                         subject,
-                        &floor,
+                        (&floors.0, &floors.1),
                         (&allow_program, &deny_program),
                         repeat,
                         round > 0,
@@ -655,57 +696,74 @@ pub fn measure(
     subject.set_settings(shipped)?;
     result?;
 
-    let find = |moat: bool, family: Family, path: Option<usize>, method: Method| -> Vec<f64> {
+    let find = |who: Who, family: Family, path: Option<usize>, method: Method| -> Vec<f64> {
         cases
             .iter()
-            .find(|case| case.is(moat, family, path, method))
+            .find(|case| case.is(who, family, path, method))
             .map(|case| case.samples.clone())
             .unwrap_or_default()
     };
-    let floor_v4 = median(&find(false, Family::V4, None, Method::Repeat));
-    let floor_v6 = median(&find(false, Family::V6, None, Method::Repeat));
-    // A per-call case: the floor's cost per packet plus what its calls cost over the floor's
-    // calls of the same round.
-    let moat_ns = |family: Family, index: usize, method: Method| -> f64 {
-        let samples = find(true, family, Some(index), method);
+    let xdp_drop = Who::Floor(FloorKind::XdpDrop);
+    let parse_count = Who::Floor(FloorKind::ParseCount);
+    let floor_v4 = median(&find(xdp_drop, Family::V4, None, Method::Repeat));
+    let floor_v6 = median(&find(xdp_drop, Family::V6, None, Method::Repeat));
+    // Each round's figure of a path; for a per-call case, the floor's cost per packet plus
+    // what its calls cost over the floor's calls of the same round.
+    let moat_rounds = |family: Family, index: usize, method: Method| -> Vec<f64> {
+        let samples = find(Who::Moat, family, Some(index), method);
         match method {
-            Method::Repeat => median(&samples),
+            Method::Repeat => samples,
             Method::Calls => {
-                let floor_calls = find(false, family, None, Method::Calls);
-                let over: Vec<f64> = samples
-                    .iter()
-                    .zip(&floor_calls)
-                    .map(|(moat, floor)| moat - floor)
-                    .collect();
+                let floor_calls = find(xdp_drop, family, None, Method::Calls);
                 let floor = if family == Family::V4 {
                     floor_v4
                 } else {
                     floor_v6
                 };
-                floor + median(&over)
+                samples
+                    .iter()
+                    .zip(&floor_calls)
+                    .map(|(moat, floor_call)| floor + (moat - floor_call))
+                    .collect()
             }
         }
     };
-    let xdp_filter_ns = |family: Family, index: usize, method: Method| -> Option<f64> {
-        let samples = find(false, family, Some(index), method);
-        (!samples.is_empty()).then(|| median(&samples))
+    let xdp_filter_rounds = |family: Family, index: usize, method: Method| -> Vec<f64> {
+        find(Who::XdpFilter, family, Some(index), method)
     };
+    let optional_median = |samples: &[f64]| (!samples.is_empty()).then(|| median(samples));
     let rows = PATHS
         .iter()
         .enumerate()
-        .map(|(index, path)| CostRow {
-            path: path.name,
-            note: path.note,
-            moat_v4: moat_ns(Family::V4, index, path.method),
-            moat_v6: moat_ns(Family::V6, index, path.method),
-            xdp_filter_v4: xdp_filter_ns(Family::V4, index, path.method),
-            xdp_filter_v6: xdp_filter_ns(Family::V6, index, path.method),
-            xdp_filter_rule: path.xdp_filter.map(|(_, _, rule)| rule),
+        .map(|(index, path)| {
+            let moat_v4_rounds = moat_rounds(Family::V4, index, path.method);
+            let moat_v6_rounds = moat_rounds(Family::V6, index, path.method);
+            let xdp_filter_v4_rounds = xdp_filter_rounds(Family::V4, index, path.method);
+            let xdp_filter_v6_rounds = xdp_filter_rounds(Family::V6, index, path.method);
+            CostRow {
+                path: path.name,
+                note: path.note,
+                moat_v4: median(&moat_v4_rounds),
+                moat_v6: median(&moat_v6_rounds),
+                xdp_filter_v4: optional_median(&xdp_filter_v4_rounds),
+                xdp_filter_v6: optional_median(&xdp_filter_v6_rounds),
+                moat_v4_rounds,
+                moat_v6_rounds,
+                xdp_filter_v4_rounds,
+                xdp_filter_v6_rounds,
+                xdp_filter_rule: path.xdp_filter.map(|(_, _, rule)| rule),
+            }
         })
         .collect();
+    let parse_count_v4_rounds = find(parse_count, Family::V4, None, Method::Repeat);
+    let parse_count_v6_rounds = find(parse_count, Family::V6, None, Method::Repeat);
     Ok(CostReport {
         floor_v4,
         floor_v6,
+        parse_count_v4: median(&parse_count_v4_rounds),
+        parse_count_v6: median(&parse_count_v6_rounds),
+        parse_count_v4_rounds,
+        parse_count_v6_rounds,
         rows,
         deny_prefixes,
         repeat: options.repeat,
@@ -744,11 +802,12 @@ fn check_answers(subject: &mut Subject, origin: &Origin, cases: &[Case]) -> Resu
 }
 
 /// Times `case` once with `repeat` repetitions (or `repeat / CALLS_DIVISOR` calls) and, when
-/// `record` is set, checks its path and keeps the sample.
+/// `record` is set, checks its path and keeps the sample. `floors` are the XDP_DROP floor and
+/// the parse + count one.
 fn time_case(
     case: &mut Case,
     subject: &mut Subject,
-    floor: &Floor,
+    (xdp_drop, parse_count): (&Floor, &Floor),
     (allow_program, deny_program): (&ProgramFd, &ProgramFd),
     repeat: u32,
     record: bool,
@@ -758,10 +817,32 @@ fn time_case(
         Method::Repeat => measure::time_run(fd, name, frame, repeat),
         Method::Calls => measure::time_calls(fd, name, frame, calls),
     };
+    let packets = match case.method {
+        Method::Repeat => repeat,
+        Method::Calls => calls,
+    };
     let timing = match case.runner {
-        Runner::Floor => {
-            let fd = measure::program_fd(floor.program()?, "the floor")?;
+        Runner::Floor(FloorKind::XdpDrop) => {
+            let fd = measure::program_fd(xdp_drop.program()?, "the floor")?;
             time(fd, "the floor", &case.frame)?
+        }
+        Runner::Floor(FloorKind::ParseCount) => {
+            let name = FloorKind::ParseCount.label();
+            let before = parse_count.counters()?;
+            let fd = measure::program_fd(parse_count.program()?, name)?;
+            let timing = time(fd, name, &case.frame)?;
+            let after = parse_count.counters()?;
+            if record {
+                measure::check_counted(
+                    &case.label,
+                    &before,
+                    &after,
+                    case.expect.0,
+                    case.expect.1,
+                    u64::from(packets),
+                )?;
+            }
+            timing
         }
         Runner::XdpFilter(policy) => {
             let fd = match policy {
@@ -780,10 +861,6 @@ fn time_case(
             let timing = time(fd, PROGRAM_NAME, &case.frame)?;
             let after = subject.counters()?;
             if record {
-                let packets = match case.method {
-                    Method::Repeat => repeat,
-                    Method::Calls => calls,
-                };
                 measure::check_counted(
                     &case.label,
                     &before,

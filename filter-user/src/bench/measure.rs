@@ -1,6 +1,8 @@
 //! Timing a program on a frame with BPF_PROG_TEST_RUN, and the programs timed: moat's filter
-//! loaded with the shipped policy on a fixed clock (a [`Subject`]), and the trivial XDP_DROP
-//! [`Floor`]. Also the memory a map holds, from its fdinfo.
+//! loaded with the shipped policy on a fixed clock (a [`Subject`]), and the two floors (a
+//! [`Floor`] of either [`FloorKind`]): the trivial XDP_DROP program, and "parse + count", which
+//! parses with moat's own parser and counts as moat does but decides nothing. Also the memory a
+//! map holds, from its fdinfo.
 //!
 //! A timed run repeats the frame `repeat` times inside the kernel; the time is the calling
 //! thread's CPU time across the call, divided by `repeat`, so time the thread spends preempted
@@ -41,6 +43,7 @@ use crate::{
     FILTER_OBJECT,
     cidr::Cidr,
     config::Config,
+    loader::Capacities,
     policy::{self, Policy, map_data},
     stats::Snapshot,
 };
@@ -51,6 +54,13 @@ pub static FLOOR_OBJECT: &[u8] =
 
 /// The floor's program name.
 pub const FLOOR_PROGRAM: &str = "moat_floor";
+
+/// The parse + count floor's object, built by `build.rs` from `filter-ebpf/src/parse_count.rs`.
+pub static PARSE_COUNT_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/moat-parse-count"));
+
+/// The parse + count floor's program name.
+pub const PARSE_COUNT_PROGRAM: &str = "moat_parse_count";
 
 /// `XDP_DROP` in `enum xdp_action` (include/uapi/linux/bpf.h).
 pub const XDP_DROP: u32 = 1;
@@ -245,32 +255,89 @@ pub fn map_bytes(fd: impl AsFd) -> Result<u64, BenchError> {
         })
 }
 
-/// The trivial XDP_DROP program, loaded.
+/// Which floor: both drop every frame, so they time alike over veth and through
+/// BPF_PROG_TEST_RUN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloorKind {
+    /// Drops every frame without reading it: the least any XDP program costs.
+    XdpDrop,
+    /// Parses every frame with moat's parser and counts it in its own `COUNTERS` as moat does,
+    /// then drops it: the least any filter that reads headers and counts costs.
+    ParseCount,
+}
+
+impl FloorKind {
+    /// How the report names it.
+    pub const fn label(self) -> &'static str {
+        match self {
+            FloorKind::XdpDrop => "floor: XDP_DROP",
+            FloorKind::ParseCount => "floor: parse + count",
+        }
+    }
+
+    /// Its object.
+    fn object(self) -> &'static [u8] {
+        match self {
+            FloorKind::XdpDrop => FLOOR_OBJECT,
+            FloorKind::ParseCount => PARSE_COUNT_OBJECT,
+        }
+    }
+
+    /// Its program's name.
+    pub const fn program_name(self) -> &'static str {
+        match self {
+            FloorKind::XdpDrop => FLOOR_PROGRAM,
+            FloorKind::ParseCount => PARSE_COUNT_PROGRAM,
+        }
+    }
+}
+
+/// A floor program, loaded.
 pub struct Floor {
     ebpf: Ebpf,
+    kind: FloorKind,
 }
 
 impl Floor {
-    /// Loads the floor.
+    /// Loads the XDP_DROP floor.
     pub fn load() -> Result<Floor, BenchError> {
-        let mut ebpf = Ebpf::load(FLOOR_OBJECT).map_err(|source| BenchError::Load {
-            object: "the floor",
+        Floor::load_kind(FloorKind::XdpDrop)
+    }
+
+    /// Loads the floor `kind`.
+    pub fn load_kind(kind: FloorKind) -> Result<Floor, BenchError> {
+        let mut ebpf = Ebpf::load(kind.object()).map_err(|source| BenchError::Load {
+            object: kind.label(),
             source: Box::new(source),
         })?;
-        program_mut(&mut ebpf, FLOOR_PROGRAM)?
+        program_mut(&mut ebpf, kind.program_name())?
             .load()
-            .map_err(BenchError::program("loading", FLOOR_PROGRAM))?;
-        Ok(Floor { ebpf })
+            .map_err(BenchError::program("loading", kind.program_name()))?;
+        Ok(Floor { ebpf, kind })
+    }
+
+    /// Which floor this is.
+    pub fn kind(&self) -> FloorKind {
+        self.kind
     }
 
     /// The loaded program.
     pub fn program(&self) -> Result<&Xdp, BenchError> {
-        program(&self.ebpf, FLOOR_PROGRAM)
+        program(&self.ebpf, self.kind.program_name())
     }
 
     /// The loaded program, for attaching.
     pub fn program_mut(&mut self) -> Result<&mut Xdp, BenchError> {
-        program_mut(&mut self.ebpf, FLOOR_PROGRAM)
+        program_mut(&mut self.ebpf, self.kind.program_name())
+    }
+
+    /// The parse + count floor's counters, summed over CPUs (the XDP_DROP floor has none).
+    pub fn counters(&self) -> Result<Snapshot, BenchError> {
+        let map = self
+            .ebpf
+            .map(COUNTERS)
+            .ok_or_else(|| missing_map(COUNTERS))?;
+        Snapshot::read(map).map_err(BenchError::map("reading", COUNTERS))
     }
 }
 
@@ -315,8 +382,9 @@ impl Default for Sizes {
     }
 }
 
-/// moat's filter loaded for BPF_PROG_TEST_RUN: the shipped policy (`Config::default()`), its
-/// clock fixed at [`START_NS`] so buckets neither refill nor expire while it is timed.
+/// moat's filter loaded for BPF_PROG_TEST_RUN: the shipped policy (`Config::default()`) and
+/// map capacities (those `moat run` gives it, but for [`Sizes`]), its clock fixed at
+/// [`START_NS`] so buckets neither refill nor expire while it is timed.
 pub struct Subject {
     ebpf: Ebpf,
     shipped: Settings,
@@ -326,7 +394,11 @@ pub struct Subject {
 impl Subject {
     /// Loads the filter with these capacities and the shipped policy.
     pub fn load(sizes: Sizes) -> Result<Subject, BenchError> {
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        for (name, max_entries) in Capacities::of(&Config::default()).overrides() {
+            loader.map_max_entries(name, max_entries);
+        }
+        let mut ebpf = loader
             .map_max_entries(DENY_V4, sizes.deny)
             .map_max_entries(DENY_V6, sizes.deny)
             .map_max_entries(SOURCES, sizes.sources)
@@ -499,6 +571,19 @@ impl Subject {
             .map(COUNTERS)
             .ok_or_else(|| missing_map(COUNTERS))?;
         Snapshot::read(map).map_err(BenchError::map("reading", COUNTERS))
+    }
+
+    /// The capacity map `name` was created with (`max_entries`).
+    pub fn map_capacity(&self, name: &str) -> Result<u32, BenchError> {
+        let map = self.ebpf.map(name).ok_or_else(|| missing_map(name))?;
+        let data = map_data(map).ok_or_else(|| BenchError::Tool {
+            tool: "moat-bench",
+            problem: format!("map {name} is of a kind the benchmark does not size"),
+        })?;
+        Ok(data
+            .info()
+            .map_err(BenchError::map("reading the info of", name))?
+            .max_entries())
     }
 
     /// The kernel memory of each named map, in bytes.

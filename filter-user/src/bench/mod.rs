@@ -1,16 +1,17 @@
 //! `moat-bench`: what the filter costs per packet, how fast it drops or answers a flood, how its
 //! cost and memory grow with its tables, and how long the control plane takes — each figure next
-//! to a baseline measured in the same run (the trivial XDP_DROP floor, xdp-filter, nftables, the
-//! kernel's own SYN cookies), because these machines are noisy and only ratios carry from one
-//! run to the next.
+//! to a baseline measured in the same run (the trivial XDP_DROP floor, the parse + count floor
+//! that runs moat's parser and counter with no policy, xdp-filter, nftables, the kernel's own
+//! SYN cookies), because these machines are noisy and only ratios carry from one run to the
+//! next.
 //!
 //! The sections are [`cost`] (BPF_PROG_TEST_RUN per path), [`throughput`] (live-frames SYN and
 //! ACK floods over veth between namespaces, answered or dropped), [`scaling`] (tracked sources
 //! and deny prefixes) and [`control_plane`] (loading a denylist, banning, the daemon's memory);
-//! [`report`] renders them with the targets as markdown. Targets are reported as PASS or MISS,
-//! never asserted: this is a measurement, not a test. Building the binaries is `cargo xtask
-//! bench`'s job, not this module's. Everything it creates (namespaces, attachments, pins,
-//! temporary files) is removed when it ends, also on failure.
+//! [`targets`] judges issue #13's targets on them and [`report`] renders it all as markdown.
+//! Targets are reported as PASS or MISS, never asserted: this is a measurement, not a test.
+//! Building the binaries is `cargo xtask bench`'s job, not this module's. Everything it creates
+//! (namespaces, attachments, pins, temporary files) is removed when it ends, also on failure.
 
 pub mod control_plane;
 pub mod cost;
@@ -21,6 +22,7 @@ pub mod origin;
 pub mod prefixes;
 pub mod report;
 pub mod scaling;
+pub mod targets;
 pub mod throughput;
 pub mod tools;
 

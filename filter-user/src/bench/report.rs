@@ -9,8 +9,8 @@ use super::{
     control_plane::ControlReport,
     cost::{CostReport, CostRow},
     machine::Machine,
-    median,
     scaling::ScalingReport,
+    targets::{self, Target},
     throughput::{FloodKind, Ratio, Receiver, ThroughputReport},
 };
 
@@ -31,19 +31,6 @@ pub struct Report {
     pub control: Option<ControlReport>,
     /// How long the run took.
     pub elapsed: Duration,
-}
-
-/// One target of the issue, judged on this run's figures.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Target {
-    /// The target as the issue states it.
-    pub goal: &'static str,
-    /// The figure it is judged on.
-    pub measured: String,
-    /// Whether it is met.
-    pub pass: bool,
-    /// Why not, when it is not.
-    pub why: String,
 }
 
 /// `n` with thousands separators.
@@ -73,36 +60,19 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// A ratio as `1.23×`.
-fn times(ratio: f64) -> String {
+pub fn times(ratio: f64) -> String {
     format!("{ratio:.2}×")
 }
 
 /// `a / b`, or 0 when `b` is 0.
-fn ratio(a: f64, b: f64) -> f64 {
+pub fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
 
 impl Report {
     /// The issue's targets judged on this run (those whose sections ran).
     pub fn targets(&self) -> Vec<Target> {
-        let mut targets = Vec::new();
-        if let Some(cost) = &self.cost {
-            targets.push(pipeline_target(cost));
-        }
-        if let Some(throughput) = &self.throughput {
-            targets.extend(throughput_targets(throughput));
-            targets.extend(answer_targets(throughput, self.cost.as_ref()));
-        }
-        if let Some(target) = xdp_filter_target(self.cost.as_ref(), self.throughput.as_ref()) {
-            targets.push(target);
-        }
-        if let Some(scaling) = &self.scaling {
-            targets.extend(flat_test_run_target(scaling));
-        }
-        if let Some(throughput) = &self.throughput {
-            targets.extend(flat_live_target(throughput, self.scaling.as_ref()));
-        }
-        targets
+        targets::judge(self)
     }
 
     /// The report as markdown.
@@ -182,40 +152,8 @@ impl Report {
     }
 }
 
-/// Full pipeline cost ≤ 2× the floor.
-fn pipeline_target(cost: &CostReport) -> Target {
-    let full = cost
-        .rows
-        .iter()
-        .find(|row| row.path.starts_with("full pipeline"));
-    let moat = full.map_or(0.0, |row| row.moat_v4);
-    let multiple = ratio(moat, cost.floor_v4);
-    let xdp_filter = cost
-        .rows
-        .iter()
-        .find(|row| row.path.starts_with("plain pass"))
-        .and_then(|row| row.xdp_filter_v4)
-        .unwrap_or(0.0);
-    Target {
-        goal: "full pipeline cost per packet ≤ 2× the floor",
-        measured: format!(
-            "{} ({moat:.1} ns vs {:.1} ns, IPv4)",
-            times(multiple),
-            cost.floor_v4
-        ),
-        pass: multiple > 0.0 && multiple <= 2.0,
-        why: format!(
-            "the floor is little more than BPF_PROG_TEST_RUN's own loop; moat's full pipeline \
-             makes about eight map lookups (allowlist and denylist tries, bans, verified \
-             sources, sources, settings, scratch, counters) — even xdp-filter's plain pass \
-             costs {} the floor",
-            times(ratio(xdp_filter, cost.floor_v4))
-        ),
-    }
-}
-
 /// A ratio with its spread over rounds: `1.23× (1.10–1.31 by round)`.
-fn times_spread(ratio: &Ratio) -> String {
+pub fn times_spread(ratio: &Ratio) -> String {
     if ratio.low.is_finite() && ratio.high.is_finite() {
         format!(
             "{} ({:.2}–{:.2} by round)",
@@ -226,272 +164,6 @@ fn times_spread(ratio: &Ratio) -> String {
     } else {
         times(ratio.median)
     }
-}
-
-/// The cost table's IPv4 figure for the row named `path`, in ns.
-fn cost_ns(cost: Option<&CostReport>, path: &str) -> Option<f64> {
-    cost.and_then(|cost| cost.rows.iter().find(|row| row.path == path))
-        .map(|row| row.moat_v4)
-}
-
-/// Drop throughput ≥ 90% of the floor's and ≥ 3× nftables'.
-fn throughput_targets(throughput: &ThroughputReport) -> Vec<Target> {
-    let (Some(moat), Some(floor), Some(nft), Some(of_floor), Some(of_nft)) = (
-        throughput.get(Receiver::MoatDeny),
-        throughput.get(Receiver::Floor),
-        throughput.get(Receiver::NftNetdev),
-        throughput.speed_ratio(Receiver::MoatDeny, Receiver::Floor),
-        throughput.speed_ratio(Receiver::MoatDeny, Receiver::NftNetdev),
-    ) else {
-        return Vec::new();
-    };
-    vec![
-        Target {
-            goal: "drop throughput ≥ 90% of the floor's",
-            measured: format!(
-                "{:.0}% ({:.2} vs {:.2} Mpps, deny rule; {:.0}–{:.0}% by round)",
-                of_floor.median * 100.0,
-                moat.receive_pps() / 1e6,
-                floor.receive_pps() / 1e6,
-                of_floor.low * 100.0,
-                of_floor.high * 100.0
-            ),
-            pass: of_floor.median >= 0.9,
-            why: format!(
-                "90% of the floor's rate allows {:.0} ns per packet on the receiving side; \
-                 moat's deny path takes {:.0} ns ({:.0} ns over XDP_DROP: settings, scratch, \
-                 two LPM lookups, the counter and drop sampling — see the cost table)",
-                floor.receive_ns / 0.9,
-                moat.receive_ns,
-                moat.receive_ns - floor.receive_ns
-            ),
-        },
-        Target {
-            goal: "drop throughput ≥ 3× nftables'",
-            measured: format!(
-                "{} netdev ingress ({:.2} vs {:.2} Mpps)",
-                times_spread(&of_nft),
-                moat.receive_pps() / 1e6,
-                nft.receive_pps() / 1e6
-            ),
-            pass: of_nft.median >= 3.0,
-            why: format!(
-                "3× nftables allows {:.0} ns per packet and moat's deny path takes {:.0} ns; on \
-                 veth there is no NIC, DMA or driver ring for XDP to save, so nftables gets its \
-                 skb for {:.0} ns here (on a physical NIC the skb costs more, not measured here)",
-                nft.receive_ns / 3.0,
-                moat.receive_ns,
-                nft.receive_ns
-            ),
-        },
-    ]
-}
-
-/// The SYN path ≥ 5× the kernel's own SYN-cookie rate and ≥ 2× nftables' drop rate; the ACK
-/// flood dropped at ≥ 3× nftables' rate.
-fn answer_targets(throughput: &ThroughputReport, cost: Option<&CostReport>) -> Vec<Target> {
-    let mut targets = Vec::new();
-    if let (Some(moat), Some(stack), Some(nft)) = (
-        throughput.get(Receiver::MoatCookies),
-        throughput.get(Receiver::Stack),
-        throughput.get(Receiver::NftNetdev),
-    ) {
-        let split = cost_ns(cost, "SYN answered with a cookie").map_or_else(String::new, |ns| {
-            if ns <= moat.receive_ns {
-                format!(
-                    " — {ns:.0} ns of it in the program (cost table: the stages, a listener \
-                     lookup, the kernel's cookie, the SYN-ACK rewrite), the other {:.0} ns the \
-                     XDP_TX and the client's end dropping the answer on the same core (a NIC \
-                     would only transmit it)",
-                    moat.receive_ns - ns
-                )
-            } else {
-                // Two methods on a noisy machine: a difference would be noise, not a cost.
-                format!(
-                    " — the program alone measured {ns:.0} ns in the cost table (the stages, a \
-                     listener lookup, the kernel's cookie, the SYN-ACK rewrite); the two \
-                     methods disagree by more than the XDP_TX costs on this run"
-                )
-            }
-        });
-        let path = format!("moat's answer takes {:.0} ns{split}", moat.receive_ns);
-        if let Some(ratio) = throughput.speed_ratio(Receiver::MoatCookies, Receiver::Stack) {
-            targets.push(Target {
-                goal: "SYN flood answered with cookies ≥ 5× the kernel's own SYN-cookie rate",
-                measured: format!(
-                    "{} ({:.2} vs {:.2} Mpps, {:.1}% answered by moat)",
-                    times_spread(&ratio),
-                    moat.receive_pps() / 1e6,
-                    stack.receive_pps() / 1e6,
-                    moat.disposed_share * 100.0
-                ),
-                pass: ratio.median >= 5.0,
-                why: format!(
-                    "5× the kernel allows {:.0} ns per SYN; {path}",
-                    stack.receive_ns / 5.0
-                ),
-            });
-        }
-        if let Some(ratio) = throughput.speed_ratio(Receiver::MoatCookies, Receiver::NftNetdev) {
-            targets.push(Target {
-                goal: "SYN flood answered with cookies ≥ 2× nftables' drop rate",
-                measured: format!(
-                    "{} netdev ingress ({:.2} vs {:.2} Mpps)",
-                    times_spread(&ratio),
-                    moat.receive_pps() / 1e6,
-                    nft.receive_pps() / 1e6
-                ),
-                pass: ratio.median >= 2.0,
-                why: format!(
-                    "2× nftables allows {:.0} ns per SYN, and nftables only drops; {path}",
-                    nft.receive_ns / 2.0
-                ),
-            });
-        }
-    }
-    if let (Some(moat), Some(nft), Some(ratio)) = (
-        throughput.get(Receiver::AckMoat),
-        throughput.get(Receiver::AckNftNetdev),
-        throughput.speed_ratio(Receiver::AckMoat, Receiver::AckNftNetdev),
-    ) {
-        targets.push(Target {
-            goal: "ACK flood at no connection dropped at ≥ 3× nftables' rate",
-            measured: format!(
-                "{} netdev ingress ({:.2} vs {:.2} Mpps, {:.1}% dropped by moat)",
-                times_spread(&ratio),
-                moat.receive_pps() / 1e6,
-                nft.receive_pps() / 1e6,
-                moat.disposed_share * 100.0
-            ),
-            pass: ratio.median >= 3.0,
-            why: format!(
-                "3× nftables allows {:.0} ns per packet; moat's takes {:.0} ns: the stages, a TCP \
-                 socket lookup that finds the listener and the kernel's cookie check{}",
-                nft.receive_ns / 3.0,
-                moat.receive_ns,
-                cost_ns(cost, "ACK with a bad cookie dropped")
-                    .zip(cost_ns(cost, "ACK/RST for no connection dropped"))
-                    .map_or_else(String::new, |(bad, none)| format!(
-                        " (cost table: {bad:.0} ns; an ACK to a port with no listener, no \
-                         cookie to check, {none:.0} ns)"
-                    ))
-            ),
-        });
-    }
-    targets
-}
-
-/// At least xdp-filter's speed on rules both support.
-fn xdp_filter_target(
-    cost: Option<&CostReport>,
-    throughput: Option<&ThroughputReport>,
-) -> Option<Target> {
-    let mut measured = Vec::new();
-    let mut worst = f64::INFINITY;
-    if let Some(cost) = cost {
-        let ratios: Vec<f64> = cost
-            .rows
-            .iter()
-            .flat_map(|row| {
-                [
-                    row.xdp_filter_v4.map(|x| ratio(x, row.moat_v4)),
-                    row.xdp_filter_v6.map(|x| ratio(x, row.moat_v6)),
-                ]
-            })
-            .flatten()
-            .collect();
-        if !ratios.is_empty() {
-            let middle = median(&ratios);
-            worst = worst.min(middle);
-            measured.push(format!(
-                "per packet: moat at {} of xdp-filter's speed (median of {} cases)",
-                times(middle),
-                ratios.len()
-            ));
-        }
-    }
-    if let Some(throughput) = throughput
-        && let (Some(moat), Some(xdp)) = (
-            throughput.get(Receiver::MoatClosedPort),
-            throughput.get(Receiver::XdpFilter),
-        )
-    {
-        let speed = ratio(moat.receive_pps(), xdp.receive_pps());
-        worst = worst.min(speed);
-        measured.push(format!(
-            "port-80 drop over veth: {} ({:.2} vs {:.2} Mpps)",
-            times(speed),
-            moat.receive_pps() / 1e6,
-            xdp.receive_pps() / 1e6
-        ));
-    }
-    if measured.is_empty() {
-        return None;
-    }
-    Some(Target {
-        goal: "at least xdp-filter's speed on rules both support",
-        measured: measured.join("; "),
-        pass: worst >= 1.0,
-        why: "xdp-filter matches exact addresses and ports with hash lookups; moat walks LPM \
-              tries on every packet (allowlist and denylist, and trusted upstreams for UDP) and \
-              keeps per-CPU scratch, counters and drop samples"
-            .to_string(),
-    })
-}
-
-/// Cost flat from 1,000 to 1,000,000 tracked sources, by BPF_PROG_TEST_RUN.
-fn flat_test_run_target(scaling: &ScalingReport) -> Option<Target> {
-    let (first, last) = (scaling.sources.first()?, scaling.sources.last()?);
-    let growth = ratio(last.tracked_ns, first.tracked_ns);
-    Some(Target {
-        goal: "cost flat (≤ 1.2×) from 1,000 to 1,000,000 tracked sources — BPF_PROG_TEST_RUN, \
-               one source repeated",
-        measured: format!(
-            "{} ({:.1} → {:.1} ns, {} → {} sources)",
-            times(growth),
-            first.tracked_ns,
-            last.tracked_ns,
-            thousands(u64::from(first.sources)),
-            thousands(u64::from(last.sources))
-        ),
-        pass: growth <= 1.2,
-        why: "the hash lookup itself grows with the table".to_string(),
-    })
-}
-
-/// Cost flat from 1,000 to 1,000,000 tracked sources, live with random sources.
-fn flat_live_target(
-    throughput: &ThroughputReport,
-    scaling: Option<&ScalingReport>,
-) -> Option<Target> {
-    let (first, last) = (throughput.tracked.first()?, throughput.tracked.last()?);
-    let growth = ratio(last.receive_ns, first.receive_ns);
-    Some(Target {
-        goal: "cost flat (≤ 1.2×) from 1,000 to 1,000,000 tracked sources — live, a random \
-               tracked source per packet",
-        measured: format!(
-            "{} ({:.0} → {:.0} ns, {} → {} sources)",
-            times(growth),
-            first.receive_ns,
-            last.receive_ns,
-            thousands(u64::from(first.sources)),
-            thousands(u64::from(last.sources))
-        ),
-        pass: growth <= 1.2,
-        why: format!(
-            "each datagram looks up a random entry of the sources table{} (after the UDP \
-             socket lookup); once it outgrows the CPU caches every lookup pays cache and TLB \
-             misses, which one repeated source never shows",
-            scaling
-                .and_then(|s| s.sources.last())
-                .map(|p| format!(
-                    " ({} at {} capacity)",
-                    bytes(p.table_bytes),
-                    thousands(u64::from(p.sources))
-                ))
-                .unwrap_or_default()
-        ),
-    })
 }
 
 /// An optional figure in ns, or a dash.
@@ -508,8 +180,12 @@ fn write_cost(out: &mut String, cost: &CostReport) {
          pinned CPU. moat runs the shipped policy (`Config::default()`) on a fixed clock with \
          {} IPv4 and {} IPv6 deny prefixes loaded. Every timed moat packet is checked on \
          moat's own counters to have taken its row's path; xdp-filter (Debian's xdp-tools, \
-         program `{}`, all features) is checked on its return value. Ratios are to the floor, \
-         the trivial XDP_DROP program, run on the same frames. Sources are 198.19.x.7 and \
+         program `{}`, all features) is checked on its return value. Ratios are to two floors, \
+         timed in the same rounds on the same frame (an established TCP segment): XDP_DROP, the \
+         trivial program that drops every frame unread, and parse + count, which parses the \
+         frame with moat's own parser and counts it in a per-CPU counter as moat does (checked \
+         on its counters to have parsed every timed frame), runs no policy and drops it. \
+         Sources are 198.19.x.7 and \
          2001:db8:0:x::7; the IPv6 denylist lies in 2001:db8:8000::/33, so IPv6 trie walks end \
          sooner than IPv4 ones, whose list is spread over all of unicast space. moat looks \
          sockets up in the test run's namespace, the calling thread's: every case runs from a \
@@ -527,25 +203,43 @@ fn write_cost(out: &mut String, cost: &CostReport) {
     );
     let _ = writeln!(
         out,
-        "| Path | moat IPv4 ns | × floor | moat IPv6 ns | × floor | xdp-filter IPv4 ns | \
-         xdp-filter IPv6 ns | moat speed ÷ xdp-filter's | xdp-filter rule | Notes |"
+        "| Path | moat IPv4 ns | × floor | × parse+count | moat IPv6 ns | × floor | × \
+         parse+count | xdp-filter IPv4 ns | xdp-filter IPv6 ns | moat speed ÷ xdp-filter's | \
+         xdp-filter rule | Notes |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
     let _ = writeln!(
         out,
-        "| floor: XDP_DROP | {:.1} | 1.00× | {:.1} | 1.00× | — | — | — | — | the harness's own \
-         cost |",
-        cost.floor_v4, cost.floor_v6
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    );
+    let _ = writeln!(
+        out,
+        "| floor: XDP_DROP | {:.1} | 1.00× | {} | {:.1} | 1.00× | {} | — | — | — | — | the \
+         harness's own cost |",
+        cost.floor_v4,
+        times(ratio(cost.floor_v4, cost.parse_count_v4)),
+        cost.floor_v6,
+        times(ratio(cost.floor_v6, cost.parse_count_v6)),
+    );
+    let _ = writeln!(
+        out,
+        "| floor: parse + count | {:.1} | {} | 1.00× | {:.1} | {} | 1.00× | — | — | — | — | \
+         moat's parser and a per-CPU counter, no policy, every frame dropped |",
+        cost.parse_count_v4,
+        times(ratio(cost.parse_count_v4, cost.floor_v4)),
+        cost.parse_count_v6,
+        times(ratio(cost.parse_count_v6, cost.floor_v6)),
     );
     for row in &cost.rows {
         let _ = writeln!(
             out,
-            "| {} | {:.1} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
             row.path,
             row.moat_v4,
             times(ratio(row.moat_v4, cost.floor_v4)),
+            times(ratio(row.moat_v4, cost.parse_count_v4)),
             row.moat_v6,
             times(ratio(row.moat_v6, cost.floor_v6)),
+            times(ratio(row.moat_v6, cost.parse_count_v6)),
             optional_ns(row.xdp_filter_v4),
             optional_ns(row.xdp_filter_v6),
             speed_against_xdp_filter(row),
@@ -755,15 +449,28 @@ fn write_scaling(
         let _ = writeln!(
             out,
             "The cost section's object: shipped capacities, the large denylist in both \
-             families. Kernel memory (`memlock` in each map's fdinfo; preallocated hashes count \
-             their capacity, tries their entries).\n"
+             families. Capacity is each map's `max_entries` as created (a ring buffer's bytes), \
+             checked against what `moat run` creates with the shipped configuration. Kernel \
+             memory is `memlock` in each map's fdinfo (preallocated hashes count their \
+             capacity, tries their entries).\n"
         );
-        let _ = writeln!(out, "| Map | Memory |\n|---|---:|");
+        let _ = writeln!(out, "| Map | Capacity | Memory |\n|---|---:|---:|");
         for map in &scaling.maps {
-            let _ = writeln!(out, "| {} | {} |", map.name, bytes(map.bytes));
+            let shipped = match map.shipped {
+                Some(shipped) if shipped == map.capacity => String::new(),
+                Some(shipped) => format!(" (`moat run` ships {})", thousands(u64::from(shipped))),
+                None => " (not in the shipped object)".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {}{shipped} | {} |",
+                map.name,
+                thousands(u64::from(map.capacity)),
+                bytes(map.bytes)
+            );
         }
         let total: u64 = scaling.maps.iter().map(|m| m.bytes).sum();
-        let _ = writeln!(out, "| total | {} |\n", bytes(total));
+        let _ = writeln!(out, "| total | | {} |\n", bytes(total));
     }
 }
 

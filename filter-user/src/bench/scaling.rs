@@ -25,6 +25,7 @@ use super::{
     origin::Origin,
     prefixes, tools,
 };
+use crate::{config::Config, loader::Capacities, migrate};
 
 /// Deny list sizes measured (those up to the configured largest).
 pub const DENY_SIZES: [usize; 4] = [10, 1_000, 100_000, 1_000_000];
@@ -67,13 +68,19 @@ pub struct SourcesPoint {
     pub table_bytes: u64,
 }
 
-/// The kernel memory of one map of the cost section's object.
+/// The kernel memory and capacity of one map of the cost section's object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapMemory {
     /// The map.
     pub name: String,
     /// Bytes.
     pub bytes: u64,
+    /// Its capacity as created (`max_entries`; a ring buffer's bytes).
+    pub capacity: u32,
+    /// The capacity `moat run` gives it with the shipped configuration: the object's
+    /// declaration (`filter_common::maps`' constants) with the loader's overrides from
+    /// `Config::default()`; none if the object does not declare it.
+    pub shipped: Option<u32>,
 }
 
 /// The scaling section's result.
@@ -317,13 +324,25 @@ fn sources_table_bytes(capacity: u32) -> Result<u64, BenchError> {
     measure::map_bytes(data.fd())
 }
 
-/// The kernel memory of every map of `subject`, largest first.
+/// The kernel memory and capacity of every map of `subject`, with the capacity `moat run`
+/// ships, largest first.
 pub fn map_memory(subject: &Subject) -> Result<Vec<MapMemory>, BenchError> {
     let sizes = subject.map_bytes(ALL_MAPS)?;
-    let mut maps: Vec<MapMemory> = sizes
-        .into_iter()
-        .map(|(name, bytes)| MapMemory { name, bytes })
-        .collect();
+    let overrides = Capacities::of(&Config::default()).overrides();
+    let shipped =
+        migrate::declared(crate::FILTER_OBJECT, &overrides).map_err(|error| BenchError::Tool {
+            tool: "moat-bench",
+            problem: format!("reading the maps the object declares: {error}"),
+        })?;
+    let mut maps = Vec::new();
+    for (name, bytes) in sizes {
+        maps.push(MapMemory {
+            capacity: subject.map_capacity(&name)?,
+            shipped: shipped.get(&name).map(|shape| shape.max_entries),
+            name,
+            bytes,
+        });
+    }
     maps.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
     Ok(maps)
 }

@@ -1,7 +1,8 @@
 //! Throughput over veth: floods from spoofed sources, sent by moat's live-frames generator
 //! (`lab::flood::Generator`) out of a client namespace's veth end, and each receiver in turn on
 //! the origin namespace's end. A SYN flood to the origin's listening port meets the trivial
-//! XDP_DROP floor, `moat run` with a deny rule, with the port closed and with its shipped policy
+//! XDP_DROP floor, the parse + count floor (moat's parser and counter, no policy, every frame
+//! dropped), `moat run` with a deny rule, with the port closed and with its shipped policy
 //! alone (answering SYN cookies with XDP_TX), xdp-filter, nftables at netdev ingress and at inet prerouting priority -300, and no
 //! filter at all (the kernel stack answers with SYN cookies). Where the origin answers (moat's
 //! cookies, the bare stack's SYN-ACKs), an XDP_DROP on the client's end takes the answers: veth
@@ -43,7 +44,7 @@ use filter_common::{
 
 use super::{
     BenchError, Options,
-    measure::{self, Floor},
+    measure::{self, Floor, FloorKind},
     median,
     scaling::SOURCE_SIZES,
     tools::{self, Policy as XdpFilterPolicy, TempFile, XdpFilter},
@@ -100,6 +101,8 @@ pub enum Receiver {
     Stack,
     /// The trivial XDP_DROP program.
     Floor,
+    /// moat's parser and counter with no policy, dropping every frame.
+    ParseCount,
     /// `moat run` with the shipped policy and the flood's prefix on the denylist.
     MoatDeny,
     /// `moat run` with the target port closed (`ports.tcp = [22, 443]`).
@@ -124,8 +127,9 @@ pub enum Receiver {
 
 impl Receiver {
     /// Every receiver, in the order they take turns.
-    pub const ALL: [Receiver; 11] = [
+    pub const ALL: [Receiver; 12] = [
         Receiver::Floor,
+        Receiver::ParseCount,
         Receiver::MoatDeny,
         Receiver::MoatClosedPort,
         Receiver::MoatCookies,
@@ -143,6 +147,7 @@ impl Receiver {
         match self {
             Receiver::Stack => "no filter (kernel stack, SYN cookies)",
             Receiver::Floor | Receiver::AckFloor => "floor: XDP_DROP everything",
+            Receiver::ParseCount => "floor: parse + count (moat's parser and counter), drop",
             Receiver::MoatDeny => "moat, deny 198.19.0.0/16",
             Receiver::MoatClosedPort => "moat, port 80 closed (ports.tcp = [22, 443])",
             Receiver::MoatCookies => "moat, shipped policy: SYN cookies answered",
@@ -215,6 +220,8 @@ pub struct TrackedPoint {
     pub receive_ns: f64,
     /// Share of the flood moat dropped.
     pub disposed_share: f64,
+    /// Each round's receive-side CPU time per packet, ns (in round order).
+    pub rounds_receive_ns: Vec<f64>,
 }
 
 /// The throughput section's result.
@@ -465,7 +472,7 @@ fn disposed(bed: &Bed, tally: Tally) -> Result<u64, BenchError> {
 
 /// A receiver in place on the origin end; removed on drop.
 enum Installed<'a> {
-    /// The floor, detached when dropped.
+    /// A floor (either kind), detached when dropped.
     Floor { _attached: Floor },
     /// `moat run`, stopped by [`remove`]; with the sink for its XDP_TX answers on the client's
     /// end, detached when dropped.
@@ -489,12 +496,17 @@ fn install<'a>(
         Receiver::Stack => Installed::Stack {
             _sink: answer_sink(bed)?,
         },
-        Receiver::Floor | Receiver::AckFloor => {
-            let mut floor = Floor::load()?;
+        Receiver::Floor | Receiver::AckFloor | Receiver::ParseCount => {
+            let kind = if receiver == Receiver::ParseCount {
+                FloorKind::ParseCount
+            } else {
+                FloorKind::XdpDrop
+            };
+            let mut floor = Floor::load_kind(kind)?;
             let program = floor.program_mut()?;
             bed.origin
                 .enter(|| program.attach(&iface, XdpMode::Driver))?
-                .map_err(BenchError::program("attaching", "the floor"))?;
+                .map_err(BenchError::program("attaching", kind.label()))?;
             Installed::Floor { _attached: floor }
         }
         Receiver::MoatDeny
@@ -863,6 +875,10 @@ fn grow_tracked(
             }
             let receive_ns =
                 (median(&runs.iter().map(per_packet).collect::<Vec<_>>()) - sender_ns).max(0.0);
+            let rounds_receive_ns = runs
+                .iter()
+                .map(|run| (per_packet(run) - sender_ns).max(0.0))
+                .collect();
             let disposed_share = median(
                 &runs
                     .iter()
@@ -878,6 +894,7 @@ fn grow_tracked(
                 sources: size,
                 receive_ns,
                 disposed_share,
+                rounds_receive_ns,
             });
         }
         Ok(points)
