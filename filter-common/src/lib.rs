@@ -7,6 +7,9 @@
 //! `filter-ebpf`) and no aya imports outside the `user` feature.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod classify;
 pub mod counter;
 pub mod flood;

@@ -56,7 +56,8 @@ pub const BANS: &str = "BANS";
 /// buckets. LRU, so a flood of spoofed sources evicts old entries instead of filling it.
 pub const SOURCES: &str = "SOURCES";
 
-/// Per-CPU array of [`crate::rate::Buckets`]: one slot per class, then one for fragments.
+/// Array of [`crate::rate::Buckets`] shared by every CPU: one slot per class, then one for
+/// fragments. Updated by compare-and-swap, so the limits are the host's, not per CPU.
 pub const AGGREGATE: &str = "AGGREGATE";
 
 /// Per-CPU, single-entry scratch space holding the current packet's [`crate::Packet`]. Values
@@ -64,6 +65,11 @@ pub const AGGREGATE: &str = "AGGREGATE";
 /// policy stages in the same state and is verified once, and the summary stays off the 512-byte
 /// stack.
 pub const SCRATCH: &str = "SCRATCH";
+
+/// Per-CPU, single-entry `u32`: dropped packets still to go before the next one is sampled
+/// into [`SAMPLES`] (a countdown from `Settings::sample_every`, instead of a random draw and a
+/// division on every drop).
+pub const SAMPLING: &str = "SAMPLING";
 
 /// Per-CPU array of `u64`, indexed by [`crate::Reason`]: automatic bans issued for that reason
 /// (and manual bans under `Banned`).
@@ -115,6 +121,7 @@ pub const ALL_MAPS: &[&str] = &[
     SOURCES,
     AGGREGATE,
     SCRATCH,
+    SAMPLING,
     BAN_EVENTS,
     SAMPLES,
     SAMPLES_LOST,

@@ -1,10 +1,13 @@
 //! The running settings the XDP program reads on every packet from the single-entry `SETTINGS`
 //! array. Userspace writes it before attaching and whenever the configuration changes, so
 //! thresholds change live without reloading the program. Rates here are already in the units
-//! the program uses: aggregate limits are divided by the number of CPUs, since each CPU keeps
-//! its own aggregate buckets.
+//! the program uses: every [`Limit`] comes with its [`Pace`], compiled by [`Settings::compiled`]
+//! when userspace writes the value, so the program never divides. Aggregate limits are the
+//! host's: all CPUs share one bucket per class (see `crate::rate`), so a single-queue NIC whose
+//! traffic all lands on one CPU still gets the whole limit, and RSS spreading it over many
+//! CPUs does not multiply it.
 
-use crate::rate::Limit;
+use crate::rate::{Limit, Pace};
 
 /// Bit in [`Settings::flags`]: count drops as would-drop and pass the packet.
 pub const FLAG_DRY_RUN: u32 = 1;
@@ -81,12 +84,12 @@ pub struct Settings {
     pub v6_source_prefix: u32,
     /// Per-source limits, by [`crate::Class`].
     pub source: [Limit; crate::CLASS_COUNT],
-    /// Aggregate limits over all sources, per CPU, by [`crate::Class`]. The SYN slot caps the
+    /// Aggregate limits over all sources and CPUs, by [`crate::Class`]. The SYN slot caps the
     /// SYN-ACKs answered with cookies (with cookies off, the SYNs of unverified sources).
     pub aggregate: [Limit; crate::CLASS_COUNT],
-    /// Aggregate limit for fragments under [`FragmentPolicy::RateLimit`], per CPU.
+    /// Aggregate limit for fragments under [`FragmentPolicy::RateLimit`], over all CPUs.
     pub fragments: Limit,
-    /// One dropped packet in this many (on average) is sampled into `SAMPLES`; 0 samples none.
+    /// Every this-many-th dropped packet on each CPU is sampled into `SAMPLES`; 0 samples none.
     pub sample_every: u32,
     /// `SYN_COOKIES_*`: when moat answers unverified SYNs itself.
     pub syn_cookies: u32,
@@ -98,8 +101,14 @@ pub struct Settings {
     pub slot: u32,
     /// Explicit padding; always zero.
     pub _pad: u32,
+    /// [`Settings::source`], compiled: what the program reads.
+    pub source_pace: [Pace; crate::CLASS_COUNT],
+    /// [`Settings::aggregate`], compiled.
+    pub aggregate_pace: [Pace; crate::CLASS_COUNT],
+    /// [`Settings::fragments`], compiled.
+    pub fragments_pace: Pace,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 360);
+const _: () = assert!(core::mem::size_of::<Settings>() == 648);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Settings {}
 
@@ -112,6 +121,19 @@ impl Settings {
     /// The fragment policy.
     pub const fn fragment_policy(&self) -> FragmentPolicy {
         FragmentPolicy::from_u32(self.fragment_policy)
+    }
+
+    /// These settings with every pace compiled from its limit (userspace calls this before
+    /// writing the value; it divides).
+    pub const fn compiled(mut self) -> Settings {
+        let mut class = 0;
+        while class < crate::CLASS_COUNT {
+            self.source_pace[class] = Pace::of(&self.source[class]);
+            self.aggregate_pace[class] = Pace::of(&self.aggregate[class]);
+            class += 1;
+        }
+        self.fragments_pace = Pace::of(&self.fragments);
+        self
     }
 
     /// The current time: the fixed clock if set, else `kernel_now_ns`.

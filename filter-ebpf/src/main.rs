@@ -4,25 +4,33 @@
 //! fixed order, counted under its `(Verdict, Reason)` pair and returned as an XDP action.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod answer;
+mod clock;
 mod maps;
 mod parse;
 mod socket;
 mod stages;
 mod verdict;
+mod word;
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use aya_ebpf::{macros::xdp, programs::XdpContext};
 use filter_common::{Packet, Reason, Settings};
 
-use crate::maps::{ACTIVE, SCRATCH, SETTINGS};
+use crate::{
+    clock::Clock,
+    maps::{ACTIVE, SCRATCH, SETTINGS},
+};
 
 /// The XDP entry point; its name is [`filter_common::maps::PROGRAM_NAME`].
 #[xdp]
 pub fn moat(ctx: XdpContext) -> u32 {
-    // Both slots of the settings array always exist, so a failed lookup is a broken invariant.
-    let slot = ACTIVE.get(0).copied().unwrap_or(0) & 1;
-    let (Some(settings), Some(packet)) = (SETTINGS.get(slot), SCRATCH.get_ptr_mut(0)) else {
+    // ACTIVE has one entry and SETTINGS both slots, so a failed lookup is a broken invariant.
+    let (Some(settings), Some(packet)) = (
+        ACTIVE.get(0).and_then(|slot| SETTINGS.get(slot & 1)),
+        SCRATCH.get_ptr_mut(0),
+    ) else {
         return verdict::apply(&ctx, Reason::Internal, false, 0, None);
     };
     // SAFETY: a per-CPU slot from a successful lookup; only this program run uses it.
@@ -49,11 +57,7 @@ pub fn moat(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn run(ctx: &XdpContext, settings: &Settings, packet: &mut Packet) -> Reason {
     match parse::packet(ctx, packet) {
-        Ok(()) => {
-            // SAFETY: bpf_ktime_get_ns has no preconditions.
-            let now_ns = settings.now_ns(unsafe { bpf_ktime_get_ns() });
-            stages::judge(ctx, packet, settings, now_ns)
-        }
+        Ok(()) => stages::judge(ctx, packet, settings, &mut Clock::new(settings)),
         Err(reason) => reason,
     }
 }

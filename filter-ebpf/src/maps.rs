@@ -75,13 +75,18 @@ pub static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(DEFAULT_MAX
 pub static SOURCES: LruHashMap<SourceKey, RateState> =
     LruHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
 
-/// Aggregate buckets per class, then fragments, per CPU.
+/// Aggregate buckets per class, then fragments, shared by every CPU (updated by
+/// compare-and-swap).
 #[map]
-pub static AGGREGATE: PerCpuArray<Buckets> = PerCpuArray::with_max_entries(AGGREGATE_SLOTS, 0);
+pub static AGGREGATE: Array<Buckets> = Array::with_max_entries(AGGREGATE_SLOTS, 0);
 
 /// The current packet's summary, per CPU (see `filter_common::maps::SCRATCH`).
 #[map]
 pub static SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+
+/// Drops to go before the next sample, per CPU (see `filter_common::maps::SAMPLING`).
+#[map]
+pub static SAMPLING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Bans issued, per reason, per CPU.
 #[map]

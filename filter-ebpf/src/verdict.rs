@@ -1,11 +1,10 @@
 //! Turns a reason into a verdict and an XDP action, and counts it.
 //!
-//! Maps: writes `COUNTERS` (one lookup per packet) and, for one dropped packet in
-//! `sample_every`, `SAMPLES`.
+//! Maps: writes `COUNTERS` (one lookup per packet); for a dropped packet, `SAMPLING` (the
+//! per-CPU countdown) and, for one in `sample_every`, `SAMPLES`.
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_NO_WAKEUP, xdp_action},
-    helpers::bpf_get_prandom_u32,
     programs::XdpContext,
 };
 use filter_common::{
@@ -14,7 +13,7 @@ use filter_common::{
     sample::{SAMPLE_BAN, SAMPLE_DROP, Sample},
 };
 
-use crate::maps::{COUNTERS, SAMPLES, SAMPLES_LOST};
+use crate::maps::{COUNTERS, SAMPLES, SAMPLES_LOST, SAMPLING};
 
 /// Decides the verdict for `reason`, counts the frame under it, samples it if it is dropped and
 /// chosen, and returns the XDP action that carries the verdict out.
@@ -29,13 +28,31 @@ pub fn apply(
     let verdict = decide(reason, dry_run);
     if packet.is_some_and(|packet| packet.ban_issued != 0) {
         sample(ctx, verdict, reason, packet, SAMPLE_BAN);
-    } else if sample_every != 0 && matches!(verdict, Verdict::Drop | Verdict::WouldDrop) {
-        // SAFETY: bpf_get_prandom_u32 has no preconditions.
-        if unsafe { bpf_get_prandom_u32() } % sample_every == 0 {
-            sample(ctx, verdict, reason, packet, SAMPLE_DROP);
-        }
+    } else if sample_every != 0
+        && matches!(verdict, Verdict::Drop | Verdict::WouldDrop)
+        && sample_due(sample_every)
+    {
+        sample(ctx, verdict, reason, packet, SAMPLE_DROP);
     }
     count(ctx, verdict, reason)
+}
+
+/// Counts one drop down on this CPU's countdown; true (and the countdown restarted) when it
+/// is this drop's turn to be sampled: every `sample_every`-th drop per CPU.
+#[inline(always)]
+fn sample_due(sample_every: u32) -> bool {
+    let Some(left) = SAMPLING.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
+    unsafe {
+        // A countdown above a newly lowered `sample_every` restarts from it.
+        if *left == 0 || *left > sample_every {
+            *left = sample_every;
+        }
+        *left -= 1;
+        *left == 0
+    }
 }
 
 /// Writes one sample; a full ring buffer drops it (sampling is best effort).

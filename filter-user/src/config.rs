@@ -807,9 +807,9 @@ impl Config {
         }
     }
 
-    /// The `SETTINGS` value: aggregate limits divided among `cpus` (each CPU keeps its own
-    /// aggregate buckets), durations in ns.
-    pub fn settings(&self, cpus: u32, dry_run: bool) -> Settings {
+    /// The `SETTINGS` value, paces compiled, durations in ns. Aggregate limits are the host's:
+    /// every CPU takes from one shared bucket per class.
+    pub fn settings(&self, dry_run: bool) -> Settings {
         let mut flags = 0;
         if dry_run || self.dry_run {
             flags |= FLAG_DRY_RUN;
@@ -823,17 +823,6 @@ impl Config {
         if self.require_sockets {
             flags |= FLAG_TCP_SOCKETS | FLAG_UDP_SOCKETS;
         }
-        let cpus = u64::from(cpus.max(1));
-        let per_cpu = |limit: Limit| Limit {
-            pps: limit.pps.div_ceil(cpus),
-            burst_packets: limit.burst_packets.div_ceil(cpus),
-            bps: limit.bps.div_ceil(cpus),
-            burst_bytes: if limit.bps == 0 {
-                0
-            } else {
-                limit.burst_bytes.div_ceil(cpus).max(MIN_BURST_BYTES)
-            },
-        };
         Settings {
             flags,
             fragment_policy: self.fragments.policy as u32,
@@ -844,14 +833,16 @@ impl Config {
             ban_after_strikes: self.bans.after_strikes,
             v6_source_prefix: self.bans.ipv6_prefix,
             source: self.limits.source,
-            aggregate: self.limits.aggregate.map(per_cpu),
-            fragments: per_cpu(self.fragments.limit),
+            aggregate: self.limits.aggregate,
+            fragments: self.fragments.limit,
             sample_every: self.sample_every,
             syn_cookies: self.syn_cookies.setting(),
             verified_ttl_ns: duration_ns(crate::verify::VERIFIED_FOR),
             slot: 0,
             _pad: 0,
+            ..Settings::default()
         }
+        .compiled()
     }
 
     /// The `PORTS` flags for every port: open TCP and UDP ports (all when unlisted; the
@@ -1091,11 +1082,16 @@ burst = 100
             DEFAULT_SOURCE_LIMITS[Class::Udp as usize].bps,
             "unset keys keep their defaults"
         );
-        let settings = config.settings(2, false);
+        let settings = config.settings(false);
         assert_eq!(
             settings.aggregate[Class::Syn as usize].pps,
-            50,
-            "halved per CPU"
+            100,
+            "the host's limit, shared by every CPU"
+        );
+        assert_eq!(
+            settings.aggregate_pace[Class::Syn as usize],
+            filter_common::rate::Pace::of(&settings.aggregate[Class::Syn as usize]),
+            "paces compiled"
         );
         assert_eq!(settings.ban_base_ns, 60_000_000_000);
         assert_ne!(settings.flags & FLAG_ENFORCE_TCP_PORTS, 0);

@@ -578,14 +578,17 @@ fn carry_over(
 ) -> Result<Vec<&'static str>, LoadError> {
     let mut replaced = Vec::new();
     for pinned in planned {
-        let Fit::Replace { old, why } = pinned.fit else {
+        let Fit::Replace { old, why, copy } = pinned.fit else {
             continue;
         };
-        let copied =
+        let copied = if copy {
             migrate::copy_entries(pinned.name, old, ebpf).map_err(|source| LoadError::Migrate {
                 iface: iface.to_string(),
                 source: Box::new(source),
-            })?;
+            })?
+        } else {
+            0
+        };
         log::info!(
             "carried a map over to a new layout iface={iface} map={} entries={copied} \
              change=\"{why}\"",

@@ -141,6 +141,11 @@ pub const STATEFUL: &[&str] = &[
     ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, BANS, SOURCES, VERIFIED, COUNTERS, BAN_EVENTS,
 ];
 
+/// Stateful maps whose entries may be dropped when their layout changes: per-source rate
+/// state, which the next packets rebuild (each source starts from a full bucket, as a new one
+/// would). Lists, bans and verified sources are never dropped.
+pub const RELEARNED: &[&str] = &[SOURCES];
+
 /// What to do with one pinned map.
 #[derive(Debug)]
 pub enum Fit {
@@ -153,6 +158,9 @@ pub enum Fit {
         old: MapData,
         /// How it differs, for the log.
         why: String,
+        /// Whether its entries are copied: a [`STATEFUL`] map whose entries kept their
+        /// layout.
+        copy: bool,
     },
 }
 
@@ -194,7 +202,7 @@ pub fn plan(
                 && (have.value_size == want.value_size
                     // Per-CPU arrays of counters may grow by whole slots.
                     || name == COUNTERS || name == BAN_EVENTS);
-            if stateful && !same_entries {
+            if stateful && !same_entries && !RELEARNED.contains(&name) {
                 return Err(MigrateError::Layout {
                     name: name.to_string(),
                     old: have.sizes(),
@@ -204,6 +212,7 @@ pub fn plan(
             Fit::Replace {
                 old,
                 why: format!("{have:?} -> {want:?}"),
+                copy: stateful && same_entries,
             }
         };
         planned.push(Pinned { name, path, fit });

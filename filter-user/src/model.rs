@@ -21,7 +21,7 @@ use filter_common::{
     maps::{AGGREGATE_FRAGMENT_SLOT, AGGREGATE_SLOTS},
     packet::{IPPROTO_TCP, IPPROTO_UDP},
     ports::{PORT_COUNT, PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
-    rate::{Buckets, RateState, ban_length_ns, is_limited},
+    rate::{Buckets, Pace, RateState, ban_length_ns},
     settings::{FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS, FragmentPolicy},
     source::{BAN_DRY_RUN, Ban, SourceKey, VERIFIED_CLASS, mask_v6},
 };
@@ -249,9 +249,9 @@ impl Model {
             FragmentPolicy::Pass => false,
             FragmentPolicy::Drop => true,
             FragmentPolicy::RateLimit => {
-                let limit = self.settings.fragments;
+                let pace = Pace::of(&self.settings.fragments);
                 match self.aggregate.get_mut(AGGREGATE_FRAGMENT_SLOT as usize) {
-                    Some(buckets) => !buckets.admit(&limit, now_ns, u64::from(packet.frame_len)),
+                    Some(buckets) => !buckets.admit(&pace, now_ns, u64::from(packet.frame_len)),
                     None => false,
                 }
             }
@@ -307,12 +307,12 @@ impl Model {
         {
             return None;
         }
-        let limit = self.settings.aggregate[Class::Syn as usize];
-        if !is_limited(&limit) {
+        let pace = Pace::of(&self.settings.aggregate[Class::Syn as usize]);
+        if !pace.is_limited() {
             return Some(Reason::Pass);
         }
         let buckets = self.aggregate.get_mut(Class::Syn as usize)?;
-        if buckets.admit(&limit, now_ns, u64::from(packet.frame_len)) {
+        if buckets.admit(&pace, now_ns, u64::from(packet.frame_len)) {
             Some(Reason::Pass)
         } else {
             Some(Reason::FloodSyn)
@@ -325,8 +325,8 @@ impl Model {
         let class = class_of(packet)?;
         let len = u64::from(packet.frame_len);
         let settings = self.settings;
-        let source_limit = settings.source[class as usize];
-        if is_limited(&source_limit) {
+        let source_limit = Pace::of(&settings.source[class as usize]);
+        if source_limit.is_limited() {
             let key = SourceKey::for_class(packet, class, settings.v6_source_prefix);
             match self.sources.get_mut(&key) {
                 Some(state) => {
@@ -343,7 +343,7 @@ impl Model {
                     }
                 }
                 None => {
-                    let mut state = RateState::new(&source_limit, now_ns);
+                    let mut state = RateState::new(now_ns);
                     let admitted = state.buckets.admit(&source_limit, now_ns, len);
                     self.sources.insert(key, state);
                     if !admitted {
@@ -352,8 +352,8 @@ impl Model {
                 }
             }
         }
-        let aggregate_limit = settings.aggregate[class as usize];
-        if is_limited(&aggregate_limit) && class != Class::Syn {
+        let aggregate_limit = Pace::of(&settings.aggregate[class as usize]);
+        if aggregate_limit.is_limited() && class != Class::Syn {
             let buckets = self.aggregate.get_mut(class as usize)?;
             if !buckets.admit(&aggregate_limit, now_ns, len) {
                 return Some(class.flood_reason());
@@ -395,9 +395,12 @@ impl Model {
 mod tests {
     use filter_common::{
         classify::tcp_flags::{ACK, SYN},
-        rate::{Limit, NANO_UNITS},
+        rate::Limit,
         settings::{FLAG_DRY_RUN, FLAG_FIXED_CLOCK},
     };
+
+    /// One second, in ns.
+    const NANO_UNITS: u64 = 1_000_000_000;
 
     use super::*;
 

@@ -73,12 +73,11 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Compiles `config` for this host: its CPU count (aggregate buckets are per CPU), its
-    /// ephemeral port range (UDP replies must reach it) and its resolv.conf.
+    /// Compiles `config` for this host: its ephemeral port range (UDP replies must reach it)
+    /// and its resolv.conf.
     pub fn compile(config: &Config, dry_run: bool) -> Policy {
-        let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
         Policy {
-            settings: config.settings(cpus, dry_run),
+            settings: config.settings(dry_run),
             port_flags: config.port_flags(ephemeral_ports()),
             trusted: config.trusted(),
         }
@@ -317,6 +316,8 @@ impl PolicyMaps {
         })?;
         let mut settings = policy.settings;
         settings.slot = slot;
+        // Paces follow the limits, whoever changed them (`moat set` edits limits only).
+        let settings = settings.compiled();
         self.settings
             .set(slot, settings, 0)
             .map_err(|source| ControlError::Write {

@@ -84,21 +84,16 @@ pub fn keys() -> Vec<String> {
     keys
 }
 
-/// Applies `key = value` to `settings`; aggregate and fragment limits are divided among `cpus`
-/// as the configuration's are. On error `settings` is unchanged.
-pub fn apply(
-    settings: &mut Settings,
-    key: &str,
-    value: &str,
-    cpus: u32,
-) -> Result<(), TuningError> {
+/// Applies `key = value` to `settings` (limits are the host's, as in the configuration; the
+/// paces follow when the settings are written). On error `settings` is unchanged.
+pub fn apply(settings: &mut Settings, key: &str, value: &str) -> Result<(), TuningError> {
     let mut next = *settings;
-    apply_to(&mut next, key, value, cpus)?;
+    apply_to(&mut next, key, value)?;
     *settings = next;
     Ok(())
 }
 
-fn apply_to(settings: &mut Settings, key: &str, value: &str, cpus: u32) -> Result<(), TuningError> {
+fn apply_to(settings: &mut Settings, key: &str, value: &str) -> Result<(), TuningError> {
     let invalid = |reason: &str| TuningError::InvalidValue {
         key: key.to_string(),
         value: value.to_string(),
@@ -109,7 +104,6 @@ fn apply_to(settings: &mut Settings, key: &str, value: &str, cpus: u32) -> Resul
             .parse::<u64>()
             .map_err(|_| invalid("expected a whole number"))
     };
-    let per_cpu = |n: u64| n.div_ceil(u64::from(cpus.max(1)));
     match key {
         "dry_run" => match value {
             "true" => settings.flags |= FLAG_DRY_RUN,
@@ -128,8 +122,8 @@ fn apply_to(settings: &mut Settings, key: &str, value: &str, cpus: u32) -> Resul
             settings.sample_every =
                 u32::try_from(number()?).map_err(|_| invalid("at most 4294967295"))?;
         }
-        "fragments.pps" => settings.fragments.pps = per_cpu(number()?),
-        "fragments.burst" => settings.fragments.burst_packets = per_cpu(number()?),
+        "fragments.pps" => settings.fragments.pps = number()?,
+        "fragments.burst" => settings.fragments.burst_packets = number()?,
         "bans.after_strikes" => {
             settings.ban_after_strikes =
                 u32::try_from(number()?).map_err(|_| invalid("at most 4294967295"))?;
@@ -159,7 +153,6 @@ fn apply_to(settings: &mut Settings, key: &str, value: &str, cpus: u32) -> Resul
             } else {
                 &mut settings.aggregate[class as usize]
             };
-            let n = if scope == "source" { n } else { per_cpu(n) };
             match field {
                 "pps" => limit.pps = n,
                 "burst" => limit.burst_packets = n,
@@ -225,9 +218,8 @@ pub fn set(iface: &str, key: &str, value: &str) -> Result<(), TuningError> {
             path: path.display().to_string(),
         });
     }
-    let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
     policy::update(iface, |policy| {
-        apply(&mut policy.settings, key, value, cpus)?;
+        apply(&mut policy.settings, key, value)?;
         Ok::<bool, TuningError>(true)
     })?;
     Ok(())
@@ -240,37 +232,41 @@ mod tests {
     #[test]
     fn sets_limits_and_checks_them() {
         let mut settings = Settings::default();
-        let error = apply(&mut settings, "limits.source.udp.pps", "100", 2).unwrap_err();
+        let error = apply(&mut settings, "limits.source.udp.pps", "100").unwrap_err();
         assert!(
             error.to_string().contains("burst must be at least 1"),
             "{error}"
         );
-        apply(&mut settings, "limits.source.udp.burst", "10", 2).unwrap();
-        apply(&mut settings, "limits.source.udp.pps", "100", 2).unwrap();
+        apply(&mut settings, "limits.source.udp.burst", "10").unwrap();
+        apply(&mut settings, "limits.source.udp.pps", "100").unwrap();
         assert_eq!(settings.source[Class::Udp as usize].pps, 100);
-        apply(&mut settings, "limits.aggregate.syn.burst", "9", 2).unwrap();
-        apply(&mut settings, "limits.aggregate.syn.pps", "1000", 2).unwrap();
-        assert_eq!(settings.aggregate[Class::Syn as usize].pps, 500, "per CPU");
-        assert_eq!(settings.aggregate[Class::Syn as usize].burst_packets, 5);
+        apply(&mut settings, "limits.aggregate.syn.burst", "9").unwrap();
+        apply(&mut settings, "limits.aggregate.syn.pps", "1000").unwrap();
+        assert_eq!(
+            settings.aggregate[Class::Syn as usize].pps,
+            1000,
+            "the host's"
+        );
+        assert_eq!(settings.aggregate[Class::Syn as usize].burst_packets, 9);
         let before = settings;
-        let error = apply(&mut settings, "limits.source.udp.burst", "0", 2).unwrap_err();
+        let error = apply(&mut settings, "limits.source.udp.burst", "0").unwrap_err();
         assert!(
             error.to_string().contains("burst must be at least 1"),
             "{error}"
         );
         assert_eq!(settings, before, "a refused value changes nothing");
-        apply(&mut settings, "bans.max", "1h", 1).unwrap();
-        apply(&mut settings, "bans.base", "10m", 1).unwrap();
+        apply(&mut settings, "bans.max", "1h").unwrap();
+        apply(&mut settings, "bans.base", "10m").unwrap();
         assert_eq!(settings.ban_base_ns, 600_000_000_000);
-        assert!(apply(&mut settings, "bans.max", "1m", 1).is_err());
-        assert!(apply(&mut settings, "dry_run", "yes", 1).is_err());
-        assert!(apply(&mut settings, "limits.source.tcp.pps", "1", 1).is_err());
+        assert!(apply(&mut settings, "bans.max", "1m").is_err());
+        assert!(apply(&mut settings, "dry_run", "yes").is_err());
+        assert!(apply(&mut settings, "limits.source.tcp.pps", "1").is_err());
         assert!(matches!(
-            apply(&mut settings, "nonsense", "1", 1),
+            apply(&mut settings, "nonsense", "1"),
             Err(TuningError::UnknownKey { .. })
         ));
-        assert!(apply(&mut settings, "limits.source.udp.pps", "-5", 1).is_err());
-        assert!(apply(&mut settings, "bans.ipv6_prefix", "129", 1).is_err());
+        assert!(apply(&mut settings, "limits.source.udp.pps", "-5").is_err());
+        assert!(apply(&mut settings, "bans.ipv6_prefix", "129").is_err());
         assert_eq!(keys().len(), 10 + 32);
     }
 }

@@ -55,7 +55,7 @@ use filter_common::{
         SOURCES, TRUSTED_V4, TRUSTED_V6, VERIFIED,
     },
     ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
-    rate::{Buckets, Limit, RateState},
+    rate::{Buckets, Limit, Pace, RateState},
     settings::{
         FLAG_DRY_RUN, FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS, FLAG_FIXED_CLOCK,
         FragmentPolicy,
@@ -374,7 +374,9 @@ fn settings(case: &Case) -> Settings {
         verified_ttl_ns: 0,
         slot: 0,
         _pad: 0,
+        ..Settings::default()
     }
+    .compiled()
 }
 
 /// Port flags: TCP 443 open; UDP 53 and 443 open; 53 and 123 reflector source ports.
@@ -553,7 +555,7 @@ impl Kernel {
     fn write_settings(&mut self, settings: &Settings) {
         Array::<_, Settings>::try_from(self.map_mut(SETTINGS))
             .unwrap_or_else(|error| panic!("{SETTINGS} is not an array of Settings: {error}"))
-            .set(0, *settings, 0)
+            .set(0, settings.compiled(), 0)
             .unwrap_or_else(|error| panic!("writing {SETTINGS}[0]: {error}"));
     }
 
@@ -643,21 +645,16 @@ impl Kernel {
             .collect()
     }
 
-    /// The aggregate buckets of every CPU: `[cpu][slot]`.
-    fn aggregate(&self) -> Vec<Vec<Buckets>> {
-        let aggregate = PerCpuArray::<_, Buckets>::try_from(self.map(AGGREGATE))
-            .unwrap_or_else(|error| panic!("{AGGREGATE} is not a per-CPU array: {error}"));
-        let by_slot: Vec<Vec<Buckets>> = (0..AGGREGATE_SLOTS)
+    /// The aggregate buckets, shared by every CPU, by slot.
+    fn aggregate(&self) -> Vec<Buckets> {
+        let aggregate = Array::<_, Buckets>::try_from(self.map(AGGREGATE))
+            .unwrap_or_else(|error| panic!("{AGGREGATE} is not an array: {error}"));
+        (0..AGGREGATE_SLOTS)
             .map(|slot| {
                 aggregate
                     .get(&slot, 0)
                     .unwrap_or_else(|error| panic!("reading {AGGREGATE}[{slot}]: {error}"))
-                    .to_vec()
             })
-            .collect();
-        let cpus = by_slot.first().map_or(0, Vec::len);
-        (0..cpus)
-            .map(|cpu| by_slot.iter().map(|slot| slot[cpu]).collect())
             .collect()
     }
 
@@ -700,7 +697,13 @@ impl Kernel {
         }
         self.zero_per_cpu::<Counter>(COUNTERS, COUNTER_SLOTS);
         self.zero_per_cpu::<u64>(BAN_EVENTS, Reason::COUNT as u32);
-        self.zero_per_cpu::<Buckets>(AGGREGATE, AGGREGATE_SLOTS);
+        let mut aggregate = Array::<_, Buckets>::try_from(self.map_mut(AGGREGATE))
+            .unwrap_or_else(|error| panic!("{AGGREGATE} is not an array: {error}"));
+        for slot in 0..AGGREGATE_SLOTS {
+            aggregate
+                .set(slot, Buckets::default(), 0)
+                .unwrap_or_else(|error| panic!("zeroing {AGGREGATE}[{slot}]: {error}"));
+        }
     }
 
     /// Sets slots `0..slots` of the per-CPU array `name` to `T::default()` on every CPU.
@@ -853,7 +856,7 @@ fn judge(
             .get(&SourceKey::new(packet, VERIFIED_CLASS, prefix))
             .is_some_and(|until_ns| now_ns < *until_ns);
     let mut syn_aggregate = model.aggregate[Class::Syn as usize];
-    let syn_limit = model.settings.aggregate[Class::Syn as usize];
+    let syn_limit = Pace::of(&model.settings.aggregate[Class::Syn as usize]);
     let judged = model.judge(packet);
     if verified_syn
         && judged.1 == Reason::Pass
@@ -874,7 +877,6 @@ fn judge(
 fn check(
     kernel: &RefCell<Kernel>,
     case: &Case,
-    cpu: usize,
     coverage: &RefCell<Coverage>,
 ) -> Result<(), TestCaseError> {
     let mut kernel = kernel.borrow_mut();
@@ -947,57 +949,13 @@ fn check(
         "per-source rate state (left kernel, right model) at {} ns",
         now_ns
     );
-    for (index, buckets) in kernel.aggregate().iter().enumerate() {
-        let expected = if index == cpu {
-            model.aggregate.to_vec()
-        } else {
-            vec![Buckets::default(); AGGREGATE_SLOTS as usize]
-        };
-        prop_assert_eq!(
-            buckets,
-            &expected,
-            "aggregate buckets (left kernel, right model) of CPU {} (the test runs on CPU {})",
-            index,
-            cpu
-        );
-    }
+    prop_assert_eq!(
+        kernel.aggregate(),
+        model.aggregate.to_vec(),
+        "aggregate buckets (left kernel, right model) at {} ns",
+        now_ns
+    );
     Ok(())
-}
-
-/// Pins the calling thread to the first CPU it may run on and returns that CPU. The program
-/// keeps aggregate buckets per CPU and `BPF_PROG_TEST_RUN` runs it on the calling CPU, so every
-/// packet of a sequence must run on the same CPU for the model's one set of aggregate buckets
-/// to stand for the kernel's.
-fn pin_to_one_cpu() -> usize {
-    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
-    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `allowed` is a valid cpu_set_t of the size passed; 0 means the calling thread.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) };
-    assert_eq!(
-        rc,
-        0,
-        "sched_getaffinity: {}",
-        std::io::Error::last_os_error()
-    );
-    let max_cpus = 8 * std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: CPU_ISSET reads one bit of a valid set; every index is below its size.
-    let cpu = (0..max_cpus)
-        .find(|cpu| unsafe { libc::CPU_ISSET(*cpu, &allowed) })
-        .expect("the thread may run on some CPU");
-    // SAFETY: as above, all zeroes is the empty set.
-    let mut only: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below the set's size.
-    unsafe { libc::CPU_SET(cpu, &mut only) };
-    // SAFETY: `only` is a valid cpu_set_t of the size passed; 0 means the calling thread.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &only) };
-    assert_eq!(
-        rc,
-        0,
-        "pinning the test thread to CPU {cpu}: {}",
-        std::io::Error::last_os_error()
-    );
-    cpu
 }
 
 fn error_chain(error: &dyn Error) -> String {
@@ -1020,7 +978,6 @@ fn kernel_and_model_agree_on_random_sequences() {
         "the differential test loads BPF programs and needs root (CAP_BPF and CAP_NET_ADMIN); \
          running as euid {euid}: run it as root"
     );
-    let cpu = pin_to_one_cpu();
     // PROPTEST_CASES, if set, overrides CASES for a longer soak.
     let cases = std::env::var_os("PROPTEST_CASES").map_or(CASES, |_| Config::default().cases);
     let mut config = Config {
@@ -1041,13 +998,13 @@ fn kernel_and_model_agree_on_random_sequences() {
     let coverage = RefCell::new(Coverage::default());
     let started = Instant::now();
     let kernel = RefCell::new(load_kernel());
-    let result = runner.run(&case(), |case| check(&kernel, &case, cpu, &coverage));
+    let result = runner.run(&case(), |case| check(&kernel, &case, &coverage));
     if let Err(error) = result {
         panic!("kernel and model disagree (replay with PROPTEST_RNG_SEED={seed}): {error}");
     }
     let coverage = coverage.into_inner();
     eprintln!(
-        "{cases} sequences in {:.1?} on CPU {cpu}: reasons {:?}, {} packets after an expired \
+        "{cases} sequences in {:.1?}: reasons {:?}, {} packets after an expired \
          ban, {} repeat bans, {} verified SYNs past an exhausted aggregate",
         started.elapsed(),
         coverage.reasons,

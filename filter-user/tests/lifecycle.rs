@@ -560,7 +560,32 @@ fn a_take_over_that_fails_leaves_the_running_filter_attached_and_dropping() {
     std::fs::remove_file(&pin).expect("removing the foreign pin");
     bans.pin(&pin).expect("pinning BANS back");
     denied_frames_are_dropped(&pair);
-    pair.moat_ok(&["detach", "--iface", &iface]);
+
+    // Per-source rate state is relearned from traffic, so a SOURCES table whose entries
+    // changed layout is replaced, not refused: the upgrade takes over with lists and bans.
+    let sources = moat::pins::PinDir::for_iface(&iface).map(filter_common::maps::SOURCES);
+    std::fs::remove_file(&sources).expect("removing the SOURCES pin");
+    other
+        .map(filter_common::flood::FLOOD_CONFIG)
+        .expect("a map of another layout")
+        .pin(&sources)
+        .expect("pinning it as SOURCES");
+    let upgraded = pair.start(&[]);
+    let info = aya::maps::MapData::from_pin(&sources)
+        .expect("the SOURCES pin after the take-over")
+        .info()
+        .expect("its info");
+    assert_eq!(
+        (info.key_size(), info.value_size()),
+        (
+            std::mem::size_of::<filter_common::source::SourceKey>() as u32,
+            std::mem::size_of::<filter_common::rate::RateState>() as u32
+        ),
+        "SOURCES was replaced by the object's own table"
+    );
+    denied_frames_are_dropped(&pair);
+    // A plain stop detaches.
+    drop(upgraded);
 }
 
 #[test]

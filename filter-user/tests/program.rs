@@ -14,7 +14,7 @@ use std::error::Error;
 use aya::{
     Ebpf,
     maps::{
-        Array, PerCpuArray,
+        Array, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{TestRun, TestRunOptions, Xdp},
@@ -25,8 +25,9 @@ use filter_common::{
     lists::{LIST_PRESENT, ListValue},
     maps::{
         ALL_MAPS, ALLOW_V4, ALLOW_V6, COUNTERS, DENY_V4, DENY_V6, POLICY_SLOTS, PROGRAM_NAME,
-        SETTINGS,
+        SAMPLES, SETTINGS,
     },
+    sample::Sample,
     settings::FLAG_DRY_RUN,
 };
 use frames::{DOT1AD, DOT1Q, Frame, Packet, ROUTER_ALERT, TCP_OPTIONS, Transport};
@@ -955,6 +956,56 @@ fn frame_builder_keeps_ipv4_checksums_valid_when_patching() {
     let total_len = u16::try_from(frame.datagram_len()).expect("small");
     let rewritten = frame.clone().with_ipv4_total_len(total_len);
     assert_eq!(rewritten.bytes, frame.bytes);
+}
+
+#[test]
+fn every_sample_carries_its_own_packets_source_and_a_runt_carries_none() {
+    let mut filter = Filter::load();
+    let value = Settings {
+        sample_every: 1,
+        ..Settings::default()
+    };
+    Array::<_, Settings>::try_from(filter.ebpf.map_mut(SETTINGS).expect("SETTINGS"))
+        .expect("SETTINGS is an array")
+        .set(0, value, 0)
+        .expect("writing SETTINGS");
+    filter.list(false, "192.0.2.0/24");
+    let denied = Packet::ipv4(Transport::Tcp).build();
+    filter.assert_verdict(
+        "denied source",
+        &denied.bytes,
+        Verdict::Drop,
+        Reason::Denylist,
+    );
+    // An Ethernet header that says IPv4 and nothing after it: dropped as malformed, right
+    // after a packet whose source was parsed.
+    let mut runt = denied.bytes[..14].to_vec();
+    runt[12..14].copy_from_slice(&[0x08, 0x00]);
+    filter.assert_verdict("runt", &runt, Verdict::Drop, Reason::Malformed);
+    let mut ring = RingBuf::try_from(filter.ebpf.map_mut(SAMPLES).expect("SAMPLES"))
+        .expect("SAMPLES is a ring buffer");
+    let mut samples = Vec::new();
+    while let Some(item) = ring.next() {
+        assert_eq!(item.len(), std::mem::size_of::<Sample>(), "a Sample record");
+        // SAFETY: the record holds exactly one Sample, a plain-old-data type.
+        samples.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Sample>()) });
+    }
+    assert_eq!(samples.len(), 2, "one sample per drop: {samples:?}");
+    assert_eq!(
+        &samples[0].src_addr_be[..4],
+        &[192, 0, 2, 1],
+        "the denied source"
+    );
+    assert_eq!(samples[0].reason, Reason::Denylist as u8);
+    assert_eq!(
+        (
+            samples[1].src_addr_be,
+            samples[1].ip_version,
+            samples[1].reason
+        ),
+        ([0; 16], 0, Reason::Malformed as u8),
+        "the runt names no source, not the previous packet's"
+    );
 }
 
 #[test]

@@ -192,7 +192,7 @@ impl Filter {
             .unwrap_or_else(|| panic!("the object has no map {SETTINGS:?}"));
         Array::<_, Settings>::try_from(map)
             .unwrap_or_else(|error| panic!("{SETTINGS} is not an array of Settings: {error}"))
-            .set(0, settings, 0)
+            .set(0, settings.compiled(), 0)
             .unwrap_or_else(|error| panic!("writing {SETTINGS}[0]: {error}"));
         self.settings = settings;
     }
@@ -527,16 +527,16 @@ fn found<V>(result: Result<V, MapError>, map: &str, addr: IpAddr) -> Option<V> {
     }
 }
 
-/// Pins the calling test thread to the first CPU it may run on. `AGGREGATE` is per-CPU and
-/// `BPF_PROG_TEST_RUN` runs the program on the CPU of the thread that calls it, so a test that
-/// counts on aggregate buckets must make every run on the same CPU: after a migration a run
-/// would find another CPU's untouched, full bucket. (CPU 0 unless the cpuset leaves it out.)
-fn pin_to_one_cpu() {
+/// Pins the calling test thread to the `index`-th CPU it may run on (`BPF_PROG_TEST_RUN` runs
+/// the program on the calling thread's CPU); panics if there are not that many.
+fn pin_to_cpu(index: usize) {
     // SAFETY: cpu_set_t is a plain bit array, for which all zeroes is a valid (empty) value.
     let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: pid 0 is the calling thread; `allowed` is a valid cpu_set_t of `size` bytes.
-    let status = unsafe { libc::sched_getaffinity(0, size, &mut allowed) };
+    // The process's main thread (its pid) is never pinned by a test, so its set is every CPU
+    // the tests may use, whatever this thread was pinned to before.
+    // SAFETY: getpid cannot fail; `allowed` is a valid cpu_set_t of `size` bytes.
+    let status = unsafe { libc::sched_getaffinity(libc::getpid(), size, &mut allowed) };
     assert_eq!(
         status,
         0,
@@ -545,8 +545,14 @@ fn pin_to_one_cpu() {
     );
     let cpu = (0..libc::CPU_SETSIZE as usize)
         // SAFETY: `cpu` is below CPU_SETSIZE, the number of bits in a cpu_set_t.
-        .find(|cpu| unsafe { libc::CPU_ISSET(*cpu, &allowed) })
-        .expect("a running thread may run on at least one CPU");
+        .filter(|cpu| unsafe { libc::CPU_ISSET(*cpu, &allowed) })
+        .nth(index)
+        .unwrap_or_else(|| {
+            panic!(
+                "this test needs {} CPUs to run on; the thread may use fewer",
+                index + 1
+            )
+        });
     // SAFETY: as above, all zeroes is the empty set.
     let mut only: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `cpu` is below CPU_SETSIZE.
@@ -877,8 +883,6 @@ fn fragment_policy_pass_passes_every_fragment() {
 
 #[test]
 fn fragment_policy_rate_limit_shares_one_bucket_among_all_fragments() {
-    // The fragment bucket is a per-CPU AGGREGATE slot.
-    pin_to_one_cpu();
     let mut filter = Filter::load();
     filter.update(|settings| {
         settings.fragment_policy = FragmentPolicy::RateLimit as u32;
@@ -1129,8 +1133,6 @@ fn per_source_syn_limit_spares_established_tcp() {
 
 #[test]
 fn icmp_limits_spare_essential_icmp() {
-    // The aggregate ICMP bucket is per-CPU.
-    pin_to_one_cpu();
     let mut filter = Filter::load();
     filter.update(|settings| {
         settings.source[Class::Icmp as usize] = packets(1, 1);
@@ -1378,8 +1380,6 @@ fn strikes_spread_beyond_the_window_do_not_ban() {
 
 #[test]
 fn aggregate_syn_limit_drops_floods_from_many_sources() {
-    // Aggregate buckets are per-CPU.
-    pin_to_one_cpu();
     let mut filter = Filter::load();
     filter.update(|settings| settings.aggregate[Class::Syn as usize] = packets(5, 2));
 
@@ -1412,6 +1412,45 @@ fn aggregate_syn_limit_drops_floods_from_many_sources() {
         "syn from 192.0.2.1 right after",
         &syn(SOURCE_V4, HTTPS),
         Reason::FloodSyn,
+    );
+}
+
+#[test]
+fn aggregate_and_source_limits_are_the_hosts_whatever_cpu_a_packet_lands_on() {
+    // One bucket for every CPU: the host's limit, neither divided by the CPUs (a single-queue
+    // NIC puts all traffic on one CPU) nor multiplied by them (RSS spreads a flood over all).
+    let mut filter = Filter::load();
+    filter.update(|settings| {
+        settings.aggregate[Class::Syn as usize] = packets(5, 2);
+        settings.source[Class::Udp as usize] = packets(1, 3);
+    });
+    pin_to_cpu(0);
+    filter.assert_passes("syn 1 on the first CPU", &syn(SOURCE_V4, HTTPS));
+    filter.assert_passes("udp 1 on the first CPU", &udp(SOURCE_V4));
+    filter.assert_passes("udp 2 on the first CPU", &udp(SOURCE_V4));
+    pin_to_cpu(1);
+    filter.assert_passes("syn 2 on the second CPU", &syn(OTHER_V4, HTTPS));
+    filter.assert_drops(
+        "syn 3 on the second CPU: the burst of 2 is spent",
+        &syn(THIRD_V4, HTTPS),
+        Reason::FloodSyn,
+    );
+    filter.assert_passes("udp 3 on the second CPU", &udp(SOURCE_V4));
+    filter.assert_drops(
+        "udp 4 on the second CPU: the source's burst of 3 is spent",
+        &udp(SOURCE_V4),
+        Reason::RateUdp,
+    );
+    pin_to_cpu(0);
+    filter.assert_drops(
+        "syn 4 back on the first CPU",
+        &syn(SOURCE_V4, HTTPS),
+        Reason::FloodSyn,
+    );
+    filter.assert_drops(
+        "udp 5 back on the first CPU",
+        &udp(SOURCE_V4),
+        Reason::RateUdp,
     );
 }
 

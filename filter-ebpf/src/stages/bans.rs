@@ -3,15 +3,15 @@
 
 use filter_common::{Packet, Reason, Settings, source::SourceKey};
 
-use crate::maps::BANS;
+use crate::{clock::Clock, maps::BANS};
 
 /// Decides `Banned` while the source's ban is in force.
 #[inline(always)]
-pub fn check(packet: &Packet, settings: &Settings, now_ns: u64) -> Option<Reason> {
+pub fn check(packet: &Packet, settings: &Settings, clock: &mut Clock) -> Option<Reason> {
     let key = SourceKey::for_ban(packet, settings.v6_source_prefix);
     let ban = BANS.get_ptr(&key)?;
     // SAFETY: the pointer comes from a successful lookup and is valid for this program run.
-    if unsafe { (*ban).enforced(now_ns, settings.dry_run()) } {
+    if unsafe { (*ban).enforced(clock.now_ns(), settings.dry_run()) } {
         Some(Reason::Banned)
     } else {
         None

@@ -5,11 +5,11 @@ use filter_common::{
     Fragment, Packet, Reason, Settings, maps::AGGREGATE_FRAGMENT_SLOT, settings::FragmentPolicy,
 };
 
-use crate::maps::AGGREGATE;
+use crate::{clock::Clock, maps::AGGREGATE, word as shared};
 
 /// Decides `Fragment` for a fragment the policy refuses.
 #[inline(always)]
-pub fn check(packet: &Packet, settings: &Settings, now_ns: u64) -> Option<Reason> {
+pub fn check(packet: &Packet, settings: &Settings, clock: &mut Clock) -> Option<Reason> {
     if packet.fragment == Fragment::None {
         return None;
     }
@@ -17,10 +17,16 @@ pub fn check(packet: &Packet, settings: &Settings, now_ns: u64) -> Option<Reason
         FragmentPolicy::Pass => None,
         FragmentPolicy::Drop => Some(Reason::Fragment),
         FragmentPolicy::RateLimit => {
-            let buckets = AGGREGATE.get_ptr_mut(AGGREGATE_FRAGMENT_SLOT)?;
-            // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
-            let admitted =
-                unsafe { (*buckets).admit(&settings.fragments, now_ns, packet.frame_len as u64) };
+            // AGGREGATE has every slot, so a failed lookup is a broken invariant.
+            let Some(buckets) = AGGREGATE.get_ptr_mut(AGGREGATE_FRAGMENT_SLOT) else {
+                return Some(Reason::Internal);
+            };
+            let admitted = shared::admit(
+                buckets,
+                &settings.fragments_pace,
+                clock.now_ns(),
+                packet.frame_len as u64,
+            );
             if admitted {
                 None
             } else {

@@ -17,19 +17,26 @@ mod tcp_flags;
 use aya_ebpf::programs::XdpContext;
 use filter_common::{Fragment, Packet, Reason, Settings};
 
-/// Judges a parsed packet at `now_ns`: the first stage that decides wins, else it passes.
+use crate::clock::Clock;
+
+/// Judges a parsed packet by `clock`'s time: the first stage that decides wins, else it passes.
 #[inline(always)]
-pub fn judge(ctx: &XdpContext, packet: &mut Packet, settings: &Settings, now_ns: u64) -> Reason {
+pub fn judge(
+    ctx: &XdpContext,
+    packet: &mut Packet,
+    settings: &Settings,
+    clock: &mut Clock,
+) -> Reason {
     if let Some(reason) = lists::check(packet) {
         return reason;
     }
-    if let Some(reason) = bans::check(packet, settings, now_ns) {
+    if let Some(reason) = bans::check(packet, settings, clock) {
         return reason;
     }
     if let Some(reason) = tcp_flags::check(packet) {
         return reason;
     }
-    if let Some(reason) = fragments::check(packet, settings, now_ns) {
+    if let Some(reason) = fragments::check(packet, settings, clock) {
         return reason;
     }
     if let Some(reason) = ports::check(packet, settings) {
@@ -38,13 +45,13 @@ pub fn judge(ctx: &XdpContext, packet: &mut Packet, settings: &Settings, now_ns:
     if let Some(reason) = reflection::check(packet, settings) {
         return reason;
     }
-    if let Some(reason) = syn::check(ctx, packet, settings, now_ns) {
+    if let Some(reason) = syn::check(ctx, packet, settings, clock) {
         return reason;
     }
-    if let Some(reason) = sockets::check(ctx, packet, settings, now_ns) {
+    if let Some(reason) = sockets::check(ctx, packet, settings, clock) {
         return reason;
     }
-    if let Some(reason) = rate::check(packet, settings, now_ns) {
+    if let Some(reason) = rate::check(packet, settings, clock) {
         return reason;
     }
     if packet.has_l4() || packet.fragment == Fragment::Later {

@@ -1,5 +1,6 @@
-//! Destination ports that are not open. Maps read: `PORTS`. Reason: `PortClosed`. Lookups per
-//! packet: one for a TCP SYN or UDP when that protocol's port policy is on, none otherwise.
+//! Destination ports that are not open. Maps read: `PORTS`. Reasons: `PortClosed`, `Internal`.
+//! Lookups per packet: one for a TCP SYN or UDP when that protocol's port policy is on, none
+//! otherwise.
 //!
 //! Only new TCP connections (SYN without ACK) are checked: replies to the origin's own
 //! outgoing connections arrive on ephemeral ports and must pass.
@@ -27,10 +28,10 @@ pub fn check(packet: &Packet, settings: &Settings) -> Option<Reason> {
         IPPROTO_UDP if settings.flags & FLAG_ENFORCE_UDP_PORTS != 0 => PORT_UDP_OPEN,
         _ => return None,
     };
-    let flags = PORTS
-        .get(port_index(settings.slot, packet.dst_port))
-        .copied()
-        .unwrap_or(0);
+    // PORTS has every port of both slots, so a failed lookup is a broken invariant.
+    let Some(flags) = PORTS.get(port_index(settings.slot, packet.dst_port)) else {
+        return Some(Reason::Internal);
+    };
     if flags & open_flag == 0 {
         Some(Reason::PortClosed)
     } else {

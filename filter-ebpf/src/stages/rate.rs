@@ -2,6 +2,9 @@
 //! then per class over all sources (for floods from random spoofed sources, where per-source
 //! state is useless).
 //!
+//! Both are shared by every CPU and updated by compare-and-swap (`filter_common::rate`), so a
+//! source or a class never gets more than its limit however its packets are spread over CPUs.
+//!
 //! Maps read/written: `SOURCES`, `AGGREGATE` (not for SYNs), `BANS` and `BAN_EVENTS` (only when
 //! a ban is earned). The only SYNs that reach this stage come from verified sources (the `syn`
 //! stage decides the rest), so a spoofed SYN flood never creates per-source state. Reasons:
@@ -11,27 +14,42 @@
 use filter_common::{
     Class, Packet, Reason, Settings,
     classify::class_of,
-    rate::{RateState, ban_length_ns, is_limited},
+    rate::{RateState, admit_shared, ban_length_ns, strike_shared},
     source::{BAN_DRY_RUN, Ban, SourceKey},
 };
 
-use crate::maps::{AGGREGATE, BAN_EVENTS, BANS, SOURCES};
+use crate::{
+    clock::Clock,
+    maps::{AGGREGATE, BAN_EVENTS, BANS, SOURCES},
+    word::{self as shared, MapWord},
+};
 
 /// Decides a rate or flood reason when the packet is over a limit.
 #[inline(always)]
-pub fn check(packet: &mut Packet, settings: &Settings, now_ns: u64) -> Option<Reason> {
+pub fn check(packet: &mut Packet, settings: &Settings, clock: &mut Clock) -> Option<Reason> {
     let class = class_of(packet)?;
     let len = packet.frame_len as u64;
-    let source_limit = &settings.source[class as usize];
-    if is_limited(source_limit) {
+    let source_pace = &settings.source_pace[class as usize];
+    if source_pace.is_limited() {
+        let now_ns = clock.now_ns();
         let key = SourceKey::for_class(packet, class, settings.v6_source_prefix);
         match SOURCES.get_ptr_mut(&key) {
             Some(state) => {
-                // SAFETY: a pointer from a successful lookup, valid for this run. Other CPUs
-                // may update the same source concurrently; a lost update only blurs a count.
-                let state = unsafe { &mut *state };
-                if !state.buckets.admit(source_limit, now_ns, len) {
-                    if state.strike(
+                // SAFETY: pointers into a value from a successful lookup, valid and 8-byte
+                // aligned for this run; other CPUs update the same source only through the same
+                // atomics.
+                let (packets, bytes, strikes, window_start) = unsafe {
+                    (
+                        MapWord::new(&raw mut (*state).buckets.packets),
+                        MapWord::new(&raw mut (*state).buckets.bytes),
+                        MapWord::new(&raw mut (*state).strikes),
+                        MapWord::new(&raw mut (*state).window_start_ns),
+                    )
+                };
+                if !admit_shared(&packets, &bytes, source_pace, now_ns, len) {
+                    if strike_shared(
+                        &strikes,
+                        &window_start,
                         now_ns,
                         settings.strike_window_ns,
                         settings.ban_after_strikes,
@@ -42,12 +60,13 @@ pub fn check(packet: &mut Packet, settings: &Settings, now_ns: u64) -> Option<Re
                 }
             }
             None => {
-                let mut state = RateState::new(source_limit, now_ns);
+                let mut state = RateState::new(now_ns);
                 // A new source's first packet always fits its full burst (burst >= 1).
-                let admitted = state.buckets.admit(source_limit, now_ns, len);
+                let admitted = state.buckets.admit(source_pace, now_ns, len);
                 // Insertion into an LRU map evicts the oldest entry when full; failure only
-                // means the source is not tracked this time.
-                let _ = SOURCES.insert(&key, &state, 0);
+                // means the source is not tracked this time. BPF_NOEXIST: a CPU that raced
+                // this one to the same new source keeps its entry.
+                let _ = SOURCES.insert(&key, &state, u64::from(aya_ebpf::bindings::BPF_NOEXIST));
                 if !admitted {
                     return Some(class.source_reason());
                 }
@@ -56,11 +75,13 @@ pub fn check(packet: &mut Packet, settings: &Settings, now_ns: u64) -> Option<Re
     }
     // SYNs reach this stage only from verified sources; the `syn` stage applies the aggregate
     // SYN bucket to the others.
-    let aggregate_limit = &settings.aggregate[class as usize];
-    if is_limited(aggregate_limit) && class != Class::Syn {
-        let buckets = AGGREGATE.get_ptr_mut(class as u32)?;
-        // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
-        if !unsafe { (*buckets).admit(aggregate_limit, now_ns, len) } {
+    let aggregate_pace = &settings.aggregate_pace[class as usize];
+    if aggregate_pace.is_limited() && class != Class::Syn {
+        // AGGREGATE has every class's slot, so a failed lookup is a broken invariant.
+        let Some(buckets) = AGGREGATE.get_ptr_mut(class as u32) else {
+            return Some(Reason::Internal);
+        };
+        if !shared::admit(buckets, aggregate_pace, clock.now_ns(), len) {
             return Some(class.flood_reason());
         }
     }

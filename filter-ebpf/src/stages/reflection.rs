@@ -1,6 +1,7 @@
 //! UDP from known reflector source ports (DNS, NTP, memcached...) that is not from a trusted
 //! upstream. Maps read: `PORTS`, then `TRUSTED_V4`/`TRUSTED_V6` only for reflector ports.
-//! Reason: `Reflection`. Lookups per packet: one per UDP datagram, two from reflector ports.
+//! Reasons: `Reflection`, `Internal`. Lookups per packet: one per UDP datagram, two from
+//! reflector ports.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use filter_common::{
@@ -18,10 +19,10 @@ pub fn check(packet: &Packet, settings: &Settings) -> Option<Reason> {
     if !packet.has_l4() || packet.l4_proto != IPPROTO_UDP {
         return None;
     }
-    let flags = PORTS
-        .get(port_index(settings.slot, packet.src_port))
-        .copied()
-        .unwrap_or(0);
+    // PORTS has every port of both slots, so a failed lookup is a broken invariant.
+    let Some(flags) = PORTS.get(port_index(settings.slot, packet.src_port)) else {
+        return Some(Reason::Internal);
+    };
     if flags & PORT_REFLECTOR == 0 {
         return None;
     }

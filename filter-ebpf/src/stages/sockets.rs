@@ -1,11 +1,12 @@
-//! Traffic must belong to a socket on the host. TCP that is not a SYN passes when it matches a
-//! connection; at a listener it must carry a valid SYN cookie (its source then counts as
-//! verified); with no socket at all it is dropped. UDP passes when a socket would receive it.
-//! SYNs are the `syn` stage's.
+//! Traffic must belong to a socket on the host. TCP that is not a SYN passes when its source
+//! is verified or it matches a connection; at a listener it must carry a valid SYN cookie (its
+//! source then counts as verified); with no socket at all it is dropped. UDP passes when a
+//! socket would receive it. SYNs are the `syn` stage's.
 //!
-//! Maps read/written: `PORTS` (TCP with no socket, under an enforced list), `VERIFIED` (written
-//! when a cookie is valid). Reasons: `NoSocket`, `CookieAck`, `CookieBad`, `PortClosed`.
-//! Lookups per packet: one socket lookup for TCP under `FLAG_TCP_SOCKETS` and for UDP under
+//! Maps read/written: `VERIFIED` (read for TCP, written when a cookie is valid), `PORTS` (TCP
+//! with no socket, under an enforced list). Reasons: `NoSocket`, `CookieAck`, `CookieBad`,
+//! `PortClosed`. Lookups per packet: for TCP under `FLAG_TCP_SOCKETS`, one map lookup, then one
+//! socket lookup unless the source is verified; for UDP, one socket lookup under
 //! `FLAG_UDP_SOCKETS` without an enforced UDP list; none otherwise.
 
 use aya_ebpf::programs::XdpContext;
@@ -17,8 +18,9 @@ use filter_common::{
     source::{SourceKey, VERIFIED_CLASS},
 };
 
-use super::syn::listed_open;
+use super::syn::{listed_open, verified};
 use crate::{
+    clock::Clock,
     maps::VERIFIED,
     socket::{self, Segment},
 };
@@ -29,13 +31,21 @@ pub fn check(
     ctx: &XdpContext,
     packet: &Packet,
     settings: &Settings,
-    now_ns: u64,
+    clock: &mut Clock,
 ) -> Option<Reason> {
     if !packet.has_l4() {
         return None;
     }
     match packet.l4_proto {
         IPPROTO_TCP if settings.flags & FLAG_TCP_SOCKETS != 0 && !is_syn(packet.tcp_flags) => {
+            // A verified source completed a handshake with this host (the daemon marks the
+            // peers of established connections, this stage the senders of valid cookies): its
+            // segments go on to its rate limits without a socket lookup, the costliest step of
+            // an established connection's packets. Spoofed floods never verify, so they still
+            // meet the lookup.
+            if verified(packet, settings, clock) {
+                return None;
+            }
             let Some(tuple) = socket::tuple(ctx, packet) else {
                 return Some(Reason::Internal);
             };
@@ -44,7 +54,7 @@ pub fn check(
             match socket::segment(ctx, packet, tuple, ack) {
                 Segment::Connection => None,
                 Segment::CookieValid => {
-                    verify(packet, settings, now_ns);
+                    verify(packet, settings, clock);
                     Some(Reason::CookieAck)
                 }
                 Segment::CookieInvalid => Some(Reason::CookieBad),
@@ -75,12 +85,12 @@ pub fn check(
 
 /// Marks the packet's source verified: it answered a SYN cookie, which a spoofed source cannot.
 #[inline(always)]
-fn verify(packet: &Packet, settings: &Settings, now_ns: u64) {
+fn verify(packet: &Packet, settings: &Settings, clock: &mut Clock) {
     if settings.verified_ttl_ns == 0 {
         return;
     }
     let key = SourceKey::new(packet, VERIFIED_CLASS, settings.v6_source_prefix);
-    let until = now_ns.saturating_add(settings.verified_ttl_ns);
+    let until = clock.now_ns().saturating_add(settings.verified_ttl_ns);
     // An LRU insert evicts the oldest entry when full; failure only means the source is not
     // remembered this time.
     let _ = VERIFIED.insert(&key, &until, 0);

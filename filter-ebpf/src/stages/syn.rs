@@ -21,8 +21,10 @@ use filter_common::{
 
 use crate::{
     answer::{self, Rewrite},
+    clock::Clock,
     maps::{AGGREGATE, PORTS, VERIFIED},
     socket::{self, Cookie, Found},
+    word as shared,
 };
 
 /// Decides an unverified SYN; `None` for a verified SYN or any other packet.
@@ -31,12 +33,12 @@ pub fn check(
     ctx: &XdpContext,
     packet: &Packet,
     settings: &Settings,
-    now_ns: u64,
+    clock: &mut Clock,
 ) -> Option<Reason> {
     if !packet.has_l4() || packet.l4_proto != IPPROTO_TCP || !is_syn(packet.tcp_flags) {
         return None;
     }
-    if verified(packet, settings, now_ns) {
+    if verified(packet, settings, clock) {
         return None;
     }
     let cookies = settings.syn_cookies != SYN_COOKIES_OFF && !settings.dry_run();
@@ -48,8 +50,10 @@ pub fn check(
         let found = if cookies {
             match socket::syn_cookie(ctx, packet, tuple) {
                 Cookie::Made { cookie, mss } => {
-                    if !admit(packet, settings, now_ns) {
-                        return Some(Reason::FloodSyn);
+                    match admit(packet, settings, clock) {
+                        Some(true) => {}
+                        Some(false) => return Some(Reason::FloodSyn),
+                        None => return Some(Reason::Internal),
                     }
                     return Some(match answer::synack(ctx, packet, cookie, mss) {
                         Rewrite::Done => Reason::SynCookie,
@@ -68,37 +72,40 @@ pub fn check(
             return Some(Reason::PortClosed);
         }
     }
-    if admit(packet, settings, now_ns) {
-        Some(Reason::Pass)
-    } else {
-        Some(Reason::FloodSyn)
+    match admit(packet, settings, clock) {
+        Some(true) => Some(Reason::Pass),
+        Some(false) => Some(Reason::FloodSyn),
+        None => Some(Reason::Internal),
     }
 }
 
 /// Whether the source completed a TCP handshake with the origin recently.
 #[inline(always)]
-fn verified(packet: &Packet, settings: &Settings, now_ns: u64) -> bool {
+pub fn verified(packet: &Packet, settings: &Settings, clock: &mut Clock) -> bool {
     let key = SourceKey::new(packet, VERIFIED_CLASS, settings.v6_source_prefix);
     match VERIFIED.get_ptr(&key) {
         // SAFETY: a pointer from a successful lookup, valid for this run.
-        Some(until) => now_ns < unsafe { *until },
+        Some(until) => clock.now_ns() < unsafe { *until },
         None => false,
     }
 }
 
-/// Takes one SYN from the aggregate SYN bucket of this CPU: the cap on cookies answered, and
-/// with cookies off the cap on unverified SYNs passed.
+/// Takes one SYN from the aggregate SYN bucket, shared by every CPU: the cap on cookies
+/// answered, and with cookies off the cap on unverified SYNs passed. `None` if the bucket's
+/// slot is missing (a broken invariant).
 #[inline(always)]
-fn admit(packet: &Packet, settings: &Settings, now_ns: u64) -> bool {
-    let limit = &settings.aggregate[Class::Syn as usize];
-    if !filter_common::rate::is_limited(limit) {
-        return true;
+fn admit(packet: &Packet, settings: &Settings, clock: &mut Clock) -> Option<bool> {
+    let pace = &settings.aggregate_pace[Class::Syn as usize];
+    if !pace.is_limited() {
+        return Some(true);
     }
-    match AGGREGATE.get_ptr_mut(Class::Syn as u32) {
-        // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
-        Some(buckets) => unsafe { (*buckets).admit(limit, now_ns, packet.frame_len as u64) },
-        None => false,
-    }
+    let buckets = AGGREGATE.get_ptr_mut(Class::Syn as u32)?;
+    Some(shared::admit(
+        buckets,
+        pace,
+        clock.now_ns(),
+        packet.frame_len as u64,
+    ))
 }
 
 /// Whether an enforced TCP port list names the destination port open: such ports take traffic

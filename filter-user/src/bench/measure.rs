@@ -21,7 +21,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap, MapData, PerCpuArray, PerCpuValues,
+        Array, HashMap, MapData,
         lpm_trie::{Key, LpmTrie},
     },
     programs::Xdp,
@@ -33,7 +33,7 @@ use filter_common::{
         ACTIVE, AGGREGATE, BANS, COUNTERS, DENY_V4, DENY_V6, POLICY_SLOTS, PROGRAM_NAME, SETTINGS,
         SOURCES, VERIFIED,
     },
-    rate::{Buckets, Limit, RateState},
+    rate::{Buckets, RateState, ticks},
     settings::FLAG_FIXED_CLOCK,
     source::{Ban, SourceKey},
 };
@@ -444,6 +444,7 @@ impl Subject {
             .map_err(BenchError::map("reading", ACTIVE))?
             % POLICY_SLOTS;
         settings.slot = slot;
+        let settings = settings.compiled();
         let map = self
             .ebpf
             .map_mut(SETTINGS)
@@ -489,30 +490,25 @@ impl Subject {
     /// Sets the aggregate buckets of `class` on every CPU: full for its current limit, or
     /// empty; either way as of the fixed clock, so they neither refill nor drain by time.
     pub fn set_aggregate(&mut self, class: Class, full: bool) -> Result<(), BenchError> {
-        let cpus = aya::util::nr_cpus().map_err(|(what, source)| BenchError::Io {
-            action: "counting CPUs in",
-            target: what.to_string(),
-            source,
-        })?;
-        let settings = self.current;
+        let settings = self.current.compiled();
+        let now = ticks(settings.clock_ns);
+        let pace = settings.aggregate_pace[class as usize];
+        // A full bucket's time is the clock; an empty one's runs a whole burst ahead.
         let buckets = if full {
-            Buckets::full(&settings.aggregate[class as usize], settings.clock_ns)
+            Buckets::full(settings.clock_ns)
         } else {
-            Buckets::full(&Limit::default(), settings.clock_ns)
+            Buckets {
+                packets: now.saturating_add(pace.packet_tolerance),
+                bytes: now.saturating_add(pace.byte_tolerance),
+            }
         };
-        let values =
-            PerCpuValues::try_from(vec![buckets; cpus]).map_err(|source| BenchError::Io {
-                action: "filling per-CPU values of",
-                target: AGGREGATE.to_string(),
-                source,
-            })?;
         let map = self
             .ebpf
             .map_mut(AGGREGATE)
             .ok_or_else(|| missing_map(AGGREGATE))?;
-        PerCpuArray::<_, Buckets>::try_from(map)
+        Array::<_, Buckets>::try_from(map)
             .map_err(BenchError::map("opening", AGGREGATE))?
-            .set(class as u32, values, 0)
+            .set(class as u32, buckets, 0)
             .map_err(BenchError::map("writing", AGGREGATE))
     }
 

@@ -273,7 +273,7 @@ pub fn grow_sources(
         std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1).into(),
         Tagging::Untagged,
     );
-    let state = RateState::new(&UNREACHED, START_NS);
+    let state = RateState::new(START_NS);
     let mut points = Vec::new();
     let mut tracked_so_far = 0;
     for size in sizes {

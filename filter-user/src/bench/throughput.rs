@@ -38,7 +38,7 @@ use filter_common::{
     classify::tcp_flags::ACK,
     flood::{FloodConfig, L4_TCP, L4_UDP},
     maps::SOURCES,
-    rate::{Buckets, Limit, RateState},
+    rate::{Buckets, Limit, Pace, RateState, ticks},
     source::SourceKey,
 };
 
@@ -847,9 +847,13 @@ fn grow_tracked(
             HashMap::try_from(Map::LruHashMap(data))
                 .map_err(BenchError::map("opening", SOURCES))?;
         let now_ns = crate::bans::monotonic_ns();
+        // An empty byte bucket: its time runs a whole burst ahead of the clock.
         let state = RateState {
-            buckets: Buckets::full(&Limit::default(), now_ns),
-            ..RateState::new(&trickle, now_ns)
+            buckets: Buckets {
+                packets: 0,
+                bytes: ticks(now_ns).saturating_add(Pace::of(&trickle).byte_tolerance),
+            },
+            ..RateState::new(now_ns)
         };
         let mut points = Vec::new();
         let mut tracked = 0;
