@@ -121,7 +121,11 @@ mod sources {
 }
 
 /// Sources that completed a handshake (in `VERIFIED`): their SYNs go to the per-source limit.
-const VERIFIED_SOURCES: [u8; 2] = [sources::NEW_CONNECTION, sources::RATE_LIMITED];
+const VERIFIED_SOURCES: [u8; 3] = [
+    sources::NEW_CONNECTION,
+    sources::RATE_LIMITED,
+    sources::ESTABLISHED,
+];
 
 /// A setting a case changes from the shipped policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,7 +201,8 @@ const PATHS: [Path; 15] = [
         reason: Reason::Pass,
         xdp_filter: Some((XdpFilterPolicy::Allow, XDP_PASS, "no rule matches")),
         note: "allowlist and denylist trie misses, bans miss, TCP flag, fragment and port checks, \
-               the socket lookup finds the connection",
+               a verified-source hit (the daemon marks the peers of the host's connections every \
+               second), so no socket lookup",
     },
     Path {
         name: "full pipeline pass (new connection, verified source)",

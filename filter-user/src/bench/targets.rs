@@ -232,8 +232,8 @@ fn plain_pass_target(cost: &CostReport) -> Option<Target> {
         why: format!(
             "1.3× parse + count allows {:.0} ns ({}); plain pass takes {moat:.0} ns, {:.0} ns \
              over parsing and counting: allowlist and denylist trie misses, the bans lookup, \
-             the TCP flag, fragment and port checks and a socket lookup that finds the \
-             connection{ban}",
+             the TCP flag, fragment and port checks and the verified-source lookup that spares \
+             it the socket lookup{ban}",
             PLAIN_PASS_MAX * floor,
             family.label(),
             moat - floor
@@ -293,8 +293,8 @@ fn xdp_filter_cost_target(cost: &CostReport) -> Option<Target> {
             "moat's speed over xdp-filter's, behind on: {}. xdp-filter matches exact addresses and ports with hash lookups (its \
              deny row is one exact address where moat's is a 1,000,000-prefix trie) and passes \
              what no rule matches; moat walks its allowlist and denylist tries on every \
-             packet, looks up bans, and passes an established segment only once a socket \
-             lookup finds its connection",
+             packet, looks up bans, and passes an established segment only once it finds its \
+             source verified (or a socket lookup finds its connection)",
             rows_behind.join("; ")
         ),
     })
