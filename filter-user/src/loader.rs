@@ -589,11 +589,19 @@ fn carry_over(
         } else {
             0
         };
-        log::info!(
-            "carried a map over to a new layout iface={iface} map={} entries={copied} \
-             change=\"{why}\"",
-            pinned.name
-        );
+        if copy {
+            log::info!(
+                "carried a map over to a new layout iface={iface} map={} entries={copied} \
+                 change=\"{why}\"",
+                pinned.name
+            );
+        } else {
+            log::info!(
+                "replaced a map by one of a new layout, its entries to be rebuilt iface={iface} \
+                 map={} change=\"{why}\"",
+                pinned.name
+            );
+        }
         replaced.push(pinned.name);
     }
     Ok(replaced)
