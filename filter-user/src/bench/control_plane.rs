@@ -22,6 +22,10 @@ pub struct ControlReport {
     pub deny_prefixes: usize,
     /// How long that took, seconds.
     pub deny_seconds: f64,
+    /// CPU time the command spent in userspace (reading, parsing, validating), seconds.
+    pub deny_user_seconds: f64,
+    /// CPU time it spent in the kernel (the trie inserts, through their system calls), seconds.
+    pub deny_system_seconds: f64,
     /// Sources banned.
     pub bans: usize,
     /// How long banning them took, seconds.
@@ -34,6 +38,17 @@ pub struct ControlReport {
     pub rss_loaded_bytes: u64,
     /// Its peak resident memory, bytes.
     pub rss_peak_bytes: u64,
+}
+
+/// User and system CPU time, seconds, of every child this process has waited for so far (and
+/// their waited-for descendants: `nsenter`'s `moat`).
+fn children_cpu_seconds() -> (f64, f64) {
+    // SAFETY: rusage is plain data, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid rusage to write; RUSAGE_CHILDREN cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    (seconds(usage.ru_utime), seconds(usage.ru_stime))
 }
 
 /// `VmRSS` and `VmHWM` of process `pid`, bytes.
@@ -122,6 +137,7 @@ pub fn measure(
         .collect();
     let file = TempFile::create("deny.txt", &list)?;
     drop(list);
+    let (user_before, system_before) = children_cpu_seconds();
     let started = Instant::now();
     run(bed
         .origin
@@ -129,8 +145,12 @@ pub fn measure(
         .args(["deny", "add", "--iface", &iface, "--file"])
         .arg(file.path()))?;
     let deny_seconds = started.elapsed().as_secs_f64();
+    let (user_after, system_after) = children_cpu_seconds();
+    let deny_user_seconds = user_after - user_before;
+    let deny_system_seconds = system_after - system_before;
     progress(&format!(
-        "control: moat deny add --file with {} prefixes: {deny_seconds:.2} s",
+        "control: moat deny add --file with {} prefixes: {deny_seconds:.2} s \
+         ({deny_user_seconds:.2} s user, {deny_system_seconds:.2} s system)",
         options.deny_prefixes
     ));
 
@@ -172,6 +192,8 @@ pub fn measure(
     Ok(ControlReport {
         deny_prefixes: options.deny_prefixes,
         deny_seconds,
+        deny_user_seconds,
+        deny_system_seconds,
         bans: count,
         ban_seconds,
         ban_command_seconds,

@@ -483,9 +483,12 @@ fn write_control(out: &mut String, control: &ControlReport) {
     let _ = writeln!(out, "| Operation | Time |\n|---|---:|");
     let _ = writeln!(
         out,
-        "| `moat deny add --file` with {} IPv4 prefixes | {:.2} s |",
+        "| `moat deny add --file` with {} IPv4 prefixes | {:.2} s ({:.2} s of CPU in userspace, \
+         {:.2} s in the kernel) |",
         thousands(control.deny_prefixes as u64),
-        control.deny_seconds
+        control.deny_seconds,
+        control.deny_user_seconds,
+        control.deny_system_seconds
     );
     let _ = writeln!(
         out,
