@@ -42,6 +42,7 @@ use super::{
 use crate::{
     cidr::Cidr,
     netns::{NetNs, unique_iface},
+    stats::Snapshot,
 };
 
 /// Repetitions of each case before it is timed (drains buckets, warms caches).
@@ -806,6 +807,31 @@ fn check_answers(subject: &mut Subject, origin: &Origin, cases: &[Case]) -> Resu
     subject.set_settings(shipped)
 }
 
+/// Runs `timed` between two readings of `counters` and, when `record` is set, checks that the
+/// `packets` it ran were all counted on `case`'s expected path.
+fn counted<T>(
+    case: &Case,
+    record: bool,
+    packets: u32,
+    counters: impl Fn() -> Result<Snapshot, BenchError>,
+    timed: impl FnOnce() -> Result<T, BenchError>,
+) -> Result<T, BenchError> {
+    let before = counters()?;
+    let timing = timed()?;
+    let after = counters()?;
+    if record {
+        measure::check_counted(
+            &case.label,
+            &before,
+            &after,
+            case.expect.0,
+            case.expect.1,
+            u64::from(packets),
+        )?;
+    }
+    Ok(timing)
+}
+
 /// Times `case` once with `repeat` repetitions (or `repeat / CALLS_DIVISOR` calls) and, when
 /// `record` is set, checks its path and keeps the sample. `floors` are the XDP_DROP floor and
 /// the parse + count one.
@@ -833,21 +859,14 @@ fn time_case(
         }
         Runner::Floor(FloorKind::ParseCount) => {
             let name = FloorKind::ParseCount.label();
-            let before = parse_count.counters()?;
             let fd = measure::program_fd(parse_count.program()?, name)?;
-            let timing = time(fd, name, &case.frame)?;
-            let after = parse_count.counters()?;
-            if record {
-                measure::check_counted(
-                    &case.label,
-                    &before,
-                    &after,
-                    case.expect.0,
-                    case.expect.1,
-                    u64::from(packets),
-                )?;
-            }
-            timing
+            counted(
+                case,
+                record,
+                packets,
+                || parse_count.counters(),
+                || time(fd, name, &case.frame),
+            )?
         }
         Runner::XdpFilter(policy) => {
             let fd = match policy {
@@ -861,21 +880,14 @@ fn time_case(
             // The aggregate SYN bucket is shared by every case: full where the case must pass
             // it, empty everywhere else.
             subject.set_aggregate(Class::Syn, tweak == Tweak::SynUnlimited)?;
-            let before = subject.counters()?;
             let fd = measure::program_fd(subject.program()?, PROGRAM_NAME)?;
-            let timing = time(fd, PROGRAM_NAME, &case.frame)?;
-            let after = subject.counters()?;
-            if record {
-                measure::check_counted(
-                    &case.label,
-                    &before,
-                    &after,
-                    case.expect.0,
-                    case.expect.1,
-                    u64::from(packets),
-                )?;
-            }
-            timing
+            counted(
+                case,
+                record,
+                packets,
+                || subject.counters(),
+                || time(fd, PROGRAM_NAME, &case.frame),
+            )?
         }
     };
     if record {

@@ -333,11 +333,7 @@ impl Floor {
 
     /// The parse + count floor's counters, summed over CPUs (the XDP_DROP floor has none).
     pub fn counters(&self) -> Result<Snapshot, BenchError> {
-        let map = self
-            .ebpf
-            .map(COUNTERS)
-            .ok_or_else(|| missing_map(COUNTERS))?;
-        Snapshot::read(map).map_err(BenchError::map("reading", COUNTERS))
+        counters_of(&self.ebpf)
     }
 }
 
@@ -562,11 +558,7 @@ impl Subject {
 
     /// The counters, summed over CPUs.
     pub fn counters(&self) -> Result<Snapshot, BenchError> {
-        let map = self
-            .ebpf
-            .map(COUNTERS)
-            .ok_or_else(|| missing_map(COUNTERS))?;
-        Snapshot::read(map).map_err(BenchError::map("reading", COUNTERS))
+        counters_of(&self.ebpf)
     }
 
     /// The capacity map `name` was created with (`max_entries`).
@@ -643,4 +635,10 @@ pub fn check_counted(
                 .join(", "),
         })
     }
+}
+
+/// The `COUNTERS` of a loaded object, summed over CPUs.
+fn counters_of(ebpf: &Ebpf) -> Result<Snapshot, BenchError> {
+    let map = ebpf.map(COUNTERS).ok_or_else(|| missing_map(COUNTERS))?;
+    Snapshot::read(map).map_err(BenchError::map("reading", COUNTERS))
 }
