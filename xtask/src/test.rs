@@ -9,7 +9,7 @@ use std::{fmt, process::Command};
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use crate::{exec::exec, setup, workspace};
+use crate::{exec::exec, setup, toolchain, workspace};
 
 /// Options of `cargo xtask test`.
 #[derive(Debug, Args)]
@@ -49,6 +49,11 @@ pub fn run(opts: Options) -> Result<()> {
         "clippy",
         cargo(["clippy", "--all-targets", "--", "-D", "warnings"]),
     )?;
+    suites.run("clippy (filter-ebpf, shipped)", ebpf_clippy(&[]))?;
+    suites.run(
+        "clippy (filter-ebpf, debug-log)",
+        ebpf_clippy(&["debug-log"]),
+    )?;
     suites.run(
         "filter-common unit tests",
         cargo(["test", "--package", "filter-common"]),
@@ -79,6 +84,37 @@ fn xtask(verb: &str) -> Result<Command> {
     let xtask = std::env::current_exe().context("finding the running xtask binary")?;
     let mut command = Command::new(xtask);
     command.arg(verb);
+    Ok(command)
+}
+
+/// Crates of the eBPF build that may use unstable features (aya-ebpf's inline assembly and
+/// moat's own `BPF_CMPXCHG`), as `filter-user/build.rs` allows them.
+const EBPF_UNSTABLE_CRATES: &str =
+    "aya_ebpf,aya_ebpf_bindings,aya_ebpf_cty,aya_log_ebpf,filter_ebpf,moat_filter";
+
+/// clippy with `-D warnings` on the XDP crate, checked for `bpfel-unknown-none` with Debian's
+/// toolchain and `features`, the way `filter-user/build.rs` builds it (the workspace's own
+/// clippy leaves the crate out: it is not a default member).
+fn ebpf_clippy(features: &[&str]) -> Result<Command> {
+    let root = workspace::root()?;
+    let mut command = Command::new("rustup");
+    command
+        .current_dir(&root)
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env("RUSTC_BOOTSTRAP", EBPF_UNSTABLE_CRATES)
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
+        )
+        .args(["run", toolchain::BPF_TOOLCHAIN, "cargo", "clippy"])
+        .args(["--package", "filter-ebpf", "--bins", "--release"])
+        .args(["--target", "bpfel-unknown-none", "--target-dir"])
+        .arg(workspace::target_dir()?.join("clippy-ebpf"));
+    if !features.is_empty() {
+        command.args(["--features", &features.join(",")]);
+    }
+    command.args(["--", "-D", "warnings"]);
     Ok(command)
 }
 

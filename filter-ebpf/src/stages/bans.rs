@@ -9,7 +9,7 @@ use crate::{clock::Clock, maps::BANS};
 #[inline(always)]
 pub fn check(packet: &Packet, settings: &Settings, clock: &mut Clock) -> Option<Reason> {
     let key = SourceKey::for_ban(packet, settings.v6_source_prefix);
-    let ban = BANS.get_ptr(&key)?;
+    let ban = BANS.get_ptr(key)?;
     // SAFETY: the pointer comes from a successful lookup and is valid for this program run.
     if unsafe { (*ban).enforced(clock.now_ns(), settings.dry_run()) } {
         Some(Reason::Banned)

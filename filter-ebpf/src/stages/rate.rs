@@ -33,7 +33,7 @@ pub fn check(packet: &mut Packet, settings: &Settings, clock: &mut Clock) -> Opt
     if source_pace.is_limited() {
         let now_ns = clock.now_ns();
         let key = SourceKey::for_class(packet, class, settings.v6_source_prefix);
-        match SOURCES.get_ptr_mut(&key) {
+        match SOURCES.get_ptr_mut(key) {
             Some(state) => {
                 // SAFETY: pointers into a value from a successful lookup, valid and 8-byte
                 // aligned for this run; other CPUs update the same source only through the same
@@ -66,7 +66,7 @@ pub fn check(packet: &mut Packet, settings: &Settings, clock: &mut Clock) -> Opt
                 // Insertion into an LRU map evicts the oldest entry when full; failure only
                 // means the source is not tracked this time. BPF_NOEXIST: a CPU that raced
                 // this one to the same new source keeps its entry.
-                let _ = SOURCES.insert(&key, &state, u64::from(aya_ebpf::bindings::BPF_NOEXIST));
+                let _ = SOURCES.insert(key, state, u64::from(aya_ebpf::bindings::BPF_NOEXIST));
                 if !admitted {
                     return Some(class.source_reason());
                 }
@@ -93,7 +93,7 @@ pub fn check(packet: &mut Packet, settings: &Settings, clock: &mut Clock) -> Opt
 fn ban(packet: &mut Packet, settings: &Settings, now_ns: u64, reason: Reason) {
     let key = SourceKey::for_ban(packet, settings.v6_source_prefix);
     let dry_run = settings.dry_run();
-    let offences = match BANS.get_ptr(&key) {
+    let offences = match BANS.get_ptr(key) {
         // SAFETY: a pointer from a successful lookup, valid for this run. Offences earned in
         // a dry run do not lengthen an enforced ban.
         Some(old) if dry_run || unsafe { (*old).flags } & BAN_DRY_RUN == 0 => unsafe {
@@ -114,7 +114,7 @@ fn ban(packet: &mut Packet, settings: &Settings, now_ns: u64, reason: Reason) {
         flags,
     };
     // A full table records no new ban; the source stays rate-limited.
-    if BANS.insert(&key, &entry, 0).is_err() {
+    if BANS.insert(key, entry, 0).is_err() {
         return;
     }
     if let Some(count) = BAN_EVENTS.get_ptr_mut(reason as u32) {

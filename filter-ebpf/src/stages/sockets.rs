@@ -93,5 +93,5 @@ fn verify(packet: &Packet, settings: &Settings, clock: &mut Clock) {
     let until = clock.now_ns().saturating_add(settings.verified_ttl_ns);
     // An LRU insert evicts the oldest entry when full; failure only means the source is not
     // remembered this time.
-    let _ = VERIFIED.insert(&key, &until, 0);
+    let _ = VERIFIED.insert(key, until, 0);
 }

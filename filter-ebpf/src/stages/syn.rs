@@ -83,7 +83,7 @@ pub fn check(
 #[inline(always)]
 pub fn verified(packet: &Packet, settings: &Settings, clock: &mut Clock) -> bool {
     let key = SourceKey::new(packet, VERIFIED_CLASS, settings.v6_source_prefix);
-    match VERIFIED.get_ptr(&key) {
+    match VERIFIED.get_ptr(key) {
         // SAFETY: a pointer from a successful lookup, valid for this run.
         Some(until) => clock.now_ns() < unsafe { *until },
         None => false,
