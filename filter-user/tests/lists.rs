@@ -209,11 +209,14 @@ fn a_million_deny_prefixes_load_from_a_file() {
     let dir = std::env::temp_dir().join(format!("moat-million-{}", moat::netns::unique_suffix()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("deny.txt");
+    // 999,999 prefixes nobody sends from, and one address the client will.
+    let listed = std::net::Ipv4Addr::new(198, 18, 0, 77);
     let mut text = String::with_capacity(16 * 1_000_000);
-    for n in 0u32..1_000_000 {
+    for n in 0u32..999_999 {
         let [_, a, b, c] = n.to_be_bytes();
         text.push_str(&format!("10.{a}.{b}.{c}\n"));
     }
+    text.push_str(&format!("{listed}\n"));
     std::fs::write(&file, text).expect("write list");
     let started = Instant::now();
     let (code, out, err) = list(
@@ -235,10 +238,25 @@ fn a_million_deny_prefixes_load_from_a_file() {
     );
     println!("loaded 1,000,000 deny prefixes in {elapsed:?}");
     assert_eq!(entries(&pair, "deny").len(), 1_000_000);
-    // The client's address (198.18.0.2) is not among them, so its ping is still answered.
+    // The client's address (198.18.0.2) is not among them, so its ping is still answered;
+    // from the listed address it is dropped.
     assert_eq!(
         traffic::ping(&pair.client, pair.origin_end.ipv4, 1).expect("ping"),
         1
+    );
+    pair.add_client_address(listed);
+    let from_listed = pair
+        .client
+        .command("ping")
+        .args(["-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", "-I"])
+        .arg(listed.to_string())
+        .arg(pair.origin_end.ipv4.to_string())
+        .output()
+        .expect("running ping");
+    let summary = String::from_utf8_lossy(&from_listed.stdout);
+    assert!(
+        summary.contains("3 packets transmitted, 0 received"),
+        "a ping from the listed {listed} is dropped: {summary}"
     );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
