@@ -245,17 +245,23 @@ pub fn admit_shared<W: SharedWord>(
 /// not conform or other CPUs won every attempt.
 #[inline(always)]
 fn take<W: SharedWord>(bucket: &W, now: u64, cost: u64, tolerance: u64) -> bool {
-    let mut time = bucket.load();
+    update(bucket, |time| conform(time, now, cost, tolerance)).is_some()
+}
+
+/// Replaces `word`'s value with `next(value)` by compare-and-swap, retrying with the value
+/// another CPU stored meanwhile, at most [`MAX_SWAP_ATTEMPTS`] times; returns the value
+/// stored, or `None` if `next` refused the current value or other CPUs won every attempt.
+#[inline(always)]
+fn update<W: SharedWord>(word: &W, next: impl Fn(u64) -> Option<u64>) -> Option<u64> {
+    let mut current = word.load();
     for _ in 0..MAX_SWAP_ATTEMPTS {
-        let Some(next) = conform(time, now, cost, tolerance) else {
-            return false;
-        };
-        match bucket.compare_exchange(time, next) {
-            Ok(_) => return true,
-            Err(current) => time = current,
+        let new = next(current)?;
+        match word.compare_exchange(current, new) {
+            Ok(_) => return Some(new),
+            Err(found) => current = found,
         }
     }
-    false
+    None
 }
 
 /// Per-source state for one traffic class: its buckets and its strike count. Updated by
@@ -310,42 +316,23 @@ pub fn strike_shared<W: SharedWord>(
     ban_after: u32,
 ) -> bool {
     let start = window_start.load();
-    // The CPU that moves the window on restarts the count.
+    // The CPU that moves the window on restarts the count (unless other CPUs keep changing
+    // it; then they restart it themselves).
     if now_ns.saturating_sub(start) > window_ns
         && window_start.compare_exchange(start, now_ns).is_ok()
     {
-        reset(strikes);
+        let _ = update(strikes, |_| Some(0));
     }
-    let mut count = strikes.load();
-    for _ in 0..MAX_SWAP_ATTEMPTS {
-        let next = count.saturating_add(1);
-        match strikes.compare_exchange(count, next) {
-            Ok(_) => {
-                if ban_after != 0 && next >= u64::from(ban_after) {
-                    // Only the CPU whose reset succeeds bans; the others' strikes restart.
-                    if strikes.compare_exchange(next, 0).is_ok() {
-                        let _ = window_start.compare_exchange(window_start.load(), now_ns);
-                        return true;
-                    }
-                }
-                return false;
-            }
-            Err(current) => count = current,
-        }
+    let Some(count) = update(strikes, |count| Some(count.saturating_add(1))) else {
+        return false;
+    };
+    // Only the CPU whose reset succeeds bans; the others' strikes restart.
+    if ban_after != 0 && count >= u64::from(ban_after) && strikes.compare_exchange(count, 0).is_ok()
+    {
+        let _ = window_start.compare_exchange(window_start.load(), now_ns);
+        return true;
     }
     false
-}
-
-/// Sets `word` to 0, unless other CPUs keep changing it (then they restart it themselves).
-#[inline(always)]
-fn reset<W: SharedWord>(word: &W) {
-    let mut current = word.load();
-    for _ in 0..MAX_SWAP_ATTEMPTS {
-        match word.compare_exchange(current, 0) {
-            Ok(_) => return,
-            Err(now) => current = now,
-        }
-    }
 }
 
 /// The length of a source's ban for its `offences`-th offence (0-based): `base` doubled per

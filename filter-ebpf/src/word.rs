@@ -6,7 +6,7 @@
 
 use core::arch::asm;
 
-use filter_common::rate::{Buckets, Pace, SharedWord, admit_shared};
+use filter_common::rate::{Buckets, Pace, RateState, SharedWord, admit_shared, strike_shared};
 
 /// One 64-bit word inside a map value.
 pub struct MapWord(*mut u64);
@@ -59,4 +59,18 @@ pub fn admit(buckets: *mut Buckets, pace: &Pace, now_ns: u64, len: u64) -> bool 
         )
     };
     admit_shared(&packets, &bytes, pace, now_ns, len)
+}
+
+/// [`strike_shared`] on the strike count of a per-source state every CPU shares.
+#[inline(always)]
+pub fn strike(state: *mut RateState, now_ns: u64, window_ns: u64, ban_after: u32) -> bool {
+    // SAFETY: `state` comes from a successful map lookup (the callers' contract), so both
+    // fields are valid and 8-byte aligned for this program run.
+    let (strikes, window_start) = unsafe {
+        (
+            MapWord::new(&raw mut (*state).strikes),
+            MapWord::new(&raw mut (*state).window_start_ns),
+        )
+    };
+    strike_shared(&strikes, &window_start, now_ns, window_ns, ban_after)
 }

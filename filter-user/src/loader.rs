@@ -581,15 +581,13 @@ fn carry_over(
         let Fit::Replace { old, why, copy } = pinned.fit else {
             continue;
         };
-        let copied = if copy {
-            migrate::copy_entries(pinned.name, old, ebpf).map_err(|source| LoadError::Migrate {
-                iface: iface.to_string(),
-                source: Box::new(source),
-            })?
-        } else {
-            0
-        };
         if copy {
+            let copied = migrate::copy_entries(pinned.name, old, ebpf).map_err(|source| {
+                LoadError::Migrate {
+                    iface: iface.to_string(),
+                    source: Box::new(source),
+                }
+            })?;
             log::info!(
                 "carried a map over to a new layout iface={iface} map={} entries={copied} \
                  change=\"{why}\"",

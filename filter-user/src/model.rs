@@ -325,12 +325,12 @@ impl Model {
         let class = class_of(packet)?;
         let len = u64::from(packet.frame_len);
         let settings = self.settings;
-        let source_limit = Pace::of(&settings.source[class as usize]);
-        if source_limit.is_limited() {
+        let source_pace = Pace::of(&settings.source[class as usize]);
+        if source_pace.is_limited() {
             let key = SourceKey::for_class(packet, class, settings.v6_source_prefix);
             match self.sources.get_mut(&key) {
                 Some(state) => {
-                    if !state.buckets.admit(&source_limit, now_ns, len) {
+                    if !state.buckets.admit(&source_pace, now_ns, len) {
                         let earned = state.strike(
                             now_ns,
                             settings.strike_window_ns,
@@ -344,7 +344,7 @@ impl Model {
                 }
                 None => {
                     let mut state = RateState::new(now_ns);
-                    let admitted = state.buckets.admit(&source_limit, now_ns, len);
+                    let admitted = state.buckets.admit(&source_pace, now_ns, len);
                     self.sources.insert(key, state);
                     if !admitted {
                         return Some(class.source_reason());
@@ -352,10 +352,10 @@ impl Model {
                 }
             }
         }
-        let aggregate_limit = Pace::of(&settings.aggregate[class as usize]);
-        if aggregate_limit.is_limited() && class != Class::Syn {
+        let aggregate_pace = Pace::of(&settings.aggregate[class as usize]);
+        if aggregate_pace.is_limited() && class != Class::Syn {
             let buckets = self.aggregate.get_mut(class as usize)?;
-            if !buckets.admit(&aggregate_limit, now_ns, len) {
+            if !buckets.admit(&aggregate_pace, now_ns, len) {
                 return Some(class.flood_reason());
             }
         }

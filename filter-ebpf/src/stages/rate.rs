@@ -14,14 +14,14 @@
 use filter_common::{
     Class, Packet, Reason, Settings,
     classify::class_of,
-    rate::{RateState, admit_shared, ban_length_ns, strike_shared},
+    rate::{RateState, ban_length_ns},
     source::{BAN_DRY_RUN, Ban, SourceKey},
 };
 
 use crate::{
     clock::Clock,
     maps::{AGGREGATE, BAN_EVENTS, BANS, SOURCES},
-    word::{self as shared, MapWord},
+    word as shared,
 };
 
 /// Decides a rate or flood reason when the packet is over a limit.
@@ -35,21 +35,13 @@ pub fn check(packet: &mut Packet, settings: &Settings, clock: &mut Clock) -> Opt
         let key = SourceKey::for_class(packet, class, settings.v6_source_prefix);
         match SOURCES.get_ptr_mut(key) {
             Some(state) => {
-                // SAFETY: pointers into a value from a successful lookup, valid and 8-byte
-                // aligned for this run; other CPUs update the same source only through the same
-                // atomics.
-                let (packets, bytes, strikes, window_start) = unsafe {
-                    (
-                        MapWord::new(&raw mut (*state).buckets.packets),
-                        MapWord::new(&raw mut (*state).buckets.bytes),
-                        MapWord::new(&raw mut (*state).strikes),
-                        MapWord::new(&raw mut (*state).window_start_ns),
-                    )
-                };
-                if !admit_shared(&packets, &bytes, source_pace, now_ns, len) {
-                    if strike_shared(
-                        &strikes,
-                        &window_start,
+                // SAFETY: a field's address in a value from a successful lookup, valid and
+                // 8-byte aligned for this run (no read: other CPUs update the same source,
+                // only through the atomics of `shared`).
+                let buckets = unsafe { &raw mut (*state).buckets };
+                if !shared::admit(buckets, source_pace, now_ns, len) {
+                    if shared::strike(
+                        state,
                         now_ns,
                         settings.strike_window_ns,
                         settings.ban_after_strikes,
