@@ -13,6 +13,7 @@ extern crate std;
 pub mod classify;
 pub mod counter;
 pub mod flood;
+pub mod listindex;
 pub mod lists;
 pub mod maps;
 pub mod packet;

@@ -35,6 +35,11 @@ pub const DENY_V4: &str = "DENY_V4";
 /// LPM trie of denied IPv6 source prefixes.
 pub const DENY_V6: &str = "DENY_V6";
 
+/// The list index ([`crate::listindex`]): an mmap-able array of [`crate::listindex::INDEX_WORDS`]
+/// `u64`s saying which sources might be on the allowlist or the denylist, edited in place by
+/// userspace beside the tries.
+pub const LIST_INDEX: &str = "LIST_INDEX";
+
 /// LPM trie of trusted upstream IPv4 prefixes (resolvers, NTP servers), exempt from the
 /// reflection stage, keyed by policy slot then address ([`crate::lists::TrustedV4Key`]).
 pub const TRUSTED_V4: &str = "TRUSTED_V4";
@@ -114,6 +119,7 @@ pub const ALL_MAPS: &[&str] = &[
     ALLOW_V6,
     DENY_V4,
     DENY_V6,
+    LIST_INDEX,
     TRUSTED_V4,
     TRUSTED_V6,
     PORTS,

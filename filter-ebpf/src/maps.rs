@@ -1,12 +1,13 @@
 //! Every map the program declares. Names equal the constants in `filter_common::maps`.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use filter_common::{
     COUNTER_SLOTS, Counter, Packet, Reason, Settings,
+    listindex::INDEX_WORDS,
     lists::{ListValue, TrustedV4Key, TrustedV6Key, V4Key, V6Key},
     maps::{
         AGGREGATE_SLOTS, DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES, DEFAULT_MAX_BANS,
@@ -50,6 +51,11 @@ pub static DENY_V4: LpmTrie<V4Key, ListValue> =
 #[map]
 pub static DENY_V6: LpmTrie<V6Key, ListValue> =
     LpmTrie::with_max_entries(DEFAULT_DENY_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Which sources might be on the allowlist or the denylist (see `filter_common::listindex`),
+/// written by userspace through a memory mapping.
+#[map]
+pub static LIST_INDEX: Array<u64> = Array::with_max_entries(INDEX_WORDS, BPF_F_MMAPABLE);
 
 /// Trusted upstream IPv4 prefixes, exempt from the reflection stage.
 #[map]

@@ -5,11 +5,16 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use filter_common::{
+    listindex::Side,
     lists::{LIST_PRESENT, ListValue, V4Key, V6Key},
-    maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6},
+    maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, LIST_INDEX},
 };
 
-use crate::{cidr::Cidr, pins::PinDir};
+use crate::{
+    cidr::Cidr,
+    listindex::{IndexError, ListIndex},
+    pins::PinDir,
+};
 
 /// `BPF_NOEXIST` from `linux/bpf.h`: fail with EEXIST instead of replacing an entry.
 const BPF_NOEXIST: u64 = 1;
@@ -29,6 +34,14 @@ impl ListKind {
         match self {
             ListKind::Allow => "allowlist",
             ListKind::Deny => "denylist",
+        }
+    }
+
+    /// The side of the list index this list counts on.
+    pub const fn side(self) -> Side {
+        match self {
+            ListKind::Allow => Side::Allow,
+            ListKind::Deny => Side::Deny,
         }
     }
 
@@ -78,6 +91,14 @@ pub enum ListEditError {
         /// The interface.
         iface: String,
     },
+    /// The list index could not be mapped.
+    #[error("opening the list index of {iface}: {source}")]
+    Index {
+        /// The interface.
+        iface: String,
+        /// What failed.
+        source: IndexError,
+    },
     /// The kernel refused an operation.
     #[error("{action} the {list} of {iface}: {source}")]
     Map {
@@ -98,6 +119,7 @@ pub struct PinnedList {
     iface: String,
     v4: LpmTrie<MapData, V4Key, ListValue>,
     v6: LpmTrie<MapData, V6Key, ListValue>,
+    index: ListIndex,
     capacity: u32,
 }
 
@@ -138,11 +160,16 @@ impl PinnedList {
         };
         let v4 = open(v4_name)?;
         let capacity = v4.info().map_err(map_error)?.max_entries();
+        let index = ListIndex::of(&open(LIST_INDEX)?).map_err(|source| ListEditError::Index {
+            iface: iface.to_string(),
+            source,
+        })?;
         Ok(PinnedList {
             kind,
             iface: iface.to_string(),
             v4: LpmTrie::try_from(Map::LpmTrie(v4)).map_err(map_error)?,
             v6: LpmTrie::try_from(Map::LpmTrie(open(v6_name)?)).map_err(map_error)?,
+            index,
             capacity,
         })
     }
@@ -194,11 +221,7 @@ impl PinnedList {
     pub fn delete(&mut self, cidrs: &[Cidr]) -> Result<usize, ListEditError> {
         let mut deleted = Vec::new();
         for cidr in cidrs {
-            let result = match cidr {
-                Cidr::V4 { addr, prefix } => self.v4.remove(&Key::new(*prefix, *addr)),
-                Cidr::V6 { addr, prefix } => self.v6.remove(&Key::new(*prefix, *addr)),
-            };
-            match result {
+            match self.remove(cidr) {
                 Ok(()) => deleted.push(*cidr),
                 Err(error) => {
                     for back in &deleted {
@@ -242,7 +265,30 @@ impl PinnedList {
         Ok(cidrs)
     }
 
+    /// Inserts `cidr`, its index counts raised first so the program never skips a trie that
+    /// holds it.
     fn insert(&mut self, cidr: &Cidr) -> Result<(), MapError> {
+        let side = self.kind.side();
+        self.index.note(side, cidr, true);
+        let result = self.insert_entry(cidr);
+        if result.is_err() {
+            // Not inserted (or already there, counted when it was): take the count back.
+            self.index.note(side, cidr, false);
+        }
+        result
+    }
+
+    /// Removes `cidr`, then lowers its index counts.
+    fn remove(&mut self, cidr: &Cidr) -> Result<(), MapError> {
+        match cidr {
+            Cidr::V4 { addr, prefix } => self.v4.remove(&Key::new(*prefix, *addr)),
+            Cidr::V6 { addr, prefix } => self.v6.remove(&Key::new(*prefix, *addr)),
+        }?;
+        self.index.note(self.kind.side(), cidr, false);
+        Ok(())
+    }
+
+    fn insert_entry(&mut self, cidr: &Cidr) -> Result<(), MapError> {
         // BPF_NOEXIST makes the kernel report an exact duplicate instead of overwriting it, so
         // a rollback never removes an entry that was there before.
         let flags = BPF_NOEXIST;
@@ -260,11 +306,7 @@ impl PinnedList {
 
     fn rollback_inserts(&mut self, inserted: &[Cidr]) {
         for cidr in inserted {
-            let result = match cidr {
-                Cidr::V4 { addr, prefix } => self.v4.remove(&Key::new(*prefix, *addr)),
-                Cidr::V6 { addr, prefix } => self.v6.remove(&Key::new(*prefix, *addr)),
-            };
-            if let Err(error) = result {
+            if let Err(error) = self.remove(cidr) {
                 log::error!("rolling back {cidr} failed error={error}");
             }
         }

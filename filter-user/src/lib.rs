@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod lab;
+pub mod listindex;
 pub mod lists;
 pub mod loader;
 pub mod metrics;

@@ -21,14 +21,15 @@ use aya::{
     },
 };
 use filter_common::maps::{
-    ALL_MAPS, ALLOW_V4, ALLOW_V6, BANS, DENY_V4, DENY_V6, PERSISTENT_MAPS, PIN_ROOT, PROGRAM_NAME,
-    SOURCES,
+    ALL_MAPS, ALLOW_V4, ALLOW_V6, BANS, DENY_V4, DENY_V6, LIST_INDEX, PERSISTENT_MAPS, PIN_ROOT,
+    PROGRAM_NAME, SOURCES,
 };
 use log::warn;
 
 use crate::{
     FILTER_OBJECT, FILTER_OBJECT_DEBUG_LOG,
     cli::Mode,
+    listindex::{IndexError, ListIndex},
     migrate::{self, Fit, MigrateError, Pinned},
     pins::{PinDir, remove_if_present},
     policy::{self, ControlError, Policy, PolicyLock, PolicyMaps},
@@ -377,6 +378,17 @@ impl Filter {
             .map_err(|error| refused(error.to_string()))?;
         let replaced =
             carry_over(iface, &mut ebpf, planned).map_err(|error| refused(error.to_string()))?;
+        // An index this version creates beside lists an earlier one filled starts empty, which
+        // would hide every entry: mark them all before the program can read it.
+        if replaced.contains(&LIST_INDEX) || !pins.map(LIST_INDEX).exists() {
+            let marked = ebpf
+                .map(LIST_INDEX)
+                .ok_or(IndexError::Missing)
+                .and_then(ListIndex::of_map)
+                .and_then(|index| index.rebuild(&ebpf))
+                .map_err(|error| refused(error.to_string()))?;
+            log::info!("built the list index from the lists iface={iface} entries={marked}");
+        }
         // Under the policy lock until the swap, so no `moat set` lands between the policy
         // written here and the program that reads it.
         let policy_lock = PolicyLock::acquire(iface).map_err(|error| refused(error.to_string()))?;

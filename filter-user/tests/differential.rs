@@ -569,6 +569,8 @@ impl Kernel {
     /// Inserts `cidr` into the IPv4 or IPv6 trie of a list (the trusted tries in policy slot 0,
     /// the one the program reads until `ACTIVE` is written).
     fn list(&mut self, (v4, v6): (&str, &str), cidr: Cidr) {
+        moat::listindex::note_insert(&self.ebpf, v4, &cidr)
+            .unwrap_or_else(|error| panic!("indexing {cidr}: {error}"));
         match cidr {
             Cidr::V4 { addr, prefix } if v4 == TRUSTED_V4 => {
                 self.insert_key(v4, SLOT_PREFIX + prefix, trusted_v4_key(0, &addr));

@@ -584,8 +584,23 @@ fn a_take_over_that_fails_leaves_the_running_filter_attached_and_dropping() {
         "SOURCES was replaced by the object's own table"
     );
     denied_frames_are_dropped(&pair);
+
+    // A filter from before the list index (no LIST_INDEX pin) is taken over with its lists:
+    // the new, empty index is built from them before the new program sees a packet.
+    upgraded.kill().expect("killing the daemon");
+    let index = moat::pins::PinDir::for_iface(&iface).map(filter_common::maps::LIST_INDEX);
+    std::fs::remove_file(&index).expect("removing the LIST_INDEX pin");
+    let rebuilt = pair.start(&[]);
+    assert!(
+        rebuilt
+            .log()
+            .contains("built the list index from the lists"),
+        "{}",
+        rebuilt.log()
+    );
+    denied_frames_are_dropped(&pair);
     // A plain stop detaches.
-    drop(upgraded);
+    drop(rebuilt);
 }
 
 #[test]

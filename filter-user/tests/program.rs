@@ -24,8 +24,8 @@ use filter_common::{
     COUNTER_SLOTS, Counter, Reason, Settings, Verdict, counter_index,
     lists::{LIST_PRESENT, ListValue},
     maps::{
-        ALL_MAPS, ALLOW_V4, ALLOW_V6, COUNTERS, DENY_V4, DENY_V6, POLICY_SLOTS, PROGRAM_NAME,
-        SAMPLES, SETTINGS,
+        ALL_MAPS, ALLOW_V4, ALLOW_V6, COUNTERS, DENY_V4, DENY_V6, LIST_INDEX, POLICY_SLOTS,
+        PROGRAM_NAME, SAMPLES, SETTINGS,
     },
     sample::Sample,
     settings::FLAG_DRY_RUN,
@@ -156,14 +156,47 @@ impl Filter {
             .unwrap_or_else(|error| panic!("writing {SETTINGS}[0]: {error}"));
     }
 
-    /// Puts `cidr` on the allowlist (`allow`) or the denylist through the filter-common types.
+    /// Puts `cidr` on the allowlist (`allow`) or the denylist through the filter-common types,
+    /// its list index counts raised first as every list writer does.
     fn list(&mut self, allow: bool, cidr: &str) {
+        let parsed: moat::cidr::Cidr = cidr.parse().expect("test CIDRs are valid");
+        let (v4, _) = list_maps(allow);
+        moat::listindex::note_insert(&self.ebpf, v4, &parsed).expect("index the prefix");
+        self.list_unindexed(allow, cidr);
+    }
+
+    /// The list index of the loaded object.
+    fn index(&self) -> moat::listindex::ListIndex {
+        moat::listindex::ListIndex::of_map(self.ebpf.map(LIST_INDEX).expect("the index map"))
+            .expect("map the list index")
+    }
+
+    /// Takes `cidr` off a list, then lowers its index counts.
+    fn unlist(&mut self, allow: bool, cidr: &str) {
+        let parsed: moat::cidr::Cidr = cidr.parse().expect("test CIDRs are valid");
+        let (v4, v6) = list_maps(allow);
+        match parsed {
+            moat::cidr::Cidr::V4 { addr, prefix } => {
+                LpmTrie::<_, [u8; 4], ListValue>::try_from(self.ebpf.map_mut(v4).expect("v4"))
+                    .expect("v4 list is an LPM trie")
+                    .remove(&Key::new(prefix, addr))
+                    .expect("remove v4 prefix");
+            }
+            moat::cidr::Cidr::V6 { addr, prefix } => {
+                LpmTrie::<_, [u8; 16], ListValue>::try_from(self.ebpf.map_mut(v6).expect("v6"))
+                    .expect("v6 list is an LPM trie")
+                    .remove(&Key::new(prefix, addr))
+                    .expect("remove v6 prefix");
+            }
+        }
+        let side = moat::listindex::side_of(v4).expect("a list map");
+        self.index().note(side, &parsed, false);
+    }
+
+    /// Inserts `cidr` into a list's trie alone, leaving the list index as it is.
+    fn list_unindexed(&mut self, allow: bool, cidr: &str) {
         let cidr: moat::cidr::Cidr = cidr.parse().expect("test CIDRs are valid");
-        let (v4, v6) = if allow {
-            (ALLOW_V4, ALLOW_V6)
-        } else {
-            (DENY_V4, DENY_V6)
-        };
+        let (v4, v6) = list_maps(allow);
         match cidr {
             moat::cidr::Cidr::V4 { addr, prefix } => {
                 let map = self.ebpf.map_mut(v4).expect("v4 list map");
@@ -1067,6 +1100,80 @@ fn denylist_drops_by_longest_prefix_and_allowlist_wins() {
         Verdict::Pass,
         Reason::Allowlist,
     );
+}
+
+/// The allow (`allow`) or deny tries, IPv4 then IPv6.
+fn list_maps(allow: bool) -> (&'static str, &'static str) {
+    if allow {
+        (ALLOW_V4, ALLOW_V6)
+    } else {
+        (DENY_V4, DENY_V6)
+    }
+}
+
+#[test]
+fn the_list_index_gates_every_trie_walk_and_never_hides_an_entry() {
+    let mut filter = Filter::load();
+    // Sources are 192.0.2.1 and 2001:db8::1.
+    let v4 = Packet::ipv4(Transport::Tcp).build();
+    let v6 = Packet::ipv6(Transport::Udp).build();
+    // An entry the index does not count is never looked for: the program walks a trie only
+    // where the index marks the source (this is what makes a miss cheap).
+    filter.list_unindexed(false, "192.0.2.0/24");
+    filter.list_unindexed(false, "2001:db8::/64");
+    filter.assert_verdict("unindexed v4 entry", &v4.bytes, Verdict::Pass, Reason::Pass);
+    filter.assert_verdict("unindexed v6 entry", &v6.bytes, Verdict::Pass, Reason::Pass);
+    filter.unlist(false, "192.0.2.0/24");
+    filter.unlist(false, "2001:db8::/64");
+
+    // Each IPv6 length marks its own byte (/48 bucket, /32 bucket, wide byte), and each is
+    // found, alone, then gone once removed.
+    for (prefix, label) in [
+        ("2001:db8::1/128", "a /128"),
+        ("2001:db8::/40", "a /40"),
+        ("2000::/8", "a /8"),
+    ] {
+        filter.list(false, prefix);
+        filter.assert_verdict(label, &v6.bytes, Verdict::Drop, Reason::Denylist);
+        filter.unlist(false, prefix);
+        filter.assert_verdict(label, &v6.bytes, Verdict::Pass, Reason::Pass);
+    }
+    filter.list(false, "0.0.0.0/0");
+    filter.assert_verdict("0.0.0.0/0", &v4.bytes, Verdict::Drop, Reason::Denylist);
+    filter.unlist(false, "0.0.0.0/0");
+    filter.assert_verdict("0.0.0.0/0 removed", &v4.bytes, Verdict::Pass, Reason::Pass);
+
+    // Twenty hosts in the source's /24 push its deny count past 15, where it sticks: removing
+    // nineteen of them never lets the count reach zero while the last one is listed.
+    for host in 1..=20 {
+        filter.list(false, &format!("192.0.2.{host}"));
+    }
+    let index = filter.index();
+    let byte = index.byte(filter_common::listindex::v4_index(&[192, 0, 2, 0]));
+    assert_eq!(
+        byte, 0xf0,
+        "twenty deny entries, a sticky deny count and no allow count"
+    );
+    for host in 2..=20 {
+        filter.unlist(false, &format!("192.0.2.{host}"));
+    }
+    filter.assert_verdict(
+        "the last host left",
+        &v4.bytes,
+        Verdict::Drop,
+        Reason::Denylist,
+    );
+    let other = Packet::ipv4(Transport::Tcp)
+        .sent_from(std::net::Ipv4Addr::new(192, 0, 2, 2).into())
+        .build();
+    filter.assert_verdict("a removed host", &other.bytes, Verdict::Pass, Reason::Pass);
+    // Allow counts are kept apart: an allowlisted host in the same /24 wins.
+    filter.list(true, "192.0.2.1");
+    assert_eq!(
+        index.byte(filter_common::listindex::v4_index(&[192, 0, 2, 0])),
+        0xf1
+    );
+    filter.assert_verdict("allowed", &v4.bytes, Verdict::Pass, Reason::Allowlist);
 }
 
 #[test]

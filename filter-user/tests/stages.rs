@@ -264,6 +264,8 @@ impl Filter {
         let parsed: moat::cidr::Cidr = cidr
             .parse()
             .unwrap_or_else(|error| panic!("test CIDR {cidr:?}: {error}"));
+        moat::listindex::note_insert(&self.ebpf, v4, &parsed)
+            .unwrap_or_else(|error| panic!("indexing {cidr}: {error}"));
         match parsed {
             moat::cidr::Cidr::V4 { addr, prefix } => self.insert_key(v4, prefix, addr),
             moat::cidr::Cidr::V6 { addr, prefix } => self.insert_key(v6, prefix, addr),

@@ -1,15 +1,19 @@
-//! Allowlist, then denylist, by longest-prefix match on the source address.
+//! Allowlist, then denylist, by longest-prefix match on the source address, each trie walked
+//! only when the list index says the source might be on it.
 //!
-//! Maps read: `ALLOW_V4`/`ALLOW_V6`, `DENY_V4`/`DENY_V6`. Reasons: `Allowlist` (pass at once),
-//! `Denylist` (drop). Lookups per packet: two (one per list, in the packet's family).
+//! Maps read: `LIST_INDEX`, `ALLOW_V4`/`ALLOW_V6`, `DENY_V4`/`DENY_V6`. Reasons: `Allowlist`
+//! (pass at once), `Denylist` (drop). Lookups per packet: one index word for IPv4 (three for
+//! IPv6), then a trie walk per list whose count is not zero — none for a source on neither
+//! list's marked buckets.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use filter_common::{
     Packet, Reason,
+    listindex::{self, Side},
     lists::{V4_MAX_PREFIX, V4Key, V6_MAX_PREFIX},
 };
 
-use crate::maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6};
+use crate::maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, LIST_INDEX};
 
 /// Decides `Allowlist` or `Denylist` if the source is on a list.
 #[inline(always)]
@@ -17,21 +21,42 @@ pub fn check(packet: &Packet) -> Option<Reason> {
     if packet.ip_version == 4 {
         let mut addr: V4Key = [0; 4];
         addr.copy_from_slice(&packet.src_addr_be[..4]);
+        let marks = index_byte(listindex::v4_index(&addr));
+        if marks == 0 {
+            return None;
+        }
         let key = Key::new(V4_MAX_PREFIX, addr);
-        if ALLOW_V4.get(&key).is_some() {
+        if listindex::may_match(marks, Side::Allow) && ALLOW_V4.get(&key).is_some() {
             return Some(Reason::Allowlist);
         }
-        if DENY_V4.get(&key).is_some() {
+        if listindex::may_match(marks, Side::Deny) && DENY_V4.get(&key).is_some() {
             return Some(Reason::Denylist);
         }
     } else {
+        let [long, short, wide] = listindex::v6_lookup(&packet.src_addr_be);
+        let marks = index_byte(long) | index_byte(short) | index_byte(wide);
+        if marks == 0 {
+            return None;
+        }
         let key = Key::new(V6_MAX_PREFIX, packet.src_addr_be);
-        if ALLOW_V6.get(&key).is_some() {
+        if listindex::may_match(marks, Side::Allow) && ALLOW_V6.get(&key).is_some() {
             return Some(Reason::Allowlist);
         }
-        if DENY_V6.get(&key).is_some() {
+        if listindex::may_match(marks, Side::Deny) && DENY_V6.get(&key).is_some() {
             return Some(Reason::Denylist);
         }
     }
     None
+}
+
+/// Byte `index` of the list index; if its word cannot be read (it always can: the index is
+/// below `INDEX_BYTES`), every count, so both tries are walked.
+#[inline(always)]
+fn index_byte(index: u32) -> u8 {
+    match LIST_INDEX.get_ptr(index >> 3) {
+        // SAFETY: a pointer to a map value from a successful lookup; userspace writes the
+        // word through its mapping at any time, so it is read once, volatile.
+        Some(word) => (unsafe { core::ptr::read_volatile(word) } >> ((index & 7) * 8)) as u8,
+        None => 0xff,
+    }
 }

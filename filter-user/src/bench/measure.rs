@@ -30,8 +30,8 @@ use filter_common::{
     Class, Reason, Settings, Verdict,
     lists::{LIST_PRESENT, ListValue, V4Key, V6Key},
     maps::{
-        ACTIVE, AGGREGATE, BANS, COUNTERS, DENY_V4, DENY_V6, POLICY_SLOTS, PROGRAM_NAME, SETTINGS,
-        SOURCES, VERIFIED,
+        ACTIVE, AGGREGATE, BANS, COUNTERS, DENY_V4, DENY_V6, LIST_INDEX, POLICY_SLOTS,
+        PROGRAM_NAME, SETTINGS, SOURCES, VERIFIED,
     },
     rate::{Buckets, RateState, ticks},
     settings::FLAG_FIXED_CLOCK,
@@ -43,6 +43,7 @@ use crate::{
     FILTER_OBJECT,
     cidr::Cidr,
     config::Config,
+    listindex::ListIndex,
     loader::Capacities,
     policy::{self, Policy, map_data},
     stats::Snapshot,
@@ -460,6 +461,22 @@ impl Subject {
         v6: &str,
         cidrs: &[Cidr],
     ) -> Result<(), BenchError> {
+        // The index counts go up before the entries go in, as every list writer does.
+        if let Some(side) = crate::listindex::side_of(v4) {
+            let index = self
+                .ebpf
+                .map(LIST_INDEX)
+                .ok_or_else(|| missing_map(LIST_INDEX))
+                .and_then(|map| {
+                    ListIndex::of_map(map).map_err(|error| BenchError::Tool {
+                        tool: "moat",
+                        problem: error.to_string(),
+                    })
+                })?;
+            for cidr in cidrs {
+                index.note(side, cidr, true);
+            }
+        }
         let mut trie4: LpmTrie<&mut MapData, V4Key, ListValue> =
             LpmTrie::try_from(self.ebpf.map_mut(v4).ok_or_else(|| missing_map(v4))?)
                 .map_err(BenchError::map("opening", v4))?;

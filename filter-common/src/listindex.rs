@@ -1,0 +1,201 @@
+//! The list index: which sources might be on the allowlist or the denylist, so the program walks
+//! a trie only when it could match.
+//!
+//! Walking an LPM trie costs a cache miss per level; with a million prefixes loaded, a source on
+//! neither list pays for the whole walk of both tries. The index is one byte per bucket of
+//! source addresses, in an mmap-able array (`LIST_INDEX`) that userspace edits in place as it
+//! edits the lists:
+//! - IPv4: one byte per /24 ([`v4_index`]); an entry marks every /24 it touches (a /20 marks 16,
+//!   a /32 one).
+//! - IPv6: one byte per hashed /48 bucket and per hashed /32 bucket, plus one "wide" byte. An
+//!   entry of /48 or longer marks the bucket of its /48, one of /32 to /47 the bucket of its /32,
+//!   a shorter one the wide byte. A source looks at its /48 bucket, its /32 bucket and the wide
+//!   byte ([`v6_lookup`]). Buckets are hashed, so two networks may share one: that only costs a
+//!   walk, never a miss.
+//!
+//! Each byte holds two counts: entries of the allowlist (low nibble) and of the denylist (high
+//! nibble) that mark it ([`bumped`]). A count that reaches 15 stays there ("sticky"): removals no
+//! longer lower it, so it can never reach zero while an entry remains. A zero count therefore
+//! proves the source is not on that list, and any other count only sends the packet to the trie,
+//! which gives the answer. The index changes speed, never a verdict.
+//!
+//! Userspace raises a count before it inserts the entry and lowers it after it deletes the entry,
+//! so the program never sees an entry its index byte hides.
+
+/// Bytes in the index: 2^24 IPv4 /24s, then 2^24 IPv6 bytes (the wide byte, then the buckets).
+pub const INDEX_BYTES: u32 = 1 << 25;
+
+/// `u64` words in `LIST_INDEX` (the kernel stores array values in 8-byte slots, so the index is
+/// an array of words; byte `i` is byte `i % 8` of word `i / 8`, little-endian).
+pub const INDEX_WORDS: u32 = INDEX_BYTES / 8;
+
+/// First byte of the IPv6 region: the wide byte, marked by IPv6 entries shorter than
+/// [`V6_SHORT_BITS`].
+pub const V6_WIDE: u32 = 1 << 24;
+
+/// IPv6 buckets after the wide byte.
+pub const V6_BUCKETS: u32 = (1 << 24) - 1;
+
+/// IPv6 entries at least this long mark their /48's bucket.
+pub const V6_LONG_BITS: u32 = 48;
+
+/// IPv6 entries at least this long (and shorter than [`V6_LONG_BITS`]) mark their /32's bucket;
+/// shorter ones mark the wide byte.
+pub const V6_SHORT_BITS: u32 = 32;
+
+/// Which list a count belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The allowlist: the low nibble.
+    Allow,
+    /// The denylist: the high nibble.
+    Deny,
+}
+
+impl Side {
+    const fn shift(self) -> u32 {
+        match self {
+            Side::Allow => 0,
+            Side::Deny => 4,
+        }
+    }
+}
+
+/// The count at which a nibble sticks.
+pub const STICKY: u8 = 0x0f;
+
+/// `byte` with `side`'s count raised (`add`) or lowered by one; a count at [`STICKY`] stays.
+pub const fn bumped(byte: u8, side: Side, add: bool) -> u8 {
+    let shift = side.shift();
+    let count = (byte >> shift) & 0x0f;
+    let count = if count == STICKY {
+        STICKY
+    } else if add {
+        count + 1
+    } else {
+        count.saturating_sub(1)
+    };
+    (byte & !(0x0f << shift)) | (count << shift)
+}
+
+/// Whether an index byte says the source might be on `side`'s list.
+#[inline(always)]
+pub const fn may_match(byte: u8, side: Side) -> bool {
+    (byte >> side.shift()) & 0x0f != 0
+}
+
+/// The index byte of an IPv4 source: its /24.
+#[inline(always)]
+pub const fn v4_index(addr: &[u8; 4]) -> u32 {
+    ((addr[0] as u32) << 16) | ((addr[1] as u32) << 8) | addr[2] as u32
+}
+
+/// The index bytes an IPv4 entry marks: `count` /24s from `first`.
+pub const fn v4_span(addr: &[u8; 4], prefix: u32) -> (u32, u32) {
+    if prefix >= 24 {
+        (v4_index(addr), 1)
+    } else {
+        let count = 1u32 << (24 - prefix);
+        (v4_index(addr) & !(count - 1), count)
+    }
+}
+
+/// The bucket byte of the network of `addr`'s first `bits` bits ([`V6_SHORT_BITS`] or
+/// [`V6_LONG_BITS`]); the two lengths hash differently.
+#[inline(always)]
+pub const fn v6_bucket(addr: &[u8; 16], bits: u32) -> u32 {
+    let mut network: u64 = 0;
+    let mut i = 0;
+    while i < 6 {
+        let byte = if (i as u32) * 8 < bits { addr[i] } else { 0 };
+        network = (network << 8) | byte as u64;
+        i += 1;
+    }
+    let hash = (network ^ bits as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    V6_WIDE + 1 + ((hash >> 32) as u32) % V6_BUCKETS
+}
+
+/// The index byte an IPv6 entry marks.
+pub const fn v6_entry(addr: &[u8; 16], prefix: u32) -> u32 {
+    if prefix >= V6_LONG_BITS {
+        v6_bucket(addr, V6_LONG_BITS)
+    } else if prefix >= V6_SHORT_BITS {
+        v6_bucket(addr, V6_SHORT_BITS)
+    } else {
+        V6_WIDE
+    }
+}
+
+/// The index bytes an IPv6 source looks at: its /48's bucket, its /32's bucket, the wide byte.
+#[inline(always)]
+pub const fn v6_lookup(addr: &[u8; 16]) -> [u32; 3] {
+    [
+        v6_bucket(addr, V6_LONG_BITS),
+        v6_bucket(addr, V6_SHORT_BITS),
+        V6_WIDE,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_rise_fall_and_stick_at_fifteen() {
+        let mut byte = 0;
+        byte = bumped(byte, Side::Deny, true);
+        byte = bumped(byte, Side::Allow, true);
+        assert_eq!(byte, 0x11);
+        assert!(may_match(byte, Side::Allow) && may_match(byte, Side::Deny));
+        byte = bumped(byte, Side::Allow, false);
+        assert_eq!(byte, 0x10);
+        assert!(!may_match(byte, Side::Allow));
+        // Lowering a zero count leaves it (a removal userspace failed to pair is harmless).
+        assert_eq!(bumped(byte, Side::Allow, false), 0x10);
+        for _ in 0..20 {
+            byte = bumped(byte, Side::Deny, true);
+        }
+        assert_eq!(byte, 0xf0, "the deny count sticks at 15");
+        for _ in 0..20 {
+            byte = bumped(byte, Side::Deny, false);
+        }
+        assert_eq!(byte, 0xf0, "a sticky count never falls");
+        assert!(may_match(byte, Side::Deny));
+    }
+
+    #[test]
+    fn an_ipv4_entry_marks_every_slash_24_it_touches() {
+        assert_eq!(v4_span(&[198, 51, 100, 7], 32), (0xc63364, 1));
+        assert_eq!(v4_span(&[198, 51, 100, 0], 24), (0xc63364, 1));
+        assert_eq!(v4_span(&[10, 16, 0, 0], 12), (0x0a1000, 1 << 12));
+        assert_eq!(v4_span(&[0, 0, 0, 0], 0), (0, 1 << 24));
+        // Every address of a /20 finds one of the bytes it marks.
+        let (first, count) = v4_span(&[203, 0, 112, 0], 20);
+        for third in 112..=127u8 {
+            let index = v4_index(&[203, 0, third, 9]);
+            assert!((first..first + count).contains(&index), "{third}");
+        }
+        assert!(!(first..first + count).contains(&v4_index(&[203, 0, 128, 9])));
+    }
+
+    #[test]
+    fn an_ipv6_source_looks_at_the_byte_each_covering_entry_marks() {
+        let source = [
+            0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0, 0, 0, 0, 7,
+        ];
+        let looked = v6_lookup(&source);
+        for prefix in [0, 8, 31, 32, 40, 47, 48, 56, 64, 128] {
+            let mut network = source;
+            for bit in prefix..128 {
+                network[bit as usize / 8] &= !(0x80 >> (bit % 8));
+            }
+            let marked = v6_entry(&network, prefix);
+            assert!(looked.contains(&marked), "/{prefix} marks {marked}");
+        }
+        for index in looked {
+            assert!((V6_WIDE..INDEX_BYTES).contains(&index));
+        }
+        // The /32 and /48 buckets of one network differ (they hash differently).
+        assert_ne!(looked[0], looked[1]);
+    }
+}

@@ -1,0 +1,195 @@
+//! Keeps the list index (`LIST_INDEX`, see [`filter_common::listindex`]) in step with the allow
+//! and deny tries: every writer of a list notes each entry here, raising the counts before it
+//! inserts and lowering them after it deletes.
+//!
+//! The index is mapped into this process's memory, and each byte is updated with an atomic
+//! compare-and-swap, so the daemon and a `moat deny add` running beside it never lose each
+//! other's counts, and marking a /0 (16 million bytes) takes milliseconds instead of a system
+//! call per byte.
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+    sync::atomic::{AtomicU8, Ordering},
+};
+
+use aya::maps::{Map, MapData, MapError, lpm_trie::LpmTrie};
+use filter_common::{
+    listindex::{self, INDEX_BYTES, Side},
+    lists::{ListValue, V4Key, V6Key},
+    maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, LIST_INDEX},
+};
+
+use crate::cidr::Cidr;
+
+/// Why the index could not be mapped or rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The object or pin has no index map of the expected kind.
+    #[error("{LIST_INDEX} is missing or not an array")]
+    Missing,
+    /// The kernel refused the mapping.
+    #[error("mapping {LIST_INDEX} into memory: {0}")]
+    Mmap(std::io::Error),
+    /// A list could not be read while rebuilding the index.
+    #[error("reading {list} to rebuild {LIST_INDEX}: {source}")]
+    Read {
+        /// The list map.
+        list: &'static str,
+        /// What aya reported (boxed: `MapError` is large).
+        source: Box<MapError>,
+    },
+}
+
+/// The list index, mapped read-write.
+#[derive(Debug)]
+pub struct ListIndex {
+    base: NonNull<u8>,
+}
+
+// SAFETY: the mapping is shared memory updated only through atomics; the pointer stays valid
+// until `drop` unmaps it.
+unsafe impl Send for ListIndex {}
+// SAFETY: as above, every access is atomic.
+unsafe impl Sync for ListIndex {}
+
+impl ListIndex {
+    /// Maps the index `data` holds (the `LIST_INDEX` map of an object or a pin).
+    pub fn of(data: &MapData) -> Result<ListIndex, IndexError> {
+        let fd = data.fd().as_fd().as_raw_fd();
+        // SAFETY: a fresh shared mapping of the whole map, which the kernel allows for an
+        // array created with BPF_F_MMAPABLE; nothing else in this process aliases it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                INDEX_BYTES as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(IndexError::Mmap(std::io::Error::last_os_error()));
+        }
+        NonNull::new(base.cast::<u8>())
+            .map(|base| ListIndex { base })
+            .ok_or(IndexError::Missing)
+    }
+
+    /// Maps the index of a loaded object's `map`.
+    pub fn of_map(map: &Map) -> Result<ListIndex, IndexError> {
+        match map {
+            Map::Array(data) => ListIndex::of(data),
+            _ => Err(IndexError::Missing),
+        }
+    }
+
+    /// Raises (`add`) or lowers `side`'s count on every byte `cidr` marks.
+    pub fn note(&self, side: Side, cidr: &Cidr, add: bool) {
+        match cidr {
+            Cidr::V4 { addr, prefix } => {
+                let (first, count) = listindex::v4_span(addr, *prefix);
+                for index in first..first + count {
+                    self.bump(index, side, add);
+                }
+            }
+            Cidr::V6 { addr, prefix } => self.bump(listindex::v6_entry(addr, *prefix), side, add),
+        }
+    }
+
+    /// Byte `index`, as the program reads it.
+    pub fn byte(&self, index: u32) -> u8 {
+        self.cell(index).load(Ordering::Relaxed)
+    }
+
+    fn cell(&self, index: u32) -> &AtomicU8 {
+        assert!(index < INDEX_BYTES, "list index byte {index} out of range");
+        // SAFETY: in bounds (checked above) of a live mapping; AtomicU8 has u8's layout.
+        unsafe { &*self.base.as_ptr().add(index as usize).cast::<AtomicU8>() }
+    }
+
+    fn bump(&self, index: u32, side: Side, add: bool) {
+        let cell = self.cell(index);
+        // Never fails: the closure always returns a value.
+        let _ = cell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |byte| {
+            Some(listindex::bumped(byte, side, add))
+        });
+    }
+
+    /// Marks every entry of the allow and deny tries of `ebpf` (for an index created empty
+    /// beside tries that already hold entries: a take-over by a version that adds the index);
+    /// returns how many entries it marked.
+    pub fn rebuild(&self, ebpf: &aya::Ebpf) -> Result<usize, IndexError> {
+        let mut marked = 0;
+        for (list, side) in [(ALLOW_V4, Side::Allow), (DENY_V4, Side::Deny)] {
+            let trie: LpmTrie<&MapData, V4Key, ListValue> = ebpf
+                .map(list)
+                .ok_or(IndexError::Missing)
+                .and_then(|map| LpmTrie::try_from(map).map_err(|e| read_error(list, e)))?;
+            for key in trie.keys() {
+                let key = key.map_err(|e| read_error(list, e))?;
+                let cidr = Cidr::V4 {
+                    addr: key.data(),
+                    prefix: key.prefix_len(),
+                };
+                self.note(side, &cidr, true);
+                marked += 1;
+            }
+        }
+        for (list, side) in [(ALLOW_V6, Side::Allow), (DENY_V6, Side::Deny)] {
+            let trie: LpmTrie<&MapData, V6Key, ListValue> = ebpf
+                .map(list)
+                .ok_or(IndexError::Missing)
+                .and_then(|map| LpmTrie::try_from(map).map_err(|e| read_error(list, e)))?;
+            for key in trie.keys() {
+                let key = key.map_err(|e| read_error(list, e))?;
+                let cidr = Cidr::V6 {
+                    addr: key.data(),
+                    prefix: key.prefix_len(),
+                };
+                self.note(side, &cidr, true);
+                marked += 1;
+            }
+        }
+        Ok(marked)
+    }
+}
+
+/// The side of the index the list map `name` counts on: `None` for any map but the allow and
+/// deny tries.
+pub fn side_of(name: &str) -> Option<Side> {
+    match name {
+        ALLOW_V4 | ALLOW_V6 => Some(Side::Allow),
+        DENY_V4 | DENY_V6 => Some(Side::Deny),
+        _ => None,
+    }
+}
+
+/// Raises the index counts of `cidr`, about to be inserted into the list map `list` of `ebpf`
+/// (for callers that write a loaded object's tries directly: the tests and the bench). Does
+/// nothing for a map that is not an allow or deny trie.
+pub fn note_insert(ebpf: &aya::Ebpf, list: &str, cidr: &Cidr) -> Result<(), IndexError> {
+    let Some(side) = side_of(list) else {
+        return Ok(());
+    };
+    let index = ListIndex::of_map(ebpf.map(LIST_INDEX).ok_or(IndexError::Missing)?)?;
+    index.note(side, cidr, true);
+    Ok(())
+}
+
+fn read_error(list: &'static str, source: MapError) -> IndexError {
+    IndexError::Read {
+        list,
+        source: Box::new(source),
+    }
+}
+
+impl Drop for ListIndex {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `of` made; no reference into it outlives `self`.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), INDEX_BYTES as usize);
+        }
+    }
+}
