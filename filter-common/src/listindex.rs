@@ -33,8 +33,9 @@ pub const INDEX_WORDS: u32 = INDEX_BYTES / 8;
 /// [`V6_SHORT_BITS`].
 pub const V6_WIDE: u32 = 1 << 24;
 
-/// IPv6 buckets after the wide byte.
-pub const V6_BUCKETS: u32 = (1 << 24) - 1;
+/// Bits of an IPv6 bucket number: buckets are the 2^24 bytes from [`V6_WIDE`] (bucket 0 shares
+/// its byte with the wide byte, which only costs the networks hashed there a walk).
+pub const V6_BUCKET_BITS: u32 = 24;
 
 /// IPv6 entries at least this long mark their /48's bucket.
 pub const V6_LONG_BITS: u32 = 48;
@@ -101,18 +102,16 @@ pub const fn v4_span(addr: &[u8; 4], prefix: u32) -> (u32, u32) {
 }
 
 /// The bucket byte of the network of `addr`'s first `bits` bits ([`V6_SHORT_BITS`] or
-/// [`V6_LONG_BITS`]); the two lengths hash differently.
+/// [`V6_LONG_BITS`]): a multiplicative hash of the network, different for the two lengths. One
+/// 8-byte load, a shift, a multiply and a shift: no loop and no division on the packet path.
 #[inline(always)]
 pub const fn v6_bucket(addr: &[u8; 16], bits: u32) -> u32 {
-    let mut network: u64 = 0;
-    let mut i = 0;
-    while i < 6 {
-        let byte = if (i as u32) * 8 < bits { addr[i] } else { 0 };
-        network = (network << 8) | byte as u64;
-        i += 1;
-    }
-    let hash = (network ^ bits as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    V6_WIDE + 1 + ((hash >> 32) as u32) % V6_BUCKETS
+    let head = u64::from_be_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    let network = (head >> (64 - bits)) ^ ((bits as u64) << 56);
+    let hash = network.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    V6_WIDE + (hash >> (64 - V6_BUCKET_BITS)) as u32
 }
 
 /// The index byte an IPv6 entry marks.

@@ -44,6 +44,12 @@ impl SourceKey {
         }
     }
 
+    /// This key under `class` (the same source, masked as it was).
+    #[inline(always)]
+    pub const fn with_class(&self, class: u8) -> SourceKey {
+        SourceKey { class, ..*self }
+    }
+
     /// The rate-state key for `class`.
     #[inline(always)]
     pub fn for_class(packet: &Packet, class: Class, v6_prefix: u32) -> SourceKey {
@@ -78,19 +84,15 @@ impl SourceKey {
     }
 }
 
-/// Clears every bit after the first `prefix` bits (bounded loop, verifier-friendly).
+/// Clears every bit after the first `prefix` bits (bounded loop, verifier-friendly): each byte
+/// keeps its first `prefix - 8 × index` bits, clamped to 0..=8, by one shift of a mask.
 #[inline(always)]
 pub fn mask_v6(addr: &mut [u8; 16], prefix: u32) {
     let mut index = 0;
     while index < 16 {
-        let bits_before = (index as u32) * 8;
-        let keep = if prefix > bits_before {
-            let left = prefix - bits_before;
-            if left > 8 { 8 } else { left }
-        } else {
-            0
-        };
-        addr[index] &= if keep == 0 { 0 } else { 0xFFu8 << (8 - keep) };
+        let keep = prefix.saturating_sub(index as u32 * 8);
+        let keep = if keep > 8 { 8 } else { keep };
+        addr[index] &= (0xff00u16 >> keep) as u8;
         index += 1;
     }
 }

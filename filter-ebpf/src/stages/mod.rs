@@ -15,7 +15,7 @@ mod syn;
 mod tcp_flags;
 
 use aya_ebpf::programs::XdpContext;
-use filter_common::{Fragment, Packet, Reason, Settings};
+use filter_common::{Fragment, Packet, Reason, Settings, source::SourceKey};
 
 use crate::clock::Clock;
 
@@ -30,7 +30,10 @@ pub fn judge(
     if let Some(reason) = lists::check(packet) {
         return reason;
     }
-    if let Some(reason) = bans::check(packet, settings, clock) {
+    // The source's key, its IPv6 address cut to the tracked prefix once for every stage that
+    // looks the source up (bans, verified sources, rate state), each under its own class.
+    let source = SourceKey::for_ban(packet, settings.v6_source_prefix);
+    if let Some(reason) = bans::check(&source, settings, clock) {
         return reason;
     }
     if let Some(reason) = tcp_flags::check(packet) {
@@ -45,13 +48,13 @@ pub fn judge(
     if let Some(reason) = reflection::check(packet, settings) {
         return reason;
     }
-    if let Some(reason) = syn::check(ctx, packet, settings, clock) {
+    if let Some(reason) = syn::check(ctx, packet, &source, settings, clock) {
         return reason;
     }
-    if let Some(reason) = sockets::check(ctx, packet, settings, clock) {
+    if let Some(reason) = sockets::check(ctx, packet, &source, settings, clock) {
         return reason;
     }
-    if let Some(reason) = rate::check(packet, settings, clock) {
+    if let Some(reason) = rate::check(packet, &source, settings, clock) {
         return reason;
     }
     if packet.has_l4() || packet.fragment == Fragment::Later {

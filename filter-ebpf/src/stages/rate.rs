@@ -26,13 +26,18 @@ use crate::{
 
 /// Decides a rate or flood reason when the packet is over a limit.
 #[inline(always)]
-pub fn check(packet: &mut Packet, settings: &Settings, clock: &mut Clock) -> Option<Reason> {
+pub fn check(
+    packet: &mut Packet,
+    source: &SourceKey,
+    settings: &Settings,
+    clock: &mut Clock,
+) -> Option<Reason> {
     let class = class_of(packet)?;
     let len = packet.frame_len as u64;
     let source_pace = &settings.source_pace[class as usize];
     if source_pace.is_limited() {
         let now_ns = clock.now_ns();
-        let key = SourceKey::for_class(packet, class, settings.v6_source_prefix);
+        let key = source.with_class(class as u8);
         match SOURCES.get_ptr_mut(key) {
             Some(state) => {
                 // SAFETY: a field's address in a value from a successful lookup, valid and
@@ -46,7 +51,7 @@ pub fn check(packet: &mut Packet, settings: &Settings, clock: &mut Clock) -> Opt
                         settings.strike_window_ns,
                         settings.ban_after_strikes,
                     ) {
-                        ban(packet, settings, now_ns, class.source_reason());
+                        ban(packet, source, settings, now_ns, class.source_reason());
                     }
                     return Some(class.source_reason());
                 }
@@ -82,8 +87,7 @@ pub fn check(packet: &mut Packet, settings: &Settings, clock: &mut Clock) -> Opt
 
 /// Bans the packet's source, for longer on each repeat offence.
 #[inline(always)]
-fn ban(packet: &mut Packet, settings: &Settings, now_ns: u64, reason: Reason) {
-    let key = SourceKey::for_ban(packet, settings.v6_source_prefix);
+fn ban(packet: &mut Packet, key: &SourceKey, settings: &Settings, now_ns: u64, reason: Reason) {
     let dry_run = settings.dry_run();
     let offences = match BANS.get_ptr(key) {
         // SAFETY: a pointer from a successful lookup, valid for this run. Offences earned in

@@ -30,6 +30,7 @@ use crate::{
 pub fn check(
     ctx: &XdpContext,
     packet: &Packet,
+    source: &SourceKey,
     settings: &Settings,
     clock: &mut Clock,
 ) -> Option<Reason> {
@@ -43,7 +44,7 @@ pub fn check(
             // segments go on to its rate limits without a socket lookup, the costliest step of
             // an established connection's packets. Spoofed floods never verify, so they still
             // meet the lookup.
-            if verified(packet, settings, clock) {
+            if verified(source, clock) {
                 return None;
             }
             let Some(tuple) = socket::tuple(ctx, packet) else {
@@ -54,7 +55,7 @@ pub fn check(
             match socket::segment(ctx, packet, tuple, ack) {
                 Segment::Connection => None,
                 Segment::CookieValid => {
-                    verify(packet, settings, clock);
+                    verify(source, settings, clock);
                     Some(Reason::CookieAck)
                 }
                 Segment::CookieInvalid => Some(Reason::CookieBad),
@@ -85,11 +86,11 @@ pub fn check(
 
 /// Marks the packet's source verified: it answered a SYN cookie, which a spoofed source cannot.
 #[inline(always)]
-fn verify(packet: &Packet, settings: &Settings, clock: &mut Clock) {
+fn verify(source: &SourceKey, settings: &Settings, clock: &mut Clock) {
     if settings.verified_ttl_ns == 0 {
         return;
     }
-    let key = SourceKey::new(packet, VERIFIED_CLASS, settings.v6_source_prefix);
+    let key = source.with_class(VERIFIED_CLASS);
     let until = clock.now_ns().saturating_add(settings.verified_ttl_ns);
     // An LRU insert evicts the oldest entry when full; failure only means the source is not
     // remembered this time.

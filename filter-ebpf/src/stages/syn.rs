@@ -32,13 +32,14 @@ use crate::{
 pub fn check(
     ctx: &XdpContext,
     packet: &Packet,
+    source: &SourceKey,
     settings: &Settings,
     clock: &mut Clock,
 ) -> Option<Reason> {
     if !packet.has_l4() || packet.l4_proto != IPPROTO_TCP || !is_syn(packet.tcp_flags) {
         return None;
     }
-    if verified(packet, settings, clock) {
+    if verified(source, clock) {
         return None;
     }
     let cookies = settings.syn_cookies != SYN_COOKIES_OFF && !settings.dry_run();
@@ -79,11 +80,10 @@ pub fn check(
     }
 }
 
-/// Whether the source completed a TCP handshake with the origin recently.
+/// Whether `source` (any class of its key) completed a TCP handshake with the origin recently.
 #[inline(always)]
-pub fn verified(packet: &Packet, settings: &Settings, clock: &mut Clock) -> bool {
-    let key = SourceKey::new(packet, VERIFIED_CLASS, settings.v6_source_prefix);
-    match VERIFIED.get_ptr(key) {
+pub fn verified(source: &SourceKey, clock: &mut Clock) -> bool {
+    match VERIFIED.get_ptr(source.with_class(VERIFIED_CLASS)) {
         // SAFETY: a pointer from a successful lookup, valid for this run.
         Some(until) => clock.now_ns() < unsafe { *until },
         None => false,
