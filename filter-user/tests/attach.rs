@@ -13,7 +13,7 @@ use moat::{
     lab::traffic::{self, EchoServer},
     netns::tx_counters,
 };
-use support::{Pair, count, require_root, stats_json, stderr};
+use support::{Pair, count, require_root, stats_json, stderr, wait_until};
 
 /// Every frame the client sent is counted exactly once, under the right reason, with its exact
 /// byte length.
@@ -59,8 +59,20 @@ fn counts_every_frame(mode: &str) {
     )
     .expect("raw frames");
 
-    // Replies to the client may still be in flight; the client's own transmissions are done.
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The client may still be closing the TCP connection, and frames sent may still wait in
+    // the veth's queue: wait until moat has counted every frame the client's interface sent.
+    let sent_packets = || {
+        tx_counters(&pair.client, &pair.client_end.iface)
+            .expect("reading tx counters")
+            .0
+            - before.0
+    };
+    let counted = || stats_json(iface)["total"]["packets"].as_u64();
+    wait_until(
+        "moat to count every frame the client sent",
+        std::time::Duration::from_secs(5),
+        || counted() == Some(sent_packets()),
+    );
     let after = tx_counters(&pair.client, &pair.client_end.iface).expect("reading tx counters");
     let packets = after.0 - before.0;
     // With a native XDP program on the peer, veth reports the sender's tx bytes from the peer's
@@ -153,6 +165,18 @@ fn dry_run_passes_and_counts_would_drop() {
         std::slice::from_ref(&bad),
     )
     .expect("raw");
+    wait_until(
+        "the frame to be counted",
+        std::time::Duration::from_secs(5),
+        || {
+            count(
+                &stats_json(&pair.origin_end.iface),
+                "would_drop",
+                "malformed",
+            )
+            .0 >= 1
+        },
+    );
     let stats = stats_json(&pair.origin_end.iface);
     assert_eq!(
         count(&stats, "would_drop", "malformed"),
@@ -173,13 +197,25 @@ fn sighup_reloads_config_and_keeps_it_on_a_bad_file() {
     let config_arg = config.to_str().expect("utf-8 path");
     let daemon = pair.start(&["--config", config_arg]);
     let bad = traffic::truncated_udp_frame(&pair.client_end, &pair.origin_end);
+    // Sends one malformed frame and waits until it is counted (either way), so each lands
+    // under the configuration it was sent under.
+    let malformed = || {
+        let stats = stats_json(&pair.origin_end.iface);
+        count(&stats, "drop", "malformed").0 + count(&stats, "would_drop", "malformed").0
+    };
     let send_bad = || {
+        let before = malformed();
         traffic::send_frames(
             &pair.client,
             &pair.client_end.iface,
             std::slice::from_ref(&bad),
         )
-        .expect("raw")
+        .expect("raw");
+        wait_until(
+            "the malformed frame to be counted",
+            std::time::Duration::from_secs(5),
+            || malformed() > before,
+        );
     };
     let wait_for_log = |needle: &str, times: usize| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

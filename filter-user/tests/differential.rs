@@ -997,6 +997,8 @@ fn kernel_and_model_agree_on_random_sequences() {
     };
     config.rng_seed = RngSeed::Fixed(seed);
     let mut runner = TestRunner::new(config);
+    // Printed before the run, so a run that hangs or is killed can be replayed too.
+    eprintln!("differential seed {seed} (replay with PROPTEST_RNG_SEED={seed})");
     let coverage = RefCell::new(Coverage::default());
     let started = Instant::now();
     let kernel = RefCell::new(load_kernel());
