@@ -45,8 +45,6 @@ pub enum Command {
     /// Refuses while a `moat run` holds the interface. `--purge` also removes the persistent
     /// counters, which otherwise carry over to the next run.
     Detach(DetachArgs),
-    /// Show, on one machine, a filtered origin taking traffic in a pair of network namespaces.
-    Lab(LabArgs),
     /// Print a shell completion script (for packaging).
     #[command(hide = true)]
     Completions {
@@ -276,22 +274,4 @@ pub struct TopArgs {
     /// Stop after this many refreshes (default: until Ctrl-C).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
-}
-
-/// Arguments of `moat lab`.
-#[derive(Debug, Args)]
-pub struct LabArgs {
-    /// Which attacks: all, or a comma-separated list of spoofed-syn, botnet-syn, udp-flood,
-    /// reflection, icmp-flood, fragment-flood, ipv6-syn, ack-flood, carpet-bomb, mixed.
-    #[arg(long, default_value = "all", value_name = "NAME|all")]
-    pub scenario: String,
-    /// Seconds each phase (baseline, unprotected, protected) lasts.
-    #[arg(long, default_value_t = 8, value_name = "S", value_parser = clap::value_parser!(u64).range(2..=600))]
-    pub duration: u64,
-    /// Attack packets per second to offer (the report says what the generator reached).
-    #[arg(long, default_value_t = 1_000_000, value_name = "PPS", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
-    pub rate: u64,
-    /// Where to write lab-report.json and lab-report.svg.
-    #[arg(long, default_value = "moat-lab", value_name = "DIR")]
-    pub out: PathBuf,
 }

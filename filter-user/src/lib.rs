@@ -2,13 +2,11 @@
 //! reports its counters. `main.rs` is a thin shell over these modules.
 
 pub mod bans;
-pub mod bench;
 pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod lab;
 pub mod listindex;
 pub mod lists;
 pub mod loader;
@@ -36,3 +34,17 @@ pub static FILTER_OBJECT: &[u8] =
 /// (`moat run --debug-log`). Slower; for finding out why a packet got its verdict.
 pub static FILTER_OBJECT_DEBUG_LOG: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/debug-log/moat-filter"));
+
+/// The live-frames generator (`filter-ebpf/src/flood.rs`), built beside the filter. Only the lab,
+/// the bench and the tests load it; the daemon never does, so the linker leaves it out of `moat`.
+pub static FLOOD_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/moat-flood"));
+
+/// The bench's XDP_DROP floor (`filter-ebpf/src/floor.rs`); not in `moat`, as above.
+pub static FLOOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/moat-floor"));
+
+/// The bench's "parse + count" floor (`filter-ebpf/src/parse_count.rs`): moat's parser and
+/// counter, no policy; not in `moat`, as above.
+pub static PARSE_COUNT_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/moat-parse-count"));

@@ -9,7 +9,7 @@ use moat::{
     cli::{BanAction, Cli, Command, ConfigAction},
     config::{Config, ConfigError},
     control::ListKind,
-    daemon, lab, lists, top, tuning,
+    daemon, lists, top, tuning,
 };
 
 /// An error already printed in full (one line per problem); main only sets the exit code.
@@ -22,10 +22,10 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run(_) | Command::Lab(_)) {
+    if !matches!(cli.command, Command::Run(_)) {
         // Commands that print end quietly when their reader goes away (`moat stats | head`),
-        // like other Unix tools; the daemon and the lab keep Rust's ignored SIGPIPE, since they
-        // write to sockets.
+        // like other Unix tools; the daemon keeps Rust's ignored SIGPIPE, since it writes to
+        // sockets.
         // SAFETY: setting a signal disposition before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
@@ -89,7 +89,6 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Command::Lab(args) => lab::run(args),
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(*shell, &mut command, "moat", &mut std::io::stdout());

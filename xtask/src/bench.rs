@@ -2,7 +2,7 @@
 //! prints its markdown report and writes it, with the machine's description, to
 //! `BENCHMARKS.md` at the workspace root.
 //!
-//! What is measured, and how, is `moat-bench`'s business (`filter-user/src/bench/`); this
+//! What is measured, and how, is `moat-bench`'s business (`bench/`); this
 //! module only gets the machine ready, builds the binaries and runs them as root.
 
 use std::{path::PathBuf, process::Command};
@@ -34,7 +34,7 @@ pub fn run(opts: Options) -> Result<()> {
         );
     }
     setup::ensure_ready()?;
-    let moat = build::build_moat(true)?;
+    let moat = build::build_with(true, &["moat-bench"])?;
     let bench = moat.with_file_name("moat-bench");
     let out = match opts.out {
         Some(out) => out,

@@ -29,8 +29,17 @@ pub fn run(opts: Options) -> Result<()> {
 /// Builds `filter-user` (release if `release`) and returns the path of the `moat` binary.
 /// Callers run [`setup::ensure_ready`] first.
 pub fn build_moat(release: bool) -> Result<PathBuf> {
+    build_with(release, &[])
+}
+
+/// Builds `moat` and the binaries of `packages` (the lab, the bench) in one cargo run
+/// (release if `release`); returns the path of `moat`, beside which the others lie.
+pub fn build_with(release: bool, packages: &[&str]) -> Result<PathBuf> {
     let mut cargo = workspace::cargo()?;
     cargo.args(["build", "--package", "filter-user"]);
+    for package in packages {
+        cargo.args(["--package", package]);
+    }
     if release {
         cargo.arg("--release");
     }

@@ -36,7 +36,7 @@ enum Verb {
     Build(build::Options),
     /// Run every suite (fmt, clippy, unit tests, root tests) and summarise them.
     Test(test::Options),
-    /// Build `moat` (release) and run `moat lab` with the given arguments.
+    /// Build `moat` and `moat-lab` (release) and run the lab with the given arguments.
     Lab(lab::Options),
     /// Benchmark the filter.
     Bench(bench::Options),

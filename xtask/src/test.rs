@@ -14,7 +14,7 @@ use crate::{exec::exec, setup, toolchain, workspace};
 /// Options of `cargo xtask test`.
 #[derive(Debug, Args)]
 pub struct Options {
-    /// Arguments for filter-user's test binaries, after `--` (e.g. a test name filter).
+    /// Arguments for the test binaries, after `--` (e.g. a test name filter).
     #[arg(last = true)]
     pub test_args: Vec<String>,
 }
@@ -58,20 +58,53 @@ pub fn run(opts: Options) -> Result<()> {
         "filter-common unit tests",
         cargo(["test", "--package", "filter-common"]),
     )?;
+    // The root tests run the real binaries, which they find in the target directory.
     let built = suites.run(
-        "filter-user tests (build)",
-        cargo(["test", "--package", "filter-user", "--no-run"]),
+        "binaries (build)",
+        cargo([
+            "build",
+            "--package",
+            "filter-user",
+            "--package",
+            "moat-lab",
+            "--bins",
+        ]),
+    )? && suites.run(
+        "tests (build)",
+        cargo([
+            "test",
+            "--package",
+            "filter-user",
+            "--package",
+            "moat-lab",
+            "--package",
+            "moat-bench",
+            "--package",
+            "moat-tests",
+            "--no-run",
+        ]),
     )?;
-    let filter_user = "filter-user unit and root tests";
+    let tests = "unit tests and root tests (tests/)";
     if built {
         // Every test binary runs even after one fails, so one run reports every failure.
-        let mut tests = cargo(["test", "--package", "filter-user", "--no-fail-fast"])?;
+        let mut run = cargo([
+            "test",
+            "--package",
+            "filter-user",
+            "--package",
+            "moat-lab",
+            "--package",
+            "moat-bench",
+            "--package",
+            "moat-tests",
+            "--no-fail-fast",
+        ])?;
         if !opts.test_args.is_empty() {
-            tests.arg("--").args(&opts.test_args);
+            run.arg("--").args(&opts.test_args);
         }
-        suites.run(filter_user, Ok(tests))?;
+        suites.run(tests, Ok(run))?;
     } else {
-        suites.skip(filter_user, "their build failed");
+        suites.skip(tests, "their build failed");
     }
     suites.run("xtask unit tests", cargo(["test", "--package", "xtask"]))?;
     suites.run("dist", xtask("dist"))?;

@@ -9,7 +9,7 @@
 /// `rustc-web` and `libstd-rust-web-dev-bpf` bring `/usr/bin/rustc` (on LLVM 22) with a
 /// precompiled `core` for `bpfel-unknown-none`, plus `/usr/bin/cargo`; `rust-web-clippy` is
 /// its clippy, which `cargo xtask test` runs on the XDP crate; `llvm-22-dev` is what
-/// bpf-linker links against; the rest are used by the root tests and `moat lab` (`ip`,
+/// bpf-linker links against; the rest are used by the root tests and the lab (`ip`,
 /// `ping`, `nsenter`, `sysctl`, and `prometheus` with `promtool` for the metrics tests); the lab
 /// runs `nginx-light` as its origin, counts with `nftables` and turns on veth GRO with
 /// `ethtool`; the benchmark compares against `xdp-tools` and `nftables`; `dist` builds the

@@ -1,0 +1,204 @@
+//! The control plane against a running `moat run`: how long `moat deny add --file` takes to
+//! load the large denylist, how long banning 100,000 sources takes, and how much resident
+//! memory the daemon holds (the maps' kernel memory is the scaling section's).
+//!
+//! The denylist goes through the `moat` binary as an operator would run it (parse, validate,
+//! insert). `moat ban add` takes one address per run, so the 100,000 bans go through the same
+//! library call it makes (`bans::PinnedBans::add`), and one run of the binary is timed for the
+//! per-command cost. The daemon runs in a namespace of its own on a veth end; no traffic flows.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use super::{BenchError, Options, prefixes, throughput::Bed, tools::TempFile};
+use moat::{bans::PinnedBans, config::Config, netns::run};
+
+/// What the control-plane section measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlReport {
+    /// Prefixes loaded with `moat deny add --file`.
+    pub deny_prefixes: usize,
+    /// How long that took, seconds.
+    pub deny_seconds: f64,
+    /// CPU time the command spent in userspace (reading, parsing, validating), seconds.
+    pub deny_user_seconds: f64,
+    /// CPU time it spent in the kernel (the trie inserts, through their system calls), seconds.
+    pub deny_system_seconds: f64,
+    /// Sources banned.
+    pub bans: usize,
+    /// How long banning them took, seconds.
+    pub ban_seconds: f64,
+    /// One `moat ban add` run, seconds.
+    pub ban_command_seconds: f64,
+    /// The daemon's resident memory after attaching, bytes.
+    pub rss_idle_bytes: u64,
+    /// Its resident memory after the denylist and the bans, bytes.
+    pub rss_loaded_bytes: u64,
+    /// Its peak resident memory, bytes.
+    pub rss_peak_bytes: u64,
+}
+
+/// User and system CPU time, seconds, of every child this process has waited for so far (and
+/// their waited-for descendants: `nsenter`'s `moat`).
+fn children_cpu_seconds() -> (f64, f64) {
+    // SAFETY: rusage is plain data, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid rusage to write; RUSAGE_CHILDREN cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    (seconds(usage.ru_utime), seconds(usage.ru_stime))
+}
+
+/// `VmRSS` and `VmHWM` of process `pid`, bytes.
+fn resident(pid: u32) -> Result<(u64, u64), BenchError> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
+        action: "reading",
+        target: path.clone(),
+        source,
+    })?;
+    let field = |name: &str| {
+        text.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kib * 1024)
+        })
+    };
+    match (field("VmRSS:"), field("VmHWM:")) {
+        (Some(rss), Some(peak)) => Ok((rss, peak)),
+        _ => Err(super::tools::unparsable(
+            &format!("cat {path}"),
+            "VmRSS and VmHWM",
+            &text,
+        )),
+    }
+}
+
+/// The pid of the `moat run` serving `iface`.
+fn daemon_pid(iface: &str) -> Result<u32, BenchError> {
+    let wanted = ["run", "--iface", iface];
+    let entries = std::fs::read_dir("/proc").map_err(|source| BenchError::Io {
+        action: "listing",
+        target: "/proc".to_string(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args
+            .windows(wanted.len())
+            .any(|w| w.iter().zip(wanted).all(|(a, b)| *a == b.as_bytes()))
+            && args
+                .first()
+                .is_some_and(|exe| exe.ends_with(b"moat") || exe.ends_with(b"/moat"))
+        {
+            return Ok(pid);
+        }
+    }
+    Err(BenchError::Tool {
+        tool: "moat run",
+        problem: format!("no moat run process serves {iface}"),
+    })
+}
+
+/// Measures the control plane against a fresh `moat run`.
+pub fn measure(
+    options: &Options,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ControlReport, BenchError> {
+    let bed = Bed::create()?;
+    let iface = bed.origin_end.iface.clone();
+    let shipped = Config::default();
+    let config = Config {
+        // Room for every ban, so none is evicted while they are timed.
+        max_bans: u32::try_from(options.bans)
+            .unwrap_or(u32::MAX)
+            .max(shipped.max_bans)
+            .saturating_add(1024),
+        deny_capacity: u32::try_from(options.deny_prefixes)
+            .unwrap_or(u32::MAX)
+            .max(shipped.deny_capacity),
+        ..shipped
+    };
+    let moat = bed.start_moat(&options.moat_exe, &config)?;
+    let pid = daemon_pid(&iface)?;
+    let (rss_idle_bytes, _) = resident(pid)?;
+
+    let list: String = prefixes::v4(options.deny_prefixes, 0x6d6f_6174_0c0c)
+        .iter()
+        .map(|cidr| format!("{cidr}\n"))
+        .collect();
+    let file = TempFile::create("deny.txt", &list)?;
+    drop(list);
+    let (user_before, system_before) = children_cpu_seconds();
+    let started = Instant::now();
+    run(bed
+        .origin
+        .command(&options.moat_exe)
+        .args(["deny", "add", "--iface", &iface, "--file"])
+        .arg(file.path()))?;
+    let deny_seconds = started.elapsed().as_secs_f64();
+    let (user_after, system_after) = children_cpu_seconds();
+    let deny_user_seconds = user_after - user_before;
+    let deny_system_seconds = system_after - system_before;
+    progress(&format!(
+        "control: moat deny add --file with {} prefixes: {deny_seconds:.2} s \
+         ({deny_user_seconds:.2} s user, {deny_system_seconds:.2} s system)",
+        options.deny_prefixes
+    ));
+
+    let started = Instant::now();
+    run(bed.origin.command(&options.moat_exe).args([
+        "ban",
+        "add",
+        "--iface",
+        &iface,
+        "--for",
+        "1h",
+        "198.19.255.254",
+    ]))?;
+    let ban_command_seconds = started.elapsed().as_secs_f64();
+
+    let mut bans = PinnedBans::open(&iface)?;
+    let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
+    let count = options.bans.min(1 << 17);
+    let started = Instant::now();
+    for index in 0..count as u32 {
+        bans.add(
+            IpAddr::V4(Ipv4Addr::from(base + index)),
+            Duration::from_secs(3_600),
+        )?;
+    }
+    let ban_seconds = started.elapsed().as_secs_f64();
+    progress(&format!(
+        "control: {count} bans: {ban_seconds:.2} s (one moat ban add run: \
+         {ban_command_seconds:.3} s)"
+    ));
+    let (rss_loaded_bytes, rss_peak_bytes) = resident(pid)?;
+    progress(&format!(
+        "control: moat run resident memory {:.1} MiB idle, {:.1} MiB loaded, {:.1} MiB peak",
+        rss_idle_bytes as f64 / (1u64 << 20) as f64,
+        rss_loaded_bytes as f64 / (1u64 << 20) as f64,
+        rss_peak_bytes as f64 / (1u64 << 20) as f64
+    ));
+    moat.daemon.stop()?;
+    Ok(ControlReport {
+        deny_prefixes: options.deny_prefixes,
+        deny_seconds,
+        deny_user_seconds,
+        deny_system_seconds,
+        bans: count,
+        ban_seconds,
+        ban_command_seconds,
+        rss_idle_bytes,
+        rss_loaded_bytes,
+        rss_peak_bytes,
+    })
+}

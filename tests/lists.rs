@@ -1,0 +1,262 @@
+//! `moat allow` and `moat deny` against a running filter: live traffic from a denied source is
+//! dropped, and every bad input exits 2 and leaves the lists exactly as they were.
+
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
+mod support;
+
+use std::time::Instant;
+
+use moat_lab::traffic;
+use support::{Pair, count, require_root, stats_json, stderr};
+
+/// `moat deny|allow ARGS` in the origin namespace; returns (exit code, stdout, stderr).
+fn list(pair: &Pair, kind: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut full = vec![kind];
+    full.extend_from_slice(args);
+    let output = pair.moat(&full);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr(&output),
+    )
+}
+
+fn entries(pair: &Pair, kind: &str) -> Vec<String> {
+    let (code, out, err) = list(pair, kind, &["list", "--iface", &pair.origin_end.iface]);
+    assert_eq!(code, Some(0), "{kind} list failed: {err}");
+    out.lines().map(str::to_string).collect()
+}
+
+fn assert_refused(result: (Option<i32>, String, String), needles: &[&str]) {
+    let (code, _, err) = result;
+    assert_eq!(code, Some(2), "exit code: {err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{needle:?} not in {err:?}");
+    }
+}
+
+#[test]
+fn denied_source_is_dropped_live_until_deleted() {
+    require_root();
+    let pair = Pair::create();
+    let daemon = pair.start(&[]);
+    let iface = pair.origin_end.iface.as_str();
+    let client = format!("{}/32", pair.client_end.ipv4);
+
+    let (code, out, err) = list(&pair, "deny", &["add", "--iface", iface, &client]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("added 1 to the denylist of {iface} (0 already present)")
+    );
+    assert_eq!(entries(&pair, "deny"), vec![client.clone()]);
+    assert_eq!(
+        traffic::ping(&pair.client, pair.origin_end.ipv4, 3).expect("ping"),
+        0
+    );
+    assert_eq!(
+        count(&stats_json(iface), "drop", "denylist").0,
+        3,
+        "three echo requests denied"
+    );
+
+    let (code, _, err) = list(&pair, "allow", &["add", "--iface", iface, &client]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        traffic::ping(&pair.client, pair.origin_end.ipv4, 2).expect("ping"),
+        2
+    );
+    assert_eq!(
+        count(&stats_json(iface), "pass", "allowlist").0,
+        2,
+        "allowlist wins"
+    );
+    let (code, _, err) = list(&pair, "allow", &["del", "--iface", iface, &client]);
+    assert_eq!(code, Some(0), "{err}");
+
+    let (code, out, err) = list(&pair, "deny", &["del", "--iface", iface, &client]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("deleted 1 from the denylist of {iface}")
+    );
+    assert!(entries(&pair, "deny").is_empty());
+    assert_eq!(
+        traffic::ping(&pair.client, pair.origin_end.ipv4, 2).expect("ping"),
+        2
+    );
+    drop(daemon);
+}
+
+#[test]
+fn bad_input_exits_2_and_leaves_lists_as_they_were() {
+    require_root();
+    let pair = Pair::create();
+    let _daemon = pair.start(&[]);
+    let iface = pair.origin_end.iface.as_str();
+    let (code, _, err) = list(&pair, "deny", &["add", "--iface", iface, "203.0.113.0/24"]);
+    assert_eq!(code, Some(0), "{err}");
+    let before = entries(&pair, "deny");
+
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["10.0.0.0/8", "10.0.0.1/8"],
+            &["10.0.0.1/8", "did you mean 10.0.0.0/8"],
+        ),
+        (&["10.0.0.0/33"], &["0 to 32"]),
+        (&["2001:db8::/129"], &["0 to 128"]),
+        (&["fe80::1%eth0"], &["zone"]),
+        (&["not-an-ip"], &["expected an IPv4 or IPv6 address"]),
+        (&["10.0.0.0/8", "10.0.0.0/8"], &["duplicates"]),
+    ];
+    for (args, needles) in cases {
+        let mut full = vec!["add", "--iface", iface];
+        full.extend_from_slice(args);
+        assert_refused(list(&pair, "deny", &full), needles);
+        assert_eq!(entries(&pair, "deny"), before, "after {args:?}");
+    }
+
+    let dir = std::env::temp_dir().join(format!("moat-lists-{}", moat::netns::unique_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("deny.txt");
+    std::fs::write(&file, "# bad actors\n198.51.100.0/24\n\n192.0.2.300\n").expect("write");
+    let file_arg = file.to_str().expect("utf-8");
+    assert_refused(
+        list(
+            &pair,
+            "deny",
+            &["add", "--iface", iface, "--file", file_arg],
+        ),
+        &[file_arg, "line 4", "192.0.2.300"],
+    );
+    assert_eq!(entries(&pair, "deny"), before);
+
+    // Deleting one present and one absent prefix deletes neither.
+    assert_refused(
+        list(
+            &pair,
+            "deny",
+            &["del", "--iface", iface, "203.0.113.0/24", "198.51.100.0/24"],
+        ),
+        &[
+            "198.51.100.0/24 is not on the denylist",
+            "nothing was deleted",
+        ],
+    );
+    assert_eq!(entries(&pair, "deny"), before);
+
+    assert_refused(
+        list(
+            &pair,
+            "deny",
+            &["add", "--iface", "moatnone0", "10.0.0.0/8"],
+        ),
+        &["not running on moatnone0"],
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn full_list_refuses_the_whole_add() {
+    require_root();
+    let pair = Pair::create();
+    let dir = std::env::temp_dir().join(format!("moat-full-{}", moat::netns::unique_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("moat.toml");
+    std::fs::write(&config, "deny_capacity = 3\n").expect("write config");
+    let _daemon = pair.start(&["--config", config.to_str().expect("utf-8")]);
+    let iface = pair.origin_end.iface.as_str();
+    let (code, _, err) = list(
+        &pair,
+        "deny",
+        &["add", "--iface", iface, "10.0.0.0/8", "10.1.0.0/16"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let before = entries(&pair, "deny");
+    assert_refused(
+        list(
+            &pair,
+            "deny",
+            &[
+                "add",
+                "--iface",
+                iface,
+                "10.2.0.0/16",
+                "10.3.0.0/16",
+                "10.4.0.0/16",
+            ],
+        ),
+        &["denylist", "is full (3 prefixes", "deny_capacity"],
+    );
+    assert_eq!(
+        entries(&pair, "deny"),
+        before,
+        "the partial add was rolled back"
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_million_deny_prefixes_load_from_a_file() {
+    require_root();
+    let pair = Pair::create();
+    let _daemon = pair.start(&[]);
+    let iface = pair.origin_end.iface.as_str();
+    let dir = std::env::temp_dir().join(format!("moat-million-{}", moat::netns::unique_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("deny.txt");
+    // 999,999 prefixes nobody sends from, and one address the client will.
+    let listed = std::net::Ipv4Addr::new(198, 18, 0, 77);
+    let mut text = String::with_capacity(16 * 1_000_000);
+    for n in 0u32..999_999 {
+        let [_, a, b, c] = n.to_be_bytes();
+        text.push_str(&format!("10.{a}.{b}.{c}\n"));
+    }
+    text.push_str(&format!("{listed}\n"));
+    std::fs::write(&file, text).expect("write list");
+    let started = Instant::now();
+    let (code, out, err) = list(
+        &pair,
+        "deny",
+        &[
+            "add",
+            "--iface",
+            iface,
+            "--file",
+            file.to_str().expect("utf-8"),
+        ],
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("added 1000000 to the denylist of {iface} (0 already present)")
+    );
+    println!("loaded 1,000,000 deny prefixes in {elapsed:?}");
+    assert_eq!(entries(&pair, "deny").len(), 1_000_000);
+    // The client's address (198.18.0.2) is not among them, so its ping is still answered;
+    // from the listed address it is dropped.
+    assert_eq!(
+        traffic::ping(&pair.client, pair.origin_end.ipv4, 1).expect("ping"),
+        1
+    );
+    pair.add_client_address(listed);
+    let from_listed = pair
+        .client
+        .command("ping")
+        .args(["-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", "-I"])
+        .arg(listed.to_string())
+        .arg(pair.origin_end.ipv4.to_string())
+        .output()
+        .expect("running ping");
+    let summary = String::from_utf8_lossy(&from_listed.stdout);
+    assert!(
+        summary.contains("3 packets transmitted, 0 received"),
+        "a ping from the listed {listed} is dropped: {summary}"
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
