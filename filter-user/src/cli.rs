@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+pub use crate::config::Mode;
 
 /// moat: an XDP packet filter that keeps a self-hosted origin up under DDoS floods.
 ///
@@ -187,29 +189,6 @@ pub struct IfaceArgs {
     /// The interface whose filter to read.
     #[arg(long, value_name = "IFACE")]
     pub iface: String,
-}
-
-/// How to attach the XDP program.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Native (driver) mode when the driver supports it, generic (skb) mode otherwise.
-    Auto,
-    /// Native mode, in the driver; fails if the driver has no XDP support.
-    Native,
-    /// Generic mode, after the kernel has built an skb; works on every interface, slower.
-    Skb,
-}
-
-impl Mode {
-    /// The name used on the command line and in logs.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Mode::Auto => "auto",
-            Mode::Native => "native",
-            Mode::Skb => "skb",
-        }
-    }
 }
 
 /// Arguments of `moat run`.

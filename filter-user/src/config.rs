@@ -30,7 +30,36 @@ use filter_common::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{cidr::Cidr, cli::Mode};
+use clap::ValueEnum;
+
+use crate::cidr::Cidr;
+
+/// How long a completed handshake keeps a source verified (the daemon's sock_diag marks and
+/// the SYN-cookie stage both use it).
+pub const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How to attach the XDP program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Native (driver) mode when the driver supports it, generic (skb) mode otherwise.
+    Auto,
+    /// Native mode, in the driver; fails if the driver has no XDP support.
+    Native,
+    /// Generic mode, after the kernel has built an skb; works on every interface, slower.
+    Skb,
+}
+
+impl Mode {
+    /// The name used on the command line and in logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Native => "native",
+            Mode::Skb => "skb",
+        }
+    }
+}
 
 /// Where `moat run` looks for a configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/moat/moat.toml";
@@ -837,7 +866,7 @@ impl Config {
             fragments: self.fragments.limit,
             sample_every: self.sample_every,
             syn_cookies: self.syn_cookies.setting(),
-            verified_ttl_ns: duration_ns(crate::verify::VERIFIED_FOR),
+            verified_ttl_ns: duration_ns(VERIFIED_FOR),
             slot: 0,
             _pad: 0,
             ..Settings::default()
@@ -890,7 +919,7 @@ impl Config {
             }
         }
         if self.reflection.trust_system_ntp {
-            for cidr in crate::upstreams::system_ntp_servers() {
+            for cidr in crate::ntp::system_ntp_servers() {
                 if !trusted.contains(&cidr) {
                     trusted.push(cidr);
                 }

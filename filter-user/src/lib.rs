@@ -15,6 +15,7 @@ pub mod migrate;
 pub mod model;
 pub mod netns;
 pub mod notify;
+pub mod ntp;
 pub mod pins;
 pub mod policy;
 pub mod preflight;

@@ -28,7 +28,7 @@ use log::warn;
 
 use crate::{
     FILTER_OBJECT, FILTER_OBJECT_DEBUG_LOG,
-    cli::Mode,
+    config::Mode,
     listindex::{IndexError, ListIndex},
     migrate::{self, Fit, MigrateError, Pinned},
     pins::{PinDir, remove_if_present},
@@ -55,8 +55,7 @@ fn filter_object(debug_log: bool) -> Result<std::borrow::Cow<'static, [u8]>, Loa
     }
 }
 
-/// Directory of the per-interface instance locks.
-pub const LOCK_DIR: &str = "/run/moat";
+pub use crate::pins::LOCK_DIR;
 
 /// What to attach where.
 #[derive(Clone, Debug)]

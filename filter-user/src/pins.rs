@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use filter_common::maps::{ALL_MAPS, COUNTER_PIN_ROOT, LINK_PIN, PERSISTENT_MAPS, PIN_ROOT};
 
+/// Directory of the per-interface instance locks (and `moat top`'s saved view).
+pub const LOCK_DIR: &str = "/run/moat";
+
 /// The pins of one interface: `/sys/fs/bpf/moat/IFACE` for what lives as long as `moat run`,
 /// and `/sys/fs/bpf/moat-counters/IFACE` for the maps that outlive it ([`PERSISTENT_MAPS`]).
 #[derive(Clone, Debug, PartialEq, Eq)]

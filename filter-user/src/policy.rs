@@ -32,7 +32,11 @@ use filter_common::{
     ports::{PORT_COUNT, port_index},
 };
 
-use crate::{cidr::Cidr, config::Config, loader::LOCK_DIR, pins::PinDir};
+use crate::{
+    cidr::Cidr,
+    config::Config,
+    pins::{LOCK_DIR, PinDir},
+};
 
 /// A policy write that failed; what packets read is as it was.
 #[derive(Debug, thiserror::Error)]

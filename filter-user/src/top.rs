@@ -28,8 +28,8 @@ use serde_json::{Value, json};
 
 use crate::{
     bans::{BanView, PinnedBans},
-    loader::LOCK_DIR,
     metrics::samples_lost,
+    pins::LOCK_DIR,
     pins::PinDir,
     policy,
     stats::{Snapshot, StatsError},

@@ -23,8 +23,7 @@ use filter_common::{
 
 use crate::{bans::monotonic_ns, config::duration_ns, sockdiag};
 
-/// How long a completed handshake keeps a source verified.
-pub const VERIFIED_FOR: Duration = Duration::from_secs(600);
+pub use crate::config::VERIFIED_FOR;
 
 /// A source is written again only when its entry is older than this, to keep map writes few.
 const REFRESH_AFTER: Duration = Duration::from_secs(60);

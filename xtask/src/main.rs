@@ -9,6 +9,7 @@ mod build;
 mod dist;
 mod exec;
 mod lab;
+mod layers;
 mod setup;
 mod test;
 mod toolchain;
