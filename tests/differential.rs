@@ -22,24 +22,21 @@
     reason = "each test crate uses part of the shared frame builder"
 )]
 mod frames;
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
+mod support;
 
 use std::{
     cell::RefCell,
     collections::{BTreeMap, HashMap},
-    error::Error,
     hash::{BuildHasher, Hasher, RandomState},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Instant,
 };
 
-use aya::{
-    Ebpf,
-    maps::{
-        Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues,
-        lpm_trie::{Key, LpmTrie},
-    },
-    programs::{TestRun, TestRunOptions, Xdp},
-};
+use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues};
 use etherparse::{
     Ipv6ExtensionSlice, NetSlice, SlicedPacket, TcpHeaderSlice, UdpHeaderSlice, ip_number,
 };
@@ -48,11 +45,11 @@ use filter_common::{
     classify::class_of,
     classify::tcp_flags::{ACK, FIN, PSH, RST, SYN},
     counter_index,
-    lists::{LIST_PRESENT, ListValue, SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
+    lists::{SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
     maps::{
         AGGREGATE, AGGREGATE_SLOTS, ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, COUNTERS,
-        DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES, DENY_V4, DENY_V6, PORTS, PROGRAM_NAME, SETTINGS,
-        SOURCES, TRUSTED_V4, TRUSTED_V6, VERIFIED,
+        DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES, DENY_V4, DENY_V6, PORTS, SOURCES, TRUSTED_V4,
+        TRUSTED_V6, VERIFIED,
     },
     ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
     rate::{Buckets, Limit, Pace, RateState},
@@ -69,6 +66,7 @@ use proptest::{
     sample::select,
     test_runner::{Config, RngSeed, TestCaseError, TestRunner},
 };
+use support::testrun::Loaded;
 
 /// `enum xdp_action` in include/uapi/linux/bpf.h.
 const XDP_ABORTED: u32 = 0;
@@ -515,48 +513,27 @@ fn fragment_position(offset: u16, more_fragments: bool) -> Fragment {
 /// spoofed ones; listed sources never reach the rate stage), thousands of times fewer, so the
 /// kernel never evicts and the model, which never does, stays comparable.
 struct Kernel {
-    ebpf: Ebpf,
+    loaded: Loaded,
+}
+
+impl std::ops::Deref for Kernel {
+    type Target = Loaded;
+    fn deref(&self) -> &Loaded {
+        &self.loaded
+    }
+}
+
+impl std::ops::DerefMut for Kernel {
+    fn deref_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
 }
 
 impl Kernel {
     fn load() -> Kernel {
-        let mut ebpf = Ebpf::load(moat::FILTER_OBJECT).unwrap_or_else(|error| {
-            panic!(
-                "loading moat::FILTER_OBJECT failed: {}",
-                error_chain(&error)
-            )
-        });
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .unwrap_or_else(|| panic!("the object has no program named {PROGRAM_NAME:?}"))
-            .try_into()
-            .unwrap_or_else(|error| panic!("program {PROGRAM_NAME:?} is not XDP: {error}"));
-        program.load().unwrap_or_else(|error| {
-            panic!(
-                "the kernel refused program {PROGRAM_NAME:?}: {}",
-                error_chain(&error)
-            )
-        });
-        Kernel { ebpf }
-    }
-
-    fn map_mut(&mut self, name: &str) -> &mut aya::maps::Map {
-        self.ebpf
-            .map_mut(name)
-            .unwrap_or_else(|| panic!("the object has no map {name:?}"))
-    }
-
-    fn map(&self, name: &str) -> &aya::maps::Map {
-        self.ebpf
-            .map(name)
-            .unwrap_or_else(|| panic!("the object has no map {name:?}"))
-    }
-
-    fn write_settings(&mut self, settings: &Settings) {
-        Array::<_, Settings>::try_from(self.map_mut(SETTINGS))
-            .unwrap_or_else(|error| panic!("{SETTINGS} is not an array of Settings: {error}"))
-            .set(0, settings.compiled(), 0)
-            .unwrap_or_else(|error| panic!("writing {SETTINGS}[0]: {error}"));
+        Kernel {
+            loaded: Loaded::load(),
+        }
     }
 
     fn set_port(&mut self, port: u16, flags: u8) {
@@ -569,8 +546,6 @@ impl Kernel {
     /// Inserts `cidr` into the IPv4 or IPv6 trie of a list (the trusted tries in policy slot 0,
     /// the one the program reads until `ACTIVE` is written).
     fn list(&mut self, (v4, v6): (&str, &str), cidr: Cidr) {
-        moat::listindex::note_insert(&self.ebpf, v4, &cidr)
-            .unwrap_or_else(|error| panic!("indexing {cidr}: {error}"));
         match cidr {
             Cidr::V4 { addr, prefix } if v4 == TRUSTED_V4 => {
                 self.insert_key(v4, SLOT_PREFIX + prefix, trusted_v4_key(0, &addr));
@@ -578,58 +553,8 @@ impl Kernel {
             Cidr::V6 { addr, prefix } if v6 == TRUSTED_V6 => {
                 self.insert_key(v6, SLOT_PREFIX + prefix, trusted_v6_key(0, &addr));
             }
-            Cidr::V4 { addr, prefix } => self.insert_key(v4, prefix, addr),
-            Cidr::V6 { addr, prefix } => self.insert_key(v6, prefix, addr),
+            _ => self.loaded.list((v4, v6), cidr),
         }
-    }
-
-    /// Inserts `key` with an LPM prefix of `prefix_len` bits into the trie `name`.
-    fn insert_key<const N: usize>(&mut self, name: &str, prefix_len: u32, key: [u8; N]) {
-        LpmTrie::<_, [u8; N], ListValue>::try_from(self.map_mut(name))
-            .unwrap_or_else(|error| panic!("{name} is not an LPM trie of {N}-byte keys: {error}"))
-            .insert(&Key::new(prefix_len, key), LIST_PRESENT, 0)
-            .unwrap_or_else(|error| panic!("inserting into {name}: {error}"));
-    }
-
-    /// Runs one frame and returns the XDP action.
-    fn run(&self, frame: &[u8]) -> u32 {
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .expect("Kernel::load found the program")
-            .try_into()
-            .expect("Kernel::load checked that it is XDP");
-        let options = TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::default()
-        };
-        program
-            .test_run(options)
-            .unwrap_or_else(|error| {
-                panic!(
-                    "BPF_PROG_TEST_RUN failed on a {}-byte frame: {}",
-                    frame.len(),
-                    error_chain(&error)
-                )
-            })
-            .return_value
-    }
-
-    /// Every counter slot, summed over CPUs.
-    fn counters(&self) -> Vec<Counter> {
-        let counters =
-            PerCpuArray::<_, Counter>::try_from(self.map(COUNTERS)).unwrap_or_else(|error| {
-                panic!("{COUNTERS} is not a per-CPU array of Counter: {error}")
-            });
-        (0..COUNTER_SLOTS)
-            .map(|index| {
-                counters
-                    .get(&index, 0)
-                    .unwrap_or_else(|error| panic!("reading {COUNTERS}[{index}]: {error}"))
-                    .iter()
-                    .fold(Counter::default(), |sum, cpu| sum.add(*cpu))
-            })
-            .collect()
     }
 
     /// Ban events per reason, summed over CPUs.
@@ -958,17 +883,6 @@ fn check(
         now_ns
     );
     Ok(())
-}
-
-fn error_chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[test]

@@ -8,16 +8,15 @@
 //! traffic belong to the veth/netns tests, not here.
 
 mod frames;
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
+mod support;
 
-use std::error::Error;
-
-use aya::{
-    Ebpf,
-    maps::{
-        Array, PerCpuArray, RingBuf,
-        lpm_trie::{Key, LpmTrie},
-    },
-    programs::{TestRun, TestRunOptions, Xdp},
+use aya::maps::{
+    Array, PerCpuArray, RingBuf,
+    lpm_trie::{Key, LpmTrie},
 };
 use etherparse::Ipv6Extensions;
 use filter_common::{
@@ -25,12 +24,13 @@ use filter_common::{
     lists::{LIST_PRESENT, ListValue},
     maps::{
         ALL_MAPS, ALLOW_V4, ALLOW_V6, COUNTERS, DENY_V4, DENY_V6, LIST_INDEX, POLICY_SLOTS,
-        PROGRAM_NAME, SAMPLES, SETTINGS,
+        SAMPLES, SETTINGS,
     },
     sample::Sample,
     settings::FLAG_DRY_RUN,
 };
 use frames::{DOT1AD, DOT1Q, Frame, Packet, ROUTER_ALERT, TCP_OPTIONS, Transport};
+use support::testrun::Loaded;
 
 /// `enum xdp_action` in include/uapi/linux/bpf.h.
 const XDP_ABORTED: u32 = 0;
@@ -45,7 +45,20 @@ const MIN_TEST_RUN_LEN: usize = 14;
 /// The loaded program and its maps, one per test so tests running in parallel never share
 /// counters.
 struct Filter {
-    ebpf: Ebpf,
+    loaded: Loaded,
+}
+
+impl std::ops::Deref for Filter {
+    type Target = Loaded;
+    fn deref(&self) -> &Loaded {
+        &self.loaded
+    }
+}
+
+impl std::ops::DerefMut for Filter {
+    fn deref_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
 }
 
 /// Every counter slot, summed over CPUs, indexed like the `COUNTERS` map.
@@ -63,31 +76,9 @@ struct Delta {
 impl Filter {
     /// Loads the shipped object and its XDP program, or panics saying why it cannot.
     fn load() -> Filter {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(
-            euid, 0,
-            "program tests load BPF programs and need root (CAP_BPF and CAP_NET_ADMIN); \
-             running as euid {euid}: run them as root"
-        );
-        let mut ebpf = Ebpf::load(moat::FILTER_OBJECT).unwrap_or_else(|error| {
-            panic!(
-                "loading moat::FILTER_OBJECT failed: {}",
-                error_chain(&error)
-            )
-        });
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .unwrap_or_else(|| panic!("the object has no program named {PROGRAM_NAME:?}"))
-            .try_into()
-            .unwrap_or_else(|error| panic!("program {PROGRAM_NAME:?} is not XDP: {error}"));
-        program.load().unwrap_or_else(|error| {
-            panic!(
-                "the kernel refused program {PROGRAM_NAME:?}: {}",
-                error_chain(&error)
-            )
-        });
-        Filter { ebpf }
+        Filter {
+            loaded: Loaded::load(),
+        }
     }
 
     /// Runs one frame through the program and returns its XDP action.
@@ -97,46 +88,12 @@ impl Filter {
             "BPF_PROG_TEST_RUN refuses {}-byte frames",
             frame.len()
         );
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .expect("Filter::load found the program")
-            .try_into()
-            .expect("Filter::load checked that it is XDP");
-        let options = TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::default()
-        };
-        let result = program.test_run(options).unwrap_or_else(|error| {
-            panic!(
-                "BPF_PROG_TEST_RUN failed on a {}-byte frame: {}",
-                frame.len(),
-                error_chain(&error)
-            )
-        });
-        result.return_value
+        self.loaded.run(frame)
     }
 
     /// A snapshot of every counter slot, summed over CPUs.
     fn counters(&self) -> Counters {
-        let map = self
-            .ebpf
-            .map(COUNTERS)
-            .unwrap_or_else(|| panic!("the object has no map {COUNTERS:?}"));
-        let counters = PerCpuArray::<_, Counter>::try_from(map).unwrap_or_else(|error| {
-            panic!("{COUNTERS} is not a per-CPU array of Counter: {error}")
-        });
-        let slots = (0..COUNTER_SLOTS)
-            .map(|index| {
-                let per_cpu = counters
-                    .get(&index, 0)
-                    .unwrap_or_else(|error| panic!("reading {COUNTERS}[{index}]: {error}"));
-                per_cpu
-                    .iter()
-                    .fold(Counter::default(), |sum, cpu| sum.add(*cpu))
-            })
-            .collect();
-        Counters(slots)
+        Counters(self.loaded.counters())
     }
 
     /// Turns dry-run on or off through the `SETTINGS` map.
@@ -298,16 +255,6 @@ fn hex(bytes: &[u8]) -> String {
         .collect();
     if bytes.len() > SHOWN {
         text.push_str(&format!("... ({} bytes)", bytes.len()));
-    }
-    text
-}
-
-fn error_chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
     }
     text
 }

@@ -20,22 +20,18 @@ use std::{
     time::Duration,
 };
 
-use aya::{
-    Ebpf,
-    maps::{Array, HashMap, PerCpuArray},
-    programs::{TestRun, TestRunOptions, Xdp},
-};
+use aya::maps::{Array, HashMap};
 use etherparse::{PacketBuilder, PacketHeaders, TcpOptionElement};
 use filter_common::{
-    COUNTER_SLOTS, Counter, Reason, Settings, Verdict, counter_index,
-    maps::{COUNTERS, PROGRAM_NAME, SETTINGS, VERIFIED},
+    Counter, Reason, Settings, Verdict, counter_index,
+    maps::VERIFIED,
     settings::{
         FLAG_DRY_RUN, FLAG_FIXED_CLOCK, FLAG_TCP_SOCKETS, FLAG_UDP_SOCKETS, SYN_COOKIES_AUTO,
     },
     source::{SourceKey, VERIFIED_CLASS},
 };
 use moat::netns::NetNs;
-use support::require_root;
+use support::testrun::Loaded;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -70,60 +66,24 @@ fn verifying_settings() -> Settings {
 
 /// The loaded program, run from inside a namespace.
 struct Filter {
-    ebpf: Ebpf,
+    loaded: Loaded,
 }
 
 impl Filter {
     fn load(settings: Settings) -> Filter {
-        require_root();
-        let mut ebpf = Ebpf::load(moat::FILTER_OBJECT).expect("loading moat::FILTER_OBJECT");
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .expect("the object has the moat program")
-            .try_into()
-            .expect("moat is XDP");
-        program
-            .load()
-            .unwrap_or_else(|error| panic!("the kernel refused the program: {error:?}"));
-        Array::<_, Settings>::try_from(ebpf.map_mut(SETTINGS).expect("SETTINGS"))
-            .expect("SETTINGS is an array")
-            .set(0, settings.compiled(), 0)
-            .expect("writing SETTINGS");
-        Filter { ebpf }
+        let mut loaded = Loaded::load();
+        loaded.write_settings(&settings);
+        Filter { loaded }
     }
 
     /// Runs `frame`; returns the action and the frame as the program left it.
     fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .expect("program")
-            .try_into()
-            .expect("XDP");
-        let mut out = vec![0u8; 256];
-        let options = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        };
-        let result = program.test_run(options).expect("BPF_PROG_TEST_RUN");
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        self.loaded.run_with_output(frame)
     }
 
     /// Every counter slot, summed over CPUs.
     fn counters(&self) -> Vec<Counter> {
-        let counters: PerCpuArray<_, Counter> =
-            PerCpuArray::try_from(self.ebpf.map(COUNTERS).expect("COUNTERS")).expect("per-CPU");
-        (0..COUNTER_SLOTS)
-            .map(|slot| {
-                counters
-                    .get(&slot, 0)
-                    .expect("counter slot")
-                    .iter()
-                    .fold(Counter::default(), |sum, c| sum.add(*c))
-            })
-            .collect()
+        self.loaded.counters()
     }
 
     /// Runs `frame` and checks its action and that exactly one packet was counted, under
@@ -158,13 +118,13 @@ impl Filter {
 
     fn verified(&self, addr: IpAddr) -> Option<u64> {
         let map: HashMap<_, SourceKey, u64> =
-            HashMap::try_from(self.ebpf.map(VERIFIED).expect("VERIFIED")).expect("hash");
+            HashMap::try_from(self.loaded.ebpf.map(VERIFIED).expect("VERIFIED")).expect("hash");
         map.get(&verified_key(addr), 0).ok()
     }
 
     fn mark_verified(&mut self, addr: IpAddr) {
         let mut map: HashMap<_, SourceKey, u64> =
-            HashMap::try_from(self.ebpf.map_mut(VERIFIED).expect("VERIFIED")).expect("hash");
+            HashMap::try_from(self.loaded.ebpf.map_mut(VERIFIED).expect("VERIFIED")).expect("hash");
         map.insert(verified_key(addr), u64::MAX, 0)
             .expect("marking verified");
     }
@@ -599,7 +559,7 @@ fn ports_listed_open_pass_without_a_socket() {
         settings.flags |= FLAG_ENFORCE_TCP_PORTS | FLAG_ENFORCE_UDP_PORTS;
         let mut filter = Filter::load(settings);
         // A port forwarded to a container has no socket on the host; listing it opens it.
-        let mut ports = Array::<_, u8>::try_from(filter.ebpf.map_mut(PORTS).expect("PORTS"))
+        let mut ports = Array::<_, u8>::try_from(filter.loaded.ebpf.map_mut(PORTS).expect("PORTS"))
             .expect("PORTS is an array");
         ports
             .set(u32::from(NOBODY), PORT_TCP_OPEN | PORT_UDP_OPEN, 0)

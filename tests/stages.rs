@@ -15,32 +15,30 @@
     reason = "each test crate uses part of the shared frame builder"
 )]
 mod frames;
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
+mod support;
 
-use std::{
-    error::Error,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{
-        Array, HashMap, MapError, PerCpuArray,
-        lpm_trie::{Key, LpmTrie},
-    },
-    programs::{TestRun, TestRunOptions, Xdp},
+    EbpfLoader,
+    maps::{Array, HashMap, MapError, PerCpuArray},
 };
 use etherparse::{
     IcmpEchoHeader, Icmpv4Type, Icmpv6Type, IpHeaders, Ipv4Header, Ipv6Header, PacketBuilder,
     PacketBuilderStep, PacketHeaders, TcpHeader, icmpv4::DestUnreachableHeader, ip_number,
 };
 use filter_common::{
-    COUNTER_SLOTS, Class, Counter, Reason, Settings, Verdict,
+    Class, Counter, Reason, Settings, Verdict,
     classify::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG},
     counter_index,
-    lists::{LIST_PRESENT, ListValue, SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
+    lists::{SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
     maps::{
-        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, COUNTERS, DEFAULT_MAX_BANS, PORTS, PROGRAM_NAME,
-        SETTINGS, SOURCES, TRUSTED_V4, TRUSTED_V6, VERIFIED,
+        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, DEFAULT_MAX_BANS, PORTS, SOURCES, TRUSTED_V4,
+        TRUSTED_V6, VERIFIED,
     },
     ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
     rate::{Limit, RateState},
@@ -50,6 +48,7 @@ use filter_common::{
     },
     source::{BAN_CLASS, BAN_DRY_RUN, BAN_MANUAL, Ban, SourceKey, VERIFIED_CLASS},
 };
+use support::testrun::{Loaded, pin_to_cpu};
 
 /// `enum xdp_action` in include/uapi/linux/bpf.h.
 const XDP_ABORTED: u32 = 0;
@@ -122,9 +121,22 @@ fn manual_ban(until_ns: u64) -> Ban {
 /// The loaded program and its maps, one per test so tests running in parallel never share
 /// counters, buckets or bans.
 struct Filter {
-    ebpf: Ebpf,
+    loaded: Loaded,
     /// What `SETTINGS[0]` holds.
     settings: Settings,
+}
+
+impl std::ops::Deref for Filter {
+    type Target = Loaded;
+    fn deref(&self) -> &Loaded {
+        &self.loaded
+    }
+}
+
+impl std::ops::DerefMut for Filter {
+    fn deref_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
 }
 
 /// Every counter slot, summed over CPUs, indexed like the `COUNTERS` map.
@@ -149,35 +161,8 @@ impl Filter {
     /// [`Filter::load`] with `BANS` created for `max_bans` entries, as the daemon does for
     /// `max_bans` in its configuration.
     fn load_with_max_bans(max_bans: u32) -> Filter {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(
-            euid, 0,
-            "stage tests load BPF programs and need root (CAP_BPF and CAP_NET_ADMIN); \
-             running as euid {euid}: run them as root"
-        );
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(BANS, max_bans)
-            .load(moat::FILTER_OBJECT)
-            .unwrap_or_else(|error| {
-                panic!(
-                    "loading moat::FILTER_OBJECT with {BANS} of {max_bans} entries failed: {}",
-                    error_chain(&error)
-                )
-            });
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .unwrap_or_else(|| panic!("the object has no program named {PROGRAM_NAME:?}"))
-            .try_into()
-            .unwrap_or_else(|error| panic!("program {PROGRAM_NAME:?} is not XDP: {error}"));
-        program.load().unwrap_or_else(|error| {
-            panic!(
-                "the kernel refused program {PROGRAM_NAME:?}: {}",
-                error_chain(&error)
-            )
-        });
         let mut filter = Filter {
-            ebpf,
+            loaded: Loaded::load_with(EbpfLoader::new().map_max_entries(BANS, max_bans)),
             settings: Settings::default(),
         };
         filter.set_settings(base_settings());
@@ -186,14 +171,7 @@ impl Filter {
 
     /// Writes `settings` to `SETTINGS[0]`.
     fn set_settings(&mut self, settings: Settings) {
-        let map = self
-            .ebpf
-            .map_mut(SETTINGS)
-            .unwrap_or_else(|| panic!("the object has no map {SETTINGS:?}"));
-        Array::<_, Settings>::try_from(map)
-            .unwrap_or_else(|error| panic!("{SETTINGS} is not an array of Settings: {error}"))
-            .set(0, settings.compiled(), 0)
-            .unwrap_or_else(|error| panic!("writing {SETTINGS}[0]: {error}"));
+        self.loaded.write_settings(&settings);
         self.settings = settings;
     }
 
@@ -243,17 +221,6 @@ impl Filter {
     }
 
     /// Inserts `key` with an LPM prefix of `prefix_len` bits into the trie `name`.
-    fn insert_key<const N: usize>(&mut self, name: &str, prefix_len: u32, key: [u8; N]) {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .unwrap_or_else(|| panic!("the object has no map {name:?}"));
-        LpmTrie::<_, [u8; N], ListValue>::try_from(map)
-            .unwrap_or_else(|error| panic!("{name} is not an LPM trie of {N}-byte keys: {error}"))
-            .insert(&Key::new(prefix_len, key), LIST_PRESENT, 0)
-            .unwrap_or_else(|error| panic!("inserting into {name}: {error}"));
-    }
-
     /// Adds `cidr` to the allowlist.
     fn allow(&mut self, cidr: &str) {
         self.insert_prefix(ALLOW_V4, ALLOW_V6, cidr);
@@ -377,46 +344,12 @@ impl Filter {
 
     /// Runs one frame through the program and returns its XDP action.
     fn run(&self, frame: &[u8]) -> u32 {
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .expect("Filter::load found the program")
-            .try_into()
-            .expect("Filter::load checked that it is XDP");
-        let options = TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::default()
-        };
-        let result = program.test_run(options).unwrap_or_else(|error| {
-            panic!(
-                "BPF_PROG_TEST_RUN failed on a {}-byte frame: {}",
-                frame.len(),
-                error_chain(&error)
-            )
-        });
-        result.return_value
+        self.loaded.run(frame)
     }
 
     /// A snapshot of every counter slot, summed over CPUs.
     fn counters(&self) -> Counters {
-        let map = self
-            .ebpf
-            .map(COUNTERS)
-            .unwrap_or_else(|| panic!("the object has no map {COUNTERS:?}"));
-        let counters = PerCpuArray::<_, Counter>::try_from(map).unwrap_or_else(|error| {
-            panic!("{COUNTERS} is not a per-CPU array of Counter: {error}")
-        });
-        let slots = (0..COUNTER_SLOTS)
-            .map(|index| {
-                let per_cpu = counters
-                    .get(&index, 0)
-                    .unwrap_or_else(|error| panic!("reading {COUNTERS}[{index}]: {error}"));
-                per_cpu
-                    .iter()
-                    .fold(Counter::default(), |sum, cpu| sum.add(*cpu))
-            })
-            .collect();
-        Counters(slots)
+        Counters(self.loaded.counters())
     }
 
     /// Runs `frame` and asserts the action that carries out `verdict`, and that exactly one
@@ -529,46 +462,6 @@ fn found<V>(result: Result<V, MapError>, map: &str, addr: IpAddr) -> Option<V> {
     }
 }
 
-/// Pins the calling test thread to the `index`-th CPU it may run on (`BPF_PROG_TEST_RUN` runs
-/// the program on the calling thread's CPU); panics if there are not that many.
-fn pin_to_cpu(index: usize) {
-    // SAFETY: cpu_set_t is a plain bit array, for which all zeroes is a valid (empty) value.
-    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // The process's main thread (its pid) is never pinned by a test, so its set is every CPU
-    // the tests may use, whatever this thread was pinned to before.
-    // SAFETY: getpid cannot fail; `allowed` is a valid cpu_set_t of `size` bytes.
-    let status = unsafe { libc::sched_getaffinity(libc::getpid(), size, &mut allowed) };
-    assert_eq!(
-        status,
-        0,
-        "sched_getaffinity: {}",
-        std::io::Error::last_os_error()
-    );
-    let cpu = (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below CPU_SETSIZE, the number of bits in a cpu_set_t.
-        .filter(|cpu| unsafe { libc::CPU_ISSET(*cpu, &allowed) })
-        .nth(index)
-        .unwrap_or_else(|| {
-            panic!(
-                "this test needs {} CPUs to run on; the thread may use fewer",
-                index + 1
-            )
-        });
-    // SAFETY: as above, all zeroes is the empty set.
-    let mut only: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu, &mut only) };
-    // SAFETY: pid 0 is the calling thread; `only` is a valid cpu_set_t of `size` bytes.
-    let status = unsafe { libc::sched_setaffinity(0, size, &only) };
-    assert_eq!(
-        status,
-        0,
-        "pinning the test thread to CPU {cpu}: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
 /// The XDP action each verdict is carried out with (see `Verdict`'s docs).
 fn action_for(verdict: Verdict) -> u32 {
     match verdict {
@@ -599,16 +492,6 @@ fn hex(bytes: &[u8]) -> String {
         .collect();
     if bytes.len() > SHOWN {
         text.push_str(&format!("... ({} bytes)", bytes.len()));
-    }
-    text
-}
-
-fn error_chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
     }
     text
 }
