@@ -16,7 +16,7 @@ use filter_common::{
 
 use crate::{
     config::{duration_ns, format_duration},
-    pins::PinDir,
+    pins::{NotRunning, PinDir},
     policy::{self, ControlError},
 };
 
@@ -32,15 +32,8 @@ pub enum BanError {
         reason: &'static str,
     },
     /// The filter is not running on the interface.
-    #[error(
-        "moat is not running on {iface} (nothing pinned at {path}); start it with `moat run --iface {iface}`"
-    )]
-    NotRunning {
-        /// The interface.
-        iface: String,
-        /// The pin looked for.
-        path: String,
-    },
+    #[error(transparent)]
+    NotRunning(#[from] NotRunning),
     /// The address is not banned.
     #[error("{source_name} is not banned on {iface}")]
     NotBanned {
@@ -134,13 +127,7 @@ impl PinnedBans {
             }
         };
         let open = |name: &str| -> Result<MapData, BanError> {
-            let path = pins.map(name);
-            if !path.exists() {
-                return Err(BanError::NotRunning {
-                    iface: iface.to_string(),
-                    path: path.display().to_string(),
-                });
-            }
+            let path = pins.running_map(iface, name)?;
             MapData::from_pin(&path).map_err(map_error("opening"))
         };
         let bans = open(BANS)?;

@@ -13,7 +13,7 @@ use filter_common::{
 use crate::{
     cidr::Cidr,
     listindex::{IndexError, ListIndex},
-    pins::PinDir,
+    pins::{NotRunning, PinDir},
 };
 
 /// `BPF_NOEXIST` from `linux/bpf.h`: fail with EEXIST instead of replacing an entry.
@@ -57,15 +57,8 @@ impl ListKind {
 #[derive(Debug, thiserror::Error)]
 pub enum ListEditError {
     /// The filter is not running on the interface.
-    #[error(
-        "moat is not running on {iface} (nothing pinned at {path}); start it with `moat run --iface {iface}`"
-    )]
-    NotRunning {
-        /// The interface.
-        iface: String,
-        /// The pin looked for.
-        path: String,
-    },
+    #[error(transparent)]
+    NotRunning(#[from] NotRunning),
     /// The list is full.
     #[error(
         "the {list} of {iface} is full ({capacity} prefixes per address family); nothing was \
@@ -138,13 +131,7 @@ impl PinnedList {
         let pins = PinDir::for_iface(iface);
         let (v4_name, v6_name) = kind.maps();
         let open = |name: &str| -> Result<MapData, ListEditError> {
-            let path = pins.map(name);
-            if !path.exists() {
-                return Err(ListEditError::NotRunning {
-                    iface: iface.to_string(),
-                    path: path.display().to_string(),
-                });
-            }
+            let path = pins.running_map(iface, name)?;
             MapData::from_pin(&path).map_err(|source| ListEditError::Map {
                 action: "opening",
                 list: kind.name(),

@@ -7,6 +7,19 @@ use filter_common::maps::{ALL_MAPS, COUNTER_PIN_ROOT, LINK_PIN, PERSISTENT_MAPS,
 /// Directory of the per-interface instance locks (and `moat top`'s saved view).
 pub const LOCK_DIR: &str = "/run/moat";
 
+/// Nothing is pinned where a running filter's map would be: moat is not running on the
+/// interface (every command that edits or reads a running filter reports this one way).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "moat is not running on {iface} (nothing pinned at {path}); start it with `moat run --iface {iface}`"
+)]
+pub struct NotRunning {
+    /// The interface.
+    pub iface: String,
+    /// The pin looked for.
+    pub path: String,
+}
+
 /// The pins of one interface: `/sys/fs/bpf/moat/IFACE` for what lives as long as `moat run`,
 /// and `/sys/fs/bpf/moat-counters/IFACE` for the maps that outlive it ([`PERSISTENT_MAPS`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +46,20 @@ impl PinDir {
     /// The directory of the persistent maps.
     pub fn persistent_path(&self) -> &Path {
         &self.persistent
+    }
+
+    /// The pin of the map named `name` of the filter running on `iface`, or [`NotRunning`] if
+    /// nothing is pinned there.
+    pub fn running_map(&self, iface: &str, name: &str) -> Result<PathBuf, NotRunning> {
+        let path = self.map(name);
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(NotRunning {
+                iface: iface.to_string(),
+                path: path.display().to_string(),
+            })
+        }
     }
 
     /// The pin of the map named `name`.

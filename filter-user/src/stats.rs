@@ -4,21 +4,14 @@ use aya::maps::{Map, MapData, MapError, PerCpuArray};
 use filter_common::{Counter, Reason, Verdict, counter_index, maps::COUNTERS};
 use serde_json::{Map as JsonMap, Value, json};
 
-use crate::pins::PinDir;
+use crate::pins::{NotRunning, PinDir};
 
 /// Why counters could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
-    /// Nothing is pinned for the interface.
-    #[error(
-        "moat is not running on {iface} (nothing pinned at {path}); start it with `moat run --iface {iface}`"
-    )]
-    NotRunning {
-        /// The interface.
-        iface: String,
-        /// The pin directory looked at.
-        path: String,
-    },
+    /// The filter is not running on the interface.
+    #[error(transparent)]
+    NotRunning(#[from] NotRunning),
     /// The pinned map could not be opened or read.
     #[error("reading the counters of {iface}: {source}")]
     Map {
@@ -76,13 +69,7 @@ impl Snapshot {
     /// Reads the counters pinned for `iface` by a running `moat run`.
     pub fn read_pinned(iface: &str) -> Result<Snapshot, StatsError> {
         let pins = PinDir::for_iface(iface);
-        let path = pins.map(COUNTERS);
-        if !path.exists() {
-            return Err(StatsError::NotRunning {
-                iface: iface.to_string(),
-                path: pins.path().display().to_string(),
-            });
-        }
+        let path = pins.running_map(iface, COUNTERS)?;
         let map_error = |source| StatsError::Map {
             iface: iface.to_string(),
             source,

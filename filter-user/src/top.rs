@@ -290,14 +290,7 @@ impl Viewer {
     /// Opens the pins of the filter running on `iface`.
     pub fn open(iface: &str) -> anyhow::Result<Viewer> {
         let pins = PinDir::for_iface(iface);
-        let path = pins.map(SAMPLES);
-        if !path.exists() {
-            return Err(StatsError::NotRunning {
-                iface: iface.to_string(),
-                path: pins.path().display().to_string(),
-            }
-            .into());
-        }
+        let path = pins.running_map(iface, SAMPLES).map_err(StatsError::from)?;
         let data = MapData::from_pin(&path)?;
         Ok(Viewer {
             iface: iface.to_string(),

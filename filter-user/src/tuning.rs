@@ -14,7 +14,7 @@ use filter_common::{
 
 use crate::{
     config::{MIN_BURST_BYTES, duration_ns, parse_duration},
-    pins::PinDir,
+    pins::{NotRunning, PinDir},
     policy::{self, ControlError},
 };
 
@@ -39,16 +39,9 @@ pub enum TuningError {
         /// What would be right.
         reason: String,
     },
-    /// The filter is not running.
-    #[error(
-        "moat is not running on {iface} (nothing pinned at {path}); start it with `moat run --iface {iface}`"
-    )]
-    NotRunning {
-        /// The interface.
-        iface: String,
-        /// The pin looked for.
-        path: String,
-    },
+    /// The filter is not running on the interface.
+    #[error(transparent)]
+    NotRunning(#[from] NotRunning),
     /// The kernel refused; the settings are as they were.
     #[error("changing the settings: {0}")]
     Policy(#[from] ControlError),
@@ -211,13 +204,7 @@ fn check_limit(limit: &Limit) -> Result<(), String> {
 
 /// Sets `key` to `value` on the filter running on `iface`.
 pub fn set(iface: &str, key: &str, value: &str) -> Result<(), TuningError> {
-    let path = PinDir::for_iface(iface).map(SETTINGS);
-    if !path.exists() {
-        return Err(TuningError::NotRunning {
-            iface: iface.to_string(),
-            path: path.display().to_string(),
-        });
-    }
+    PinDir::for_iface(iface).running_map(iface, SETTINGS)?;
     policy::update(iface, |policy| {
         apply(&mut policy.settings, key, value)?;
         Ok::<bool, TuningError>(true)
