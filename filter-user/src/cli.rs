@@ -132,6 +132,9 @@ pub enum ConfigAction {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Print every configuration key, whether `moat set` changes it live, and what it means,
+    /// as a markdown table (README.md's table is this output).
+    Keys,
 }
 
 /// Arguments of `moat allow` and `moat deny`.

@@ -88,6 +88,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                 print!("{}", config.to_toml());
                 Ok(())
             }
+            ConfigAction::Keys => {
+                print!("{}", moat::config::schema::markdown_table());
+                Ok(())
+            }
         },
         Command::Completions { shell } => {
             let mut command = Cli::command();

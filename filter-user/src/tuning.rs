@@ -137,7 +137,7 @@ fn apply_to(settings: &mut Settings, key: &str, value: &str) -> Result<(), Tunin
             let Some((scope, class, field)) = limit_key(key) else {
                 return Err(TuningError::UnknownKey {
                     key: key.to_string(),
-                    known: "dry_run, sample_every, fragments.*, bans.*, limits.{source,aggregate}.{syn,udp,icmp,other}.{pps,burst,bps,burst_bytes}".to_string(),
+                    known: crate::config::schema::live_summary(),
                 });
             };
             let n = number()?;

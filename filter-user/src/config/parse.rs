@@ -1,0 +1,323 @@
+//! Parsing: the TOML text into the raw form, every key optional and every value with its span,
+//! then [`super::Config::parse`], which hands it to the validator.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{validate::Validator, *};
+
+// ---- the file as written: every key optional, every value with its span ----
+
+pub(super) type S<T> = Option<Spanned<T>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) mode: Option<Mode>,
+    pub(super) dry_run: Option<bool>,
+    pub(super) allow_capacity: S<i64>,
+    pub(super) deny_capacity: S<i64>,
+    pub(super) max_tracked_sources: S<i64>,
+    pub(super) max_bans: S<i64>,
+    pub(super) sample_every: S<i64>,
+    pub(super) syn_cookies: S<String>,
+    pub(super) require_sockets: Option<bool>,
+    pub(super) ports: Option<RawPorts>,
+    pub(super) fragments: Option<RawFragments>,
+    pub(super) reflection: Option<RawReflection>,
+    pub(super) bans: Option<RawBans>,
+    pub(super) limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPorts {
+    pub(super) tcp: S<Vec<i64>>,
+    pub(super) udp: S<Vec<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFragments {
+    pub(super) policy: S<String>,
+    pub(super) pps: S<i64>,
+    pub(super) burst: S<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReflection {
+    pub(super) ports: S<Vec<i64>>,
+    pub(super) trusted: Option<Vec<Spanned<String>>>,
+    pub(super) resolv_conf: Option<String>,
+    pub(super) trust_system_ntp: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBans {
+    pub(super) after_strikes: S<i64>,
+    pub(super) strike_window: S<String>,
+    pub(super) base: S<String>,
+    pub(super) max: S<String>,
+    ipv6_prefix: S<i64>,
+    pub(super) forget_after: S<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) source: Option<RawClassLimits>,
+    pub(super) aggregate: Option<RawClassLimits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClassLimits {
+    pub(super) syn: Option<RawLimit>,
+    pub(super) udp: Option<RawLimit>,
+    pub(super) icmp: Option<RawLimit>,
+    pub(super) other: Option<RawLimit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimit {
+    pub(super) pps: S<i64>,
+    pub(super) burst: S<i64>,
+    pub(super) bps: S<i64>,
+    pub(super) burst_bytes: S<i64>,
+}
+
+impl Config {
+    /// Parses and validates TOML text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|error| {
+            let line = error.span().map(|span| {
+                let end = span.start.min(text.len());
+                text[..end].matches('\n').count() + 1
+            });
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: vec![Problem {
+                    line,
+                    key: None,
+                    message: error.message().trim().to_string(),
+                }],
+            }
+        })?;
+        let mut v = Validator {
+            text,
+            problems: Vec::new(),
+        };
+        let d = Config::default();
+        let capacity = |v: &mut Validator, value: &S<i64>, key: &str, default: u32| {
+            v.int(
+                value,
+                key,
+                1..i64::from(MAX_CAPACITY) + 1,
+                u64::from(default),
+            ) as u32
+        };
+        let ports = raw.ports.unwrap_or_default();
+        let fragments = raw.fragments.unwrap_or_default();
+        let reflection = raw.reflection.unwrap_or_default();
+        let bans = raw.bans.unwrap_or_default();
+        let limits = raw.limits.unwrap_or_default();
+
+        let fragment_policy = match &fragments.policy {
+            None => d.fragments.policy,
+            Some(spanned) => {
+                match spanned.get_ref().as_str() {
+                    "pass" => FragmentPolicy::Pass,
+                    "rate-limit" => FragmentPolicy::RateLimit,
+                    "drop" => FragmentPolicy::Drop,
+                    other => {
+                        v.problem(
+                        Some(spanned.span()),
+                        "fragments.policy",
+                        format!("{other:?} is not a policy; use \"pass\", \"rate-limit\" or \"drop\""),
+                    );
+                        d.fragments.policy
+                    }
+                }
+            }
+        };
+        let fragment_limit = v.limit(
+            Some(&RawLimit {
+                pps: fragments.pps,
+                burst: fragments.burst,
+                bps: None,
+                burst_bytes: None,
+            }),
+            "fragments",
+            d.fragments.limit,
+        );
+
+        let mut trusted = Vec::new();
+        for entry in reflection.trusted.iter().flatten() {
+            match entry.get_ref().parse::<Cidr>() {
+                Ok(cidr) if trusted.contains(&cidr) => v.problem(
+                    Some(entry.span()),
+                    "reflection.trusted",
+                    format!("{cidr} is listed twice"),
+                ),
+                Ok(cidr) => trusted.push(cidr),
+                Err(error) => {
+                    v.problem(Some(entry.span()), "reflection.trusted", error.to_string())
+                }
+            }
+        }
+        if trusted.len() > MAX_TRUSTED_PER_SLOT as usize {
+            v.problem(
+                None,
+                "reflection.trusted",
+                format!(
+                    "{} prefixes listed; at most {MAX_TRUSTED_PER_SLOT} fit (list covering \
+                     prefixes instead)",
+                    trusted.len()
+                ),
+            );
+        }
+
+        let class_limits = |v: &mut Validator,
+                            raw: Option<&RawClassLimits>,
+                            scope: &str,
+                            defaults: [Limit; CLASS_COUNT]| {
+            let raw = raw.map(|r| {
+                [
+                    r.syn.as_ref(),
+                    r.udp.as_ref(),
+                    r.icmp.as_ref(),
+                    r.other.as_ref(),
+                ]
+            });
+            let mut out = defaults;
+            for class in Class::ALL {
+                let raw_limit = raw.and_then(|r| r[class as usize]);
+                out[class as usize] = v.limit(
+                    raw_limit,
+                    &format!("limits.{scope}.{}", class.label()),
+                    defaults[class as usize],
+                );
+            }
+            out
+        };
+
+        let syn_cookies = match &raw.syn_cookies {
+            None => d.syn_cookies,
+            Some(spanned) => SynCookies::parse(spanned.get_ref()).unwrap_or_else(|| {
+                v.problem(
+                    Some(spanned.span()),
+                    "syn_cookies",
+                    format!(
+                        "{:?} is not a mode; use \"auto\", \"always\" or \"off\"",
+                        spanned.get_ref()
+                    ),
+                );
+                d.syn_cookies
+            }),
+        };
+
+        let config = Config {
+            mode: raw.mode.unwrap_or(d.mode),
+            dry_run: raw.dry_run.unwrap_or(d.dry_run),
+            allow_capacity: capacity(
+                &mut v,
+                &raw.allow_capacity,
+                "allow_capacity",
+                d.allow_capacity,
+            ),
+            deny_capacity: capacity(&mut v, &raw.deny_capacity, "deny_capacity", d.deny_capacity),
+            max_tracked_sources: capacity(
+                &mut v,
+                &raw.max_tracked_sources,
+                "max_tracked_sources",
+                d.max_tracked_sources,
+            ),
+            max_bans: capacity(&mut v, &raw.max_bans, "max_bans", d.max_bans),
+            sample_every: v.int(
+                &raw.sample_every,
+                "sample_every",
+                0..i64::from(u32::MAX) + 1,
+                u64::from(d.sample_every),
+            ) as u32,
+            syn_cookies,
+            require_sockets: raw.require_sockets.unwrap_or(d.require_sockets),
+            ports: PortPolicy {
+                tcp: v.ports(&ports.tcp, "ports.tcp"),
+                udp: v.ports(&ports.udp, "ports.udp"),
+            },
+            fragments: FragmentConfig {
+                policy: fragment_policy,
+                limit: fragment_limit,
+            },
+            reflection: ReflectionConfig {
+                ports: v
+                    .ports(&reflection.ports, "reflection.ports")
+                    .unwrap_or(d.reflection.ports),
+                trusted,
+                resolv_conf: match reflection.resolv_conf {
+                    None => d.reflection.resolv_conf,
+                    Some(path) if path.is_empty() => None,
+                    Some(path) => Some(PathBuf::from(path)),
+                },
+                trust_system_ntp: reflection
+                    .trust_system_ntp
+                    .unwrap_or(d.reflection.trust_system_ntp),
+            },
+            bans: BanConfig {
+                after_strikes: v.int(
+                    &bans.after_strikes,
+                    "bans.after_strikes",
+                    0..1_000_000_001,
+                    u64::from(d.bans.after_strikes),
+                ) as u32,
+                strike_window: v.duration(
+                    &bans.strike_window,
+                    "bans.strike_window",
+                    d.bans.strike_window,
+                ),
+                base: v.duration(&bans.base, "bans.base", d.bans.base),
+                max: v.duration(&bans.max, "bans.max", d.bans.max),
+                ipv6_prefix: v.int(
+                    &bans.ipv6_prefix,
+                    "bans.ipv6_prefix",
+                    1..129,
+                    u64::from(d.bans.ipv6_prefix),
+                ) as u32,
+                forget_after: v.duration(
+                    &bans.forget_after,
+                    "bans.forget_after",
+                    d.bans.forget_after,
+                ),
+            },
+            limits: Limits {
+                source: class_limits(&mut v, limits.source.as_ref(), "source", d.limits.source),
+                aggregate: class_limits(
+                    &mut v,
+                    limits.aggregate.as_ref(),
+                    "aggregate",
+                    d.limits.aggregate,
+                ),
+            },
+        };
+        if config.bans.max < config.bans.base {
+            let span = bans.max.as_ref().or(bans.base.as_ref()).map(Spanned::span);
+            v.problem(
+                span,
+                "bans.max",
+                "must not be shorter than bans.base".into(),
+            );
+        }
+        if v.problems.is_empty() {
+            Ok(config)
+        } else {
+            v.problems.sort_by_key(|problem| problem.line);
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: v.problems,
+            })
+        }
+    }
+}
