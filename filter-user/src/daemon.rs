@@ -156,6 +156,29 @@ async fn serve(
         *mode = filter.mode().name().to_string();
     }
     let iface = filter.iface().to_string();
+    if !filter.taken_over() {
+        match state::restore(&iface, &args.state_dir) {
+            Ok(restored) if restored != state::Restored::default() => info!(
+                "restored iface={iface} allow={} deny={} bans={}",
+                restored.allow, restored.deny, restored.bans
+            ),
+            Ok(_) => {}
+            Err(err) => {
+                error!("restoring the saved lists and bans failed iface={iface} error=\"{err}\"")
+            }
+        }
+    }
+    // The tables counted once before anything reports the filter attached, so the first
+    // scrape already has every metric (the housekeeping task counts them again each tick).
+    if let Some((tracked, in_force)) = metrics::count_tables(filter.pins()) {
+        state.tracked_sources.store(tracked, Ordering::Relaxed);
+        state
+            .banned_sources
+            .store(in_force.len() as u64, Ordering::Relaxed);
+        state.tables_counted.store(true, Ordering::Relaxed);
+    }
+    // Logged once the lists and bans are back and the tables counted: from here on the
+    // filter protects with everything it had.
     info!(
         "attached iface={iface} mode={} dry_run={} trusted={} pins={} metrics={}",
         filter.mode().name(),
@@ -172,18 +195,6 @@ async fn serve(
         )))
     });
 
-    if !filter.taken_over() {
-        match state::restore(&iface, &args.state_dir) {
-            Ok(restored) if restored != state::Restored::default() => info!(
-                "restored iface={iface} allow={} deny={} bans={}",
-                restored.allow, restored.deny, restored.bans
-            ),
-            Ok(_) => {}
-            Err(err) => {
-                error!("restoring the saved lists and bans failed iface={iface} error=\"{err}\"")
-            }
-        }
-    }
     let mut ring = open_ring(&filter)?;
     let mut debug_log = if args.debug_log {
         Some(open_debug_log(&mut filter)?)
