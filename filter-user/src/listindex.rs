@@ -10,7 +10,7 @@
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
     ptr::NonNull,
-    sync::atomic::{AtomicU8, Ordering},
+    sync::atomic::{AtomicU8, AtomicU64, Ordering},
 };
 
 use aya::maps::{Map, MapData, MapError, lpm_trie::LpmTrie};
@@ -90,8 +90,15 @@ impl ListIndex {
         match cidr {
             Cidr::V4 { addr, prefix } => {
                 let (first, count) = listindex::v4_span(addr, *prefix);
-                for index in first..first + count {
-                    self.bump(index, side, add);
+                if first % 8 == 0 && count % 8 == 0 {
+                    // A /21 or wider: whole words, one compare-and-swap per eight bytes.
+                    for word in first / 8..(first + count) / 8 {
+                        self.bump_word(word, side, add);
+                    }
+                } else {
+                    for index in first..first + count {
+                        self.bump(index, side, add);
+                    }
                 }
             }
             Cidr::V6 { addr, prefix } => self.bump(listindex::v6_entry(addr, *prefix), side, add),
@@ -107,6 +114,24 @@ impl ListIndex {
         assert!(index < INDEX_BYTES, "list index byte {index} out of range");
         // SAFETY: in bounds (checked above) of a live mapping; AtomicU8 has u8's layout.
         unsafe { &*self.base.as_ptr().add(index as usize).cast::<AtomicU8>() }
+    }
+
+    fn bump_word(&self, word: u32, side: Side, add: bool) {
+        assert!(
+            word < INDEX_BYTES / 8,
+            "list index word {word} out of range"
+        );
+        // SAFETY: in bounds (checked above) of a live, page-aligned mapping, so the word is
+        // 8-byte aligned; AtomicU64 has u64's layout.
+        let cell = unsafe { &*self.base.as_ptr().cast::<AtomicU64>().add(word as usize) };
+        // Never fails: the closure always returns a value.
+        let _ = cell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |value| {
+            let mut bytes = value.to_le_bytes();
+            for byte in &mut bytes {
+                *byte = listindex::bumped(*byte, side, add);
+            }
+            Some(u64::from_le_bytes(bytes))
+        });
     }
 
     fn bump(&self, index: u32, side: Side, add: bool) {
@@ -191,5 +216,59 @@ impl Drop for ListIndex {
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), INDEX_BYTES as usize);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An anonymous mapping the size of the index, standing in for the kernel's.
+    fn scratch_index() -> ListIndex {
+        // SAFETY: a fresh private anonymous mapping; nothing else aliases it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                INDEX_BYTES as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(
+            base,
+            libc::MAP_FAILED,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        ListIndex {
+            base: NonNull::new(base.cast::<u8>()).expect("a mapping"),
+        }
+    }
+
+    #[test]
+    fn wide_and_narrow_entries_mark_the_same_bytes_either_way() {
+        let index = scratch_index();
+        let cidr = |text: &str| -> Cidr { text.parse().expect("valid") };
+        // Word-wise (a /16: 256 /24s) and byte-wise (a /22: 4 /24s) marks, then removals.
+        index.note(Side::Deny, &cidr("10.1.0.0/16"), true);
+        index.note(Side::Deny, &cidr("10.1.4.0/22"), true);
+        index.note(Side::Allow, &cidr("10.1.5.9/32"), true);
+        let byte = |a, b, c| index.byte(listindex::v4_index(&[a, b, c, 0]));
+        assert_eq!(byte(10, 1, 0), 0x10);
+        assert_eq!(byte(10, 1, 255), 0x10);
+        assert_eq!(byte(10, 1, 4), 0x20);
+        assert_eq!(byte(10, 1, 5), 0x21);
+        assert_eq!(byte(10, 2, 0), 0);
+        assert_eq!(byte(10, 0, 255), 0);
+        index.note(Side::Deny, &cidr("10.1.0.0/16"), false);
+        assert_eq!(byte(10, 1, 0), 0);
+        assert_eq!(byte(10, 1, 5), 0x11);
+        // /0 marks every /24, word by word.
+        index.note(Side::Deny, &cidr("0.0.0.0/0"), true);
+        assert_eq!(byte(0, 0, 0), 0x10);
+        assert_eq!(byte(255, 255, 255), 0x10);
+        assert_eq!(byte(10, 1, 5), 0x21);
     }
 }
