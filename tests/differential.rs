@@ -36,7 +36,10 @@ use std::{
     time::Instant,
 };
 
-use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues};
+use aya::maps::{
+    Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues,
+    lpm_trie::{Key, LpmTrie},
+};
 use etherparse::{
     Ipv6ExtensionSlice, NetSlice, SlicedPacket, TcpHeaderSlice, UdpHeaderSlice, ip_number,
 };
@@ -45,11 +48,11 @@ use filter_common::{
     classify::class_of,
     classify::tcp_flags::{ACK, FIN, PSH, RST, SYN},
     counter_index,
-    lists::{SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
+    lists::{ListValue, SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
     maps::{
         AGGREGATE, AGGREGATE_SLOTS, ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, COUNTERS,
-        DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES, DENY_V4, DENY_V6, PORTS, SOURCES, TRUSTED_V4,
-        TRUSTED_V6, VERIFIED,
+        DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES, DENY_V4, DENY_V6, LIST_INDEX, PORTS, SOURCES,
+        TRUSTED_V4, TRUSTED_V6, VERIFIED,
     },
     ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
     rate::{Buckets, Limit, Pace, RateState},
@@ -189,6 +192,53 @@ struct Step {
     payload_len: usize,
     copies: u32,
     spacing_ns: u64,
+    /// VLAN tags in front of the frame's EtherType.
+    encap: Encap,
+    /// An IPv6 hop-by-hop options header before the rest (IPv6 frames only).
+    hop_by_hop: bool,
+}
+
+/// The tags a frame carries.
+#[derive(Clone, Copy, Debug)]
+enum Encap {
+    /// None.
+    Plain,
+    /// One 802.1Q tag.
+    Vlan,
+    /// An 802.1ad tag, then an 802.1Q tag.
+    QinQ,
+}
+
+/// Which allow and deny entries a sequence runs with, beyond the ones every sequence has.
+#[derive(Clone, Copy, Debug)]
+enum ListSet {
+    /// Only the shared ones ([`LISTS`]).
+    Plain,
+    /// Nested prefixes: 192.0.2.0/24 denied with 192.0.2.2 allowed inside it, 2001:db8::/32
+    /// denied with the /64 of the two IPv6 hosts allowed inside it.
+    Nested,
+    /// Everything denied (0.0.0.0/0 and ::/0) but 192.0.2.1 and the allowed /48.
+    Everything,
+}
+
+impl ListSet {
+    /// The entries beyond [`LISTS`]: (allow, prefix).
+    fn extra(self) -> &'static [(bool, &'static str)] {
+        match self {
+            ListSet::Plain => &[],
+            ListSet::Nested => &[
+                (false, "192.0.2.0/24"),
+                (true, "192.0.2.2/32"),
+                (false, "2001:db8::/32"),
+                (true, "2001:db8:0:1::/64"),
+            ],
+            ListSet::Everything => &[
+                (false, "0.0.0.0/0"),
+                (false, "::/0"),
+                (true, "192.0.2.1/32"),
+            ],
+        }
+    }
 }
 
 /// One generated sequence and the settings it runs under.
@@ -206,6 +256,8 @@ struct Case {
     /// begin refusing; later starts find them full.
     start_ns: u64,
     steps: Vec<Step>,
+    /// Allow and deny entries beyond the shared ones.
+    lists: ListSet,
 }
 
 fn kind() -> impl Strategy<Value = Kind> {
@@ -275,19 +327,29 @@ fn step() -> impl Strategy<Value = Step> {
         select(vec![0, NS_PER_MS, 40 * NS_PER_MS]),
     );
     let advance_ns = prop_oneof![1 => Just(0u64), 4 => 0u64..=300 * NS_PER_MS];
+    let encap = prop_oneof![
+        6 => Just(Encap::Plain),
+        1 => Just(Encap::Vlan),
+        1 => Just(Encap::QinQ),
+    ];
     (
         advance_ns,
         prop_oneof![5 => burst, 1 => flood],
         0usize..=1200,
+        (encap, prop::bool::weighted(0.2)),
     )
         .prop_map(
-            |(advance_ns, (source, kind, copies, spacing_ns), payload_len)| Step {
-                advance_ns,
-                source,
-                kind,
-                payload_len,
-                copies,
-                spacing_ns,
+            |(advance_ns, (source, kind, copies, spacing_ns), payload_len, (encap, hop_by_hop))| {
+                Step {
+                    advance_ns,
+                    source,
+                    kind,
+                    payload_len,
+                    copies,
+                    spacing_ns,
+                    encap,
+                    hop_by_hop,
+                }
             },
         )
 }
@@ -312,12 +374,18 @@ fn case() -> impl Strategy<Value = Case> {
         ban_after_strikes,
         verified,
     );
+    let lists = prop_oneof![
+        4 => Just(ListSet::Plain),
+        1 => Just(ListSet::Nested),
+        1 => Just(ListSet::Everything),
+    ];
     (
         settings,
         start_ns,
         prop::collection::vec(step(), 1..=MAX_STEPS),
+        lists,
     )
-        .prop_map(|(settings, start_ns, steps)| {
+        .prop_map(|(settings, start_ns, steps, lists)| {
             let (dry_run, fragment_policy, v6_source_prefix, ban_after_strikes, verified) =
                 settings;
             Case {
@@ -328,6 +396,7 @@ fn case() -> impl Strategy<Value = Case> {
                 verified,
                 start_ns,
                 steps,
+                lists,
             }
         })
 }
@@ -384,8 +453,31 @@ const PORT_FLAGS: [(u16, u8); 3] = [
     (443, PORT_TCP_OPEN | PORT_UDP_OPEN),
 ];
 
-/// The frame of a step's copy `copy`.
+/// The frame of a step's copy `copy`, with its tags and IPv6 hop-by-hop header.
 fn frame_of(step: &Step, copy: u32) -> Vec<u8> {
+    let mut frame = bare_frame_of(step, copy);
+    // An IPv6 frame (EtherType 0x86dd, not yet tagged): a hop-by-hop header of 8 bytes (one
+    // PadN option) goes first after the IPv6 header, which now names it and counts it.
+    if step.hop_by_hop && frame[12..14] == [0x86, 0xdd] {
+        let ip = 14;
+        let next = frame[ip + 6];
+        frame[ip + 6] = 0; // hop-by-hop options
+        let payload_len = u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]) + 8;
+        frame[ip + 4..ip + 6].copy_from_slice(&payload_len.to_be_bytes());
+        let header = [next, 0, 1, 4, 0, 0, 0, 0];
+        frame.splice(ip + 40..ip + 40, header);
+    }
+    let tags: &[u8] = match step.encap {
+        Encap::Plain => &[],
+        Encap::Vlan => &[0x81, 0x00, 0x00, 0x0a],
+        Encap::QinQ => &[0x88, 0xa8, 0x00, 0x0b, 0x81, 0x00, 0x00, 0x0a],
+    };
+    frame.splice(12..12, tags.iter().copied());
+    frame
+}
+
+/// The frame of a step's copy `copy`, untagged and without extension headers of its own.
+fn bare_frame_of(step: &Step, copy: u32) -> Vec<u8> {
     let source = step.source.addr(copy);
     let payload = frames::payload_of(step.payload_len);
     let is_v4 = source.is_ipv4();
@@ -710,7 +802,17 @@ fn verified_entry(case: &Case) -> Option<(SourceKey, u64)> {
     Some((key, case.start_ns + lasts_ns))
 }
 
-/// A fresh model for `case`, with the lists and ports of [`load_kernel`].
+/// The allow or deny maps of a list.
+fn list_maps(allow: bool) -> (&'static str, &'static str) {
+    if allow {
+        (ALLOW_V4, ALLOW_V6)
+    } else {
+        (DENY_V4, DENY_V6)
+    }
+}
+
+/// A fresh model for `case`, with the lists and ports of [`load_kernel`] and the case's own
+/// entries.
 fn configure_model(case: &Case) -> Model {
     let mut model = Model::new(settings(case));
     model.verified.extend(verified_entry(case));
@@ -721,6 +823,13 @@ fn configure_model(case: &Case) -> Model {
     model.allow.insert(allow);
     model.deny.insert(deny);
     model.trusted.insert(trusted);
+    for &(allow, text) in case.lists.extra() {
+        if allow {
+            model.allow.insert(cidr(text));
+        } else {
+            model.deny.insert(cidr(text));
+        }
+    }
     model
 }
 
@@ -808,6 +917,22 @@ fn check(
 ) -> Result<(), TestCaseError> {
     let mut kernel = kernel.borrow_mut();
     kernel.reset();
+    for &(allow, text) in case.lists.extra() {
+        kernel.list(list_maps(allow), cidr(text));
+    }
+    // The case's own entries come off again whatever the outcome, so the next case starts
+    // from the shared lists.
+    let result = run_case(&mut kernel, case, coverage);
+    unlist(&mut kernel, case.lists);
+    result
+}
+
+/// Runs one sequence, its lists in place, through the kernel and the model and compares them.
+fn run_case(
+    kernel: &mut Kernel,
+    case: &Case,
+    coverage: &RefCell<Coverage>,
+) -> Result<(), TestCaseError> {
     if let Some((key, until_ns)) = verified_entry(case) {
         kernel.verify(key, until_ns);
     }
@@ -883,6 +1008,34 @@ fn check(
         now_ns
     );
     Ok(())
+}
+
+/// Takes the entries `lists` added off the kernel's lists again, counts lowered after.
+fn unlist(kernel: &mut Kernel, lists: ListSet) {
+    for &(allow, text) in lists.extra() {
+        let (v4, v6) = list_maps(allow);
+        let entry = cidr(text);
+        match entry {
+            Cidr::V4 { addr, prefix } => {
+                LpmTrie::<_, [u8; 4], ListValue>::try_from(kernel.map_mut(v4))
+                    .unwrap_or_else(|error| panic!("{v4} is not an LPM trie: {error}"))
+                    .remove(&Key::new(prefix, addr))
+            }
+            Cidr::V6 { addr, prefix } => {
+                LpmTrie::<_, [u8; 16], ListValue>::try_from(kernel.map_mut(v6))
+                    .unwrap_or_else(|error| panic!("{v6} is not an LPM trie: {error}"))
+                    .remove(&Key::new(prefix, addr))
+            }
+        }
+        .unwrap_or_else(|error| panic!("removing {text}: {error}"));
+        let index = moat::listindex::ListIndex::of_map(kernel.map(LIST_INDEX))
+            .unwrap_or_else(|error| panic!("mapping the list index: {error}"));
+        index.note(
+            moat::listindex::side_of(v4).expect("an allow or deny map"),
+            &entry,
+            false,
+        );
+    }
 }
 
 #[test]
