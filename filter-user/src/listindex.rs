@@ -126,11 +126,7 @@ impl ListIndex {
         let cell = unsafe { &*self.base.as_ptr().cast::<AtomicU64>().add(word as usize) };
         // Never fails: the closure always returns a value.
         let _ = cell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |value| {
-            let mut bytes = value.to_le_bytes();
-            for byte in &mut bytes {
-                *byte = listindex::bumped(*byte, side, add);
-            }
-            Some(u64::from_le_bytes(bytes))
+            Some(listindex::bumped_word(value, side, add))
         });
     }
 
