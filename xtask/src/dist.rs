@@ -374,6 +374,7 @@ fn check_package(package: &Package) -> Result<()> {
         package.version
     );
     check_config(&binary, &root.join(CONFIG), &check_dir)?;
+    check_daemon_only(&binary)?;
     check_man_page(&root.join(MAN_PAGE))?;
     exec(
         Command::new("bash")
@@ -509,6 +510,30 @@ fn check_config(binary: &Path, config: &Path, scratch: &Path) -> Result<()> {
              /dev/null`"
         );
     }
+    Ok(())
+}
+
+/// Programs only the lab and the bench load; the shipped binary must carry none of them.
+const NOT_SHIPPED: &[&str] = &["moat_flood", "moat_floor", "moat_parse_count"];
+
+/// Checks that the packaged binary holds only the daemon: none of the lab's or the bench's XDP
+/// objects (their program names would appear in it), and no `lab` command.
+fn check_daemon_only(binary: &Path) -> Result<()> {
+    let bytes = std::fs::read(binary)
+        .with_context(|| format!("reading the packaged binary {}", binary.display()))?;
+    for name in NOT_SHIPPED {
+        ensure!(
+            !bytes
+                .windows(name.len())
+                .any(|window| window == name.as_bytes()),
+            "the packaged moat contains {name}, a program of the lab or the bench; it must hold              only the daemon"
+        );
+    }
+    let help = stdout_of(Command::new(binary).arg("--help"))?;
+    ensure!(
+        !help.lines().any(|line| line.trim_start().starts_with("lab ")),
+        "the packaged moat still has a `lab` command: {help}"
+    );
     Ok(())
 }
 
