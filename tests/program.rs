@@ -130,6 +130,14 @@ impl Filter {
 
     /// Takes `cidr` off a list, then lowers its index counts.
     fn unlist(&mut self, allow: bool, cidr: &str) {
+        self.unlist_unindexed(allow, cidr);
+        let parsed: moat::cidr::Cidr = cidr.parse().expect("test CIDRs are valid");
+        let side = moat::listindex::side_of(list_maps(allow).0).expect("a list map");
+        self.index().note(side, &parsed, false);
+    }
+
+    /// Takes `cidr` off a list's trie alone, leaving the list index as it is.
+    fn unlist_unindexed(&mut self, allow: bool, cidr: &str) {
         let parsed: moat::cidr::Cidr = cidr.parse().expect("test CIDRs are valid");
         let (v4, v6) = list_maps(allow);
         match parsed {
@@ -146,8 +154,6 @@ impl Filter {
                     .expect("remove v6 prefix");
             }
         }
-        let side = moat::listindex::side_of(v4).expect("a list map");
-        self.index().note(side, &parsed, false);
     }
 
     /// Inserts `cidr` into a list's trie alone, leaving the list index as it is.
@@ -1066,12 +1072,30 @@ fn the_list_index_gates_every_trie_walk_and_never_hides_an_entry() {
     let v6 = Packet::ipv6(Transport::Udp).build();
     // An entry the index does not count is never looked for: the program walks a trie only
     // where the index marks the source (this is what makes a miss cheap).
+    // First with no entries counted at all (the family's entry count gates the index), then
+    // with an indexed entry elsewhere in each family (the source's own bytes gate the walks).
     filter.list_unindexed(false, "192.0.2.0/24");
     filter.list_unindexed(false, "2001:db8::/64");
+    filter.assert_verdict(
+        "no v4 entries counted",
+        &v4.bytes,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    filter.assert_verdict(
+        "no v6 entries counted",
+        &v6.bytes,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    filter.list(false, "198.51.100.0/24");
+    filter.list(false, "2001:db8:5::/48");
     filter.assert_verdict("unindexed v4 entry", &v4.bytes, Verdict::Pass, Reason::Pass);
     filter.assert_verdict("unindexed v6 entry", &v6.bytes, Verdict::Pass, Reason::Pass);
-    filter.unlist(false, "192.0.2.0/24");
-    filter.unlist(false, "2001:db8::/64");
+    filter.unlist_unindexed(false, "192.0.2.0/24");
+    filter.unlist_unindexed(false, "2001:db8::/64");
+    filter.unlist(false, "198.51.100.0/24");
+    filter.unlist(false, "2001:db8:5::/48");
 
     // Each IPv6 length marks its own byte (/48 bucket, /32 bucket, wide byte), and each is
     // found, alone, then gone once removed.

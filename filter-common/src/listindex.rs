@@ -26,8 +26,24 @@
 pub const INDEX_BYTES: u32 = 1 << 25;
 
 /// `u64` words in `LIST_INDEX` (the kernel stores array values in 8-byte slots, so the index is
-/// an array of words; byte `i` is byte `i % 8` of word `i / 8`, little-endian).
-pub const INDEX_WORDS: u32 = INDEX_BYTES / 8;
+/// an array of words; byte `i` is byte `i % 8` of word `i / 8`, little-endian), and one more:
+/// [`ENTRIES_WORD`].
+pub const INDEX_WORDS: u32 = INDEX_BYTES / 8 + 1;
+
+/// The word after the bytes: how many allow and deny entries each family has, IPv4 in the low
+/// half and IPv6 in the high half. A family with none skips its index bytes altogether, so a
+/// flood from random sources costs no cache miss on them while that family's lists are empty.
+pub const ENTRIES_WORD: u32 = INDEX_BYTES / 8;
+
+/// Whether [`ENTRIES_WORD`]'s value says the family (`ipv6` or not) has list entries.
+#[inline(always)]
+pub const fn has_entries(entries: u64, ipv6: bool) -> bool {
+    if ipv6 {
+        entries >> 32 != 0
+    } else {
+        entries & 0xffff_ffff != 0
+    }
+}
 
 /// First byte of the IPv6 region: the wide byte, marked by IPv6 entries shorter than
 /// [`V6_SHORT_BITS`].

@@ -15,7 +15,7 @@ use std::{
 
 use aya::maps::{Map, MapData, MapError, lpm_trie::LpmTrie};
 use filter_common::{
-    listindex::{self, INDEX_BYTES, Side},
+    listindex::{self, INDEX_BYTES, INDEX_WORDS, Side},
     lists::{ListValue, V4Key, V6Key},
     maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, LIST_INDEX},
 };
@@ -62,7 +62,7 @@ impl ListIndex {
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                INDEX_BYTES as usize,
+                INDEX_WORDS as usize * 8,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 fd,
@@ -85,8 +85,13 @@ impl ListIndex {
         }
     }
 
-    /// Raises (`add`) or lowers `side`'s count on every byte `cidr` marks.
+    /// Raises (`add`) or lowers `side`'s count on every byte `cidr` marks, and its family's
+    /// entry count. Raising comes before the entry is inserted, lowering after it is deleted.
     pub fn note(&self, side: Side, cidr: &Cidr, add: bool) {
+        let ipv6 = matches!(cidr, Cidr::V6 { .. });
+        if add {
+            self.count_entry(ipv6, true);
+        }
         match cidr {
             Cidr::V4 { addr, prefix } => {
                 let (first, count) = listindex::v4_span(addr, *prefix);
@@ -103,6 +108,46 @@ impl ListIndex {
             }
             Cidr::V6 { addr, prefix } => self.bump(listindex::v6_entry(addr, *prefix), side, add),
         }
+        if !add {
+            self.count_entry(ipv6, false);
+        }
+    }
+
+    /// Raises or lowers one family's entry count, each half saturating on its own (an unpaired
+    /// removal leaves zero, never a wrapped count or a borrow from the other family).
+    fn count_entry(&self, ipv6: bool, add: bool) {
+        let shift = if ipv6 { 32 } else { 0 };
+        // Never fails: the closure always returns a value.
+        let _ = self.word(listindex::ENTRIES_WORD).fetch_update(
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+            |value| {
+                let count = (value >> shift) as u32;
+                let count = if add {
+                    count.saturating_add(1)
+                } else {
+                    count.saturating_sub(1)
+                };
+                Some((value & !(0xffff_ffff_u64 << shift)) | (u64::from(count) << shift))
+            },
+        );
+    }
+
+    /// The entries counted in the family of `ipv6`.
+    pub fn entries(&self, ipv6: bool) -> u32 {
+        let value = self.word(listindex::ENTRIES_WORD).load(Ordering::Relaxed);
+        if ipv6 {
+            (value >> 32) as u32
+        } else {
+            value as u32
+        }
+    }
+
+    fn word(&self, word: u32) -> &AtomicU64 {
+        assert!(word < INDEX_WORDS, "list index word {word} out of range");
+        // SAFETY: in bounds (checked above) of a live, page-aligned mapping, so the word is
+        // 8-byte aligned; AtomicU64 has u64's layout.
+        unsafe { &*self.base.as_ptr().cast::<AtomicU64>().add(word as usize) }
     }
 
     /// Byte `index`, as the program reads it.
@@ -121,9 +166,7 @@ impl ListIndex {
             word < INDEX_BYTES / 8,
             "list index word {word} out of range"
         );
-        // SAFETY: in bounds (checked above) of a live, page-aligned mapping, so the word is
-        // 8-byte aligned; AtomicU64 has u64's layout.
-        let cell = unsafe { &*self.base.as_ptr().cast::<AtomicU64>().add(word as usize) };
+        let cell = self.word(word);
         // Never fails: the closure always returns a value.
         let _ = cell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |value| {
             Some(listindex::bumped_word(value, side, add))
@@ -210,7 +253,7 @@ impl Drop for ListIndex {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping `of` made; no reference into it outlives `self`.
         unsafe {
-            libc::munmap(self.base.as_ptr().cast(), INDEX_BYTES as usize);
+            libc::munmap(self.base.as_ptr().cast(), INDEX_WORDS as usize * 8);
         }
     }
 }
@@ -225,7 +268,7 @@ mod tests {
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                INDEX_BYTES as usize,
+                INDEX_WORDS as usize * 8,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
@@ -252,6 +295,7 @@ mod tests {
         index.note(Side::Deny, &cidr("10.1.4.0/22"), true);
         index.note(Side::Allow, &cidr("10.1.5.9/32"), true);
         let byte = |a, b, c| index.byte(listindex::v4_index(&[a, b, c, 0]));
+        assert_eq!((index.entries(false), index.entries(true)), (3, 0));
         assert_eq!(byte(10, 1, 0), 0x10);
         assert_eq!(byte(10, 1, 255), 0x10);
         assert_eq!(byte(10, 1, 4), 0x20);
@@ -259,6 +303,12 @@ mod tests {
         assert_eq!(byte(10, 2, 0), 0);
         assert_eq!(byte(10, 0, 255), 0);
         index.note(Side::Deny, &cidr("10.1.0.0/16"), false);
+        index.note(Side::Allow, &cidr("2001:db8::/32"), true);
+        assert_eq!((index.entries(false), index.entries(true)), (2, 1));
+        // An unpaired removal leaves the other family's count alone.
+        index.note(Side::Deny, &cidr("2001:db8:1::/48"), false);
+        index.note(Side::Deny, &cidr("2001:db8:1::/48"), false);
+        assert_eq!((index.entries(false), index.entries(true)), (2, 0));
         assert_eq!(byte(10, 1, 0), 0);
         assert_eq!(byte(10, 1, 5), 0x11);
         // /0 marks every /24, word by word.

@@ -531,7 +531,9 @@ fn check_daemon_only(binary: &Path) -> Result<()> {
     }
     let help = stdout_of(Command::new(binary).arg("--help"))?;
     ensure!(
-        !help.lines().any(|line| line.trim_start().starts_with("lab ")),
+        !help
+            .lines()
+            .any(|line| line.trim_start().starts_with("lab ")),
         "the packaged moat still has a `lab` command: {help}"
     );
     Ok(())

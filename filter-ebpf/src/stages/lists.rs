@@ -2,7 +2,8 @@
 //! only when the list index says the source might be on it.
 //!
 //! Maps read: `LIST_INDEX`, `ALLOW_V4`/`ALLOW_V6`, `DENY_V4`/`DENY_V6`. Reasons: `Allowlist`
-//! (pass at once), `Denylist` (drop). Lookups per packet: one index word for IPv4 (three for
+//! (pass at once), `Denylist` (drop). Lookups per packet: the entries word (one cache line for
+//! every packet; a family without entries stops there), one index word for IPv4 (three for
 //! IPv6), then a trie walk per list whose count is not zero — none for a source on neither
 //! list's marked buckets.
 
@@ -18,7 +19,18 @@ use crate::maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, LIST_INDEX};
 /// Decides `Allowlist` or `Denylist` if the source is on a list.
 #[inline(always)]
 pub fn check(packet: &Packet) -> Option<Reason> {
-    if packet.ip_version == 4 {
+    let ipv6 = packet.ip_version != 4;
+    // A family with no entries at all skips its index bytes (and their cache misses).
+    let entries = match LIST_INDEX.get_ptr(listindex::ENTRIES_WORD) {
+        // SAFETY: a pointer to a map value from a successful lookup; userspace updates it
+        // through its mapping at any time, so it is read once, volatile.
+        Some(word) => unsafe { core::ptr::read_volatile(word) },
+        None => u64::MAX,
+    };
+    if !listindex::has_entries(entries, ipv6) {
+        return None;
+    }
+    if !ipv6 {
         let mut addr: V4Key = [0; 4];
         addr.copy_from_slice(&packet.src_addr_be[..4]);
         let marks = index_byte(listindex::v4_index(&addr));
