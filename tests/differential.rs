@@ -36,10 +36,7 @@ use std::{
     time::Instant,
 };
 
-use aya::maps::{
-    Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues,
-    lpm_trie::{Key, LpmTrie},
-};
+use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues};
 use etherparse::{
     Ipv6ExtensionSlice, NetSlice, SlicedPacket, TcpHeaderSlice, UdpHeaderSlice, ip_number,
 };
@@ -48,11 +45,11 @@ use filter_common::{
     classify::class_of,
     classify::tcp_flags::{ACK, FIN, PSH, RST, SYN},
     counter_index,
-    lists::{ListValue, SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
+    lists::{SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
     maps::{
         AGGREGATE, AGGREGATE_SLOTS, ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, COUNTERS,
-        DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES, DENY_V4, DENY_V6, LIST_INDEX, PORTS, SOURCES,
-        TRUSTED_V4, TRUSTED_V6, VERIFIED,
+        DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES, DENY_V4, DENY_V6, PORTS, SOURCES, TRUSTED_V4,
+        TRUSTED_V6, VERIFIED,
     },
     ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
     rate::{Buckets, Limit, Pace, RateState},
@@ -1013,28 +1010,7 @@ fn run_case(
 /// Takes the entries `lists` added off the kernel's lists again, counts lowered after.
 fn unlist(kernel: &mut Kernel, lists: ListSet) {
     for &(allow, text) in lists.extra() {
-        let (v4, v6) = list_maps(allow);
-        let entry = cidr(text);
-        match entry {
-            Cidr::V4 { addr, prefix } => {
-                LpmTrie::<_, [u8; 4], ListValue>::try_from(kernel.map_mut(v4))
-                    .unwrap_or_else(|error| panic!("{v4} is not an LPM trie: {error}"))
-                    .remove(&Key::new(prefix, addr))
-            }
-            Cidr::V6 { addr, prefix } => {
-                LpmTrie::<_, [u8; 16], ListValue>::try_from(kernel.map_mut(v6))
-                    .unwrap_or_else(|error| panic!("{v6} is not an LPM trie: {error}"))
-                    .remove(&Key::new(prefix, addr))
-            }
-        }
-        .unwrap_or_else(|error| panic!("removing {text}: {error}"));
-        let index = moat::listindex::ListIndex::of_map(kernel.map(LIST_INDEX))
-            .unwrap_or_else(|error| panic!("mapping the list index: {error}"));
-        index.note(
-            moat::listindex::side_of(v4).expect("an allow or deny map"),
-            &entry,
-            false,
-        );
+        kernel.loaded.unlist(list_maps(allow), cidr(text));
     }
 }
 

@@ -14,14 +14,10 @@ mod frames;
 )]
 mod support;
 
-use aya::maps::{
-    Array, PerCpuArray, RingBuf,
-    lpm_trie::{Key, LpmTrie},
-};
+use aya::maps::{Array, PerCpuArray, RingBuf};
 use etherparse::Ipv6Extensions;
 use filter_common::{
     COUNTER_SLOTS, Counter, Reason, Settings, Verdict, counter_index,
-    lists::{LIST_PRESENT, ListValue},
     maps::{
         ALL_MAPS, ALLOW_V4, ALLOW_V6, COUNTERS, DENY_V4, DENY_V6, LIST_INDEX, POLICY_SLOTS,
         SAMPLES, SETTINGS,
@@ -113,13 +109,10 @@ impl Filter {
             .unwrap_or_else(|error| panic!("writing {SETTINGS}[0]: {error}"));
     }
 
-    /// Puts `cidr` on the allowlist (`allow`) or the denylist through the filter-common types,
-    /// its list index counts raised first as every list writer does.
+    /// Puts `cidr` on the allowlist (`allow`) or the denylist, its list index counts raised
+    /// first as every list writer does.
     fn list(&mut self, allow: bool, cidr: &str) {
-        let parsed: moat::cidr::Cidr = cidr.parse().expect("test CIDRs are valid");
-        let (v4, _) = list_maps(allow);
-        moat::listindex::note_insert(&self.ebpf, v4, &parsed).expect("index the prefix");
-        self.list_unindexed(allow, cidr);
+        self.loaded.list(list_maps(allow), parse(cidr));
     }
 
     /// The list index of the loaded object.
@@ -130,52 +123,17 @@ impl Filter {
 
     /// Takes `cidr` off a list, then lowers its index counts.
     fn unlist(&mut self, allow: bool, cidr: &str) {
-        self.unlist_unindexed(allow, cidr);
-        let parsed: moat::cidr::Cidr = cidr.parse().expect("test CIDRs are valid");
-        let side = moat::listindex::side_of(list_maps(allow).0).expect("a list map");
-        self.index().note(side, &parsed, false);
+        self.loaded.unlist(list_maps(allow), parse(cidr));
     }
 
     /// Takes `cidr` off a list's trie alone, leaving the list index as it is.
     fn unlist_unindexed(&mut self, allow: bool, cidr: &str) {
-        let parsed: moat::cidr::Cidr = cidr.parse().expect("test CIDRs are valid");
-        let (v4, v6) = list_maps(allow);
-        match parsed {
-            moat::cidr::Cidr::V4 { addr, prefix } => {
-                LpmTrie::<_, [u8; 4], ListValue>::try_from(self.ebpf.map_mut(v4).expect("v4"))
-                    .expect("v4 list is an LPM trie")
-                    .remove(&Key::new(prefix, addr))
-                    .expect("remove v4 prefix");
-            }
-            moat::cidr::Cidr::V6 { addr, prefix } => {
-                LpmTrie::<_, [u8; 16], ListValue>::try_from(self.ebpf.map_mut(v6).expect("v6"))
-                    .expect("v6 list is an LPM trie")
-                    .remove(&Key::new(prefix, addr))
-                    .expect("remove v6 prefix");
-            }
-        }
+        self.loaded.unlist_unindexed(list_maps(allow), parse(cidr));
     }
 
     /// Inserts `cidr` into a list's trie alone, leaving the list index as it is.
     fn list_unindexed(&mut self, allow: bool, cidr: &str) {
-        let cidr: moat::cidr::Cidr = cidr.parse().expect("test CIDRs are valid");
-        let (v4, v6) = list_maps(allow);
-        match cidr {
-            moat::cidr::Cidr::V4 { addr, prefix } => {
-                let map = self.ebpf.map_mut(v4).expect("v4 list map");
-                LpmTrie::<_, [u8; 4], ListValue>::try_from(map)
-                    .expect("v4 list is an LPM trie")
-                    .insert(&Key::new(prefix, addr), LIST_PRESENT, 0)
-                    .expect("insert v4 prefix");
-            }
-            moat::cidr::Cidr::V6 { addr, prefix } => {
-                let map = self.ebpf.map_mut(v6).expect("v6 list map");
-                LpmTrie::<_, [u8; 16], ListValue>::try_from(map)
-                    .expect("v6 list is an LPM trie")
-                    .insert(&Key::new(prefix, addr), LIST_PRESENT, 0)
-                    .expect("insert v6 prefix");
-            }
-        }
+        self.loaded.list_unindexed(list_maps(allow), parse(cidr));
     }
 
     /// Runs `frame` and asserts the action that carries out `verdict`, and that exactly one
@@ -1053,6 +1011,11 @@ fn denylist_drops_by_longest_prefix_and_allowlist_wins() {
         Verdict::Pass,
         Reason::Allowlist,
     );
+}
+
+/// A test CIDR.
+fn parse(cidr: &str) -> moat::cidr::Cidr {
+    cidr.parse().expect("test CIDRs are valid")
 }
 
 /// The allow (`allow`) or deny tries, IPv4 then IPv6.

@@ -226,17 +226,13 @@ impl Filter {
         self.insert_prefix(ALLOW_V4, ALLOW_V6, cidr);
     }
 
-    /// Inserts `cidr` into the LPM trie of its family, `v4` or `v6`.
+    /// Inserts `cidr` into the LPM trie of its family, `v4` or `v6`, its list index counts
+    /// raised first.
     fn insert_prefix(&mut self, v4: &str, v6: &str, cidr: &str) {
         let parsed: moat::cidr::Cidr = cidr
             .parse()
             .unwrap_or_else(|error| panic!("test CIDR {cidr:?}: {error}"));
-        moat::listindex::note_insert(&self.ebpf, v4, &parsed)
-            .unwrap_or_else(|error| panic!("indexing {cidr}: {error}"));
-        match parsed {
-            moat::cidr::Cidr::V4 { addr, prefix } => self.insert_key(v4, prefix, addr),
-            moat::cidr::Cidr::V6 { addr, prefix } => self.insert_key(v6, prefix, addr),
-        }
+        self.loaded.list((v4, v6), parsed);
     }
 
     /// Writes `ban` under the `BANS` key of `addr`, taken as given (an IPv6 ban on a prefix is

@@ -16,7 +16,7 @@ use aya::{
 use filter_common::{
     COUNTER_SLOTS, Counter, Settings,
     lists::{LIST_PRESENT, ListValue},
-    maps::{COUNTERS, PROGRAM_NAME, SETTINGS},
+    maps::{COUNTERS, LIST_INDEX, PROGRAM_NAME, SETTINGS},
 };
 use moat::cidr::Cidr;
 
@@ -140,12 +140,36 @@ impl Loaded {
 
     /// Inserts `cidr` into `v4` or `v6` (an allow or deny trie, whose list index counts go up
     /// first as every list writer's do, or any other trie of plain address keys).
-    pub fn list(&mut self, (v4, v6): (&str, &str), cidr: Cidr) {
-        moat::listindex::note_insert(&self.ebpf, v4, &cidr)
+    pub fn list(&mut self, maps: (&str, &str), cidr: Cidr) {
+        moat::listindex::note_insert(&self.ebpf, maps.0, &cidr)
             .unwrap_or_else(|error| panic!("indexing {cidr}: {error}"));
+        self.list_unindexed(maps, cidr);
+    }
+
+    /// Inserts `cidr` into `v4` or `v6` alone, leaving the list index as it is.
+    pub fn list_unindexed(&mut self, (v4, v6): (&str, &str), cidr: Cidr) {
         match cidr {
             Cidr::V4 { addr, prefix } => self.insert_key(v4, prefix, addr),
             Cidr::V6 { addr, prefix } => self.insert_key(v6, prefix, addr),
+        }
+    }
+
+    /// Takes `cidr` off an allow or deny trie, then lowers its list index counts (the reverse
+    /// of [`Loaded::list`]).
+    pub fn unlist(&mut self, maps: (&str, &str), cidr: Cidr) {
+        self.unlist_unindexed(maps, cidr);
+        let side = moat::listindex::side_of(maps.0)
+            .unwrap_or_else(|| panic!("{} is not an allow or deny trie", maps.0));
+        moat::listindex::ListIndex::of_map(self.map(LIST_INDEX))
+            .unwrap_or_else(|error| panic!("mapping {LIST_INDEX}: {error}"))
+            .note(side, &cidr, false);
+    }
+
+    /// Takes `cidr` off `v4` or `v6` alone, leaving the list index as it is.
+    pub fn unlist_unindexed(&mut self, (v4, v6): (&str, &str), cidr: Cidr) {
+        match cidr {
+            Cidr::V4 { addr, prefix } => self.remove_key(v4, prefix, addr),
+            Cidr::V6 { addr, prefix } => self.remove_key(v6, prefix, addr),
         }
     }
 
@@ -156,6 +180,14 @@ impl Loaded {
             .unwrap_or_else(|error| panic!("{name} is not an LPM trie of {N}-byte keys: {error}"))
             .insert(&Key::new(prefix_len, key), LIST_PRESENT, 0)
             .unwrap_or_else(|error| panic!("inserting into {name}: {error}"));
+    }
+
+    /// Removes the entry `key` with an LPM prefix of `prefix_len` bits from the trie `name`.
+    pub fn remove_key<const N: usize>(&mut self, name: &str, prefix_len: u32, key: [u8; N]) {
+        LpmTrie::<_, [u8; N], ListValue>::try_from(self.map_mut(name))
+            .unwrap_or_else(|error| panic!("{name} is not an LPM trie of {N}-byte keys: {error}"))
+            .remove(&Key::new(prefix_len, key))
+            .unwrap_or_else(|error| panic!("removing from {name}: {error}"));
     }
 }
 
