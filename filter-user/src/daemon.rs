@@ -37,7 +37,7 @@ use crate::{
     cli::RunArgs,
     config::{Config, SynCookies, duration_ns},
     loader::{AttachRequest, Capacities, Filter, InstanceLock},
-    metrics::{self, DaemonState, MetricsServer},
+    metrics::{DaemonState, MetricsServer},
     notify::Notifier,
     pins::PinDir,
     policy::{self, Policy},
@@ -170,13 +170,7 @@ async fn serve(
     }
     // The tables counted once before anything reports the filter attached, so the first
     // scrape already has every metric (the housekeeping task counts them again each tick).
-    if let Some((tracked, in_force)) = metrics::count_tables(filter.pins()) {
-        state.tracked_sources.store(tracked, Ordering::Relaxed);
-        state
-            .banned_sources
-            .store(in_force.len() as u64, Ordering::Relaxed);
-        state.tables_counted.store(true, Ordering::Relaxed);
-    }
+    state.count_tables(filter.pins());
     // Logged once the lists and bans are back and the tables counted: from here on the
     // filter protects with everything it had.
     info!(
@@ -440,15 +434,10 @@ async fn housekeeping(work: Housekeeping) {
                 Ok(forgotten) => info!("forgot expired bans iface={} count={forgotten}", job.iface),
                 Err(err) => warn!("sweeping bans failed iface={} error=\"{err}\"", job.iface),
             }
-            if let Some((tracked, in_force)) = metrics::count_tables(&job.pins) {
-                job.state.tracked_sources.store(tracked, Ordering::Relaxed);
-                job.state
-                    .banned_sources
-                    .store(in_force.len() as u64, Ordering::Relaxed);
-                job.state.tables_counted.store(true, Ordering::Relaxed);
-                if let Ok(mut slot) = job.counted.lock() {
-                    *slot = Some(in_force);
-                }
+            if let Some(in_force) = job.state.count_tables(&job.pins)
+                && let Ok(mut slot) = job.counted.lock()
+            {
+                *slot = Some(in_force);
             }
             if save {
                 save_state(&job.iface, &job.state_dir);

@@ -185,36 +185,32 @@ impl ListIndex {
     /// beside tries that already hold entries: a take-over by a version that adds the index);
     /// returns how many entries it marked.
     pub fn rebuild(&self, ebpf: &aya::Ebpf) -> Result<usize, IndexError> {
+        let v4 = |addr, prefix| Cidr::V4 { addr, prefix };
+        let v6 = |addr, prefix| Cidr::V6 { addr, prefix };
+        Ok(self.mark_trie::<V4Key>(ebpf, ALLOW_V4, v4)?
+            + self.mark_trie::<V4Key>(ebpf, DENY_V4, v4)?
+            + self.mark_trie::<V6Key>(ebpf, ALLOW_V6, v6)?
+            + self.mark_trie::<V6Key>(ebpf, DENY_V6, v6)?)
+    }
+
+    /// Marks every entry of the trie `list` of `ebpf` (keys of type `K`, made into prefixes by
+    /// `cidr`); returns how many.
+    fn mark_trie<K: aya::Pod>(
+        &self,
+        ebpf: &aya::Ebpf,
+        list: &'static str,
+        cidr: impl Fn(K, u32) -> Cidr,
+    ) -> Result<usize, IndexError> {
+        let side = side_of(list).ok_or(IndexError::Missing)?;
+        let trie: LpmTrie<&MapData, K, ListValue> = ebpf
+            .map(list)
+            .ok_or(IndexError::Missing)
+            .and_then(|map| LpmTrie::try_from(map).map_err(|e| read_error(list, e)))?;
         let mut marked = 0;
-        for (list, side) in [(ALLOW_V4, Side::Allow), (DENY_V4, Side::Deny)] {
-            let trie: LpmTrie<&MapData, V4Key, ListValue> = ebpf
-                .map(list)
-                .ok_or(IndexError::Missing)
-                .and_then(|map| LpmTrie::try_from(map).map_err(|e| read_error(list, e)))?;
-            for key in trie.keys() {
-                let key = key.map_err(|e| read_error(list, e))?;
-                let cidr = Cidr::V4 {
-                    addr: key.data(),
-                    prefix: key.prefix_len(),
-                };
-                self.note(side, &cidr, true);
-                marked += 1;
-            }
-        }
-        for (list, side) in [(ALLOW_V6, Side::Allow), (DENY_V6, Side::Deny)] {
-            let trie: LpmTrie<&MapData, V6Key, ListValue> = ebpf
-                .map(list)
-                .ok_or(IndexError::Missing)
-                .and_then(|map| LpmTrie::try_from(map).map_err(|e| read_error(list, e)))?;
-            for key in trie.keys() {
-                let key = key.map_err(|e| read_error(list, e))?;
-                let cidr = Cidr::V6 {
-                    addr: key.data(),
-                    prefix: key.prefix_len(),
-                };
-                self.note(side, &cidr, true);
-                marked += 1;
-            }
+        for key in trie.keys() {
+            let key = key.map_err(|e| read_error(list, e))?;
+            self.note(side, &cidr(key.data(), key.prefix_len()), true);
+            marked += 1;
         }
         Ok(marked)
     }

@@ -65,9 +65,22 @@ pub struct DaemonState {
     pub tables_counted: AtomicBool,
 }
 
+impl DaemonState {
+    /// Counts the tables of the filter pinned at `pins` ([`count_tables`]) and records the two
+    /// figures; returns the bans in force, or `None` if the tables could not be read.
+    pub fn count_tables(&self, pins: &PinDir) -> Option<Vec<(SourceKey, Ban)>> {
+        let (tracked, in_force) = count_tables(pins)?;
+        self.tracked_sources.store(tracked, Ordering::Relaxed);
+        self.banned_sources
+            .store(in_force.len() as u64, Ordering::Relaxed);
+        self.tables_counted.store(true, Ordering::Relaxed);
+        Some(in_force)
+    }
+}
+
 /// The sources with per-source state and the bans in force (with their keys) in the filter
-/// pinned at `pins`. It walks both tables, so the daemon calls it at a fixed pace in the
-/// background, never per scrape.
+/// pinned at `pins`. It walks both tables, so the daemon calls it once at start and then at a
+/// fixed pace in the background, never per scrape.
 pub fn count_tables(pins: &PinDir) -> Option<(u64, Vec<(SourceKey, Ban)>)> {
     let open = |name: &str| MapData::from_pin(pins.map(name)).ok();
     let settings = policy::pinned_settings(pins).ok()?;
