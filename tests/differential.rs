@@ -1,14 +1,18 @@
 //! Differential test: random packet sequences on a clock the test controls, run through the XDP
 //! object the daemon ships (`moat::FILTER_OBJECT`, with `BPF_PROG_TEST_RUN`) and through the
-//! userspace reference model (`moat::model`). After every packet both must give the same verdict
-//! for the same reason; after every sequence they must hold the same counters, bans, per-source
-//! rate state, ban events and aggregate buckets. Sequences come from a small pool of sources
+//! reference model in `differential/model.rs`, written from the README with arithmetic of its
+//! own (exact token counts, not the program's tick words), so a bug in `filter-common`'s
+//! buckets, strikes, ban lengths, keys or classification shows up as a difference. After every
+//! packet both must give the same verdict for the same reason; after every sequence they must
+//! hold the same counters, bans, per-source rate state (each bucket's tokens at the end, the
+//! strike count and window), ban events and aggregate buckets. Sequences come from a small pool of sources
 //! (two IPv6 addresses share a /64) and from spoofed floods, under small limits, so bucket
 //! refills, strikes, bans, repeat offences, expiries, aggregate floods and verified sources all
 //! happen within a few simulated seconds. Settings vary per sequence (dry-run, fragment policy,
 //! IPv6 source prefix, strikes to a ban, a verified source). The program is loaded once
 //! and every table it writes is emptied between sequences; the test thread is pinned to one CPU,
-//! since aggregate buckets are per CPU and the model keeps one set.
+//! so that every packet of a sequence meets the same CPU's cache, as the model's one set of
+//! tables does.
 //!
 //! The model takes the parsed packet summary, so the test parses each generated frame back with
 //! etherparse, independently of the kernel's parser; parsing edge cases belong to `program.rs`,
@@ -22,6 +26,8 @@
     reason = "each test crate uses part of the shared frame builder"
 )]
 mod frames;
+#[path = "differential/model.rs"]
+mod model;
 #[expect(
     dead_code,
     reason = "each test crate uses part of the shared support module"
@@ -41,9 +47,8 @@ use etherparse::{
     Ipv6ExtensionSlice, NetSlice, SlicedPacket, TcpHeaderSlice, UdpHeaderSlice, ip_number,
 };
 use filter_common::{
-    COUNTER_SLOTS, Class, Counter, Fragment, Reason, Settings, Verdict,
-    classify::class_of,
-    classify::tcp_flags::{ACK, FIN, PSH, RST, SYN},
+    COUNTER_SLOTS, Counter, Fragment, Reason, Settings, Verdict,
+    classify::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG},
     counter_index,
     lists::{SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
     maps::{
@@ -52,15 +57,16 @@ use filter_common::{
         TRUSTED_V6, VERIFIED,
     },
     ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
-    rate::{Buckets, Limit, Pace, RateState},
+    rate::{Buckets, Limit, RateState, TICK_SHIFT},
     settings::{
         FLAG_DRY_RUN, FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS, FLAG_FIXED_CLOCK,
         FragmentPolicy,
     },
-    source::{Ban, SourceKey, VERIFIED_CLASS},
+    source::{BAN_CLASS, BAN_DRY_RUN, Ban, SourceKey, VERIFIED_CLASS},
 };
 use frames::ChosenTransport;
-use moat::{cidr::Cidr, model::Model};
+use moat::cidr::Cidr;
+use model::{Model, Scope};
 use proptest::{
     prelude::*,
     sample::select,
@@ -268,7 +274,11 @@ fn kind() -> impl Strategy<Value = Kind> {
         ACK | PSH,
         0,
         SYN | FIN,
+        SYN | RST,
         RST,
+        FIN | ACK,
+        FIN | RST | ACK,
+        FIN | PSH | URG,
     ]);
     let tcp_ports = select(vec![443u16, 443, 443, 22]);
     let udp_sources = select(vec![EPHEMERAL_PORT, EPHEMERAL_PORT, 53, 123]);
@@ -304,10 +314,10 @@ fn step() -> impl Strategy<Value = Step> {
         flags: SYN,
         dst_port: 443,
     });
-    // Back to back, 1 ms, and exactly one token's time at the configured rates (pps 25, 20, 5,
-    // 4, 2), so refills land on bucket boundaries as well as between them.
+    // Back to back, 1 ms, and exactly one token's time at the configured rates (pps 25, 20, 8,
+    // 5, 4, 2), so refills land on bucket boundaries as well as between them.
     let spacing_ns = select(
-        [0, 1, 40, 50, 200, 250, 500]
+        [0, 1, 40, 50, 125, 200, 250, 500]
             .map(|ms| ms * NS_PER_MS)
             .to_vec(),
     );
@@ -398,7 +408,9 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-/// Limits small enough that a few packets reach them.
+/// Limits small enough that a few packets reach them. Every rate divides 10^9, so one packet
+/// or byte costs a whole number of ns and the program's tick arithmetic is exact: a difference
+/// from the model's exact token counts is then a bug, not rounding.
 fn settings(case: &Case) -> Settings {
     let limit = |pps, burst_packets, bps, burst_bytes| Limit {
         pps,
@@ -424,11 +436,11 @@ fn settings(case: &Case) -> Settings {
             limit(5, 3, 0, 0),
             limit(20, 5, 20_000, 4_000),
             limit(2, 2, 0, 0),
-            limit(3, 2, 0, 0),
+            limit(4, 2, 0, 0),
         ],
         aggregate: [
-            limit(6, 4, 0, 0),
-            limit(25, 8, 30_000, 6_000),
+            limit(8, 4, 0, 0),
+            limit(25, 8, 25_000, 6_000),
             limit(4, 4, 0, 0),
             limit(5, 4, 0, 0),
         ],
@@ -812,9 +824,20 @@ fn list_maps(allow: bool) -> (&'static str, &'static str) {
 /// entries.
 fn configure_model(case: &Case) -> Model {
     let mut model = Model::new(settings(case));
-    model.verified.extend(verified_entry(case));
+    if let Some((addr, lasts_ns)) = case.verified {
+        model.verify(addr, case.start_ns + lasts_ns);
+    }
     for (port, flags) in PORT_FLAGS {
-        model.set_port(port, flags);
+        let bits = [
+            (PORT_TCP_OPEN, model::port::TCP_OPEN),
+            (PORT_UDP_OPEN, model::port::UDP_OPEN),
+            (PORT_REFLECTOR, model::port::REFLECTOR),
+        ];
+        let flags = bits
+            .iter()
+            .filter(|(kernel, _)| flags & kernel != 0)
+            .fold(0, |sum, (_, bit)| sum | bit);
+        model.ports.insert(port, flags);
     }
     let [allow, deny, trusted] = LISTS.map(|(text, _)| cidr(text));
     model.allow.insert(allow);
@@ -880,27 +903,20 @@ fn judge(
     now_ns: u64,
     coverage: &mut Coverage,
 ) -> (Verdict, Reason) {
-    let prefix = model.settings.v6_source_prefix;
-    let ban_key = SourceKey::for_ban(packet, prefix);
-    let old_ban = model.bans.get(&ban_key).copied();
-    let verified_syn = class_of(packet) == Some(Class::Syn)
-        && model
-            .verified
-            .get(&SourceKey::new(packet, VERIFIED_CLASS, prefix))
-            .is_some_and(|until_ns| now_ns < *until_ns);
-    let mut syn_aggregate = model.aggregate[Class::Syn as usize];
-    let syn_limit = Pace::of(&model.settings.aggregate[Class::Syn as usize]);
+    let old_ban = model.ban_of(packet);
+    let is_syn = packet.l4_parsed != 0
+        && packet.l4_proto == filter_common::packet::IPPROTO_TCP
+        && packet.tcp_flags & (SYN | ACK) == SYN;
+    let verified_syn_past_a_flood =
+        is_syn && model.is_verified(packet) && model.syn_bucket_refuses(packet);
     let judged = model.judge(packet);
-    if verified_syn
-        && judged.1 == Reason::Pass
-        && !syn_aggregate.admit(&syn_limit, now_ns, u64::from(packet.frame_len))
-    {
+    if verified_syn_past_a_flood && judged.1 == Reason::Pass {
         coverage.verified_passed += 1;
     }
-    if old_ban.is_some_and(|ban| !ban.active(now_ns)) {
+    if old_ban.is_some_and(|ban| now_ns >= ban.until_ns) {
         coverage.after_expiry += 1;
     }
-    if old_ban.is_some() && model.bans.get(&ban_key).copied() != old_ban {
+    if old_ban.is_some() && model.ban_of(packet) != old_ban {
         coverage.repeat_bans += 1;
     }
     judged
@@ -983,28 +999,171 @@ fn run_case(
         }
     }
 
-    // Left the kernel, right the model.
-    prop_assert_eq!(kernel.counters(), model.counters.to_vec(), "counters");
-    prop_assert_eq!(kernel.ban_events(), model.ban_events.to_vec(), "ban events");
+    // Left the kernel, right the model; each in the model's terms (tokens now, not words).
     prop_assert_eq!(
-        kernel.bans(),
-        model.bans.clone(),
+        kernel.counters(),
+        model.counter_slots(COUNTER_SLOTS as usize),
+        "counters"
+    );
+    prop_assert_eq!(kernel.ban_events(), model.ban_event_slots(), "ban events");
+    prop_assert_eq!(
+        kernel_bans(&kernel.bans()),
+        model_bans(&model),
         "bans (left kernel, right model) at {} ns",
         now_ns
     );
     prop_assert_eq!(
-        kernel.sources(),
-        model.sources.clone(),
+        kernel_sources(&kernel.sources(), &model.settings, now_ns),
+        model_sources(&model, now_ns),
         "per-source rate state (left kernel, right model) at {} ns",
         now_ns
     );
+    let limits = aggregate_limits(&model.settings);
+    let kernel_aggregate: Vec<Levels> = kernel
+        .aggregate()
+        .iter()
+        .zip(&limits)
+        .map(|(buckets, limit)| kernel_levels(buckets, limit, now_ns))
+        .collect();
+    let model_aggregate: Vec<Levels> = model
+        .aggregate
+        .iter()
+        .zip(&limits)
+        .map(|(buckets, limit)| model_levels(buckets, limit, now_ns))
+        .collect();
     prop_assert_eq!(
-        kernel.aggregate(),
-        model.aggregate.to_vec(),
+        kernel_aggregate,
+        model_aggregate,
         "aggregate buckets (left kernel, right model) at {} ns",
         now_ns
     );
     Ok(())
+}
+
+/// A bucket pair's tokens at one instant, × 10^9 × 2^`TICK_SHIFT` (so the kernel's tick words
+/// convert without division); `None` for a bucket its limit leaves out (rate 0).
+type Levels = (Option<u128>, Option<u128>);
+
+/// The aggregate limits by slot: the classes', then fragments'.
+fn aggregate_limits(settings: &Settings) -> Vec<Limit> {
+    let mut limits = settings.aggregate.to_vec();
+    limits.push(settings.fragments);
+    limits
+}
+
+/// The tokens a kernel bucket word holds at `now_ns`. The word is the time, in ticks (ns <<
+/// `TICK_SHIFT`), at which the bucket is full again; until then it lacks that many ticks'
+/// worth of refill, `rate` tokens per 10^9 × 2^`TICK_SHIFT` ticks.
+fn kernel_level(word: u64, rate: u64, burst: u64, now_ns: u64) -> Option<u128> {
+    let scale = 1u128 << TICK_SHIFT;
+    let owed_ticks = u128::from(word).saturating_sub(u128::from(now_ns) << TICK_SHIFT);
+    (rate != 0).then(|| {
+        (u128::from(burst) * 1_000_000_000 * scale).saturating_sub(owed_ticks * u128::from(rate))
+    })
+}
+
+fn kernel_levels(buckets: &Buckets, limit: &Limit, now_ns: u64) -> Levels {
+    (
+        kernel_level(buckets.packets, limit.pps, limit.burst_packets, now_ns),
+        kernel_level(buckets.bytes, limit.bps, limit.burst_bytes, now_ns),
+    )
+}
+
+fn model_levels(buckets: &model::Buckets, limit: &Limit, now_ns: u64) -> Levels {
+    let scale = 1u128 << TICK_SHIFT;
+    let level = |bucket: &model::Bucket, rate: u64, burst: u64| {
+        (rate != 0).then(|| bucket.level_at(rate, burst, now_ns) * scale)
+    };
+    (
+        level(&buckets.packets, limit.pps, limit.burst_packets),
+        level(&buckets.bytes, limit.bps, limit.burst_bytes),
+    )
+}
+
+/// A kernel key as the model's.
+fn model_key(key: &SourceKey) -> model::Key {
+    model::Key {
+        ip_version: key.ip_version,
+        addr: u128::from_be_bytes(key.addr_be),
+        scope: match key.class {
+            BAN_CLASS => Scope::Ban,
+            VERIFIED_CLASS => Scope::Verified,
+            class => Scope::Class(class),
+        },
+    }
+}
+
+/// Ban entries, in the model's terms: (until, offences, reason, recorded in a dry run).
+type BanView = BTreeMap<model::Key, (u64, u32, Option<Reason>, bool)>;
+
+fn kernel_bans(bans: &HashMap<SourceKey, Ban>) -> BanView {
+    bans.iter()
+        .map(|(key, ban)| {
+            let view = (
+                ban.until_ns,
+                ban.offences,
+                Reason::from_u32(u32::from(ban.reason)),
+                ban.flags & BAN_DRY_RUN != 0,
+            );
+            (model_key(key), view)
+        })
+        .collect()
+}
+
+fn model_bans(model: &Model) -> BanView {
+    model
+        .bans
+        .iter()
+        .map(|(key, ban)| {
+            let view = (ban.until_ns, ban.offences, Some(ban.reason), ban.dry_run);
+            (*key, view)
+        })
+        .collect()
+}
+
+/// Per-source state, in the model's terms: (tokens now, strikes, window start).
+type SourceView = BTreeMap<model::Key, (Levels, u64, u64)>;
+
+fn kernel_sources(
+    sources: &HashMap<SourceKey, RateState>,
+    settings: &Settings,
+    now_ns: u64,
+) -> SourceView {
+    sources
+        .iter()
+        .map(|(key, state)| {
+            let limit = settings
+                .source
+                .get(usize::from(key.class))
+                .copied()
+                .unwrap_or_default();
+            let view = (
+                kernel_levels(&state.buckets, &limit, now_ns),
+                state.strikes,
+                state.window_start_ns,
+            );
+            (model_key(key), view)
+        })
+        .collect()
+}
+
+fn model_sources(model: &Model, now_ns: u64) -> SourceView {
+    model
+        .sources
+        .iter()
+        .map(|(key, state)| {
+            let Scope::Class(class) = key.scope else {
+                panic!("the model keeps rate state under a class key: {key:?}");
+            };
+            let limit = &model.settings.source[usize::from(class)];
+            let view = (
+                model_levels(&state.buckets, limit, now_ns),
+                state.strikes,
+                state.window_start_ns,
+            );
+            (*key, view)
+        })
+        .collect()
 }
 
 /// Takes the entries `lists` added off the kernel's lists again, counts lowered after.

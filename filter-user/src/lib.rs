@@ -12,7 +12,6 @@ pub mod lists;
 pub mod loader;
 pub mod metrics;
 pub mod migrate;
-pub mod model;
 pub mod netns;
 pub mod notify;
 pub mod ntp;
