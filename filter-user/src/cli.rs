@@ -135,6 +135,9 @@ pub enum ConfigAction {
     /// Print every configuration key, whether `moat set` changes it live, and what it means,
     /// as a markdown table (README.md's table is this output).
     Keys,
+    /// Print the packaged, commented configuration file: every key at its default, under a
+    /// comment that explains it (/etc/moat/moat.toml as installed is this output).
+    Example,
 }
 
 /// Arguments of `moat allow` and `moat deny`.

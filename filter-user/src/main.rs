@@ -92,6 +92,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                 print!("{}", moat::config::schema::markdown_table());
                 Ok(())
             }
+            ConfigAction::Example => {
+                print!("{}", moat::config::template::packaged_toml());
+                Ok(())
+            }
         },
         Command::Completions { shell } => {
             let mut command = Cli::command();

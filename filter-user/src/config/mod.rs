@@ -37,6 +37,7 @@ mod compile;
 mod parse;
 pub mod schema;
 mod show;
+pub mod template;
 mod validate;
 
 /// How long a completed handshake keeps a source verified (the daemon's sock_diag marks and

@@ -1,13 +1,20 @@
-//! The configuration's one list of keys: every key of moat.toml, whether `moat set` changes it
-//! on a running filter, and what it means. `moat set` names its keys from it, `moat config
-//! keys` prints it as the README's table, and the tests below check that `moat config show`,
-//! `moat set`, the packaged moat.toml and the README hold exactly these keys, so none of them
-//! can drift from the others.
+//! The configuration's one schema: every key of moat.toml, whether `moat set` changes it on a
+//! running filter, what it means (in a line and at length), and how its value is written as
+//! TOML. Everything that lists the keys is derived from it: `moat config show`
+//! ([`Config::to_toml`]), `moat set`'s key list ([`live_summary`]), the README's table
+//! ([`markdown_table`], printed by `moat config keys`) and the packaged, commented moat.toml
+//! ([`super::template::packaged_toml`], printed by `moat config example`). The tests below
+//! check that they agree, and that README.md and packaging/moat.toml hold their output.
 
-use filter_common::Class;
+mod entries;
+
+use filter_common::{CLASS_COUNT, Class, rate::Limit};
+
+use super::Config;
+use entries::{LIMIT_FIELDS, PLAIN};
 
 /// One key of moat.toml.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Key {
     /// Its dotted name (`bans.after_strikes`), as `moat set` takes it.
     pub name: String,
@@ -16,149 +23,118 @@ pub struct Key {
     pub live: bool,
     /// What it means, in one sentence.
     pub doc: &'static str,
+    /// What it means at length: the comment above it in the packaged moat.toml, without the
+    /// `# `s, `{default}` standing for its default value; empty for none.
+    pub comment: &'static str,
+    /// Its value in a configuration.
+    get: Get,
 }
 
-/// The keys outside `[limits]`: name, live, meaning.
-const PLAIN: &[(&str, bool, &str)] = &[
-    (
-        "mode",
-        false,
-        "how the program attaches: auto, native or skb (restart to change)",
-    ),
-    (
-        "dry_run",
-        true,
-        "count would-be drops as would_drop and pass them",
-    ),
-    (
-        "allow_capacity",
-        false,
-        "allowlist prefixes per address family (restart to change)",
-    ),
-    (
-        "deny_capacity",
-        false,
-        "denylist prefixes per address family (restart to change)",
-    ),
-    (
-        "max_tracked_sources",
-        false,
-        "sources whose rate state is kept (restart to change)",
-    ),
-    (
-        "max_bans",
-        false,
-        "bans kept, expired ones included (restart to change)",
-    ),
-    (
-        "sample_every",
-        true,
-        "one dropped packet in this many is sampled; 0 samples none",
-    ),
-    (
-        "syn_cookies",
-        false,
-        "when moat answers unverified SYNs with cookies: auto, always, off",
-    ),
-    (
-        "require_sockets",
-        false,
-        "traffic must belong to a socket on this host",
-    ),
-    (
-        "ports.tcp",
-        false,
-        "TCP ports open to new connections (unset: every port)",
-    ),
-    ("ports.udp", false, "UDP ports open (unset: every port)"),
-    (
-        "fragments.policy",
-        true,
-        "IP fragments: pass, rate-limit or drop",
-    ),
-    (
-        "fragments.pps",
-        true,
-        "fragments per second for the whole host",
-    ),
-    (
-        "fragments.burst",
-        true,
-        "fragments allowed at once above that rate",
-    ),
-    (
-        "reflection.ports",
-        false,
-        "UDP source ports of reflectors, dropped unless trusted",
-    ),
-    (
-        "reflection.trusted",
-        false,
-        "upstream prefixes whose replies from those ports pass",
-    ),
-    (
-        "reflection.resolv_conf",
-        false,
-        "a resolv.conf whose nameservers are trusted",
-    ),
-    (
-        "reflection.trust_system_ntp",
-        false,
-        "trust this host's configured NTP servers",
-    ),
-    (
-        "bans.after_strikes",
-        true,
-        "over-limit packets within the window that ban; 0: never",
-    ),
-    (
-        "bans.strike_window",
-        true,
-        "the window strikes are counted over",
-    ),
-    (
-        "bans.base",
-        true,
-        "a first ban's length; each repeat offence doubles it",
-    ),
-    ("bans.max", true, "the longest ban"),
-    (
-        "bans.ipv6_prefix",
-        true,
-        "IPv6 sources are limited and banned per prefix of this length",
-    ),
-    (
-        "bans.forget_after",
-        false,
-        "repeat offences count until a ban expired this long ago",
-    ),
-];
+/// A key's value in one configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// Set: the value as a TOML literal (`[22, 443]`, `"10m"`, `true`).
+    Set(String),
+    /// An optional key left unset.
+    Unset(Unset),
+}
 
-/// The fields of each `[limits.SCOPE.CLASS]` table and their meaning.
-const LIMIT_FIELDS: &[(&str, &str)] = &[
-    ("pps", "packets per second; 0: no packet limit"),
-    ("burst", "packets allowed at once above that rate"),
-    ("bps", "bytes per second; 0: no byte limit"),
-    ("burst_bytes", "bytes allowed at once above that rate"),
-];
+/// What an optional key left unset means, and what setting it looks like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unset {
+    /// What leaving it unset means, as `moat config show` says it (`# tcp: every port open`).
+    pub meaning: &'static str,
+    /// A value to set it to, as the packaged file suggests it (`# tcp = [22, 80, 443]`).
+    pub example: &'static str,
+}
+
+/// Where a key's value is in a [`Config`], and how it is written as a TOML literal.
+#[derive(Clone, Copy, Debug)]
+enum Get {
+    /// A key that always has a value.
+    Plain(fn(&Config) -> String),
+    /// An optional key: its value when set, and what leaving it unset means.
+    Optional(fn(&Config) -> Option<String>, Unset),
+    /// One field of one class's rate limit.
+    Limit(Scope, Class, fn(&Limit) -> u64),
+}
+
+/// The two sets of rate limits.
+#[derive(Clone, Copy, Debug)]
+enum Scope {
+    /// `[limits.source.*]`.
+    Source,
+    /// `[limits.aggregate.*]`.
+    Aggregate,
+}
+
+impl Scope {
+    /// Both, in file order.
+    const ALL: [Scope; 2] = [Scope::Source, Scope::Aggregate];
+
+    /// Its name in the configuration.
+    const fn label(self) -> &'static str {
+        match self {
+            Scope::Source => "source",
+            Scope::Aggregate => "aggregate",
+        }
+    }
+
+    /// Its limits in `config`, by [`Class`].
+    fn limits(self, config: &Config) -> &[Limit; CLASS_COUNT] {
+        match self {
+            Scope::Source => &config.limits.source,
+            Scope::Aggregate => &config.limits.aggregate,
+        }
+    }
+}
+
+impl Key {
+    /// Its value in `config`.
+    pub fn value(&self, config: &Config) -> Value {
+        match self.get {
+            Get::Plain(get) => Value::Set(get(config)),
+            Get::Optional(get, unset) => get(config).map_or(Value::Unset(unset), Value::Set),
+            Get::Limit(scope, class, field) => {
+                Value::Set(field(&scope.limits(config)[class as usize]).to_string())
+            }
+        }
+    }
+
+    /// The dotted name of the table it is in (`limits.source.syn`); empty at the top level.
+    pub fn table(&self) -> &str {
+        self.name.rsplit_once('.').map_or("", |(table, _)| table)
+    }
+
+    /// Its name within its table (`pps`).
+    pub fn leaf(&self) -> &str {
+        self.name
+            .rsplit_once('.')
+            .map_or(&self.name, |(_, leaf)| leaf)
+    }
+}
 
 /// Every key, in the order moat.toml and `moat config show` give them.
 pub fn keys() -> Vec<Key> {
     let mut keys: Vec<Key> = PLAIN
         .iter()
-        .map(|&(name, live, doc)| Key {
-            name: name.to_string(),
-            live,
-            doc,
+        .map(|entry| Key {
+            name: entry.name.to_string(),
+            live: entry.live,
+            doc: entry.doc,
+            comment: entry.comment,
+            get: entry.get,
         })
         .collect();
-    for scope in ["source", "aggregate"] {
+    for scope in Scope::ALL {
         for class in Class::ALL {
-            for &(field, doc) in LIMIT_FIELDS {
+            for field in LIMIT_FIELDS {
                 keys.push(Key {
-                    name: format!("limits.{scope}.{}.{field}", class.label()),
+                    name: format!("limits.{}.{}.{}", scope.label(), class.label(), field.name),
                     live: true,
-                    doc,
+                    doc: field.doc,
+                    comment: "",
+                    get: Get::Limit(scope, class, field.get),
                 });
             }
         }
@@ -170,8 +146,8 @@ pub fn keys() -> Vec<Key> {
 pub fn live_summary() -> String {
     let plain: Vec<&str> = PLAIN
         .iter()
-        .filter(|(_, live, _)| *live)
-        .map(|(name, _, _)| *name)
+        .filter(|entry| entry.live)
+        .map(|entry| entry.name)
         .collect();
     format!(
         "{}, limits.{{source,aggregate}}.{{syn,udp,icmp,other}}.{{pps,burst,bps,burst_bytes}}",
@@ -200,10 +176,10 @@ pub fn markdown_table() -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::{collections::BTreeSet, path::Path};
 
     use super::*;
-    use crate::config::Config;
+    use crate::config::template::packaged_toml;
 
     /// The dotted keys of a TOML document (tables flattened; arrays are values).
     fn toml_keys(text: &str) -> BTreeSet<String> {
@@ -250,18 +226,37 @@ mod tests {
     }
 
     #[test]
-    fn the_packaged_moat_toml_holds_every_key_at_its_default() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/moat.toml");
-        let text = std::fs::read_to_string(&path).expect("reading packaging/moat.toml");
-        assert_eq!(with_ports(toml_keys(&text)), schema_keys());
+    fn the_example_holds_every_key_at_its_default() {
+        let example = packaged_toml();
+        assert_eq!(with_ports(toml_keys(&example)), schema_keys(), "{example}");
         for port_key in ["# tcp = ", "# udp = "] {
-            assert!(text.contains(port_key), "{port_key} documented");
+            assert!(example.contains(port_key), "{port_key} documented");
         }
-        let packaged = Config::parse(&text, &path).expect("the packaged file is valid");
-        assert_eq!(
-            packaged.to_toml(),
-            Config::default().to_toml(),
-            "every value the default"
+        let parsed = Config::parse(&example, Path::new("example")).expect("a valid file");
+        assert_eq!(parsed, Config::default(), "every value the default");
+        assert!(
+            !example.contains('{'),
+            "every placeholder filled in:\n{example}"
+        );
+    }
+
+    #[test]
+    fn the_packaged_moat_toml_is_the_example() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/moat.toml");
+        let packaged = std::fs::read_to_string(&path).expect("reading packaging/moat.toml");
+        let example = packaged_toml();
+        let difference = packaged
+            .lines()
+            .zip(example.lines())
+            .position(|(packaged, example)| packaged != example)
+            .unwrap_or(packaged.lines().count().min(example.lines().count()));
+        assert!(
+            packaged == example,
+            "packaging/moat.toml differs from `moat config example` from line {}: {:?} instead \
+             of {:?}; regenerate it with `moat config example > packaging/moat.toml`",
+            difference + 1,
+            packaged.lines().nth(difference),
+            example.lines().nth(difference),
         );
     }
 

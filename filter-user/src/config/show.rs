@@ -1,96 +1,87 @@
-//! Showing: a [`Config`] as TOML with every key present (`moat config show`).
+//! Showing: a [`Config`] as TOML with every key present (`moat config show`), key by key from
+//! the [schema](super::schema).
 
-use super::*;
+use super::{
+    Config,
+    schema::{self, Value},
+};
 
 impl Config {
-    /// The whole configuration as TOML, every key present (what `moat config show` prints).
+    /// The whole configuration as TOML, every key present (what `moat config show` prints): the
+    /// schema's keys in order, a `[table]` header where the table changes, and an optional key
+    /// left unset as a comment saying what that means (`# tcp: every port open`).
     pub fn to_toml(&self) -> String {
-        let list = |ports: &Option<Vec<u16>>| match ports {
-            None => "# every port open\n".to_string(),
-            Some(ports) => format!("{ports:?}\n"),
-        };
+        let keys = schema::keys();
         let mut out = String::new();
-        out.push_str(&format!("mode = \"{}\"\n", self.mode.name()));
-        out.push_str(&format!("dry_run = {}\n", self.dry_run));
-        out.push_str(&format!("allow_capacity = {}\n", self.allow_capacity));
-        out.push_str(&format!("deny_capacity = {}\n", self.deny_capacity));
-        out.push_str(&format!(
-            "max_tracked_sources = {}\n",
-            self.max_tracked_sources
-        ));
-        out.push_str(&format!("max_bans = {}\n", self.max_bans));
-        out.push_str(&format!("sample_every = {}\n", self.sample_every));
-        out.push_str(&format!("syn_cookies = \"{}\"\n", self.syn_cookies.name()));
-        out.push_str(&format!("require_sockets = {}\n", self.require_sockets));
-        out.push_str("\n[ports]\n");
-        match &self.ports.tcp {
-            None => out.push_str("# tcp: every port open\n"),
-            tcp => out.push_str(&format!("tcp = {}", list(tcp))),
-        }
-        match &self.ports.udp {
-            None => out.push_str("# udp: every port open\n"),
-            udp => out.push_str(&format!("udp = {}", list(udp))),
-        }
-        out.push_str("\n[fragments]\n");
-        let policy = match self.fragments.policy {
-            FragmentPolicy::Pass => "pass",
-            FragmentPolicy::RateLimit => "rate-limit",
-            FragmentPolicy::Drop => "drop",
-        };
-        out.push_str(&format!("policy = \"{policy}\"\n"));
-        out.push_str(&format!(
-            "pps = {}\nburst = {}\n",
-            self.fragments.limit.pps, self.fragments.limit.burst_packets
-        ));
-        out.push_str("\n[reflection]\n");
-        out.push_str(&format!("ports = {:?}\n", self.reflection.ports));
-        let trusted: Vec<String> = self
-            .reflection
-            .trusted
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        out.push_str(&format!("trusted = {trusted:?}\n"));
-        let resolv = self
-            .reflection
-            .resolv_conf
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        out.push_str(&format!("resolv_conf = {resolv:?}\n"));
-        out.push_str(&format!(
-            "trust_system_ntp = {}\n",
-            self.reflection.trust_system_ntp
-        ));
-        out.push_str("\n[bans]\n");
-        out.push_str(&format!("after_strikes = {}\n", self.bans.after_strikes));
-        out.push_str(&format!(
-            "strike_window = \"{}\"\n",
-            format_duration(self.bans.strike_window)
-        ));
-        out.push_str(&format!("base = \"{}\"\n", format_duration(self.bans.base)));
-        out.push_str(&format!("max = \"{}\"\n", format_duration(self.bans.max)));
-        out.push_str(&format!("ipv6_prefix = {}\n", self.bans.ipv6_prefix));
-        out.push_str(&format!(
-            "forget_after = \"{}\"\n",
-            format_duration(self.bans.forget_after)
-        ));
-        for (scope, limits) in [
-            ("source", &self.limits.source),
-            ("aggregate", &self.limits.aggregate),
-        ] {
-            for class in Class::ALL {
-                let l = limits[class as usize];
-                out.push_str(&format!(
-                    "\n[limits.{scope}.{}]\npps = {}\nburst = {}\nbps = {}\nburst_bytes = {}\n",
-                    class.label(),
-                    l.pps,
-                    l.burst_packets,
-                    l.bps,
-                    l.burst_bytes
-                ));
+        let mut table = "";
+        for key in &keys {
+            if key.table() != table {
+                table = key.table();
+                out.push_str(&format!("\n[{table}]\n"));
+            }
+            match key.value(self) {
+                Value::Set(value) => out.push_str(&format!("{} = {value}\n", key.leaf())),
+                Value::Unset(unset) => {
+                    out.push_str(&format!("# {}: {}\n", key.leaf(), unset.meaning));
+                }
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, time::Duration};
+
+    use filter_common::settings::FragmentPolicy;
+
+    use crate::config::{Config, Mode, SynCookies};
+
+    /// Keys of every table away from their defaults, `ports.udp` set but empty.
+    fn changed() -> Config {
+        let mut config = Config {
+            mode: Mode::Skb,
+            dry_run: true,
+            allow_capacity: 7,
+            sample_every: 0,
+            syn_cookies: SynCookies::Always,
+            require_sockets: false,
+            ..Config::default()
+        };
+        config.ports.tcp = Some(vec![22, 443]);
+        config.ports.udp = Some(vec![]);
+        config.fragments.policy = FragmentPolicy::Drop;
+        config.reflection.ports = vec![53];
+        config.reflection.trusted = vec!["192.0.2.0/24".parse().expect("a prefix")];
+        config.reflection.resolv_conf = Some("/etc/we\"ird resolv.conf".into());
+        config.bans.strike_window = Duration::from_millis(1500);
+        config.bans.max = Duration::from_secs(3 * 86_400);
+        config.limits.source[1].bps = 12_345;
+        config.limits.aggregate[3].pps = 7;
+        config
+    }
+
+    #[test]
+    fn a_changed_config_round_trips_through_show() {
+        let config = changed();
+        let shown = config.to_toml();
+        assert_eq!(
+            Config::parse(&shown, Path::new("x")).expect("valid"),
+            config,
+            "{shown}"
+        );
+        assert!(
+            shown.contains("\n[ports]\ntcp = [22, 443]\nudp = []\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("strike_window = \"1500ms\"\n"), "{shown}");
+        let mut unset = changed();
+        unset.ports.tcp = None;
+        let shown = unset.to_toml();
+        assert!(
+            shown.contains("\n[ports]\n# tcp: every port open\nudp = []\n"),
+            "{shown}"
+        );
     }
 }
