@@ -201,6 +201,65 @@ fn full_list_refuses_the_whole_add() {
 }
 
 #[test]
+fn a_large_add_goes_in_batches_counts_what_was_there_and_rolls_back_whole() {
+    require_root();
+    let pair = Pair::create();
+    let dir = std::env::temp_dir().join(format!("moat-batch-{}", moat::netns::unique_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("moat.toml");
+    std::fs::write(&config, "deny_capacity = 3000\n").expect("write config");
+    let _daemon = pair.start(&["--config", config.to_str().expect("utf-8")]);
+    let iface = pair.origin_end.iface.as_str();
+    let (code, _, err) = list(
+        &pair,
+        "deny",
+        &["add", "--iface", iface, "10.9.0.7", "10.9.0.0/24"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    // 2,000 addresses (enough for batches), one of them already listed, given out of order.
+    let file_of = |name: &str, addrs: &mut dyn Iterator<Item = String>| {
+        let path = dir.join(name);
+        let text: String = addrs.map(|addr| addr + "\n").collect();
+        std::fs::write(&path, text).expect("write list");
+        path.to_str().expect("utf-8").to_string()
+    };
+    let first = file_of(
+        "first.txt",
+        &mut (0u32..2000)
+            .rev()
+            .map(|n| format!("10.9.{}.{}", n / 250, n % 250 + 2)),
+    );
+    assert!(
+        std::fs::read_to_string(&first)
+            .expect("read back")
+            .contains("10.9.0.7\n")
+    );
+    let (code, out, err) = list(&pair, "deny", &["add", "--iface", iface, "--file", &first]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("added 1999 to the denylist of {iface} (1 already present)")
+    );
+    let before = entries(&pair, "deny");
+    assert_eq!(before.len(), 2001);
+    // 2,000 more do not fit in 3,000: the whole add is refused, batches already in taken out.
+    let second = file_of(
+        "second.txt",
+        &mut (0u32..2000).map(|n| format!("10.8.{}.{}", n / 250, n % 250)),
+    );
+    assert_refused(
+        list(&pair, "deny", &["add", "--iface", iface, "--file", &second]),
+        &["denylist", "is full (3000 prefixes", "deny_capacity"],
+    );
+    assert_eq!(
+        entries(&pair, "deny"),
+        before,
+        "the partial add was rolled back"
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
 fn a_million_deny_prefixes_load_from_a_file() {
     require_root();
     let pair = Pair::create();

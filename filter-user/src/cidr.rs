@@ -88,6 +88,18 @@ impl FromStr for Cidr {
 }
 
 impl Cidr {
+    /// A key that sorts prefixes by address (IPv4 at the top of the 128 bits), then family,
+    /// then length; equal keys are equal prefixes. Plain integers, so a million sort fast.
+    pub fn address_order(&self) -> (u128, u16) {
+        match self {
+            Cidr::V4 { addr, prefix } => (
+                u128::from(u32::from_be_bytes(*addr)) << 96,
+                (4 << 8) | (*prefix as u16),
+            ),
+            Cidr::V6 { addr, prefix } => (u128::from_be_bytes(*addr), (6 << 8) | (*prefix as u16)),
+        }
+    }
+
     /// Whether `addr` lies inside this prefix (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn contains(self, addr: IpAddr) -> bool {
         let addr = match addr {
@@ -170,35 +182,72 @@ pub enum ListError {
 }
 
 /// Parses one prefix per line; blank lines and `#` comments (whole-line or trailing) are
-/// ignored. Every entry is validated before any is returned, and duplicates are errors.
+/// ignored. Every entry is validated before any is returned, and duplicates are errors. The
+/// first problem in line order is the one reported.
 pub fn parse_lines<'a>(
     lines: impl IntoIterator<Item = &'a str>,
     source_name: &str,
 ) -> Result<Vec<Cidr>, ListError> {
-    let mut seen = std::collections::HashMap::new();
     let mut cidrs = Vec::new();
+    let mut lines_of = Vec::new();
+    let mut invalid = None;
     for (index, raw) in lines.into_iter().enumerate() {
         let line = index + 1;
         let text = raw.split('#').next().unwrap_or("").trim();
         if text.is_empty() {
             continue;
         }
-        let cidr: Cidr = text.parse().map_err(|error| ListError::Invalid {
-            source_name: source_name.to_string(),
-            line,
-            error,
-        })?;
-        if let Some(first) = seen.insert(cidr, line) {
-            return Err(ListError::Duplicate {
-                source_name: source_name.to_string(),
-                line,
-                first,
-                cidr,
-            });
+        match text.parse() {
+            Ok(cidr) => {
+                cidrs.push(cidr);
+                lines_of.push(line);
+            }
+            Err(error) => {
+                invalid = Some(ListError::Invalid {
+                    source_name: source_name.to_string(),
+                    line,
+                    error,
+                });
+                break;
+            }
         }
-        cidrs.push(cidr);
     }
-    Ok(cidrs)
+    // Every duplicate lies before the invalid line, if any, so it comes first.
+    if let Some((again, first)) = first_duplicate(&cidrs) {
+        return Err(ListError::Duplicate {
+            source_name: source_name.to_string(),
+            line: lines_of[again],
+            first: lines_of[first],
+            cidr: cidrs[again],
+        });
+    }
+    match invalid {
+        Some(error) => Err(error),
+        None => Ok(cidrs),
+    }
+}
+
+/// The earliest position that repeats an earlier entry, and that entry's first position. By
+/// sorting, not hashing: a million prefixes take a fraction of the time SipHash does, and no
+/// list can be built to collide.
+fn first_duplicate(cidrs: &[Cidr]) -> Option<(usize, usize)> {
+    let mut order: Vec<((u128, u16), usize)> = cidrs
+        .iter()
+        .enumerate()
+        .map(|(position, cidr)| (cidr.address_order(), position))
+        .collect();
+    order.sort_unstable();
+    let mut found: Option<(usize, usize)> = None;
+    let mut group_first = 0;
+    for (rank, &(key, position)) in order.iter().enumerate() {
+        let repeats = rank > 0 && order[rank - 1].0 == key;
+        if !repeats {
+            group_first = position;
+        } else if found.is_none_or(|(again, _)| position < again) {
+            found = Some((position, group_first));
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -267,6 +316,23 @@ mod tests {
         assert!(
             error.starts_with("f line 2: invalid CIDR \"bogus\""),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn the_first_problem_in_line_order_is_reported() {
+        let error = |text: &str| parse_lines(text.lines(), "f").unwrap_err().to_string();
+        assert_eq!(
+            error("9.9.9.9\n1.1.1.1\n# c\n1.1.1.1\n9.9.9.9\n1.1.1.1\n"),
+            "f line 4: 1.1.1.1/32 duplicates line 2"
+        );
+        assert_eq!(
+            error("1.1.1.1\n1.1.1.1\nbogus\n"),
+            "f line 2: 1.1.1.1/32 duplicates line 1"
+        );
+        assert!(
+            error("1.1.1.1\nbogus\n1.1.1.1\n").starts_with("f line 2: invalid"),
+            "an invalid line before the repeat comes first"
         );
     }
 }

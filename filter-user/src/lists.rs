@@ -59,7 +59,7 @@ fn collect(file: Option<&std::path::Path>, args: &[String]) -> anyhow::Result<Ve
         let from_file = parse_lines(text.lines(), &path.display().to_string())?;
         let given: std::collections::HashSet<Cidr> = cidrs.iter().copied().collect();
         for cidr in from_file {
-            if given.contains(&cidr) {
+            if !given.is_empty() && given.contains(&cidr) {
                 anyhow::bail!(
                     "{cidr} is given both as an argument and in {}",
                     path.display()

@@ -1,0 +1,89 @@
+//! `BPF_MAP_UPDATE_BATCH`, which aya 0.14 does not wrap: thousands of map entries in one
+//! system call instead of one call each. The kernel accepts no per-entry flag for a batch but
+//! `BPF_F_LOCK`, so a batch inserts or replaces (`BPF_ANY`); a caller that must not replace
+//! works out first which keys are new.
+
+use std::{
+    io,
+    os::fd::{AsRawFd, BorrowedFd},
+};
+
+use aya::Pod;
+
+/// `BPF_MAP_UPDATE_BATCH` in `enum bpf_cmd` (include/uapi/linux/bpf.h).
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// The `batch` member of `union bpf_attr`; the kernel zero-fills the rest of the union.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// How a batch ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Entries written, from the first; the rest were not.
+    pub written: usize,
+    /// Why entry `written` was not, if the batch stopped early.
+    pub error: Option<io::Error>,
+}
+
+/// Writes `keys[i]` → `values[i]` into the map `fd`, in order, stopping at the first entry the
+/// kernel refuses. `K` and `V` must be the map's key and value types exactly (their sizes are
+/// the map's, so the slices are laid out as the kernel reads them).
+pub fn update<K: Pod, V: Pod>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) -> Outcome {
+    let count = keys.len().min(values.len());
+    let Ok(count_u32) = u32::try_from(count) else {
+        return Outcome {
+            written: 0,
+            error: Some(io::Error::from_raw_os_error(libc::E2BIG)),
+        };
+    };
+    if count == 0 {
+        return Outcome {
+            written: 0,
+            error: None,
+        };
+    }
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: count_u32,
+        map_fd: fd.as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: `attr` is a valid `batch` attribute of the size passed; `keys` and `values` hold
+    // `count` entries each, of the map's key and value sizes, and outlive the call. The kernel
+    // only reads them, and writes `attr.count` back.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    let error = (result < 0).then(io::Error::last_os_error);
+    Outcome {
+        written: (attr.count as usize).min(count),
+        error,
+    }
+}
+
+/// Whether `error` says the kernel has no batch update for this map (older kernels), so the
+/// caller should write entry by entry instead.
+pub fn unsupported(error: &io::Error) -> bool {
+    // 524 is the kernel's internal ENOTSUPP, which leaks to user space from map operations.
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS | 524)
+    )
+}
