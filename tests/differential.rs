@@ -218,7 +218,8 @@ enum ListSet {
     /// Only the shared ones ([`LISTS`]).
     Plain,
     /// Nested prefixes: 192.0.2.0/24 denied with 192.0.2.2 allowed inside it, 2001:db8::/32
-    /// denied with the /64 of the two IPv6 hosts allowed inside it.
+    /// denied with the /64 of the two IPv6 hosts allowed inside it; the resolver denied as a
+    /// single address.
     Nested,
     /// Everything denied (0.0.0.0/0 and ::/0) but 192.0.2.1 and the allowed /48.
     Everything,
@@ -232,6 +233,7 @@ impl ListSet {
             ListSet::Nested => &[
                 (false, "192.0.2.0/24"),
                 (true, "192.0.2.2/32"),
+                (false, "198.51.100.53/32"),
                 (false, "2001:db8::/32"),
                 (true, "2001:db8:0:1::/64"),
             ],
