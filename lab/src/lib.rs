@@ -211,6 +211,7 @@ fn run_phase(
     let interactive = std::io::stdout().is_terminal();
     let moat_before = Snapshot::read_pinned(&net.origin_link.host_iface).ok();
     let reached_before = Origin::attack_packets(&net.origin)?;
+    let ring_before = net.ring_drops()?;
     let cpu_before = cpu_jiffies();
     let phase_start = lab_started.elapsed();
     let started = Instant::now();
@@ -265,6 +266,8 @@ fn run_phase(
                 success_pct: (!outcomes.is_empty()).then(|| summarize(&outcomes).success_pct),
                 // Filled in once every first-time visitor of the phase has finished.
                 new_success_pct: None,
+                // Filled in once the phase's requests have finished.
+                slowest_ms: None,
             });
             last = (Instant::now(), reached);
             let left = duration.saturating_sub(started.elapsed()).as_secs();
@@ -314,8 +317,10 @@ fn run_phase(
         .into_iter()
         .filter(|o| o.at >= phase_start && o.at < phase_end)
         .collect();
+    fill_latency_ticks(&mut ticks, &outcomes, phase_end);
     let legit = summarize(&outcomes);
     let reached = Origin::attack_packets(&net.origin)?.saturating_sub(reached_before);
+    let ring_drops = net.ring_drops()?.saturating_sub(ring_before);
     let cpu_after = cpu_jiffies();
     let total = cpu_after.1.saturating_sub(cpu_before.1).max(1);
     let seconds = elapsed.as_secs_f64().max(1e-3);
@@ -358,6 +363,7 @@ fn run_phase(
             p50_ms: legit.p50_ms,
             p99_ms: legit.p99_ms,
             softirq_pct: 100.0 * cpu_after.0.saturating_sub(cpu_before.0) as f64 / total as f64,
+            ring_drops,
             drops,
             answered,
         },
@@ -367,6 +373,24 @@ fn run_phase(
 
 /// Sets each tick's first-time visitor success from the visitors that started in its second
 /// (a tick's second ends where the next one starts; the last one at `end`).
+/// Sets each tick's slowest successful request among `outcomes` (the returning visitors' of
+/// the phase ending at `end`) started in that tick's second.
+fn fill_latency_ticks(ticks: &mut [Tick], outcomes: &[Outcome], end: Duration) {
+    let ends: Vec<f64> = ticks
+        .iter()
+        .skip(1)
+        .map(|tick| tick.t)
+        .chain([end.as_secs_f64()])
+        .collect();
+    for (tick, until) in ticks.iter_mut().zip(ends) {
+        tick.slowest_ms = outcomes
+            .iter()
+            .filter(|o| o.ok && (tick.t..until).contains(&o.at.as_secs_f64()))
+            .map(|o| o.latency.as_secs_f64() * 1000.0)
+            .max_by(f64::total_cmp);
+    }
+}
+
 fn fill_newcomer_ticks(ticks: &mut [Tick], outcomes: &[Outcome], end: Duration) {
     if outcomes.is_empty() {
         return;

@@ -34,6 +34,11 @@ pub struct PhaseResult {
     pub p99_ms: f64,
     /// Share of the machine's CPU time spent in softirq during the phase, in percent.
     pub softirq_pct: f64,
+    /// Frames the router handed to the origin's interface that found its receive ring full
+    /// (the router's end counts them as transmit drops): attack and legitimate alike, lost
+    /// before any filter on the origin sees them. A lost visitor's segment waits for a
+    /// retransmission (200 ms at least, 1 s for a SYN).
+    pub ring_drops: u64,
     /// Packets moat dropped, by reason (protected phase only).
     pub drops: Vec<(String, u64)>,
     /// Packets moat answered itself (SYN cookies), by reason (protected phase only).
@@ -55,6 +60,9 @@ pub struct Tick {
     pub success_pct: Option<f64>,
     /// First-time visitors' success in this second, in percent (none if none started).
     pub new_success_pct: Option<f64>,
+    /// The slowest returning visitor's request that started in this second and succeeded, in
+    /// ms (none if none did): latency over time, where a retransmission timeout shows.
+    pub slowest_ms: Option<f64>,
 }
 
 /// One scenario's three phases.
@@ -84,7 +92,7 @@ impl Report {
         for scenario in &self.scenarios {
             let _ = writeln!(
                 out,
-                "\n{} (asked {} pps)\n{:<12} {:>12} {:>12} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8}  DROPPED OR ANSWERED BY REASON",
+                "\n{} (asked {} pps)\n{:<12} {:>12} {:>12} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8} {:>10}  DROPPED OR ANSWERED BY REASON",
                 scenario.scenario,
                 scenario.asked_pps,
                 "PHASE",
@@ -95,7 +103,8 @@ impl Report {
                 "NEW OK",
                 "P50 MS",
                 "P99 MS",
-                "SOFTIRQ"
+                "SOFTIRQ",
+                "RING DROPS"
             );
             for p in &scenario.phases {
                 let drops: Vec<String> = p
@@ -110,7 +119,7 @@ impl Report {
                     .map_or_else(|| "-".to_string(), |pct| format!("{pct:.1}%"));
                 let _ = writeln!(
                     out,
-                    "{:<12} {:>12.0} {:>12.0} {:>7.2}% {:>8.1}% {:>7} {:>8.1} {:>8.1} {:>7.1}%  {}",
+                    "{:<12} {:>12.0} {:>12.0} {:>7.2}% {:>8.1}% {:>7} {:>8.1} {:>8.1} {:>7.1}% {:>10}  {}",
                     p.phase,
                     p.offered_pps,
                     p.reached_pps,
@@ -120,6 +129,7 @@ impl Report {
                     p.p50_ms,
                     p.p99_ms,
                     p.softirq_pct,
+                    p.ring_drops,
                     if drops.is_empty() {
                         "-".to_string()
                     } else {
@@ -271,6 +281,7 @@ mod tests {
             reached_pps,
             success_pct: Some(success_pct),
             new_success_pct: None,
+            slowest_ms: None,
         }
     }
 

@@ -245,6 +245,20 @@ impl LabNet {
 }
 
 impl LabNet {
+    /// Frames the router's end of the origin link could not hand over so far (its transmit
+    /// drops: the origin's receive ring was full), from `ip -s` in the router's namespace.
+    pub fn ring_drops(&self) -> Result<u64, NetNsError> {
+        let text = run(self.router.command("ip").args([
+            "-s",
+            "-j",
+            "link",
+            "show",
+            "dev",
+            &self.origin_link.router_iface,
+        ]))?;
+        Ok(tx_dropped(&text).unwrap_or(0))
+    }
+
     /// Gives the clients' namespace the first-time visitor addresses `first..first + count`
     /// (as /32s on its interface, in one `ip -batch`), so each can open connections from its
     /// own address; returns them. Addresses past [`MAX_NEWCOMERS`] are left out.
@@ -353,5 +367,28 @@ mod tests {
         ] {
             assert!(!inside(other), "{other} is not a first-time visitor's");
         }
+    }
+}
+
+/// `stats64.tx.dropped` of the one link in `ip -s -j link show` output.
+fn tx_dropped(json: &str) -> Option<u64> {
+    let links: serde_json::Value = serde_json::from_str(json).ok()?;
+    links
+        .get(0)?
+        .get("stats64")?
+        .get("tx")?
+        .get("dropped")?
+        .as_u64()
+}
+
+#[cfg(test)]
+mod ring_tests {
+    use super::tx_dropped;
+
+    #[test]
+    fn reads_the_transmit_drops_of_ip_s_json() {
+        let json = r#"[{"ifindex":2,"ifname":"lr1","stats64":{"rx":{"bytes":1,"packets":2,"errors":0,"dropped":5},"tx":{"bytes":3,"packets":4,"errors":0,"dropped":62555,"carrier_errors":0}}}]"#;
+        assert_eq!(tx_dropped(json), Some(62555));
+        assert_eq!(tx_dropped("[]"), None);
     }
 }
