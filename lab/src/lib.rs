@@ -371,30 +371,14 @@ fn run_phase(
     ))
 }
 
-/// Sets each tick's first-time visitor success from the visitors that started in its second
-/// (a tick's second ends where the next one starts; the last one at `end`).
-/// Sets each tick's slowest successful request among `outcomes` (the returning visitors' of
-/// the phase ending at `end`) started in that tick's second.
-fn fill_latency_ticks(ticks: &mut [Tick], outcomes: &[Outcome], end: Duration) {
-    let ends: Vec<f64> = ticks
-        .iter()
-        .skip(1)
-        .map(|tick| tick.t)
-        .chain([end.as_secs_f64()])
-        .collect();
-    for (tick, until) in ticks.iter_mut().zip(ends) {
-        tick.slowest_ms = outcomes
-            .iter()
-            .filter(|o| o.ok && (tick.t..until).contains(&o.at.as_secs_f64()))
-            .map(|o| o.latency.as_secs_f64() * 1000.0)
-            .max_by(f64::total_cmp);
-    }
-}
-
-fn fill_newcomer_ticks(ticks: &mut [Tick], outcomes: &[Outcome], end: Duration) {
-    if outcomes.is_empty() {
-        return;
-    }
+/// Calls `fill` with each tick and the outcomes that started in its second (a tick's second
+/// ends where the next one starts; the last one at `end`).
+fn per_second(
+    ticks: &mut [Tick],
+    outcomes: &[Outcome],
+    end: Duration,
+    mut fill: impl FnMut(&mut Tick, Vec<Outcome>),
+) {
     let ends: Vec<f64> = ticks
         .iter()
         .skip(1)
@@ -407,8 +391,30 @@ fn fill_newcomer_ticks(ticks: &mut [Tick], outcomes: &[Outcome], end: Duration) 
             .filter(|o| (tick.t..until).contains(&o.at.as_secs_f64()))
             .copied()
             .collect();
-        tick.new_success_pct = (!window.is_empty()).then(|| summarize(&window).success_pct);
+        fill(tick, window);
     }
+}
+
+/// Sets each tick's slowest successful request among `outcomes` (the returning visitors' of
+/// the phase ending at `end`) started in that tick's second.
+fn fill_latency_ticks(ticks: &mut [Tick], outcomes: &[Outcome], end: Duration) {
+    per_second(ticks, outcomes, end, |tick, window| {
+        tick.slowest_ms = window
+            .iter()
+            .filter(|o| o.ok)
+            .map(|o| o.latency.as_secs_f64() * 1000.0)
+            .max_by(f64::total_cmp);
+    });
+}
+
+/// Sets each tick's first-time visitor success from the visitors that started in its second.
+fn fill_newcomer_ticks(ticks: &mut [Tick], outcomes: &[Outcome], end: Duration) {
+    if outcomes.is_empty() {
+        return;
+    }
+    per_second(ticks, outcomes, end, |tick, window| {
+        tick.new_success_pct = (!window.is_empty()).then(|| summarize(&window).success_pct);
+    });
 }
 
 #[cfg(test)]
@@ -445,5 +451,24 @@ mod tests {
         fill_newcomer_ticks(&mut ticks, &outcomes, Duration::from_secs(13));
         let shares: Vec<Option<f64>> = ticks.iter().map(|t| t.new_success_pct).collect();
         assert_eq!(shares, [Some(50.0), Some(100.0), None]);
+    }
+
+    #[test]
+    fn each_second_gets_its_slowest_successful_request() {
+        let mut ticks = vec![tick(10.0), tick(11.0), tick(12.0)];
+        let timed = |at_ms, ok, latency_ms| Outcome {
+            latency: Duration::from_millis(latency_ms),
+            ..outcome(at_ms, ok)
+        };
+        let outcomes = [
+            timed(10_200, true, 15),
+            timed(10_500, true, 210),
+            // A failure is not a latency.
+            timed(11_300, false, 2_000),
+            timed(11_400, true, 5),
+        ];
+        fill_latency_ticks(&mut ticks, &outcomes, Duration::from_secs(13));
+        let slowest: Vec<Option<f64>> = ticks.iter().map(|t| t.slowest_ms).collect();
+        assert_eq!(slowest, [Some(210.0), Some(5.0), None]);
     }
 }
