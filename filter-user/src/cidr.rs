@@ -88,15 +88,12 @@ impl FromStr for Cidr {
 }
 
 impl Cidr {
-    /// A key that sorts prefixes by address (IPv4 at the top of the 128 bits), then family,
-    /// then length; equal keys are equal prefixes. Plain integers, so a million sort fast.
-    pub fn address_order(&self) -> (u128, u16) {
+    /// A key that sorts prefixes by family (IPv4 first), then address, then length; equal
+    /// keys are equal prefixes. Plain integers, so a million sort fast.
+    pub fn address_order(&self) -> (u8, u128, u32) {
         match self {
-            Cidr::V4 { addr, prefix } => (
-                u128::from(u32::from_be_bytes(*addr)) << 96,
-                (4 << 8) | (*prefix as u16),
-            ),
-            Cidr::V6 { addr, prefix } => (u128::from_be_bytes(*addr), (6 << 8) | (*prefix as u16)),
+            Cidr::V4 { addr, prefix } => (4, u128::from(u32::from_be_bytes(*addr)), *prefix),
+            Cidr::V6 { addr, prefix } => (6, u128::from_be_bytes(*addr), *prefix),
         }
     }
 
@@ -231,7 +228,7 @@ pub fn parse_lines<'a>(
 /// sorting, not hashing: a million prefixes take a fraction of the time SipHash does, and no
 /// list can be built to collide.
 fn first_duplicate(cidrs: &[Cidr]) -> Option<(usize, usize)> {
-    let mut order: Vec<((u128, u16), usize)> = cidrs
+    let mut order: Vec<((u8, u128, u32), usize)> = cidrs
         .iter()
         .enumerate()
         .map(|(position, cidr)| (cidr.address_order(), position))

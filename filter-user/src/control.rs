@@ -413,7 +413,6 @@ impl PinnedList {
     }
 }
 
-/// The errno behind a map error.
 /// Entries per batched system call.
 const BATCH: usize = 4096;
 
@@ -437,10 +436,11 @@ fn v6_key(cidr: &Cidr) -> Option<Key<V6Key>> {
 /// `cidrs` sorted by family (IPv4 first), then address, then length.
 fn in_address_order(cidrs: &[Cidr]) -> Vec<Cidr> {
     let mut sorted = cidrs.to_vec();
-    sorted.sort_unstable_by_key(|cidr| (matches!(cidr, Cidr::V6 { .. }), cidr.address_order()));
+    sorted.sort_unstable_by_key(Cidr::address_order);
     sorted
 }
 
+/// The errno behind a map error.
 fn errno(error: &MapError) -> Option<i32> {
     match error {
         MapError::SyscallError(syscall) => syscall.io_error.raw_os_error(),

@@ -256,7 +256,10 @@ impl LabNet {
             "dev",
             &self.origin_link.router_iface,
         ]))?;
-        Ok(tx_dropped(&text).unwrap_or(0))
+        tx_dropped(&text).ok_or_else(|| NetNsError::Failed {
+            command: format!("ip -s -j link show dev {}", self.origin_link.router_iface),
+            stderr: format!("no stats64.tx.dropped in its output: {}", text.trim()),
+        })
     }
 
     /// Gives the clients' namespace the first-time visitor addresses `first..first + count`
