@@ -690,10 +690,13 @@ impl Kernel {
 
     /// Marks `key` verified until `until_ns`, as the daemon does.
     fn verify(&mut self, key: SourceKey, until_ns: u64) {
-        BpfHashMap::<_, SourceKey, u64>::try_from(self.map_mut(VERIFIED))
-            .unwrap_or_else(|error| panic!("{VERIFIED} is not a hash: {error}"))
-            .insert(key, until_ns, 0)
-            .unwrap_or_else(|error| panic!("inserting {key:?} into {VERIFIED}: {error}"));
+        self.verified_cache().mark(&key, until_ns);
+    }
+
+    /// The verified-source cache, mapped.
+    fn verified_cache(&self) -> moat::verified::VerifiedCache {
+        moat::verified::VerifiedCache::of_map(self.map(VERIFIED))
+            .unwrap_or_else(|error| panic!("mapping {VERIFIED}: {error}"))
     }
 
     /// Returns every table a sequence changes to its state at load: no bans, no tracked or
@@ -707,18 +710,7 @@ impl Kernel {
                 .remove(&key)
                 .unwrap_or_else(|error| panic!("removing {key:?} from {BANS}: {error}"));
         }
-        let verified: Vec<SourceKey> =
-            BpfHashMap::<_, SourceKey, u64>::try_from(self.map(VERIFIED))
-                .unwrap_or_else(|error| panic!("{VERIFIED} is not a hash: {error}"))
-                .keys()
-                .map(|key| key.unwrap_or_else(|error| panic!("reading {VERIFIED}: {error}")))
-                .collect();
-        for key in verified {
-            BpfHashMap::<_, SourceKey, u64>::try_from(self.map_mut(VERIFIED))
-                .unwrap_or_else(|error| panic!("{VERIFIED} is not a hash: {error}"))
-                .remove(&key)
-                .unwrap_or_else(|error| panic!("removing {key:?} from {VERIFIED}: {error}"));
-        }
+        self.verified_cache().clear();
         for key in self.sources().into_keys() {
             BpfHashMap::<_, SourceKey, RateState>::try_from(self.map_mut(SOURCES))
                 .unwrap_or_else(|error| panic!("{SOURCES} is not a hash: {error}"))

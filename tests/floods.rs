@@ -199,10 +199,8 @@ impl Site {
         let path = PinDir::for_iface(self.iface()).map(VERIFIED);
         wait_until("the client to be verified", Duration::from_secs(10), || {
             let data = aya::maps::MapData::from_pin(&path).expect("VERIFIED pin");
-            let verified: aya::maps::HashMap<_, SourceKey, u64> =
-                aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data))
-                    .expect("VERIFIED map");
-            verified.get(&key, 0).is_ok()
+            let cache = moat::verified::VerifiedCache::of(&data).expect("VERIFIED mapped");
+            cache.until(&key).is_some()
         });
         drop(held);
     }

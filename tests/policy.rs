@@ -456,6 +456,83 @@ fn spoofed_syn_flood_without_cookies_is_capped_and_never_fills_the_source_table(
 }
 
 #[test]
+fn a_ban_by_hand_cuts_off_a_verified_visitor_and_keeps_it_unverified() {
+    require_root();
+    let pair = Pair::create();
+    let _daemon = pair.start(&[]);
+    let iface = pair.origin_end.iface.as_str();
+    let origin = SocketAddrV4::new(pair.origin_end.ipv4, 8081);
+    let listener = pair
+        .origin
+        .enter(|| std::net::TcpListener::bind(origin))
+        .expect("enter origin")
+        .expect("listen");
+    let mut held = pair
+        .client
+        .enter(|| std::net::TcpStream::connect_timeout(&origin.into(), Duration::from_secs(3)))
+        .expect("enter client")
+        .expect("connect");
+    let (mut accepted, _) = listener.accept().expect("accept");
+    let path = moat::pins::PinDir::for_iface(iface).map(filter_common::maps::VERIFIED);
+    let data = aya::maps::MapData::from_pin(&path).expect("verified pin");
+    let cache = moat::verified::VerifiedCache::of(&data).expect("verified cache mapped");
+    let key = moat::verify::key_for(pair.client_end.ipv4.into(), 64);
+    // The daemon reads the origin's sockets every second and marks the connected client.
+    wait_until("the client to be verified", Duration::from_secs(5), || {
+        cache.until(&key).is_some()
+    });
+
+    let output = pair.moat(&[
+        "ban",
+        "add",
+        "--iface",
+        iface,
+        "--for",
+        "1h",
+        &pair.client_end.ipv4.to_string(),
+    ]);
+    assert!(output.status.success(), "moat ban add: {}", stderr(&output));
+    // A verified source's segments skip the bans lookup, so the ban must unverify it at once.
+    assert_eq!(
+        cache.until(&key),
+        None,
+        "the ban ended the client's verification"
+    );
+
+    use std::io::{Read as _, Write as _};
+    held.write_all(b"after the ban")
+        .expect("write on the held connection");
+    let banned = || count(&stats_json(iface), "drop", "banned").0;
+    wait_until(
+        "the held connection's segment to be dropped as banned",
+        Duration::from_secs(5),
+        || banned() >= 1,
+    );
+    // The connection is still established on both ends, so every refresh of the daemon (one a
+    // second) lists the client again: for three of them, it must leave it unverified, and
+    // nothing of the connection reaches the origin.
+    accepted.set_nonblocking(true).expect("nonblocking");
+    let watch_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        assert_eq!(
+            cache.until(&key),
+            None,
+            "the daemon marked a banned client verified"
+        );
+        let mut buffer = [0u8; 64];
+        match accepted.read(&mut buffer) {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the origin got something from a banned client: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        banned() >= 2,
+        "the client's retransmissions are dropped as banned too"
+    );
+}
+
+#[test]
 fn a_visitor_who_completed_a_handshake_passes_a_spoofed_syn_flood() {
     require_root();
     let pair = Pair::create();
@@ -491,9 +568,8 @@ fn a_visitor_who_completed_a_handshake_passes_a_spoofed_syn_flood() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let data = aya::maps::MapData::from_pin(&path).expect("verified pin");
-        let verified: aya::maps::HashMap<_, filter_common::source::SourceKey, u64> =
-            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("verified map");
-        if verified.get(&key, 0).is_ok() {
+        let cache = moat::verified::VerifiedCache::of(&data).expect("verified cache mapped");
+        if cache.until(&key).is_some() {
             break;
         }
         assert!(Instant::now() < deadline, "the client was never verified");

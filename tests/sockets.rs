@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Array, HashMap};
+use aya::maps::Array;
 use etherparse::{PacketBuilder, PacketHeaders, TcpOptionElement};
 use filter_common::{
     Counter, Reason, Settings, Verdict, counter_index,
@@ -116,17 +116,17 @@ impl Filter {
         out
     }
 
+    fn cache(&self) -> moat::verified::VerifiedCache {
+        moat::verified::VerifiedCache::of_map(self.loaded.ebpf.map(VERIFIED).expect("VERIFIED"))
+            .expect("VERIFIED mapped")
+    }
+
     fn verified(&self, addr: IpAddr) -> Option<u64> {
-        let map: HashMap<_, SourceKey, u64> =
-            HashMap::try_from(self.loaded.ebpf.map(VERIFIED).expect("VERIFIED")).expect("hash");
-        map.get(&verified_key(addr), 0).ok()
+        self.cache().until(&verified_key(addr))
     }
 
     fn mark_verified(&mut self, addr: IpAddr) {
-        let mut map: HashMap<_, SourceKey, u64> =
-            HashMap::try_from(self.loaded.ebpf.map_mut(VERIFIED).expect("VERIFIED")).expect("hash");
-        map.insert(verified_key(addr), u64::MAX, 0)
-            .expect("marking verified");
+        self.cache().mark(&verified_key(addr), u64::MAX);
     }
 }
 

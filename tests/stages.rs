@@ -249,12 +249,24 @@ impl Filter {
         let addr = addr.into();
         let map = self
             .ebpf
-            .map_mut(VERIFIED)
+            .map(VERIFIED)
             .unwrap_or_else(|| panic!("the object has no map {VERIFIED:?}"));
-        HashMap::<_, SourceKey, u64>::try_from(map)
-            .unwrap_or_else(|error| panic!("{VERIFIED} is not a hash of SourceKey to u64: {error}"))
-            .insert(source_key(addr, VERIFIED_CLASS), u64::MAX, 0)
-            .unwrap_or_else(|error| panic!("verifying {addr}: {error}"));
+        moat::verified::VerifiedCache::of_map(map)
+            .unwrap_or_else(|error| panic!("mapping {VERIFIED}: {error}"))
+            .mark(&source_key(addr, VERIFIED_CLASS), u64::MAX);
+    }
+
+    /// Until when the verified-source cache holds `addr` (an IPv6 /64 given as its network),
+    /// if it does with a verification in force.
+    fn verified_until(&self, addr: impl Into<IpAddr>) -> Option<u64> {
+        let map = self
+            .ebpf
+            .map(VERIFIED)
+            .unwrap_or_else(|| panic!("the object has no map {VERIFIED:?}"));
+        moat::verified::VerifiedCache::of_map(map)
+            .unwrap_or_else(|error| panic!("mapping {VERIFIED}: {error}"))
+            .until(&source_key(addr.into(), VERIFIED_CLASS))
+            .filter(|until| *until > self.now_ns())
     }
 
     /// The `BANS` entry under `addr`, taken as given.
@@ -1180,6 +1192,43 @@ fn assert_ban_round(
         Reason::Banned,
     );
     filter.advance_clock(1);
+}
+
+#[test]
+fn a_ban_ends_the_verification_of_its_source() {
+    let mut filter = Filter::load();
+    filter.update(banning_settings);
+    for (source, verified_as) in [
+        (IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V4)),
+        (IpAddr::from(SOURCE_V6), IpAddr::from(NETWORK_V6)),
+    ] {
+        filter.verify(verified_as);
+        let ack = tcp(source, ACK, HTTPS);
+        filter.assert_passes(&format!("ack from verified {source}"), &ack);
+        // One datagram within the limit, then three strikes: the third bans the source.
+        filter.assert_passes(&format!("udp from {source} within its limit"), &udp(source));
+        for strike in 1..=3 {
+            filter.assert_drops(
+                &format!("udp from {source}, strike {strike}"),
+                &udp(source),
+                Reason::RateUdp,
+            );
+        }
+        assert!(
+            filter.ban_entry(verified_as).is_some(),
+            "{source} is banned"
+        );
+        // A verified source's segments skip the bans lookup, so the ban must have ended its
+        // verification, or its established connections would go on through the ban.
+        assert_eq!(
+            filter.verified_until(verified_as),
+            None,
+            "{source}: the ban unverified it"
+        );
+        filter.assert_drops(&format!("ack from banned {source}"), &ack, Reason::Banned);
+        filter.advance_clock(10 * SECOND_NS);
+        filter.assert_passes(&format!("ack from {source} after its ban"), &ack);
+    }
 }
 
 #[test]

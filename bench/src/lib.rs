@@ -210,6 +210,9 @@ pub enum BenchError {
     /// A running filter's counters could not be read.
     #[error(transparent)]
     Stats(#[from] StatsError),
+    /// The verified-source cache could not be mapped.
+    #[error(transparent)]
+    Verified(#[from] moat::verified::CacheError),
 }
 
 impl BenchError {

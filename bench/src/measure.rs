@@ -538,12 +538,11 @@ impl Subject {
         let key = moat::verify::key_for(addr, self.shipped.v6_source_prefix);
         let map = self
             .ebpf
-            .map_mut(VERIFIED)
+            .map(VERIFIED)
             .ok_or_else(|| missing_map(VERIFIED))?;
-        HashMap::<_, SourceKey, u64>::try_from(map)
-            .map_err(BenchError::map("opening", VERIFIED))?
-            .insert(key, u64::MAX, 0)
-            .map_err(BenchError::map("writing", VERIFIED))
+        let cache = moat::verified::VerifiedCache::of_map(map)?;
+        cache.mark(&key, u64::MAX);
+        Ok(())
     }
 
     /// Tracks every key in `keys` with rate state `state`.

@@ -24,6 +24,7 @@ pub mod sample;
 pub mod settings;
 pub mod source;
 pub mod synack;
+pub mod verified;
 
 pub use classify::{CLASS_COUNT, Class};
 pub use counter::{COUNTER_SLOTS, Counter, counter_index};

@@ -96,19 +96,17 @@ pub const SAMPLES_BYTES: u32 = 256 * 1024;
 /// flood, on the CPU the flood needs.
 pub const SAMPLES_WAKE_BYTES: u64 = SAMPLES_BYTES as u64 / 8;
 
-/// LRU hash of [`crate::source::SourceKey`] (class [`crate::source::VERIFIED_CLASS`]) to the
-/// time (ns) until which the source counts as verified: it completed a TCP handshake with the
-/// origin recently, which a spoofed source cannot. Its SYNs go to the kernel and to its own
-/// per-source limit instead of being answered with cookies. The program marks a source whose
-/// ACK carried a valid SYN cookie; the daemon marks the peers of the origin's TCP connections.
+/// Array of [`crate::verified::VerifiedBucket`]s, the verified-source cache (see
+/// [`crate::verified`]): sources that completed a TCP handshake with the origin recently, which
+/// a spoofed source cannot, with the time (ns) until which each counts as verified. Their SYNs
+/// go to the kernel and to their own per-source limit instead of being answered with cookies,
+/// and their segments pass without a socket lookup. The program marks a source whose ACK
+/// carried a valid SYN cookie; the daemon marks the peers of the origin's TCP connections.
 pub const VERIFIED: &str = "VERIFIED";
 
 /// Per-CPU, single-entry scratch space holding copies of the current packet's IP and TCP
 /// headers ([`crate::synack::HeaderCopy`]) for the SYN-cookie helpers.
 pub const HEADERS: &str = "HEADERS";
-
-/// Capacity of `VERIFIED` in the object; the loader may change it (`max_verified_sources`).
-pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
 
 /// Every map the program declares.
 pub const ALL_MAPS: &[&str] = &[

@@ -23,8 +23,9 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// One parsed IP packet. It lives in the per-CPU `SCRATCH` map while the program runs, so it
-/// is `#[repr(C)]` with no implicit padding.
-#[repr(C)]
+/// is `#[repr(C)]` with no implicit padding, and 8-byte aligned so the parser can clear it a
+/// word at a time ([`PACKET_WORDS`]).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Packet {
     /// Source address in network order; an IPv4 address fills the first four bytes.
@@ -58,8 +59,13 @@ pub struct Packet {
     /// Offset of the transport header in the frame (after IPv4 options or IPv6 extension
     /// headers); 0 when there is none.
     pub l4_offset: u16,
+    /// Explicit padding to a whole number of words; always zero.
+    pub _pad: [u8; 4],
 }
-const _: () = assert!(core::mem::size_of::<Packet>() == 36);
+const _: () = assert!(core::mem::size_of::<Packet>() == 40);
+
+/// 64-bit words in a [`Packet`].
+pub const PACKET_WORDS: usize = core::mem::size_of::<Packet>() / 8;
 
 impl Packet {
     /// An IP packet of `ip_version` with nothing parsed beyond the IP header yet.
@@ -79,6 +85,7 @@ impl Packet {
             ban_issued: 0,
             l3_offset: 0,
             l4_offset: 0,
+            _pad: [0; 4],
         }
     }
 

@@ -4,8 +4,9 @@ use crate::{Packet, classify::Class};
 
 /// Key of the `SOURCES` (rate state per source and class) and `BANS` maps. IPv6 sources are
 /// masked to the configured prefix (a /64 by default) so one attacker's whole prefix shares one
-/// entry.
-#[repr(C)]
+/// entry. Aligned to 4 bytes (still 20 long) so the program copies and compares it a word at a
+/// time.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SourceKey {
     /// Source address in network order, masked; IPv4 in the first four bytes.
@@ -24,7 +25,8 @@ unsafe impl aya::Pod for SourceKey {}
 /// The `class` of every key in `BANS`: a ban covers all classes.
 pub const BAN_CLASS: u8 = 0xFF;
 
-/// The `class` of every key in `VERIFIED`.
+/// The `class` of keys that name a verified source (the `VERIFIED` cache tags their address
+/// alone, see [`crate::verified::tag`]).
 pub const VERIFIED_CLASS: u8 = 0xFE;
 
 impl SourceKey {
@@ -84,15 +86,19 @@ impl SourceKey {
     }
 }
 
-/// Clears every bit after the first `prefix` bits (bounded loop, verifier-friendly): each byte
-/// keeps its first `prefix - 8 × index` bits, clamped to 0..=8, by one shift of a mask.
+/// Clears every bit after the first `prefix` bits: the byte the prefix ends in keeps its first
+/// `prefix % 8` bits, and every byte after it is zeroed (a /64 costs eight byte stores; a
+/// per-byte mask of all sixteen bytes cost four times as many instructions on every packet).
 #[inline(always)]
 pub fn mask_v6(addr: &mut [u8; 16], prefix: u32) {
-    let mut index = 0;
+    let whole = (prefix / 8) as usize;
+    if whole >= 16 {
+        return;
+    }
+    addr[whole] &= (0xff00u16 >> (prefix % 8)) as u8;
+    let mut index = whole + 1;
     while index < 16 {
-        let keep = prefix.saturating_sub(index as u32 * 8);
-        let keep = if keep > 8 { 8 } else { keep };
-        addr[index] &= (0xff00u16 >> keep) as u8;
+        addr[index] = 0;
         index += 1;
     }
 }
@@ -156,5 +162,14 @@ mod tests {
         let mut addr = [0xFF; 16];
         mask_v6(&mut addr, 128);
         assert_eq!(addr, [0xFF; 16]);
+        let mut addr = [0xFF; 16];
+        mask_v6(&mut addr, 0);
+        assert_eq!(addr, [0; 16]);
+        for prefix in 0..=128u32 {
+            let mut addr = [0xFF; 16];
+            mask_v6(&mut addr, prefix);
+            let expected = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            assert_eq!(u128::from_be_bytes(addr), expected, "/{prefix}");
+        }
     }
 }

@@ -13,6 +13,7 @@ mod parse;
 mod socket;
 mod stages;
 mod verdict;
+mod verified;
 mod word;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};

@@ -11,13 +11,13 @@ use filter_common::{
     lists::{ListValue, TrustedV4Key, TrustedV6Key, V4Key, V6Key},
     maps::{
         AGGREGATE_SLOTS, DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES, DEFAULT_MAX_BANS,
-        DEFAULT_MAX_SOURCES, DEFAULT_MAX_VERIFIED, MAX_TRUSTED_ENTRIES, POLICY_SLOTS,
-        SAMPLES_BYTES,
+        DEFAULT_MAX_SOURCES, MAX_TRUSTED_ENTRIES, POLICY_SLOTS, SAMPLES_BYTES,
     },
     ports::PORT_COUNT,
     rate::{Buckets, RateState},
     source::{Ban, SourceKey},
     synack::HeaderCopy,
+    verified::{VERIFIED_BUCKETS, VerifiedBucket},
 };
 
 /// Packets and bytes per `(Verdict, Reason)`, per CPU.
@@ -106,10 +106,11 @@ pub static SAMPLES: RingBuf = RingBuf::with_byte_size(SAMPLES_BYTES, 0);
 #[map]
 pub static SAMPLES_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Sources that completed a TCP handshake recently (value: verified until, ns).
+/// Sources that completed a TCP handshake recently: a two-way cache indexed by source (see
+/// `filter_common::verified`), written by this program and by the daemon through a mapping.
 #[map]
-pub static VERIFIED: LruHashMap<SourceKey, u64> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_VERIFIED, 0);
+pub static VERIFIED: Array<VerifiedBucket> =
+    Array::with_max_entries(VERIFIED_BUCKETS, BPF_F_MMAPABLE);
 
 /// Copies of the current packet's IP and TCP headers for the SYN-cookie helpers, per CPU.
 #[map]

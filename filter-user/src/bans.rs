@@ -1,6 +1,9 @@
 //! Bans: `moat ban add|del|list` on a running filter's pinned `BANS` map, and the daemon's
 //! sweep that forgets bans long expired.
 //!
+//! Every ban written here clears its source's mark in the verified-source cache, since the
+//! program skips the bans lookup for verified sources.
+//!
 //! Ban times are on the kernel's monotonic clock (what `bpf_ktime_get_ns` reads), so a manual
 //! ban and an automatic one compare alike.
 
@@ -9,7 +12,7 @@ use std::{net::IpAddr, time::Duration};
 use aya::maps::{HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use filter_common::{
     Reason, Settings,
-    maps::{BAN_EVENTS, BANS},
+    maps::{BAN_EVENTS, BANS, VERIFIED},
     sample::Sample,
     source::{BAN_CLASS, BAN_DRY_RUN, BAN_MANUAL, Ban, SourceKey},
 };
@@ -18,6 +21,7 @@ use crate::{
     config::{duration_ns, format_duration},
     pins::{NotRunning, PinDir},
     policy::{self, ControlError},
+    verified::{CacheError, VerifiedCache},
 };
 
 /// A ban command that failed; the bans are as they were.
@@ -69,6 +73,14 @@ pub enum BanError {
         /// What failed.
         source: ControlError,
     },
+    /// The verified-source cache, which every ban clears for its source, could not be mapped.
+    #[error("mapping the verified sources of {iface}: {source}")]
+    Verified {
+        /// The interface.
+        iface: String,
+        /// What failed.
+        source: CacheError,
+    },
     /// The kernel refused.
     #[error("{action} the bans of {iface}: {source}")]
     Map {
@@ -108,10 +120,11 @@ pub fn monotonic_ns() -> u64 {
 /// How many automatic bans `moat ban add` removes, at most, to make room on a full table.
 const MAKE_ROOM_TRIES: usize = 8;
 
-/// The pinned `BANS` and `SETTINGS` of a running filter.
+/// The pinned `BANS`, `VERIFIED` and `SETTINGS` of a running filter.
 pub struct PinnedBans {
     iface: String,
     bans: HashMap<MapData, SourceKey, Ban>,
+    verified: VerifiedCache,
     settings: Settings,
 }
 
@@ -131,6 +144,11 @@ impl PinnedBans {
             MapData::from_pin(&path).map_err(map_error("opening"))
         };
         let bans = open(BANS)?;
+        let verified =
+            VerifiedCache::of(&open(VERIFIED)?).map_err(|source| BanError::Verified {
+                iface: iface.to_string(),
+                source,
+            })?;
         let settings = policy::pinned_settings(&pins).map_err(|source| BanError::Settings {
             iface: iface.to_string(),
             source,
@@ -138,6 +156,7 @@ impl PinnedBans {
         Ok(PinnedBans {
             iface: iface.to_string(),
             bans: HashMap::try_from(Map::HashMap(bans)).map_err(map_error("opening"))?,
+            verified,
             settings,
         })
     }
@@ -178,12 +197,17 @@ impl PinnedBans {
         Ok(describe(&key, self.settings.v6_source_prefix))
     }
 
-    /// Inserts `ban`; while the table is full, removes the automatic entry that ends first and
-    /// tries again (a few times: under a flood the program may take a freed slot first).
+    /// Inserts `ban`, then clears the source's verification: no verified source is banned
+    /// (its segments skip the bans lookup). While the table is full, removes the automatic
+    /// entry that ends first and tries again (a few times: under a flood the program may take
+    /// a freed slot first).
     fn insert_making_room(&mut self, key: SourceKey, ban: Ban) -> Result<(), BanError> {
         for _ in 0..MAKE_ROOM_TRIES {
             match self.bans.insert(key, ban, 0) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.verified.forget(&key);
+                    return Ok(());
+                }
                 Err(error) if !is_full(&error) => return Err(self.map_error("writing")(error)),
                 Err(_) => {}
             }
@@ -266,7 +290,9 @@ impl PinnedBans {
         }
         self.bans
             .insert(key, ban, 0)
-            .map_err(self.map_error("writing"))
+            .map_err(self.map_error("writing"))?;
+        self.verified.forget(&key);
+        Ok(())
     }
 
     /// The program's clock now.

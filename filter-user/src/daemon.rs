@@ -14,7 +14,6 @@
 //! over, so no packet meets an unprotected interface.
 
 use std::{
-    collections::HashMap,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -201,7 +200,6 @@ async fn serve(
     let mut running = config;
     let mut ban_log = BanLog::new(&iface, capacities.bans, running.bans.ipv6_prefix);
     let mut window = SampleWindow::default();
-    let mut verified = HashMap::new();
     let mut upstreams = UpstreamWatch::new(&running);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -259,7 +257,7 @@ async fn serve(
                 // The program wakes the daemon only for a batch; a trickle is read here.
                 drain(ring.get_mut(), &mut ban_log, &mut window);
                 // Peers that completed a handshake (before moat started, too) are verified.
-                verify::refresh(filter.ebpf_mut(), running.bans.ipv6_prefix, &mut verified);
+                verify::refresh(filter.ebpf_mut(), running.bans.ipv6_prefix);
                 if let Ok(settings) = policy::pinned_settings(&pins) {
                     ban_log.flush(settings.now_ns(monotonic_ns()));
                 }

@@ -25,6 +25,7 @@ pub mod stats;
 pub mod top;
 pub mod tuning;
 pub mod upstreams;
+pub mod verified;
 pub mod verify;
 
 /// The XDP object the daemon loads and the tests run, built by `build.rs` from `filter-ebpf`.

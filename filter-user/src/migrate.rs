@@ -4,9 +4,11 @@
 //! sizes, capacity, flags) with what this object declares (with the configured capacities):
 //! - the same: the map is reused as it is, so nothing is copied and nothing is lost;
 //! - different: the object gets a new map. Maps that hold what the operator said or what the
-//!   filter learned (lists, bans, per-source state, verified sources, counters) have their
-//!   entries copied into it by [`copy_entries`] before the new program is swapped in; maps the
-//!   policy rewrites or that only hold scratch state start empty.
+//!   filter learned (lists, bans, per-source state, counters) have their entries copied into it
+//!   by [`copy_entries`] before the new program is swapped in; maps the policy rewrites or that
+//!   only hold scratch state or a cache start empty. The verified-source cache is one: the
+//!   daemon marks the origin's connected peers again within a second, and a source it forgot
+//!   answers a SYN cookie on its next SYN.
 //!
 //! A stateful map whose entries changed size cannot be carried over; [`plan`] refuses, and the
 //! running filter stays attached.
@@ -19,7 +21,7 @@ use aya::maps::{
 };
 use filter_common::{
     lists::{ListValue, V4Key, V6Key},
-    maps::{ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, COUNTERS, DENY_V4, DENY_V6, SOURCES, VERIFIED},
+    maps::{ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, COUNTERS, DENY_V4, DENY_V6, SOURCES},
     rate::RateState,
     source::{Ban, SourceKey},
 };
@@ -136,14 +138,15 @@ pub fn pinned_shape(name: &str, data: &MapData) -> Result<Shape, MigrateError> {
 }
 
 /// Maps whose entries are carried into a replacement: what the operator said and what the
-/// filter learned. Every other map is rewritten by the policy or holds scratch state.
+/// filter learned. Every other map is rewritten by the policy or holds scratch state or a
+/// cache.
 pub const STATEFUL: &[&str] = &[
-    ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, BANS, SOURCES, VERIFIED, COUNTERS, BAN_EVENTS,
+    ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, BANS, SOURCES, COUNTERS, BAN_EVENTS,
 ];
 
 /// Stateful maps whose entries may be dropped when their layout changes: per-source rate
 /// state, which the next packets rebuild (each source starts from a full bucket, as a new one
-/// would). Lists, bans and verified sources are never dropped.
+/// would). Lists and bans are never dropped.
 pub const RELEARNED: &[&str] = &[SOURCES];
 
 /// What to do with one pinned map.
@@ -237,7 +240,6 @@ pub fn copy_entries(name: &str, old: MapData, ebpf: &mut aya::Ebpf) -> Result<us
         ALLOW_V6 | DENY_V6 => copy_trie::<V6Key>(old_map, new),
         BANS => copy_hash::<Ban>(old_map, new),
         SOURCES => copy_hash::<RateState>(old_map, new),
-        VERIFIED => copy_hash::<u64>(old_map, new),
         BAN_EVENTS => copy_per_cpu::<u64>(old_map, new),
         _ => Ok(0),
     }

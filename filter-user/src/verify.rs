@@ -1,15 +1,14 @@
 //! Verified sources: peers that completed a TCP handshake with the origin. The daemon lists the
 //! origin's TCP sockets through sock_diag ([`crate::sockdiag`], in its network namespace) and
-//! marks each peer of an established or closing connection as verified in the `VERIFIED` map for
-//! [`VERIFIED_FOR`] (the program itself marks sources whose ACK returned a valid SYN cookie).
+//! marks each peer of an established or closing connection as verified in the `VERIFIED` cache
+//! for [`VERIFIED_FOR`] (the program itself marks sources whose ACK returned a valid SYN cookie).
 //! Their SYNs then go to the kernel with every TCP option instead of being answered with
 //! cookies, and only they get per-source SYN state, so a spoofed flood, whose sources never
 //! finish a handshake, neither crowds out returning visitors nor fills the per-source table.
 //! Half-open connections (SYN_RECV) never verify anyone. Reading sockets is `sockdiag`'s job;
-//! this module decides what gets written and when.
+//! this module decides what gets written and when; [`crate::verified`] writes it.
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
@@ -17,15 +16,16 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use filter_common::{
-    maps::VERIFIED,
-    source::{SourceKey, VERIFIED_CLASS},
+    maps::{BANS, VERIFIED},
+    source::{BAN_CLASS, Ban, SourceKey, VERIFIED_CLASS},
 };
 
-use crate::{bans::monotonic_ns, config::duration_ns, sockdiag};
+use crate::{bans::monotonic_ns, config::duration_ns, sockdiag, verified::VerifiedCache};
 
 pub use crate::config::VERIFIED_FOR;
 
-/// A source is written again only when its entry is older than this, to keep map writes few.
+/// A source is written again once its verification is this old, so most refreshes write
+/// nothing.
 const REFRESH_AFTER: Duration = Duration::from_secs(60);
 
 /// Whether the last failure to list sockets was already logged, so a lasting failure logs once
@@ -37,14 +37,12 @@ pub fn key_for(addr: IpAddr, v6_prefix: u32) -> SourceKey {
     SourceKey::for_addr(addr, VERIFIED_CLASS, v6_prefix)
 }
 
-/// Marks the peers of the origin's completed handshakes as verified. `written` remembers when
-/// each key was last written, so unchanged peers are not rewritten every call. Returns how many
-/// entries were written.
-pub fn refresh(
-    ebpf: &mut aya::Ebpf,
-    v6_prefix: u32,
-    written: &mut HashMap<SourceKey, u64>,
-) -> usize {
+/// Marks the peers of the origin's completed handshakes as verified. A peer the cache holds
+/// for long enough is left alone, so a refresh writes only new peers, peers due for renewal and
+/// peers whose way another verified source took. A peer with a ban that has not ended is never
+/// marked: it is looked for before the mark and again after it (the mark is cleared if a ban
+/// arrived meanwhile), so no verified source is ever banned. Returns how many were written.
+pub fn refresh(ebpf: &aya::Ebpf, v6_prefix: u32) -> usize {
     let addrs = match sockdiag::handshake_peers() {
         Ok(addrs) => {
             if LISTING_FAILED.swap(false, Ordering::Relaxed) {
@@ -63,31 +61,36 @@ pub fn refresh(
         }
     };
     let now = monotonic_ns();
-    let Some(map) = ebpf.map_mut(VERIFIED) else {
+    let Some(Ok(cache)) = ebpf.map(VERIFIED).map(VerifiedCache::of_map) else {
         return 0;
     };
-    let Ok(mut verified) = BpfHashMap::<&mut MapData, SourceKey, u64>::try_from(map) else {
+    let Some(Ok(bans)) = ebpf
+        .map(BANS)
+        .map(BpfHashMap::<&MapData, SourceKey, Ban>::try_from)
+    else {
         return 0;
+    };
+    // Any ban not yet ended keeps its source unverified, a dry run's too.
+    let banned = |key: &SourceKey| {
+        bans.get(&key.with_class(BAN_CLASS), 0)
+            .is_ok_and(|ban| ban.until_ns > now)
     };
     let until = now.saturating_add(duration_ns(VERIFIED_FOR));
-    let refresh_after = duration_ns(REFRESH_AFTER);
+    let renew_before = until.saturating_sub(duration_ns(REFRESH_AFTER));
     let mut count = 0;
     // An unconnected socket has no peer; the unspecified address is nobody's source.
     for addr in addrs.into_iter().filter(|addr| !addr.is_unspecified()) {
         let key = key_for(addr, v6_prefix);
-        if written
-            .get(&key)
-            .is_some_and(|at| now.saturating_sub(*at) < refresh_after)
-        {
+        if cache.until(&key).is_some_and(|end| end >= renew_before) || banned(&key) {
             continue;
         }
-        if verified.insert(key, until, 0).is_ok() {
-            written.insert(key, now);
-            count += 1;
+        cache.mark(&key, until);
+        if banned(&key) {
+            cache.forget(&key);
+            continue;
         }
+        count += 1;
     }
-    let forget = duration_ns(VERIFIED_FOR);
-    written.retain(|_, at| now.saturating_sub(*at) < forget);
     count
 }
 

@@ -544,6 +544,12 @@ impl Model {
             },
         );
         *self.ban_events.entry(reason).or_default() += 1;
+        // A ban ends the source's verification (README, policy stage 3).
+        self.verified.remove(&Key::of(
+            packet,
+            Scope::Verified,
+            self.settings.v6_source_prefix,
+        ));
     }
 }
 
@@ -658,11 +664,16 @@ mod tests {
         settings.source[Class::Syn as usize] = limit(1, 1);
         let mut model = Model::new(settings);
         let packet = syn_from([192, 0, 2, 1]);
-        model.verify(IpAddr::from([192, 0, 2, 1]), u64::MAX);
         let mut lengths = Vec::new();
         for round in 0..4u64 {
             let start = round * 100 * SECOND;
             model.settings.clock_ns = start;
+            // Each ban ends the verification; the source answers a cookie again after it.
+            assert!(
+                round == 0 || !model.is_verified(&packet),
+                "a ban unverifies"
+            );
+            model.verify(IpAddr::from([192, 0, 2, 1]), u64::MAX);
             let reasons: Vec<Reason> = (0..4).map(|_| model.judge(&packet).1).collect();
             assert_eq!(
                 reasons,

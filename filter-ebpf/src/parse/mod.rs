@@ -14,7 +14,7 @@ mod udp;
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
     Fragment, Packet, Reason,
-    packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+    packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PACKET_WORDS},
 };
 
 /// Headers must start within this many bytes of the frame start. Bounds the variable offsets
@@ -61,8 +61,19 @@ pub struct L3 {
 #[inline(always)]
 pub fn packet(ctx: &XdpContext, packet: &mut Packet) -> Result<(), Reason> {
     let frame_len = ctx.data_end() - ctx.data();
-    // Reset first, so nothing of the previous frame survives an early error.
-    *packet = Packet::new(0, frame_len as u32);
+    // Reset first, so nothing of the previous frame survives an early error: five word
+    // stores. (Assigning `Packet::new` compiles to two calls of a byte-at-a-time memset, about
+    // a third of the parser's cost.)
+    let words = (packet as *mut Packet).cast::<u64>();
+    let mut word = 0;
+    while word < PACKET_WORDS {
+        // SAFETY: `packet` is a valid, 8-byte aligned Packet of PACKET_WORDS words, all of
+        // whose fields are integers (or a fieldless enum whose zero is a variant), so zero is
+        // a valid value for each.
+        unsafe { core::ptr::write_volatile(words.add(word), 0) };
+        word += 1;
+    }
+    packet.frame_len = frame_len as u32;
     let (ether_type, l3_offset) = eth::parse(ctx)?;
     packet.l3_offset = l3_offset as u16;
     let l3 = match ether_type {

@@ -1,5 +1,5 @@
 //! The policy stages, run in a fixed order on a parsed packet, cheapest and most decisive
-//! first: lists, bans, sanity (TCP flags, fragments, ports), reflection, then verification (SYN
+//! first: lists, bans (skipped for a verified source's TCP, which no ban can cover), sanity (TCP flags, fragments, ports), reflection, then verification (SYN
 //! cookies, sockets), then rate limits, which only ever see sources that cannot be spoofed or
 //! traffic that matched a socket. Each returns `Some(reason)` to decide or `None` to continue; a
 //! packet no stage stops passes.
@@ -15,9 +15,9 @@ mod syn;
 mod tcp_flags;
 
 use aya_ebpf::programs::XdpContext;
-use filter_common::{Fragment, Packet, Reason, Settings, source::SourceKey};
+use filter_common::{Fragment, Packet, Reason, Settings, packet::IPPROTO_TCP, source::SourceKey};
 
-use crate::clock::Clock;
+use crate::{clock::Clock, verified};
 
 /// Judges a parsed packet by `clock`'s time: the first stage that decides wins, else it passes.
 #[inline(always)]
@@ -33,7 +33,11 @@ pub fn judge(
     // The source's key, its IPv6 address cut to the tracked prefix once for every stage that
     // looks the source up (bans, verified sources, rate state), each under its own class.
     let source = SourceKey::for_ban(packet, settings.v6_source_prefix);
-    if let Some(reason) = bans::check(&source, settings, clock) {
+    // Only TCP asks whether its source completed a handshake. A verified source is never
+    // banned (see `crate::verified`), so its segments skip the bans lookup.
+    let verified =
+        packet.has_l4() && packet.l4_proto == IPPROTO_TCP && verified::holds(&source, clock);
+    if !verified && let Some(reason) = bans::check(&source, settings, clock) {
         return reason;
     }
     if let Some(reason) = tcp_flags::check(packet) {
@@ -48,10 +52,10 @@ pub fn judge(
     if let Some(reason) = reflection::check(packet, settings) {
         return reason;
     }
-    if let Some(reason) = syn::check(ctx, packet, &source, settings, clock) {
+    if let Some(reason) = syn::check(ctx, packet, verified, settings, clock) {
         return reason;
     }
-    if let Some(reason) = sockets::check(ctx, packet, &source, settings, clock) {
+    if let Some(reason) = sockets::check(ctx, packet, &source, verified, settings, clock) {
         return reason;
     }
     if let Some(reason) = rate::check(packet, &source, settings, clock) {

@@ -5,8 +5,8 @@
 //! Both are shared by every CPU and updated by compare-and-swap (`filter_common::rate`), so a
 //! source or a class never gets more than its limit however its packets are spread over CPUs.
 //!
-//! Maps read/written: `SOURCES`, `AGGREGATE` (not for SYNs), `BANS` and `BAN_EVENTS` (only when
-//! a ban is earned). The only SYNs that reach this stage come from verified sources (the `syn`
+//! Maps read/written: `SOURCES`, `AGGREGATE` (not for SYNs), `BANS`, `BAN_EVENTS` and `VERIFIED`
+//! (only when a ban is earned). The only SYNs that reach this stage come from verified sources (the `syn`
 //! stage decides the rest), so a spoofed SYN flood never creates per-source state. Reasons:
 //! `Rate*`, `Flood*`. Lookups per packet: two for a limited class (one more to insert a new
 //! source, two more when a ban is earned), none for unlimited traffic.
@@ -21,7 +21,7 @@ use filter_common::{
 use crate::{
     clock::Clock,
     maps::{AGGREGATE, BAN_EVENTS, BANS, SOURCES},
-    word as shared,
+    verified, word as shared,
 };
 
 /// Decides a rate or flood reason when the packet is over a limit.
@@ -113,6 +113,8 @@ fn ban(packet: &mut Packet, key: &SourceKey, settings: &Settings, now_ns: u64, r
     if BANS.insert(key, entry, 0).is_err() {
         return;
     }
+    // No verified source is banned (see `crate::verified`): its next segments meet the ban.
+    verified::forget(key);
     if let Some(count) = BAN_EVENTS.get_ptr_mut(reason as u32) {
         // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
         unsafe { *count += 1 };

@@ -3,10 +3,10 @@
 //! source then counts as verified); with no socket at all it is dropped. UDP passes when a
 //! socket would receive it. SYNs are the `syn` stage's.
 //!
-//! Maps read/written: `VERIFIED` (read for TCP, written when a cookie is valid), `PORTS` (TCP
-//! with no socket, under an enforced list). Reasons: `NoSocket`, `CookieAck`, `CookieBad`,
-//! `PortClosed`. Lookups per packet: for TCP under `FLAG_TCP_SOCKETS`, one map lookup, then one
-//! socket lookup unless the source is verified; for UDP, one socket lookup under
+//! Maps read/written: `VERIFIED` (written when a cookie is valid; `judge` reads it), `PORTS`
+//! (TCP with no socket, under an enforced list). Reasons: `NoSocket`, `CookieAck`, `CookieBad`,
+//! `PortClosed`. Lookups per packet: for TCP under `FLAG_TCP_SOCKETS`, one socket lookup unless
+//! the source is verified; for UDP, one socket lookup under
 //! `FLAG_UDP_SOCKETS` without an enforced UDP list; none otherwise.
 
 use aya_ebpf::programs::XdpContext;
@@ -15,14 +15,14 @@ use filter_common::{
     classify::{is_syn, tcp_flags},
     packet::{IPPROTO_TCP, IPPROTO_UDP},
     settings::{FLAG_ENFORCE_UDP_PORTS, FLAG_TCP_SOCKETS, FLAG_UDP_SOCKETS},
-    source::{SourceKey, VERIFIED_CLASS},
+    source::SourceKey,
 };
 
-use super::syn::{listed_open, verified};
+use super::syn::listed_open;
 use crate::{
     clock::Clock,
-    maps::VERIFIED,
     socket::{self, Segment},
+    verified,
 };
 
 /// Decides a TCP segment or UDP datagram that no socket would take.
@@ -31,6 +31,7 @@ pub fn check(
     ctx: &XdpContext,
     packet: &Packet,
     source: &SourceKey,
+    verified: bool,
     settings: &Settings,
     clock: &mut Clock,
 ) -> Option<Reason> {
@@ -44,7 +45,7 @@ pub fn check(
             // segments go on to its rate limits without a socket lookup, the costliest step of
             // an established connection's packets. Spoofed floods never verify, so they still
             // meet the lookup.
-            if verified(source, clock) {
+            if verified {
                 return None;
             }
             let Some(tuple) = socket::tuple(ctx, packet) else {
@@ -55,7 +56,7 @@ pub fn check(
             match socket::segment(ctx, packet, tuple, ack) {
                 Segment::Connection => None,
                 Segment::CookieValid => {
-                    verify(source, settings, clock);
+                    verified::mark(source, settings, clock);
                     Some(Reason::CookieAck)
                 }
                 Segment::CookieInvalid => Some(Reason::CookieBad),
@@ -82,17 +83,4 @@ pub fn check(
         }
         _ => None,
     }
-}
-
-/// Marks the packet's source verified: it answered a SYN cookie, which a spoofed source cannot.
-#[inline(always)]
-fn verify(source: &SourceKey, settings: &Settings, clock: &mut Clock) {
-    if settings.verified_ttl_ns == 0 {
-        return;
-    }
-    let key = source.with_class(VERIFIED_CLASS);
-    let until = clock.now_ns().saturating_add(settings.verified_ttl_ns);
-    // An LRU insert evicts the oldest entry when full; failure only means the source is not
-    // remembered this time.
-    let _ = VERIFIED.insert(key, until, 0);
 }

@@ -4,9 +4,9 @@
 //! and its listener would use one, dropped when nobody listens on its port, and otherwise handed
 //! to the kernel.
 //!
-//! Maps read: `VERIFIED`; `AGGREGATE` (SYN slot) when a cookie is answered, or for every
+//! Maps read: `AGGREGATE` (SYN slot) when a cookie is answered, or for every
 //! unverified SYN when cookies are off. Reasons: `SynCookie`, `PortClosed`, `FloodSyn`, `Pass`,
-//! `Internal`. Lookups per SYN: one map lookup and one socket lookup (plus the cookie helper
+//! `Internal`. Lookups per SYN (the verified-source lookup is `judge`'s): one socket lookup (plus the cookie helper
 //! for a listener).
 
 use aya_ebpf::programs::XdpContext;
@@ -16,30 +16,26 @@ use filter_common::{
     packet::IPPROTO_TCP,
     ports::{PORT_TCP_OPEN, port_index},
     settings::{FLAG_ENFORCE_TCP_PORTS, FLAG_TCP_SOCKETS, SYN_COOKIES_OFF},
-    source::{SourceKey, VERIFIED_CLASS},
 };
 
 use crate::{
     answer::{self, Rewrite},
     clock::Clock,
-    maps::{AGGREGATE, PORTS, VERIFIED},
+    maps::{AGGREGATE, PORTS},
     socket::{self, Cookie, Found},
     word as shared,
 };
 
-/// Decides an unverified SYN; `None` for a verified SYN or any other packet.
+/// Decides an unverified SYN; `None` for a SYN from a `verified` source or any other packet.
 #[inline(always)]
 pub fn check(
     ctx: &XdpContext,
     packet: &Packet,
-    source: &SourceKey,
+    verified: bool,
     settings: &Settings,
     clock: &mut Clock,
 ) -> Option<Reason> {
-    if !packet.has_l4() || packet.l4_proto != IPPROTO_TCP || !is_syn(packet.tcp_flags) {
-        return None;
-    }
-    if verified(source, clock) {
+    if verified || !packet.has_l4() || packet.l4_proto != IPPROTO_TCP || !is_syn(packet.tcp_flags) {
         return None;
     }
     let cookies = settings.syn_cookies != SYN_COOKIES_OFF && !settings.dry_run();
@@ -77,16 +73,6 @@ pub fn check(
         Some(true) => Some(Reason::Pass),
         Some(false) => Some(Reason::FloodSyn),
         None => Some(Reason::Internal),
-    }
-}
-
-/// Whether `source` (any class of its key) completed a TCP handshake with the origin recently.
-#[inline(always)]
-pub fn verified(source: &SourceKey, clock: &mut Clock) -> bool {
-    match VERIFIED.get_ptr(source.with_class(VERIFIED_CLASS)) {
-        // SAFETY: a pointer from a successful lookup, valid for this run.
-        Some(until) => clock.now_ns() < unsafe { *until },
-        None => false,
     }
 }
 

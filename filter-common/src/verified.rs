@@ -1,0 +1,230 @@
+//! The verified-source cache (`VERIFIED`): sources that completed a TCP handshake with the
+//! origin recently, which a spoofed source cannot. Every established segment and every SYN
+//! asks it, so it is built for the lookup: an array of [`VerifiedBucket`]s, two ways each,
+//! indexed by a multiplicative hash of the source's [`tag`]. An array lookup is a bounds check
+//! and an address the verifier inlines, where a hash map costs a hash function call over a long
+//! key, a bucket walk and (LRU) a list update.
+//!
+//! It is a cache, never the only record of anything: a source that loses its slot to another
+//! verified source (two that hash to the same bucket, once both ways are taken) only pays a
+//! socket lookup for its established segments, which still pass, and gets a SYN cookie for its
+//! next SYN, which it answers. The daemon marks the peers of the origin's connections again
+//! every second. Only verified sources write, so spoofed floods never displace anyone.
+//!
+//! Each family has its own half of the array, so an IPv6 tag can never match an IPv4 one. A
+//! source is tagged by its whole key: an IPv4 address, or an IPv6 address masked to the tracked
+//! prefix (a /64 by default), exactly the unit the ban and rate stages count.
+
+use crate::source::SourceKey;
+
+/// Buckets in `VERIFIED`: the first half for IPv4, the second for IPv6. A power of two.
+pub const VERIFIED_BUCKETS: u32 = 1 << 16;
+
+/// Sources one bucket holds.
+pub const VERIFIED_WAYS: usize = 2;
+
+/// Sources the cache holds at most: [`VERIFIED_BUCKETS`] × [`VERIFIED_WAYS`].
+pub const VERIFIED_CAPACITY: u32 = VERIFIED_BUCKETS * VERIFIED_WAYS as u32;
+
+/// A source's tag: its key's address as two words (IPv4 in `hi`, `lo` zero).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Tag {
+    /// The first 64 bits of the address (IPv4: the address as a number).
+    pub hi: u64,
+    /// The last 64 bits (zero for IPv4, and for IPv6 keys masked to a /64 or shorter).
+    pub lo: u64,
+}
+
+/// One cached source. Writers clear `until_ns` first, then write the tag, then the end, a
+/// word at a time; a reader that catches a rewrite halfway sees an empty slot or, for the few
+/// nanoseconds between the two tag words, a tag joined from two verified sources.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifiedSlot {
+    /// [`Tag::hi`] of the source.
+    pub hi: u64,
+    /// [`Tag::lo`] of the source.
+    pub lo: u64,
+    /// Verified until this time on the program's clock, in ns; 0 for an empty slot.
+    pub until_ns: u64,
+}
+
+impl VerifiedSlot {
+    /// Whether this slot holds `tag` (in force or not).
+    #[inline(always)]
+    pub const fn holds(&self, tag: Tag) -> bool {
+        self.hi == tag.hi && self.lo == tag.lo
+    }
+}
+
+/// The value of each `VERIFIED` entry: the sources whose tags hash to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifiedBucket {
+    /// The ways, in no particular order.
+    pub slots: [VerifiedSlot; VERIFIED_WAYS],
+}
+const _: () = assert!(core::mem::size_of::<VerifiedBucket>() == 48);
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for VerifiedBucket {}
+
+/// The cache tag of a source key: its address, already masked to the tracked IPv6 prefix.
+#[inline(always)]
+pub fn tag(source: &SourceKey) -> Tag {
+    let a = &source.addr_be;
+    if source.ip_version == 4 {
+        Tag {
+            hi: u64::from(u32::from_be_bytes([a[0], a[1], a[2], a[3]])),
+            lo: 0,
+        }
+    } else {
+        Tag {
+            hi: u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+            lo: u64::from_be_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+        }
+    }
+}
+
+/// The bucket of `tag` in its family's half of the array: the top bits of the tag's words
+/// mixed and multiplied by a large odd constant (Fibonacci hashing), which spreads neighbouring
+/// addresses and prefixes over the whole half.
+#[inline(always)]
+pub const fn bucket(tag: Tag, ipv6: bool) -> u32 {
+    const HALF_BITS: u32 = VERIFIED_BUCKETS.trailing_zeros() - 1;
+    const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mixed = tag.hi ^ tag.lo.wrapping_mul(MIX).rotate_left(32);
+    let spread = mixed.wrapping_mul(MIX) >> (64 - HALF_BITS);
+    let half = if ipv6 { VERIFIED_BUCKETS / 2 } else { 0 };
+    spread as u32 + half
+}
+
+impl VerifiedBucket {
+    /// Whether the source tagged `tag` is verified at `now_ns`.
+    #[inline(always)]
+    pub const fn verified(&self, tag: Tag, now_ns: u64) -> bool {
+        let [first, second] = self.slots;
+        (first.holds(tag) && now_ns < first.until_ns)
+            || (second.holds(tag) && now_ns < second.until_ns)
+    }
+
+    /// Whether either way holds `tag` (in force or not): the test before the clock is read.
+    #[inline(always)]
+    pub const fn holds(&self, tag: Tag) -> bool {
+        self.slots[0].holds(tag) || self.slots[1].holds(tag)
+    }
+
+    /// The way a verification of `tag` goes into: the one already holding it, else the one
+    /// whose verification ends first (an empty or expired one before any in force).
+    #[inline(always)]
+    pub const fn way_for(&self, tag: Tag) -> usize {
+        let [first, second] = self.slots;
+        if first.holds(tag) {
+            0
+        } else if second.holds(tag) || second.until_ns < first.until_ns {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// This bucket with `tag` verified until `until_ns` (an earlier end than one already
+    /// recorded for it never shortens it).
+    #[inline(always)]
+    pub const fn with(mut self, tag: Tag, until_ns: u64) -> VerifiedBucket {
+        let way = self.way_for(tag);
+        let slot = &mut self.slots[way];
+        if !slot.holds(tag) || slot.until_ns < until_ns {
+            *slot = VerifiedSlot {
+                hi: tag.hi,
+                lo: tag.lo,
+                until_ns,
+            };
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(addr: core::net::IpAddr, v6_prefix: u32) -> SourceKey {
+        SourceKey::for_addr(addr, 0, v6_prefix)
+    }
+
+    const fn tag_of(hi: u64) -> Tag {
+        Tag { hi, lo: 0 }
+    }
+
+    #[test]
+    fn tags_a_whole_key() {
+        let v4 = key("198.51.100.7".parse().expect("literal"), 64);
+        assert_eq!(tag(&v4), tag_of(0xC633_6407));
+        let v6 = key("2001:db8:1:2:3:4:5:6".parse().expect("literal"), 128);
+        assert_eq!(
+            tag(&v6),
+            Tag {
+                hi: 0x2001_0db8_0001_0002,
+                lo: 0x0003_0004_0005_0006
+            }
+        );
+        let v6_64 = key("2001:db8:1:2:3:4:5:6".parse().expect("literal"), 64);
+        assert_eq!(tag(&v6_64), tag_of(0x2001_0db8_0001_0002));
+        let v6_48 = key("2001:db8:1:2:3:4:5:6".parse().expect("literal"), 48);
+        assert_eq!(tag(&v6_48), tag_of(0x2001_0db8_0001_0000));
+    }
+
+    #[test]
+    fn families_hash_into_their_own_halves() {
+        let half = VERIFIED_BUCKETS / 2;
+        for hi in [0, 1, 0xC633_6407, u64::MAX, 0x2001_0db8_0001_0002] {
+            for lo in [0, 7, u64::MAX] {
+                let tag = Tag { hi, lo };
+                assert!(bucket(tag, false) < half, "{tag:?}");
+                assert!(
+                    (half..VERIFIED_BUCKETS).contains(&bucket(tag, true)),
+                    "{tag:?}"
+                );
+            }
+        }
+        // Neighbouring addresses land in different buckets.
+        assert_ne!(
+            bucket(tag_of(0xC633_6407), false),
+            bucket(tag_of(0xC633_6408), false)
+        );
+        let host = |lo| Tag {
+            hi: 0x2001_0db8,
+            lo,
+        };
+        assert_ne!(bucket(host(1), true), bucket(host(2), true));
+    }
+
+    #[test]
+    fn a_bucket_holds_two_sources_and_replaces_the_one_ending_first() {
+        let (one, two, three) = (tag_of(1), tag_of(2), tag_of(3));
+        let bucket = VerifiedBucket::default().with(one, 100).with(two, 200);
+        assert!(bucket.verified(one, 99) && bucket.verified(two, 199));
+        assert!(!bucket.verified(one, 100), "the end is exclusive");
+        assert!(!bucket.verified(three, 0), "an unknown tag");
+        // A third source takes the way of the one whose verification ends first.
+        let bucket = bucket.with(three, 300);
+        assert!(!bucket.verified(one, 0) && bucket.verified(two, 150));
+        assert!(bucket.verified(three, 150) && bucket.holds(three) && !bucket.holds(one));
+        // Renewing keeps the way and never shortens.
+        let renewed = bucket.with(two, 500).with(two, 400);
+        assert!(renewed.verified(two, 450) && renewed.verified(three, 250));
+    }
+
+    #[test]
+    fn tags_differ_in_either_word() {
+        let bucket = VerifiedBucket::default().with(Tag { hi: 1, lo: 2 }, 100);
+        assert!(bucket.verified(Tag { hi: 1, lo: 2 }, 0));
+        assert!(!bucket.verified(Tag { hi: 1, lo: 3 }, 0));
+        assert!(!bucket.verified(Tag { hi: 0, lo: 2 }, 0));
+    }
+
+    #[test]
+    fn an_empty_slot_verifies_nobody_not_even_tag_zero() {
+        assert!(!VerifiedBucket::default().verified(Tag::default(), 0));
+    }
+}

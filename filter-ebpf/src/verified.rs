@@ -1,0 +1,107 @@
+//! The verified-source cache (`VERIFIED`, see `filter_common::verified`): asked once per TCP
+//! segment, written when a source returns a valid SYN cookie, and cleared for a source the
+//! moment it is banned.
+//!
+//! A verified source is never banned: every writer of a ban clears the source's verification
+//! after inserting the ban (this program in the rate stage, the daemon and `moat ban add`), and
+//! every writer of a verification looks for an enforced ban after writing it and clears it
+//! again if it finds one. Whichever order two writers run in, the one that comes second sees
+//! the other's work. So the bans lookup is skipped for a verified source's segments, most of
+//! the packets a site serves.
+//!
+//! Maps read/written: `VERIFIED`; `BANS` (read) after a verification is written.
+
+use filter_common::{
+    Settings,
+    source::SourceKey,
+    verified::{self, Tag, VerifiedBucket},
+};
+
+use crate::{
+    clock::Clock,
+    maps::{BANS, VERIFIED},
+};
+
+/// The bucket `source`'s tag hashes to, and the tag.
+#[inline(always)]
+fn bucket_of(source: &SourceKey) -> Option<(*mut VerifiedBucket, Tag)> {
+    let tag = verified::tag(source);
+    let bucket = VERIFIED.get_ptr_mut(verified::bucket(tag, source.ip_version != 4))?;
+    Some((bucket, tag))
+}
+
+/// Whether `source` completed a TCP handshake with the origin recently: one array lookup, and
+/// the clock read only when a way holds its tag.
+#[inline(always)]
+pub fn holds(source: &SourceKey, clock: &mut Clock) -> bool {
+    let Some((bucket, tag)) = bucket_of(source) else {
+        return false;
+    };
+    // SAFETY: a pointer to a map value from a successful lookup, valid for this run. Other CPUs
+    // and the daemon rewrite ways at any time, a whole word at a time (see `VerifiedSlot`), so
+    // it is read once, volatile.
+    let bucket = unsafe { core::ptr::read_volatile(bucket) };
+    bucket.holds(tag) && bucket.verified(tag, clock.now_ns())
+}
+
+/// Marks `source` verified (it answered a SYN cookie, which a spoofed source cannot) for the
+/// configured time, then clears the mark again if a ban of the source is in force.
+#[inline(always)]
+pub fn mark(source: &SourceKey, settings: &Settings, clock: &mut Clock) {
+    if settings.verified_ttl_ns == 0 {
+        return;
+    }
+    let Some((bucket, tag)) = bucket_of(source) else {
+        return;
+    };
+    let now_ns = clock.now_ns();
+    let until_ns = now_ns.saturating_add(settings.verified_ttl_ns);
+    // SAFETY: a pointer to a map value from a successful lookup, valid for this run. The way
+    // is rewritten a word at a time (aligned 64-bit stores are whole on every BPF JIT): its end
+    // cleared, then the tag, then the new end (see `VerifiedSlot`).
+    unsafe {
+        let current = core::ptr::read_volatile(bucket);
+        // Constant indices: the ways are two, and no bounds check reaches the verifier.
+        let (slot, old) = if current.way_for(tag) == 0 {
+            (&raw mut (*bucket).slots[0], current.slots[0])
+        } else {
+            (&raw mut (*bucket).slots[1], current.slots[1])
+        };
+        if old.holds(tag) {
+            if old.until_ns < until_ns {
+                core::ptr::write_volatile(&raw mut (*slot).until_ns, until_ns);
+            }
+        } else {
+            core::ptr::write_volatile(&raw mut (*slot).until_ns, 0);
+            core::ptr::write_volatile(&raw mut (*slot).hi, tag.hi);
+            core::ptr::write_volatile(&raw mut (*slot).lo, tag.lo);
+            core::ptr::write_volatile(&raw mut (*slot).until_ns, until_ns);
+        }
+    }
+    // A ban written while this verification was being decided wins.
+    if let Some(ban) = BANS.get_ptr(source) {
+        // SAFETY: a pointer from a successful lookup, valid for this run.
+        if unsafe { (*ban).enforced(now_ns, settings.dry_run()) } {
+            forget(source);
+        }
+    }
+}
+
+/// Clears `source`'s verification, if the cache holds it: the source was just banned.
+#[inline(always)]
+pub fn forget(source: &SourceKey) {
+    let Some((bucket, tag)) = bucket_of(source) else {
+        return;
+    };
+    // SAFETY: a pointer to a map value from a successful lookup, valid for this run; only the
+    // end of the way holding the tag is written, whole.
+    unsafe {
+        let current = core::ptr::read_volatile(bucket);
+        if current.slots[0].holds(tag) {
+            core::ptr::write_volatile(&raw mut (*bucket).slots[0].until_ns, 0);
+        }
+        if current.slots[1].holds(tag) {
+            core::ptr::write_volatile(&raw mut (*bucket).slots[1].until_ns, 0);
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The verified-source cache (`VERIFIED`, see [`filter_common::verified`]) mapped into this
+//! process: the daemon marks the origin's connected peers through it, and every writer of a ban
+//! clears the banned source's mark through it. Every word is read and written whole, in the
+//! program's order, so the program, the daemon and a command running beside them never see a
+//! torn tag.
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use aya::maps::{Map, MapData};
+use filter_common::{
+    maps::VERIFIED,
+    source::SourceKey,
+    verified::{self, VERIFIED_BUCKETS, VERIFIED_WAYS, VerifiedBucket, VerifiedSlot},
+};
+
+/// Why the cache could not be mapped.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The object or pin has no cache map of the expected kind.
+    #[error("{VERIFIED} is missing or not an array")]
+    Missing,
+    /// The kernel refused the mapping.
+    #[error("mapping {VERIFIED} into memory: {0}")]
+    Mmap(std::io::Error),
+}
+
+/// The verified-source cache (`VERIFIED`, see [`filter_common::verified`]), mapped read-write.
+/// Every word is read and written whole, so the program, the daemon and a test reading beside
+/// them never see a torn tag.
+#[derive(Debug)]
+pub struct VerifiedCache {
+    base: NonNull<AtomicU64>,
+}
+
+// SAFETY: the mapping is shared memory accessed only through atomics; the pointer stays valid
+// until `drop` unmaps it.
+unsafe impl Send for VerifiedCache {}
+// SAFETY: as above, every access is atomic.
+unsafe impl Sync for VerifiedCache {}
+
+/// Bytes of the mapping: every bucket.
+const CACHE_BYTES: usize = VERIFIED_BUCKETS as usize * size_of::<VerifiedBucket>();
+
+/// 64-bit words per bucket.
+const BUCKET_WORDS: usize = size_of::<VerifiedBucket>() / 8;
+
+/// 64-bit words per way: the tag's two, then the end.
+const SLOT_WORDS: usize = size_of::<VerifiedSlot>() / 8;
+
+impl VerifiedCache {
+    /// Maps the cache `data` holds (the `VERIFIED` map of an object or a pin).
+    pub fn of(data: &MapData) -> Result<VerifiedCache, CacheError> {
+        let fd = data.fd().as_fd().as_raw_fd();
+        // SAFETY: a fresh shared mapping of the whole map, which the kernel allows for an
+        // array created with BPF_F_MMAPABLE (and refuses, failing here, for anything else).
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                CACHE_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(CacheError::Mmap(std::io::Error::last_os_error()));
+        }
+        NonNull::new(base.cast::<AtomicU64>())
+            .map(|base| VerifiedCache { base })
+            .ok_or(CacheError::Missing)
+    }
+
+    /// Maps the cache of a loaded object's `map`.
+    pub fn of_map(map: &Map) -> Result<VerifiedCache, CacheError> {
+        match map {
+            Map::Array(data) => VerifiedCache::of(data),
+            _ => Err(CacheError::Missing),
+        }
+    }
+
+    /// Word `word` of bucket `bucket`.
+    fn word(&self, bucket: u32, word: usize) -> &AtomicU64 {
+        let index = (bucket % VERIFIED_BUCKETS) as usize * BUCKET_WORDS + word % BUCKET_WORDS;
+        // SAFETY: the index is inside the mapping, which holds 8-byte aligned words and lives
+        // as long as `self`; all access is atomic.
+        unsafe { &*self.base.as_ptr().add(index) }
+    }
+
+    /// Bucket `bucket` as it is now, word by word.
+    fn bucket(&self, bucket: u32) -> VerifiedBucket {
+        let slot = |way: usize| VerifiedSlot {
+            hi: self.word(bucket, way * SLOT_WORDS).load(Ordering::Acquire),
+            lo: self
+                .word(bucket, way * SLOT_WORDS + 1)
+                .load(Ordering::Acquire),
+            until_ns: self
+                .word(bucket, way * SLOT_WORDS + 2)
+                .load(Ordering::Acquire),
+        };
+        VerifiedBucket {
+            slots: [slot(0), slot(1)],
+        }
+    }
+
+    /// Marks `key`'s source verified until `until_ns` on the program's clock (never shorter
+    /// than it already is), in the way the program would choose, written word by word in the
+    /// program's order: the end cleared, the tag, the new end.
+    pub fn mark(&self, key: &SourceKey, until_ns: u64) {
+        let tag = verified::tag(key);
+        let index = verified::bucket(tag, key.ip_version != 4);
+        let current = self.bucket(index);
+        let way = current.way_for(tag) % VERIFIED_WAYS;
+        let old = current.slots[way];
+        let base = way * SLOT_WORDS;
+        if old.holds(tag) {
+            if old.until_ns < until_ns {
+                self.word(index, base + 2)
+                    .store(until_ns, Ordering::Release);
+            }
+            return;
+        }
+        self.word(index, base + 2).store(0, Ordering::Release);
+        self.word(index, base).store(tag.hi, Ordering::Release);
+        self.word(index, base + 1).store(tag.lo, Ordering::Release);
+        self.word(index, base + 2)
+            .store(until_ns, Ordering::Release);
+    }
+
+    /// Clears `key`'s source's verification, if the cache holds it: the source was banned, and
+    /// no verified source is (see the program's `verified` module).
+    pub fn forget(&self, key: &SourceKey) {
+        let tag = verified::tag(key);
+        let index = verified::bucket(tag, key.ip_version != 4);
+        for (way, slot) in self.bucket(index).slots.iter().enumerate() {
+            if slot.holds(tag) {
+                self.word(index, way * SLOT_WORDS + 2)
+                    .store(0, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// When `key`'s source stops being verified, if the cache holds it.
+    pub fn until(&self, key: &SourceKey) -> Option<u64> {
+        let tag = verified::tag(key);
+        let bucket = self.bucket(verified::bucket(tag, key.ip_version != 4));
+        bucket
+            .slots
+            .iter()
+            .find(|slot| slot.holds(tag) && slot.until_ns != 0)
+            .map(|slot| slot.until_ns)
+    }
+
+    /// Empties every way (tests start sequences from an empty cache).
+    pub fn clear(&self) {
+        for bucket in 0..VERIFIED_BUCKETS {
+            for word in 0..BUCKET_WORDS {
+                self.word(bucket, word).store(0, Ordering::Release);
+            }
+        }
+    }
+
+    /// Every cached source's tag and end, bucket by bucket (empty ways left out).
+    pub fn entries(&self) -> Vec<(u32, VerifiedSlot)> {
+        (0..VERIFIED_BUCKETS)
+            .flat_map(|index| {
+                self.bucket(index)
+                    .slots
+                    .into_iter()
+                    .filter(|slot| slot.until_ns != 0)
+                    .map(move |slot| (index, slot))
+            })
+            .collect()
+    }
+}
+
+impl Drop for VerifiedCache {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `of` made; no reference into it outlives `self`.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), CACHE_BYTES);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_for(addr: std::net::IpAddr, v6_prefix: u32) -> SourceKey {
+        SourceKey::for_addr(addr, 0, v6_prefix)
+    }
+
+    /// An anonymous mapping the size of the cache, standing in for the kernel's.
+    fn scratch_cache() -> VerifiedCache {
+        // SAFETY: a fresh private anonymous mapping; nothing else aliases it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                CACHE_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(
+            base,
+            libc::MAP_FAILED,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        VerifiedCache {
+            base: NonNull::new(base.cast::<AtomicU64>()).expect("a mapping"),
+        }
+    }
+
+    #[test]
+    fn marks_renews_and_clears_in_the_programs_layout() {
+        let cache = scratch_cache();
+        let v4 = key_for("198.51.100.7".parse().expect("literal"), 64);
+        let v6 = key_for("2001:db8::1".parse().expect("literal"), 128);
+        cache.mark(&v4, 100);
+        cache.mark(&v6, 200);
+        assert_eq!((cache.until(&v4), cache.until(&v6)), (Some(100), Some(200)));
+        // Never shortened, always lengthened.
+        cache.mark(&v4, 50);
+        cache.mark(&v6, 300);
+        assert_eq!((cache.until(&v4), cache.until(&v6)), (Some(100), Some(300)));
+        // The words sit where the program reads them: bucket, way, then hi, lo, end.
+        let tag = verified::tag(&v6);
+        let bucket = cache.bucket(verified::bucket(tag, true));
+        assert!(bucket.verified(tag, 299) && !bucket.verified(tag, 300));
+        let other = key_for("2001:db8::2".parse().expect("literal"), 128);
+        assert_eq!(cache.until(&other), None, "the /128s of one /64 are apart");
+        assert_eq!(cache.entries().len(), 2);
+        cache.clear();
+        assert!(cache.entries().is_empty());
+    }
+}
