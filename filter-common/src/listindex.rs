@@ -7,11 +7,12 @@
 //! edits the lists:
 //! - IPv4: one byte per /24 ([`v4_index`]); an entry marks every /24 it touches (a /20 marks 16,
 //!   a /32 one).
-//! - IPv6: one byte per hashed /48 bucket and per hashed /32 bucket, plus one "wide" byte. An
-//!   entry of /48 or longer marks the bucket of its /48, one of /32 to /47 the bucket of its /32,
-//!   a shorter one the wide byte. A source looks at its /48 bucket, its /32 bucket and the wide
-//!   byte ([`v6_lookup`]). Buckets are hashed, so two networks may share one: that only costs a
-//!   walk, never a miss.
+//! - IPv6: one byte per hashed /64, /48 and /32 bucket, plus one "wide" byte. An entry of /64 or
+//!   longer (one host's network, what most IPv6 bans name) marks the bucket of its /64, one of
+//!   /48 to /63 the bucket of its /48, one of /32 to /47 the bucket of its /32, a shorter one the
+//!   wide byte. A source looks at its /64, /48 and /32 buckets and the wide byte ([`v6_lookup`]),
+//!   so a source whose /48 holds a listed /64 but is not in it walks no trie. Buckets are hashed,
+//!   so two networks may share one: that only costs a walk, never a miss.
 //!
 //! Each byte holds two counts: entries of the allowlist (low nibble) and of the denylist (high
 //! nibble) that mark it ([`bumped`]). A count that reaches 15 stays there ("sticky"): removals no
@@ -26,9 +27,14 @@
 pub const INDEX_BYTES: u32 = 1 << 25;
 
 /// `u64` words in `LIST_INDEX` (the kernel stores array values in 8-byte slots, so the index is
-/// an array of words; byte `i` is byte `i % 8` of word `i / 8`, little-endian), and one more:
-/// [`ENTRIES_WORD`].
-pub const INDEX_WORDS: u32 = INDEX_BYTES / 8 + 1;
+/// an array of words; byte `i` is byte `i % 8` of word `i / 8`, little-endian), and two more:
+/// [`ENTRIES_WORD`] and [`LAYOUT_WORD`].
+pub const INDEX_WORDS: u32 = INDEX_BYTES / 8 + 2;
+
+/// The last word, unused by the program: it makes this layout's index (with the IPv6 /64
+/// level) one word longer than the earlier one's, so an index an earlier version pinned is
+/// never reused with the wrong marks. The loader rebuilds a replaced index from the lists.
+pub const LAYOUT_WORD: u32 = INDEX_BYTES / 8 + 1;
 
 /// The word after the bytes: how many allow and deny entries each family has, IPv4 in the low
 /// half and IPv6 in the high half. A family with none skips its index bytes altogether, so a
@@ -53,7 +59,10 @@ pub const V6_WIDE: u32 = 1 << 24;
 /// its byte with the wide byte, which only costs the networks hashed there a walk).
 pub const V6_BUCKET_BITS: u32 = 24;
 
-/// IPv6 entries at least this long mark their /48's bucket.
+/// IPv6 entries at least this long mark their /64's bucket.
+pub const V6_HOST_BITS: u32 = 64;
+
+/// IPv6 entries at least this long (and shorter than [`V6_HOST_BITS`]) mark their /48's bucket.
 pub const V6_LONG_BITS: u32 = 48;
 
 /// IPv6 entries at least this long (and shorter than [`V6_LONG_BITS`]) mark their /32's bucket;
@@ -143,22 +152,26 @@ pub const fn v4_span(addr: &[u8; 4], prefix: u32) -> (u32, u32) {
     }
 }
 
-/// The bucket byte of the network of `addr`'s first `bits` bits ([`V6_SHORT_BITS`] or
-/// [`V6_LONG_BITS`]): a multiplicative hash of the network, different for the two lengths. One
-/// 8-byte load, a shift, a multiply and a shift: no loop and no division on the packet path.
+/// The bucket byte of the network of `addr`'s first `bits` bits ([`V6_SHORT_BITS`],
+/// [`V6_LONG_BITS`] or [`V6_HOST_BITS`]): a multiplicative hash of the network, different for
+/// each length. One 8-byte load, a shift, a multiply and a shift: no loop and no division on the
+/// packet path.
 #[inline(always)]
 pub const fn v6_bucket(addr: &[u8; 16], bits: u32) -> u32 {
     let head = u64::from_be_bytes([
         addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
     ]);
-    let network = (head >> (64 - bits)) ^ ((bits as u64) << 56);
+    // `bits` is 32 to 64: the shift is 0 to 32. The length, rotated in, tells the levels apart.
+    let network = (head >> (64 - bits)) ^ (bits as u64).rotate_right(8);
     let hash = network.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     V6_WIDE + (hash >> (64 - V6_BUCKET_BITS)) as u32
 }
 
 /// The index byte an IPv6 entry marks.
 pub const fn v6_entry(addr: &[u8; 16], prefix: u32) -> u32 {
-    if prefix >= V6_LONG_BITS {
+    if prefix >= V6_HOST_BITS {
+        v6_bucket(addr, V6_HOST_BITS)
+    } else if prefix >= V6_LONG_BITS {
         v6_bucket(addr, V6_LONG_BITS)
     } else if prefix >= V6_SHORT_BITS {
         v6_bucket(addr, V6_SHORT_BITS)
@@ -167,10 +180,11 @@ pub const fn v6_entry(addr: &[u8; 16], prefix: u32) -> u32 {
     }
 }
 
-/// The index bytes an IPv6 source looks at: its /48's bucket, its /32's bucket, the wide byte.
+/// The index bytes an IPv6 source looks at: its /64's, /48's and /32's buckets, the wide byte.
 #[inline(always)]
-pub const fn v6_lookup(addr: &[u8; 16]) -> [u32; 3] {
+pub const fn v6_lookup(addr: &[u8; 16]) -> [u32; 4] {
     [
+        v6_bucket(addr, V6_HOST_BITS),
         v6_bucket(addr, V6_LONG_BITS),
         v6_bucket(addr, V6_SHORT_BITS),
         V6_WIDE,
@@ -255,7 +269,7 @@ mod tests {
             0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0, 0, 0, 0, 7,
         ];
         let looked = v6_lookup(&source);
-        for prefix in [0, 8, 31, 32, 40, 47, 48, 56, 64, 128] {
+        for prefix in [0, 8, 31, 32, 40, 47, 48, 56, 63, 64, 96, 128] {
             let mut network = source;
             for bit in prefix..128 {
                 network[bit as usize / 8] &= !(0x80 >> (bit % 8));
@@ -266,7 +280,12 @@ mod tests {
         for index in looked {
             assert!((V6_WIDE..INDEX_BYTES).contains(&index));
         }
-        // The /32 and /48 buckets of one network differ (they hash differently).
-        assert_ne!(looked[0], looked[1]);
+        // The /64, /48 and /32 buckets of one network differ (they hash differently).
+        assert!(looked[0] != looked[1] && looked[1] != looked[2] && looked[0] != looked[2]);
+        // A listed /64 marks a byte that another /64 of its /48 does not look at.
+        let mut neighbour = source;
+        neighbour[7] ^= 1;
+        let listed = v6_entry(&source, 64);
+        assert!(!v6_lookup(&neighbour).contains(&listed));
     }
 }

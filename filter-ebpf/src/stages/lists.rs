@@ -3,7 +3,7 @@
 //!
 //! Maps read: `LIST_INDEX`, `ALLOW_V4`/`ALLOW_V6`, `DENY_V4`/`DENY_V6`. Reasons: `Allowlist`
 //! (pass at once), `Denylist` (drop). Lookups per packet: the entries word (one cache line for
-//! every packet; a family without entries stops there), one index word for IPv4 (three for
+//! every packet; a family without entries stops there), one index word for IPv4 (four for
 //! IPv6), then a trie walk per list whose count is not zero — none for a source on neither
 //! list's marked buckets.
 
@@ -45,8 +45,8 @@ pub fn check(packet: &Packet) -> Option<Reason> {
             return Some(Reason::Denylist);
         }
     } else {
-        let [long, short, wide] = listindex::v6_lookup(&packet.src_addr_be);
-        let marks = index_byte(long) | index_byte(short) | index_byte(wide);
+        let [host, long, short, wide] = listindex::v6_lookup(&packet.src_addr_be);
+        let marks = index_byte(host) | index_byte(long) | index_byte(short) | index_byte(wide);
         if marks == 0 {
             return None;
         }
