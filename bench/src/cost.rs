@@ -201,9 +201,9 @@ const PATHS: [Path; 15] = [
         verdict: Verdict::Pass,
         reason: Reason::Pass,
         xdp_filter: Some((XdpFilterPolicy::Allow, XDP_PASS, "no rule matches")),
-        note: "allowlist and denylist trie misses, bans miss, TCP flag, fragment and port checks, \
-               a verified-source hit (the daemon marks the peers of the host's connections every \
-               second), so no socket lookup",
+        note: "the list index (no trie walk), a verified-source hit in the cache (the daemon \
+               marks the peers of the host's connections every second), so no bans lookup and no \
+               socket lookup, then the TCP flag, fragment and port checks",
     },
     Path {
         name: "full pipeline pass (new connection, verified source)",
@@ -215,8 +215,8 @@ const PATHS: [Path; 15] = [
         verdict: Verdict::Pass,
         reason: Reason::Pass,
         xdp_filter: None,
-        note: "a source that completed a handshake: lists, ban, sanity, verified-source hit, \
-               per-source SYN bucket (limit raised)",
+        note: "a source that completed a handshake: lists, verified-source hit (no bans \
+               lookup), sanity, per-source SYN bucket (limit raised)",
     },
     Path {
         name: "SYN answered with a cookie",
@@ -228,7 +228,8 @@ const PATHS: [Path; 15] = [
         verdict: Verdict::Answered,
         reason: Reason::SynCookie,
         xdp_filter: None,
-        note: "verified-source miss, listener lookup, the kernel's cookie (tcp_syncookies = 2), \
+        note: "verified-source miss, bans miss, listener lookup, the kernel's cookie \
+               (tcp_syncookies = 2), \
                SYN-ACK written in place, XDP_TX; timed per call, the floor's calls taken out",
     },
     Path {

@@ -200,8 +200,7 @@ fn full_pipeline_target(cost: &CostReport) -> Option<Target> {
         why: format!(
             "2× parse + count allows {:.0} ns ({}); the full pipeline takes {moat:.0} ns, \
              {:.0} ns of policy over parsing and counting: the stages' map lookups (settings, \
-             allowlist and denylist tries, bans, verified sources, per-source state) and the \
-             SYN checks{shortest}",
+             list index, verified sources, per-source state) and the SYN checks{shortest}",
             FULL_PIPELINE_MAX * floor,
             family.label(),
             moat - floor
@@ -219,8 +218,7 @@ fn plain_pass_target(cost: &CostReport) -> Option<Target> {
     let ban = row(cost, "ban hit")
         .map(|ban| {
             format!(
-                " — the ban-hit row, the same trie misses and bans lookup with no socket \
-                 lookup, takes {:.0} ns",
+                " — the ban-hit row, the same list reads then a bans lookup, takes {:.0} ns",
                 family.moat(ban).0
             )
         })
@@ -231,9 +229,9 @@ fn plain_pass_target(cost: &CostReport) -> Option<Target> {
         pass: judged.worst_ratio > 0.0 && judged.worst_ratio <= PLAIN_PASS_MAX,
         why: format!(
             "1.3× parse + count allows {:.0} ns ({}); plain pass takes {moat:.0} ns, {:.0} ns \
-             over parsing and counting: allowlist and denylist trie misses, the bans lookup, \
-             the TCP flag, fragment and port checks and the verified-source lookup that spares \
-             it the socket lookup{ban}",
+             over parsing and counting: the settings and list index reads, the verified-source \
+             cache (whose hit spares it the bans and socket lookups), the TCP flag, fragment and \
+             port checks, the rate stage's class check and the counter{ban}",
             PLAIN_PASS_MAX * floor,
             family.label(),
             moat - floor
@@ -327,9 +325,9 @@ fn xdp_filter_veth_target(throughput: &ThroughputReport) -> Option<Target> {
         pass: speed.median >= 1.0,
         why: format!(
             "moat's closed-port drop takes {:.0} ns per packet on the receiving side, \
-             xdp-filter's {:.0} ns: before its ports array moat looks up its settings, both \
-             allowlist and denylist tries and the bans hash, where xdp-filter looks up the \
-             port alone{parse_count}",
+             xdp-filter's {:.0} ns: before its ports array moat reads its settings and the \
+             list index and looks up the verified-source cache and the bans hash, where \
+             xdp-filter looks up the port alone{parse_count}",
             moat.receive_ns, xdp.receive_ns
         ),
     })
@@ -373,8 +371,9 @@ fn drop_targets(throughput: &ThroughputReport) -> Vec<Target> {
             pass: of_floor.median >= DROP_OF_FLOOR_MIN,
             why: format!(
                 "75% of the floor's rate allows {:.0} ns per packet on the receiving side; \
-                 moat's deny path takes {:.0} ns ({:.0} ns over XDP_DROP: parsing, settings, two \
-                 LPM lookups, the counter and drop sampling){parse_count}",
+                 moat's deny path takes {:.0} ns ({:.0} ns over XDP_DROP: parsing, settings, the \
+                 list index and one denylist trie walk, the counter and drop sampling)\
+                 {parse_count}",
                 floor.receive_ns / DROP_OF_FLOOR_MIN,
                 moat.receive_ns,
                 moat.receive_ns - floor.receive_ns
