@@ -243,28 +243,27 @@ impl Filter {
             .unwrap_or_else(|error| panic!("writing the ban of {addr}: {error}"));
     }
 
-    /// Marks `addr` verified (it completed a handshake) until the end of time; IPv6 addresses
-    /// are given as the /64 network the program looks up.
-    fn verify(&mut self, addr: impl Into<IpAddr>) {
-        let addr = addr.into();
+    /// The verified-source cache, mapped.
+    fn verified_cache(&self) -> moat::verified::VerifiedCache {
         let map = self
             .ebpf
             .map(VERIFIED)
             .unwrap_or_else(|| panic!("the object has no map {VERIFIED:?}"));
         moat::verified::VerifiedCache::of_map(map)
             .unwrap_or_else(|error| panic!("mapping {VERIFIED}: {error}"))
-            .mark(&source_key(addr, VERIFIED_CLASS), u64::MAX);
+    }
+
+    /// Marks `addr` verified (it completed a handshake) until the end of time; IPv6 addresses
+    /// are given as the /64 network the program looks up.
+    fn verify(&mut self, addr: impl Into<IpAddr>) {
+        self.verified_cache()
+            .mark(&source_key(addr.into(), VERIFIED_CLASS), u64::MAX);
     }
 
     /// Until when the verified-source cache holds `addr` (an IPv6 /64 given as its network),
     /// if it does with a verification in force.
     fn verified_until(&self, addr: impl Into<IpAddr>) -> Option<u64> {
-        let map = self
-            .ebpf
-            .map(VERIFIED)
-            .unwrap_or_else(|| panic!("the object has no map {VERIFIED:?}"));
-        moat::verified::VerifiedCache::of_map(map)
-            .unwrap_or_else(|error| panic!("mapping {VERIFIED}: {error}"))
+        self.verified_cache()
             .until(&source_key(addr.into(), VERIFIED_CLASS))
             .filter(|until| *until > self.now_ns())
     }

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod listindex;
 pub mod lists;
 pub mod loader;
+pub mod mapping;
 pub mod metrics;
 pub mod migrate;
 pub mod netns;

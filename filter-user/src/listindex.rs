@@ -7,11 +7,7 @@
 //! other's counts, and marking a /0 (16 million bytes) takes milliseconds instead of a system
 //! call per byte.
 
-use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
-    ptr::NonNull,
-    sync::atomic::{AtomicU8, AtomicU64, Ordering},
-};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use aya::maps::{Map, MapData, MapError, lpm_trie::LpmTrie};
 use filter_common::{
@@ -20,7 +16,7 @@ use filter_common::{
     maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, LIST_INDEX},
 };
 
-use crate::cidr::Cidr;
+use crate::{cidr::Cidr, mapping::Mapping};
 
 /// Why the index could not be mapped or rebuilt.
 #[derive(Debug, thiserror::Error)]
@@ -41,40 +37,20 @@ pub enum IndexError {
     },
 }
 
-/// The list index, mapped read-write.
+/// The list index, mapped read-write; every access is atomic.
 #[derive(Debug)]
 pub struct ListIndex {
-    base: NonNull<u8>,
+    mapping: Mapping,
 }
 
-// SAFETY: the mapping is shared memory updated only through atomics; the pointer stays valid
-// until `drop` unmaps it.
-unsafe impl Send for ListIndex {}
-// SAFETY: as above, every access is atomic.
-unsafe impl Sync for ListIndex {}
+/// Bytes of the mapping: every word of the index.
+const INDEX_LEN: usize = INDEX_WORDS as usize * 8;
 
 impl ListIndex {
     /// Maps the index `data` holds (the `LIST_INDEX` map of an object or a pin).
     pub fn of(data: &MapData) -> Result<ListIndex, IndexError> {
-        let fd = data.fd().as_fd().as_raw_fd();
-        // SAFETY: a fresh shared mapping of the whole map, which the kernel allows for an
-        // array created with BPF_F_MMAPABLE; nothing else in this process aliases it.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                INDEX_WORDS as usize * 8,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(IndexError::Mmap(std::io::Error::last_os_error()));
-        }
-        NonNull::new(base.cast::<u8>())
-            .map(|base| ListIndex { base })
-            .ok_or(IndexError::Missing)
+        let mapping = Mapping::of(data, INDEX_LEN).map_err(IndexError::Mmap)?;
+        Ok(ListIndex { mapping })
     }
 
     /// Maps the index of a loaded object's `map`.
@@ -147,7 +123,7 @@ impl ListIndex {
         assert!(word < INDEX_WORDS, "list index word {word} out of range");
         // SAFETY: in bounds (checked above) of a live, page-aligned mapping, so the word is
         // 8-byte aligned; AtomicU64 has u64's layout.
-        unsafe { &*self.base.as_ptr().cast::<AtomicU64>().add(word as usize) }
+        unsafe { &*self.mapping.base().cast::<AtomicU64>().add(word as usize) }
     }
 
     /// Byte `index`, as the program reads it.
@@ -158,7 +134,7 @@ impl ListIndex {
     fn cell(&self, index: u32) -> &AtomicU8 {
         assert!(index < INDEX_BYTES, "list index byte {index} out of range");
         // SAFETY: in bounds (checked above) of a live mapping; AtomicU8 has u8's layout.
-        unsafe { &*self.base.as_ptr().add(index as usize).cast::<AtomicU8>() }
+        unsafe { &*self.mapping.base().add(index as usize).cast::<AtomicU8>() }
     }
 
     fn bump_word(&self, word: u32, side: Side, add: bool) {
@@ -245,40 +221,14 @@ fn read_error(list: &'static str, source: MapError) -> IndexError {
     }
 }
 
-impl Drop for ListIndex {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `of` made; no reference into it outlives `self`.
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), INDEX_WORDS as usize * 8);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// An anonymous mapping the size of the index, standing in for the kernel's.
     fn scratch_index() -> ListIndex {
-        // SAFETY: a fresh private anonymous mapping; nothing else aliases it.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                INDEX_WORDS as usize * 8,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(
-            base,
-            libc::MAP_FAILED,
-            "{}",
-            std::io::Error::last_os_error()
-        );
         ListIndex {
-            base: NonNull::new(base.cast::<u8>()).expect("a mapping"),
+            mapping: Mapping::anonymous(INDEX_LEN),
         }
     }
 

@@ -4,11 +4,7 @@
 //! program's order, so the program, the daemon and a command running beside them never see a
 //! torn tag.
 
-use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
-    ptr::NonNull,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::maps::{Map, MapData};
 use filter_common::{
@@ -16,6 +12,8 @@ use filter_common::{
     source::SourceKey,
     verified::{self, VERIFIED_BUCKETS, VERIFIED_WAYS, VerifiedBucket, VerifiedSlot},
 };
+
+use crate::mapping::Mapping;
 
 /// Why the cache could not be mapped.
 #[derive(Debug, thiserror::Error)]
@@ -33,14 +31,8 @@ pub enum CacheError {
 /// them never see a torn tag.
 #[derive(Debug)]
 pub struct VerifiedCache {
-    base: NonNull<AtomicU64>,
+    mapping: Mapping,
 }
-
-// SAFETY: the mapping is shared memory accessed only through atomics; the pointer stays valid
-// until `drop` unmaps it.
-unsafe impl Send for VerifiedCache {}
-// SAFETY: as above, every access is atomic.
-unsafe impl Sync for VerifiedCache {}
 
 /// Bytes of the mapping: every bucket.
 const CACHE_BYTES: usize = VERIFIED_BUCKETS as usize * size_of::<VerifiedBucket>();
@@ -54,25 +46,8 @@ const SLOT_WORDS: usize = size_of::<VerifiedSlot>() / 8;
 impl VerifiedCache {
     /// Maps the cache `data` holds (the `VERIFIED` map of an object or a pin).
     pub fn of(data: &MapData) -> Result<VerifiedCache, CacheError> {
-        let fd = data.fd().as_fd().as_raw_fd();
-        // SAFETY: a fresh shared mapping of the whole map, which the kernel allows for an
-        // array created with BPF_F_MMAPABLE (and refuses, failing here, for anything else).
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                CACHE_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(CacheError::Mmap(std::io::Error::last_os_error()));
-        }
-        NonNull::new(base.cast::<AtomicU64>())
-            .map(|base| VerifiedCache { base })
-            .ok_or(CacheError::Missing)
+        let mapping = Mapping::of(data, CACHE_BYTES).map_err(CacheError::Mmap)?;
+        Ok(VerifiedCache { mapping })
     }
 
     /// Maps the cache of a loaded object's `map`.
@@ -88,7 +63,7 @@ impl VerifiedCache {
         let index = (bucket % VERIFIED_BUCKETS) as usize * BUCKET_WORDS + word % BUCKET_WORDS;
         // SAFETY: the index is inside the mapping, which holds 8-byte aligned words and lives
         // as long as `self`; all access is atomic.
-        unsafe { &*self.base.as_ptr().add(index) }
+        unsafe { &*self.mapping.base().cast::<AtomicU64>().add(index) }
     }
 
     /// Bucket `bucket` as it is now, word by word.
@@ -178,15 +153,6 @@ impl VerifiedCache {
     }
 }
 
-impl Drop for VerifiedCache {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `of` made; no reference into it outlives `self`.
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), CACHE_BYTES);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,25 +163,8 @@ mod tests {
 
     /// An anonymous mapping the size of the cache, standing in for the kernel's.
     fn scratch_cache() -> VerifiedCache {
-        // SAFETY: a fresh private anonymous mapping; nothing else aliases it.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                CACHE_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(
-            base,
-            libc::MAP_FAILED,
-            "{}",
-            std::io::Error::last_os_error()
-        );
         VerifiedCache {
-            base: NonNull::new(base.cast::<AtomicU64>()).expect("a mapping"),
+            mapping: Mapping::anonymous(CACHE_BYTES),
         }
     }
 
