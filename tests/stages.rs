@@ -37,8 +37,8 @@ use filter_common::{
     counter_index,
     lists::{SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
     maps::{
-        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, DEFAULT_MAX_BANS, PORTS, SOURCES, TRUSTED_V4,
-        TRUSTED_V6, VERIFIED,
+        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, CROWDSEC_V4, CROWDSEC_V6, DEFAULT_MAX_BANS, PORTS,
+        SOURCES, TRUSTED_V4, TRUSTED_V6, VERIFIED,
     },
     ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
     rate::{Limit, RateState},
@@ -1603,5 +1603,55 @@ fn allowlist_bypasses_bans_and_rate_limits() {
         "udp from banned 192.0.2.2, not allowlisted",
         &udp(OTHER_V4),
         Reason::Banned,
+    );
+}
+
+#[test]
+fn crowdsec_decisions_drop_their_sources_unless_allowlisted() {
+    let mut filter = Filter::load();
+    let decided = |filter: &mut Filter, cidr: &str| {
+        filter.insert_prefix(CROWDSEC_V4, CROWDSEC_V6, cidr);
+    };
+    // An Ip decision of each family and a Range; neighbours pass.
+    decided(&mut filter, "192.0.2.1/32");
+    decided(&mut filter, "2001:db8::/64");
+    decided(&mut filter, "198.51.100.0/24");
+    for source in [
+        IpAddr::from(SOURCE_V4),
+        IpAddr::from(SOURCE_V6),
+        "198.51.100.200".parse().expect("literal"),
+    ] {
+        filter.assert_drops(
+            &format!("udp from {source}, under a decision"),
+            &udp(source),
+            Reason::CrowdSec,
+        );
+    }
+    filter.assert_verdicts(
+        "udp from 192.0.2.2, no decision",
+        &udp(OTHER_V4),
+        1,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    // The operator's denylist is checked first and keeps its own reason.
+    filter.insert_prefix(
+        filter_common::maps::DENY_V4,
+        filter_common::maps::DENY_V6,
+        "198.51.100.0/25",
+    );
+    filter.assert_drops(
+        "udp from 198.51.100.7, denied and decided",
+        &udp("198.51.100.7".parse::<Ipv4Addr>().expect("literal")),
+        Reason::Denylist,
+    );
+    // The allowlist wins over a decision.
+    filter.allow("192.0.2.1/32");
+    filter.assert_verdicts(
+        "udp from allowlisted 192.0.2.1, under a decision",
+        &udp(SOURCE_V4),
+        1,
+        Verdict::Pass,
+        Reason::Allowlist,
     );
 }

@@ -35,6 +35,18 @@ pub const DENY_V4: &str = "DENY_V4";
 /// LPM trie of denied IPv6 source prefixes.
 pub const DENY_V6: &str = "DENY_V6";
 
+/// LPM trie of IPv4 sources under a CrowdSec ban decision: `Range` decisions as their prefix,
+/// `Ip` decisions as a /32 ([`crate::lists::V4Key`]). Only the daemon's CrowdSec bouncer writes
+/// it; it counts on the denylist's side of the list index, and the allowlist wins over it.
+pub const CROWDSEC_V4: &str = "CROWDSEC_V4";
+
+/// LPM trie of IPv6 sources under a CrowdSec ban decision (`Ip` decisions as a /128).
+pub const CROWDSEC_V6: &str = "CROWDSEC_V6";
+
+/// Capacity of each CrowdSec trie: decisions per address family. Tries allocate entries as
+/// they are used, so an empty one costs nothing.
+pub const CROWDSEC_ENTRIES: u32 = 1_048_576;
+
 /// The list index ([`crate::listindex`]): an mmap-able array of [`crate::listindex::INDEX_WORDS`]
 /// `u64`s saying which sources might be on the allowlist or the denylist, edited in place by
 /// userspace beside the tries.
@@ -117,6 +129,8 @@ pub const ALL_MAPS: &[&str] = &[
     ALLOW_V6,
     DENY_V4,
     DENY_V6,
+    CROWDSEC_V4,
+    CROWDSEC_V6,
     LIST_INDEX,
     TRUSTED_V4,
     TRUSTED_V6,

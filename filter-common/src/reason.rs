@@ -61,11 +61,14 @@ pub enum Reason {
     /// TCP that is not a connection attempt and matches no socket on the host (ACK, RST or FIN
     /// for no connection): dropped.
     NoSocket = 23,
+    /// Source under a CrowdSec ban decision (scope `Ip` or `Range`), pulled from the fleet's
+    /// Local API into moat's CrowdSec tries: dropped. The allowlist still wins.
+    CrowdSec = 24,
 }
 
 impl Reason {
     /// Number of reasons; the width of one verdict's row in the counter array.
-    pub const COUNT: usize = 24;
+    pub const COUNT: usize = 25;
 
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Reason::COUNT] = [
@@ -93,6 +96,7 @@ impl Reason {
         Reason::CookieAck,
         Reason::CookieBad,
         Reason::NoSocket,
+        Reason::CrowdSec,
     ];
 
     /// The snake_case name used in CLI output, JSON and metric labels.
@@ -122,6 +126,7 @@ impl Reason {
             Reason::CookieAck => "cookie_ack",
             Reason::CookieBad => "cookie_bad",
             Reason::NoSocket => "no_socket",
+            Reason::CrowdSec => "crowdsec",
         }
     }
 
@@ -152,6 +157,7 @@ impl Reason {
             Reason::CookieAck => "ACK with a valid SYN cookie, passed to the kernel",
             Reason::CookieBad => "ACK to a listener with an invalid SYN cookie",
             Reason::NoSocket => "TCP for no connection (ACK, RST, FIN with no socket)",
+            Reason::CrowdSec => "source under a CrowdSec ban decision (Ip or Range)",
         }
     }
 

@@ -10,8 +10,8 @@ use filter_common::{
     listindex::INDEX_WORDS,
     lists::{ListValue, TrustedV4Key, TrustedV6Key, V4Key, V6Key},
     maps::{
-        AGGREGATE_SLOTS, DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES, DEFAULT_MAX_BANS,
-        DEFAULT_MAX_SOURCES, MAX_TRUSTED_ENTRIES, POLICY_SLOTS, SAMPLES_BYTES,
+        AGGREGATE_SLOTS, CROWDSEC_ENTRIES, DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES,
+        DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES, MAX_TRUSTED_ENTRIES, POLICY_SLOTS, SAMPLES_BYTES,
     },
     ports::PORT_COUNT,
     rate::{Buckets, RateState},
@@ -51,6 +51,16 @@ pub static DENY_V4: LpmTrie<V4Key, ListValue> =
 #[map]
 pub static DENY_V6: LpmTrie<V6Key, ListValue> =
     LpmTrie::with_max_entries(DEFAULT_DENY_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// IPv4 sources under a CrowdSec ban decision, written by the daemon's bouncer.
+#[map]
+pub static CROWDSEC_V4: LpmTrie<V4Key, ListValue> =
+    LpmTrie::with_max_entries(CROWDSEC_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// IPv6 sources under a CrowdSec ban decision.
+#[map]
+pub static CROWDSEC_V6: LpmTrie<V6Key, ListValue> =
+    LpmTrie::with_max_entries(CROWDSEC_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// Which sources might be on the allowlist or the denylist (see `filter_common::listindex`),
 /// written by userspace through a memory mapping.

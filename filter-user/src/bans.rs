@@ -463,8 +463,9 @@ impl BanLog {
         }
     }
 
-    /// Takes one ban record (a [`Sample`] of kind `SAMPLE_BAN`) from the ring.
-    pub fn record(&mut self, sample: &Sample) {
+    /// Takes one ban record (a [`Sample`] of kind `SAMPLE_BAN`) from the ring; returns the
+    /// ban it found in the table (for the CrowdSec pusher), if any.
+    pub fn record(&mut self, sample: &Sample) -> Option<(SourceKey, Ban)> {
         let addr = match sample.ip_version {
             4 => {
                 let mut octets = [0u8; 4];
@@ -472,12 +473,10 @@ impl BanLog {
                 IpAddr::from(octets)
             }
             6 => IpAddr::from(sample.src_addr_be),
-            _ => return,
+            _ => return None,
         };
         let key = key_for(addr, self.v6_prefix);
-        let Some(ban) = self.bans.as_ref().and_then(|bans| bans.get(&key, 0).ok()) else {
-            return;
-        };
+        let ban = self.bans.as_ref().and_then(|bans| bans.get(&key, 0).ok())?;
         if self.ends.len() < self.capacity || self.ends.contains_key(&key) {
             self.ends.insert(key, ban.until_ns);
         }
@@ -485,6 +484,7 @@ impl BanLog {
         if self.issued.len() <= BURST_LINES {
             self.issued.push((key, ban));
         }
+        Some((key, ban))
     }
 
     /// Compares what the log knows with the bans in force (from the daemon's periodic count):

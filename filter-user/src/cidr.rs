@@ -118,6 +118,22 @@ impl Cidr {
         )
     }
 
+    /// The prefix of `prefix` bits (at most the family's longest) that holds `addr`, host
+    /// bits cleared: `of(192.0.2.7, 24)` is 192.0.2.0/24, `of(addr, 32)` one IPv4 host.
+    pub fn of(addr: IpAddr, prefix: u32) -> Cidr {
+        match addr {
+            IpAddr::V4(v4) => Cidr::V4 {
+                addr: v4.octets(),
+                prefix: prefix.min(V4_MAX_PREFIX),
+            },
+            IpAddr::V6(v6) => Cidr::V6 {
+                addr: v6.octets(),
+                prefix: prefix.min(V6_MAX_PREFIX),
+            },
+        }
+        .network()
+    }
+
     /// The same prefix with every host bit cleared.
     pub fn network(self) -> Cidr {
         match self {

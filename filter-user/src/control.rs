@@ -1,4 +1,5 @@
-//! Edits the allow and deny lists of a running filter through their pins.
+//! Edits the allow and deny lists (and the CrowdSec bouncer's tries) of a running filter
+//! through their pins.
 
 use std::os::fd::AsFd;
 
@@ -12,7 +13,7 @@ use aya::{
 use filter_common::{
     listindex::Side,
     lists::{LIST_PRESENT, ListValue, V4Key, V6Key},
-    maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, LIST_INDEX},
+    maps::{ALLOW_V4, ALLOW_V6, CROWDSEC_V4, CROWDSEC_V6, DENY_V4, DENY_V6, LIST_INDEX},
 };
 
 use crate::{
@@ -32,6 +33,9 @@ pub enum ListKind {
     Allow,
     /// Sources dropped.
     Deny,
+    /// Sources under a CrowdSec ban decision, dropped; written only by the daemon's bouncer
+    /// (never by `moat allow` or `moat deny`), counted on the denylist's side of the index.
+    CrowdSec,
 }
 
 impl ListKind {
@@ -40,6 +44,7 @@ impl ListKind {
         match self {
             ListKind::Allow => "allowlist",
             ListKind::Deny => "denylist",
+            ListKind::CrowdSec => "CrowdSec decisions",
         }
     }
 
@@ -47,7 +52,7 @@ impl ListKind {
     pub const fn side(self) -> Side {
         match self {
             ListKind::Allow => Side::Allow,
-            ListKind::Deny => Side::Deny,
+            ListKind::Deny | ListKind::CrowdSec => Side::Deny,
         }
     }
 
@@ -55,6 +60,7 @@ impl ListKind {
         match self {
             ListKind::Allow => (ALLOW_V4, ALLOW_V6),
             ListKind::Deny => (DENY_V4, DENY_V6),
+            ListKind::CrowdSec => (CROWDSEC_V4, CROWDSEC_V6),
         }
     }
 }
@@ -222,6 +228,7 @@ impl PinnedList {
                 key: match self.kind {
                     ListKind::Allow => "allow_capacity",
                     ListKind::Deny => "deny_capacity",
+                    ListKind::CrowdSec => "(fixed: filter_common::maps::CROWDSEC_ENTRIES)",
                 },
             }
         } else {

@@ -4,6 +4,8 @@
 //! - the `SAMPLES` ring is drained as it fills (through `AsyncFd`): samples feed `moat top`,
 //!   ban events the ban log;
 //! - once a second: verified sources from sock_diag, the ban log, `moat top`'s rankings;
+//! - with `[crowdsec]`: the bouncer pulls the LAPI's decisions into the CrowdSec tries, and
+//!   (with `push`) each automatic ban is queued for the LAPI as an alert;
 //! - at a slower pace: the table figures for the metrics, the ban sweep (bans that expired longer
 //!   ago than `bans.forget_after` are forgotten, so a repeat offender's next ban starts short
 //!   again), trusted upstreams that follow resolv.conf and the time daemon, and saving the lists
@@ -34,7 +36,8 @@ use tokio::{
 use crate::{
     bans::{self, BanLog, monotonic_ns},
     cli::RunArgs,
-    config::{Config, SynCookies, duration_ns},
+    config::{Config, CrowdSecConfig, SynCookies, duration_ns},
+    crowdsec::{self, push::Pusher},
     loader::{AttachRequest, Capacities, Filter, InstanceLock},
     metrics::{DaemonState, MetricsServer},
     notify::Notifier,
@@ -198,6 +201,7 @@ async fn serve(
     notifier.ready(&format!("protecting {iface}"));
 
     let mut running = config;
+    let mut fleet = Fleet::start(&iface, running.crowdsec.as_ref(), &state);
     let mut ban_log = BanLog::new(&iface, capacities.bans, running.bans.ipv6_prefix);
     let mut window = SampleWindow::default();
     let mut upstreams = UpstreamWatch::new(&running);
@@ -223,6 +227,10 @@ async fn serve(
                 notifier.reloading();
                 if reload(&mut filter, args, config_path.as_ref(), &mut running) {
                     state.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                    if running.crowdsec != fleet.config {
+                        drop(fleet);
+                        fleet = Fleet::start(&iface, running.crowdsec.as_ref(), &state);
+                    }
                     upstreams = UpstreamWatch::new(&running);
                     forget_after_ns
                         .store(duration_ns(running.bans.forget_after), Ordering::Relaxed);
@@ -240,7 +248,7 @@ async fn serve(
             readable = ring.readable_mut() => {
                 match readable {
                     Ok(mut guard) => {
-                        drain(guard.get_inner_mut(), &mut ban_log, &mut window);
+                        drain(guard.get_inner_mut(), &mut ban_log, &mut window, &fleet, &pins);
                         guard.clear_ready();
                     }
                     Err(err) => warn!("waiting on the samples ring failed iface={iface} error={err}"),
@@ -255,7 +263,7 @@ async fn serve(
             _ = tick.tick() => {
                 notifier.alive();
                 // The program wakes the daemon only for a batch; a trickle is read here.
-                drain(ring.get_mut(), &mut ban_log, &mut window);
+                drain(ring.get_mut(), &mut ban_log, &mut window, &fleet, &pins);
                 // Peers that completed a handshake (before moat started, too) are verified.
                 verify::refresh(filter.ebpf_mut(), running.bans.ipv6_prefix);
                 if let Ok(settings) = policy::pinned_settings(&pins) {
@@ -263,6 +271,9 @@ async fn serve(
                 }
                 if let Err(err) = window.publish(&iface) {
                     warn!("publishing top sources failed iface={iface} error={err}");
+                }
+                if let Err(err) = state.crowdsec.publish(&iface) {
+                    warn!("publishing the crowdsec figures failed iface={iface} error={err}");
                 }
                 if let Some(in_force) = counted.lock().ok().and_then(|mut slot| slot.take()) {
                     ban_log.reconcile(&in_force);
@@ -277,6 +288,7 @@ async fn serve(
     notifier.stopping();
     save_state(&iface, &args.state_dir);
     let _ = std::fs::remove_file(top::digest_path(&iface));
+    let _ = std::fs::remove_file(crowdsec::status::path(&iface));
     match exit {
         Exit::Detach => {
             filter
@@ -386,12 +398,85 @@ async fn readable_debug_log<'a>(
 }
 
 /// Reads every record waiting in the ring.
-fn drain(ring: &mut RingBuf<MapData>, ban_log: &mut BanLog, window: &mut SampleWindow) {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    ban_log: &mut BanLog,
+    window: &mut SampleWindow,
+    fleet: &Fleet,
+    pins: &PinDir,
+) {
+    // The program's clock, read once per drain and only when a ban is to be pushed.
+    let mut clock: Option<(u64, u32)> = None;
     while let Some(item) = ring.next() {
         match top::decode(&item) {
             Some(Record::Sample(sample)) => window.push(sample),
-            Some(Record::Ban(sample)) => ban_log.record(&sample),
+            Some(Record::Ban(sample)) => {
+                let banned = ban_log.record(&sample);
+                if let (Some((key, ban)), Some(pusher)) = (banned, fleet.pusher.as_ref()) {
+                    let Some((now_ns, v6_prefix)) = clock.or_else(|| {
+                        let settings = policy::pinned_settings(pins).ok()?;
+                        Some((settings.now_ns(monotonic_ns()), settings.v6_source_prefix))
+                    }) else {
+                        continue;
+                    };
+                    clock = Some((now_ns, v6_prefix));
+                    pusher.offer(crowdsec::push::alert(&key, &ban, now_ns, v6_prefix));
+                }
+            }
             None => {}
+        }
+    }
+}
+
+/// The CrowdSec tasks of `[crowdsec]`: the bouncer and, with `push`, the pusher; both end
+/// when this is dropped.
+struct Fleet {
+    /// The section they run with (`None`: off).
+    config: Option<CrowdSecConfig>,
+    _bouncer: Option<AbortOnDrop>,
+    pusher: Option<Pusher>,
+    _pushing: Option<AbortOnDrop>,
+}
+
+impl Fleet {
+    /// Starts the tasks `config` asks for on `iface`, reporting into `state`.
+    fn start(iface: &str, config: Option<&CrowdSecConfig>, state: &DaemonState) -> Fleet {
+        let status = Arc::clone(&state.crowdsec);
+        status.enabled.store(config.is_some(), Ordering::Relaxed);
+        let Some(config) = config else {
+            return Fleet {
+                config: None,
+                _bouncer: None,
+                pusher: None,
+                _pushing: None,
+            };
+        };
+        info!(
+            "crowdsec bouncer on iface={iface} api_url={} update_frequency={}s push={}",
+            config.api_url,
+            config.update_frequency.as_secs(),
+            config.push
+        );
+        let bouncer = tokio::spawn(crowdsec::bouncer::run(
+            iface.to_string(),
+            config.clone(),
+            Arc::clone(&status),
+        ));
+        let (pusher, pushing) = match (&config.credentials_file, config.push) {
+            (Some(file), true) => match crowdsec::push::start(file, status) {
+                Ok((pusher, task)) => (Some(pusher), Some(AbortOnDrop(task))),
+                Err(err) => {
+                    error!("pushing bans to crowdsec is off iface={iface} error=\"{err:#}\"");
+                    (None, None)
+                }
+            },
+            _ => (None, None),
+        };
+        Fleet {
+            config: Some(config.clone()),
+            _bouncer: Some(AbortOnDrop(bouncer)),
+            pusher,
+            _pushing: pushing,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod crowdsec;
 pub mod daemon;
 pub mod listindex;
 pub mod lists;

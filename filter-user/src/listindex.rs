@@ -13,7 +13,7 @@ use aya::maps::{Map, MapData, MapError, lpm_trie::LpmTrie};
 use filter_common::{
     listindex::{self, INDEX_BYTES, INDEX_WORDS, Side},
     lists::{ListValue, V4Key, V6Key},
-    maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, LIST_INDEX},
+    maps::{ALLOW_V4, ALLOW_V6, CROWDSEC_V4, CROWDSEC_V6, DENY_V4, DENY_V6, LIST_INDEX},
 };
 
 use crate::{cidr::Cidr, mapping::Mapping};
@@ -157,7 +157,7 @@ impl ListIndex {
         });
     }
 
-    /// Marks every entry of the allow and deny tries of `ebpf` (for an index created empty
+    /// Marks every entry of the allow, deny and CrowdSec tries of `ebpf` (for an index created empty
     /// beside tries that already hold entries: a take-over by a version that adds the index);
     /// returns how many entries it marked.
     pub fn rebuild(&self, ebpf: &aya::Ebpf) -> Result<usize, IndexError> {
@@ -166,7 +166,9 @@ impl ListIndex {
         Ok(self.mark_trie::<V4Key>(ebpf, ALLOW_V4, v4)?
             + self.mark_trie::<V4Key>(ebpf, DENY_V4, v4)?
             + self.mark_trie::<V6Key>(ebpf, ALLOW_V6, v6)?
-            + self.mark_trie::<V6Key>(ebpf, DENY_V6, v6)?)
+            + self.mark_trie::<V6Key>(ebpf, DENY_V6, v6)?
+            + self.mark_trie::<V4Key>(ebpf, CROWDSEC_V4, v4)?
+            + self.mark_trie::<V6Key>(ebpf, CROWDSEC_V6, v6)?)
     }
 
     /// Marks every entry of the trie `list` of `ebpf` (keys of type `K`, made into prefixes by
@@ -192,12 +194,12 @@ impl ListIndex {
     }
 }
 
-/// The side of the index the list map `name` counts on: `None` for any map but the allow and
-/// deny tries.
+/// The side of the index the list map `name` counts on: `None` for any map but the allow,
+/// deny and CrowdSec tries (the CrowdSec tries count on the denylist's side).
 pub fn side_of(name: &str) -> Option<Side> {
     match name {
         ALLOW_V4 | ALLOW_V6 => Some(Side::Allow),
-        DENY_V4 | DENY_V6 => Some(Side::Deny),
+        DENY_V4 | DENY_V6 | CROWDSEC_V4 | CROWDSEC_V6 => Some(Side::Deny),
         _ => None,
     }
 }

@@ -63,6 +63,9 @@ pub struct DaemonState {
     pub banned_sources: AtomicU64,
     /// Whether the two figures above have been counted yet.
     pub tables_counted: AtomicBool,
+    /// The CrowdSec bouncer's and pusher's figures (all zero, and not served, when
+    /// `[crowdsec]` is off).
+    pub crowdsec: Arc<crate::crowdsec::status::Status>,
 }
 
 impl DaemonState {
@@ -293,6 +296,9 @@ impl MoatCollector {
                 )],
             ));
         }
+        if self.state.crowdsec.enabled.load(Ordering::Relaxed) {
+            families.extend(self.crowdsec());
+        }
         families.push(self.family(
             "moat_build_info",
             "Always 1; labels carry the moat version.",
@@ -300,6 +306,90 @@ impl MoatCollector {
             vec![(vec![("version", env!("CARGO_PKG_VERSION"))], 1.0)],
         ));
         families
+    }
+}
+
+impl MoatCollector {
+    /// The CrowdSec bouncer's and pusher's figures.
+    fn crowdsec(&self) -> Vec<MetricFamily> {
+        let status = self.state.crowdsec.snapshot();
+        let one = |value: f64| vec![(Vec::new(), value)];
+        let active: Vec<(String, String, u64)> = status
+            .active
+            .iter()
+            .map(|(key, count)| {
+                let (origin, scope) = key.rsplit_once('/').unwrap_or((key.as_str(), ""));
+                (origin.to_string(), scope.to_string(), *count)
+            })
+            .collect();
+        vec![
+            self.family(
+                "moat_crowdsec_lapi_up",
+                "1 if the last pull of the CrowdSec LAPI's decision stream succeeded.",
+                MetricType::GAUGE,
+                one(if status.reachable { 1.0 } else { 0.0 }),
+            ),
+            self.family(
+                "moat_crowdsec_last_pull_timestamp_seconds",
+                "Unix time of the last successful pull (0: none yet).",
+                MetricType::GAUGE,
+                one(status.last_pull_unix_ms as f64 / 1e3),
+            ),
+            self.family(
+                "moat_crowdsec_pulls_total",
+                "Pulls of the decision stream, by result.",
+                MetricType::COUNTER,
+                vec![
+                    (vec![("result", "success")], status.pulls as f64),
+                    (vec![("result", "failure")], status.pull_errors as f64),
+                ],
+            ),
+            self.family(
+                "moat_crowdsec_decisions_active",
+                "CrowdSec ban decisions enforced, by origin and scope.",
+                MetricType::GAUGE,
+                active
+                    .iter()
+                    .map(|(origin, scope, count)| {
+                        (
+                            vec![("origin", origin.as_str()), ("scope", scope.as_str())],
+                            *count as f64,
+                        )
+                    })
+                    .collect(),
+            ),
+            self.family(
+                "moat_crowdsec_decisions_applied_total",
+                "Decisions taken on from the stream.",
+                MetricType::COUNTER,
+                one(status.applied as f64),
+            ),
+            self.family(
+                "moat_crowdsec_decisions_removed_total",
+                "Decisions ended: deleted in the LAPI, expired, or absent from a full pull.",
+                MetricType::COUNTER,
+                one(status.removed as f64),
+            ),
+            self.family(
+                "moat_crowdsec_decisions_ignored_total",
+                "Decisions not enforced (types other than ban, scopes other than Ip and Range).",
+                MetricType::COUNTER,
+                status
+                    .ignored
+                    .iter()
+                    .map(|(kind, count)| (vec![("kind", kind.as_str())], *count as f64))
+                    .collect(),
+            ),
+            self.family(
+                "moat_crowdsec_alerts_total",
+                "moat's automatic bans sent to the LAPI as alerts, by result.",
+                MetricType::COUNTER,
+                vec![
+                    (vec![("result", "pushed")], status.alerts_pushed as f64),
+                    (vec![("result", "failed")], status.alerts_failed as f64),
+                ],
+            ),
+        ]
     }
 }
 

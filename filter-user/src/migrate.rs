@@ -21,7 +21,10 @@ use aya::maps::{
 };
 use filter_common::{
     lists::{ListValue, V4Key, V6Key},
-    maps::{ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, COUNTERS, DENY_V4, DENY_V6, SOURCES},
+    maps::{
+        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, COUNTERS, CROWDSEC_V4, CROWDSEC_V6, DENY_V4, DENY_V6,
+        SOURCES,
+    },
     rate::RateState,
     source::{Ban, SourceKey},
 };
@@ -141,7 +144,16 @@ pub fn pinned_shape(name: &str, data: &MapData) -> Result<Shape, MigrateError> {
 /// filter learned. Every other map is rewritten by the policy or holds scratch state or a
 /// cache.
 pub const STATEFUL: &[&str] = &[
-    ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, BANS, SOURCES, COUNTERS, BAN_EVENTS,
+    ALLOW_V4,
+    ALLOW_V6,
+    DENY_V4,
+    DENY_V6,
+    CROWDSEC_V4,
+    CROWDSEC_V6,
+    BANS,
+    SOURCES,
+    COUNTERS,
+    BAN_EVENTS,
 ];
 
 /// Stateful maps whose entries may be dropped when their layout changes: per-source rate
@@ -236,8 +248,8 @@ pub fn copy_entries(name: &str, old: MapData, ebpf: &mut aya::Ebpf) -> Result<us
     };
     let old_map = wrap_like(new, old);
     match name {
-        ALLOW_V4 | DENY_V4 => copy_trie::<V4Key>(old_map, new),
-        ALLOW_V6 | DENY_V6 => copy_trie::<V6Key>(old_map, new),
+        ALLOW_V4 | DENY_V4 | CROWDSEC_V4 => copy_trie::<V4Key>(old_map, new),
+        ALLOW_V6 | DENY_V6 | CROWDSEC_V6 => copy_trie::<V6Key>(old_map, new),
         BANS => copy_hash::<Ban>(old_map, new),
         SOURCES => copy_hash::<RateState>(old_map, new),
         BAN_EVENTS => copy_per_cpu::<u64>(old_map, new),

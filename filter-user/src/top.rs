@@ -284,6 +284,8 @@ pub struct Frame {
     pub bans: Vec<BanView>,
     /// Samples and ban events lost to a full ring since the filter was loaded.
     pub samples_lost: u64,
+    /// The CrowdSec figures the daemon published, when it runs a bouncer.
+    pub crowdsec: Option<crate::crowdsec::status::Snapshot>,
 }
 
 impl Viewer {
@@ -352,6 +354,7 @@ impl Viewer {
             sample_every,
             bans: PinnedBans::open(&self.iface)?.active()?,
             samples_lost: samples_lost(&pins).unwrap_or(0),
+            crowdsec: crate::crowdsec::status::read(&self.iface),
         })
     }
 }
@@ -403,6 +406,10 @@ impl Frame {
         }
         out.push('\n');
         out.push_str(&crate::bans::render(&self.bans));
+        if let Some(crowdsec) = &self.crowdsec {
+            out.push('\n');
+            out.push_str(&crowdsec_text(crowdsec));
+        }
         out
     }
 
@@ -434,6 +441,13 @@ impl Frame {
             map.insert("top_prefixes".into(), rows(self.tally.top_prefixes()));
             map.insert("top_ports".into(), rows(self.tally.top_ports()));
             map.insert(
+                "crowdsec".into(),
+                self.crowdsec
+                    .as_ref()
+                    .and_then(|crowdsec| serde_json::to_value(crowdsec).ok())
+                    .unwrap_or(Value::Null),
+            );
+            map.insert(
                 "bans".into(),
                 self.bans
                     .iter()
@@ -445,6 +459,42 @@ impl Frame {
         }
         value
     }
+}
+
+/// The CrowdSec section of a frame: the LAPI's state, the decisions in force by origin and
+/// scope, and what was applied, ignored and pushed.
+fn crowdsec_text(status: &crate::crowdsec::status::Snapshot) -> String {
+    let last = if status.last_pull_unix_ms == 0 {
+        "never".to_string()
+    } else {
+        let ago = crate::state::unix_ms_now().saturating_sub(status.last_pull_unix_ms) / 1000;
+        format!("{ago}s ago")
+    };
+    let mut out = format!(
+        "CROWDSEC  LAPI {}, last pull {last}, pulls {} ok / {} failed\n",
+        if status.reachable {
+            "reachable"
+        } else {
+            "UNREACHABLE"
+        },
+        status.pulls,
+        status.pull_errors
+    );
+    out.push_str(&format!(
+        "decisions in force {} (applied {}, removed {}, ignored {})\n",
+        status.active_total(),
+        status.applied,
+        status.removed,
+        status.ignored.values().sum::<u64>()
+    ));
+    for (origin_scope, count) in &status.active {
+        out.push_str(&format!("  {origin_scope:<42} {count:>14}\n"));
+    }
+    out.push_str(&format!(
+        "alerts pushed {}, failed {}\n",
+        status.alerts_pushed, status.alerts_failed
+    ));
+    out
 }
 
 /// `moat stats`: one frame, with rates measured over `window` (none if zero).

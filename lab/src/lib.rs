@@ -11,6 +11,7 @@
 
 mod args;
 pub mod clients;
+pub mod crowdsec;
 pub mod flood;
 pub mod origin;
 pub mod process;

@@ -2,6 +2,7 @@
 //! a quiet namespace pair with extra client addresses, `moat stats --json`, waiting for a
 //! condition with a deadline, temporary directories and nftables counters after XDP.
 
+pub mod crowdsec;
 pub mod testrun;
 
 use std::{

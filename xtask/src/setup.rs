@@ -2,8 +2,9 @@
 //!
 //! Each requirement is checked first and installed only if missing, so a second run takes
 //! seconds and changes nothing. Installs stay inside the project (`target/tools`) or come
-//! from the package registries (apt, crates.io). Versions come from `toolchain`; this module
-//! does not build moat itself.
+//! from the package registries (apt, crates.io); the one file written outside them is
+//! CrowdSec's offline opt-out, which its package needs on a machine without internet.
+//! Versions come from `toolchain`; this module does not build moat itself.
 
 use std::{fmt, fs, path::Path, process::Command};
 
@@ -24,6 +25,17 @@ const BPFFS_MOUNT_POINT: &str = "/sys/fs/bpf";
 
 /// The kernel's own BTF, needed for CO-RE relocations when loading the object.
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// CrowdSec's online API credentials. If this file is missing or empty when the package is
+/// configured, crowdsec's postinst runs `cscli capi register`, which fails with no network
+/// and leaves the package half-configured; any content opts out.
+const CROWDSEC_ONLINE_CREDENTIALS: &str = "/etc/crowdsec/online_api_credentials.yaml";
+
+/// What setup writes to [`CROWDSEC_ONLINE_CREDENTIALS`] to opt out of the online API.
+const CROWDSEC_OFFLINE_OPT_OUT: &str = "# offline: no online API\n";
+
+/// The programs the CrowdSec tests run: the Local API and its command line.
+const CROWDSEC_BINARIES: [&str; 2] = ["/usr/bin/crowdsec", "/usr/bin/cscli"];
 
 /// Checks every requirement, installs what is missing and prints one line per requirement.
 pub fn run(_opts: Options) -> Result<()> {
@@ -84,6 +96,11 @@ enum Requirement {
     /// Root: apt-get, mount and the tests need it. Checked first, so that a missing
     /// privilege is reported as such rather than as a failing apt-get.
     Root,
+    /// The Debian package [`toolchain::CROWDSEC_PACKAGE`], configured offline (no online
+    /// API), with [`CROWDSEC_BINARIES`] in place. Handled before [`Self::DebianPackages`]:
+    /// a crowdsec left half-configured makes every later `apt-get install` try to configure
+    /// it again, and fail the same way.
+    CrowdSec,
     /// The Debian packages in [`toolchain::DEBIAN_PACKAGES`].
     DebianPackages,
     /// The rustup toolchain [`toolchain::BPF_TOOLCHAIN`] linked to Debian's rustc.
@@ -98,8 +115,9 @@ enum Requirement {
 
 impl Requirement {
     /// Every requirement, in the order setup handles them.
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Root,
+        Self::CrowdSec,
         Self::DebianPackages,
         Self::BpfToolchain,
         Self::BpfLinker,
@@ -119,6 +137,19 @@ impl Requirement {
                 let missing = missing_packages()?;
                 Ok(status(missing.is_empty(), || {
                     format!("not installed: {}", missing.join(" "))
+                }))
+            }
+            Self::CrowdSec => {
+                let dpkg_status = crowdsec_dpkg_status()?;
+                if package_state(&dpkg_status) != PackageState::Installed {
+                    return Ok(Status::Missing(describe_dpkg_status(&dpkg_status)));
+                }
+                let absent: Vec<&str> = CROWDSEC_BINARIES
+                    .into_iter()
+                    .filter(|binary| !Path::new(binary).exists())
+                    .collect();
+                Ok(status(absent.is_empty(), || {
+                    format!("installed, but {} not found", absent.join(" "))
                 }))
             }
             Self::BpfToolchain => {
@@ -175,6 +206,7 @@ impl Requirement {
                 exec(apt_get().args(["install", "-y"]).args(&missing))?;
                 Ok(format!("installed {}", missing.join(" ")))
             }
+            Self::CrowdSec => install_crowdsec(),
             Self::BpfToolchain => {
                 exec(Command::new("rustup").args([
                     "toolchain",
@@ -217,6 +249,7 @@ impl fmt::Display for Requirement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Root => f.write_str("root"),
+            Self::CrowdSec => f.write_str(toolchain::CROWDSEC_PACKAGE),
             Self::DebianPackages => f.write_str("debian packages"),
             Self::BpfToolchain => write!(f, "rustup toolchain {}", toolchain::BPF_TOOLCHAIN),
             Self::BpfLinker => write!(f, "bpf-linker {}", toolchain::BPF_LINKER_VERSION),
@@ -246,6 +279,97 @@ fn missing_packages() -> Result<Vec<&'static str>> {
         }
     }
     Ok(missing)
+}
+
+/// Where a Debian package is, as far as setup cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PackageState {
+    /// Unpacked and configured.
+    Installed,
+    /// Unpacked but its postinst has not (successfully) run: `dpkg --configure -a` finishes it.
+    Unconfigured,
+    /// Not there, removed, or half-unpacked: `apt-get install` (re)installs it.
+    Absent,
+}
+
+/// The state in a dpkg `${Status}` line (`install ok half-configured`: want, error, state).
+fn package_state(dpkg_status: &str) -> PackageState {
+    match dpkg_status.split_whitespace().nth(2) {
+        Some("installed") => PackageState::Installed,
+        Some("unpacked" | "half-configured" | "triggers-awaited" | "triggers-pending") => {
+            PackageState::Unconfigured
+        }
+        _ => PackageState::Absent,
+    }
+}
+
+/// Why a package with this dpkg `${Status}` is not ready, for setup's report.
+fn describe_dpkg_status(dpkg_status: &str) -> String {
+    match package_state(dpkg_status) {
+        PackageState::Absent => "not installed".to_owned(),
+        _ => format!("dpkg reports it {:?}", dpkg_status.trim()),
+    }
+}
+
+/// The dpkg `${Status}` of [`toolchain::CROWDSEC_PACKAGE`]; empty if dpkg has never heard
+/// of it.
+fn crowdsec_dpkg_status() -> Result<String> {
+    let dpkg_status =
+        probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", toolchain::CROWDSEC_PACKAGE]))
+            .context("running dpkg-query (moat's setup needs a Debian-based system)")?;
+    Ok(dpkg_status.unwrap_or_default())
+}
+
+/// Writes the offline opt-out to [`CROWDSEC_ONLINE_CREDENTIALS`] unless the file already has
+/// content (an opt-out, or real credentials from an earlier online registration, which stay);
+/// returns whether it wrote. An empty file is what a failed postinst leaves behind.
+fn write_crowdsec_opt_out() -> Result<bool> {
+    let path = Path::new(CROWDSEC_ONLINE_CREDENTIALS);
+    let has_content = fs::metadata(path).is_ok_and(|metadata| metadata.len() > 0);
+    if has_content {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    fs::write(path, CROWDSEC_OFFLINE_OPT_OUT)
+        .with_context(|| format!("writing {CROWDSEC_ONLINE_CREDENTIALS}"))?;
+    Ok(true)
+}
+
+/// Installs crowdsec with the offline opt-out in place first, or finishes configuring one a
+/// failed install left half-configured.
+fn install_crowdsec() -> Result<String> {
+    let package = toolchain::CROWDSEC_PACKAGE;
+    let wrote_opt_out = write_crowdsec_opt_out()?;
+    let opt_out_note = if wrote_opt_out {
+        format!(" (offline: wrote {CROWDSEC_ONLINE_CREDENTIALS})")
+    } else {
+        String::new()
+    };
+    let state = package_state(&crowdsec_dpkg_status()?);
+    if state == PackageState::Unconfigured {
+        exec(Command::new("dpkg").args(["--configure", "-a"]))?;
+        return Ok(format!("finished configuring {package}{opt_out_note}"));
+    }
+    exec(apt_get().arg("update"))?;
+    let mut install = apt_get();
+    install.args(["install", "-y"]);
+    if state == PackageState::Installed {
+        // dpkg has it, yet one of its binaries is gone: put the files back.
+        install.arg("--reinstall");
+    }
+    if let Err(err) = exec(install.arg(package)) {
+        // A postinst that failed anyway (an opt-out file emptied meanwhile, say) leaves the
+        // package unpacked: write the opt-out again and finish it, else give up.
+        if package_state(&crowdsec_dpkg_status()?) != PackageState::Unconfigured {
+            return Err(err);
+        }
+        eprintln!("xtask: {err:#}; configuring {package} again with the offline opt-out");
+        write_crowdsec_opt_out()?;
+        exec(Command::new("dpkg").args(["--configure", "-a"]))?;
+    }
+    Ok(format!("installed {package}{opt_out_note}"))
 }
 
 /// An `apt-get` command that never asks questions.
@@ -328,6 +452,45 @@ mod tests {
         assert!(!reports_version("bpf-linker 0.13.01", "0.13.0"));
         assert!(!reports_version("bpf-linker 0.9.13", "0.13.0"));
         assert!(!reports_version("", "0.13.0"));
+    }
+
+    #[test]
+    fn dpkg_status_is_read_by_its_state_word() {
+        assert_eq!(
+            package_state("install ok installed"),
+            PackageState::Installed
+        );
+        assert_eq!(
+            package_state("install ok half-configured"),
+            PackageState::Unconfigured,
+            "what a failed online registration in the postinst leaves"
+        );
+        assert_eq!(
+            package_state("install ok unpacked"),
+            PackageState::Unconfigured
+        );
+        assert_eq!(
+            package_state("install reinstreq half-installed"),
+            PackageState::Absent
+        );
+        assert_eq!(
+            package_state("deinstall ok config-files"),
+            PackageState::Absent
+        );
+        assert_eq!(
+            package_state("unknown ok not-installed"),
+            PackageState::Absent
+        );
+        assert_eq!(package_state(""), PackageState::Absent, "never heard of");
+    }
+
+    #[test]
+    fn unready_package_is_described_by_its_status() {
+        assert_eq!(describe_dpkg_status(""), "not installed");
+        assert_eq!(
+            describe_dpkg_status("install ok half-configured"),
+            r#"dpkg reports it "install ok half-configured""#
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@
 /// runs `nginx-light` as its origin, counts with `nftables` and turns on veth GRO with
 /// `ethtool`; the benchmark compares against `xdp-tools` and `nftables`; `dist` builds the
 /// package with `dpkg-dev` (`dpkg-shlibdeps`, and `strip` from its binutils) and checks the
-/// unit with `systemd-analyze` from `systemd`.
+/// unit with `systemd-analyze` from `systemd`. CrowdSec is not in this list: see
+/// [`CROWDSEC_PACKAGE`].
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -32,6 +33,12 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "dpkg-dev",
     "systemd",
 ];
+
+/// Debian's CrowdSec (1.4.6 on bookworm): `crowdsec` runs the Local API the CrowdSec tests
+/// talk to and `cscli` drives it. Setup installs it on its own, not with [`DEBIAN_PACKAGES`],
+/// because its postinst registers with CrowdSec's online API unless an opt-out file exists
+/// beforehand, and that registration fails (leaving the package half-configured) offline.
+pub const CROWDSEC_PACKAGE: &str = "crowdsec";
 
 /// Name of the rustup toolchain linked to Debian's rustc; `filter-user/build.rs` builds the
 /// eBPF crate with `rustup run` on it.

@@ -1,8 +1,10 @@
-//! Allowlist, then denylist, by longest-prefix match on the source address, each trie walked
-//! only when the list index says the source might be on it.
+//! Allowlist, then denylist, then the CrowdSec decisions, by longest-prefix match on the source
+//! address, each trie walked only when the list index says the source might be on it (the
+//! CrowdSec tries count on the denylist's side).
 //!
-//! Maps read: `LIST_INDEX`, `ALLOW_V4`/`ALLOW_V6`, `DENY_V4`/`DENY_V6`. Reasons: `Allowlist`
-//! (pass at once), `Denylist` (drop). Lookups per packet: the entries word (one cache line for
+//! Maps read: `LIST_INDEX`, `ALLOW_V4`/`ALLOW_V6`, `DENY_V4`/`DENY_V6`,
+//! `CROWDSEC_V4`/`CROWDSEC_V6`. Reasons: `Allowlist` (pass at once), `Denylist` and `CrowdSec`
+//! (drop). Lookups per packet: the entries word (one cache line for
 //! every packet; a family without entries stops there), one index word for IPv4 (four for
 //! IPv6), then a trie walk per list whose count is not zero — none for a source on neither
 //! list's marked buckets.
@@ -14,7 +16,7 @@ use filter_common::{
     lists::{V4_MAX_PREFIX, V4Key, V6_MAX_PREFIX},
 };
 
-use crate::maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, LIST_INDEX};
+use crate::maps::{ALLOW_V4, ALLOW_V6, CROWDSEC_V4, CROWDSEC_V6, DENY_V4, DENY_V6, LIST_INDEX};
 
 /// Decides `Allowlist` or `Denylist` if the source is on a list.
 #[inline(always)]
@@ -41,8 +43,13 @@ pub fn check(packet: &Packet) -> Option<Reason> {
         if listindex::may_match(marks, Side::Allow) && ALLOW_V4.get(&key).is_some() {
             return Some(Reason::Allowlist);
         }
-        if listindex::may_match(marks, Side::Deny) && DENY_V4.get(&key).is_some() {
-            return Some(Reason::Denylist);
+        if listindex::may_match(marks, Side::Deny) {
+            if DENY_V4.get(&key).is_some() {
+                return Some(Reason::Denylist);
+            }
+            if CROWDSEC_V4.get(&key).is_some() {
+                return Some(Reason::CrowdSec);
+            }
         }
     } else {
         let [host, long, short, wide] = listindex::v6_lookup(&packet.src_addr_be);
@@ -54,8 +61,13 @@ pub fn check(packet: &Packet) -> Option<Reason> {
         if listindex::may_match(marks, Side::Allow) && ALLOW_V6.get(&key).is_some() {
             return Some(Reason::Allowlist);
         }
-        if listindex::may_match(marks, Side::Deny) && DENY_V6.get(&key).is_some() {
-            return Some(Reason::Denylist);
+        if listindex::may_match(marks, Side::Deny) {
+            if DENY_V6.get(&key).is_some() {
+                return Some(Reason::Denylist);
+            }
+            if CROWDSEC_V6.get(&key).is_some() {
+                return Some(Reason::CrowdSec);
+            }
         }
     }
     None

@@ -34,6 +34,7 @@ use clap::ValueEnum;
 use crate::cidr::Cidr;
 
 mod compile;
+mod crowdsec;
 mod parse;
 pub mod schema;
 mod show;
@@ -260,7 +261,38 @@ pub struct Config {
     pub bans: BanConfig,
     /// Rate limits.
     pub limits: Limits,
+    /// The CrowdSec bouncer; `None` (no `[crowdsec]` section) leaves it off.
+    pub crowdsec: Option<CrowdSecConfig>,
 }
+
+/// Where the bouncer key comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiKey {
+    /// `api_key`, written in the file.
+    Inline(String),
+    /// `api_key_file`: a file holding the key (checked readable and not empty when the
+    /// configuration is read, read again when the bouncer starts).
+    File(PathBuf),
+}
+
+/// The `[crowdsec]` section: moat as a bouncer of a CrowdSec Local API, and optionally a
+/// signal source for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrowdSecConfig {
+    /// The LAPI's address, `http://host:port/`.
+    pub api_url: String,
+    /// The bouncer key (`cscli bouncers add moat`).
+    pub api_key: ApiKey,
+    /// How often the decision stream is pulled.
+    pub update_frequency: Duration,
+    /// CrowdSec's machine credentials (url, login, password), for pushing moat's bans.
+    pub credentials_file: Option<PathBuf>,
+    /// Push each automatic ban to the LAPI as an alert with a ban decision.
+    pub push: bool,
+}
+
+/// `crowdsec.update_frequency` when not given: cs-firewall-bouncer's default.
+pub const DEFAULT_UPDATE_FREQUENCY: Duration = Duration::from_secs(10);
 
 const fn limit(pps: u64, burst_packets: u64, bps: u64, burst_bytes: u64) -> Limit {
     Limit {
@@ -326,6 +358,7 @@ impl Default for Config {
                 source: DEFAULT_SOURCE_LIMITS,
                 aggregate: DEFAULT_AGGREGATE_LIMITS,
             },
+            crowdsec: None,
         }
     }
 }

@@ -27,6 +27,30 @@ pub(super) struct RawConfig {
     pub(super) reflection: Option<RawReflection>,
     pub(super) bans: Option<RawBans>,
     pub(super) limits: Option<RawLimits>,
+    pub(super) crowdsec: Option<RawCrowdSec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCrowdSec {
+    pub(super) api_url: S<String>,
+    pub(super) api_key: S<String>,
+    pub(super) api_key_file: S<String>,
+    pub(super) update_frequency: S<String>,
+    pub(super) credentials_file: S<String>,
+    pub(super) push: Option<bool>,
+}
+
+impl RawCrowdSec {
+    /// Whether the table holds no key.
+    pub(super) fn is_empty(&self) -> bool {
+        self.api_url.is_none()
+            && self.api_key.is_none()
+            && self.api_key_file.is_none()
+            && self.update_frequency.is_none()
+            && self.credentials_file.is_none()
+            && self.push.is_none()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +228,14 @@ impl Config {
             out
         };
 
+        // An empty [crowdsec] table (the packaged file's, every key commented out) leaves the
+        // bouncer off.
+        let crowdsec = raw
+            .crowdsec
+            .as_ref()
+            .filter(|section| !section.is_empty())
+            .and_then(|section| v.crowdsec(section));
+
         let syn_cookies = match &raw.syn_cookies {
             None => d.syn_cookies,
             Some(spanned) => SynCookies::parse(spanned.get_ref()).unwrap_or_else(|| {
@@ -301,6 +333,7 @@ impl Config {
                     d.limits.aggregate,
                 ),
             },
+            crowdsec,
         };
         if config.bans.max < config.bans.base {
             let span = bans.max.as_ref().or(bans.base.as_ref()).map(Spanned::span);

@@ -208,10 +208,15 @@ mod tests {
         keys().into_iter().map(|key| key.name).collect()
     }
 
-    /// `ports.tcp` and `ports.udp` are unset by default: shown commented out.
+    /// The keys unset by default (`ports.tcp`, `ports.udp`, the `[crowdsec]` keys) are shown
+    /// commented out: added to `keys`.
     fn with_ports(mut keys: BTreeSet<String>) -> BTreeSet<String> {
-        keys.insert("ports.tcp".to_string());
-        keys.insert("ports.udp".to_string());
+        let defaults = Config::default();
+        for key in super::keys() {
+            if matches!(key.value(&defaults), Value::Unset(_)) {
+                keys.insert(key.name);
+            }
+        }
         keys
     }
 

@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use filter_common::{rate::Limit, settings::FragmentPolicy};
 
 use super::{Get, Unset};
-use crate::config::format_duration;
+use crate::config::{ApiKey, format_duration};
 
 /// One key outside `[limits]`.
 pub(super) struct Entry {
@@ -46,6 +46,9 @@ fn policy(policy: FragmentPolicy) -> &'static str {
         FragmentPolicy::Drop => "drop",
     }
 }
+
+/// A `crowdsec` key unset because the section is.
+const CROWDSEC_OFF: &str = "no CrowdSec";
 
 /// `ports.tcp` and `ports.udp` unset: no list, every port open.
 const EVERY_PORT: &str = "every port open";
@@ -306,6 +309,105 @@ one host usually holds a whole /64. Default {default}.",
         comment: "\
 Repeat offences count until a ban has been expired this long; then the source starts
 again from base. Default {default}.",
+    },
+    Entry {
+        name: "crowdsec.api_url",
+        live: false,
+        doc: "the CrowdSec Local API to pull ban decisions from (unset: no CrowdSec)",
+        get: Get::Optional(
+            |c| c.crowdsec.as_ref().map(|cs| quoted(&cs.api_url)),
+            Unset {
+                meaning: CROWDSEC_OFF,
+                example: "\"http://127.0.0.1:8080/\"",
+            },
+        ),
+        comment: "\
+moat as a CrowdSec bouncer: it pulls the Local API's decision stream and drops every source
+under a ban decision (scope Ip or Range, IPv4 and IPv6) in the driver; the allowlist still
+wins. Other decision types and scopes are counted and ignored. Plain http:// only: keep the
+LAPI on this host, a private network or a tunnel. Reload to change any crowdsec key.",
+    },
+    Entry {
+        name: "crowdsec.api_key_file",
+        live: false,
+        doc: "a file holding the bouncer key from `cscli bouncers add moat`",
+        get: Get::Optional(
+            |c| match c.crowdsec.as_ref().map(|cs| &cs.api_key) {
+                Some(ApiKey::File(path)) => Some(quoted(&path.display().to_string())),
+                _ => None,
+            },
+            Unset {
+                meaning: "no key file",
+                example: "\"/etc/moat/crowdsec.key\"",
+            },
+        ),
+        comment: "\
+The bouncer key `cscli bouncers add moat` prints, in a file readable by root only (or
+api_key = \"...\" here). Give each origin its own key: the LAPI tracks each key's stream.",
+    },
+    Entry {
+        name: "crowdsec.api_key",
+        live: false,
+        doc: "the bouncer key itself, instead of api_key_file (shown hidden)",
+        get: Get::Optional(
+            |c| match c.crowdsec.as_ref().map(|cs| &cs.api_key) {
+                Some(ApiKey::Inline(_)) => Some(quoted("(hidden)")),
+                _ => None,
+            },
+            Unset {
+                meaning: "the key is in api_key_file",
+                example: "\"...\"",
+            },
+        ),
+        comment: "",
+    },
+    Entry {
+        name: "crowdsec.update_frequency",
+        live: false,
+        doc: "how often the decision stream is pulled",
+        get: Get::Optional(
+            |c| c.crowdsec.as_ref().map(|cs| duration(cs.update_frequency)),
+            Unset {
+                meaning: CROWDSEC_OFF,
+                example: "\"10s\"",
+            },
+        ),
+        comment: "How often the decision stream is pulled, 1s to 1h. Default 10s.",
+    },
+    Entry {
+        name: "crowdsec.credentials_file",
+        live: false,
+        doc: "CrowdSec machine credentials (url, login, password) for pushing moat's bans",
+        get: Get::Optional(
+            |c| {
+                c.crowdsec
+                    .as_ref()
+                    .and_then(|cs| cs.credentials_file.as_ref())
+                    .map(|path| quoted(&path.display().to_string()))
+            },
+            Unset {
+                meaning: "moat pushes nothing",
+                example: "\"/etc/crowdsec/local_api_credentials.yaml\"",
+            },
+        ),
+        comment: "\
+moat as a signal source (off by default): the file `cscli machines add moat` writes.",
+    },
+    Entry {
+        name: "crowdsec.push",
+        live: false,
+        doc: "push each automatic ban to the LAPI as an alert with a ban decision",
+        get: Get::Optional(
+            |c| c.crowdsec.as_ref().map(|cs| cs.push.to_string()),
+            Unset {
+                meaning: CROWDSEC_OFF,
+                example: "false",
+            },
+        ),
+        comment: "\
+true: every automatic ban moat issues goes to the LAPI as an alert (scenario moat/<reason>)
+carrying a ban decision of the ban's length, so every bouncer of the fleet drops that
+source too. Batched, never blocking the daemon. Default false.",
     },
 ];
 

@@ -1,0 +1,224 @@
+//! The bouncer: pulls the LAPI's decision stream every `update_frequency` and makes the
+//! CrowdSec tries hold exactly the sources under a ban decision.
+//!
+//! - The first pull, and the first after any failure, asks for everything (`startup=true`);
+//!   the tries are then compared with the whole set, so decisions deleted while moat was away
+//!   or the LAPI was down end too. Later pulls carry only the changes.
+//! - Parsing a reply (15 MB for 100,000 decisions) and writing the tries run on the blocking
+//!   pool, so scrapes, signals and the samples ring never wait for them.
+//! - A failure keeps every decision in force (moat protects with what it has), and the next
+//!   pull comes after a backoff that doubles from 1 s up to a minute.
+//! - Every second, decisions whose time is up are removed.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use log::{info, warn};
+
+use super::{
+    decisions::{Decisions, Tally},
+    http::Endpoint,
+    lapi,
+    status::Status,
+};
+use crate::{
+    cidr::Cidr,
+    config::CrowdSecConfig,
+    control::{ListKind, PinnedList},
+};
+
+/// How long one pull may take, the reply included.
+const PULL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The first wait after a failure.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait after failures.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// How often expired decisions are removed.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// The decisions and what the tries hold, kept between pulls.
+struct Sync {
+    iface: String,
+    decisions: Decisions,
+    /// What the tries hold; `None` until read from them (at start, after a failed write).
+    installed: Option<HashSet<Cidr>>,
+}
+
+impl Sync {
+    /// Makes the tries hold the decisions' prefixes; returns how many went in and out.
+    fn reconcile(&mut self) -> anyhow::Result<(usize, usize)> {
+        let mut list = PinnedList::open(&self.iface, ListKind::CrowdSec)?;
+        let installed = match self.installed.take() {
+            Some(installed) => installed,
+            None => list.entries()?.into_iter().collect(),
+        };
+        let plan = self.decisions.plan(&installed);
+        if plan.is_empty() {
+            self.installed = Some(installed);
+            return Ok((0, 0));
+        }
+        // On an error, `installed` stays `None`: the next pass reads the tries again.
+        let mut installed = installed;
+        if !plan.remove.is_empty() {
+            list.delete(&plan.remove)?;
+            for cidr in &plan.remove {
+                installed.remove(cidr);
+            }
+        }
+        if !plan.insert.is_empty() {
+            list.add(&plan.insert)?;
+            installed.extend(plan.insert.iter().copied());
+        }
+        self.installed = Some(installed);
+        Ok((plan.insert.len(), plan.remove.len()))
+    }
+}
+
+/// Runs the bouncer for the filter on `iface` until the task is aborted.
+pub async fn run(iface: String, config: CrowdSecConfig, status: Arc<Status>) {
+    status.enabled.store(true, Ordering::Relaxed);
+    let endpoint = match Endpoint::parse(&config.api_url) {
+        Ok(endpoint) => endpoint,
+        Err(message) => {
+            // Validated with the configuration; kept for a file edited since.
+            warn!("crowdsec bouncer off iface={iface} error=\"crowdsec.api_url: {message}\"");
+            return;
+        }
+    };
+    let sync = Arc::new(Mutex::new(Sync {
+        iface: iface.clone(),
+        decisions: Decisions::new(),
+        installed: None,
+    }));
+    let mut full = true;
+    let mut backoff = BACKOFF_FIRST;
+    let mut next_pull = tokio::time::Instant::now();
+    let mut expire = tokio::time::interval(EXPIRE_EVERY);
+    expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_pull) => {
+                let result = pull(&endpoint, &config, full, &sync, &status).await;
+                let wait = match result {
+                    Ok(()) => {
+                        if !status.reachable.swap(true, Ordering::Relaxed) && !full {
+                            info!("crowdsec LAPI reachable again iface={iface}");
+                        }
+                        full = false;
+                        backoff = BACKOFF_FIRST;
+                        config.update_frequency
+                    }
+                    Err(error) => {
+                        status.pull_errors.fetch_add(1, Ordering::Relaxed);
+                        if status.reachable.swap(false, Ordering::Relaxed) || full {
+                            warn!(
+                                "crowdsec pull failed, keeping the decisions in force and \
+                                 retrying iface={iface} retry_in={}s error=\"{error:#}\"",
+                                backoff.as_secs()
+                            );
+                        }
+                        full = true;
+                        let wait = backoff;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        wait
+                    }
+                };
+                next_pull = tokio::time::Instant::now() + wait;
+            }
+            _ = expire.tick() => {
+                let sync = Arc::clone(&sync);
+                let status = Arc::clone(&status);
+                let done = tokio::task::spawn_blocking(move || expire_now(&sync, &status)).await;
+                if let Ok(Err(error)) = done {
+                    warn!("crowdsec expiry failed iface={iface} error=\"{error:#}\"");
+                }
+            }
+        }
+    }
+}
+
+/// One pull: fetch, then parse and apply on the blocking pool.
+async fn pull(
+    endpoint: &Endpoint,
+    config: &CrowdSecConfig,
+    full: bool,
+    sync: &Arc<Mutex<Sync>>,
+    status: &Arc<Status>,
+) -> anyhow::Result<()> {
+    let key = config
+        .api_key
+        .read()
+        .map_err(|message| anyhow::anyhow!("crowdsec.api_key_file: {message}"))?;
+    let body = lapi::pull_stream(endpoint, &key, full, PULL_TIMEOUT).await?;
+    let sync = Arc::clone(sync);
+    let status = Arc::clone(status);
+    tokio::task::spawn_blocking(move || apply(&body, full, &sync, &status)).await?
+}
+
+/// Parses one reply and brings the tries in line with it.
+fn apply(body: &[u8], full: bool, sync: &Mutex<Sync>, status: &Status) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let stream = lapi::parse_stream(body)?;
+    let mut sync = sync
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the bouncer's state was poisoned"))?;
+    let tally = sync.decisions.apply(&stream, full, Instant::now());
+    let (inserted, removed) = sync.reconcile()?;
+    record(status, &sync.decisions, &tally);
+    status.pulls.fetch_add(1, Ordering::Relaxed);
+    status
+        .last_pull_unix_ms
+        .store(crate::state::unix_ms_now(), Ordering::Relaxed);
+    if full || tally != Tally::default() || inserted + removed > 0 {
+        info!(
+            "crowdsec pull iface={} startup={full} new={} deleted={} ignored={} active={} \
+             inserted={inserted} removed={removed} bytes={} took_ms={}",
+            sync.iface,
+            tally.added,
+            tally.deleted,
+            tally.ignored.values().sum::<u64>(),
+            sync.decisions.len(),
+            body.len(),
+            started.elapsed().as_millis()
+        );
+    }
+    Ok(())
+}
+
+/// Ends the decisions whose time is up and takes their prefixes out of the tries.
+fn expire_now(sync: &Mutex<Sync>, status: &Status) -> anyhow::Result<()> {
+    let mut sync = sync
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the bouncer's state was poisoned"))?;
+    let ended = sync.decisions.expire(Instant::now());
+    if ended == 0 {
+        return Ok(());
+    }
+    let tally = Tally {
+        deleted: ended as u64,
+        ..Tally::default()
+    };
+    let result = sync.reconcile();
+    record(status, &sync.decisions, &tally);
+    result.map(|_| ())
+}
+
+/// Adds a pull's or an expiry's figures to `status`.
+fn record(status: &Status, decisions: &Decisions, tally: &Tally) {
+    status.applied.fetch_add(tally.added, Ordering::Relaxed);
+    status.removed.fetch_add(tally.deleted, Ordering::Relaxed);
+    if let Ok(mut active) = status.active.lock() {
+        *active = decisions.by_origin();
+    }
+    if let Ok(mut ignored) = status.ignored.lock() {
+        for (kind, count) in &tally.ignored {
+            *ignored.entry(kind.clone()).or_default() += count;
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The bouncer's view of the LAPI's decisions: which sources the fleet wants dropped and until
+//! when, kept by decision id, and what the CrowdSec tries must gain or lose to match it.
+//!
+//! Pure bookkeeping, no map access: [`Decisions::apply`] takes one pull of the stream,
+//! [`Decisions::expire`] ends decisions whose time is up, and [`Decisions::plan`] compares the
+//! wanted prefixes with the ones the tries hold. Several decisions may name one source (two
+//! alerts, a manual ban beside a scenario's): the source stays dropped until the last of them
+//! ends or is deleted.
+//!
+//! Only `ban` decisions of scope `Ip` (a /32 or /128) and `Range` (its prefix, host bits
+//! cleared) are enforced; the others are counted in [`Tally::ignored`] and left alone.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use super::lapi::{Decision, Stream};
+use crate::cidr::Cidr;
+
+/// The longest a decision is kept without news of it: a decision that says it lasts longer
+/// (or whose duration did not parse) is dropped after this unless a later pull renews it.
+pub const LONGEST: Duration = Duration::from_secs(365 * 86_400);
+
+/// One enforced decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Held {
+    cidr: Cidr,
+    until: Instant,
+    origin: String,
+    scope: Scope,
+}
+
+/// The scopes moat enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// One address.
+    Ip,
+    /// A prefix.
+    Range,
+}
+
+impl Scope {
+    /// The scope's name in the LAPI (and in moat's metric labels).
+    pub const fn label(self) -> &'static str {
+        match self {
+            Scope::Ip => "Ip",
+            Scope::Range => "Range",
+        }
+    }
+}
+
+/// What one pull changed, for the metrics and the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Decisions taken on (new ids, or renewals of known ones).
+    pub added: u64,
+    /// Decisions ended by a deletion in the stream (or, on a full pull, by their absence).
+    pub deleted: u64,
+    /// Decisions not enforced, by `type/scope` (`captcha/Ip`, `ban/Country`, ...), and values
+    /// that did not parse (`ban/Ip (bad value)`).
+    pub ignored: BTreeMap<String, u64>,
+}
+
+/// What the tries must change to match the decisions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Prefixes to insert.
+    pub insert: Vec<Cidr>,
+    /// Prefixes to remove.
+    pub remove: Vec<Cidr>,
+}
+
+impl Plan {
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.insert.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// The decisions in force, by id.
+#[derive(Debug, Default)]
+pub struct Decisions {
+    held: HashMap<i64, Held>,
+    /// How many held decisions name each prefix.
+    refs: HashMap<Cidr, u32>,
+}
+
+impl Decisions {
+    /// No decisions.
+    pub fn new() -> Decisions {
+        Decisions::default()
+    }
+
+    /// Decisions in force.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether none is in force.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Takes one pull at `now`. A `full` pull (`startup=true`) lists every decision in force,
+    /// so the ones it does not list end: the LAPI may have been reset, or deletions may have
+    /// happened while moat was away.
+    pub fn apply(&mut self, stream: &Stream, full: bool, now: Instant) -> Tally {
+        let mut tally = Tally::default();
+        for decision in &stream.deleted {
+            if self.end(decision.id) {
+                tally.deleted += 1;
+            }
+        }
+        let mut listed = HashSet::new();
+        for decision in &stream.new {
+            match enforced(decision) {
+                Ok((cidr, scope)) => {
+                    let length = decision.duration.min(LONGEST);
+                    if length.is_zero() {
+                        continue;
+                    }
+                    listed.insert(decision.id);
+                    let held = Held {
+                        cidr,
+                        until: now + length,
+                        origin: decision.origin.clone(),
+                        scope,
+                    };
+                    self.hold(decision.id, held);
+                    tally.added += 1;
+                }
+                Err(kind) => *tally.ignored.entry(kind).or_default() += 1,
+            }
+        }
+        if full {
+            let gone: Vec<i64> = self
+                .held
+                .keys()
+                .filter(|id| !listed.contains(id))
+                .copied()
+                .collect();
+            for id in gone {
+                self.end(id);
+                tally.deleted += 1;
+            }
+        }
+        tally
+    }
+
+    /// Ends every decision whose time is up at `now`; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let over: Vec<i64> = self
+            .held
+            .iter()
+            .filter(|(_, held)| held.until <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &over {
+            self.end(*id);
+        }
+        over.len()
+    }
+
+    /// What the tries, holding `installed`, must change to hold exactly the wanted prefixes.
+    pub fn plan(&self, installed: &HashSet<Cidr>) -> Plan {
+        let mut plan = Plan {
+            insert: self
+                .refs
+                .keys()
+                .filter(|cidr| !installed.contains(cidr))
+                .copied()
+                .collect(),
+            remove: installed
+                .iter()
+                .filter(|cidr| !self.refs.contains_key(cidr))
+                .copied()
+                .collect(),
+        };
+        plan.insert.sort_unstable_by_key(Cidr::address_order);
+        plan.remove.sort_unstable_by_key(Cidr::address_order);
+        plan
+    }
+
+    /// Decisions in force by origin and scope, for the metrics.
+    pub fn by_origin(&self) -> BTreeMap<(String, Scope), u64> {
+        let mut counts = BTreeMap::new();
+        for held in self.held.values() {
+            *counts.entry((held.origin.clone(), held.scope)).or_default() += 1;
+        }
+        counts
+    }
+
+    fn hold(&mut self, id: i64, held: Held) {
+        let cidr = held.cidr;
+        if let Some(old) = self.held.insert(id, held) {
+            self.release(old.cidr);
+        }
+        *self.refs.entry(cidr).or_default() += 1;
+    }
+
+    /// Ends decision `id`; whether it was held.
+    fn end(&mut self, id: i64) -> bool {
+        match self.held.remove(&id) {
+            Some(old) => {
+                self.release(old.cidr);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn release(&mut self, cidr: Cidr) {
+        if let Some(count) = self.refs.get_mut(&cidr) {
+            *count -= 1;
+            if *count == 0 {
+                self.refs.remove(&cidr);
+            }
+        }
+    }
+}
+
+/// The prefix a decision drops and its scope, or why it is not enforced (`type/scope`).
+fn enforced(decision: &Decision) -> Result<(Cidr, Scope), String> {
+    let kind = || format!("{}/{}", decision.kind, decision.scope);
+    if !decision.kind.eq_ignore_ascii_case("ban") {
+        return Err(kind());
+    }
+    let value = decision.value.trim();
+    let parsed = match decision.scope.as_str() {
+        "Ip" => value
+            .parse::<IpAddr>()
+            .ok()
+            .map(|addr| (Cidr::of(addr.to_canonical(), u32::MAX), Scope::Ip)),
+        "Range" => parse_range(value).map(|cidr| (cidr, Scope::Range)),
+        _ => return Err(kind()),
+    };
+    parsed.ok_or_else(|| format!("{} (bad value)", kind()))
+}
+
+/// A range as the LAPI writes it; host bits are cleared (`192.0.2.7/24` drops 192.0.2.0/24).
+fn parse_range(value: &str) -> Option<Cidr> {
+    let (addr, prefix) = value.split_once('/')?;
+    let addr: IpAddr = addr.parse().ok()?;
+    let prefix: u32 = prefix.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (prefix <= max).then(|| Cidr::of(addr, prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(id: i64, kind: &str, scope: &str, value: &str, secs: u64) -> Decision {
+        Decision {
+            id,
+            origin: "cscli".into(),
+            scenario: "test".into(),
+            scope: scope.into(),
+            kind: kind.into(),
+            value: value.into(),
+            duration: Duration::from_secs(secs),
+        }
+    }
+
+    fn cidr(text: &str) -> Cidr {
+        text.parse().expect("valid")
+    }
+
+    #[test]
+    fn bans_of_ips_and_ranges_are_held_and_others_counted() {
+        let now = Instant::now();
+        let mut decisions = Decisions::new();
+        let stream = Stream {
+            new: vec![
+                decision(1, "ban", "Ip", "198.51.100.7", 3600),
+                decision(2, "ban", "Range", "203.0.113.9/24", 3600),
+                decision(3, "ban", "Ip", "2001:db8::7", 3600),
+                decision(4, "captcha", "Ip", "198.51.100.8", 3600),
+                decision(5, "ban", "Country", "FR", 3600),
+                decision(6, "ban", "Ip", "not-an-address", 3600),
+            ],
+            deleted: Vec::new(),
+        };
+        let tally = decisions.apply(&stream, true, now);
+        assert_eq!(tally.added, 3);
+        assert_eq!(tally.ignored.get("captcha/Ip"), Some(&1));
+        assert_eq!(tally.ignored.get("ban/Country"), Some(&1));
+        assert_eq!(tally.ignored.get("ban/Ip (bad value)"), Some(&1));
+        let plan = decisions.plan(&HashSet::new());
+        assert_eq!(
+            plan.insert,
+            vec![
+                cidr("198.51.100.7/32"),
+                cidr("203.0.113.0/24"),
+                cidr("2001:db8::7/128")
+            ]
+        );
+        assert!(plan.remove.is_empty());
+    }
+
+    #[test]
+    fn a_source_named_twice_stays_until_its_last_decision_ends() {
+        let now = Instant::now();
+        let mut decisions = Decisions::new();
+        let both = Stream {
+            new: vec![
+                decision(1, "ban", "Ip", "198.51.100.7", 60),
+                decision(2, "ban", "Ip", "198.51.100.7", 3600),
+            ],
+            deleted: Vec::new(),
+        };
+        decisions.apply(&both, false, now);
+        let installed: HashSet<Cidr> = [cidr("198.51.100.7/32")].into();
+        // The first ends by its time, the source stays for the second.
+        assert_eq!(decisions.expire(now + Duration::from_secs(61)), 1);
+        assert!(decisions.plan(&installed).is_empty());
+        // A deletion, repeated as the LAPI repeats them, ends the second once.
+        let gone = Stream {
+            new: Vec::new(),
+            deleted: vec![decision(2, "ban", "Ip", "198.51.100.7", 0)],
+        };
+        assert_eq!(decisions.apply(&gone, false, now).deleted, 1);
+        assert_eq!(decisions.apply(&gone, false, now).deleted, 0);
+        assert_eq!(
+            decisions.plan(&installed).remove,
+            vec![cidr("198.51.100.7/32")]
+        );
+    }
+
+    #[test]
+    fn a_full_pull_ends_what_it_does_not_list_and_plans_against_the_tries() {
+        let now = Instant::now();
+        let mut decisions = Decisions::new();
+        let first = Stream {
+            new: vec![
+                decision(1, "ban", "Ip", "198.51.100.7", 600),
+                decision(2, "ban", "Range", "2001:db8:1::/48", 600),
+            ],
+            deleted: Vec::new(),
+        };
+        decisions.apply(&first, true, now);
+        let again = Stream {
+            new: vec![decision(2, "ban", "Range", "2001:db8:1::/48", 500)],
+            deleted: Vec::new(),
+        };
+        let tally = decisions.apply(&again, true, now);
+        assert_eq!((tally.added, tally.deleted), (1, 1));
+        assert_eq!(decisions.len(), 1);
+        // The tries hold an entry from before a restart that no decision names any more.
+        let installed: HashSet<Cidr> = [cidr("192.0.2.0/24")].into();
+        let plan = decisions.plan(&installed);
+        assert_eq!(plan.insert, vec![cidr("2001:db8:1::/48")]);
+        assert_eq!(plan.remove, vec![cidr("192.0.2.0/24")]);
+        let counts = decisions.by_origin();
+        assert_eq!(counts.get(&("cscli".to_string(), Scope::Range)), Some(&1));
+    }
+
+    #[test]
+    fn expired_and_zero_length_decisions_are_not_held() {
+        let now = Instant::now();
+        let mut decisions = Decisions::new();
+        let stream = Stream {
+            new: vec![decision(1, "ban", "Ip", "198.51.100.7", 0)],
+            deleted: Vec::new(),
+        };
+        assert_eq!(decisions.apply(&stream, false, now).added, 0);
+        assert!(decisions.is_empty());
+    }
+}

@@ -1,0 +1,488 @@
+//! moat as a CrowdSec bouncer and signal source, against a real CrowdSec Local API (Debian's
+//! crowdsec, API only, a throwaway SQLite database) started by each test on a namespace's
+//! address. Frames from the decided sources are sent over veth; what XDP passed is counted by
+//! an nftables counter at the origin's ingress hook, after XDP.
+
+#[expect(
+    dead_code,
+    reason = "each test crate uses part of the shared support module"
+)]
+mod support;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    sync::atomic::AtomicBool,
+    time::{Duration, Instant},
+};
+
+use moat::netns::{Endpoint, NetNs, quiet_veth, unique_iface};
+use moat_lab::{
+    flood::flood_every_cpu,
+    traffic::{self, EchoServer},
+};
+use support::{Pair, TempDir, count, crowdsec::Lapi, require_root, stats_json, wait_until};
+
+/// The bouncer's pull interval in these tests.
+const UPDATE_FREQUENCY: Duration = Duration::from_secs(1);
+
+/// What the issue allows between a decision and its enforcement: `update_frequency` + 2 s.
+const ENFORCED_WITHIN: Duration = Duration::from_secs(3);
+
+/// Frames sent from each source per round.
+const FRAMES: u64 = 10;
+
+/// The sources the decisions name, and their neighbours, each with its own counter.
+const SOURCES: [&str; 7] = [
+    "198.51.100.7",   // 0: Ip decision
+    "198.51.100.8",   // 1: no decision, next door
+    "203.0.113.6",    // 2: in a Range decision
+    "2001:db8:77::9", // 3: in an IPv6 Range decision
+    "2001:db8:99::5", // 4: IPv6 Ip decision
+    "2001:db8:99::6", // 5: no decision, next door
+    "198.51.100.9",   // 6: a captcha decision, which moat ignores
+];
+
+/// `moat.toml` for a bouncer of `lapi` with `key`, every port open and no socket required
+/// (the test's datagrams go to no socket), and `extra` appended.
+fn config(dir: &TempDir, lapi_url: &str, key: &str, extra: &str) -> String {
+    let key_file = dir.write("crowdsec.key", &format!("{key}\n"));
+    dir.write(
+        "moat.toml",
+        &format!(
+            "require_sockets = false\n{extra}\n[crowdsec]\napi_url = \"{lapi_url}\"\n\
+             api_key_file = \"{key_file}\"\nupdate_frequency = \"{}s\"\n",
+            UPDATE_FREQUENCY.as_secs()
+        ),
+    )
+}
+
+/// A UDP datagram from `source` to the origin, as a frame on the client's end.
+fn frame(pair: &Pair, source: IpAddr) -> Vec<u8> {
+    let builder = etherparse::PacketBuilder::ethernet2(pair.client_end.mac, pair.origin_end.mac);
+    let builder = match source {
+        IpAddr::V4(v4) => builder.ipv4(v4.octets(), pair.origin_end.ipv4.octets(), 64),
+        IpAddr::V6(v6) => builder.ipv6(
+            v6.octets(),
+            "2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .expect("literal")
+                .octets(),
+            64,
+        ),
+    };
+    let builder = builder.udp(40_000, 7_000);
+    let payload = b"crowdsec";
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder
+        .write(&mut frame, payload)
+        .expect("building a frame");
+    frame
+}
+
+/// Counts, at the origin's ingress (after XDP), the frames from each of [`SOURCES`].
+fn count_arrivals(pair: &Pair) {
+    let mut rules = String::new();
+    for source in SOURCES {
+        let family = if source.contains(':') { "ip6" } else { "ip" };
+        rules.push_str(&format!("  {family} saddr {source} counter\n"));
+    }
+    support::nft_load(
+        &pair.origin,
+        &format!(
+            "table netdev moat_test {{\n chain ingress {{\n  type filter hook ingress device \
+             {} priority 0;\n{rules} }}\n}}\n",
+            pair.origin_end.iface
+        ),
+    );
+}
+
+/// The arrivals counted for each of [`SOURCES`], in order.
+fn arrivals(pair: &Pair) -> Vec<u64> {
+    let output = pair
+        .origin
+        .command("nft")
+        .args(["-j", "list", "table", "netdev", "moat_test"])
+        .output()
+        .expect("nft list");
+    let value: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("nft -j prints JSON");
+    let counts: Vec<u64> = value["nftables"]
+        .as_array()
+        .expect("a ruleset")
+        .iter()
+        .flat_map(|entry| {
+            entry["rule"]["expr"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|expr| expr["counter"]["packets"].as_u64())
+        .collect();
+    assert_eq!(counts.len(), SOURCES.len(), "one counter per source");
+    counts
+}
+
+/// Sends [`FRAMES`] frames from each source in `which` and waits until moat has judged all
+/// of them (its total grows by as many); returns the arrivals per source after.
+fn send_round(pair: &Pair, which: &[usize]) -> Vec<u64> {
+    let iface = &pair.origin_end.iface;
+    let total = |stats: &serde_json::Value| stats["total"]["packets"].as_u64().unwrap_or(0);
+    let before = total(&stats_json(iface));
+    let frames: Vec<Vec<u8>> = which
+        .iter()
+        .flat_map(|&index| {
+            let source: IpAddr = SOURCES[index].parse().expect("literal");
+            std::iter::repeat_n(frame(pair, source), FRAMES as usize)
+        })
+        .collect();
+    traffic::send_frames(&pair.client, &pair.client_end.iface, &frames).expect("sending");
+    let expected = before + frames.len() as u64;
+    wait_until("moat judged every frame", Duration::from_secs(5), || {
+        total(&stats_json(iface)) >= expected
+    });
+    arrivals(pair)
+}
+
+/// The CrowdSec figures `moat stats --json` shows.
+fn crowdsec_stats(iface: &str) -> serde_json::Value {
+    stats_json(iface)["crowdsec"].clone()
+}
+
+/// Decisions in force, as `moat stats` shows them.
+fn active(iface: &str) -> u64 {
+    crowdsec_stats(iface)["active"]
+        .as_object()
+        .map_or(0, |active| {
+            active.values().filter_map(serde_json::Value::as_u64).sum()
+        })
+}
+
+/// Waits until the daemon on `iface` enforces `want` decisions, within [`ENFORCED_WITHIN`] of
+/// `since`.
+fn wait_active(iface: &str, want: u64, since: Instant) {
+    let left = ENFORCED_WITHIN.saturating_sub(since.elapsed());
+    wait_until(&format!("{want} decisions in force"), left, || {
+        active(iface) == want
+    });
+}
+
+/// `GET /metrics` of the daemon in `ns` (the default metrics address).
+fn scrape(ns: &NetNs) -> String {
+    use std::io::{Read as _, Write as _};
+    ns.enter(|| {
+        let mut stream =
+            std::net::TcpStream::connect(moat::metrics::DEFAULT_ADDR).expect("metrics port");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: moat\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("response");
+        text
+    })
+    .expect("entering the origin")
+}
+
+#[test]
+fn decisions_are_dropped_until_deleted_and_the_allowlist_wins() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let lapi = Lapi::start(&pair.origin, "127.0.0.1:18080".parse().expect("literal"));
+    let dir = TempDir::new("crowdsec-moat");
+    let config = config(&dir, &lapi.url(), &lapi.bouncer_key("moat-origin"), "");
+    count_arrivals(&pair);
+    let _daemon = pair.start(&["--config", &config]);
+    wait_until("the bouncer's first pull", Duration::from_secs(10), || {
+        crowdsec_stats(&iface)["pulls"].as_u64().unwrap_or(0) > 0
+    });
+
+    let added = Instant::now();
+    lapi.cscli(&["decisions", "add", "--ip", SOURCES[0], "--duration", "1h"]);
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--range",
+        "203.0.113.0/24",
+        "--duration",
+        "1h",
+    ]);
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--range",
+        "2001:db8:77::/48",
+        "--duration",
+        "1h",
+    ]);
+    lapi.cscli(&["decisions", "add", "--ip", SOURCES[4], "--duration", "1h"]);
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        SOURCES[6],
+        "--type",
+        "captcha",
+        "--duration",
+        "1h",
+    ]);
+    wait_active(&iface, 4, added);
+    let arrived = send_round(&pair, &[0, 1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        arrived,
+        vec![0, FRAMES, 0, 0, 0, FRAMES, FRAMES],
+        "banned Ip and Range sources of both families dropped, their neighbours and the \
+         captcha'd source passed"
+    );
+    let stats = stats_json(&iface);
+    assert_eq!(count(&stats, "drop", "crowdsec").0, 4 * FRAMES);
+    let crowdsec = &stats["crowdsec"];
+    assert_eq!(crowdsec["active"]["cscli/Ip"], 2, "{crowdsec}");
+    assert_eq!(crowdsec["active"]["cscli/Range"], 2, "{crowdsec}");
+    assert_eq!(crowdsec["ignored"]["captcha/Ip"], 1, "{crowdsec}");
+    assert_eq!(crowdsec["reachable"], true, "{crowdsec}");
+    let metrics = scrape(&pair.origin);
+    for line in [
+        format!(
+            "moat_crowdsec_decisions_active{{iface=\"{iface}\",origin=\"cscli\",scope=\"Ip\"}} 2"
+        ),
+        format!(
+            "moat_crowdsec_decisions_active{{iface=\"{iface}\",origin=\"cscli\",scope=\"Range\"}} 2"
+        ),
+        format!("moat_crowdsec_lapi_up{{iface=\"{iface}\"}} 1"),
+        format!("moat_crowdsec_decisions_ignored_total{{iface=\"{iface}\",kind=\"captcha/Ip\"}} 1"),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+
+    // Deleted decisions: the traffic passes again; the others stay.
+    let deleted = Instant::now();
+    lapi.cscli(&["decisions", "delete", "--ip", SOURCES[0]]);
+    lapi.cscli(&["decisions", "delete", "--range", "2001:db8:77::/48"]);
+    wait_active(&iface, 2, deleted);
+    let before = arrivals(&pair);
+    let after = send_round(&pair, &[0, 2, 3, 4]);
+    let grew: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        grew,
+        vec![FRAMES, 0, 0, FRAMES, 0, 0, 0],
+        "deleted decisions pass again"
+    );
+
+    // The allowlist wins over a decision.
+    pair.moat_ok(&["allow", "add", "--iface", &iface, "203.0.113.6/32"]);
+    let before = arrivals(&pair);
+    let after = send_round(&pair, &[2, 4]);
+    let grew: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        grew,
+        vec![0, 0, FRAMES, 0, 0, 0, 0],
+        "the allowlisted source passes"
+    );
+    assert_eq!(count(&stats_json(&iface), "pass", "allowlist").0, FRAMES);
+}
+
+#[test]
+fn moat_protects_while_the_lapi_is_down_and_catches_up_when_it_returns() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let mut lapi = Lapi::start(&pair.origin, "127.0.0.1:18081".parse().expect("literal"));
+    let key = lapi.bouncer_key("moat-origin");
+    lapi.cscli(&["decisions", "add", "--ip", SOURCES[0], "--duration", "1h"]);
+    lapi.stop();
+    // moat starts with the LAPI down, and protects with its own policy.
+    let dir = TempDir::new("crowdsec-moat");
+    let config = config(&dir, &lapi.url(), &key, "");
+    count_arrivals(&pair);
+    let _daemon = pair.start(&["--config", &config]);
+    pair.moat_ok(&["deny", "add", "--iface", &iface, "198.51.100.8/32"]);
+    wait_until("a failed pull", Duration::from_secs(5), || {
+        crowdsec_stats(&iface)["pull_errors"].as_u64().unwrap_or(0) > 0
+    });
+    assert_eq!(crowdsec_stats(&iface)["reachable"], false);
+    assert_eq!(
+        send_round(&pair, &[0, 1])[..2],
+        [FRAMES, 0],
+        "own denylist enforced"
+    );
+
+    // The LAPI returns: moat catches up within its backoff (1 s, 2 s, 4 s ...).
+    lapi.restart();
+    wait_until("the decision pulled", Duration::from_secs(10), || {
+        active(&iface) == 1
+    });
+    let before = arrivals(&pair);
+    let after = send_round(&pair, &[0]);
+    assert_eq!(after[0] - before[0], 0, "the decision is enforced");
+
+    // Down again: what moat has stays enforced.
+    lapi.stop();
+    wait_until("the LAPI seen down", Duration::from_secs(5), || {
+        crowdsec_stats(&iface)["reachable"] == false
+    });
+    let before = arrivals(&pair);
+    let after = send_round(&pair, &[0]);
+    assert_eq!(after[0] - before[0], 0, "still enforced with the LAPI down");
+    assert_eq!(active(&iface), 1);
+
+    // Back, with the decision deleted and another added meanwhile: the full pull after the
+    // failure ends the first and takes on the second.
+    lapi.restart();
+    lapi.cscli(&["decisions", "delete", "--ip", SOURCES[0]]);
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--range",
+        "203.0.113.0/24",
+        "--duration",
+        "1h",
+    ]);
+    wait_until("caught up", Duration::from_secs(10), || {
+        crowdsec_stats(&iface)["active"]["cscli/Range"] == 1 && active(&iface) == 1
+    });
+    let before = arrivals(&pair);
+    let after = send_round(&pair, &[0, 2]);
+    let grew: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(grew[..3], [FRAMES, 0, 0]);
+}
+
+/// A hub namespace with a veth to `origin`, addressed 10.77.`net`.1 (hub) and .2 (origin).
+fn link_hub(hub: &NetNs, origin: &NetNs, net: u8) {
+    let hub_end = Endpoint {
+        iface: unique_iface("hb"),
+        mac: [0x02, 0, 0, 0, net, 0x01],
+        ipv4: Ipv4Addr::new(10, 77, net, 1),
+    };
+    let origin_end = Endpoint {
+        iface: unique_iface("ho"),
+        mac: [0x02, 0, 0, 0, net, 0x02],
+        ipv4: Ipv4Addr::new(10, 77, net, 2),
+    };
+    quiet_veth(hub, &hub_end, origin, &origin_end).expect("linking the hub");
+}
+
+#[test]
+fn a_ban_one_origin_issues_is_dropped_by_the_other_within_seconds() {
+    require_root();
+    let a = Pair::create();
+    let b = Pair::create();
+    let hub = NetNs::create("moat-test-h").expect("the hub namespace");
+    link_hub(&hub, &a.origin, 1);
+    link_hub(&hub, &b.origin, 2);
+    let mut lapi = Lapi::start(&hub, "0.0.0.0:18082".parse().expect("literal"));
+    let credentials =
+        std::fs::read_to_string(lapi.credentials_file()).expect("the machine's credentials");
+    let dir_a = TempDir::new("crowdsec-a");
+    let dir_b = TempDir::new("crowdsec-b");
+    // Origin A pushes its bans; both pull. Each reaches the hub on its own link.
+    let creds_a: String = credentials
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("url:") {
+                "url: http://10.77.1.1:18082/\n".to_string()
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    let creds_a = dir_a.write("credentials.yaml", &creds_a);
+    let a_config = config(
+        &dir_a,
+        "http://10.77.1.1:18082/",
+        &lapi.bouncer_key("moat-a"),
+        "[bans]\nafter_strikes = 3\nbase = \"10m\"\n[limits.source.udp]\npps = 100\nburst = 100\nbps = 0\nburst_bytes = 0\n",
+    );
+    std::fs::write(
+        &a_config,
+        std::fs::read_to_string(&a_config).expect("config")
+            + &format!("credentials_file = \"{creds_a}\"\npush = true\n"),
+    )
+    .expect("writing the config");
+    let b_config = config(
+        &dir_b,
+        "http://10.77.2.1:18082/",
+        &lapi.bouncer_key("moat-b"),
+        "",
+    );
+    // A's service: the flooded port has a socket, so its datagrams get per-source state.
+    let udp = a
+        .origin
+        .enter(|| std::net::UdpSocket::bind((a.origin_end.ipv4, 9)))
+        .expect("entering")
+        .expect("a UDP service on A");
+    let server = EchoServer::listen(&a.origin, SocketAddrV4::new(a.origin_end.ipv4, 8080))
+        .expect("A's web service");
+    let _daemon_a = a.start(&["--config", &a_config]);
+    let _daemon_b = b.start(&["--config", &b_config]);
+    count_arrivals(&b);
+    // A returning visitor, and a first-time one, before the flood.
+    assert!(a.visit(&server, a.client_end.ipv4), "a returning visitor");
+
+    // One source floods A's UDP service from every CPU; A bans it automatically.
+    let attacker: Ipv4Addr = SOURCES[0].parse().expect("literal");
+    a.add_client_address(attacker);
+    let plan = a.udp_flood(attacker, 1, 9);
+    let stop = AtomicBool::new(false);
+    let flooded = Instant::now();
+    flood_every_cpu(
+        &a.client,
+        &a.client_end.iface,
+        std::slice::from_ref(&plan),
+        20_000,
+        Duration::from_secs(2),
+        &stop,
+    )
+    .expect("flooding A");
+    drop(udp);
+    let a_stats = stats_json(&a.origin_end.iface);
+    assert!(
+        count(&a_stats, "drop", "banned").0 > 0,
+        "A banned the flood: {a_stats}"
+    );
+    wait_until("A pushed its ban", Duration::from_secs(10), || {
+        crowdsec_stats(&a.origin_end.iface)["alerts_pushed"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+    // B pulls the decision A's alert carried and drops the source.
+    wait_until("B enforces A's ban", Duration::from_secs(10), || {
+        active(&b.origin_end.iface) >= 1
+    });
+    let shared_after = flooded.elapsed();
+    let arrived = send_round(&b, &[0, 1]);
+    assert_eq!(
+        arrived[..2],
+        [0, FRAMES],
+        "B drops A's attacker and passes its neighbour"
+    );
+    assert!(
+        count(&stats_json(&b.origin_end.iface), "drop", "crowdsec").0 == FRAMES,
+        "counted as crowdsec on B"
+    );
+    let decisions = lapi.cscli(&["decisions", "list", "-a", "-o", "json"]);
+    assert!(
+        decisions.contains("moat/rate_udp") && decisions.contains(SOURCES[0]),
+        "the decision A's alert carried: {decisions}"
+    );
+    eprintln!(
+        "B's decisions in force: {}",
+        crowdsec_stats(&b.origin_end.iface)["active"]
+    );
+    // Visitors of A are still served: a returning one and a first-time one.
+    assert!(
+        a.visit(&server, a.client_end.ipv4),
+        "a returning visitor after the flood"
+    );
+    let newcomer = Ipv4Addr::new(198, 18, 0, 77);
+    a.add_client_address(newcomer);
+    assert!(
+        a.visit(&server, newcomer),
+        "a first-time visitor after the flood"
+    );
+    eprintln!(
+        "ban shared from A to B {:.1} s after the flood began",
+        shared_after.as_secs_f64()
+    );
+    lapi.stop();
+}
