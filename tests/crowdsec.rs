@@ -226,6 +226,10 @@ fn decisions_are_dropped_until_deleted_and_the_allowlist_wins() {
         "1h",
     ]);
     wait_active(&iface, 4, added);
+    // The captcha decision, added last, may come with the next pull.
+    wait_until("the captcha decision counted", ENFORCED_WITHIN, || {
+        crowdsec_stats(&iface)["ignored"]["captcha/Ip"] == 1
+    });
     let arrived = send_round(&pair, &[0, 1, 2, 3, 4, 5, 6]);
     assert_eq!(
         arrived,
@@ -293,8 +297,10 @@ fn moat_protects_while_the_lapi_is_down_and_catches_up_when_it_returns() {
     // moat starts with the LAPI down, and protects with its own policy.
     let dir = TempDir::new("crowdsec-moat");
     let config = config(&dir, &lapi.url(), &key, "");
+    // One state directory for both runs, so the second finds what the first saved.
+    let state = dir.0.join("state").display().to_string();
     count_arrivals(&pair);
-    let _daemon = pair.start(&["--config", &config]);
+    let daemon = pair.start(&["--config", &config, "--state-dir", &state]);
     pair.moat_ok(&["deny", "add", "--iface", &iface, "198.51.100.8/32"]);
     wait_until("a failed pull", Duration::from_secs(5), || {
         crowdsec_stats(&iface)["pull_errors"].as_u64().unwrap_or(0) > 0
@@ -324,6 +330,25 @@ fn moat_protects_while_the_lapi_is_down_and_catches_up_when_it_returns() {
     let after = send_round(&pair, &[0]);
     assert_eq!(after[0] - before[0], 0, "still enforced with the LAPI down");
     assert_eq!(active(&iface), 1);
+
+    // A stop and a cold start (the filter detached, its tries gone) with the LAPI still
+    // down: the saved decision is enforced again before any pull succeeds.
+    let (status, log) = daemon.stop().expect("stopping moat");
+    assert!(status.success(), "{log}");
+    let _daemon = pair.start(&["--config", &config, "--state-dir", &state]);
+    wait_until(
+        "the saved decision restored",
+        Duration::from_secs(5),
+        || active(&iface) == 1,
+    );
+    assert_eq!(crowdsec_stats(&iface)["pulls"], 0, "no pull has succeeded");
+    let before = arrivals(&pair);
+    let after = send_round(&pair, &[0]);
+    assert_eq!(
+        after[0] - before[0],
+        0,
+        "enforced after a cold start with the LAPI down"
+    );
 
     // Back, with the decision deleted and another added meanwhile: the full pull after the
     // failure ends the first and takes on the second.

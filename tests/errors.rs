@@ -149,6 +149,30 @@ fn bad_config_names_line_and_key_and_attaches_nothing() {
     ]);
     assert_refused(&output, &["invalid config", "line 1", "turbo"]);
 
+    // A [crowdsec] section whose key file cannot be read: refused before anything attaches.
+    std::fs::write(
+        &path,
+        "[crowdsec]\napi_url = \"http://127.0.0.1:8080/\"\napi_key_file = \"/nonexistent/key\"\n",
+    )
+    .expect("write config");
+    let output = pair.moat(&[
+        "run",
+        "--iface",
+        &pair.origin_end.iface,
+        "--config",
+        path.to_str().expect("utf-8 path"),
+    ]);
+    assert_refused(
+        &output,
+        &[
+            "invalid config",
+            "line 3",
+            "crowdsec.api_key_file",
+            "/nonexistent/key",
+        ],
+    );
+    assert_untouched(&pair.origin, &pair.origin_end.iface);
+
     let output = pair.moat(&[
         "run",
         "--iface",

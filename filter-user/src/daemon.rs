@@ -201,7 +201,7 @@ async fn serve(
     notifier.ready(&format!("protecting {iface}"));
 
     let mut running = config;
-    let mut fleet = Fleet::start(&iface, running.crowdsec.as_ref(), &state);
+    let mut fleet = Fleet::start(&iface, running.crowdsec.as_ref(), &state, &args.state_dir);
     let mut ban_log = BanLog::new(&iface, capacities.bans, running.bans.ipv6_prefix);
     let mut window = SampleWindow::default();
     let mut upstreams = UpstreamWatch::new(&running);
@@ -229,7 +229,12 @@ async fn serve(
                     state.reloads_ok.fetch_add(1, Ordering::Relaxed);
                     if running.crowdsec != fleet.config {
                         drop(fleet);
-                        fleet = Fleet::start(&iface, running.crowdsec.as_ref(), &state);
+                        fleet = Fleet::start(
+                            &iface,
+                            running.crowdsec.as_ref(),
+                            &state,
+                            &args.state_dir,
+                        );
                     }
                     upstreams = UpstreamWatch::new(&running);
                     forget_after_ns
@@ -439,8 +444,14 @@ struct Fleet {
 }
 
 impl Fleet {
-    /// Starts the tasks `config` asks for on `iface`, reporting into `state`.
-    fn start(iface: &str, config: Option<&CrowdSecConfig>, state: &DaemonState) -> Fleet {
+    /// Starts the tasks `config` asks for on `iface`, reporting into `state`; the bouncer
+    /// saves its decisions under `state_dir`.
+    fn start(
+        iface: &str,
+        config: Option<&CrowdSecConfig>,
+        state: &DaemonState,
+        state_dir: &std::path::Path,
+    ) -> Fleet {
         let status = Arc::clone(&state.crowdsec);
         status.enabled.store(config.is_some(), Ordering::Relaxed);
         let Some(config) = config else {
@@ -461,6 +472,7 @@ impl Fleet {
             iface.to_string(),
             config.clone(),
             Arc::clone(&status),
+            state_dir.to_path_buf(),
         ));
         let (pusher, pushing) = match (&config.credentials_file, config.push) {
             (Some(file), true) => match crowdsec::push::start(file, status) {

@@ -9,9 +9,13 @@
 //! - A failure keeps every decision in force (moat protects with what it has), and the next
 //!   pull comes after a backoff that doubles from 1 s up to a minute.
 //! - Every second, decisions whose time is up are removed.
+//! - After every change the decisions are saved under the state directory; a cold start
+//!   (the tries empty) with the LAPI down enforces what was saved, with what is left of each
+//!   decision's time, until the first pull replaces it.
 
 use std::{
     collections::HashSet,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -19,7 +23,7 @@ use std::{
 use log::{info, warn};
 
 use super::{
-    decisions::{Decisions, Tally},
+    decisions::{Decisions, SavedDecision, Tally},
     http::Endpoint,
     lapi,
     status::Status,
@@ -45,6 +49,8 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// The decisions and what the tries hold, kept between pulls.
 struct Sync {
     iface: String,
+    /// Where the decisions are saved.
+    file: PathBuf,
     decisions: Decisions,
     /// What the tries hold; `None` until read from them (at start, after a failed write).
     installed: Option<HashSet<Cidr>>,
@@ -78,10 +84,54 @@ impl Sync {
         self.installed = Some(installed);
         Ok((plan.insert.len(), plan.remove.len()))
     }
+
+    /// Saves the decisions in force, atomically; a failure is logged (only a cold start with
+    /// the LAPI down would miss them).
+    fn save(&self) {
+        let saved = self
+            .decisions
+            .saved(Instant::now(), crate::state::unix_ms_now());
+        let temporary = self.file.with_extension("json.tmp");
+        let result = self
+            .file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| serde_json::to_vec(&saved).map_err(std::io::Error::other))
+            .and_then(|text| std::fs::write(&temporary, text))
+            .and_then(|()| std::fs::rename(&temporary, &self.file));
+        if let Err(error) = result {
+            warn!(
+                "saving the crowdsec decisions failed iface={} path={} error=\"{error}\"",
+                self.iface,
+                self.file.display()
+            );
+        }
+    }
+
+    /// Takes back the saved decisions and enforces them; returns how many.
+    fn restore(&mut self) -> anyhow::Result<usize> {
+        let text = match std::fs::read(&self.file) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(error.into()),
+        };
+        let saved: Vec<SavedDecision> = serde_json::from_slice(&text)?;
+        let restored = self
+            .decisions
+            .restore(&saved, Instant::now(), crate::state::unix_ms_now());
+        self.reconcile()?;
+        Ok(restored)
+    }
 }
 
-/// Runs the bouncer for the filter on `iface` until the task is aborted.
-pub async fn run(iface: String, config: CrowdSecConfig, status: Arc<Status>) {
+/// Where the bouncer of `iface` saves its decisions under the state directory `dir`.
+pub fn saved_path(dir: &Path, iface: &str) -> PathBuf {
+    dir.join(format!("{iface}.crowdsec.json"))
+}
+
+/// Runs the bouncer for the filter on `iface` until the task is aborted, saving its
+/// decisions under `state_dir`.
+pub async fn run(iface: String, config: CrowdSecConfig, status: Arc<Status>, state_dir: PathBuf) {
     status.enabled.store(true, Ordering::Relaxed);
     let endpoint = match Endpoint::parse(&config.api_url) {
         Ok(endpoint) => endpoint,
@@ -93,9 +143,33 @@ pub async fn run(iface: String, config: CrowdSecConfig, status: Arc<Status>) {
     };
     let sync = Arc::new(Mutex::new(Sync {
         iface: iface.clone(),
+        file: saved_path(&state_dir, &iface),
         decisions: Decisions::new(),
         installed: None,
     }));
+    {
+        let sync = Arc::clone(&sync);
+        let status = Arc::clone(&status);
+        let restored = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+            let mut sync = sync
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the bouncer's state was poisoned"))?;
+            let restored = sync.restore()?;
+            record(&status, &sync.decisions, &Tally::default());
+            Ok(restored)
+        })
+        .await;
+        match restored {
+            Ok(Ok(0)) => {}
+            Ok(Ok(count)) => info!("crowdsec decisions restored iface={iface} count={count}"),
+            Ok(Err(error)) => {
+                warn!("restoring the crowdsec decisions failed iface={iface} error=\"{error:#}\"")
+            }
+            Err(error) => {
+                warn!("restoring the crowdsec decisions failed iface={iface} error={error}")
+            }
+        }
+    }
     let mut full = true;
     let mut backoff = BACKOFF_FIRST;
     let mut next_pull = tokio::time::Instant::now();
@@ -171,6 +245,9 @@ fn apply(body: &[u8], full: bool, sync: &Mutex<Sync>, status: &Status) -> anyhow
     let tally = sync.decisions.apply(&stream, full, Instant::now());
     let (inserted, removed) = sync.reconcile()?;
     record(status, &sync.decisions, &tally);
+    if full || tally.added + tally.deleted > 0 {
+        sync.save();
+    }
     status.pulls.fetch_add(1, Ordering::Relaxed);
     status
         .last_pull_unix_ms
@@ -206,6 +283,7 @@ fn expire_now(sync: &Mutex<Sync>, status: &Status) -> anyhow::Result<()> {
     };
     let result = sync.reconcile();
     record(status, &sync.decisions, &tally);
+    sync.save();
     result.map(|_| ())
 }
 

@@ -16,6 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::lapi::{Decision, Stream};
 use crate::cidr::Cidr;
 
@@ -192,6 +194,54 @@ impl Decisions {
         counts
     }
 
+    /// The decisions in force, to be saved: each end as wall-clock time (`now` is
+    /// `now_unix_ms`), so a restart after any while restores what is left of each.
+    pub fn saved(&self, now: Instant, now_unix_ms: u64) -> Vec<SavedDecision> {
+        let mut saved: Vec<SavedDecision> = self
+            .held
+            .iter()
+            .map(|(id, held)| SavedDecision {
+                id: *id,
+                cidr: held.cidr.to_string(),
+                origin: held.origin.clone(),
+                scope: held.scope.label().to_string(),
+                until_unix_ms: now_unix_ms
+                    .saturating_add(held.until.saturating_duration_since(now).as_millis() as u64),
+            })
+            .collect();
+        saved.sort_unstable_by_key(|decision| decision.id);
+        saved
+    }
+
+    /// Takes back saved decisions that have time left at `now` (`now_unix_ms`); returns how
+    /// many. Entries that do not parse are skipped.
+    pub fn restore(&mut self, saved: &[SavedDecision], now: Instant, now_unix_ms: u64) -> usize {
+        let mut restored = 0;
+        for decision in saved {
+            let left = decision.until_unix_ms.saturating_sub(now_unix_ms);
+            let scope = match decision.scope.as_str() {
+                "Ip" => Scope::Ip,
+                "Range" => Scope::Range,
+                _ => continue,
+            };
+            let Ok(cidr) = decision.cidr.parse::<Cidr>() else {
+                continue;
+            };
+            if left == 0 {
+                continue;
+            }
+            let held = Held {
+                cidr,
+                until: now + Duration::from_millis(left).min(LONGEST),
+                origin: decision.origin.clone(),
+                scope,
+            };
+            self.hold(decision.id, held);
+            restored += 1;
+        }
+        restored
+    }
+
     fn hold(&mut self, id: i64, held: Held) {
         let cidr = held.cidr;
         if let Some(old) = self.held.insert(id, held) {
@@ -219,6 +269,21 @@ impl Decisions {
             }
         }
     }
+}
+
+/// One decision as the bouncer saves it for a cold start with the LAPI down.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedDecision {
+    /// The LAPI's id.
+    pub id: i64,
+    /// The prefix dropped.
+    pub cidr: String,
+    /// Who decided (`cscli`, `crowdsec`, `CAPI`, `moat`, ...).
+    pub origin: String,
+    /// `Ip` or `Range`.
+    pub scope: String,
+    /// When it ends, in ms since the Unix epoch.
+    pub until_unix_ms: u64,
 }
 
 /// The prefix a decision drops and its scope, or why it is not enforced (`type/scope`).
@@ -355,6 +420,32 @@ mod tests {
         assert_eq!(plan.remove, vec![cidr("192.0.2.0/24")]);
         let counts = decisions.by_origin();
         assert_eq!(counts.get(&("cscli".to_string(), Scope::Range)), Some(&1));
+    }
+
+    #[test]
+    fn saved_decisions_come_back_with_what_is_left_of_them() {
+        let now = Instant::now();
+        let mut decisions = Decisions::new();
+        let stream = Stream {
+            new: vec![
+                decision(1, "ban", "Ip", "2001:db8::7", 600),
+                decision(2, "ban", "Range", "203.0.113.0/24", 60),
+            ],
+            deleted: Vec::new(),
+        };
+        decisions.apply(&stream, true, now);
+        let saved = decisions.saved(now, 1_000_000);
+        assert_eq!(saved[0].until_unix_ms, 1_600_000);
+        assert_eq!(saved[1].cidr, "203.0.113.0/24");
+        // Restored 100 s later: the Range decision has ended, the Ip one has 500 s left.
+        let mut restored = Decisions::new();
+        assert_eq!(restored.restore(&saved, now, 1_100_000), 1);
+        assert_eq!(
+            restored.plan(&HashSet::new()).insert,
+            vec![cidr("2001:db8::7/128")]
+        );
+        assert_eq!(restored.expire(now + Duration::from_secs(499)), 0);
+        assert_eq!(restored.expire(now + Duration::from_secs(500)), 1);
     }
 
     #[test]
