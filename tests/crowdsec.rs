@@ -253,6 +253,7 @@ fn decisions_are_dropped_until_deleted_and_the_allowlist_wins() {
             "moat_crowdsec_decisions_active{{iface=\"{iface}\",origin=\"cscli\",scope=\"Range\"}} 2"
         ),
         format!("moat_crowdsec_lapi_up{{iface=\"{iface}\"}} 1"),
+        format!("moat_crowdsec_alerts_total{{iface=\"{iface}\",result=\"failed\"}} 0"),
         format!("moat_crowdsec_decisions_ignored_total{{iface=\"{iface}\",kind=\"captcha/Ip\"}} 1"),
     ] {
         assert!(metrics.contains(&line), "{line} not in\n{metrics}");

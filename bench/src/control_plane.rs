@@ -52,7 +52,7 @@ fn children_cpu_seconds() -> (f64, f64) {
 }
 
 /// `VmRSS` and `VmHWM` of process `pid`, bytes.
-fn resident(pid: u32) -> Result<(u64, u64), BenchError> {
+pub(crate) fn resident(pid: u32) -> Result<(u64, u64), BenchError> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
         action: "reading",
@@ -77,7 +77,7 @@ fn resident(pid: u32) -> Result<(u64, u64), BenchError> {
 }
 
 /// The pid of the `moat run` serving `iface`.
-fn daemon_pid(iface: &str) -> Result<u32, BenchError> {
+pub(crate) fn daemon_pid(iface: &str) -> Result<u32, BenchError> {
     let wanted = ["run", "--iface", iface];
     let entries = std::fs::read_dir("/proc").map_err(|source| BenchError::Io {
         action: "listing",

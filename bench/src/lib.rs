@@ -7,7 +7,8 @@
 //!
 //! The sections are [`cost`] (BPF_PROG_TEST_RUN per path), [`throughput`] (live-frames SYN and
 //! ACK floods over veth between namespaces, answered or dropped), [`scaling`] (tracked sources
-//! and deny prefixes) and [`control_plane`] (loading a denylist, banning, the daemon's memory);
+//! and deny prefixes), [`control_plane`] (loading a denylist, banning, the daemon's memory)
+//! and [`crowdsec`] (a CrowdSec bouncer's startup pull of 100,000 decisions from a real LAPI);
 //! [`targets`] judges issue #13's targets on them and [`report`] renders it all as markdown.
 //! Targets are reported as PASS or MISS, never asserted: this is a measurement, not a test.
 //! Building the binaries is `cargo xtask bench`'s job, not this module's. Everything it creates
@@ -15,6 +16,7 @@
 
 pub mod control_plane;
 pub mod cost;
+pub mod crowdsec;
 pub mod frames;
 pub mod machine;
 pub mod measure;
@@ -60,6 +62,11 @@ pub struct Options {
     pub deny_prefixes: usize,
     /// Sources banned in the control-plane section.
     pub bans: usize,
+    /// Decisions imported into the LAPI of the CrowdSec section.
+    pub crowdsec_decisions: usize,
+    /// Daemons started in the CrowdSec section, each pulling every decision; the median is
+    /// reported.
+    pub crowdsec_rounds: usize,
     /// Largest number of tracked sources (scaling section and the live series).
     pub max_sources: u32,
     /// The `moat` binary, run as `moat run` for the live sections.
@@ -79,21 +86,24 @@ pub enum Section {
     Throughput,
     /// Loading a denylist, banning sources, the daemon's memory.
     Control,
+    /// A CrowdSec bouncer's startup pull of the decisions of a real LAPI.
+    CrowdSec,
 }
 
 impl Section {
     /// Every section, in the order they run.
-    pub const ALL: [Section; 4] = [
+    pub const ALL: [Section; 5] = [
         Section::Cost,
         Section::Scaling,
         Section::Throughput,
         Section::Control,
+        Section::CrowdSec,
     ];
 }
 
 impl Options {
     /// The figures the issue asks for: 1,000,000 repetitions, 1,000,000 prefixes, 100,000
-    /// bans, 2-second floods.
+    /// bans, 2-second floods, 100,000 CrowdSec decisions pulled in 3 rounds.
     pub fn standard(moat_exe: PathBuf) -> Options {
         Options {
             repeat: 1_000_000,
@@ -102,6 +112,8 @@ impl Options {
             flood_rounds: 3,
             deny_prefixes: 1_000_000,
             bans: 100_000,
+            crowdsec_decisions: 100_000,
+            crowdsec_rounds: 3,
             max_sources: 1_000_000,
             moat_exe,
             sections: Section::ALL.to_vec(),
@@ -213,6 +225,9 @@ pub enum BenchError {
     /// The verified-source cache could not be mapped.
     #[error(transparent)]
     Verified(#[from] moat::verified::CacheError),
+    /// The CrowdSec Local API could not be started or driven.
+    #[error(transparent)]
+    Lapi(#[from] moat_lab::crowdsec::LapiError),
 }
 
 impl BenchError {
@@ -316,6 +331,11 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, 
     } else {
         None
     };
+    let crowdsec = if wants(Section::CrowdSec) {
+        Some(crowdsec::measure(options, progress)?)
+    } else {
+        None
+    };
     Ok(Report {
         machine,
         options: options.clone(),
@@ -323,6 +343,7 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, 
         scaling,
         throughput,
         control,
+        crowdsec,
         elapsed: started.elapsed(),
     })
 }

@@ -39,6 +39,14 @@ struct Args {
     /// Sources banned in the control-plane section.
     #[arg(long, default_value_t = 100_000)]
     bans: usize,
+    /// Decisions imported into the CrowdSec section's LAPI (90% IPv4 and 5% IPv6 addresses,
+    /// 4% IPv4 /24s, 1% IPv6 /48s).
+    #[arg(long, default_value_t = 100_000)]
+    crowdsec_decisions: usize,
+    /// Daemons started in the CrowdSec section, each pulling every decision; the median is
+    /// reported.
+    #[arg(long, default_value_t = 3)]
+    crowdsec_rounds: usize,
     /// Largest number of tracked sources in the scaling section.
     #[arg(long, default_value_t = 1_000_000)]
     max_sources: u32,
@@ -55,6 +63,9 @@ enum SectionArg {
     Throughput,
     /// Loading a denylist, banning sources, the daemon's memory.
     Control,
+    /// A CrowdSec bouncer pulling 100,000 decisions from a real Local API.
+    #[value(name = "crowdsec")]
+    CrowdSec,
 }
 
 impl From<SectionArg> for Section {
@@ -64,6 +75,7 @@ impl From<SectionArg> for Section {
             SectionArg::Scaling => Section::Scaling,
             SectionArg::Throughput => Section::Throughput,
             SectionArg::Control => Section::Control,
+            SectionArg::CrowdSec => Section::CrowdSec,
         }
     }
 }
@@ -98,6 +110,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     options.flood_rounds = args.flood_rounds.max(1);
     options.deny_prefixes = args.deny_prefixes;
     options.bans = args.bans;
+    options.crowdsec_decisions = args.crowdsec_decisions.max(1);
+    options.crowdsec_rounds = args.crowdsec_rounds.max(1);
     options.max_sources = args.max_sources.max(1_000);
     if !args.only.is_empty() {
         options.sections = args.only.into_iter().map(Section::from).collect();

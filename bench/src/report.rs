@@ -8,6 +8,7 @@ use super::{
     Options,
     control_plane::ControlReport,
     cost::{CostReport, CostRow},
+    crowdsec::{CrowdSecReport, Spread},
     machine::Machine,
     scaling::ScalingReport,
     targets::{self, Target},
@@ -29,6 +30,8 @@ pub struct Report {
     pub throughput: Option<ThroughputReport>,
     /// Control plane, if that section ran.
     pub control: Option<ControlReport>,
+    /// The CrowdSec bouncer, if that section ran.
+    pub crowdsec: Option<CrowdSecReport>,
     /// How long the run took.
     pub elapsed: Duration,
 }
@@ -118,6 +121,9 @@ impl Report {
         }
         if let Some(control) = &self.control {
             write_control(&mut out, control);
+        }
+        if let Some(crowdsec) = &self.crowdsec {
+            write_crowdsec(&mut out, crowdsec);
         }
         out
     }
@@ -514,6 +520,102 @@ fn write_control(out: &mut String, control: &ControlReport) {
         bytes(control.rss_loaded_bytes)
     );
     let _ = writeln!(out, "| peak (VmHWM) | {} |", bytes(control.rss_peak_bytes));
+    let _ = writeln!(out);
+}
+
+/// A spread as `median (low–high)` with `digits` decimals.
+pub fn spread(spread: &Spread, digits: usize) -> String {
+    format!(
+        "{:.digits$} ({:.digits$}–{:.digits$})",
+        spread.median, spread.low, spread.high
+    )
+}
+
+fn write_crowdsec(out: &mut String, crowdsec: &CrowdSecReport) {
+    let _ = writeln!(
+        out,
+        "## 5. CrowdSec bouncer
+"
+    );
+    let mix: Vec<String> = crowdsec
+        .mix
+        .iter()
+        .map(|(kind, count)| format!("{} {}", thousands(*count as u64), kind.label()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "A real CrowdSec Local API (Debian's crowdsec, API only, SQLite) on loopback in the \
+         origin namespace holds {} ban decisions, imported once with `cscli decisions import` \
+         ({}; {:.1} s, the LAPI's work). Each round starts a fresh `moat run` (native mode on a \
+         veth end, no traffic) with a `[crowdsec]` section and a fresh bouncer key, so its first \
+         pull (`startup=true`) brings every decision, then stops it with SIGTERM (the tries go \
+         with the pins, so every round applies the whole list). What each figure is: \
+         **parse + apply** is the daemon's own `took_ms` for that pull (parsing the reply and \
+         writing the tries on its blocking pool, timed from when the HTTP body had arrived), \
+         with the reply's `bytes`; **plain fetch** is the bench's own HTTP/1.0 client getting the \
+         same startup stream with another fresh key just before, i.e. the LAPI's time to serve \
+         it, not moat's; **start → all active** runs from spawning `moat run` (program load and \
+         attach included, the attach time beside it) to the first `/metrics` scrape, and the \
+         first `moat stats --json` (polled every 50 ms; the daemon publishes these figures \
+         once a second), that count every decision active. `/metrics` is scraped in a loop \
+         (10 ms apart, each with a 1 s connect and 5 s answer timeout) from the daemon's start \
+         until 0.5 s after all are active; the scrape figures count those started after the \
+         attach (one sent while the daemon loads waits for its start-up); **during apply** are \
+         the scrapes overlapping the `took_ms` before the first scrape that showed all \
+         active.\n",
+        thousands(crowdsec.decisions as u64),
+        mix.join(", "),
+        crowdsec.import_seconds
+    );
+    let _ = writeln!(
+        out,
+        "| Round | Parse + apply (took_ms) | Reply | Plain fetch | Start → attached | Start → \
+         all active (/metrics) | Start → all active (moat stats) | Scrapes (failed) | Scrape \
+         median | Slowest scrape | During apply: scrapes, slowest | Peak RSS |"
+    );
+    let _ = writeln!(
+        out,
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let optional =
+        |value: Option<f64>| value.map_or_else(|| "never".to_string(), |s| format!("{s:.2} s"));
+    for (index, round) in crowdsec.rounds.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "| {} | {} ms | {} | {:.2} s ({}) | {:.2} s | {} | {} | {} ({}) | {:.1} ms | {:.1} ms \
+             at {:.2} s | {}, {:.1} ms | {} |",
+            index + 1,
+            round.took_ms,
+            bytes(round.bytes),
+            round.fetch_seconds,
+            bytes(round.fetch_bytes),
+            round.attach_seconds,
+            optional(round.metrics_active_seconds),
+            optional(round.stats_active_seconds),
+            round.scrapes,
+            round.scrapes_failed,
+            round.scrape_median_ms,
+            round.scrape_slowest_ms,
+            round.scrape_slowest_at_seconds,
+            round.scrapes_during_apply,
+            round.scrape_slowest_during_apply_ms,
+            bytes(round.rss_peak_bytes)
+        );
+    }
+    let active = |value: Option<f64>| value.unwrap_or(f64::NAN);
+    let _ = writeln!(
+        out,
+        "| median (min–max) | {} ms | | {} s | {} s | {} s | {} s | | {} ms | {} ms | {} ms | \
+         |\n",
+        spread(&crowdsec.spread(|r| r.took_ms as f64), 0),
+        spread(&crowdsec.spread(|r| r.fetch_seconds), 2),
+        spread(&crowdsec.spread(|r| r.attach_seconds), 2),
+        spread(&crowdsec.spread(|r| active(r.metrics_active_seconds)), 2),
+        spread(&crowdsec.spread(|r| active(r.stats_active_seconds)), 2),
+        spread(&crowdsec.spread(|r| r.scrape_median_ms), 1),
+        spread(&crowdsec.spread(|r| r.scrape_slowest_ms), 1),
+        spread(&crowdsec.spread(|r| r.scrape_slowest_during_apply_ms), 1),
+    );
 }
 
 #[cfg(test)]

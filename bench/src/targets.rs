@@ -9,6 +9,7 @@
 use super::{
     control_plane::ControlReport,
     cost::{CostReport, CostRow},
+    crowdsec::CrowdSecReport,
     report::{Report, bytes, ratio, thousands, times, times_spread},
     scaling::ScalingReport,
     throughput::{Ratio, Receiver, ThroughputReport},
@@ -41,6 +42,10 @@ const TRACKED_GROWTH_MAX: f64 = 1.5;
 const LOAD_PREFIXES: usize = 1_000_000;
 /// Longest the load of [`LOAD_PREFIXES`] prefixes may take, seconds.
 const LOAD_SECONDS_MAX: f64 = 1.5;
+/// CrowdSec decisions the apply target is stated for.
+const CROWDSEC_DECISIONS: usize = 100_000;
+/// Longest the apply of [`CROWDSEC_DECISIONS`] decisions may take after the pull, ms.
+const CROWDSEC_APPLY_MS_MAX: f64 = 5_000.0;
 
 /// The issue's targets judged on `report` (those whose sections ran), the issue's own first.
 pub fn judge(report: &Report) -> Vec<Target> {
@@ -59,6 +64,9 @@ pub fn judge(report: &Report) -> Vec<Target> {
     }
     if let Some(control) = &report.control {
         targets.push(load_target(control));
+    }
+    if let Some(crowdsec) = &report.crowdsec {
+        targets.push(crowdsec_target(crowdsec));
     }
     if let Some(scaling) = &report.scaling {
         targets.extend(memory_target(scaling, report.options.deny_prefixes));
@@ -477,6 +485,71 @@ fn load_target(control: &ControlReport) -> Target {
                 thousands(control.deny_prefixes as u64)
             )
         },
+    }
+}
+
+/// 100,000 CrowdSec decisions applied ≤ 5 s after the pull, in every round.
+fn crowdsec_target(crowdsec: &CrowdSecReport) -> Target {
+    let took = crowdsec.spread(|round| round.took_ms as f64);
+    let by_round: Vec<String> = crowdsec
+        .rounds
+        .iter()
+        .map(|round| format!("{}", round.took_ms))
+        .collect();
+    let reply = crowdsec.spread(|round| round.bytes as f64);
+    let stall = crowdsec.spread(|round| round.scrape_slowest_during_apply_ms);
+    let enough = crowdsec.decisions >= CROWDSEC_DECISIONS;
+    let all_active = crowdsec.all_active();
+    let per_decision_us = took.median * 1e3 / crowdsec.decisions.max(1) as f64;
+    let why = if !enough {
+        format!(
+            "this run imported {} decisions (--crowdsec-decisions), not 100,000",
+            thousands(crowdsec.decisions as u64)
+        )
+    } else if !all_active {
+        let short: Vec<String> = crowdsec
+            .rounds
+            .iter()
+            .enumerate()
+            .filter(|(_, round)| round.active < crowdsec.decisions as u64 || round.took_ms == 0)
+            .map(|(index, round)| {
+                format!(
+                    "round {}: {} of {} active within 60 s{}",
+                    index + 1,
+                    thousands(round.active),
+                    thousands(crowdsec.decisions as u64),
+                    if round.took_ms == 0 {
+                        ", no startup pull logged"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        short.join("; ")
+    } else {
+        format!(
+            "5 s allows {:.0} µs per decision; the apply took {per_decision_us:.0} µs: parsing \
+             the {} JSON reply, building the decision set and writing {} prefixes into the \
+             CrowdSec tries",
+            CROWDSEC_APPLY_MS_MAX * 1e3 / CROWDSEC_DECISIONS as f64,
+            bytes(reply.median as u64),
+            thousands(crowdsec.rounds.first().map_or(0, |round| round.inserted))
+        )
+    };
+    Target {
+        goal: "100,000 CrowdSec decisions applied ≤ 5 s after the pull",
+        measured: format!(
+            "{:.2} s parse + apply (the daemon's took_ms; {} ms by round) for {} decisions, {} \
+             reply; slowest /metrics scrape during the apply {:.0} ms",
+            took.median / 1e3,
+            by_round.join(" / "),
+            thousands(crowdsec.decisions as u64),
+            bytes(reply.median as u64),
+            stall.high
+        ),
+        pass: enough && all_active && took.median <= CROWDSEC_APPLY_MS_MAX,
+        why,
     }
 }
 

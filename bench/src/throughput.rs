@@ -407,7 +407,13 @@ impl Bed {
 
     /// Starts `moat run` on the origin end with `config`, in native mode.
     pub fn start_moat(&self, exe: &std::path::Path, config: &Config) -> Result<Moat, BenchError> {
-        let file = TempFile::create("moat.toml", &config.to_toml())?;
+        self.start_moat_toml(exe, &config.to_toml())
+    }
+
+    /// Starts `moat run` on the origin end with the configuration file `toml`, in native mode:
+    /// for sections [`Config`] cannot show, such as `[crowdsec]` with its key file.
+    pub fn start_moat_toml(&self, exe: &std::path::Path, toml: &str) -> Result<Moat, BenchError> {
+        let file = TempFile::create("moat.toml", toml)?;
         let path = file.path().display().to_string();
         let daemon = Daemon::start(
             &self.origin,

@@ -102,7 +102,9 @@ pub enum LapiError {
         problem: String,
     },
     /// `cscli decisions import` succeeded without reporting every line imported.
-    #[error("cscli decisions import of {count} {scope} decisions did not report {wanted:?}: {stderr}")]
+    #[error(
+        "cscli decisions import of {count} {scope} decisions did not report {wanted:?}: {stderr}"
+    )]
     ImportShort {
         /// Decisions of that scope handed to it.
         count: usize,
@@ -690,7 +692,10 @@ mod tests {
             parse_response(b"HTTP/1.1 200 OK\r\nContent-Type: x\r\n\r\n{\"new\":null}")
                 .expect("a response");
         assert_eq!((status, body.as_slice()), (200, &b"{\"new\":null}"[..]));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err(), "no end of headers");
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\n").is_err(),
+            "no end of headers"
+        );
     }
 
     #[test]
@@ -701,6 +706,9 @@ mod tests {
             "{yaml}"
         );
         let any = config_yaml("/r", "0.0.0.0:8080".parse().expect("literal"));
-        assert!(any.contains("trusted_ips: [\"127.0.0.1\", \"::1\"]"), "{any}");
+        assert!(
+            any.contains("trusted_ips: [\"127.0.0.1\", \"::1\"]"),
+            "{any}"
+        );
     }
 }
