@@ -259,6 +259,32 @@ fn decisions_are_dropped_until_deleted_and_the_allowlist_wins() {
         assert!(metrics.contains(&line), "{line} not in\n{metrics}");
     }
 
+    // `moat stats` and `moat top` show the same figures to a person.
+    for args in [
+        vec!["stats", "--iface", iface.as_str()],
+        vec![
+            "top",
+            "--iface",
+            iface.as_str(),
+            "--interval",
+            "1",
+            "--count",
+            "1",
+        ],
+    ] {
+        let text = pair.moat_ok(&args);
+        for needle in [
+            "CROWDSEC  LAPI reachable",
+            "decisions in force 4",
+            "cscli/Range",
+        ] {
+            assert!(
+                text.contains(needle),
+                "{needle:?} not in `moat {args:?}`:\n{text}"
+            );
+        }
+    }
+
     // Deleted decisions: the traffic passes again; the others stay.
     let deleted = Instant::now();
     lapi.cscli(&["decisions", "delete", "--ip", SOURCES[0]]);
