@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::{
     ApiKey, CrowdSecConfig, DEFAULT_UPDATE_FREQUENCY, parse::RawCrowdSec, validate::Validator,
 };
-use crate::crowdsec::{http::Endpoint, lapi::Credentials};
+use crate::crowdsec::{credentials::Credentials, http::Endpoint};
 
 /// The shortest `update_frequency` accepted: a pull a second already keeps a fleet within
 /// a second of its LAPI.

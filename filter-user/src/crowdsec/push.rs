@@ -23,9 +23,10 @@ use log::warn;
 use tokio::sync::mpsc;
 
 use super::{
+    credentials::Credentials,
     decisions::Scope,
-    lapi::{BanAlert, Credentials, Watcher},
     status::Status,
+    watcher::{BanAlert, Watcher},
 };
 
 /// Bans waiting to be pushed, at most.
