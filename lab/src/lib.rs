@@ -1,7 +1,7 @@
 //! `moat-lab`: on one machine, what a self-hosted origin faces without protection and with
 //! moat. An origin namespace runs nginx; a pool of returning visitors requests its page at a
-//! steady rate, and in the SYN flood scenarios first-time visitors each make one request from a
-//! fresh address; an attackers' namespace floods it with moat's live-frames generator from
+//! steady rate, and in every scenario first-time visitors each make one request from a fresh
+//! address; an attackers' namespace floods it with moat's live-frames generator from
 //! every CPU; a router namespace joins them like a small LAN (with a pass program on its
 //! origin-side interface, so the SYN-ACKs moat answers from XDP reach the visitors). Each
 //! scenario runs three phases: baseline (no attack), attack with the origin unprotected, attack
@@ -140,15 +140,10 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let newcomers = if scenario.measures_newcomers() {
-                let added = net
-                    .add_newcomers(newcomers_used, newcomers_per_phase)
-                    .context("adding first-time visitors' addresses")?;
-                newcomers_used += newcomers_per_phase;
-                added
-            } else {
-                Vec::new()
-            };
+            let newcomers = net
+                .add_newcomers(newcomers_used, newcomers_per_phase)
+                .context("adding first-time visitors' addresses")?;
+            newcomers_used += newcomers_per_phase;
             let (phase_result, ticks) = run_phase(
                 &net,
                 &pool,
@@ -213,6 +208,8 @@ fn run_phase(
     let moat_before = Snapshot::read_pinned(&net.origin_link.host_iface).ok();
     let reached_before = Origin::attack_packets(&net.origin)?;
     let ring_before = net.ring_drops()?;
+    let sent_before = net.attack_sent()?;
+    let received_before = net.origin_received()?;
     let cpu_before = cpu_jiffies();
     let phase_start = lab_started.elapsed();
     let started = Instant::now();
@@ -322,6 +319,11 @@ fn run_phase(
     let legit = summarize(&outcomes);
     let reached = Origin::attack_packets(&net.origin)?.saturating_sub(reached_before);
     let ring_drops = net.ring_drops()?.saturating_sub(ring_before);
+    let counted = report::Counted {
+        sent: net.attack_sent()?.saturating_sub(sent_before),
+        received: net.origin_received()?.saturating_sub(received_before),
+        ring_dropped: ring_drops,
+    };
     let cpu_after = cpu_jiffies();
     let total = cpu_after.1.saturating_sub(cpu_before.1).max(1);
     let seconds = elapsed.as_secs_f64().max(1e-3);
@@ -351,6 +353,9 @@ fn run_phase(
             phase: phase.to_string(),
             seconds,
             offered_pps: offered,
+            sent_pps: counted.sent as f64 / seconds,
+            arrived_pps: (counted.received + counted.ring_dropped) as f64 / seconds,
+            counted,
             reached_pps: reached as f64 / seconds,
             reached_pct: if flood_report.sent == 0 {
                 0.0

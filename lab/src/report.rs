@@ -15,6 +15,15 @@ pub struct PhaseResult {
     pub seconds: f64,
     /// Attack packets per second the generator produced (0 in the baseline).
     pub offered_pps: f64,
+    /// Attack frames per second that left the attackers' interface (its transmit counter):
+    /// what the generator put on the wire, of what it was asked for.
+    pub sent_pps: f64,
+    /// Frames per second that arrived at the origin's interface: those it received (the
+    /// visitors' few included) and those lost at its full receive ring.
+    pub arrived_pps: f64,
+    /// The counts behind `sent_pps` and `arrived_pps` over the phase, as the interfaces'
+    /// counters moved: sent, received, lost at the ring.
+    pub counted: Counted,
     /// Attack packets per second that reached the origin's kernel stack.
     pub reached_pps: f64,
     /// Attack packets that reached the stack, as a percentage of those offered.
@@ -43,6 +52,17 @@ pub struct PhaseResult {
     pub drops: Vec<(String, u64)>,
     /// Packets moat answered itself (SYN cookies), by reason (protected phase only).
     pub answered: Vec<(String, u64)>,
+}
+
+/// What the interfaces counted over one phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counted {
+    /// Frames the attackers' interface transmitted.
+    pub sent: u64,
+    /// Frames the origin's interface received.
+    pub received: u64,
+    /// Frames lost at the origin's full receive ring (the router's transmit drops).
+    pub ring_dropped: u64,
 }
 
 /// One second of the timeline.
@@ -92,11 +112,13 @@ impl Report {
         for scenario in &self.scenarios {
             let _ = writeln!(
                 out,
-                "\n{} (asked {} pps)\n{:<12} {:>12} {:>12} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8} {:>10}  DROPPED OR ANSWERED BY REASON",
+                "\n{} (asked {} pps)\n{:<12} {:>12} {:>12} {:>12} {:>12} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8} {:>10}  DROPPED OR ANSWERED BY REASON",
                 scenario.scenario,
                 scenario.asked_pps,
                 "PHASE",
                 "OFFERED PPS",
+                "SENT PPS",
+                "ARRIVED PPS",
                 "REACHED PPS",
                 "REACHED",
                 "LEGIT OK",
@@ -119,9 +141,11 @@ impl Report {
                     .map_or_else(|| "-".to_string(), |pct| format!("{pct:.1}%"));
                 let _ = writeln!(
                     out,
-                    "{:<12} {:>12.0} {:>12.0} {:>7.2}% {:>8.1}% {:>7} {:>8.1} {:>8.1} {:>7.1}% {:>10}  {}",
+                    "{:<12} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>7.2}% {:>8.1}% {:>7} {:>8.1} {:>8.1} {:>7.1}% {:>10}  {}",
                     p.phase,
                     p.offered_pps,
+                    p.sent_pps,
+                    p.arrived_pps,
                     p.reached_pps,
                     p.reached_pct,
                     p.success_pct,

@@ -69,12 +69,6 @@ impl Scenario {
         }
     }
 
-    /// Whether the scenario also measures first-time visitors: the SYN floods, where a newcomer
-    /// has to get its own SYN answered through the flood (returning visitors are verified).
-    pub const fn measures_newcomers(self) -> bool {
-        matches!(self, Scenario::SpoofedSyn | Scenario::BotnetSyn)
-    }
-
     /// Parses `all` or a comma-separated list of names.
     pub fn parse_list(text: &str) -> Result<Vec<Scenario>, String> {
         if text == "all" {

@@ -262,6 +262,41 @@ impl LabNet {
         })
     }
 
+    /// Frames the attackers' interface has put on the wire so far, from `ip -s` in the
+    /// attackers' namespace: its transmit packets (veth counts there the frames its peer, the
+    /// router, took) and its transmit drops (frames the router's full receive ring refused).
+    pub fn attack_sent(&self) -> Result<u64, NetNsError> {
+        let iface = &self.attacker_link.host_iface;
+        Ok(self.counter(&self.attackers, iface, "tx", "packets")?
+            + self.counter(&self.attackers, iface, "tx", "dropped")?)
+    }
+
+    /// Frames the origin's interface has received so far (with an XDP program attached too:
+    /// veth counts every frame its XDP path takes), from `ip -s` in the origin's namespace.
+    pub fn origin_received(&self) -> Result<u64, NetNsError> {
+        self.counter(&self.origin, &self.origin_link.host_iface, "rx", "packets")
+    }
+
+    /// Counter `direction`/`name` of `iface` in `ns`.
+    fn counter(
+        &self,
+        ns: &NetNs,
+        iface: &str,
+        direction: &str,
+        name: &str,
+    ) -> Result<u64, NetNsError> {
+        let text = run(ns
+            .command("ip")
+            .args(["-s", "-j", "link", "show", "dev", iface]))?;
+        link_stat(&text, direction, name).ok_or_else(|| NetNsError::Failed {
+            command: format!("ip -s -j link show dev {iface}"),
+            stderr: format!(
+                "no stats64.{direction}.{name} in its output: {}",
+                text.trim()
+            ),
+        })
+    }
+
     /// Gives the clients' namespace the first-time visitor addresses `first..first + count`
     /// (as /32s on its interface, in one `ip -batch`), so each can open connections from its
     /// own address; returns them. Addresses past [`MAX_NEWCOMERS`] are left out.
@@ -375,23 +410,31 @@ mod tests {
 
 /// `stats64.tx.dropped` of the one link in `ip -s -j link show` output.
 fn tx_dropped(json: &str) -> Option<u64> {
+    link_stat(json, "tx", "dropped")
+}
+
+/// One counter (`direction` `rx` or `tx`, `name` e.g. `packets`) of `ip -s -j link show`'s
+/// output for one interface.
+fn link_stat(json: &str, direction: &str, name: &str) -> Option<u64> {
     let links: serde_json::Value = serde_json::from_str(json).ok()?;
     links
         .get(0)?
         .get("stats64")?
-        .get("tx")?
-        .get("dropped")?
+        .get(direction)?
+        .get(name)?
         .as_u64()
 }
 
 #[cfg(test)]
 mod ring_tests {
-    use super::tx_dropped;
+    use super::{link_stat, tx_dropped};
 
     #[test]
     fn reads_the_transmit_drops_of_ip_s_json() {
         let json = r#"[{"ifindex":2,"ifname":"lr1","stats64":{"rx":{"bytes":1,"packets":2,"errors":0,"dropped":5},"tx":{"bytes":3,"packets":4,"errors":0,"dropped":62555,"carrier_errors":0}}}]"#;
         assert_eq!(tx_dropped(json), Some(62555));
+        assert_eq!(link_stat(json, "rx", "packets"), Some(2));
+        assert_eq!(link_stat(json, "tx", "packets"), Some(4));
         assert_eq!(tx_dropped("[]"), None);
     }
 }
