@@ -171,6 +171,8 @@ pub async fn run(iface: String, config: CrowdSecConfig, status: Arc<Status>, sta
         }
     }
     let mut full = true;
+    // Pulls failed in a row: the first failure and the recovery are logged, not every retry.
+    let mut failures: u64 = 0;
     let mut backoff = BACKOFF_FIRST;
     let mut next_pull = tokio::time::Instant::now();
     let mut expire = tokio::time::interval(EXPIRE_EVERY);
@@ -181,22 +183,28 @@ pub async fn run(iface: String, config: CrowdSecConfig, status: Arc<Status>, sta
                 let result = pull(&endpoint, &config, full, &sync, &status).await;
                 let wait = match result {
                     Ok(()) => {
-                        if !status.reachable.swap(true, Ordering::Relaxed) && !full {
-                            info!("crowdsec LAPI reachable again iface={iface}");
+                        status.reachable.store(true, Ordering::Relaxed);
+                        if failures > 0 {
+                            info!(
+                                "crowdsec LAPI reachable again, caught up iface={iface} \
+                                 failed_pulls={failures}"
+                            );
                         }
+                        failures = 0;
                         full = false;
                         backoff = BACKOFF_FIRST;
                         config.update_frequency
                     }
                     Err(error) => {
                         status.pull_errors.fetch_add(1, Ordering::Relaxed);
-                        if status.reachable.swap(false, Ordering::Relaxed) || full {
+                        status.reachable.store(false, Ordering::Relaxed);
+                        if failures == 0 {
                             warn!(
                                 "crowdsec pull failed, keeping the decisions in force and \
-                                 retrying iface={iface} retry_in={}s error=\"{error:#}\"",
-                                backoff.as_secs()
+                                 retrying with backoff iface={iface} error=\"{error:#}\""
                             );
                         }
+                        failures += 1;
                         full = true;
                         let wait = backoff;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
