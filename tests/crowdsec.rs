@@ -98,26 +98,7 @@ fn count_arrivals(pair: &Pair) {
 
 /// The arrivals counted for each of [`SOURCES`], in order.
 fn arrivals(pair: &Pair) -> Vec<u64> {
-    let output = pair
-        .origin
-        .command("nft")
-        .args(["-j", "list", "table", "netdev", "moat_test"])
-        .output()
-        .expect("nft list");
-    let value: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("nft -j prints JSON");
-    let counts: Vec<u64> = value["nftables"]
-        .as_array()
-        .expect("a ruleset")
-        .iter()
-        .flat_map(|entry| {
-            entry["rule"]["expr"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|expr| expr["counter"]["packets"].as_u64())
-        .collect();
+    let counts = support::nft_counters(&pair.origin, "netdev");
     assert_eq!(counts.len(), SOURCES.len(), "one counter per source");
     counts
 }

@@ -128,25 +128,23 @@ fn bad_config_names_line_and_key_and_attaches_nothing() {
     require_root();
     let pair = Pair::create();
     let path = std::env::temp_dir().join(format!("moat-bad-{}.toml", moat::netns::unique_suffix()));
+    // `moat run` on the origin's end with the configuration at `path`.
+    let run_with = |path: &std::path::Path| {
+        pair.moat(&[
+            "run",
+            "--iface",
+            &pair.origin_end.iface,
+            "--config",
+            path.to_str().expect("utf-8 path"),
+        ])
+    };
     std::fs::write(&path, "mode = \"native\"\ndry_rn = true\n").expect("write config");
-    let output = pair.moat(&[
-        "run",
-        "--iface",
-        &pair.origin_end.iface,
-        "--config",
-        path.to_str().expect("utf-8 path"),
-    ]);
+    let output = run_with(&path);
     assert_refused(&output, &["invalid config", "line 2", "dry_rn"]);
     assert_untouched(&pair.origin, &pair.origin_end.iface);
 
     std::fs::write(&path, "mode = \"turbo\"\n").expect("write config");
-    let output = pair.moat(&[
-        "run",
-        "--iface",
-        &pair.origin_end.iface,
-        "--config",
-        path.to_str().expect("utf-8 path"),
-    ]);
+    let output = run_with(&path);
     assert_refused(&output, &["invalid config", "line 1", "turbo"]);
 
     // A [crowdsec] section whose key file cannot be read: refused before anything attaches.
@@ -155,13 +153,7 @@ fn bad_config_names_line_and_key_and_attaches_nothing() {
         "[crowdsec]\napi_url = \"http://127.0.0.1:8080/\"\napi_key_file = \"/nonexistent/key\"\n",
     )
     .expect("write config");
-    let output = pair.moat(&[
-        "run",
-        "--iface",
-        &pair.origin_end.iface,
-        "--config",
-        path.to_str().expect("utf-8 path"),
-    ]);
+    let output = run_with(&path);
     assert_refused(
         &output,
         &[

@@ -293,6 +293,15 @@ pub fn nft_load(ns: &moat::netns::NetNs, ruleset: &str) {
 
 /// The packets of the (first) counter in table `moat_test` of `family` (`ip`, `ip6`) in `ns`.
 pub fn nft_packets(ns: &moat::netns::NetNs, family: &str) -> u64 {
+    nft_counters(ns, family)
+        .first()
+        .copied()
+        .expect("the counter rule")
+}
+
+/// The packets of every counter in table `moat_test` of `family` (`ip`, `ip6`, `netdev`) in
+/// `ns`, in rule order.
+pub fn nft_counters(ns: &moat::netns::NetNs, family: &str) -> Vec<u64> {
     let output = ns
         .command("nft")
         .args(["-j", "list", "table", family, "moat_test"])
@@ -310,6 +319,6 @@ pub fn nft_packets(ns: &moat::netns::NetNs, family: &str) -> u64 {
                 .cloned()
                 .unwrap_or_default()
         })
-        .find_map(|expr| expr["counter"]["packets"].as_u64())
-        .expect("the counter rule")
+        .filter_map(|expr| expr["counter"]["packets"].as_u64())
+        .collect()
 }

@@ -578,8 +578,8 @@ mod tests {
         assert_eq!((response.status, &response.body[..]), (200, &b"{}"[..]));
     }
 
-    #[tokio::test]
-    async fn exchanges_with_a_local_server() {
+    /// A listener on a free loopback port, and the port.
+    async fn local_listener() -> (tokio::net::TcpListener, u16) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|error| panic!("bind: {error}"));
@@ -587,6 +587,12 @@ mod tests {
             .local_addr()
             .unwrap_or_else(|error| panic!("local_addr: {error}"))
             .port();
+        (listener, port)
+    }
+
+    #[tokio::test]
+    async fn exchanges_with_a_local_server() {
+        let (listener, port) = local_listener().await;
         let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
             let mut request = Vec::new();
@@ -632,13 +638,7 @@ mod tests {
 
     #[tokio::test]
     async fn times_out_on_a_silent_server() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|error| panic!("bind: {error}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|error| panic!("local_addr: {error}"))
-            .port();
+        let (listener, port) = local_listener().await;
         let url = format!("http://127.0.0.1:{port}/");
         let result = request(
             &endpoint(&url),
