@@ -550,16 +550,30 @@ impl UdpService {
         }
     }
 
-    /// Sends `query` from `ns` and waits up to 3 s for its echo, skipping anything else.
+    /// Sends `query` from a socket connected to the service in `ns` and waits up to 3 s for its
+    /// echo, asking again once after a timeout.
     fn query(&self, ns: &moat::netns::NetNs, query: &[u8]) -> bool {
         ns.enter(|| {
             let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
             socket.connect(self.addr)?;
             socket.set_read_timeout(Some(VISIT_TIMEOUT))?;
-            socket.send(query)?;
-            let mut answer = [0u8; 2048];
-            let len = socket.recv(&mut answer)?;
-            Ok::<_, std::io::Error>(&answer[..len] == query)
+            // Asked again once after a timeout, as a resolver does: one datagram lost in the
+            // flooded link's ring, before moat sees it, is not a refusal.
+            for _ in 0..traffic::EXCHANGE_ATTEMPTS {
+                socket.send(query)?;
+                let mut answer = [0u8; 2048];
+                match socket.recv(&mut answer) {
+                    Ok(len) if &answer[..len] == query => return Ok(true),
+                    Ok(_) => {}
+                    Err(error)
+                        if matches!(
+                            error.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok::<_, std::io::Error>(false)
         })
         .expect("entering the namespace")
         .unwrap_or(false)

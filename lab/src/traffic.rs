@@ -132,46 +132,62 @@ impl UdpEcho {
     }
 }
 
-/// Sends `query` from `ns` to `server` (answered by `echo` on another thread) and returns
-/// whether the same bytes came back.
+/// How many times [`udp_exchange`] sends its query before giving up, as glibc's stub resolver
+/// does by default (`options attempts:2`): one datagram lost on a flooded link is not a refusal.
+pub const EXCHANGE_ATTEMPTS: u32 = 2;
+
+/// Sends `query` from `ns` to `server` (answered by `echo` on another thread) the way a stub
+/// resolver does — from a socket connected to the server, so that only the server's answer is
+/// read, and again once after [`EXCHANGE_TIMEOUT`] — and returns whether the same bytes came back.
 pub fn udp_exchange(
     ns: &NetNs,
     echo: &UdpEcho,
     server: SocketAddrV4,
     query: &[u8],
 ) -> Result<bool, TrafficError> {
-    std::thread::scope(|scope| {
-        let answered = scope.spawn(|| echo.answer_one());
-        let echoed = ns.enter(|| -> Result<bool, TrafficError> {
-            let socket =
-                UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(socket_error("binding udp"))?;
-            socket
-                .set_read_timeout(Some(EXCHANGE_TIMEOUT))
-                .map_err(socket_error("setting timeout"))?;
-            socket
-                .send_to(query, server)
-                .map_err(socket_error("querying"))?;
+    let socket = ns.enter(|| -> Result<UdpSocket, TrafficError> {
+        let socket =
+            UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(socket_error("binding udp"))?;
+        socket
+            .connect(server)
+            .map_err(socket_error("connecting udp"))?;
+        socket
+            .set_read_timeout(Some(EXCHANGE_TIMEOUT))
+            .map_err(socket_error("setting timeout"))?;
+        Ok(socket)
+    })??;
+    for _ in 0..EXCHANGE_ATTEMPTS {
+        let echoed = std::thread::scope(|scope| -> Result<bool, TrafficError> {
+            let answered = scope.spawn(|| echo.answer_one());
+            socket.send(query).map_err(socket_error("querying"))?;
             let mut answer = [0u8; 2048];
-            match socket.recv(&mut answer) {
-                Ok(len) => Ok(&answer[..len] == query),
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    Ok(false)
-                }
-                Err(error) => Err(socket_error("reading answer")(error)),
+            let echoed = match socket.recv(&mut answer) {
+                Ok(len) => &answer[..len] == query,
+                Err(error) if is_timeout(&error) => false,
+                Err(error) => return Err(socket_error("reading answer")(error)),
+            };
+            match answered
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            {
+                // The query itself was lost on the way: ask again, as a resolver would.
+                Err(TrafficError::Socket { source, .. }) if is_timeout(&source) => Ok(false),
+                other => other.map(|()| echoed),
             }
         })?;
-        let answered = answered
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        let echoed = echoed?;
-        answered?;
-        Ok(echoed)
-    })
+        if echoed {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether a socket error is a read timeout.
+fn is_timeout(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// A TCP echo server listening in a namespace, answering one connection at a time.
