@@ -1,7 +1,8 @@
 //! The flood generator: live frames leave the attacker's interface with rewritten sources (and
-//! destination ports) and valid checksums, moat counts every one it receives, a flood from every
-//! CPU loads every CPU's counters, and the pass-everything program attaches to a veth peer and
-//! detaches when dropped.
+//! destination ports, and IPv6 /64s inside a /48) and valid checksums, moat counts every one it
+//! receives, a flood from every CPU loads every CPU's counters, a pulsed flood arrives in bursts
+//! and pauses, and the pass-everything program attaches to a veth peer and detaches when
+//! dropped.
 
 #[expect(
     dead_code,
@@ -11,7 +12,7 @@ mod support;
 
 use std::{
     collections::HashSet,
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::atomic::AtomicBool,
     time::{Duration, Instant},
@@ -21,11 +22,14 @@ use aya::maps::{Map, MapData, PerCpuArray};
 use filter_common::{
     Counter,
     classify::tcp_flags::{ACK, FIN, PSH, RST, SYN},
-    flood::{FloodConfig, L4_TCP, L4_UDP},
+    flood::{FloodConfig, L4_TCP, L4_UDP, V6_RANDOM_HOST, V6_RANDOM_SUBNET},
     maps::COUNTERS,
 };
-use moat::{netns::NetNs, pins::PinDir};
-use moat_lab::{flood, traffic};
+use moat::{
+    netns::{Endpoint, NetNs},
+    pins::PinDir,
+};
+use moat_lab::{flood, scenario::ROTATE_V6, traffic};
 use support::{Pair, count, require_root, stats_json, wait_until};
 
 #[test]
@@ -281,6 +285,207 @@ fn random_dst_port_spreads_udp_over_the_port_range_with_valid_checksums() {
         low > 0 && ports.iter().any(|&port| port >= 49_152),
         "ports cover the whole range (below 1024: {low}; max {:?})",
         ports.iter().max()
+    );
+}
+
+/// Frames the IPv6 rotation test sends.
+const ROTATE_FRAMES: u32 = 4096;
+
+/// An IPv6 SYN from `source` port 40000 to port 80 of 2001:db8::1, between the ends' MACs.
+fn syn_v6_frame(from: &Endpoint, source: Ipv6Addr, to: &Endpoint) -> Vec<u8> {
+    let destination = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+    let builder = etherparse::PacketBuilder::ethernet2(from.mac, to.mac)
+        .ipv6(source.octets(), destination.octets(), 64)
+        .tcp(40_000, 80, 1, 64_240)
+        .syn();
+    let mut frame = Vec::new();
+    builder
+        .write(&mut frame, &[])
+        .expect("writing a SYN into a Vec");
+    frame
+}
+
+#[test]
+fn ipv6_rotate_spreads_sources_over_the_64s_of_one_48_with_valid_checksums() {
+    require_root();
+    let pair = Pair::create();
+    // The generator transmits with XDP_TX; veth delivers that only to a peer with XDP.
+    let _pass = flood::PeerPass::attach(&pair.origin, &pair.origin_end.iface)
+        .expect("attaching moat_pass to the origin end");
+    let capture = capture(&pair.origin, &pair.origin_end.iface);
+    let (base, prefix_len) = ROTATE_V6;
+    assert_eq!(prefix_len, 48, "the lab rotates inside a /48");
+    let template = syn_v6_frame(&pair.client_end, base, &pair.origin_end);
+    let config = FloodConfig {
+        src_base_be: base.octets(),
+        src_count: 65_536,
+        v6_random_host: V6_RANDOM_HOST | V6_RANDOM_SUBNET,
+        l3_offset: 14,
+        l4_offset: 54,
+        ip_version: 6,
+        l4_kind: L4_TCP,
+        random_src_port: 1,
+        ..FloodConfig::default()
+    };
+    let mut generator = flood::Generator::load().expect("loading the generator");
+    generator.configure(config).expect("configuring");
+    pair.client
+        .enter(|| {
+            let ifindex =
+                moat::preflight::iface_index(&pair.client_end.iface).expect("client end exists");
+            generator.send(&template, ifindex, ROTATE_FRAMES)
+        })
+        .expect("entering the client namespace")
+        .expect("sending the flood");
+
+    let client_mac = pair.client_end.mac;
+    let frames = read_frames(
+        &capture,
+        ARRIVAL_TIMEOUT,
+        |frame| frame[6..12] == client_mac && frame[12..14] == [0x86, 0xdd],
+        |received| received >= ROTATE_FRAMES as usize,
+    );
+    assert_eq!(
+        frames.len(),
+        ROTATE_FRAMES as usize,
+        "every generated frame reached the origin end"
+    );
+    let mut subnets = HashSet::new();
+    let mut sources = HashSet::new();
+    for frame in &frames {
+        let headers = etherparse::PacketHeaders::from_ethernet_slice(frame)
+            .unwrap_or_else(|error| panic!("{error} in {frame:02x?}"));
+        let Some(etherparse::NetHeaders::Ipv6(ip, _)) = headers.net else {
+            panic!("not IPv6: {frame:02x?}");
+        };
+        let Some(etherparse::TransportHeader::Tcp(tcp)) = headers.transport else {
+            panic!("not TCP: {frame:02x?}");
+        };
+        let source = Ipv6Addr::from(ip.source);
+        assert_eq!(
+            ip.source[..6],
+            base.octets()[..6],
+            "{source} lies inside {base}/48"
+        );
+        assert_eq!(
+            tcp.checksum,
+            tcp.calc_checksum_ipv6(&ip, &[]).expect("no payload"),
+            "TCP checksum of the SYN from {source}"
+        );
+        assert!(
+            tcp.syn && !tcp.ack && tcp.destination_port == 80,
+            "a SYN to port 80 from {source}"
+        );
+        assert_eq!(
+            frame.len(),
+            template.len(),
+            "length of the frame from {source}"
+        );
+        subnets.insert(u16::from_be_bytes([ip.source[6], ip.source[7]]));
+        sources.insert(source);
+    }
+    // 4096 draws from 65536 subnet IDs collide about 128 times (n^2 / 2N); 3800 distinct is far
+    // from one /64 or a badly spread subnet ID.
+    assert!(
+        subnets.len() > 3800,
+        "{} distinct /64s in {ROTATE_FRAMES} frames",
+        subnets.len()
+    );
+    assert!(
+        sources.len() > 4000,
+        "{} distinct sources in {ROTATE_FRAMES} frames",
+        sources.len()
+    );
+}
+
+/// Packets `iface` in `ns` has received, from `ip -s -j link`.
+fn rx_packets(ns: &NetNs, iface: &str) -> u64 {
+    let json = ns
+        .ip(&["-s", "-j", "link", "show", "dev", iface])
+        .expect("ip -s -j link show");
+    let value: serde_json::Value = serde_json::from_str(&json).expect("ip's JSON parses");
+    value[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no stats64.rx.packets in {json}"))
+}
+
+#[test]
+fn pulsed_flood_arrives_in_bursts_with_quiet_pauses_between() {
+    require_root();
+    let pair = Pair::create();
+    let _pass = flood::PeerPass::attach(&pair.origin, &pair.origin_end.iface)
+        .expect("attaching moat_pass to the origin end");
+    let template = traffic::udp_frame(&pair.client_end, &pair.origin_end, 9, PAYLOAD);
+    let plan = udp_plan(template, 10_000, 0);
+    let rate_pps = 20_000;
+    let duration = Duration::from_secs(2);
+    let pulse = Duration::from_millis(500);
+    let sample_every = Duration::from_millis(100);
+    let stop = AtomicBool::new(false);
+    // (when, frames received so far), every 100 ms while the flood runs.
+    let mut samples = Vec::new();
+    let report = std::thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            flood::flood_every_cpu_pulsed(
+                &pair.client,
+                &pair.client_end.iface,
+                std::slice::from_ref(&plan),
+                rate_pps,
+                duration,
+                Some(pulse),
+                &stop,
+            )
+        });
+        let deadline = Instant::now() + duration + ARRIVAL_TIMEOUT;
+        while !flood.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the pulsed flood did not end within {duration:?} and {ARRIVAL_TIMEOUT:?}"
+            );
+            samples.push((
+                Instant::now(),
+                rx_packets(&pair.origin, &pair.origin_end.iface),
+            ));
+            std::thread::sleep(sample_every);
+        }
+        flood
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+    .expect("flooding in pulses");
+
+    // Frames per second in each window between samples. While on, each window gets about
+    // rate_pps / 10 frames (2000); busy means at least a quarter of the pace, quiet means none.
+    let windows: Vec<f64> = samples
+        .windows(2)
+        .map(|span| (span[1].1 - span[0].1) as f64 / (span[1].0 - span[0].0).as_secs_f64())
+        .collect();
+    let busy = |pps: f64| pps >= rate_pps as f64 / 4.0;
+    let first_busy = windows.iter().position(|&pps| busy(pps));
+    let last_busy = windows.iter().rposition(|&pps| busy(pps));
+    let (Some(first_busy), Some(last_busy)) = (first_busy, last_busy) else {
+        panic!("no busy window: {windows:.0?}");
+    };
+    // The generators load before they send (measured: about 500 ms of quiet windows first) and
+    // the flood ends with a pause, so only quiet windows between two bursts show a pause: the
+    // one from 500 ms to 1 s holds 4 whole windows, at least 2 even if sampling lags. A steady
+    // flood has none.
+    let quiet_between = windows[first_busy..last_busy]
+        .iter()
+        .filter(|&&pps| pps == 0.0)
+        .count();
+    let busy_count = windows.iter().filter(|&&pps| busy(pps)).count();
+    assert!(
+        quiet_between >= 2 && busy_count >= 4,
+        "bursts with quiet pauses between them (quiet between bursts: {quiet_between}, busy: \
+         {busy_count}); frames per second in each {sample_every:?}: {windows:.0?}"
+    );
+    // On half of the time at the pace, so about half of rate * duration in all.
+    let steady = rate_pps as f64 * duration.as_secs_f64();
+    assert!(
+        (0.35 * steady..=0.65 * steady).contains(&(report.sent as f64)),
+        "{} frames sent, about half of a steady flood's {steady}",
+        report.sent
     );
 }
 

@@ -63,6 +63,13 @@ pub const L4_TCP: u8 = 6;
 /// The template carries UDP at `l4_offset`.
 pub const L4_UDP: u8 = 17;
 
+/// [`FloodConfig::v6_random_host`] flag: randomise bits 64..96 of an IPv6 source (the host
+/// part's upper half; [`FloodConfig::src_count`] varies the lower half).
+pub const V6_RANDOM_HOST: u32 = 1;
+/// [`FloodConfig::v6_random_host`] flag: randomise the 16-bit subnet ID of an IPv6 source
+/// (bytes 6..8 of the address), so each copy comes from a random /64 inside the base's /48.
+pub const V6_RANDOM_SUBNET: u32 = 2;
+
 /// How to rewrite each copy of the template frame.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,7 +78,10 @@ pub struct FloodConfig {
     pub src_base_be: [u8; 16],
     /// Sources are `base + random % src_count` (in the last 32 bits); 0 or 1 keeps the base.
     pub src_count: u32,
-    /// For IPv6: the low 64 bits are also randomised, so sources rotate inside each /64.
+    /// For IPv6, flags saying what else to randomise in each copy: [`V6_RANDOM_HOST`] (bits
+    /// 64..96 of the source, so sources rotate inside each /64) and [`V6_RANDOM_SUBNET`] (the
+    /// 16-bit subnet ID, bits 48..64, so sources rotate over the /64s of one /48). 0 changes
+    /// only the last 32 bits. The name predates the second flag.
     pub v6_random_host: u32,
     /// Offset of the IP header in the frame.
     pub l3_offset: u16,

@@ -3,8 +3,9 @@
 //!
 //! `moat_flood` is an XDP program run with BPF_PROG_TEST_RUN live frames
 //! (`BPF_F_TEST_XDP_LIVE_FRAMES`) on a template frame. Each run rewrites the copy's source
-//! address (and, if configured, its source and destination ports) from the configured pool,
-//! fixes the checksums incrementally and transmits it with `XDP_TX`. `moat_forward`, attached
+//! address from the configured pool (for IPv6, if configured, also its host part and its /64
+//! inside the base's /48) and, if configured, its source and destination ports, fixes the
+//! checksums incrementally and transmits it with `XDP_TX`. `moat_forward`, attached
 //! to the lab router's interface from the attackers, redirects every frame to the origin at XDP
 //! speed (rewriting the MACs), so the flood reaches the origin at the rate it is offered instead
 //! of the rate the router's IP stack forwards. `moat_pass` passes every frame: attached to the
@@ -22,7 +23,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use filter_common::flood::{
-    FloodConfig, FloodTemplate, ForwardConfig, L4_NONE, L4_TCP, L4_UDP, checksum_update,
+    FloodConfig, FloodTemplate, ForwardConfig, L4_NONE, L4_TCP, L4_UDP, V6_RANDOM_HOST,
+    V6_RANDOM_SUBNET, checksum_update,
 };
 
 /// The generator's settings.
@@ -175,7 +177,7 @@ fn rewrite(ctx: &XdpContext) -> Option<()> {
         let at = bytes_at::<2>(ctx, last + index * 2)?;
         set_word(at, u16::from_be_bytes(word), [ip_checksum, l4_checksum]);
     }
-    if config.ip_version == 6 && config.v6_random_host != 0 {
+    if config.ip_version == 6 && config.v6_random_host & V6_RANDOM_HOST != 0 {
         // SAFETY: bpf_get_prandom_u32 has no preconditions.
         let host = unsafe { bpf_get_prandom_u32() };
         let [e, f, g, h] = host.to_be_bytes();
@@ -183,6 +185,14 @@ fn rewrite(ctx: &XdpContext) -> Option<()> {
             let at = bytes_at::<2>(ctx, src + 8 + index * 2)?;
             set_word(at, u16::from_be_bytes(word), [None, l4_checksum]);
         }
+    }
+    if config.ip_version == 6 && config.v6_random_host & V6_RANDOM_SUBNET != 0 {
+        // The subnet ID, bytes 6..8: a random /64 inside the base's /48. IPv6 has no header
+        // checksum; the transport checksum covers the source through its pseudo-header.
+        let at = bytes_at::<2>(ctx, src + 6)?;
+        // SAFETY: bpf_get_prandom_u32 has no preconditions.
+        let subnet = unsafe { bpf_get_prandom_u32() } as u16;
+        set_word(at, subnet, [None, l4_checksum]);
     }
     if config.random_src_port != 0 && config.l4_kind != L4_NONE {
         let port = bytes_at::<2>(ctx, l4)?;

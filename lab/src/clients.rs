@@ -28,8 +28,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// still retransmits its SYN within this time, at 1 s and 3 s).
 pub const NEWCOMER_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// First-time visitors per second while a scenario measures them.
-pub const NEWCOMER_RATE: f64 = 10.0;
+/// First-time visitors per second.
+pub const NEWCOMER_RATE: f64 = 20.0;
 
 /// One request's outcome.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -79,13 +79,16 @@ impl Pool {
                         std::thread::sleep((next - now).min(Duration::from_millis(50)));
                         continue;
                     }
+                    // Timed from when the request was due, not from when a user busy with
+                    // its last one got to it: a slow origin cannot hide its delays by slowing
+                    // down the visitors (no coordinated omission).
+                    let due = next;
                     next += interval;
-                    let at = now.duration_since(started);
                     let ok = request(source, REQUEST_TIMEOUT).unwrap_or(false);
                     let outcome = Outcome {
-                        at,
+                        at: due.duration_since(started),
                         ok,
-                        latency: now.elapsed(),
+                        latency: due.elapsed(),
                     };
                     if let Ok(mut all) = outcomes.lock() {
                         all.push(outcome);
@@ -121,13 +124,76 @@ impl Pool {
     }
 }
 
-/// Runs first-time visitors in `ns`: the one from `addresses[i]` starts `i / rate` seconds
-/// after the call and makes a single request with [`NEWCOMER_TIMEOUT`]. It stops starting
-/// visitors after `duration`, when `stop` is set or when the addresses run out, waits for those
-/// started, and appends each outcome to `sink` (with `at` counted from `since`) as it finishes.
-/// Each address must be on an interface of `ns` and never have been used before.
-pub fn first_visits(
-    ns: &NetNs,
+/// A running stream of first-time visitors, each making one request from a fresh address; stop
+/// it to get every outcome.
+pub struct Newcomers {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+}
+
+impl Newcomers {
+    /// Starts first-time visitors from `addresses` in `ns` at `rate` per second, one each,
+    /// until the addresses run out or [`Newcomers::stop`]; outcomes are timed from `since`.
+    pub fn start(
+        ns: &NetNs,
+        addresses: Vec<Ipv4Addr>,
+        rate: f64,
+        since: Instant,
+    ) -> std::io::Result<Newcomers> {
+        let netns = std::fs::File::open(ns.path())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, outcomes) = (Arc::clone(&stop), Arc::clone(&outcomes));
+            std::thread::spawn(move || {
+                first_visits(
+                    &netns,
+                    &addresses,
+                    rate,
+                    Duration::MAX,
+                    &stop,
+                    since,
+                    &outcomes,
+                )
+            })
+        };
+        Ok(Newcomers {
+            stop,
+            thread: Some(thread),
+            outcomes,
+        })
+    }
+
+    /// Stops starting visitors, waits for those started and returns every outcome.
+    pub fn stop(mut self) -> std::io::Result<Vec<Outcome>> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        }
+        Ok(self.outcomes.lock().map(|o| o.clone()).unwrap_or_default())
+    }
+}
+
+impl Drop for Newcomers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs first-time visitors in the namespace `netns` is a handle of: the one from
+/// `addresses[i]` starts `i / rate` seconds after the call and makes a single request with
+/// [`NEWCOMER_TIMEOUT`]. It stops starting visitors after `duration`, when `stop` is set or
+/// when the addresses run out, waits for those started, and appends each outcome to `sink`
+/// (with `at`, when it was due, counted from `since`) as it finishes. Each address must be on
+/// an interface of the namespace and never have been used before.
+fn first_visits(
+    netns: &std::fs::File,
     addresses: &[Ipv4Addr],
     rate: f64,
     duration: Duration,
@@ -135,7 +201,6 @@ pub fn first_visits(
     since: Instant,
     sink: &Mutex<Vec<Outcome>>,
 ) -> std::io::Result<()> {
-    let netns = std::fs::File::open(ns.path())?;
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
     let started = Instant::now();
     std::thread::scope(|scope| -> std::io::Result<()> {
@@ -156,7 +221,8 @@ pub fn first_visits(
             let netns = netns.try_clone()?;
             scope.spawn(move || {
                 use std::os::fd::AsRawFd as _;
-                let now = Instant::now();
+                // Timed from when the visitor was due (no coordinated omission).
+                let now = due;
                 // SAFETY: `netns` is an open namespace handle; setns changes only this thread.
                 let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
                 let ok = entered && request(source, NEWCOMER_TIMEOUT).unwrap_or(false);

@@ -1,12 +1,16 @@
 //! The flood generator: loads moat's `moat_flood` XDP program and runs it with
 //! BPF_PROG_TEST_RUN live frames on a template frame, so each copy leaves an interface (with
 //! `XDP_TX`) with a new source from the pool — millions of spoofed packets per second from one
-//! core, or from every CPU at once with [`flood_every_cpu`]. It sends only out of interfaces of
-//! namespaces the lab created. It also attaches [`PeerPass`], the pass-everything program a veth
-//! peer needs to receive what the filter answers with `XDP_TX`; it does not load the filter.
+//! core, or from every CPU at once with [`flood_every_cpu`] (steadily, or in pulses with
+//! [`flood_every_cpu_pulsed`]). It sends only out of interfaces of namespaces the lab created.
+//! It also attaches [`PeerPass`], the pass-everything program a veth peer needs to receive what
+//! the filter answers with `XDP_TX`; it does not load the filter.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -104,7 +108,26 @@ pub struct Generator {
     template: Vec<u8>,
 }
 
+/// Loaded generators waiting for this process's next flood: loading one takes hundreds of
+/// milliseconds (the verifier), and the lab floods in many short steps.
+static SPARE: Mutex<Vec<Generator>> = Mutex::new(Vec::new());
+
 impl Generator {
+    /// A loaded generator: one an earlier flood of this process left, or a new one.
+    fn take() -> Result<Generator, FloodError> {
+        match SPARE.lock().ok().and_then(|mut spare| spare.pop()) {
+            Some(generator) => Ok(generator),
+            None => Generator::load(),
+        }
+    }
+
+    /// Keeps this generator for the next flood.
+    fn put_back(self) {
+        if let Ok(mut spare) = SPARE.lock() {
+            spare.push(self);
+        }
+    }
+
     /// Loads the generator program.
     pub fn load() -> Result<Generator, FloodError> {
         let mut ebpf = Ebpf::load(FLOOD_OBJECT).map_err(|e| FloodError::Load(e.to_string()))?;
@@ -210,16 +233,84 @@ pub fn flood_rotating(
     duration: Duration,
     stop: &AtomicBool,
 ) -> Result<FloodReport, FloodError> {
-    if plans.is_empty() {
-        return Ok(FloodReport::default());
+    let sender = Sender {
+        rate_pps,
+        duration,
+        pulse: None,
+    };
+    sender.run(ns, iface, plans, &OnceLock::new(), stop)
+}
+
+/// For a flood pulsed `pulse` on, `pulse` off from its start: whether it is on `elapsed` after
+/// its start, and how long it has been on in all by then. Without a pulse it is always on.
+fn on_time(elapsed: Duration, pulse: Option<Duration>) -> (bool, Duration) {
+    let Some(pulse) = pulse.filter(|pulse| !pulse.is_zero()) else {
+        return (true, elapsed);
+    };
+    let period = pulse.as_nanos() * 2;
+    let periods = elapsed.as_nanos() / period;
+    let into_period = elapsed.as_nanos() % period;
+    let on_ns = periods * pulse.as_nanos() + into_period.min(pulse.as_nanos());
+    let on_ns = u64::try_from(on_ns).unwrap_or(u64::MAX);
+    (into_period < pulse.as_nanos(), Duration::from_nanos(on_ns))
+}
+
+/// One sender's pace.
+#[derive(Clone, Copy, Debug)]
+struct Sender {
+    /// Frames per second while on (0: as fast as possible).
+    rate_pps: u64,
+    /// How long to send for, from the shared start.
+    duration: Duration,
+    /// On and off half-periods, if pulsed.
+    pulse: Option<Duration>,
+}
+
+impl Sender {
+    /// Sends `plans` in turn out of `iface` in `ns`. The flood's clock starts at `start`,
+    /// which the first sender ready to send sets, so senders sharing it pulse in phase and
+    /// stop together.
+    fn run(
+        self,
+        ns: &NetNs,
+        iface: &str,
+        plans: &[FloodPlan],
+        start: &OnceLock<Instant>,
+        stop: &AtomicBool,
+    ) -> Result<FloodReport, FloodError> {
+        if plans.is_empty() {
+            return Ok(FloodReport::default());
+        }
+        let mut generator = Generator::take()?;
+        let report = ns
+            .enter(|| self.send(&mut generator, iface, plans, start, stop))
+            .map_err(|e| FloodError::Run {
+                ifindex: 0,
+                message: e.to_string(),
+            })?;
+        generator.put_back();
+        report
     }
-    let mut generator = Generator::load()?;
-    ns.enter(|| -> Result<FloodReport, FloodError> {
+
+    /// The sending loop, inside the namespace.
+    fn send(
+        self,
+        generator: &mut Generator,
+        iface: &str,
+        plans: &[FloodPlan],
+        start: &OnceLock<Instant>,
+        stop: &AtomicBool,
+    ) -> Result<FloodReport, FloodError> {
+        let Sender {
+            rate_pps,
+            duration,
+            pulse,
+        } = self;
         let ifindex = moat::preflight::iface_index(iface).map_err(|e| FloodError::Run {
             ifindex: 0,
             message: e.to_string(),
         })?;
-        let started = Instant::now();
+        let started = *start.get_or_init(Instant::now);
         let mut sent = 0u64;
         let mut turn = 0usize;
         // Each BPF_PROG_TEST_RUN call has a fixed cost (measured: tens of ms for the live-frames
@@ -230,12 +321,13 @@ pub fn flood_rotating(
             (rate_pps / 10).clamp(1, 262_144) as u32
         };
         while started.elapsed() < duration && !stop.load(Ordering::Relaxed) {
+            let (on, on_for) = on_time(started.elapsed(), pulse);
             let due = if rate_pps == 0 {
                 u64::MAX
             } else {
-                (started.elapsed().as_secs_f64() * rate_pps as f64) as u64
+                (on_for.as_secs_f64() * rate_pps as f64) as u64
             };
-            if sent < due {
+            if on && sent < due {
                 let plan = &plans[turn % plans.len()];
                 if plans.len() > 1 || turn == 0 {
                     generator.configure(plan.config)?;
@@ -252,11 +344,7 @@ pub fn flood_rotating(
             sent,
             elapsed: started.elapsed(),
         })
-    })
-    .map_err(|e| FloodError::Run {
-        ifindex: 0,
-        message: e.to_string(),
-    })?
+    }
 }
 
 /// [`flood_rotating`] from every CPU this process may run on at once: one sender thread per
@@ -273,10 +361,29 @@ pub fn flood_every_cpu(
     duration: Duration,
     stop: &AtomicBool,
 ) -> Result<FloodReport, FloodError> {
+    flood_every_cpu_pulsed(ns, iface, plans, rate_pps, duration, None, stop)
+}
+
+/// [`flood_every_cpu`], optionally pulsed: with `Some(p)` every sender sends for `p`, pauses for
+/// `p`, and repeats, all in phase from the moment the first sender is ready (a pulse-wave
+/// attack, which a filter that reacts slower than `p` meets afresh on every pulse). `rate_pps`
+/// is the pace while on, so the average rate is half of it. `duration` counts from the same
+/// moment and includes the pauses; `Some(Duration::ZERO)` is the same as `None`.
+pub fn flood_every_cpu_pulsed(
+    ns: &NetNs,
+    iface: &str,
+    plans: &[FloodPlan],
+    rate_pps: u64,
+    duration: Duration,
+    pulse: Option<Duration>,
+    stop: &AtomicBool,
+) -> Result<FloodReport, FloodError> {
     let cpus = allowed_cpus()?;
     let senders = cpus.len() as u64;
     // Set when the caller stops or a sender fails, so every sender ends together.
     let halt = AtomicBool::new(false);
+    // The flood's start, set by the first sender ready to send: the pulses' phase and the end.
+    let start = OnceLock::new();
     let results = std::thread::scope(|scope| {
         let handles: Vec<_> = cpus
             .iter()
@@ -289,12 +396,17 @@ pub fn flood_every_cpu(
                 } else {
                     (rate_pps / senders + u64::from((index as u64) < rate_pps % senders)).max(1)
                 };
-                let halt = &halt;
+                let sender = Sender {
+                    rate_pps: share,
+                    duration,
+                    pulse,
+                };
+                let (halt, start) = (&halt, &start);
                 scope.spawn(move || {
-                    // Threads inherit affinity, so the thread `flood_rotating` spawns to enter
+                    // Threads inherit affinity, so the thread `NetNs::enter` spawns to enter
                     // the namespace stays on this CPU too.
-                    let result = pin_to_cpu(cpu)
-                        .and_then(|()| flood_rotating(ns, iface, plans, share, duration, halt));
+                    let result =
+                        pin_to_cpu(cpu).and_then(|()| sender.run(ns, iface, plans, start, halt));
                     if result.is_err() {
                         halt.store(true, Ordering::Relaxed);
                     }
@@ -416,5 +528,41 @@ impl PeerPass {
             _link: link,
             _ebpf: ebpf,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn unpulsed_flood_is_always_on() {
+        for elapsed in [Duration::ZERO, 700 * MS, 5_000 * MS] {
+            assert_eq!(on_time(elapsed, None), (true, elapsed));
+            assert_eq!(on_time(elapsed, Some(Duration::ZERO)), (true, elapsed));
+        }
+    }
+
+    #[test]
+    fn pulsed_flood_alternates_and_counts_only_time_on() {
+        let pulse = Some(500 * MS);
+        for (elapsed_ms, on, on_ms) in [
+            (0, true, 0),
+            (499, true, 499),
+            (500, false, 500),
+            (999, false, 500),
+            (1_000, true, 500),
+            (1_250, true, 750),
+            (1_600, false, 1_000),
+            (4_100, true, 2_100),
+        ] {
+            assert_eq!(
+                on_time(elapsed_ms * MS, pulse),
+                (on, on_ms * MS),
+                "{elapsed_ms} ms into a 500 ms on, 500 ms off flood"
+            );
+        }
     }
 }

@@ -27,8 +27,9 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Starts nginx in `ns` and installs the counter of packets from spoofed sources.
-    pub fn start(ns: &NetNs) -> Result<Origin, NetNsError> {
+    /// Starts nginx in `ns`, confined to `cpu` (the small origin's one CPU), and installs the
+    /// counter of attack packets.
+    pub fn start(ns: &NetNs, cpu: usize) -> Result<Origin, NetNsError> {
         let dir =
             std::env::temp_dir().join(format!("moat-lab-nginx-{}", moat::netns::unique_suffix()));
         let shown = dir.display().to_string();
@@ -48,8 +49,10 @@ impl Origin {
         );
         let path = dir.join("nginx.conf");
         std::fs::write(&path, config).map_err(io)?;
+        // taskset execs nginx in place, so the child's pid is nginx's master.
         let child = ns
-            .command("nginx")
+            .command("taskset")
+            .args(["-c", &cpu.to_string(), "nginx"])
             .arg("-c")
             .arg(&path)
             .arg("-p")
@@ -69,9 +72,11 @@ impl Origin {
         origin.wait_listening(ns)?;
         let (v4, v4_len) = SPOOFED_V4;
         let (v6, v6_len) = SPOOFED_V6;
+        let (bots, bots_len) = crate::botnet::BOTNET_V4;
         let rules = format!(
             "table inet {TABLE} {{\n  chain pre {{\n    type filter hook prerouting priority -400; policy accept;\n    \
-             ip saddr {v4}/{v4_len} counter\n    ip6 saddr {v6}/{v6_len} counter\n  }}\n}}\n"
+             ip saddr {v4}/{v4_len} counter\n    ip6 saddr {v6}/{v6_len} counter\n    \
+             ip saddr {bots}/{bots_len} counter\n  }}\n}}\n"
         );
         let script = origin.dir.join("counters.nft");
         std::fs::write(&script, rules).map_err(io)?;
@@ -113,7 +118,8 @@ impl Origin {
         })
     }
 
-    /// Attack packets (from the spoofed prefixes) that reached the origin's stack so far.
+    /// Attack packets (from the spoofed prefixes and the botnet's) that reached the origin's
+    /// stack so far.
     pub fn attack_packets(ns: &NetNs) -> Result<u64, NetNsError> {
         let text = run(ns.command("nft").args(["list", "table", "inet", TABLE]))?;
         Ok(text
@@ -149,18 +155,73 @@ impl Drop for Origin {
     }
 }
 
-/// The machine's CPU time so far as (softirq, total) jiffies, from `/proc/stat`. In a one-machine
-/// lab every namespace shares the CPUs, so this is the whole machine's softirq share.
-pub fn cpu_jiffies() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = text.lines().find(|line| line.starts_with("cpu ")) else {
-        return (0, 0);
-    };
-    let values: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let softirq = values.get(6).copied().unwrap_or(0);
-    (softirq, values.iter().sum())
+/// CPU time of one CPU (or of the whole machine), in jiffies, from `/proc/stat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    /// Time in softirq (the network stack's receive work, XDP included).
+    pub softirq: u64,
+    /// Time not idle (user, system, interrupts, softirq...).
+    pub busy: u64,
+    /// All time.
+    pub total: u64,
+}
+
+impl CpuTime {
+    /// `cpu`'s time so far (`None`: the whole machine's).
+    pub fn read(cpu: Option<usize>) -> CpuTime {
+        let label = cpu.map_or_else(|| "cpu".to_string(), |n| format!("cpu{n}"));
+        let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let Some(values) = text.lines().find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some(label.as_str())).then(|| {
+                fields
+                    .filter_map(|v| v.parse::<u64>().ok())
+                    .collect::<Vec<_>>()
+            })
+        }) else {
+            return CpuTime::default();
+        };
+        let field = |index: usize| values.get(index).copied().unwrap_or(0);
+        let total: u64 = values.iter().sum();
+        CpuTime {
+            softirq: field(6),
+            // idle and iowait
+            busy: total.saturating_sub(field(3) + field(4)),
+            total,
+        }
+    }
+
+    /// The shares (softirq, busy) of the time between `self` and `later`, in percent.
+    pub fn shares_until(self, later: CpuTime) -> (f64, f64) {
+        let total = later.total.saturating_sub(self.total).max(1) as f64;
+        (
+            100.0 * later.softirq.saturating_sub(self.softirq) as f64 / total,
+            100.0 * later.busy.saturating_sub(self.busy) as f64 / total,
+        )
+    }
+}
+
+/// Frames the kernel dropped so far because a CPU's input backlog was full (the second
+/// column of `/proc/net/softnet_stat`, summed over CPUs): with RPS, what the small origin's
+/// CPU could not take.
+pub fn backlog_drops() -> u64 {
+    std::fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .filter_map(|hex| u64::from_str_radix(hex, 16).ok())
+        .sum()
+}
+
+/// Confines every thread of process `pid` to `cpu` (`taskset -a -p`), for the small origin's
+/// daemon.
+pub fn confine(pid: u32, cpu: usize) -> Result<(), NetNsError> {
+    run(std::process::Command::new("taskset").args([
+        "-a",
+        "-p",
+        "-c",
+        &cpu.to_string(),
+        &pid.to_string(),
+    ]))
+    .map(drop)
 }

@@ -109,6 +109,11 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// The daemon's process id (nsenter execs moat in place), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// What the daemon has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

@@ -1,9 +1,14 @@
-//! The attacks the lab can run, as flood plans for the generator: template frames from the
-//! attackers' interface to the origin through the router, and how each copy's source (and
-//! ports) vary. It neither sends nor measures anything.
+//! The attacks the lab can run: what real attack each models, and its flood plans for the
+//! generator (template frames from the attackers' interface to the origin through the router,
+//! and how each copy's source and ports vary), its timing (steady or pulsed) and whether it
+//! needs real handshakes instead. It neither sends nor measures anything.
+
+use std::{net::Ipv6Addr, time::Duration};
 
 use etherparse::PacketBuilder;
-use filter_common::flood::{FloodConfig, L4_NONE, L4_TCP, L4_UDP};
+use filter_common::flood::{
+    FloodConfig, L4_NONE, L4_TCP, L4_UDP, V6_RANDOM_HOST, V6_RANDOM_SUBNET,
+};
 
 use crate::{
     flood::FloodPlan,
@@ -34,13 +39,21 @@ pub enum Scenario {
     /// UDP from random spoofed sources to random destination ports (carpet bombing: no port
     /// list stops it, only knowing which ports have a socket).
     CarpetBomb,
-    /// All of the above at once.
+    /// IPv6 SYNs from random /64s inside one /48 ([`ROTATE_V6`]), with random host parts.
+    Ipv6Rotate,
+    /// Real TCP handshakes from about 1,000 real addresses (no spoofing; sent by the lab's
+    /// botnet, not by the generator).
+    BotnetConnect,
+    /// Spoofed SYNs and UDP to a closed port in pulses: [`PULSE`] on, [`PULSE`] off.
+    Pulse,
+    /// All of the generator's floods above at once, steadily (the botnet's handshakes and the
+    /// pulse's timing are left to their own scenarios).
     Mixed,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::SpoofedSyn,
         Scenario::BotnetSyn,
         Scenario::UdpFlood,
@@ -50,6 +63,9 @@ impl Scenario {
         Scenario::Ipv6Syn,
         Scenario::AckFlood,
         Scenario::CarpetBomb,
+        Scenario::Ipv6Rotate,
+        Scenario::BotnetConnect,
+        Scenario::Pulse,
         Scenario::Mixed,
     ];
 
@@ -65,7 +81,97 @@ impl Scenario {
             Scenario::Ipv6Syn => "ipv6-syn",
             Scenario::AckFlood => "ack-flood",
             Scenario::CarpetBomb => "carpet-bomb",
+            Scenario::Ipv6Rotate => "ipv6-rotate",
+            Scenario::BotnetConnect => "botnet-connect",
+            Scenario::Pulse => "pulse",
             Scenario::Mixed => "mixed",
+        }
+    }
+
+    /// What real attack the scenario models, with a public reference where there is one.
+    pub const fn models(self) -> &'static str {
+        match self {
+            Scenario::SpoofedSyn => {
+                "The classic SYN flood: half-open connections from forged sources fill the \
+                 origin's backlog (CERT Advisory CA-1996-21, 1996; IETF RFC 4987, \
+                 \"TCP SYN Flooding Attacks and Common Mitigations\", 2007)."
+            }
+            Scenario::BotnetSyn => {
+                "A SYN flood from a fixed set of bots, the way IoT botnets send it; Mirai's \
+                 took down Krebs on Security and Dyn in 2016 (Antonakakis et al., \
+                 \"Understanding the Mirai Botnet\", USENIX Security 2017)."
+            }
+            Scenario::UdpFlood => {
+                "A plain UDP flood at a port with no socket, which costs the origin's stack a \
+                 lookup and an ICMP error per packet; UDP floods are a standard vector of \
+                 Mirai and its successors (Antonakakis et al., USENIX Security 2017)."
+            }
+            Scenario::Reflection => {
+                "Reflected, amplified answers from open DNS, NTP and memcached servers \
+                 (US-CERT TA14-017A, \"UDP-Based Amplification Attacks\", amplification \
+                 factors up to 556.9 for NTP and 51,000 for memcached); memcached reflection \
+                 hit GitHub at 1.35 Tbps (GitHub, \"February 28th DDoS Incident Report\", \
+                 2018)."
+            }
+            Scenario::IcmpFlood => {
+                "A ping flood from forged sources: echo requests the origin's kernel answers \
+                 one by one, spending CPU and uplink on each."
+            }
+            Scenario::FragmentFlood => {
+                "Later fragments of large datagrams, which carry no ports, so port-based \
+                 filters cannot judge them and the origin holds reassembly state for each \
+                 (IETF RFC 1858, \"Security Considerations for IP Fragment Filtering\", 1995)."
+            }
+            Scenario::Ipv6Syn => {
+                "A SYN flood over IPv6 from one host's /64, whose 2^64 addresses it may all \
+                 use (privacy addresses, IETF RFC 4941, 2007), so limits per address never \
+                 see the same source twice."
+            }
+            Scenario::Ipv6Rotate => {
+                "A SYN flood from random /64s of one /48, the prefix a site is commonly \
+                 assigned (IETF RFC 6177, 2011): it defeats limits per address and per /64 \
+                 alike; only aggregating by a shorter prefix sees one source."
+            }
+            Scenario::BotnetConnect => {
+                "A botnet of real hosts completing real TCP handshakes, which SYN cookies and \
+                 spoofing checks let through, as the Meris botnet did at 21.8 million requests \
+                 per second against Yandex (Qrator Labs and Yandex, 2021)."
+            }
+            Scenario::AckFlood => {
+                "TCP ACKs belonging to no connection, which pass a filter that only watches \
+                 SYNs; an attack vector of the Mirai source code released in 2016 \
+                 (Antonakakis et al., USENIX Security 2017)."
+            }
+            Scenario::CarpetBomb => {
+                "UDP carpet bombing across the whole port range, so no port list stops it; \
+                 Cloudflare's record 7.3 Tbps attack of 2025 hit an average of 21,925 \
+                 destination ports per second, peaking at 34,517 (Cloudflare blog, June 2025)."
+            }
+            Scenario::Pulse => {
+                "A pulse-wave attack: full-rate bursts with pauses between them, which \
+                 defeats a filter that reacts slower than a burst lasts (Imperva Incapsula, \
+                 \"Attackers Use DDoS Pulses to Pin Down Multiple Targets\", 2017)."
+            }
+            Scenario::Mixed => {
+                "A multi-vector attack, several floods at once so that a filter tuned for one \
+                 meets the others; Imperva mitigated one of 1.02 Tbps combining SYN, UDP and \
+                 DNS-amplification floods (Imperva blog, 2021)."
+            }
+        }
+    }
+
+    /// Whether the scenario is real TCP handshakes from real addresses (the lab's botnet)
+    /// rather than generated floods; its [`plans`](Scenario::plans) are empty.
+    pub const fn real_handshakes(self) -> bool {
+        matches!(self, Scenario::BotnetConnect)
+    }
+
+    /// For a pulsed scenario, how long each burst and each pause lasts; `None` for a steady
+    /// one.
+    pub const fn pulse(self) -> Option<Duration> {
+        match self {
+            Scenario::Pulse => Some(PULSE),
+            _ => None,
         }
     }
 
@@ -87,9 +193,13 @@ impl Scenario {
             .collect()
     }
 
-    /// The flood plans (the generator rotates among them).
+    /// The flood plans (the generator rotates among them); empty for
+    /// [`real_handshakes`](Scenario::real_handshakes).
     pub fn plans(self, net: &LabNet) -> Vec<FloodPlan> {
-        let t = Templates::new(net);
+        self.plans_from(&Templates::new(net))
+    }
+
+    fn plans_from(self, t: &Templates) -> Vec<FloodPlan> {
         match self {
             Scenario::SpoofedSyn => vec![t.syn_v4(65_536)],
             Scenario::BotnetSyn => vec![t.syn_v4(10_000)],
@@ -103,6 +213,9 @@ impl Scenario {
             Scenario::Ipv6Syn => vec![t.syn_v6()],
             Scenario::AckFlood => vec![t.ack_v4()],
             Scenario::CarpetBomb => vec![t.carpet_v4()],
+            Scenario::Ipv6Rotate => vec![t.syn_v6_rotating()],
+            Scenario::BotnetConnect => Vec::new(),
+            Scenario::Pulse => vec![t.syn_v4(65_536), t.udp_v4(40_000, 9_999, 512, true)],
             Scenario::Mixed => vec![
                 t.syn_v4(65_536),
                 t.udp_v4(53, 443, 1_200, false),
@@ -111,10 +224,17 @@ impl Scenario {
                 t.syn_v6(),
                 t.ack_v4(),
                 t.carpet_v4(),
+                t.syn_v6_rotating(),
             ],
         }
     }
 }
+
+/// How long each burst and each pause of [`Scenario::Pulse`] lasts.
+pub const PULSE: Duration = Duration::from_secs(2);
+
+/// The /48 inside [`SPOOFED_V6`] whose /64s [`Scenario::Ipv6Rotate`] rotates over.
+pub const ROTATE_V6: (Ipv6Addr, u8) = (Ipv6Addr::new(0x2001, 0xdb8, 0xff01, 0, 0, 0, 0, 0), 48);
 
 /// Builds template frames from the attackers' interface to the origin via the router.
 struct Templates {
@@ -158,7 +278,7 @@ impl Templates {
         FloodConfig {
             src_base_be: base,
             src_count: count,
-            v6_random_host: u32::from(version == 6),
+            v6_random_host: if version == 6 { V6_RANDOM_HOST } else { 0 },
             l3_offset: 14,
             l4_offset: if version == 4 { 34 } else { 54 },
             ip_version: version,
@@ -256,5 +376,142 @@ impl Templates {
             template: build(|f| builder.write(f, &[])),
             config: self.config(base, 65_536, 6, L4_TCP, true),
         }
+    }
+
+    /// SYNs from a random /64 of [`ROTATE_V6`] each, with a random host part.
+    fn syn_v6_rotating(&self) -> FloodPlan {
+        let base = ROTATE_V6.0.octets();
+        let builder = PacketBuilder::ethernet2(self.src_mac, self.dst_mac)
+            .ipv6(base, ORIGIN_IPV6.octets(), 64)
+            .tcp(40_000, 80, 1, 64_240)
+            .syn();
+        let mut config = self.config(base, 65_536, 6, L4_TCP, true);
+        config.v6_random_host = V6_RANDOM_HOST | V6_RANDOM_SUBNET;
+        FloodPlan {
+            template: build(|f| builder.write(f, &[])),
+            config,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn templates() -> Templates {
+        Templates {
+            src_mac: [0x02, 0, 0, 0, 0, 0x02],
+            dst_mac: [0x02, 0, 0, 0, 0, 0x01],
+        }
+    }
+
+    #[test]
+    fn every_scenario_has_its_own_name_and_says_what_it_models() {
+        let names: HashSet<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names.len(), Scenario::ALL.len(), "names are unique");
+        for scenario in Scenario::ALL {
+            assert_eq!(
+                Scenario::parse_list(scenario.name()),
+                Ok(vec![scenario]),
+                "{scenario:?}"
+            );
+            assert!(
+                scenario.models().len() > 40,
+                "{scenario:?} says what it models"
+            );
+        }
+        assert_eq!(
+            Scenario::ALL.last(),
+            Some(&Scenario::Mixed),
+            "mixed runs last"
+        );
+    }
+
+    #[test]
+    fn only_botnet_connect_uses_real_handshakes_and_has_no_plans() {
+        for scenario in Scenario::ALL {
+            let plans = scenario.plans_from(&templates());
+            let botnet = scenario == Scenario::BotnetConnect;
+            assert_eq!(scenario.real_handshakes(), botnet, "{scenario:?}");
+            assert_eq!(plans.is_empty(), botnet, "{scenario:?} plans");
+            for plan in plans {
+                assert!(!plan.template.is_empty(), "{scenario:?} template built");
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_rotate_randomises_subnet_and_host_inside_one_48_of_the_spoofed_range() {
+        let plans = Scenario::Ipv6Rotate.plans_from(&templates());
+        let [plan] = plans.as_slice() else {
+            panic!("one plan: {plans:?}");
+        };
+        let config = plan.config;
+        assert_eq!((config.ip_version, config.l4_kind), (6, L4_TCP));
+        assert_eq!((config.l3_offset, config.l4_offset), (14, 54));
+        assert_eq!(config.v6_random_host, V6_RANDOM_HOST | V6_RANDOM_SUBNET);
+        assert_eq!(config.src_base_be, ROTATE_V6.0.octets());
+        let (spoofed, spoofed_len) = SPOOFED_V6;
+        let bits = |address: Ipv6Addr| u128::from(address);
+        assert!(
+            ROTATE_V6.1 >= spoofed_len
+                && bits(ROTATE_V6.0) >> (128 - spoofed_len) == bits(spoofed) >> (128 - spoofed_len),
+            "{ROTATE_V6:?} lies inside {SPOOFED_V6:?}"
+        );
+        // The generator keeps the template's first 48 bits of source: they must be the /48's.
+        let headers = etherparse::PacketHeaders::from_ethernet_slice(&plan.template)
+            .expect("the template parses");
+        let Some(etherparse::NetHeaders::Ipv6(ip, _)) = headers.net else {
+            panic!("not IPv6: {:?}", headers.net);
+        };
+        let Some(etherparse::TransportHeader::Tcp(tcp)) = headers.transport else {
+            panic!("not TCP");
+        };
+        assert_eq!(ip.source, ROTATE_V6.0.octets());
+        assert!(tcp.syn && !tcp.ack, "a SYN");
+        assert_eq!(
+            tcp.checksum,
+            tcp.calc_checksum_ipv6(&ip, &[]).expect("no payload"),
+            "the template's checksum is right, so incremental updates stay right"
+        );
+    }
+
+    #[test]
+    fn ipv6_syn_rotates_only_the_host_part() {
+        let plans = Scenario::Ipv6Syn.plans_from(&templates());
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].config.v6_random_host, V6_RANDOM_HOST);
+    }
+
+    #[test]
+    fn pulse_sends_spoofed_syns_and_closed_port_udp_two_seconds_on_two_off() {
+        for scenario in Scenario::ALL {
+            let expected = (scenario == Scenario::Pulse).then_some(Duration::from_secs(2));
+            assert_eq!(scenario.pulse(), expected, "{scenario:?}");
+        }
+        let plans = Scenario::Pulse.plans_from(&templates());
+        let kinds: Vec<(u8, u8, u32)> = plans
+            .iter()
+            .map(|plan| {
+                (
+                    plan.config.ip_version,
+                    plan.config.l4_kind,
+                    plan.config.src_count,
+                )
+            })
+            .collect();
+        assert_eq!(kinds, [(4, L4_TCP, 65_536), (4, L4_UDP, 65_536)]);
+        // The SYN's flags byte and the UDP destination port (nothing listens on 9999).
+        assert_eq!(plans[0].template[47], 0x02, "SYN only");
+        assert_eq!(
+            u16::from_be_bytes([plans[1].template[36], plans[1].template[37]]),
+            9_999
+        );
+        assert!(
+            plans.iter().all(|plan| plan.config.random_src_port == 1),
+            "random source ports"
+        );
     }
 }
