@@ -1,8 +1,8 @@
 //! The flood generator: live frames leave the attacker's interface with rewritten sources (and
 //! destination ports, and IPv6 /64s inside a /48) and valid checksums, moat counts every one it
 //! receives, a flood from every CPU loads every CPU's counters, a pulsed flood arrives in bursts
-//! and pauses, and the pass-everything program attaches to a veth peer and detaches when
-//! dropped.
+//! and pauses, the pass-everything program attaches to a veth peer and detaches when dropped,
+//! and the lab router's sink drops only what is addressed to the spoofed prefixes.
 
 #[expect(
     dead_code,
@@ -570,6 +570,101 @@ fn flood_every_cpu_loads_every_cpus_counters() {
             "cpu {cpu} counted {seen} of {total} frames (per CPU: {delta:?})"
         );
     }
+}
+
+/// Frames of each kind the sink test sends.
+const SINK_FRAMES: u32 = 1000;
+
+#[test]
+fn the_router_sink_drops_frames_to_spoofed_sources_and_passes_the_rest() {
+    require_root();
+    let pair = Pair::create();
+    let _sink = flood::PeerPass::attach_sink(&pair.origin, &pair.origin_end.iface)
+        .expect("attaching moat_sink to the origin end");
+    let capture = capture(&pair.origin, &pair.origin_end.iface);
+    let v4 = traffic::udp_frame(&pair.client_end, &pair.origin_end, 9, PAYLOAD);
+    let mut v4_spoofed = v4.clone();
+    v4_spoofed[30..34].copy_from_slice(&[198, 19, 0, 7]);
+    let v6 = syn_v6_frame(
+        &pair.client_end,
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 2),
+        &pair.origin_end,
+    );
+    let mut v6_spoofed = v6.clone();
+    v6_spoofed[38..54]
+        .copy_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0xff00, 0, 0, 0, 0, 7).octets());
+    let v6_config = |frame: &[u8]| {
+        let mut src_base_be = [0u8; 16];
+        src_base_be.copy_from_slice(&frame[22..38]);
+        FloodConfig {
+            src_base_be,
+            src_count: 1,
+            l3_offset: 14,
+            l4_offset: 54,
+            ip_version: 6,
+            l4_kind: L4_TCP,
+            ..FloodConfig::default()
+        }
+    };
+    // The spoofed destinations first: frames of one sender arrive in order, so once the last
+    // passed frame is in, every earlier one that was not dropped is in too.
+    let plans = [
+        udp_plan(v4_spoofed.clone(), 1, 0),
+        flood::FloodPlan {
+            config: v6_config(&v6_spoofed),
+            template: v6_spoofed.clone(),
+        },
+        udp_plan(v4.clone(), 1, 0),
+        flood::FloodPlan {
+            config: v6_config(&v6),
+            template: v6.clone(),
+        },
+    ];
+    let mut generator = flood::Generator::load().expect("loading the generator");
+    pair.client
+        .enter(|| {
+            let ifindex =
+                moat::preflight::iface_index(&pair.client_end.iface).expect("client end exists");
+            for plan in &plans {
+                generator.configure(plan.config)?;
+                generator.send(&plan.template, ifindex, SINK_FRAMES)?;
+            }
+            Ok::<_, flood::FloodError>(())
+        })
+        .expect("entering the client namespace")
+        .expect("sending the frames");
+    let client_mac = pair.client_end.mac;
+    let mut seen = [0usize; 4];
+    read_frames(
+        &capture,
+        ARRIVAL_TIMEOUT,
+        |frame| {
+            if frame[6..12] != client_mac {
+                return false;
+            }
+            // Only the test's own frames (not the kernel's neighbour discovery, say).
+            let kind = if frame.len() == v4.len() && frame[12..14] == [0x08, 0x00] {
+                if frame[30..32] == [198, 19] { 0 } else { 2 }
+            } else if frame.len() == v6.len() && frame[12..14] == [0x86, 0xdd] {
+                if frame[38..43] == [0x20, 0x01, 0x0d, 0xb8, 0xff] {
+                    1
+                } else {
+                    3
+                }
+            } else {
+                return false;
+            };
+            seen[kind] += 1;
+            true
+        },
+        |kept| kept >= 2 * SINK_FRAMES as usize,
+    );
+    assert_eq!(
+        seen,
+        [0, 0, SINK_FRAMES as usize, SINK_FRAMES as usize],
+        "frames to 198.19/16 and 2001:db8:ff00::/40 dropped, the others passed \
+         (v4 spoofed, v6 spoofed, v4, v6)"
+    );
 }
 
 /// Whether `ip -n NS link show IFACE` shows an XDP program.

@@ -41,6 +41,17 @@ pub const FORWARD_CONFIG: &str = "FORWARD_CONFIG";
 /// tests and the lab attach this one to the peer of the interface the filter runs on.
 pub const PASS_PROGRAM: &str = "moat_pass";
 
+/// Program name of the lab router's sink: attached where moat's answers arrive (the peer of
+/// the origin's interface), it drops frames addressed to the lab's spoofed sources at XDP, as
+/// the internet would carry them away, and passes the rest to the router's kernel.
+pub const SINK_PROGRAM: &str = "moat_sink";
+
+/// The spoofed IPv4 sources' prefix the sink drops (198.19.0.0/16): its first two bytes.
+pub const SPOOFED_V4_BYTES: [u8; 2] = [198, 19];
+
+/// The spoofed IPv6 sources' prefix the sink drops (2001:db8:ff00::/40): its first five bytes.
+pub const SPOOFED_V6_BYTES: [u8; 5] = [0x20, 0x01, 0x0d, 0xb8, 0xff];
+
 /// Where the lab router's fast path sends every frame arriving from the attackers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,5 +1,5 @@
-//! moat's flood generator, the lab router's fast path, and a pass-everything program for veth
-//! peers.
+//! moat's flood generator, the lab router's fast path and sink, and a pass-everything program
+//! for veth peers.
 //!
 //! `moat_flood` is an XDP program run with BPF_PROG_TEST_RUN live frames
 //! (`BPF_F_TEST_XDP_LIVE_FRAMES`) on a template frame. Each run rewrites the copy's source
@@ -10,7 +10,8 @@
 //! speed (rewriting the MACs), so the flood reaches the origin at the rate it is offered instead
 //! of the rate the router's IP stack forwards. `moat_pass` passes every frame: attached to the
 //! peer of a veth end, it makes the kernel deliver the frames a program on that end sends back
-//! with `XDP_TX` (without it they are dropped). `moat run` never loads any of them; the lab,
+//! with `XDP_TX` (without it they are dropped); `moat_sink` does the same and drops what is
+//! addressed to the lab's spoofed sources. `moat run` never loads any of them; the lab,
 //! the benchmark and the tests do.
 #![no_std]
 #![no_main]
@@ -23,8 +24,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use filter_common::flood::{
-    FloodConfig, FloodTemplate, ForwardConfig, L4_NONE, L4_TCP, L4_UDP, V6_RANDOM_HOST,
-    V6_RANDOM_SUBNET, checksum_update,
+    FloodConfig, FloodTemplate, ForwardConfig, L4_NONE, L4_TCP, L4_UDP, SPOOFED_V4_BYTES,
+    SPOOFED_V6_BYTES, V6_RANDOM_HOST, V6_RANDOM_SUBNET, checksum_update,
 };
 
 /// The generator's settings.
@@ -61,6 +62,39 @@ pub fn moat_forward(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn moat_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// The lab router's sink: drops frames to the spoofed sources (moat's SYN-ACKs and the
+/// origin's answers to forged addresses), which the router would otherwise route to a
+/// blackhole through its IP stack on the CPUs the origin and the attack share; passes the rest.
+/// Like [`moat_pass`], it also lets veth deliver what the other end sends with `XDP_TX`.
+#[xdp]
+pub fn moat_sink(ctx: XdpContext) -> u32 {
+    if to_spoofed(&ctx).unwrap_or(false) {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// Whether an untagged IPv4 or IPv6 frame is addressed to the spoofed prefixes.
+#[inline(always)]
+fn to_spoofed(ctx: &XdpContext) -> Option<bool> {
+    // SAFETY (all reads below): each pointer comes from `bytes_at`, inside the frame.
+    let ethertype = unsafe { *bytes_at::<2>(ctx, 12)? };
+    match u16::from_be_bytes(ethertype) {
+        0x0800 => {
+            // IPv4 destination at 14 + 16.
+            let dst = unsafe { *bytes_at::<2>(ctx, 30)? };
+            Some(dst == SPOOFED_V4_BYTES)
+        }
+        0x86dd => {
+            // IPv6 destination at 14 + 24.
+            let dst = unsafe { *bytes_at::<5>(ctx, 38)? };
+            Some(dst == SPOOFED_V6_BYTES)
+        }
+        _ => Some(false),
+    }
 }
 
 /// Bound needed by the verifier on the configured header offsets.

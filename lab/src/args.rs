@@ -1,6 +1,6 @@
 //! The command line of `moat-lab`.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
 
@@ -15,10 +15,10 @@ pub struct LabArgs {
     /// botnet-connect, pulse, mixed.
     #[arg(long, default_value = "all", value_name = "NAME|all")]
     pub scenario: String,
-    /// Seconds each step of a sweep (and the baseline) is measured; a pulse's steps last at
-    /// least one whole on/off cycle.
-    #[arg(long, default_value_t = 2, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub duration: u64,
+    /// Seconds each step of a sweep (and the baseline) is measured, 1 to 600 (fractions
+    /// allowed); a pulse's steps last at least one whole on/off cycle.
+    #[arg(long, default_value = "1.5", value_name = "S", value_parser = parse_seconds)]
+    pub duration: Duration,
     /// The attack rates to sweep, rising, in packets per second (connection attempts per
     /// second for botnet-connect): a comma-separated list of numbers with an optional k or M,
     /// and `max` for as fast as the generator goes.
@@ -35,6 +35,16 @@ pub struct LabArgs {
     /// this binary].
     #[arg(long, value_name = "FILE")]
     pub moat: Option<PathBuf>,
+}
+
+/// Parses a step's length in seconds, 1 to 600, fractions allowed.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if (1.0..=600.0).contains(&seconds) => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(format!(
+            "{text:?} is not a step length; give seconds from 1 to 600, like 2 or 1.5"
+        )),
+    }
 }
 
 /// The rates of a sweep, packets per second; 0 is as fast as the generator goes.
@@ -116,6 +126,15 @@ mod tests {
         assert_eq!(args.rates(), [500_000]);
         let args = LabArgs::parse_from(["moat-lab"]);
         assert_eq!(args.rates(), [30_000, 100_000, 300_000, 1_000_000, 0]);
+        assert_eq!(args.duration, Duration::from_millis(1_500));
+        let args = LabArgs::parse_from(["moat-lab", "--duration", "4"]);
+        assert_eq!(args.duration, Duration::from_secs(4));
+        for bad in ["0.5", "601", "soon"] {
+            assert!(
+                LabArgs::try_parse_from(["moat-lab", "--duration", bad]).is_err(),
+                "{bad}"
+            );
+        }
         assert!(LabArgs::try_parse_from(["moat-lab", "--rate", "1", "--sweep", "1k"]).is_err());
     }
 }

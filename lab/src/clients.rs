@@ -29,7 +29,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 pub const NEWCOMER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// First-time visitors per second.
-pub const NEWCOMER_RATE: f64 = 20.0;
+pub const NEWCOMER_RATE: f64 = 30.0;
 
 /// One request's outcome.
 #[derive(Clone, Copy, Debug, PartialEq)]

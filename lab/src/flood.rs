@@ -21,7 +21,7 @@ use aya::{
 };
 use filter_common::flood::{
     FLOOD_CONFIG, FLOOD_PROGRAM, FLOOD_TEMPLATE, FloodConfig, FloodTemplate, PASS_PROGRAM,
-    TEMPLATE_BYTES,
+    SINK_PROGRAM, TEMPLATE_BYTES,
 };
 
 use moat::netns::NetNs;
@@ -51,7 +51,7 @@ pub enum FloodError {
         message: String,
     },
     /// Attaching the pass-everything program failed.
-    #[error("attaching {PASS_PROGRAM} to {iface} in netns {namespace} (native mode): {message}")]
+    #[error("attaching a peer program to {iface} in netns {namespace} (native mode): {message}")]
     Attach {
         /// The namespace holding the interface.
         namespace: String,
@@ -491,6 +491,17 @@ pub struct PeerPass {
 impl PeerPass {
     /// Loads `moat_pass` and attaches it in native (driver) mode to `iface` inside `ns`.
     pub fn attach(ns: &NetNs, iface: &str) -> Result<PeerPass, FloodError> {
+        PeerPass::attach_program(ns, iface, PASS_PROGRAM)
+    }
+
+    /// Like [`PeerPass::attach`] with `moat_sink`, which also drops what is addressed to the
+    /// lab's spoofed sources (moat's SYN-ACKs to them above all) at XDP, as the internet would
+    /// carry them away, instead of handing them to the router's kernel to blackhole.
+    pub fn attach_sink(ns: &NetNs, iface: &str) -> Result<PeerPass, FloodError> {
+        PeerPass::attach_program(ns, iface, SINK_PROGRAM)
+    }
+
+    fn attach_program(ns: &NetNs, iface: &str, name: &str) -> Result<PeerPass, FloodError> {
         let attach_error = |message: String| FloodError::Attach {
             namespace: ns.name().to_string(),
             iface: iface.to_string(),
@@ -498,8 +509,8 @@ impl PeerPass {
         };
         let mut ebpf = Ebpf::load(FLOOD_OBJECT).map_err(|e| FloodError::Load(e.to_string()))?;
         let program: &mut Xdp = ebpf
-            .program_mut(PASS_PROGRAM)
-            .ok_or_else(|| FloodError::Load(format!("no program {PASS_PROGRAM}")))?
+            .program_mut(name)
+            .ok_or_else(|| FloodError::Load(format!("no program {name}")))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| FloodError::Load(e.to_string()))?;
         program
@@ -521,7 +532,7 @@ impl PeerPass {
             .map_err(|e| attach_error(e.to_string()))?
             .map_err(attach_error)?;
         log::info!(
-            "attached program={PASS_PROGRAM} iface={iface} netns={} mode=native",
+            "attached program={name} iface={iface} netns={} mode=native",
             ns.name()
         );
         Ok(PeerPass {

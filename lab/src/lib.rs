@@ -83,7 +83,7 @@ const PROBES: usize = 1;
 const BOTS: u16 = 1_000;
 
 /// Pause between sweeps, so one sweep's stragglers do not count in the next.
-const SETTLE: Duration = Duration::from_millis(500);
+const SETTLE: Duration = Duration::from_millis(250);
 
 /// Wait after moat attaches before its sweep is measured: a native XDP attach on veth resets
 /// the interface's queues, and the segments lost in that reset wait for a retransmission
@@ -143,9 +143,10 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         .context("steering the origin's stack work to its CPU (RPS)")?;
     let _fast_path = topology::FastPath::attach(&net)?;
     // moat answers SYNs with XDP_TX on the origin's interface; veth delivers such frames only
-    // to a peer with an XDP program, and from there the router's kernel forwards them.
-    let _peer_pass = PeerPass::attach(&net.router, &net.origin_link.router_iface)
-        .context("attaching the pass program to the router's origin-side interface")?;
+    // to a peer with an XDP program. The sink there drops what goes to the spoofed sources (the
+    // internet's business, not the origin's) and the router's kernel forwards the rest.
+    let _peer_sink = PeerPass::attach_sink(&net.router, &net.origin_link.router_iface)
+        .context("attaching the sink to the router's origin-side interface")?;
     let _origin =
         Origin::start(&net.origin, ORIGIN_CPU).context("starting nginx in the origin namespace")?;
     let bots = if scenarios.iter().any(|s| s.real_handshakes()) {
@@ -158,7 +159,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         .iter()
         .map(|&s| 2 * (step_time(s) * rates.len() as u32 + TAIL + ATTACH_SETTLE + SETTLE))
         .sum::<Duration>()
-        + Duration::from_secs(args.duration)
+        + args.duration
         + SETTLE;
     // Enough fresh addresses for the whole run at the first-time visitors' rate, and some.
     let newcomer_count = (planned.as_secs_f64() * NEWCOMER_RATE * 1.2).ceil() as u32 + 100;
@@ -193,14 +194,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         bots: &bots,
     };
     let mut steps: Vec<(usize, &str, Step)> = Vec::new();
-    let baseline = run_step(
-        &lab,
-        None,
-        "baseline",
-        0,
-        Duration::from_secs(args.duration),
-        false,
-    )?;
+    let baseline = run_step(&lab, None, "baseline", 0, args.duration, false)?;
     std::thread::sleep(SETTLE);
     'scenarios: for (index, &scenario) in scenarios.iter().enumerate() {
         for phase in ["unprotected", "protected"] {
@@ -286,10 +280,9 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long each of `scenario`'s steps is measured: `seconds`, or one whole on/off cycle of a
+/// How long each of `scenario`'s steps is measured: `asked`, or one whole on/off cycle of a
 /// pulse if that is longer.
-fn step_duration(scenario: Scenario, seconds: u64) -> Duration {
-    let asked = Duration::from_secs(seconds);
+fn step_duration(scenario: Scenario, asked: Duration) -> Duration {
     scenario.pulse().map_or(asked, |pulse| asked.max(pulse * 2))
 }
 
@@ -342,7 +335,7 @@ fn run_step(
                             &net.attackers,
                             lab.bots,
                             SocketAddrV4::new(topology::ORIGIN_IPV4, origin::HTTP_PORT),
-                            rate,
+                            scenario::connections_per_second(rate),
                             flood_time,
                             lab.stop,
                         )

@@ -16,6 +16,22 @@ use crate::{
     topology::{LabNet, ORIGIN_IPV4, ORIGIN_IPV6, SPOOFED_V4, SPOOFED_V6},
 };
 
+/// How many packets per second of a sweep's rate one connection attempt per second of the
+/// botnet of real handshakes stands for: a held connection costs its SYN, the handshake's
+/// ACK and the request, and the origin's answers.
+pub const PACKETS_PER_CONNECTION: u64 = 100;
+
+/// The connection attempts per second a botnet of real handshakes makes at a sweep's `rate`
+/// (0, as fast as it can, stays 0): 30k packets/s asks for 300 connections/s.
+pub const fn connections_per_second(rate: u64) -> u64 {
+    if rate == 0 {
+        0
+    } else {
+        let connections = rate / PACKETS_PER_CONNECTION;
+        if connections == 0 { 1 } else { connections }
+    }
+}
+
 /// An attack scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
@@ -36,8 +52,8 @@ pub enum Scenario {
     /// TCP ACKs from random spoofed sources and ports to the origin's HTTP port, belonging to
     /// no connection.
     AckFlood,
-    /// UDP from random spoofed sources to random destination ports (carpet bombing: no port
-    /// list stops it, only knowing which ports have a socket).
+    /// UDP and TCP SYNs from random spoofed sources to random destination ports (carpet
+    /// bombing: no port list stops it, only knowing which ports have a socket).
     CarpetBomb,
     /// IPv6 SYNs from random /64s inside one /48 ([`ROTATE_V6`]), with random host parts.
     Ipv6Rotate,
@@ -128,14 +144,16 @@ impl Scenario {
                  see the same source twice."
             }
             Scenario::Ipv6Rotate => {
-                "A SYN flood from random /64s of one /48, the prefix a site is commonly \
-                 assigned (IETF RFC 6177, 2011): it defeats limits per address and per /64 \
-                 alike; only aggregating by a shorter prefix sees one source."
+                "A SYN flood from random /64s of one /48, a prefix many providers give a single \
+                 site (IETF RFC 6177, 2011): it defeats limits per address and per /64 alike; \
+                 only aggregating by a shorter prefix sees one source."
             }
             Scenario::BotnetConnect => {
-                "A botnet of real hosts completing real TCP handshakes, which SYN cookies and \
-                 spoofing checks let through, as the Meris botnet did at 21.8 million requests \
-                 per second against Yandex (Qrator Labs and Yandex, 2021)."
+                "A botnet of real hosts completing real TCP handshakes and holding the \
+                 connections (1,000 addresses; each step asks for one connection per second \
+                 per 100 packets per second of the sweep's rate), which SYN cookies and \
+                 spoofing checks let through, as the Meris botnet's did at 21.8 million \
+                 requests per second against Yandex (Qrator Labs and Yandex, 2021)."
             }
             Scenario::AckFlood => {
                 "TCP ACKs belonging to no connection, which pass a filter that only watches \
@@ -143,9 +161,10 @@ impl Scenario {
                  (Antonakakis et al., USENIX Security 2017)."
             }
             Scenario::CarpetBomb => {
-                "UDP carpet bombing across the whole port range, so no port list stops it; \
-                 Cloudflare's record 7.3 Tbps attack of 2025 hit an average of 21,925 \
-                 destination ports per second, peaking at 34,517 (Cloudflare blog, June 2025)."
+                "Carpet bombing across the whole port range, UDP and TCP SYNs alike, so no \
+                 port list stops it; Cloudflare's record 7.3 Tbps attack of 2025 hit an average \
+                 of 21,925 destination ports per second, peaking at 34,517 (Cloudflare blog, \
+                 June 2025)."
             }
             Scenario::Pulse => {
                 "A pulse-wave attack: full-rate bursts with pauses between them, which \
@@ -154,8 +173,8 @@ impl Scenario {
             }
             Scenario::Mixed => {
                 "A multi-vector attack, several floods at once so that a filter tuned for one \
-                 meets the others; Imperva mitigated one of 1.02 Tbps combining SYN, UDP and \
-                 DNS-amplification floods (Imperva blog, 2021)."
+                 meets the others, as most large attacks in Cloudflare's quarterly DDoS threat \
+                 reports are."
             }
         }
     }
@@ -212,7 +231,7 @@ impl Scenario {
             Scenario::FragmentFlood => vec![t.fragment_v4()],
             Scenario::Ipv6Syn => vec![t.syn_v6()],
             Scenario::AckFlood => vec![t.ack_v4()],
-            Scenario::CarpetBomb => vec![t.carpet_v4()],
+            Scenario::CarpetBomb => vec![t.carpet_v4(), t.syn_carpet_v4()],
             Scenario::Ipv6Rotate => vec![t.syn_v6_rotating()],
             Scenario::BotnetConnect => Vec::new(),
             Scenario::Pulse => vec![t.syn_v4(65_536), t.udp_v4(40_000, 9_999, 512, true)],
@@ -305,6 +324,13 @@ impl Templates {
     /// UDP from random spoofed sources and source ports to random destination ports.
     fn carpet_v4(&self) -> FloodPlan {
         let mut plan = self.udp_v4(40_000, 9_999, 512, true);
+        plan.config.random_dst_port = 1;
+        plan
+    }
+
+    /// SYNs from random spoofed sources and ports to random destination ports.
+    fn syn_carpet_v4(&self) -> FloodPlan {
+        let mut plan = self.syn_v4(65_536);
         plan.config.random_dst_port = 1;
         plan
     }
@@ -513,5 +539,34 @@ mod tests {
             plans.iter().all(|plan| plan.config.random_src_port == 1),
             "random source ports"
         );
+    }
+
+    #[test]
+    fn carpet_bombing_sends_udp_and_syns_to_random_destination_ports() {
+        let plans = Scenario::CarpetBomb.plans_from(&templates());
+        let kinds: Vec<(u8, u8, u8)> = plans
+            .iter()
+            .map(|plan| {
+                (
+                    plan.config.l4_kind,
+                    plan.config.random_dst_port,
+                    plan.config.random_src_port,
+                )
+            })
+            .collect();
+        assert_eq!(kinds, [(L4_UDP, 1, 1), (L4_TCP, 1, 1)]);
+        assert_eq!(plans[1].template[47], 0x02, "SYN only");
+    }
+
+    #[test]
+    fn a_sweep_rate_asks_the_botnet_for_a_hundredth_as_many_connections() {
+        assert_eq!(connections_per_second(30_000), 300);
+        assert_eq!(connections_per_second(1_000_000), 10_000);
+        assert_eq!(
+            connections_per_second(50),
+            1,
+            "never 0, which means as fast as it can"
+        );
+        assert_eq!(connections_per_second(0), 0);
     }
 }

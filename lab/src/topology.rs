@@ -425,6 +425,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_router_sink_drops_exactly_the_spoofed_prefixes() {
+        use filter_common::flood::{SPOOFED_V4_BYTES, SPOOFED_V6_BYTES};
+        assert_eq!(SPOOFED_V4.1, 16);
+        assert_eq!(SPOOFED_V4.0.octets()[..2], SPOOFED_V4_BYTES);
+        assert_eq!(SPOOFED_V6.1, 40);
+        assert_eq!(SPOOFED_V6.0.octets()[..5], SPOOFED_V6_BYTES);
+    }
+
+    #[test]
     fn newcomer_addresses_stay_inside_their_prefix_and_apart_from_the_others() {
         assert_eq!(newcomer_address(0), Some(Ipv4Addr::new(198, 18, 64, 1)));
         let last = newcomer_address(MAX_NEWCOMERS - 1).expect("the last address exists");
