@@ -120,6 +120,23 @@ fn udp_plan(template: Vec<u8>, src_count: u32, random_dst_port: u8) -> flood::Fl
     }
 }
 
+/// Sends `count` frames of each plan in turn, from one generator out of the client end.
+fn send_from_client(pair: &Pair, plans: &[flood::FloodPlan], count: u32) {
+    let mut generator = flood::Generator::load().expect("loading the generator");
+    pair.client
+        .enter(|| {
+            let ifindex =
+                moat::preflight::iface_index(&pair.client_end.iface).expect("client end exists");
+            for plan in plans {
+                generator.configure(plan.config)?;
+                generator.send(&plan.template, ifindex, count)?;
+            }
+            Ok::<_, flood::FloodError>(())
+        })
+        .expect("entering the client namespace")
+        .expect("sending the frames");
+}
+
 /// A packet socket inside `ns` receiving every frame that arrives on `iface`, with a receive
 /// buffer large enough to hold a whole test flood.
 fn capture(ns: &NetNs, iface: &str) -> OwnedFd {
@@ -233,16 +250,7 @@ fn random_dst_port_spreads_udp_over_the_port_range_with_valid_checksums() {
     let capture = capture(&pair.origin, &pair.origin_end.iface);
     let template = traffic::udp_frame(&pair.client_end, &pair.origin_end, 9, PAYLOAD);
     let plan = udp_plan(template.clone(), 1, 1);
-    let mut generator = flood::Generator::load().expect("loading the generator");
-    generator.configure(plan.config).expect("configuring");
-    pair.client
-        .enter(|| {
-            let ifindex =
-                moat::preflight::iface_index(&pair.client_end.iface).expect("client end exists");
-            generator.send(&plan.template, ifindex, DST_PORT_FRAMES)
-        })
-        .expect("entering the client namespace")
-        .expect("sending the flood");
+    send_from_client(&pair, std::slice::from_ref(&plan), DST_PORT_FRAMES);
 
     let client_mac = pair.client_end.mac;
     let frames = read_frames(
@@ -327,16 +335,11 @@ fn ipv6_rotate_spreads_sources_over_the_64s_of_one_48_with_valid_checksums() {
         random_src_port: 1,
         ..FloodConfig::default()
     };
-    let mut generator = flood::Generator::load().expect("loading the generator");
-    generator.configure(config).expect("configuring");
-    pair.client
-        .enter(|| {
-            let ifindex =
-                moat::preflight::iface_index(&pair.client_end.iface).expect("client end exists");
-            generator.send(&template, ifindex, ROTATE_FRAMES)
-        })
-        .expect("entering the client namespace")
-        .expect("sending the flood");
+    let plan = flood::FloodPlan {
+        template: template.clone(),
+        config,
+    };
+    send_from_client(&pair, &[plan], ROTATE_FRAMES);
 
     let client_mac = pair.client_end.mac;
     let frames = read_frames(
@@ -620,19 +623,7 @@ fn the_router_sink_drops_frames_to_spoofed_sources_and_passes_the_rest() {
             template: v6.clone(),
         },
     ];
-    let mut generator = flood::Generator::load().expect("loading the generator");
-    pair.client
-        .enter(|| {
-            let ifindex =
-                moat::preflight::iface_index(&pair.client_end.iface).expect("client end exists");
-            for plan in &plans {
-                generator.configure(plan.config)?;
-                generator.send(&plan.template, ifindex, SINK_FRAMES)?;
-            }
-            Ok::<_, flood::FloodError>(())
-        })
-        .expect("entering the client namespace")
-        .expect("sending the frames");
+    send_from_client(&pair, &plans, SINK_FRAMES);
     let client_mac = pair.client_end.mac;
     let mut seen = [0usize; 4];
     read_frames(

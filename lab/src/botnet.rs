@@ -18,7 +18,7 @@ use std::{
 use moat::netns::{NetNs, NetNsError, run};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::topology::{ATTACKER_IPV4, LabNet};
+use crate::topology::{self, ATTACKER_IPV4, LabNet, mac_string};
 
 /// The bots' addresses: a prefix outside every other lab range (origin, clients, attackers,
 /// first-time visitors, spoofed sources), routed by the router to the attackers' namespace.
@@ -77,19 +77,7 @@ pub fn add_addresses(net: &LabNet, count: u16) -> Result<Vec<Ipv4Addr>, NetNsErr
         "neigh replace {ROUTER_ON_ATTACKER_LINK} lladdr {} dev {iface} nud permanent\n",
         mac_string(link.router_mac)
     ));
-    let path = std::env::temp_dir().join(format!(
-        "moat-lab-botnet-{}.batch",
-        moat::netns::unique_suffix()
-    ));
-    std::fs::write(&path, batch).map_err(|source| NetNsError::Spawn {
-        command: format!("writing {}", path.display()),
-        source,
-    })?;
-    let added = run(std::process::Command::new("ip")
-        .args(["-n", net.attackers.name(), "-batch"])
-        .arg(&path));
-    let _ = std::fs::remove_file(&path);
-    added?;
+    topology::ip_batch(&net.attackers, &batch)?;
     run(net
         .attackers
         .command("ethtool")
@@ -118,10 +106,6 @@ pub fn add_addresses(net: &LabNet, count: u16) -> Result<Vec<Ipv4Addr>, NetNsErr
         router_iface,
     ])?;
     Ok(addresses)
-}
-
-fn mac_string(mac: [u8; 6]) -> String {
-    mac.map(|byte| format!("{byte:02x}")).join(":")
 }
 
 /// What a connection flood did.
@@ -225,7 +209,7 @@ pub fn connect_flood(
     if sources.is_empty() {
         return Err(BotnetError::NoSources);
     }
-    let cpus = allowed_cpus()?;
+    let cpus = crate::cpus::allowed().map_err(|source| BotnetError::Cpus { source })?;
     let senders = cpus.len();
     let files = raise_open_files(MAX_OPEN as u64 + SPARE_FILES)?;
     let max_open = MAX_OPEN.min(usize::try_from(files.saturating_sub(SPARE_FILES)).unwrap_or(0));
@@ -344,7 +328,10 @@ struct Sender<'a> {
 /// Runs one sender in the calling thread (already in the namespace): pins it, then opens
 /// connections at its pace until its time is up or the flood halts.
 fn run_sender(shared: &Shared<'_>, plan: &SenderPlan) -> Result<BotnetReport, BotnetError> {
-    pin_to_cpu(plan.cpu)?;
+    crate::cpus::pin(plan.cpu).map_err(|source| BotnetError::Pin {
+        cpu: plan.cpu,
+        source,
+    })?;
     let mut sender = Sender::new(shared)?;
     let started = Instant::now();
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
@@ -640,44 +627,6 @@ fn raise_open_files(wanted: u64) -> Result<u64, BotnetError> {
         return Err(failed(io::Error::last_os_error()));
     }
     Ok(limit.rlim_cur)
-}
-
-/// The CPUs the calling thread may run on, in order (as `flood` finds them).
-fn allowed_cpus() -> Result<Vec<usize>, BotnetError> {
-    // SAFETY: all-zero is a valid, empty cpu_set_t.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
-    let result =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if result != 0 {
-        return Err(BotnetError::Cpus {
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok((0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below CPU_SETSIZE; CPU_ISSET only reads `set`.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect())
-}
-
-/// Restricts the calling thread to `cpu` (as `flood` does).
-fn pin_to_cpu(cpu: usize) -> Result<(), BotnetError> {
-    // SAFETY: all-zero is a valid, empty cpu_set_t.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` came from `allowed_cpus`, so it is below CPU_SETSIZE; CPU_SET only writes
-    // `set`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    let result =
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(BotnetError::Pin {
-            cpu,
-            source: io::Error::last_os_error(),
-        })
-    }
 }
 
 #[cfg(test)]

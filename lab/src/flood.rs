@@ -378,7 +378,7 @@ pub fn flood_every_cpu_pulsed(
     pulse: Option<Duration>,
     stop: &AtomicBool,
 ) -> Result<FloodReport, FloodError> {
-    let cpus = allowed_cpus()?;
+    let cpus = crate::cpus::allowed().map_err(|source| FloodError::Cpus { source })?;
     let senders = cpus.len() as u64;
     // Set when the caller stops or a sender fails, so every sender ends together.
     let halt = AtomicBool::new(false);
@@ -405,8 +405,9 @@ pub fn flood_every_cpu_pulsed(
                 scope.spawn(move || {
                     // Threads inherit affinity, so the thread `NetNs::enter` spawns to enter
                     // the namespace stays on this CPU too.
-                    let result =
-                        pin_to_cpu(cpu).and_then(|()| sender.run(ns, iface, plans, start, halt));
+                    let result = crate::cpus::pin(cpu)
+                        .map_err(|source| FloodError::Pin { cpu, source })
+                        .and_then(|()| sender.run(ns, iface, plans, start, halt));
                     if result.is_err() {
                         halt.store(true, Ordering::Relaxed);
                     }
@@ -436,44 +437,6 @@ pub fn flood_every_cpu_pulsed(
         total.elapsed = total.elapsed.max(report.elapsed);
     }
     Ok(total)
-}
-
-/// The CPUs the calling thread may run on, in order.
-fn allowed_cpus() -> Result<Vec<usize>, FloodError> {
-    // SAFETY: all-zero is a valid, empty cpu_set_t.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
-    let result =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if result != 0 {
-        return Err(FloodError::Cpus {
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok((0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below CPU_SETSIZE; CPU_ISSET only reads `set`.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect())
-}
-
-/// Restricts the calling thread to `cpu`; threads it creates later inherit the restriction.
-fn pin_to_cpu(cpu: usize) -> Result<(), FloodError> {
-    // SAFETY: all-zero is a valid, empty cpu_set_t.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` came from `allowed_cpus`, so it is below CPU_SETSIZE; CPU_SET only writes
-    // `set`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    let result =
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(FloodError::Pin {
-            cpu,
-            source: std::io::Error::last_os_error(),
-        })
-    }
 }
 
 /// moat's pass-everything program attached natively to a veth end, detached on drop. A frame a

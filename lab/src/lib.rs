@@ -14,6 +14,7 @@ mod args;
 pub mod botnet;
 pub mod capacity;
 pub mod clients;
+pub mod cpus;
 pub mod crowdsec;
 pub mod flood;
 pub mod origin;
