@@ -5,7 +5,8 @@ use std::{path::PathBuf, time::Duration};
 use clap::Parser;
 
 /// Shows, on one machine, what a self-hosted origin faces without protection and with moat:
-/// attacks from network namespaces it creates and removes, visitors measured in every phase.
+/// attacks from network namespaces it creates and removes, swept over rates, visitors measured in
+/// every step.
 /// Needs root; `cargo xtask lab` builds and runs it.
 #[derive(Debug, Parser)]
 #[command(name = "moat-lab", version, about)]
@@ -19,19 +20,20 @@ pub struct LabArgs {
     /// allowed); a pulse's steps last at least one whole on/off cycle.
     #[arg(long, default_value = "1.5", value_name = "S", value_parser = parse_seconds)]
     pub duration: Duration,
-    /// The attack rates to sweep, rising, in packets per second (connection attempts per
-    /// second for botnet-connect): a comma-separated list of numbers with an optional k or M,
-    /// and `max` for as fast as the generator goes.
+    /// The attack rates to sweep, rising, in packets per second (botnet-connect asks for one
+    /// connection per second per 100): a comma-separated list of numbers with an optional k or
+    /// M, and `max` for as fast as the generator goes.
     #[arg(long, default_value = "30k,100k,300k,1M,max", value_name = "RATES", value_parser = parse_sweep)]
     pub sweep: Sweep,
     /// One rate instead of a sweep, in packets per second (the report says what the generator
     /// reached).
     #[arg(long, value_name = "PPS", conflicts_with = "sweep", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub rate: Option<u64>,
-    /// Where to write lab-report.json and lab-report.svg.
+    /// Where to write lab-report.json, lab-report.svg (the summary), lab-<scenario>.svg (the
+    /// curves) and lab-timeline.svg.
     #[arg(long, default_value = "moat-lab", value_name = "DIR")]
     pub out: PathBuf,
-    /// The moat binary to run as `moat run` in the protected phases [default: `moat` next to
+    /// The moat binary to run as `moat run` for the protected sweeps [default: `moat` next to
     /// this binary].
     #[arg(long, value_name = "FILE")]
     pub moat: Option<PathBuf>,
