@@ -565,11 +565,7 @@ impl UdpService {
                 match socket.recv(&mut answer) {
                     Ok(len) if &answer[..len] == query => return Ok(true),
                     Ok(_) => {}
-                    Err(error)
-                        if matches!(
-                            error.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
+                    Err(error) if traffic::is_timeout(&error) => {}
                     Err(error) => return Err(error),
                 }
             }

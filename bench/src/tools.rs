@@ -377,20 +377,9 @@ impl Drop for Pinned {
 
 /// Restricts the calling thread to `cpu`. Threads it creates later inherit the restriction.
 pub fn pin_to_cpu(cpu: usize) -> Result<(), BenchError> {
-    // SAFETY: all-zero is a valid, empty cpu_set_t.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE on any machine this runs on; CPU_SET only writes `set`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    let result =
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(BenchError::Io {
-            action: "pinning this thread to",
-            target: format!("cpu {cpu}"),
-            source: std::io::Error::last_os_error(),
-        })
-    }
+    moat_lab::cpus::pin(cpu).map_err(|source| BenchError::Io {
+        action: "pinning this thread to",
+        target: format!("cpu {cpu}"),
+        source,
+    })
 }

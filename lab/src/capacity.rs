@@ -32,7 +32,6 @@ pub struct Prober {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     buckets: Arc<Mutex<Vec<u32>>>,
-    since: Instant,
 }
 
 impl Prober {
@@ -81,7 +80,6 @@ impl Prober {
             stop,
             threads,
             buckets,
-            since,
         })
     }
 
@@ -105,11 +103,6 @@ impl Prober {
             })
             .unwrap_or(0);
         answered as f64 / (BUCKET.as_secs_f64() * (last - first) as f64)
-    }
-
-    /// When counting started.
-    pub fn since(&self) -> Instant {
-        self.since
     }
 }
 

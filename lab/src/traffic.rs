@@ -182,8 +182,9 @@ pub fn udp_exchange(
     Ok(false)
 }
 
-/// Whether a socket error is a read timeout.
-fn is_timeout(error: &std::io::Error) -> bool {
+/// Whether a socket error is a read timeout (`WouldBlock` or `TimedOut`, as the platform
+/// reports an expired `SO_RCVTIMEO`).
+pub fn is_timeout(error: &std::io::Error) -> bool {
     matches!(
         error.kind(),
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
