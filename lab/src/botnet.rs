@@ -229,14 +229,7 @@ pub fn connect_flood(
             .map(|(index, &cpu)| {
                 let plan = SenderPlan {
                     cpu,
-                    // Spread the remainder so the shares add up to the rate; a share never
-                    // rounds down to 0, which would mean "as fast as possible".
-                    rate: if rate == 0 {
-                        0
-                    } else {
-                        (rate / senders as u64 + u64::from((index as u64) < rate % senders as u64))
-                            .max(1)
-                    },
+                    rate: crate::cpus::share(rate, senders, index),
                     max_open: (max_open / senders).max(1),
                     duration,
                 };

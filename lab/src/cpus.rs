@@ -36,3 +36,28 @@ pub fn pin(cpu: usize) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Sender `index`'s share of `rate` per second among `senders`: the remainder spread over the
+/// first ones, so the shares add up to the rate, and never 0 (which means "as fast as
+/// possible"), unless `rate` itself is 0.
+pub fn share(rate: u64, senders: usize, index: usize) -> u64 {
+    let senders = senders.max(1) as u64;
+    if rate == 0 {
+        0
+    } else {
+        (rate / senders + u64::from((index as u64) < rate % senders)).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up_to_the_rate_and_never_mean_as_fast_as_possible() {
+        let shares: Vec<u64> = (0..3).map(|index| share(10, 3, index)).collect();
+        assert_eq!(shares, [4, 3, 3]);
+        assert_eq!(share(1, 2, 1), 1, "never 0 for a rate above 0");
+        assert_eq!(share(0, 2, 0), 0);
+    }
+}

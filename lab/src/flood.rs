@@ -379,7 +379,6 @@ pub fn flood_every_cpu_pulsed(
     stop: &AtomicBool,
 ) -> Result<FloodReport, FloodError> {
     let cpus = crate::cpus::allowed().map_err(|source| FloodError::Cpus { source })?;
-    let senders = cpus.len() as u64;
     // Set when the caller stops or a sender fails, so every sender ends together.
     let halt = AtomicBool::new(false);
     // The flood's start, set by the first sender ready to send: the pulses' phase and the end.
@@ -389,13 +388,7 @@ pub fn flood_every_cpu_pulsed(
             .iter()
             .enumerate()
             .map(|(index, &cpu)| {
-                // Spread the remainder so the shares add up to the rate; a share never rounds
-                // down to 0, which would mean "as fast as possible".
-                let share = if rate_pps == 0 {
-                    0
-                } else {
-                    (rate_pps / senders + u64::from((index as u64) < rate_pps % senders)).max(1)
-                };
+                let share = crate::cpus::share(rate_pps, cpus.len(), index);
                 let sender = Sender {
                     rate_pps: share,
                     duration,
