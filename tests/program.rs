@@ -1111,6 +1111,103 @@ fn the_list_index_gates_every_trie_walk_and_never_hides_an_entry() {
 }
 
 #[test]
+fn a_slash24_the_denylist_covers_is_denied_without_a_walk() {
+    use moat::listindex::Counted;
+    let mut filter = Filter::load();
+    let index = filter.index();
+    let from = |a: u8, b: u8, c: u8, d: u8| {
+        Packet::ipv4(Transport::Tcp)
+            .sent_from(std::net::Ipv4Addr::new(a, b, c, d).into())
+            .build()
+    };
+    let counted_only = |counted: Counted, cidr: &str, add: bool| {
+        index.note(counted, &parse(cidr), add);
+    };
+    // A denylist entry of /24 or shorter covers its /24s: the cover byte alone decides, so a
+    // /24 counted but absent from the trie still drops (with a walk, nothing would be found).
+    counted_only(Counted::Deny, "198.51.100.0/24", true);
+    filter.assert_verdict(
+        "covered, no trie entry",
+        &from(198, 51, 100, 7).bytes,
+        Verdict::Drop,
+        Reason::Denylist,
+    );
+    // The allowlist still comes first.
+    filter.list(true, "198.51.100.7");
+    filter.assert_verdict(
+        "covered but allowed",
+        &from(198, 51, 100, 7).bytes,
+        Verdict::Pass,
+        Reason::Allowlist,
+    );
+    filter.unlist(true, "198.51.100.7");
+    // The count is exact: the last covering entry gone, the /24 is open again.
+    counted_only(Counted::Deny, "198.51.100.0/24", false);
+    filter.assert_verdict(
+        "cover removed",
+        &from(198, 51, 100, 7).bytes,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    // A /16 covers each of its 256 /24s, a /25 none, and CrowdSec decisions never cover (they
+    // keep their own reason, found in their trie).
+    counted_only(Counted::Deny, "203.0.0.0/16", true);
+    for third in [0, 128, 255] {
+        filter.assert_verdict(
+            "inside a covering /16",
+            &from(203, 0, third, 9).bytes,
+            Verdict::Drop,
+            Reason::Denylist,
+        );
+    }
+    filter.assert_verdict(
+        "outside it",
+        &from(203, 1, 0, 9).bytes,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    counted_only(Counted::Deny, "192.0.2.0/25", true);
+    counted_only(Counted::Decisions, "233.252.0.0/24", true);
+    filter.assert_verdict(
+        "a /25 covers no /24",
+        &from(192, 0, 2, 7).bytes,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    filter.assert_verdict(
+        "a decision covers nothing",
+        &from(233, 252, 0, 7).bytes,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    // A count too high to keep exact sticks, and the trie decides: 255 covering entries, all
+    // counted but none in the trie, and the source passes.
+    for _ in 0..255 {
+        counted_only(Counted::Deny, "100.64.0.0/24", true);
+    }
+    assert_eq!(
+        index.byte(
+            filter_common::listindex::V4_COVER
+                + filter_common::listindex::v4_index(&[100, 64, 0, 0])
+        ),
+        filter_common::listindex::COVER_UNKNOWN
+    );
+    filter.assert_verdict(
+        "an unknown count walks the trie",
+        &from(100, 64, 0, 7).bytes,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    filter.list(false, "100.64.0.7");
+    filter.assert_verdict(
+        "which holds the source",
+        &from(100, 64, 0, 7).bytes,
+        Verdict::Drop,
+        Reason::Denylist,
+    );
+}
+
+#[test]
 fn dry_run_counts_denied_sources_as_would_drop() {
     let mut filter = Filter::load();
     filter.list(false, "0.0.0.0/0");

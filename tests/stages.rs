@@ -634,8 +634,6 @@ fn banned_source_is_dropped_until_its_ban_expires() {
             ("syn", syn(source, HTTPS)),
             ("ack", tcp(source, ACK, HTTPS)),
             ("icmp echo", echo(source)),
-            // Bans come before the TCP flag check.
-            ("null-flag tcp", tcp(source, 0, HTTPS)),
         ] {
             filter.assert_drops(
                 &format!("{family} {what} from the banned {source}"),
@@ -643,6 +641,13 @@ fn banned_source_is_dropped_until_its_ban_expires() {
                 Reason::Banned,
             );
         }
+        // The checks of the packet alone come before the bans lookup, so a segment no TCP
+        // stack sends is dropped under its own reason whoever sends it.
+        filter.assert_drops(
+            &format!("{family} null-flag tcp from the banned {source}"),
+            &tcp(source, 0, HTTPS),
+            Reason::TcpFlags,
+        );
         filter.assert_passes(
             &format!("{family} udp from {other}, not banned"),
             &udp(other),
@@ -843,6 +848,19 @@ fn enforced_tcp_ports_drop_syns_to_closed_ports_but_pass_replies() {
             &udp_between(source, EPHEMERAL_PORT, CLOSED_PORT, PAYLOAD),
         );
     }
+    // A closed port is decided before any per-source lookup (a flood of SYNs to closed ports
+    // costs no bans or verified-source lookup), so even a banned source's SYN counts there.
+    filter.ban(SOURCE_V4, manual_ban(u64::MAX));
+    filter.assert_drops(
+        "syn to closed 8080 from the banned source",
+        &syn(SOURCE_V4, CLOSED_PORT),
+        Reason::PortClosed,
+    );
+    filter.assert_drops(
+        "syn to open 443 from the banned source",
+        &syn(SOURCE_V4, HTTPS),
+        Reason::Banned,
+    );
 }
 
 #[test]

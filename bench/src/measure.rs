@@ -455,7 +455,7 @@ impl Subject {
         cidrs: &[Cidr],
     ) -> Result<(), BenchError> {
         // The index counts go up before the entries go in, as every list writer does.
-        if let Some(side) = moat::listindex::side_of(v4) {
+        if let Some(counted) = moat::listindex::counted_as(v4) {
             let index = self
                 .ebpf
                 .map(LIST_INDEX)
@@ -467,7 +467,7 @@ impl Subject {
                     })
                 })?;
             for cidr in cidrs {
-                index.note(side, cidr, true);
+                index.note(counted, cidr, true);
             }
         }
         let mut trie4: LpmTrie<&mut MapData, V4Key, ListValue> =

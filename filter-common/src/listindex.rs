@@ -22,18 +22,78 @@
 //!
 //! Userspace raises a count before it inserts the entry and lowers it after it deletes the entry,
 //! so the program never sees an entry its index byte hides.
+//!
+//! After those bytes, the IPv4 cover bytes ([`V4_COVER`]): an exact count per /24 of the
+//! denylist entries that cover all of it. A source in a covered /24 is dropped under
+//! `denylist` with no trie walk at all; a count too large to keep exact sticks at
+//! [`COVER_UNKNOWN`] and sends the source to the trie.
 
-/// Bytes in the index: 2^24 IPv4 /24s, then 2^24 IPv6 bytes (the wide byte, then the buckets).
-pub const INDEX_BYTES: u32 = 1 << 25;
+/// Bytes in the index: 2^24 IPv4 /24s, then 2^24 IPv6 bytes (the wide byte, then the buckets),
+/// then 2^24 IPv4 cover bytes ([`V4_COVER`]).
+pub const INDEX_BYTES: u32 = (1 << 25) + (1 << 24);
+
+/// First byte of the IPv4 cover region: one byte per /24, counting the denylist entries of /24
+/// or shorter that cover the whole /24 ([`cover_bumped`]). A source whose /24 is covered is on
+/// the denylist, so the program drops it without walking the trie (a walk of a million-prefix
+/// trie costs several cache misses). Only the operator's denylist counts here: the CrowdSec
+/// decisions keep their own reason, found by their trie.
+pub const V4_COVER: u32 = 1 << 25;
+const _: () = assert!(V4_COVER + (1 << 24) <= INDEX_BYTES);
+
+/// The cover count at which it sticks: from there on the count is unknown, and the source's
+/// trie gives the answer.
+pub const COVER_UNKNOWN: u8 = 0xff;
+
+/// A cover byte raised (`add`) or lowered by one; [`COVER_UNKNOWN`] stays. Unlike the list
+/// counts, a cover count is exact below [`COVER_UNKNOWN`]: a count above zero drops the source
+/// without a walk, so it must reach zero the moment the last covering entry goes.
+pub const fn cover_bumped(byte: u8, add: bool) -> u8 {
+    if byte == COVER_UNKNOWN {
+        COVER_UNKNOWN
+    } else if add {
+        byte + 1
+    } else {
+        byte.saturating_sub(1)
+    }
+}
+
+/// `word`'s eight cover bytes, each [`cover_bumped`].
+pub const fn cover_bumped_word(word: u64, add: bool) -> u64 {
+    let mut bytes = word.to_le_bytes();
+    let mut i = 0;
+    while i < 8 {
+        bytes[i] = cover_bumped(bytes[i], add);
+        i += 1;
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// Whether a cover byte proves its /24 is on the denylist.
+#[inline(always)]
+pub const fn covered(byte: u8) -> bool {
+    byte != 0 && byte != COVER_UNKNOWN
+}
+
+/// The cover bytes an IPv4 denylist entry raises: `count` from `first`, or none for an entry
+/// longer than /24 (it covers no whole /24).
+pub const fn v4_cover_span(addr: &[u8; 4], prefix: u32) -> Option<(u32, u32)> {
+    if prefix > 24 {
+        None
+    } else {
+        let (first, count) = v4_span(addr, prefix);
+        Some((V4_COVER + first, count))
+    }
+}
 
 /// `u64` words in `LIST_INDEX` (the kernel stores array values in 8-byte slots, so the index is
 /// an array of words; byte `i` is byte `i % 8` of word `i / 8`, little-endian), and two more:
 /// [`ENTRIES_WORD`] and [`LAYOUT_WORD`].
 pub const INDEX_WORDS: u32 = INDEX_BYTES / 8 + 2;
 
-/// The last word, unused by the program: it makes this layout's index (with the IPv6 /64
-/// level) one word longer than the earlier one's, so an index an earlier version pinned is
-/// never reused with the wrong marks. The loader rebuilds a replaced index from the lists.
+/// The last word, unused by the program: it made the layout with the IPv6 /64 level one word
+/// longer than the earlier one (the cover bytes lengthen this one again), so an index an earlier
+/// version pinned is never reused with the wrong marks. The loader rebuilds a replaced index
+/// from the lists.
 pub const LAYOUT_WORD: u32 = INDEX_BYTES / 8 + 1;
 
 /// The word after the bytes: how many allow and deny entries each family has, IPv4 in the low
@@ -142,6 +202,12 @@ pub const fn v4_index(addr: &[u8; 4]) -> u32 {
     ((addr[0] as u32) << 16) | ((addr[1] as u32) << 8) | addr[2] as u32
 }
 
+/// [`v4_index`] of the address `addr` as a number.
+#[inline(always)]
+pub const fn v4_number_index(addr: u32) -> u32 {
+    addr >> 8
+}
+
 /// The index bytes an IPv4 entry marks: `count` /24s from `first`.
 pub const fn v4_span(addr: &[u8; 4], prefix: u32) -> (u32, u32) {
     if prefix >= 24 {
@@ -161,6 +227,12 @@ pub const fn v6_bucket(addr: &[u8; 16], bits: u32) -> u32 {
     let head = u64::from_be_bytes([
         addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
     ]);
+    v6_head_bucket(head, bits)
+}
+
+/// [`v6_bucket`] of an address whose first 64 bits are `head`, as a number.
+#[inline(always)]
+pub const fn v6_head_bucket(head: u64, bits: u32) -> u32 {
     // `bits` is 32 to 64: the shift is 0 to 32. The length, rotated in, tells the levels apart.
     let network = (head >> (64 - bits)) ^ (bits as u64).rotate_right(8);
     let hash = network.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -183,10 +255,19 @@ pub const fn v6_entry(addr: &[u8; 16], prefix: u32) -> u32 {
 /// The index bytes an IPv6 source looks at: its /64's, /48's and /32's buckets, the wide byte.
 #[inline(always)]
 pub const fn v6_lookup(addr: &[u8; 16]) -> [u32; 4] {
+    v6_head_lookup(u64::from_be_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]))
+}
+
+/// [`v6_lookup`] of a source whose first 64 bits are `head`, as a number: what the program
+/// computes from the one word it reads.
+#[inline(always)]
+pub const fn v6_head_lookup(head: u64) -> [u32; 4] {
     [
-        v6_bucket(addr, V6_HOST_BITS),
-        v6_bucket(addr, V6_LONG_BITS),
-        v6_bucket(addr, V6_SHORT_BITS),
+        v6_head_bucket(head, V6_HOST_BITS),
+        v6_head_bucket(head, V6_LONG_BITS),
+        v6_head_bucket(head, V6_SHORT_BITS),
         V6_WIDE,
     ]
 }
@@ -194,6 +275,54 @@ pub const fn v6_lookup(addr: &[u8; 16]) -> [u32; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cover_counts_are_exact_until_they_stick() {
+        let mut byte = 0;
+        assert!(!covered(byte));
+        for _ in 0..254 {
+            byte = cover_bumped(byte, true);
+        }
+        assert_eq!(byte, 254);
+        assert!(covered(byte), "254 covering entries are still counted");
+        for _ in 0..254 {
+            byte = cover_bumped(byte, false);
+        }
+        assert_eq!(
+            byte, 0,
+            "every removal counted: the /24 is no longer covered"
+        );
+        assert_eq!(cover_bumped(0, false), 0, "an unpaired removal leaves zero");
+        for _ in 0..300 {
+            byte = cover_bumped(byte, true);
+        }
+        assert_eq!(byte, COVER_UNKNOWN);
+        assert!(
+            !covered(byte),
+            "an unknown count sends the source to the trie"
+        );
+        assert_eq!(cover_bumped(byte, false), COVER_UNKNOWN, "and never falls");
+        let word = u64::from_le_bytes([0, 1, 254, 255, 7, 0, 0, 3]);
+        assert_eq!(
+            cover_bumped_word(word, true).to_le_bytes(),
+            [1, 2, 255, 255, 8, 1, 1, 4]
+        );
+        assert_eq!(
+            cover_bumped_word(word, false).to_le_bytes(),
+            [0, 0, 253, 255, 6, 0, 0, 2]
+        );
+        // Only entries of /24 or shorter cover whole /24s.
+        assert_eq!(v4_cover_span(&[10, 1, 2, 3], 25), None);
+        assert_eq!(
+            v4_cover_span(&[10, 1, 2, 0], 24),
+            Some((V4_COVER + v4_index(&[10, 1, 2, 0]), 1))
+        );
+        assert_eq!(
+            v4_cover_span(&[10, 1, 0, 0], 16),
+            Some((V4_COVER + v4_index(&[10, 1, 0, 0]), 256))
+        );
+        assert_eq!(v4_cover_span(&[0, 0, 0, 0], 0), Some((V4_COVER, 1 << 24)));
+    }
 
     #[test]
     fn counts_rise_fall_and_stick_at_fifteen() {
@@ -278,7 +407,7 @@ mod tests {
             assert!(looked.contains(&marked), "/{prefix} marks {marked}");
         }
         for index in looked {
-            assert!((V6_WIDE..INDEX_BYTES).contains(&index));
+            assert!((V6_WIDE..V4_COVER).contains(&index));
         }
         // The /64, /48 and /32 buckets of one network differ (they hash differently).
         assert!(looked[0] != looked[1] && looked[1] != looked[2] && looked[0] != looked[2]);

@@ -71,16 +71,18 @@ unsafe impl aya::Pod for VerifiedBucket {}
 /// The cache tag of a source key: its address, already masked to the tracked IPv6 prefix.
 #[inline(always)]
 pub fn tag(source: &SourceKey) -> Tag {
-    let a = &source.addr_be;
+    // The key's bytes as words, each turned to a number: four loads and swaps, where reading
+    // sixteen bytes one at a time costs four times as many instructions on every packet.
+    let [a, b, c, d] = source.words().map(u32::from_be);
     if source.ip_version == 4 {
         Tag {
-            hi: u64::from(u32::from_be_bytes([a[0], a[1], a[2], a[3]])),
+            hi: u64::from(a),
             lo: 0,
         }
     } else {
         Tag {
-            hi: u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
-            lo: u64::from_be_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+            hi: (u64::from(a) << 32) | u64::from(b),
+            lo: (u64::from(c) << 32) | u64::from(d),
         }
     }
 }

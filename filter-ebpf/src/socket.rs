@@ -39,12 +39,10 @@ pub fn tuple(ctx: &XdpContext, packet: &Packet) -> Option<Tuple> {
     let dport = packet.dst_port.to_be();
     let size = if packet.ip_version == 4 {
         let dst = ptr_at::<[u8; 4]>(ctx, l3 + 16)?;
-        let mut src = [0u8; 4];
-        src.copy_from_slice(&packet.src_addr_be[..4]);
         // SAFETY: `ptr_at` checked the four bytes lie in the frame; the union's ipv4 arm is
         // plain integers.
         unsafe {
-            raw.__bindgen_anon_1.ipv4.saddr = u32::from_ne_bytes(src);
+            raw.__bindgen_anon_1.ipv4.saddr = packet.src_v4_word();
             raw.__bindgen_anon_1.ipv4.daddr = u32::from_ne_bytes(*dst);
             raw.__bindgen_anon_1.ipv4.sport = sport;
             raw.__bindgen_anon_1.ipv4.dport = dport;
@@ -56,14 +54,9 @@ pub fn tuple(ctx: &XdpContext, packet: &Packet) -> Option<Tuple> {
         unsafe {
             let dst = *dst;
             let v6 = &mut raw.__bindgen_anon_1.ipv6;
+            v6.saddr = core::mem::transmute::<[u64; 2], [u32; 4]>(packet.src_words());
             for i in 0..4 {
                 let at = i * 4;
-                v6.saddr[i] = u32::from_ne_bytes([
-                    packet.src_addr_be[at],
-                    packet.src_addr_be[at + 1],
-                    packet.src_addr_be[at + 2],
-                    packet.src_addr_be[at + 3],
-                ]);
                 v6.daddr[i] = u32::from_ne_bytes([dst[at], dst[at + 1], dst[at + 2], dst[at + 3]]);
             }
             v6.sport = sport;

@@ -11,7 +11,6 @@ use aya::{
     sys::SyscallError,
 };
 use filter_common::{
-    listindex::Side,
     lists::{LIST_PRESENT, ListValue, V4Key, V6Key},
     maps::{ALLOW_V4, ALLOW_V6, CROWDSEC_V4, CROWDSEC_V6, DENY_V4, DENY_V6, LIST_INDEX},
 };
@@ -19,7 +18,7 @@ use filter_common::{
 use crate::{
     batch,
     cidr::Cidr,
-    listindex::{IndexError, ListIndex},
+    listindex::{Counted, IndexError, ListIndex},
     pins::{NotRunning, PinDir},
 };
 
@@ -48,11 +47,12 @@ impl ListKind {
         }
     }
 
-    /// The side of the list index this list counts on.
-    pub const fn side(self) -> Side {
+    /// How this list's entries count in the list index.
+    pub const fn counted(self) -> Counted {
         match self {
-            ListKind::Allow => Side::Allow,
-            ListKind::Deny | ListKind::CrowdSec => Side::Deny,
+            ListKind::Allow => Counted::Allow,
+            ListKind::Deny => Counted::Deny,
+            ListKind::CrowdSec => Counted::Decisions,
         }
     }
 
@@ -277,10 +277,10 @@ impl PinnedList {
             })
             .copied()
             .collect();
-        let side = self.kind.side();
+        let counted = self.kind.counted();
         for (number, chunk) in new.chunks(BATCH).enumerate() {
             for cidr in chunk {
-                self.index.note(side, cidr, true);
+                self.index.note(counted, cidr, true);
             }
             let values = vec![LIST_PRESENT; chunk.len()];
             let outcome = if ipv6 {
@@ -295,7 +295,7 @@ impl PinnedList {
                 continue;
             };
             for cidr in &chunk[outcome.written..] {
-                self.index.note(side, cidr, false);
+                self.index.note(counted, cidr, false);
             }
             if number == 0 && outcome.written == 0 && batch::unsupported(&io_error) {
                 return self.add_each(&new, inserted, present);
@@ -375,12 +375,12 @@ impl PinnedList {
     /// Inserts `cidr`, its index counts raised first so the program never skips a trie that
     /// holds it.
     fn insert(&mut self, cidr: &Cidr) -> Result<(), MapError> {
-        let side = self.kind.side();
-        self.index.note(side, cidr, true);
+        let counted = self.kind.counted();
+        self.index.note(counted, cidr, true);
         let result = self.insert_entry(cidr);
         if result.is_err() {
             // Not inserted (or already there, counted when it was): take the count back.
-            self.index.note(side, cidr, false);
+            self.index.note(counted, cidr, false);
         }
         result
     }
@@ -391,7 +391,7 @@ impl PinnedList {
             Cidr::V4 { addr, prefix } => self.v4.remove(&Key::new(*prefix, *addr)),
             Cidr::V6 { addr, prefix } => self.v6.remove(&Key::new(*prefix, *addr)),
         }?;
-        self.index.note(self.kind.side(), cidr, false);
+        self.index.note(self.kind.counted(), cidr, false);
         Ok(())
     }
 

@@ -37,6 +37,28 @@ pub enum IndexError {
     },
 }
 
+/// How a list's entries count in the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counted {
+    /// The allowlist: the allow side.
+    Allow,
+    /// The operator's denylist: the deny side, and the IPv4 cover bytes of the /24s its
+    /// entries of /24 or shorter cover.
+    Deny,
+    /// CrowdSec's decisions: the deny side only (a covered /24 would drop under `denylist`).
+    Decisions,
+}
+
+impl Counted {
+    /// The side of the list counts.
+    pub const fn side(self) -> Side {
+        match self {
+            Counted::Allow => Side::Allow,
+            Counted::Deny | Counted::Decisions => Side::Deny,
+        }
+    }
+}
+
 /// The list index, mapped read-write; every access is atomic.
 #[derive(Debug)]
 pub struct ListIndex {
@@ -61,31 +83,63 @@ impl ListIndex {
         }
     }
 
-    /// Raises (`add`) or lowers `side`'s count on every byte `cidr` marks, and its family's
-    /// entry count. Raising comes before the entry is inserted, lowering after it is deleted.
-    pub fn note(&self, side: Side, cidr: &Cidr, add: bool) {
+    /// Raises (`add`) or lowers the counts of `list` on every byte `cidr` marks (and, for the
+    /// denylist, the cover bytes of the /24s it covers), and its family's entry count. Raising
+    /// comes before the entry is inserted, lowering after it is deleted.
+    pub fn note(&self, list: Counted, cidr: &Cidr, add: bool) {
         let ipv6 = matches!(cidr, Cidr::V6 { .. });
+        let side = list.side();
         if add {
             self.count_entry(ipv6, true);
         }
         match cidr {
             Cidr::V4 { addr, prefix } => {
                 let (first, count) = listindex::v4_span(addr, *prefix);
-                if first % 8 == 0 && count % 8 == 0 {
-                    // A /21 or wider: whole words, one compare-and-swap per eight bytes.
-                    for word in first / 8..(first + count) / 8 {
-                        self.bump_word(word, side, add);
-                    }
-                } else {
-                    for index in first..first + count {
-                        self.bump(index, side, add);
-                    }
+                self.bump_span(
+                    first,
+                    count,
+                    |byte| listindex::bumped(byte, side, add),
+                    |word| listindex::bumped_word(word, side, add),
+                );
+                if list == Counted::Deny
+                    && let Some((first, count)) = listindex::v4_cover_span(addr, *prefix)
+                {
+                    self.bump_span(
+                        first,
+                        count,
+                        |byte| listindex::cover_bumped(byte, add),
+                        |word| listindex::cover_bumped_word(word, add),
+                    );
                 }
             }
-            Cidr::V6 { addr, prefix } => self.bump(listindex::v6_entry(addr, *prefix), side, add),
+            Cidr::V6 { addr, prefix } => {
+                let index = listindex::v6_entry(addr, *prefix);
+                self.bump(index, |byte| listindex::bumped(byte, side, add));
+            }
         }
         if !add {
             self.count_entry(ipv6, false);
+        }
+    }
+
+    /// Bumps the `count` bytes from `first`: a whole word at a time with `word` (one
+    /// compare-and-swap per eight bytes) for a span of whole words (a /21 or wider), else byte
+    /// by byte with `byte`.
+    fn bump_span(
+        &self,
+        first: u32,
+        count: u32,
+        byte: impl Fn(u8) -> u8,
+        word: impl Fn(u64) -> u64,
+    ) {
+        if first.is_multiple_of(8) && count.is_multiple_of(8) {
+            for index in first / 8..(first + count) / 8 {
+                self.bump_word(index, &word);
+            }
+        } else {
+            for index in first..first + count {
+                self.bump(index, &byte);
+            }
         }
     }
 
@@ -137,7 +191,7 @@ impl ListIndex {
         unsafe { &*self.mapping.base().add(index as usize).cast::<AtomicU8>() }
     }
 
-    fn bump_word(&self, word: u32, side: Side, add: bool) {
+    fn bump_word(&self, word: u32, bumped: impl Fn(u64) -> u64) {
         assert!(
             word < INDEX_BYTES / 8,
             "list index word {word} out of range"
@@ -145,15 +199,15 @@ impl ListIndex {
         let cell = self.word(word);
         // Never fails: the closure always returns a value.
         let _ = cell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |value| {
-            Some(listindex::bumped_word(value, side, add))
+            Some(bumped(value))
         });
     }
 
-    fn bump(&self, index: u32, side: Side, add: bool) {
+    fn bump(&self, index: u32, bumped: impl Fn(u8) -> u8) {
         let cell = self.cell(index);
         // Never fails: the closure always returns a value.
         let _ = cell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |byte| {
-            Some(listindex::bumped(byte, side, add))
+            Some(bumped(byte))
         });
     }
 
@@ -179,7 +233,7 @@ impl ListIndex {
         list: &'static str,
         cidr: impl Fn(K, u32) -> Cidr,
     ) -> Result<usize, IndexError> {
-        let side = side_of(list).ok_or(IndexError::Missing)?;
+        let counted = counted_as(list).ok_or(IndexError::Missing)?;
         let trie: LpmTrie<&MapData, K, ListValue> = ebpf
             .map(list)
             .ok_or(IndexError::Missing)
@@ -187,19 +241,20 @@ impl ListIndex {
         let mut marked = 0;
         for key in trie.keys() {
             let key = key.map_err(|e| read_error(list, e))?;
-            self.note(side, &cidr(key.data(), key.prefix_len()), true);
+            self.note(counted, &cidr(key.data(), key.prefix_len()), true);
             marked += 1;
         }
         Ok(marked)
     }
 }
 
-/// The side of the index the list map `name` counts on: `None` for any map but the allow,
-/// deny and CrowdSec tries (the CrowdSec tries count on the denylist's side).
-pub fn side_of(name: &str) -> Option<Side> {
+/// How the entries of the list map `name` count in the index: `None` for any map but the
+/// allow, deny and CrowdSec tries.
+pub fn counted_as(name: &str) -> Option<Counted> {
     match name {
-        ALLOW_V4 | ALLOW_V6 => Some(Side::Allow),
-        DENY_V4 | DENY_V6 | CROWDSEC_V4 | CROWDSEC_V6 => Some(Side::Deny),
+        ALLOW_V4 | ALLOW_V6 => Some(Counted::Allow),
+        DENY_V4 | DENY_V6 => Some(Counted::Deny),
+        CROWDSEC_V4 | CROWDSEC_V6 => Some(Counted::Decisions),
         _ => None,
     }
 }
@@ -208,11 +263,11 @@ pub fn side_of(name: &str) -> Option<Side> {
 /// (for callers that write a loaded object's tries directly: the tests and the bench). Does
 /// nothing for a map that is not an allow or deny trie.
 pub fn note_insert(ebpf: &aya::Ebpf, list: &str, cidr: &Cidr) -> Result<(), IndexError> {
-    let Some(side) = side_of(list) else {
+    let Some(counted) = counted_as(list) else {
         return Ok(());
     };
     let index = ListIndex::of_map(ebpf.map(LIST_INDEX).ok_or(IndexError::Missing)?)?;
-    index.note(side, cidr, true);
+    index.note(counted, cidr, true);
     Ok(())
 }
 
@@ -239,9 +294,9 @@ mod tests {
         let index = scratch_index();
         let cidr = |text: &str| -> Cidr { text.parse().expect("valid") };
         // Word-wise (a /16: 256 /24s) and byte-wise (a /22: 4 /24s) marks, then removals.
-        index.note(Side::Deny, &cidr("10.1.0.0/16"), true);
-        index.note(Side::Deny, &cidr("10.1.4.0/22"), true);
-        index.note(Side::Allow, &cidr("10.1.5.9/32"), true);
+        index.note(Counted::Deny, &cidr("10.1.0.0/16"), true);
+        index.note(Counted::Deny, &cidr("10.1.4.0/22"), true);
+        index.note(Counted::Allow, &cidr("10.1.5.9/32"), true);
         let byte = |a, b, c| index.byte(listindex::v4_index(&[a, b, c, 0]));
         assert_eq!((index.entries(false), index.entries(true)), (3, 0));
         assert_eq!(byte(10, 1, 0), 0x10);
@@ -250,17 +305,17 @@ mod tests {
         assert_eq!(byte(10, 1, 5), 0x21);
         assert_eq!(byte(10, 2, 0), 0);
         assert_eq!(byte(10, 0, 255), 0);
-        index.note(Side::Deny, &cidr("10.1.0.0/16"), false);
-        index.note(Side::Allow, &cidr("2001:db8::/32"), true);
+        index.note(Counted::Deny, &cidr("10.1.0.0/16"), false);
+        index.note(Counted::Allow, &cidr("2001:db8::/32"), true);
         assert_eq!((index.entries(false), index.entries(true)), (2, 1));
         // An unpaired removal leaves the other family's count alone.
-        index.note(Side::Deny, &cidr("2001:db8:1::/48"), false);
-        index.note(Side::Deny, &cidr("2001:db8:1::/48"), false);
+        index.note(Counted::Deny, &cidr("2001:db8:1::/48"), false);
+        index.note(Counted::Deny, &cidr("2001:db8:1::/48"), false);
         assert_eq!((index.entries(false), index.entries(true)), (2, 0));
         assert_eq!(byte(10, 1, 0), 0);
         assert_eq!(byte(10, 1, 5), 0x11);
         // /0 marks every /24, word by word.
-        index.note(Side::Deny, &cidr("0.0.0.0/0"), true);
+        index.note(Counted::Deny, &cidr("0.0.0.0/0"), true);
         assert_eq!(byte(0, 0, 0), 0x10);
         assert_eq!(byte(255, 255, 255), 0x10);
         assert_eq!(byte(10, 1, 5), 0x21);

@@ -386,14 +386,8 @@ impl Model {
         if self.deny.holds(packet) {
             return Reason::Denylist;
         }
-        if self.banned(packet) {
-            return Reason::Banned;
-        }
         if tcp && !flags_possible(packet.tcp_flags) {
             return Reason::TcpFlags;
-        }
-        if packet.fragment != Fragment::None && self.fragment_refused(packet) {
-            return Reason::Fragment;
         }
         let flags = self.settings.flags;
         let port_flags = |port: u16| self.ports.get(&port).copied().unwrap_or(0);
@@ -407,6 +401,12 @@ impl Model {
         if udp && port_flags(packet.src_port) & port::REFLECTOR != 0 && !self.trusted.holds(packet)
         {
             return Reason::Reflection;
+        }
+        if self.banned(packet) {
+            return Reason::Banned;
+        }
+        if packet.fragment != Fragment::None && self.fragment_refused(packet) {
+            return Reason::Fragment;
         }
         if syn && !self.is_verified(packet) {
             // Unverified SYNs get no per-source state, only the host's SYN bucket.

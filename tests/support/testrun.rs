@@ -158,11 +158,11 @@ impl Loaded {
     /// of [`Loaded::list`]).
     pub fn unlist(&mut self, maps: (&str, &str), cidr: Cidr) {
         self.unlist_unindexed(maps, cidr);
-        let side = moat::listindex::side_of(maps.0)
+        let counted = moat::listindex::counted_as(maps.0)
             .unwrap_or_else(|| panic!("{} is not an allow or deny trie", maps.0));
         moat::listindex::ListIndex::of_map(self.map(LIST_INDEX))
             .unwrap_or_else(|error| panic!("mapping {LIST_INDEX}: {error}"))
-            .note(side, &cidr, false);
+            .note(counted, &cidr, false);
     }
 
     /// Takes `cidr` off `v4` or `v6` alone, leaving the list index as it is.

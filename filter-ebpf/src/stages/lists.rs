@@ -7,13 +7,14 @@
 //! (drop). Lookups per packet: the entries word (one cache line for
 //! every packet; a family without entries stops there), one index word for IPv4 (four for
 //! IPv6), then a trie walk per list whose count is not zero — none for a source on neither
-//! list's marked buckets.
+//! list's marked buckets, and no denylist walk for an IPv4 source whose /24 a denylist entry
+//! covers (its cover byte, one more word, decides).
 
 use aya_ebpf::maps::lpm_trie::Key;
 use filter_common::{
     Packet, Reason,
     listindex::{self, Side},
-    lists::{V4_MAX_PREFIX, V4Key, V6_MAX_PREFIX},
+    lists::{V4_MAX_PREFIX, V4Key, V6_MAX_PREFIX, V6Key},
 };
 
 use crate::maps::{ALLOW_V4, ALLOW_V6, CROWDSEC_V4, CROWDSEC_V6, DENY_V4, DENY_V6, LIST_INDEX};
@@ -33,18 +34,22 @@ pub fn check(packet: &Packet) -> Option<Reason> {
         return None;
     }
     if !ipv6 {
-        let mut addr: V4Key = [0; 4];
-        addr.copy_from_slice(&packet.src_addr_be[..4]);
-        let marks = index_byte(listindex::v4_index(&addr));
+        let word = packet.src_v4_word();
+        let slash24 = listindex::v4_number_index(u32::from_be(word));
+        let marks = index_byte(slash24);
         if marks == 0 {
             return None;
         }
+        let addr: V4Key = word.to_ne_bytes();
         let key = Key::new(V4_MAX_PREFIX, addr);
         if listindex::may_match(marks, Side::Allow) && ALLOW_V4.get(&key).is_some() {
             return Some(Reason::Allowlist);
         }
         if listindex::may_match(marks, Side::Deny) {
-            if DENY_V4.get(&key).is_some() {
+            // A /24 a denylist entry covers whole needs no walk.
+            if listindex::covered(index_byte(listindex::V4_COVER + slash24))
+                || DENY_V4.get(&key).is_some()
+            {
                 return Some(Reason::Denylist);
             }
             if CROWDSEC_V4.get(&key).is_some() {
@@ -52,12 +57,16 @@ pub fn check(packet: &Packet) -> Option<Reason> {
             }
         }
     } else {
-        let [host, long, short, wide] = listindex::v6_lookup(&packet.src_addr_be);
+        let words = packet.src_words();
+        let [host, long, short, wide] = listindex::v6_head_lookup(u64::from_be(words[0]));
         let marks = index_byte(host) | index_byte(long) | index_byte(short) | index_byte(wide);
         if marks == 0 {
             return None;
         }
-        let key = Key::new(V6_MAX_PREFIX, packet.src_addr_be);
+        // SAFETY: sixteen bytes of plain integers either way, in the same order.
+        let key = Key::new(V6_MAX_PREFIX, unsafe {
+            core::mem::transmute::<[u64; 2], V6Key>(words)
+        });
         if listindex::may_match(marks, Side::Allow) && ALLOW_V6.get(&key).is_some() {
             return Some(Reason::Allowlist);
         }

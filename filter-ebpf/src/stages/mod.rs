@@ -1,6 +1,7 @@
 //! The policy stages, run in a fixed order on a parsed packet, cheapest and most decisive
-//! first: lists, bans (skipped for a verified source's TCP, which no ban can cover), sanity (TCP flags, fragments, ports), reflection, then verification (SYN
-//! cookies, sockets), then rate limits, which only ever see sources that cannot be spoofed or
+//! first: lists, the checks of the packet alone (TCP flags, closed ports, reflection), bans
+//! (skipped for a verified source's TCP, which no ban can cover), fragments, then verification
+//! (SYN cookies, sockets), then rate limits, which only ever see sources that cannot be spoofed or
 //! traffic that matched a socket. Each returns `Some(reason)` to decide or `None` to continue; a
 //! packet no stage stops passes.
 
@@ -30,6 +31,17 @@ pub fn judge(
     if let Some(reason) = lists::check(packet) {
         return reason;
     }
+    // The checks of the packet alone come before any per-source lookup: a flood they stop
+    // (closed ports, impossible flags, reflected UDP) costs no verified-source or bans lookup.
+    if let Some(reason) = tcp_flags::check(packet) {
+        return reason;
+    }
+    if let Some(reason) = ports::check(packet, settings) {
+        return reason;
+    }
+    if let Some(reason) = reflection::check(packet, settings) {
+        return reason;
+    }
     // The source's key, its IPv6 address cut to the tracked prefix once for every stage that
     // looks the source up (bans, verified sources, rate state), each under its own class.
     let source = SourceKey::for_ban(packet, settings.v6_source_prefix);
@@ -40,16 +52,8 @@ pub fn judge(
     if !verified && let Some(reason) = bans::check(&source, settings, clock) {
         return reason;
     }
-    if let Some(reason) = tcp_flags::check(packet) {
-        return reason;
-    }
+    // After the bans: a banned source's fragments take nothing from the fragment bucket.
     if let Some(reason) = fragments::check(packet, settings, clock) {
-        return reason;
-    }
-    if let Some(reason) = ports::check(packet, settings) {
-        return reason;
-    }
-    if let Some(reason) = reflection::check(packet, settings) {
         return reason;
     }
     if let Some(reason) = syn::check(ctx, packet, verified, settings, clock) {
