@@ -1,4 +1,4 @@
-//! `moat ban add` on a full ban table. `BANS` is a plain hash, so nothing makes room by itself:
+//! The daemon's `BANS_EMPTY` flag, and `moat ban add` on a full ban table. `BANS` is a plain hash, so nothing makes room by itself:
 //! a manual ban takes the place of the automatic ban closest to its end, and when manual bans
 //! fill the table the command fails, one line and exit code 2, leaving the table as it was.
 //!
@@ -16,14 +16,14 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap, IterableMap as _, Map, MapData, MapError};
+use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError};
 use filter_common::{
     Reason,
-    maps::BANS,
+    maps::{BANS, BANS_ARE_EMPTY, BANS_EMPTY},
     source::{BAN_MANUAL, Ban, SourceKey},
 };
 use moat::{bans::monotonic_ns, pins::PinDir};
-use support::{Pair, TempDir, require_root, stderr};
+use support::{Pair, TempDir, require_root, stderr, wait_until};
 
 /// The ban table's capacity, from the daemon's configuration.
 const MAX_BANS: u32 = 64;
@@ -100,6 +100,44 @@ fn ban_add(pair: &Pair, addr: Ipv4Addr) -> std::process::Output {
         "1h",
         &addr.to_string(),
     ])
+}
+
+/// The daemon's pinned `BANS_EMPTY` flag on `iface`, read afresh.
+fn bans_empty(iface: &str) -> u32 {
+    let path = PinDir::for_iface(iface).map(BANS_EMPTY);
+    let data = MapData::from_pin(&path)
+        .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()));
+    Array::<_, u32>::try_from(Map::Array(data))
+        .unwrap_or_else(|error| panic!("{BANS_EMPTY} is not an array of u32: {error}"))
+        .get(&0, 0)
+        .unwrap_or_else(|error| panic!("reading {BANS_EMPTY}: {error}"))
+}
+
+#[test]
+fn the_program_skips_the_bans_lookup_only_while_the_daemon_finds_no_ban() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let _daemon = pair.start(&[]);
+    // The sweep runs as the daemon starts and finds the table empty.
+    wait_until(
+        "the daemon's first sweep to find BANS empty",
+        Duration::from_secs(5),
+        || bans_empty(&iface) == BANS_ARE_EMPTY,
+    );
+    // `moat ban add` clears the flag before it returns: the program looks bans up again.
+    let output = ban_add(&pair, NEWCOMER);
+    assert!(output.status.success(), "ban add: {}", stderr(&output));
+    assert_eq!(bans_empty(&iface), 0, "a ban written clears the flag");
+    assert_eq!(entries(&pinned_bans(&iface)).len(), 1);
+    // Deleted, the next sweep (every 10 s) finds the table empty again.
+    let output = pair.moat(&["ban", "del", "--iface", &iface, &NEWCOMER.to_string()]);
+    assert!(output.status.success(), "ban del: {}", stderr(&output));
+    wait_until(
+        "the next sweep to find BANS empty again",
+        Duration::from_secs(15),
+        || bans_empty(&iface) == BANS_ARE_EMPTY,
+    );
 }
 
 #[test]

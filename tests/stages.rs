@@ -37,8 +37,8 @@ use filter_common::{
     counter_index,
     lists::{SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
     maps::{
-        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, CROWDSEC_V4, CROWDSEC_V6, DEFAULT_MAX_BANS, PORTS,
-        SOURCES, TRUSTED_V4, TRUSTED_V6, VERIFIED,
+        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, BANS_ARE_EMPTY, BANS_EMPTY, CROWDSEC_V4, CROWDSEC_V6,
+        DEFAULT_MAX_BANS, PORTS, SOURCES, TRUSTED_V4, TRUSTED_V6, VERIFIED,
     },
     ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
     rate::{Limit, RateState},
@@ -303,6 +303,30 @@ impl Filter {
         HashMap::<_, SourceKey, Ban>::try_from(map)
             .unwrap_or_else(|error| panic!("{BANS} is not a hash of SourceKey to Ban: {error}"))
             .insert(source_key(addr.into(), BAN_CLASS), ban, 0)
+    }
+
+    /// Writes the `BANS_EMPTY` flag, as the daemon's sweep does.
+    fn set_bans_empty(&mut self, value: u32) {
+        let map = self
+            .ebpf
+            .map_mut(BANS_EMPTY)
+            .unwrap_or_else(|| panic!("the object has no map {BANS_EMPTY:?}"));
+        Array::<_, u32>::try_from(map)
+            .unwrap_or_else(|error| panic!("{BANS_EMPTY} is not an array of u32: {error}"))
+            .set(0, value, 0)
+            .unwrap_or_else(|error| panic!("writing {BANS_EMPTY}: {error}"));
+    }
+
+    /// The `BANS_EMPTY` flag.
+    fn bans_empty(&self) -> u32 {
+        let map = self
+            .ebpf
+            .map(BANS_EMPTY)
+            .unwrap_or_else(|| panic!("the object has no map {BANS_EMPTY:?}"));
+        Array::<_, u32>::try_from(map)
+            .unwrap_or_else(|error| panic!("{BANS_EMPTY} is not an array of u32: {error}"))
+            .get(&0, 0)
+            .unwrap_or_else(|error| panic!("reading {BANS_EMPTY}: {error}"))
     }
 
     /// Deletes the `BANS` entry under `addr`, which must exist.
@@ -1209,6 +1233,30 @@ fn assert_ban_round(
         Reason::Banned,
     );
     filter.advance_clock(1);
+}
+
+#[test]
+fn the_bans_lookup_is_skipped_only_while_the_table_is_known_empty() {
+    let mut filter = Filter::load();
+    filter.update(banning_settings);
+    // The flag as created means "look": a ban is found.
+    assert_eq!(filter.bans_empty(), 0);
+    filter.ban(SOURCE_V4, manual_ban(u64::MAX));
+    filter.assert_drops("flag as created", &udp(SOURCE_V4), Reason::Banned);
+    // The daemon sets the flag only after finding the table empty; the program then trusts it
+    // and skips the lookup (a ban written behind its back, as here, goes unseen).
+    filter.set_bans_empty(BANS_ARE_EMPTY);
+    filter.assert_passes("flag says empty", &udp(SOURCE_V4));
+    filter.set_bans_empty(0);
+    filter.assert_drops("flag cleared", &udp(SOURCE_V4), Reason::Banned);
+    // A ban the program issues itself clears the flag, so every CPU looks again.
+    filter.set_bans_empty(BANS_ARE_EMPTY);
+    filter.assert_passes("udp from another source within its limit", &udp(OTHER_V4));
+    for strike in 1..=3 {
+        filter.assert_drops(&format!("strike {strike}"), &udp(OTHER_V4), Reason::RateUdp);
+    }
+    assert_eq!(filter.bans_empty(), 0, "the program's ban cleared the flag");
+    filter.assert_drops("banned by the program", &udp(OTHER_V4), Reason::Banned);
 }
 
 #[test]

@@ -86,6 +86,10 @@ pub static PORTS: Array<u8> = Array::with_max_entries(POLICY_SLOTS * PORT_COUNT,
 #[map]
 pub static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(DEFAULT_MAX_BANS, 0);
 
+/// Whether the daemon found `BANS` empty (see `filter_common::maps::BANS_EMPTY`).
+#[map]
+pub static BANS_EMPTY: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Per-source, per-class rate state.
 #[map]
 pub static SOURCES: LruHashMap<SourceKey, RateState> =

@@ -9,10 +9,12 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use aya::maps::{HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues};
+use aya::maps::{
+    Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+};
 use filter_common::{
     Reason, Settings,
-    maps::{BAN_EVENTS, BANS, VERIFIED},
+    maps::{BAN_EVENTS, BANS, BANS_ARE_EMPTY, BANS_EMPTY, VERIFIED},
     sample::Sample,
     source::{BAN_CLASS, BAN_DRY_RUN, BAN_MANUAL, Ban, SourceKey},
 };
@@ -120,12 +122,57 @@ pub fn monotonic_ns() -> u64 {
 /// How many automatic bans `moat ban add` removes, at most, to make room on a full table.
 const MAKE_ROOM_TRIES: usize = 8;
 
-/// The pinned `BANS`, `VERIFIED` and `SETTINGS` of a running filter.
+/// The pinned `BANS`, `BANS_EMPTY`, `VERIFIED` and `SETTINGS` of a running filter.
 pub struct PinnedBans {
     iface: String,
     bans: HashMap<MapData, SourceKey, Ban>,
+    empty: EmptyFlag,
     verified: VerifiedCache,
     settings: Settings,
+}
+
+/// The pinned `BANS_EMPTY` flag ([`filter_common::maps::BANS_EMPTY`]); `None` inside when the
+/// running program predates it (and so always looks bans up).
+pub struct EmptyFlag(Option<Array<MapData, u32>>);
+
+impl EmptyFlag {
+    /// The flag pinned at `pins`.
+    pub fn open(pins: &PinDir) -> Result<EmptyFlag, MapError> {
+        let path = pins.map(BANS_EMPTY);
+        if !path.exists() {
+            return Ok(EmptyFlag(None));
+        }
+        let data = MapData::from_pin(&path)?;
+        Ok(EmptyFlag(Some(Array::try_from(Map::Array(data))?)))
+    }
+
+    /// Tells the program to look bans up: after every write of a ban.
+    pub fn note_ban(&mut self) -> Result<(), MapError> {
+        self.write(0)
+    }
+
+    /// Tells the program it may skip the bans lookup, if `bans` is empty; looks again after
+    /// writing, and takes it back if a ban arrived in between (a writer that banned after this
+    /// second look writes 0 after this does). Returns whether the flag is left set.
+    fn mark_if_empty(&mut self, bans: &HashMap<MapData, SourceKey, Ban>) -> Result<bool, MapError> {
+        let empty = || bans.keys().next().is_none();
+        if self.0.is_none() || !empty() {
+            return Ok(false);
+        }
+        self.write(BANS_ARE_EMPTY)?;
+        if empty() {
+            return Ok(true);
+        }
+        self.write(0)?;
+        Ok(false)
+    }
+
+    fn write(&mut self, value: u32) -> Result<(), MapError> {
+        match &mut self.0 {
+            Some(flag) => flag.set(0, value, 0),
+            None => Ok(()),
+        }
+    }
 }
 
 impl PinnedBans {
@@ -144,6 +191,7 @@ impl PinnedBans {
             MapData::from_pin(&path).map_err(map_error("opening"))
         };
         let bans = open(BANS)?;
+        let empty = EmptyFlag::open(&pins).map_err(map_error("opening"))?;
         let verified =
             VerifiedCache::of(&open(VERIFIED)?).map_err(|source| BanError::Verified {
                 iface: iface.to_string(),
@@ -156,6 +204,7 @@ impl PinnedBans {
         Ok(PinnedBans {
             iface: iface.to_string(),
             bans: HashMap::try_from(Map::HashMap(bans)).map_err(map_error("opening"))?,
+            empty,
             verified,
             settings,
         })
@@ -205,6 +254,7 @@ impl PinnedBans {
         for _ in 0..MAKE_ROOM_TRIES {
             match self.bans.insert(key, ban, 0) {
                 Ok(()) => {
+                    self.empty.note_ban().map_err(self.map_error("writing"))?;
                     self.verified.forget(&key);
                     return Ok(());
                 }
@@ -291,6 +341,7 @@ impl PinnedBans {
         self.bans
             .insert(key, ban, 0)
             .map_err(self.map_error("writing"))?;
+        self.empty.note_ban().map_err(self.map_error("writing"))?;
         self.verified.forget(&key);
         Ok(())
     }
@@ -384,7 +435,8 @@ pub fn describe(key: &SourceKey, v6_prefix: u32) -> String {
 pub const CROWDED_PERCENT: usize = 90;
 
 /// Deletes bans that expired more than `forget_after_ns` ago from the `BANS` pinned at `pins`
-/// (every expired ban when the table is over [`CROWDED_PERCENT`] full); returns how many.
+/// (every expired ban when the table is over [`CROWDED_PERCENT`] full); returns how many. A
+/// table left empty lets the program skip its bans lookup ([`EmptyFlag`]).
 pub fn sweep_pinned(pins: &PinDir, forget_after_ns: u64) -> Result<usize, MapError> {
     let now = policy::pinned_settings(pins)
         .map_err(|_| MapError::InvalidName {
@@ -406,6 +458,7 @@ pub fn sweep_pinned(pins: &PinDir, forget_after_ns: u64) -> Result<usize, MapErr
         // Already gone (re-banned and then deleted) is fine.
         let _ = bans.remove(key);
     }
+    EmptyFlag::open(pins)?.mark_if_empty(&bans)?;
     Ok(stale.len())
 }
 

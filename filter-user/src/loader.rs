@@ -13,6 +13,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, MapError},
     pin::PinError,
     programs::{
         ProgramError, Xdp, XdpMode,
@@ -21,8 +22,8 @@ use aya::{
     },
 };
 use filter_common::maps::{
-    ALL_MAPS, ALLOW_V4, ALLOW_V6, BANS, DENY_V4, DENY_V6, LIST_INDEX, PERSISTENT_MAPS, PIN_ROOT,
-    PROGRAM_NAME, SOURCES,
+    ALL_MAPS, ALLOW_V4, ALLOW_V6, BANS, BANS_EMPTY, DENY_V4, DENY_V6, LIST_INDEX, PERSISTENT_MAPS,
+    PIN_ROOT, PROGRAM_NAME, SOURCES,
 };
 use log::warn;
 
@@ -388,6 +389,15 @@ impl Filter {
                 .map_err(|error| refused(error.to_string()))?;
             log::info!("built the list index from the lists iface={iface} entries={marked}");
         }
+        // Bans were copied or restored into this object's table, or a flag the last daemon set
+        // was reused: the program looks bans up until this daemon's sweep finds none.
+        ebpf.map_mut(BANS_EMPTY)
+            .ok_or(MapError::InvalidName {
+                name: BANS_EMPTY.to_string(),
+            })
+            .and_then(Array::<_, u32>::try_from)
+            .and_then(|mut flag| flag.set(0, 0, 0))
+            .map_err(|error| refused(format!("clearing {BANS_EMPTY}: {error}")))?;
         // Under the policy lock until the swap, so no `moat set` lands between the policy
         // written here and the program that reads it.
         let policy_lock = PolicyLock::acquire(iface).map_err(|error| refused(error.to_string()))?;

@@ -1,18 +1,50 @@
-//! Banned sources. Maps read: `BANS`. Reason: `Banned`. Lookups per packet: one. A ban
-//! recorded during a dry run counts only while dry run is on.
+//! Banned sources. Maps read: `BANS_EMPTY`, then `BANS` unless the daemon found it empty.
+//! Reason: `Banned`. Lookups per packet: one array word, and one hash lookup while any ban
+//! exists. A ban recorded during a dry run counts only while dry run is on.
 
-use filter_common::{Reason, Settings, source::SourceKey};
+use filter_common::{Reason, Settings, maps::BANS_ARE_EMPTY, source::SourceKey};
 
-use crate::{clock::Clock, maps::BANS};
+use crate::{
+    clock::Clock,
+    maps::{BANS, BANS_EMPTY},
+};
 
 /// Decides `Banned` while the ban of `source` (its ban key) is in force.
 #[inline(always)]
 pub fn check(source: &SourceKey, settings: &Settings, clock: &mut Clock) -> Option<Reason> {
+    if known_empty() {
+        return None;
+    }
     let ban = BANS.get_ptr(source)?;
     // SAFETY: the pointer comes from a successful lookup and is valid for this program run.
     if unsafe { (*ban).enforced(clock.now_ns(), settings.dry_run()) } {
         Some(Reason::Banned)
     } else {
         None
+    }
+}
+
+/// Whether the daemon found `BANS` empty and nothing has banned since.
+#[inline(always)]
+fn known_empty() -> bool {
+    match BANS_EMPTY.get_ptr(0) {
+        // SAFETY: a pointer to a map value from a successful lookup; the daemon and other CPUs
+        // write the word at any time, so it is read once, volatile.
+        Some(flag) => (unsafe { core::ptr::read_volatile(flag) }) == BANS_ARE_EMPTY,
+        None => false,
+    }
+}
+
+/// Records that `BANS` holds a ban (this program just wrote one), so no CPU skips the lookup.
+#[inline(always)]
+pub fn note_ban() {
+    if let Some(flag) = BANS_EMPTY.get_ptr_mut(0) {
+        // SAFETY: as in `known_empty`; written only when it would change, so bans issued
+        // during a flood do not bounce the word's cache line between CPUs.
+        unsafe {
+            if core::ptr::read_volatile(flag) != 0 {
+                core::ptr::write_volatile(flag, 0);
+            }
+        }
     }
 }

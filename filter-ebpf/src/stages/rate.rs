@@ -5,7 +5,7 @@
 //! Both are shared by every CPU and updated by compare-and-swap (`filter_common::rate`), so a
 //! source or a class never gets more than its limit however its packets are spread over CPUs.
 //!
-//! Maps read/written: `SOURCES`, `AGGREGATE` (not for SYNs), `BANS`, `BAN_EVENTS` and `VERIFIED`
+//! Maps read/written: `SOURCES`, `AGGREGATE` (not for SYNs), `BANS`, `BANS_EMPTY`, `BAN_EVENTS` and `VERIFIED`
 //! (only when a ban is earned). The only SYNs that reach this stage come from verified sources (the `syn`
 //! stage decides the rest), so a spoofed SYN flood never creates per-source state. Reasons:
 //! `Rate*`, `Flood*`. Lookups per packet: two for a limited class (one more to insert a new
@@ -113,6 +113,8 @@ fn ban(packet: &mut Packet, key: &SourceKey, settings: &Settings, now_ns: u64, r
     if BANS.insert(key, entry, 0).is_err() {
         return;
     }
+    // After the insert: the daemon's sweep may have just found the table empty.
+    super::bans::note_ban();
     // No verified source is banned (see `crate::verified`): its next segments meet the ban.
     verified::forget(key);
     if let Some(count) = BAN_EVENTS.get_ptr_mut(reason as u32) {
