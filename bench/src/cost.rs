@@ -298,7 +298,8 @@ const PATHS: [Path; 15] = [
             XDP_DROP,
             "`ip --mode src` (one exact address: xdp-filter has no prefixes)",
         )),
-        note: "allowlist miss, then a hit in the 1,000,000-prefix trie",
+        note: "allowlist miss, then the source's /24 found covered by a denylisted /24 in its \
+               cover byte: no walk of the 1,000,000-prefix trie",
     },
     Path {
         name: "ban hit",
@@ -352,7 +353,8 @@ const PATHS: [Path; 15] = [
             XDP_DROP,
             "`port --mode src --proto udp 53`",
         )),
-        note: "lists and bans as plain pass, then the ports array and a trusted-upstream trie miss",
+        note: "the list index as plain pass, then the ports array and a trusted-upstream trie \
+               miss, before any per-source lookup",
     },
     Path {
         name: "malformed (TCP header cut short)",

@@ -298,9 +298,10 @@ fn xdp_filter_cost_target(cost: &CostReport) -> Option<Target> {
         why: format!(
             "moat's speed over xdp-filter's, behind on: {}. xdp-filter matches exact addresses and ports with hash lookups (its \
              deny row is one exact address where moat's is a 1,000,000-prefix trie) and passes \
-             what no rule matches; moat walks its allowlist and denylist tries on every \
-             packet, looks up bans, and passes an established segment only once it finds its \
-             source verified (or a socket lookup finds its connection)",
+             what no rule matches; moat reads its list index (four bytes for an IPv6 source, \
+             whose address it also masks to the tracked /64), looks up bans, and passes an \
+             established segment only once it finds its source verified (or a socket lookup \
+             finds its connection)",
             rows_behind.join("; ")
         ),
     })
@@ -333,9 +334,8 @@ fn xdp_filter_veth_target(throughput: &ThroughputReport) -> Option<Target> {
         pass: speed.median >= 1.0,
         why: format!(
             "moat's closed-port drop takes {:.0} ns per packet on the receiving side, \
-             xdp-filter's {:.0} ns: before its ports array moat reads its settings and the \
-             list index and looks up the verified-source cache and the bans hash, where \
-             xdp-filter looks up the port alone{parse_count}",
+             xdp-filter's {:.0} ns: moat reads its settings and the list index's entry count, \
+             then its ports array, before any per-source lookup{parse_count}",
             moat.receive_ns, xdp.receive_ns
         ),
     })
@@ -380,8 +380,8 @@ fn drop_targets(throughput: &ThroughputReport) -> Vec<Target> {
             why: format!(
                 "75% of the floor's rate allows {:.0} ns per packet on the receiving side; \
                  moat's deny path takes {:.0} ns ({:.0} ns over XDP_DROP: parsing, settings, the \
-                 list index and one denylist trie walk, the counter and drop sampling)\
-                 {parse_count}",
+                 list index's entry count, the source's index byte and its /24's cover byte (no \
+                 trie walk: the /16 covers it), the counter and drop sampling){parse_count}",
                 floor.receive_ns / DROP_OF_FLOOR_MIN,
                 moat.receive_ns,
                 moat.receive_ns - floor.receive_ns
