@@ -1115,37 +1115,42 @@ fn a_slash24_the_denylist_covers_is_denied_without_a_walk() {
     use moat::listindex::Counted;
     let mut filter = Filter::load();
     let index = filter.index();
-    let from = |a: u8, b: u8, c: u8, d: u8| {
-        Packet::ipv4(Transport::Tcp)
-            .sent_from(std::net::Ipv4Addr::new(a, b, c, d).into())
-            .build()
-    };
+    /// Asserts the verdict on a TCP segment from `source`.
+    fn assert_from(filter: &Filter, case: &str, source: [u8; 4], verdict: Verdict, reason: Reason) {
+        let frame = Packet::ipv4(Transport::Tcp)
+            .sent_from(std::net::Ipv4Addr::from(source).into())
+            .build();
+        filter.assert_verdict(case, &frame.bytes, verdict, reason);
+    }
     let counted_only = |counted: Counted, cidr: &str, add: bool| {
         index.note(counted, &parse(cidr), add);
     };
     // A denylist entry of /24 or shorter covers its /24s: the cover byte alone decides, so a
     // /24 counted but absent from the trie still drops (with a walk, nothing would be found).
     counted_only(Counted::Deny, "198.51.100.0/24", true);
-    filter.assert_verdict(
+    assert_from(
+        &filter,
         "covered, no trie entry",
-        &from(198, 51, 100, 7).bytes,
+        [198, 51, 100, 7],
         Verdict::Drop,
         Reason::Denylist,
     );
     // The allowlist still comes first.
     filter.list(true, "198.51.100.7");
-    filter.assert_verdict(
+    assert_from(
+        &filter,
         "covered but allowed",
-        &from(198, 51, 100, 7).bytes,
+        [198, 51, 100, 7],
         Verdict::Pass,
         Reason::Allowlist,
     );
     filter.unlist(true, "198.51.100.7");
     // The count is exact: the last covering entry gone, the /24 is open again.
     counted_only(Counted::Deny, "198.51.100.0/24", false);
-    filter.assert_verdict(
+    assert_from(
+        &filter,
         "cover removed",
-        &from(198, 51, 100, 7).bytes,
+        [198, 51, 100, 7],
         Verdict::Pass,
         Reason::Pass,
     );
@@ -1153,30 +1158,34 @@ fn a_slash24_the_denylist_covers_is_denied_without_a_walk() {
     // keep their own reason, found in their trie).
     counted_only(Counted::Deny, "203.0.0.0/16", true);
     for third in [0, 128, 255] {
-        filter.assert_verdict(
+        assert_from(
+            &filter,
             "inside a covering /16",
-            &from(203, 0, third, 9).bytes,
+            [203, 0, third, 9],
             Verdict::Drop,
             Reason::Denylist,
         );
     }
-    filter.assert_verdict(
+    assert_from(
+        &filter,
         "outside it",
-        &from(203, 1, 0, 9).bytes,
+        [203, 1, 0, 9],
         Verdict::Pass,
         Reason::Pass,
     );
     counted_only(Counted::Deny, "192.0.2.0/25", true);
     counted_only(Counted::Decisions, "233.252.0.0/24", true);
-    filter.assert_verdict(
+    assert_from(
+        &filter,
         "a /25 covers no /24",
-        &from(192, 0, 2, 7).bytes,
+        [192, 0, 2, 7],
         Verdict::Pass,
         Reason::Pass,
     );
-    filter.assert_verdict(
+    assert_from(
+        &filter,
         "a decision covers nothing",
-        &from(233, 252, 0, 7).bytes,
+        [233, 252, 0, 7],
         Verdict::Pass,
         Reason::Pass,
     );
@@ -1192,16 +1201,18 @@ fn a_slash24_the_denylist_covers_is_denied_without_a_walk() {
         ),
         filter_common::listindex::COVER_UNKNOWN
     );
-    filter.assert_verdict(
+    assert_from(
+        &filter,
         "an unknown count walks the trie",
-        &from(100, 64, 0, 7).bytes,
+        [100, 64, 0, 7],
         Verdict::Pass,
         Reason::Pass,
     );
     filter.list(false, "100.64.0.7");
-    filter.assert_verdict(
+    assert_from(
+        &filter,
         "which holds the source",
-        &from(100, 64, 0, 7).bytes,
+        [100, 64, 0, 7],
         Verdict::Drop,
         Reason::Denylist,
     );
