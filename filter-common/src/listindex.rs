@@ -199,7 +199,7 @@ pub const fn may_match(byte: u8, side: Side) -> bool {
 /// The index byte of an IPv4 source: its /24.
 #[inline(always)]
 pub const fn v4_index(addr: &[u8; 4]) -> u32 {
-    ((addr[0] as u32) << 16) | ((addr[1] as u32) << 8) | addr[2] as u32
+    v4_number_index(u32::from_be_bytes(*addr))
 }
 
 /// [`v4_index`] of the address `addr` as a number.
@@ -224,10 +224,15 @@ pub const fn v4_span(addr: &[u8; 4], prefix: u32) -> (u32, u32) {
 /// packet path.
 #[inline(always)]
 pub const fn v6_bucket(addr: &[u8; 16], bits: u32) -> u32 {
-    let head = u64::from_be_bytes([
+    v6_head_bucket(v6_head(addr), bits)
+}
+
+/// The first 64 bits of `addr`, as a number: what the buckets hash.
+#[inline(always)]
+const fn v6_head(addr: &[u8; 16]) -> u64 {
+    u64::from_be_bytes([
         addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
-    ]);
-    v6_head_bucket(head, bits)
+    ])
 }
 
 /// [`v6_bucket`] of an address whose first 64 bits are `head`, as a number.
@@ -255,9 +260,7 @@ pub const fn v6_entry(addr: &[u8; 16], prefix: u32) -> u32 {
 /// The index bytes an IPv6 source looks at: its /64's, /48's and /32's buckets, the wide byte.
 #[inline(always)]
 pub const fn v6_lookup(addr: &[u8; 16]) -> [u32; 4] {
-    v6_head_lookup(u64::from_be_bytes([
-        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
-    ]))
+    v6_head_lookup(v6_head(addr))
 }
 
 /// [`v6_lookup`] of a source whose first 64 bits are `head`, as a number: what the program

@@ -129,8 +129,8 @@ pub const fn mask_words(words: [u64; 2], prefix: u32) -> [u64; 2] {
     ]
 }
 
-/// The mask of a word's first `bits` (0 to 64) bytes-order bits, for a word read natively
-/// from network-order bytes.
+/// The mask keeping the first `bits` (0 to 64) bits, in network order, of a word read natively
+/// from eight network-order bytes.
 #[inline(always)]
 const fn word_mask(bits: u32) -> u64 {
     if bits == 0 {

@@ -14,7 +14,7 @@ use aya::maps::{
 };
 use filter_common::{
     Reason, Settings,
-    maps::{BAN_EVENTS, BANS, BANS_ARE_EMPTY, BANS_EMPTY, VERIFIED},
+    maps::{BAN_EVENTS, BANS, BANS_ARE_EMPTY, BANS_EMPTY, BANS_LOOK_UP, VERIFIED},
     sample::Sample,
     source::{BAN_CLASS, BAN_DRY_RUN, BAN_MANUAL, Ban, SourceKey},
 };
@@ -148,23 +148,31 @@ impl EmptyFlag {
 
     /// Tells the program to look bans up: after every write of a ban.
     pub fn note_ban(&mut self) -> Result<(), MapError> {
-        self.write(0)
+        self.write(BANS_LOOK_UP)
     }
 
     /// Tells the program it may skip the bans lookup, if `bans` is empty; looks again after
     /// writing, and takes it back if a ban arrived in between (a writer that banned after this
-    /// second look writes 0 after this does). Returns whether the flag is left set.
-    fn mark_if_empty(&mut self, bans: &HashMap<MapData, SourceKey, Ban>) -> Result<bool, MapError> {
+    /// second look writes [`BANS_LOOK_UP`] after this does).
+    fn mark_if_empty(&mut self, bans: &HashMap<MapData, SourceKey, Ban>) -> Result<(), MapError> {
         let empty = || bans.keys().next().is_none();
         if self.0.is_none() || !empty() {
-            return Ok(false);
+            return Ok(());
         }
         self.write(BANS_ARE_EMPTY)?;
-        if empty() {
-            return Ok(true);
+        if !empty() {
+            self.write(BANS_LOOK_UP)?;
         }
-        self.write(0)?;
-        Ok(false)
+        Ok(())
+    }
+
+    /// Tells a loaded object's program to look bans up, before it is attached: bans may have
+    /// been copied or restored into its table, or a flag the last daemon set reused.
+    pub fn clear_in(ebpf: &mut aya::Ebpf) -> Result<(), MapError> {
+        let map = ebpf.map_mut(BANS_EMPTY).ok_or(MapError::InvalidName {
+            name: BANS_EMPTY.to_string(),
+        })?;
+        Array::<_, u32>::try_from(map)?.set(0, BANS_LOOK_UP, 0)
     }
 
     fn write(&mut self, value: u32) -> Result<(), MapError> {

@@ -13,7 +13,6 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, MapError},
     pin::PinError,
     programs::{
         ProgramError, Xdp, XdpMode,
@@ -29,6 +28,7 @@ use log::warn;
 
 use crate::{
     FILTER_OBJECT, FILTER_OBJECT_DEBUG_LOG,
+    bans::EmptyFlag,
     config::Mode,
     listindex::{IndexError, ListIndex},
     migrate::{self, Fit, MigrateError, Pinned},
@@ -389,14 +389,8 @@ impl Filter {
                 .map_err(|error| refused(error.to_string()))?;
             log::info!("built the list index from the lists iface={iface} entries={marked}");
         }
-        // Bans were copied or restored into this object's table, or a flag the last daemon set
-        // was reused: the program looks bans up until this daemon's sweep finds none.
-        ebpf.map_mut(BANS_EMPTY)
-            .ok_or(MapError::InvalidName {
-                name: BANS_EMPTY.to_string(),
-            })
-            .and_then(Array::<_, u32>::try_from)
-            .and_then(|mut flag| flag.set(0, 0, 0))
+        // The program looks bans up until this daemon's sweep finds none.
+        EmptyFlag::clear_in(&mut ebpf)
             .map_err(|error| refused(format!("clearing {BANS_EMPTY}: {error}")))?;
         // Under the policy lock until the swap, so no `moat set` lands between the policy
         // written here and the program that reads it.

@@ -2,7 +2,11 @@
 //! Reason: `Banned`. Lookups per packet: one array word, and one hash lookup while any ban
 //! exists. A ban recorded during a dry run counts only while dry run is on.
 
-use filter_common::{Reason, Settings, maps::BANS_ARE_EMPTY, source::SourceKey};
+use filter_common::{
+    Reason, Settings,
+    maps::{BANS_ARE_EMPTY, BANS_LOOK_UP},
+    source::SourceKey,
+};
 
 use crate::{
     clock::Clock,
@@ -42,8 +46,8 @@ pub fn note_ban() {
         // SAFETY: as in `known_empty`; written only when it would change, so bans issued
         // during a flood do not bounce the word's cache line between CPUs.
         unsafe {
-            if core::ptr::read_volatile(flag) != 0 {
-                core::ptr::write_volatile(flag, 0);
+            if core::ptr::read_volatile(flag) != BANS_LOOK_UP {
+                core::ptr::write_volatile(flag, BANS_LOOK_UP);
             }
         }
     }

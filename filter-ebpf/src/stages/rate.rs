@@ -5,7 +5,8 @@
 //! Both are shared by every CPU and updated by compare-and-swap (`filter_common::rate`), so a
 //! source or a class never gets more than its limit however its packets are spread over CPUs.
 //!
-//! Maps read/written: `SOURCES`, `AGGREGATE` (not for SYNs), `BANS`, `BANS_EMPTY`, `BAN_EVENTS` and `VERIFIED`
+//! Maps read/written: `SOURCES`, `AGGREGATE` (not for SYNs), `BANS`, `BANS_EMPTY`, `BAN_EVENTS`
+//! and `VERIFIED`
 //! (only when a ban is earned). The only SYNs that reach this stage come from verified sources (the `syn`
 //! stage decides the rest), so a spoofed SYN flood never creates per-source state. Reasons:
 //! `Rate*`, `Flood*`. Lookups per packet: two for a limited class (one more to insert a new
