@@ -1111,6 +1111,64 @@ fn the_list_index_gates_every_trie_walk_and_never_hides_an_entry() {
 }
 
 #[test]
+fn an_ipv6_source_looks_only_at_the_levels_some_entry_marks() {
+    use filter_common::listindex;
+    let mut filter = Filter::load();
+    // The source is 2001:db8::1. 2001:db9:11a:f8b5::/64's bucket is, by the hash, the same
+    // byte as the source's /32 bucket: a listed /64 marks the byte the source reads for /32s.
+    let v6 = Packet::ipv6(Transport::Udp).build();
+    let source = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let moat::cidr::Cidr::V6 { addr, prefix } = parse("2001:db9:11a:f8b5::/64") else {
+        panic!("an IPv6 prefix");
+    };
+    assert_eq!(
+        listindex::v6_entry(&addr, prefix),
+        listindex::v6_lookup(&source)[listindex::v6_level(32) as usize],
+        "the collider marks the source's /32 bucket"
+    );
+    // The source's /64 in the trie without its count: found only if its /32 byte is read.
+    filter.list_unindexed(false, "2001:db8::/64");
+    filter.list(false, "2001:db9:11a:f8b5::/64");
+    filter.assert_verdict(
+        "no entry on the /32 level: its byte is not read",
+        &v6.bytes,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    // A /40 anywhere puts the /32 level in use: the marked byte now sends the source to the
+    // trie, which has it.
+    filter.list(false, "2001:db9:ff00::/40");
+    assert_eq!(filter.index().levels(), (1 << 32) | 1);
+    filter.assert_verdict(
+        "the /32 level in use",
+        &v6.bytes,
+        Verdict::Drop,
+        Reason::Denylist,
+    );
+    filter.unlist(false, "2001:db9:ff00::/40");
+    filter.assert_verdict(
+        "the /32 level empty again",
+        &v6.bytes,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    // Every level of a listed source's own network is found: a /128, /56, /36 and /0 each.
+    filter.unlist_unindexed(false, "2001:db8::/64");
+    for (prefix, label) in [
+        ("2001:db8::1/128", "a /128"),
+        ("2001:db8::/56", "a /56"),
+        ("2001:db8::/36", "a /36"),
+        ("::/0", "a /0"),
+    ] {
+        filter.list(false, prefix);
+        filter.assert_verdict(label, &v6.bytes, Verdict::Drop, Reason::Denylist);
+        filter.unlist(false, prefix);
+        filter.assert_verdict(label, &v6.bytes, Verdict::Pass, Reason::Pass);
+    }
+    assert_eq!(filter.index().levels(), 1, "only the collider is left");
+}
+
+#[test]
 fn a_slash24_the_denylist_covers_is_denied_without_a_walk() {
     use moat::listindex::Counted;
     let mut filter = Filter::load();

@@ -12,7 +12,9 @@
 //!   /48 to /63 the bucket of its /48, one of /32 to /47 the bucket of its /32, a shorter one the
 //!   wide byte. A source looks at its /64, /48 and /32 buckets and the wide byte ([`v6_lookup`]),
 //!   so a source whose /48 holds a listed /64 but is not in it walks no trie. Buckets are hashed,
-//!   so two networks may share one: that only costs a walk, never a miss.
+//!   so two networks may share one: that only costs a walk, never a miss. A level no entry
+//!   marks is not looked at ([`LEVELS_WORD`]), so a list of /64s and /48s alone (most ban lists)
+//!   sends no source to the tries through its /32 bucket or the wide byte.
 //!
 //! Each byte holds two counts: entries of the allowlist (low nibble) and of the denylist (high
 //! nibble) that mark it ([`bumped`]). A count that reaches 15 stays there ("sticky"): removals no
@@ -86,15 +88,64 @@ pub const fn v4_cover_span(addr: &[u8; 4], prefix: u32) -> Option<(u32, u32)> {
 }
 
 /// `u64` words in `LIST_INDEX` (the kernel stores array values in 8-byte slots, so the index is
-/// an array of words; byte `i` is byte `i % 8` of word `i / 8`, little-endian), and two more:
-/// [`ENTRIES_WORD`] and [`LAYOUT_WORD`].
-pub const INDEX_WORDS: u32 = INDEX_BYTES / 8 + 2;
+/// an array of words; byte `i` is byte `i % 8` of word `i / 8`, little-endian), and three more:
+/// [`ENTRIES_WORD`], [`LEVELS_WORD`] and [`LAYOUT_WORD`].
+pub const INDEX_WORDS: u32 = INDEX_BYTES / 8 + 3;
 
-/// The last word, unused by the program: it made the layout with the IPv6 /64 level one word
-/// longer than the earlier one (the cover bytes lengthen this one again), so an index an earlier
-/// version pinned is never reused with the wrong marks. The loader rebuilds a replaced index
-/// from the lists.
-pub const LAYOUT_WORD: u32 = INDEX_BYTES / 8 + 1;
+/// The last word, unused by the program: each new layout makes the index one word longer than
+/// the one before (the IPv6 /64 level, the cover bytes, then [`LEVELS_WORD`]), so an index an
+/// earlier version pinned is never reused with the wrong marks. The loader rebuilds a replaced
+/// index from the lists.
+pub const LAYOUT_WORD: u32 = INDEX_BYTES / 8 + 2;
+
+/// The word after [`ENTRIES_WORD`], in the same cache line: how many IPv6 entries mark each
+/// level of buckets, 16 bits per level ([`v6_level`]: the /64 buckets in bits 0–15, the /48
+/// buckets in 16–31, the /32 buckets in 32–47, the wide byte in 48–63). An IPv6 source reads
+/// only the bytes of the levels some entry marks: the buckets of all levels share one region,
+/// so a level no entry uses would otherwise send a source to the tries whenever its bucket
+/// there is marked by an entry of another level (with a million /48 to /64 entries, that is
+/// one source in twenty-five). A count that reaches [`LEVEL_STICKY`] sticks there.
+pub const LEVELS_WORD: u32 = INDEX_BYTES / 8 + 1;
+
+/// The level count at which it sticks: from there on the level is always looked at.
+pub const LEVEL_STICKY: u64 = 0xffff;
+
+/// The IPv6 level an entry of `prefix` bits marks, and the index into [`v6_head_lookup`]'s
+/// buckets a source looks at for it: 0 for [`V6_HOST_BITS`] and longer, 1 for
+/// [`V6_LONG_BITS`] and longer, 2 for [`V6_SHORT_BITS`] and longer, 3 (the wide byte) for the
+/// rest.
+pub const fn v6_level(prefix: u32) -> u32 {
+    if prefix >= V6_HOST_BITS {
+        0
+    } else if prefix >= V6_LONG_BITS {
+        1
+    } else if prefix >= V6_SHORT_BITS {
+        2
+    } else {
+        3
+    }
+}
+
+/// [`LEVELS_WORD`]'s value with `level`'s count raised (`add`) or lowered by one; a count at
+/// [`LEVEL_STICKY`] stays, an unpaired removal leaves zero, and the other levels never change.
+pub const fn levels_bumped(word: u64, level: u32, add: bool) -> u64 {
+    let shift = level * 16;
+    let count = (word >> shift) & LEVEL_STICKY;
+    let count = if count == LEVEL_STICKY {
+        LEVEL_STICKY
+    } else if add {
+        count + 1
+    } else {
+        count.saturating_sub(1)
+    };
+    (word & !(LEVEL_STICKY << shift)) | (count << shift)
+}
+
+/// Whether [`LEVELS_WORD`]'s value says some IPv6 entry marks `level`'s buckets.
+#[inline(always)]
+pub const fn level_used(word: u64, level: u32) -> bool {
+    (word >> (level * 16)) & LEVEL_STICKY != 0
+}
 
 /// The word after the bytes: how many allow and deny entries each family has, IPv4 in the low
 /// half and IPv6 in the high half. A family with none skips its index bytes altogether, so a
@@ -244,20 +295,13 @@ pub const fn v6_head_bucket(head: u64, bits: u32) -> u32 {
     V6_WIDE + (hash >> (64 - V6_BUCKET_BITS)) as u32
 }
 
-/// The index byte an IPv6 entry marks.
+/// The index byte an IPv6 entry marks: its level's ([`v6_level`]) bucket of its network.
 pub const fn v6_entry(addr: &[u8; 16], prefix: u32) -> u32 {
-    if prefix >= V6_HOST_BITS {
-        v6_bucket(addr, V6_HOST_BITS)
-    } else if prefix >= V6_LONG_BITS {
-        v6_bucket(addr, V6_LONG_BITS)
-    } else if prefix >= V6_SHORT_BITS {
-        v6_bucket(addr, V6_SHORT_BITS)
-    } else {
-        V6_WIDE
-    }
+    v6_head_lookup(v6_head(addr))[v6_level(prefix) as usize]
 }
 
-/// The index bytes an IPv6 source looks at: its /64's, /48's and /32's buckets, the wide byte.
+/// The index bytes an IPv6 source looks at: its /64's, /48's and /32's buckets, the wide byte
+/// (in [`v6_level`] order; each only if its level is used, [`level_used`]).
 #[inline(always)]
 pub const fn v6_lookup(addr: &[u8; 16]) -> [u32; 4] {
     v6_head_lookup(v6_head(addr))
@@ -407,7 +451,11 @@ mod tests {
                 network[bit as usize / 8] &= !(0x80 >> (bit % 8));
             }
             let marked = v6_entry(&network, prefix);
-            assert!(looked.contains(&marked), "/{prefix} marks {marked}");
+            assert_eq!(
+                looked[v6_level(prefix) as usize],
+                marked,
+                "/{prefix} marks the byte its level looks at"
+            );
         }
         for index in looked {
             assert!((V6_WIDE..V4_COVER).contains(&index));
@@ -419,5 +467,34 @@ mod tests {
         neighbour[7] ^= 1;
         let listed = v6_entry(&source, 64);
         assert!(!v6_lookup(&neighbour).contains(&listed));
+    }
+
+    #[test]
+    fn level_counts_are_kept_apart_exact_and_sticky() {
+        let mut word = 0;
+        for level in 0..4 {
+            assert!(!level_used(word, level));
+        }
+        word = levels_bumped(word, 2, true);
+        assert_eq!(word, 1 << 32);
+        assert!(level_used(word, 2) && !level_used(word, 0) && !level_used(word, 3));
+        // An unpaired removal leaves zero and borrows from no other level.
+        word = levels_bumped(word, 1, false);
+        assert_eq!(word, 1 << 32);
+        for _ in 0..70_000 {
+            word = levels_bumped(word, 3, true);
+        }
+        assert_eq!(word >> 48, LEVEL_STICKY, "the wide count stuck");
+        for _ in 0..70_000 {
+            word = levels_bumped(word, 3, false);
+        }
+        assert!(level_used(word, 3), "a stuck count never reaches zero");
+        word = levels_bumped(word, 2, false);
+        assert!(!level_used(word, 2), "the last /32-level entry gone");
+        assert_eq!(word, LEVEL_STICKY << 48);
+        assert_eq!(
+            [128, 64, 63, 48, 47, 32, 31, 0].map(v6_level),
+            [0, 0, 1, 1, 2, 2, 3, 3]
+        );
     }
 }

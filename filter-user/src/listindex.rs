@@ -113,8 +113,17 @@ impl ListIndex {
                 }
             }
             Cidr::V6 { addr, prefix } => {
+                // The level is counted before its byte is raised and after it is lowered, so
+                // the program never skips a level that holds a marked byte.
+                let level = listindex::v6_level(*prefix);
+                if add {
+                    self.count_level(level, true);
+                }
                 let index = listindex::v6_entry(addr, *prefix);
                 self.bump(index, |byte| listindex::bumped(byte, side, add));
+                if !add {
+                    self.count_level(level, false);
+                }
             }
         }
         if !add {
@@ -161,6 +170,21 @@ impl ListIndex {
                 Some((value & !(0xffff_ffff_u64 << shift)) | (u64::from(count) << shift))
             },
         );
+    }
+
+    /// Raises or lowers the count of IPv6 entries marking `level` ([`listindex::LEVELS_WORD`]).
+    fn count_level(&self, level: u32, add: bool) {
+        // Never fails: the closure always returns a value.
+        let _ = self.word(listindex::LEVELS_WORD).fetch_update(
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+            |value| Some(listindex::levels_bumped(value, level, add)),
+        );
+    }
+
+    /// The word of IPv6 level counts, as the program reads it.
+    pub fn levels(&self) -> u64 {
+        self.word(listindex::LEVELS_WORD).load(Ordering::Relaxed)
     }
 
     /// The entries counted in the family of `ipv6`.
@@ -314,6 +338,15 @@ mod tests {
         assert_eq!((index.entries(false), index.entries(true)), (2, 0));
         assert_eq!(byte(10, 1, 0), 0);
         assert_eq!(byte(10, 1, 5), 0x11);
+        // IPv6 entries count per level: the /32 above is on the /32 level (bits 32-47).
+        assert_eq!(index.levels(), 1 << 32);
+        index.note(Counted::Decisions, &cidr("2001:db8::1/128"), true);
+        index.note(Counted::Deny, &cidr("2001:db8:1::/64"), true);
+        index.note(Counted::Deny, &cidr("::/0"), true);
+        assert_eq!(index.levels(), (1 << 48) | (1 << 32) | 2);
+        index.note(Counted::Allow, &cidr("2001:db8::/32"), false);
+        index.note(Counted::Deny, &cidr("2001:db8:1::/64"), false);
+        assert_eq!(index.levels(), (1 << 48) | 1);
         // /0 marks every /24, word by word.
         index.note(Counted::Deny, &cidr("0.0.0.0/0"), true);
         assert_eq!(byte(0, 0, 0), 0x10);

@@ -4,11 +4,12 @@
 //!
 //! Maps read: `LIST_INDEX`, `ALLOW_V4`/`ALLOW_V6`, `DENY_V4`/`DENY_V6`,
 //! `CROWDSEC_V4`/`CROWDSEC_V6`. Reasons: `Allowlist` (pass at once), `Denylist` and `CrowdSec`
-//! (drop). Lookups per packet: the entries word (one cache line for
-//! every packet; a family without entries stops there), one index word for IPv4 (four for
-//! IPv6), then a trie walk per list whose count is not zero — none for a source on neither
-//! list's marked buckets, and no denylist walk for an IPv4 source whose /24 a denylist entry
-//! covers (its cover byte, one more word, decides).
+//! (drop). Lookups per packet: the entries word (one cache line for every packet; a family
+//! without entries stops there), one index word for IPv4 (for IPv6, the level counts in the
+//! entries word's cache line, then one word per level some entry marks), then a trie walk per
+//! list whose count is not zero — none for a source on neither list's marked buckets, and no
+//! denylist walk for an IPv4 source whose /24 a denylist entry covers (its cover byte, one more
+//! word, decides).
 
 use aya_ebpf::maps::lpm_trie::Key;
 use filter_common::{
@@ -24,12 +25,7 @@ use crate::maps::{ALLOW_V4, ALLOW_V6, CROWDSEC_V4, CROWDSEC_V6, DENY_V4, DENY_V6
 pub fn check(packet: &Packet) -> Option<Reason> {
     let ipv6 = packet.ip_version != 4;
     // A family with no entries at all skips its index bytes (and their cache misses).
-    let entries = match LIST_INDEX.get_ptr(listindex::ENTRIES_WORD) {
-        // SAFETY: a pointer to a map value from a successful lookup; userspace updates it
-        // through its mapping at any time, so it is read once, volatile.
-        Some(word) => unsafe { core::ptr::read_volatile(word) },
-        None => u64::MAX,
-    };
+    let entries = read_word(listindex::ENTRIES_WORD, u64::MAX);
     if !listindex::has_entries(entries, ipv6) {
         return None;
     }
@@ -58,8 +54,18 @@ pub fn check(packet: &Packet) -> Option<Reason> {
         }
     } else {
         let words = packet.src_words();
-        let [host, long, short, wide] = listindex::v6_head_lookup(u64::from_be(words[0]));
-        let marks = index_byte(host) | index_byte(long) | index_byte(short) | index_byte(wide);
+        let buckets = listindex::v6_head_lookup(u64::from_be(words[0]));
+        // Only the levels some entry marks: a bucket another level's entry marked (they share
+        // one region) sends no source to the tries.
+        let levels = read_word(listindex::LEVELS_WORD, u64::MAX);
+        let mut marks = 0;
+        let mut level = 0;
+        while level < 4 {
+            if listindex::level_used(levels, level) {
+                marks |= index_byte(buckets[level as usize]);
+            }
+            level += 1;
+        }
         if marks == 0 {
             return None;
         }
@@ -82,14 +88,21 @@ pub fn check(packet: &Packet) -> Option<Reason> {
     None
 }
 
+/// Word `index` of the list index, read once; `absent` if it cannot be read (it always can:
+/// the word is below `INDEX_WORDS`).
+#[inline(always)]
+fn read_word(index: u32, absent: u64) -> u64 {
+    match LIST_INDEX.get_ptr(index) {
+        // SAFETY: a pointer to a map value from a successful lookup; userspace updates it
+        // through its mapping at any time, so it is read once, volatile.
+        Some(word) => unsafe { core::ptr::read_volatile(word) },
+        None => absent,
+    }
+}
+
 /// Byte `index` of the list index; if its word cannot be read (it always can: the index is
 /// below `INDEX_BYTES`), every count, so both tries are walked.
 #[inline(always)]
 fn index_byte(index: u32) -> u8 {
-    match LIST_INDEX.get_ptr(index >> 3) {
-        // SAFETY: a pointer to a map value from a successful lookup; userspace writes the
-        // word through its mapping at any time, so it is read once, volatile.
-        Some(word) => (unsafe { core::ptr::read_volatile(word) } >> ((index & 7) * 8)) as u8,
-        None => 0xff,
-    }
+    (read_word(index >> 3, u64::MAX) >> ((index & 7) * 8)) as u8
 }
