@@ -637,3 +637,36 @@ fn warns_in_one_line_when_the_kernel_makes_no_syn_cookies() {
         warnings[0]
     );
 }
+
+#[test]
+fn the_daemon_clears_the_summary_bits_of_ended_verifications_only() {
+    require_root();
+    let pair = Pair::create();
+    let _daemon = pair.start(&[]);
+    let iface = pair.origin_end.iface.as_str();
+    let path = moat::pins::PinDir::for_iface(iface).map(filter_common::maps::VERIFIED);
+    let data = aya::maps::MapData::from_pin(&path).expect("verified pin");
+    let cache = moat::verified::VerifiedCache::of(&data).expect("verified cache mapped");
+    // Two sources no connection verifies: one whose verification has ended, one in force.
+    let ended = moat::verify::key_for(Ipv4Addr::new(203, 0, 113, 1).into(), 64);
+    let live = moat::verify::key_for(Ipv4Addr::new(203, 0, 113, 2).into(), 64);
+    let (ended_bucket, live_bucket) = (
+        moat::verified::bucket_of(&ended),
+        moat::verified::bucket_of(&live),
+    );
+    assert_ne!(ended_bucket, live_bucket, "the two sources share no bucket");
+    cache.mark(&ended, 1);
+    cache.mark(&live, u64::MAX);
+    assert!(cache.summarised(ended_bucket) && cache.summarised(live_bucket));
+    // The daemon's housekeeping (every 10 s) clears the ended bucket's bit and only that.
+    wait_until(
+        "the daemon to clear the ended bucket's summary bit",
+        Duration::from_secs(25),
+        || !cache.summarised(ended_bucket),
+    );
+    assert!(
+        cache.summarised(live_bucket),
+        "a bucket in force keeps its bit"
+    );
+    assert_eq!(cache.until(&live), Some(u64::MAX), "no way was touched");
+}

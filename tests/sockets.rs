@@ -344,6 +344,16 @@ fn cookie_round_trip(v6: bool) {
             Some(START_NS + VERIFIED_TTL_NS),
             "a valid cookie verifies its source for the configured time"
         );
+        // The program's own mark set the bucket's summary bit: the source's next segment is
+        // known verified and skips the socket lookup.
+        let stray = segment(v6, CLIENT_PORT, NOBODY, CLIENT_SEQ, Some(1), false);
+        filter.expect(
+            "a segment from the source the cookie verified",
+            &stray,
+            XDP_PASS,
+            Verdict::Pass,
+            Reason::Pass,
+        );
     })
     .expect("entering the namespace");
 }
@@ -467,6 +477,48 @@ fn segments_from_verified_sources_skip_the_socket_lookup() {
                 Verdict::Pass,
                 Reason::Pass,
             );
+        }
+    })
+    .expect("entering the namespace");
+}
+
+#[test]
+fn a_verified_source_is_found_only_through_its_buckets_summary_bit() {
+    let ns = namespace("1");
+    ns.enter(|| {
+        let filter = Filter::load(verifying_settings());
+        for (v6, client) in [
+            (false, IpAddr::V4(CLIENT_V4)),
+            (true, IpAddr::V6(CLIENT_V6)),
+        ] {
+            let ack = segment(v6, CLIENT_PORT, NOBODY, CLIENT_SEQ, Some(1), false);
+            let key = verified_key(client);
+            let bucket = moat::verified::bucket_of(&key);
+            // Verified until a second after the program's fixed clock.
+            filter.cache().mark(&key, START_NS + 1_000_000_000);
+            assert!(filter.cache().summarised(bucket), "a mark sets the bit");
+            filter.expect(
+                "verified, bit set",
+                &ack,
+                XDP_PASS,
+                Verdict::Pass,
+                Reason::Pass,
+            );
+            // A sweep by a clock past the end clears the bit; the program, whose clock has not
+            // moved, still finds the way in force but no longer reads it.
+            assert_eq!(filter.cache().sweep(START_NS + 1_000_000_000), 1);
+            assert_eq!(filter.verified(client), Some(START_NS + 1_000_000_000));
+            filter.expect(
+                "way in force, bit clear",
+                &ack,
+                XDP_DROP,
+                Verdict::Drop,
+                Reason::NoSocket,
+            );
+            // A sweep by the program's own clock keeps a bit whose way is in force.
+            filter.cache().mark(&key, START_NS + 2_000_000_000);
+            assert_eq!(filter.cache().sweep(START_NS), 0);
+            filter.expect("marked again", &ack, XDP_PASS, Verdict::Pass, Reason::Pass);
         }
     })
     .expect("entering the namespace");

@@ -11,6 +11,15 @@
 //! next SYN, which it answers. The daemon marks the peers of the origin's connections again
 //! every second. Only verified sources write, so spoofed floods never displace anyone.
 //!
+//! After the buckets comes their summary ([`SUMMARY_ENTRIES`]): one bit per bucket, set before
+//! a way of the bucket is written and cleared by the daemon once none of its ways is in force.
+//! A source whose bucket's bit is clear is not verified, and its bucket is never read: under a
+//! spoofed flood, whose random sources hit random buckets of the 3 MiB array, each packet reads
+//! one word of the 8 KiB summary (which stays in the CPU's cache) instead of missing the cache
+//! on a bucket. A bit left set only costs that read; a bit cleared too early (the daemon's
+//! sweep racing a new mark) only makes a verified source answer a SYN cookie or pay a socket
+//! lookup until it is marked again, as for a source that lost its way.
+//!
 //! Each family has its own half of the array, so an IPv6 tag can never match an IPv4 one. A
 //! source is tagged by its whole key: an IPv4 address, or an IPv6 address masked to the tracked
 //! prefix (a /64 by default), exactly the unit the ban and rate stages count.
@@ -25,6 +34,29 @@ pub const VERIFIED_WAYS: usize = 2;
 
 /// Sources the cache holds at most: [`VERIFIED_BUCKETS`] × [`VERIFIED_WAYS`].
 pub const VERIFIED_CAPACITY: u32 = VERIFIED_BUCKETS * VERIFIED_WAYS as u32;
+
+/// Buckets one summary entry covers: one bit each, in the first four of its six words (the
+/// summary shares the array, and so the value type, with the buckets).
+pub const SUMMARY_BUCKETS_PER_ENTRY: u32 = 256;
+
+/// Words of a summary entry that hold bits: [`SUMMARY_BUCKETS_PER_ENTRY`] / 64.
+pub const SUMMARY_WORDS_PER_ENTRY: u32 = SUMMARY_BUCKETS_PER_ENTRY / 64;
+
+/// Entries after the buckets that hold their summary.
+pub const SUMMARY_ENTRIES: u32 = VERIFIED_BUCKETS / SUMMARY_BUCKETS_PER_ENTRY;
+
+/// Entries in `VERIFIED`: the buckets, then their summary.
+pub const VERIFIED_ENTRIES: u32 = VERIFIED_BUCKETS + SUMMARY_ENTRIES;
+
+/// Where bucket `bucket`'s summary bit lives: the entry, the word in it, and the bit's mask.
+#[inline(always)]
+pub const fn summary_of(bucket: u32) -> (u32, u32, u64) {
+    (
+        VERIFIED_BUCKETS + bucket / SUMMARY_BUCKETS_PER_ENTRY,
+        (bucket / 64) % SUMMARY_WORDS_PER_ENTRY,
+        1 << (bucket % 64),
+    )
+}
 
 /// A source's tag: its key's address as two words (IPv4 in `hi`, `lo` zero).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -107,6 +139,13 @@ impl VerifiedBucket {
         let [first, second] = self.slots;
         (first.holds(tag) && now_ns < first.until_ns)
             || (second.holds(tag) && now_ns < second.until_ns)
+    }
+
+    /// Whether either way holds a verification still in force at `now_ns`: what keeps the
+    /// bucket's summary bit set.
+    #[inline(always)]
+    pub const fn in_force(&self, now_ns: u64) -> bool {
+        now_ns < self.slots[0].until_ns || now_ns < self.slots[1].until_ns
     }
 
     /// Whether either way holds `tag` (in force or not): the test before the clock is read.
@@ -228,5 +267,32 @@ mod tests {
     #[test]
     fn an_empty_slot_verifies_nobody_not_even_tag_zero() {
         assert!(!VerifiedBucket::default().verified(Tag::default(), 0));
+    }
+
+    #[test]
+    fn every_bucket_has_its_own_summary_bit_after_the_buckets() {
+        let mut seen = std::collections::HashSet::new();
+        for bucket in 0..VERIFIED_BUCKETS {
+            let (entry, word, mask) = summary_of(bucket);
+            assert!((VERIFIED_BUCKETS..VERIFIED_ENTRIES).contains(&entry));
+            assert!(word < SUMMARY_WORDS_PER_ENTRY && mask.count_ones() == 1);
+            assert!(
+                seen.insert((entry, word, mask)),
+                "bucket {bucket} shares a bit"
+            );
+        }
+        assert_eq!(summary_of(0), (VERIFIED_BUCKETS, 0, 1));
+        assert_eq!(summary_of(321), (VERIFIED_BUCKETS + 1, 1, 1 << 1));
+        // The summary's words fit the value type.
+        assert!(SUMMARY_WORDS_PER_ENTRY as usize * 8 <= core::mem::size_of::<VerifiedBucket>());
+    }
+
+    #[test]
+    fn a_bucket_is_in_force_while_either_way_is() {
+        let bucket = VerifiedBucket::default()
+            .with(tag_of(1), 100)
+            .with(tag_of(2), 200);
+        assert!(bucket.in_force(150) && !bucket.in_force(200));
+        assert!(!VerifiedBucket::default().in_force(0));
     }
 }

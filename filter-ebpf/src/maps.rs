@@ -17,7 +17,7 @@ use filter_common::{
     rate::{Buckets, RateState},
     source::{Ban, SourceKey},
     synack::HeaderCopy,
-    verified::{VERIFIED_BUCKETS, VerifiedBucket},
+    verified::{VERIFIED_ENTRIES, VerifiedBucket},
 };
 
 /// Packets and bytes per `(Verdict, Reason)`, per CPU.
@@ -120,11 +120,12 @@ pub static SAMPLES: RingBuf = RingBuf::with_byte_size(SAMPLES_BYTES, 0);
 #[map]
 pub static SAMPLES_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Sources that completed a TCP handshake recently: a two-way cache indexed by source (see
-/// `filter_common::verified`), written by this program and by the daemon through a mapping.
+/// Sources that completed a TCP handshake recently: a two-way cache indexed by source, then
+/// the buckets' summary bits (see `filter_common::verified`), written by this program and by
+/// the daemon through a mapping.
 #[map]
 pub static VERIFIED: Array<VerifiedBucket> =
-    Array::with_max_entries(VERIFIED_BUCKETS, BPF_F_MMAPABLE);
+    Array::with_max_entries(VERIFIED_ENTRIES, BPF_F_MMAPABLE);
 
 /// Copies of the current packet's IP and TCP headers for the SYN-cookie helpers, per CPU.
 #[map]

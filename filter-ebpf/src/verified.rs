@@ -9,6 +9,9 @@
 //! the other's work. So the bans lookup is skipped for a verified source's segments, most of
 //! the packets a site serves.
 //!
+//! Each lookup reads its bucket's summary bit first and the bucket only if the bit is set, so a
+//! spoofed flood's random sources cost a word of the summary, not a cache miss on a bucket.
+//!
 //! Maps read/written: `VERIFIED`; `BANS` (read) after a verification is written.
 
 use filter_common::{
@@ -20,6 +23,7 @@ use filter_common::{
 use crate::{
     clock::Clock,
     maps::{BANS, VERIFIED},
+    word,
 };
 
 /// The bucket `source`'s tag hashes to, and the tag.
@@ -30,10 +34,30 @@ fn bucket_of(source: &SourceKey) -> Option<(*mut VerifiedBucket, Tag)> {
     Some((bucket, tag))
 }
 
-/// Whether `source` completed a TCP handshake with the origin recently: one array lookup, and
-/// the clock read only when a way holds its tag.
+/// The summary word of `source`'s bucket and the bucket's bit in it.
+#[inline(always)]
+fn summary_of(source: &SourceKey) -> Option<(*mut u64, u64)> {
+    let tag = verified::tag(source);
+    let (entry, word, mask) = verified::summary_of(verified::bucket(tag, source.ip_version != 4));
+    let value = VERIFIED.get_ptr_mut(entry)?;
+    // SAFETY: `word` is below SUMMARY_WORDS_PER_ENTRY (4), so the word lies inside the 48-byte
+    // value; map values are 8-byte aligned.
+    Some((unsafe { value.cast::<u64>().add(word as usize) }, mask))
+}
+
+/// Whether `source` completed a TCP handshake with the origin recently: one word of the
+/// summary, then, only if its bucket's bit is set, the bucket, and the clock read only when a
+/// way holds its tag.
 #[inline(always)]
 pub fn holds(source: &SourceKey, clock: &mut Clock) -> bool {
+    let Some((summary, mask)) = summary_of(source) else {
+        return false;
+    };
+    // SAFETY: a word of a map value from a successful lookup, valid for this run; other CPUs
+    // and the daemon update it whole, so it is read once, volatile.
+    if unsafe { core::ptr::read_volatile(summary) } & mask == 0 {
+        return false;
+    }
     let Some((bucket, tag)) = bucket_of(source) else {
         return false;
     };
@@ -51,9 +75,13 @@ pub fn mark(source: &SourceKey, settings: &Settings, clock: &mut Clock) {
     if settings.verified_ttl_ns == 0 {
         return;
     }
-    let Some((bucket, tag)) = bucket_of(source) else {
+    let (Some((bucket, tag)), Some((summary, mask))) = (bucket_of(source), summary_of(source))
+    else {
         return;
     };
+    // The bucket's summary bit first, so no reader skips a way written below.
+    // SAFETY: a word of a map value from a successful lookup, valid for this run.
+    unsafe { word::or(summary, mask) };
     let now_ns = clock.now_ns();
     let until_ns = now_ns.saturating_add(settings.verified_ttl_ns);
     // SAFETY: a pointer to a map value from a successful lookup, valid for this run. The way

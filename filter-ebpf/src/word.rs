@@ -47,6 +47,24 @@ impl SharedWord for MapWord {
     }
 }
 
+/// Sets the bits of `mask` in the word at `ptr`, atomically (BPF_ATOMIC | BPF_OR, verified
+/// on map values since Linux 5.12 like `BPF_CMPXCHG`).
+///
+/// # Safety
+/// `ptr` must point into a map value (valid for the program run) and be 8-byte aligned.
+#[inline(always)]
+pub unsafe fn or(ptr: *mut u64, mask: u64) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        asm!(
+            "lock *(u64 *)({ptr} + 0) |= {mask}",
+            ptr = in(reg) ptr,
+            mask = in(reg) mask,
+            options(nostack),
+        );
+    }
+}
+
 /// [`admit_shared`] on a pair of buckets in a map value every CPU shares.
 #[inline(always)]
 pub fn admit(buckets: *mut Buckets, pace: &Pace, now_ns: u64, len: u64) -> bool {

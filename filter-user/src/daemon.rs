@@ -508,7 +508,8 @@ struct Housekeeping {
 type Counted = Arc<Mutex<Option<Vec<(SourceKey, Ban)>>>>;
 
 /// Every [`COUNT_EVERY`]: forgets bans that expired longer ago than `bans.forget_after`,
-/// counts the tables for the metrics and the ban log; every [`SAVE_EVERY`]: saves the lists
+/// clears the verified-source summary bits of buckets whose verifications all ended, counts
+/// the tables for the metrics and the ban log; every [`SAVE_EVERY`]: saves the lists
 /// and bans. Each walk runs on the blocking pool.
 async fn housekeeping(work: Housekeeping) {
     let work = Arc::new(work);
@@ -528,6 +529,12 @@ async fn housekeeping(work: Housekeeping) {
                 Ok(0) => {}
                 Ok(forgotten) => info!("forgot expired bans iface={} count={forgotten}", job.iface),
                 Err(err) => warn!("sweeping bans failed iface={} error=\"{err}\"", job.iface),
+            }
+            if let Err(err) = verify::sweep_pinned(&job.pins) {
+                warn!(
+                    "sweeping the verified sources' summary failed iface={} error=\"{err}\"",
+                    job.iface
+                );
             }
             if let Some(in_force) = job.state.count_tables(&job.pins)
                 && let Ok(mut slot) = job.counted.lock()

@@ -10,7 +10,9 @@ use aya::maps::{Map, MapData};
 use filter_common::{
     maps::VERIFIED,
     source::SourceKey,
-    verified::{self, VERIFIED_BUCKETS, VERIFIED_WAYS, VerifiedBucket, VerifiedSlot},
+    verified::{
+        self, VERIFIED_BUCKETS, VERIFIED_ENTRIES, VERIFIED_WAYS, VerifiedBucket, VerifiedSlot,
+    },
 };
 
 use crate::mapping::Mapping;
@@ -34,14 +36,19 @@ pub struct VerifiedCache {
     mapping: Mapping,
 }
 
-/// Bytes of the mapping: every bucket.
-const CACHE_BYTES: usize = VERIFIED_BUCKETS as usize * size_of::<VerifiedBucket>();
+/// Bytes of the mapping: every bucket, then the summary.
+const CACHE_BYTES: usize = VERIFIED_ENTRIES as usize * size_of::<VerifiedBucket>();
 
 /// 64-bit words per bucket.
 const BUCKET_WORDS: usize = size_of::<VerifiedBucket>() / 8;
 
 /// 64-bit words per way: the tag's two, then the end.
 const SLOT_WORDS: usize = size_of::<VerifiedSlot>() / 8;
+
+/// The bucket of `key`'s source.
+pub fn bucket_of(key: &SourceKey) -> u32 {
+    verified::bucket(verified::tag(key), key.ip_version != 4)
+}
 
 impl VerifiedCache {
     /// Maps the cache `data` holds (the `VERIFIED` map of an object or a pin).
@@ -66,6 +73,22 @@ impl VerifiedCache {
         unsafe { &*self.mapping.base().cast::<AtomicU64>().add(index) }
     }
 
+    /// The summary word holding bucket `bucket`'s bit, and the bit.
+    fn summary(&self, bucket: u32) -> (&AtomicU64, u64) {
+        let (entry, word, mask) = verified::summary_of(bucket % VERIFIED_BUCKETS);
+        let index = entry as usize * BUCKET_WORDS + word as usize;
+        // SAFETY: the entry is below VERIFIED_ENTRIES and the word below its value's words, so
+        // the index is inside the mapping; all access is atomic.
+        let word = unsafe { &*self.mapping.base().cast::<AtomicU64>().add(index) };
+        (word, mask)
+    }
+
+    /// Whether bucket `bucket`'s summary bit is set: the program reads the bucket only then.
+    pub fn summarised(&self, bucket: u32) -> bool {
+        let (word, mask) = self.summary(bucket);
+        word.load(Ordering::Acquire) & mask != 0
+    }
+
     /// Bucket `bucket` as it is now, word by word.
     fn bucket(&self, bucket: u32) -> VerifiedBucket {
         let slot = |way: usize| VerifiedSlot {
@@ -88,6 +111,9 @@ impl VerifiedCache {
     pub fn mark(&self, key: &SourceKey, until_ns: u64) {
         let tag = verified::tag(key);
         let index = verified::bucket(tag, key.ip_version != 4);
+        // The summary bit first, so the program never skips a way written below.
+        let (summary, mask) = self.summary(index);
+        summary.fetch_or(mask, Ordering::SeqCst);
         let current = self.bucket(index);
         let way = current.way_for(tag) % VERIFIED_WAYS;
         let old = current.slots[way];
@@ -130,13 +156,49 @@ impl VerifiedCache {
             .map(|slot| slot.until_ns)
     }
 
-    /// Empties every way (tests start sequences from an empty cache).
+    /// Empties every way and clears the summary (tests start sequences from an empty cache).
     pub fn clear(&self) {
         for bucket in 0..VERIFIED_BUCKETS {
             for word in 0..BUCKET_WORDS {
                 self.word(bucket, word).store(0, Ordering::Release);
             }
+            let (summary, mask) = self.summary(bucket);
+            summary.fetch_and(!mask, Ordering::SeqCst);
         }
+    }
+
+    /// Clears the summary bit of every bucket none of whose ways is in force at `now_ns` (the
+    /// program's clock), so the program stops reading it; returns how many bits it cleared.
+    /// A way written while a word is swept keeps its bit: after clearing, the word's buckets
+    /// are read again and any now in force is set back. Only a mark that has set its bit but
+    /// not yet written its way in that instant loses the bit, and its source is then looked
+    /// up as unverified (a socket lookup, a SYN cookie) until it is marked again.
+    pub fn sweep(&self, now_ns: u64) -> u32 {
+        let mut cleared = 0;
+        for first in (0..VERIFIED_BUCKETS).step_by(64) {
+            let (summary, _) = self.summary(first);
+            let set = summary.load(Ordering::Acquire);
+            if set == 0 {
+                continue;
+            }
+            let live = |word_bits: u64| -> u64 {
+                (0..64)
+                    .filter(|bit| word_bits & (1 << bit) != 0)
+                    .filter(|&bit| self.bucket(first + bit).in_force(now_ns))
+                    .fold(0, |bits, bit| bits | (1 << bit))
+            };
+            let stale = set & !live(set);
+            if stale == 0 {
+                continue;
+            }
+            summary.fetch_and(!stale, Ordering::SeqCst);
+            let revived = live(stale);
+            if revived != 0 {
+                summary.fetch_or(revived, Ordering::SeqCst);
+            }
+            cleared += (stale & !revived).count_ones();
+        }
+        cleared
     }
 
     /// Every cached source's tag and end, bucket by bucket (empty ways left out).
@@ -189,5 +251,30 @@ mod tests {
         assert_eq!(cache.entries().len(), 2);
         cache.clear();
         assert!(cache.entries().is_empty());
+    }
+
+    #[test]
+    fn a_mark_sets_its_buckets_summary_bit_and_a_sweep_clears_only_ended_ones() {
+        let cache = scratch_cache();
+        let bucket_of = |key: &SourceKey| verified::bucket(verified::tag(key), key.ip_version != 4);
+        let short = key_for("198.51.100.7".parse().expect("literal"), 64);
+        let long = key_for("2001:db8::1".parse().expect("literal"), 64);
+        assert!(!cache.summarised(bucket_of(&short)));
+        cache.mark(&short, 100);
+        cache.mark(&long, 300);
+        assert!(cache.summarised(bucket_of(&short)) && cache.summarised(bucket_of(&long)));
+        // The summary sits after the buckets: no bucket's words moved.
+        assert_eq!(cache.until(&short), Some(100));
+        assert_eq!(cache.entries().len(), 2);
+        assert_eq!(cache.sweep(99), 0, "both in force");
+        assert_eq!(cache.sweep(100), 1, "the short one ended");
+        assert!(!cache.summarised(bucket_of(&short)) && cache.summarised(bucket_of(&long)));
+        // A forgotten source's bit goes at the next sweep; a new mark sets it again.
+        cache.forget(&long);
+        assert_eq!(cache.sweep(0), 1);
+        cache.mark(&long, 400);
+        assert!(cache.summarised(bucket_of(&long)));
+        cache.clear();
+        assert!(!cache.summarised(bucket_of(&long)));
     }
 }

@@ -14,13 +14,20 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
 use filter_common::{
     maps::{BANS, VERIFIED},
     source::{BAN_CLASS, Ban, SourceKey, VERIFIED_CLASS},
 };
 
-use crate::{bans::monotonic_ns, config::duration_ns, sockdiag, verified::VerifiedCache};
+use crate::{
+    bans::monotonic_ns,
+    config::duration_ns,
+    pins::PinDir,
+    policy::{self, ControlError},
+    sockdiag,
+    verified::{CacheError, VerifiedCache},
+};
 
 pub use crate::config::VERIFIED_FOR;
 
@@ -92,6 +99,29 @@ pub fn refresh(ebpf: &aya::Ebpf, v6_prefix: u32) -> usize {
         count += 1;
     }
     count
+}
+
+/// Why the summary of a running filter's cache could not be swept.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// The program's clock could not be read from its settings.
+    #[error(transparent)]
+    Settings(#[from] ControlError),
+    /// The pinned cache could not be opened.
+    #[error("opening the pinned {VERIFIED}: {0}")]
+    Open(#[from] MapError),
+    /// The pinned cache could not be mapped.
+    #[error(transparent)]
+    Map(#[from] CacheError),
+}
+
+/// Clears the summary bits of the running filter's cache (at `pins`) for the buckets whose
+/// verifications have all ended by the program's clock (see [`VerifiedCache::sweep`]), so a
+/// spoofed packet that hashes there reads no bucket; returns how many it cleared.
+pub fn sweep_pinned(pins: &PinDir) -> Result<u32, SweepError> {
+    let now = policy::pinned_settings(pins)?.now_ns(monotonic_ns());
+    let cache = VerifiedCache::of(&MapData::from_pin(pins.map(VERIFIED))?)?;
+    Ok(cache.sweep(now))
 }
 
 #[cfg(test)]
