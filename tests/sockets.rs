@@ -359,6 +359,50 @@ fn cookie_round_trip(v6: bool) {
 }
 
 #[test]
+fn a_syn_with_a_tcp_header_of_any_length_is_answered_with_a_cookie() {
+    let ns = namespace("2");
+    ns.enter(|| {
+        let _listening = listeners(LISTENING);
+        let filter = Filter::load(verifying_settings());
+        for v6 in [false, true] {
+            // 20 to 60 bytes: no options, then the MSS padded with no-ops.
+            for words in 5..=15usize {
+                let padding = (words - 5) * 4;
+                let mut options = Vec::new();
+                if padding >= 4 {
+                    options.push(TcpOptionElement::MaximumSegmentSize(CLIENT_MSS));
+                    options.extend(std::iter::repeat_n(TcpOptionElement::Noop, padding - 4));
+                }
+                let eth = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC);
+                let ip = if v6 {
+                    eth.ipv6(CLIENT_V6.octets(), SERVER_V6.octets(), 64)
+                } else {
+                    eth.ipv4(CLIENT_V4.octets(), SERVER_V4.octets(), 64)
+                };
+                let mut syn = Vec::new();
+                ip.tcp(CLIENT_PORT, LISTENING, CLIENT_SEQ, 64_240)
+                    .syn()
+                    .options(&options)
+                    .expect("options fit")
+                    .write(&mut syn, &[])
+                    .expect("building a SYN");
+                let l4 = if v6 { 14 + 40 } else { 14 + 20 };
+                assert_eq!(usize::from(syn[l4 + 12] >> 4), words, "data offset");
+                let out = filter.expect(
+                    &format!("SYN with a {}-byte TCP header (IPv6: {v6})", words * 4),
+                    &syn,
+                    XDP_TX,
+                    Verdict::Answered,
+                    Reason::SynCookie,
+                );
+                check_synack(v6, &out);
+            }
+        }
+    })
+    .expect("entering the namespace");
+}
+
+#[test]
 fn syn_to_an_ipv4_listener_is_answered_with_a_cookie_the_kernel_accepts() {
     cookie_round_trip(false);
 }

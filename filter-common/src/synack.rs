@@ -136,15 +136,15 @@ pub fn write_ipv6(
     tcp[16..18].copy_from_slice(&check.to_be_bytes());
 }
 
-/// Copies of a packet's IP header (without options) and whole TCP header, for the SYN-cookie
-/// helpers, which read stack or map memory of a length the verifier can bound, never packet
-/// memory of a variable length. Kept in a per-CPU map: the 512-byte stack cannot hold them.
+/// Scratch room for the SYN-ACK's IP and TCP headers, built here and then copied whole into the
+/// frame (zero-filling packet memory in place would call `memset`, across which the verifier
+/// forgets the packet bounds). Kept in a per-CPU map: the 512-byte stack is nearly full.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct HeaderCopy {
     /// The IP header: 20 bytes for IPv4, 40 for IPv6.
     pub ip: [u8; 40],
-    /// The TCP header, options included (at most 60 bytes).
+    /// The TCP header ([`TCP_LEN`] bytes used; room for 60).
     pub tcp: [u8; 60],
 }
 const _: () = assert!(core::mem::size_of::<HeaderCopy>() == 100);

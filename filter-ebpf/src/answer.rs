@@ -78,9 +78,9 @@ pub fn synack(ctx: &XdpContext, packet: &Packet, cookie: u32, mss: u16) -> Rewri
     for i in 0..6 {
         macs.swap(i, i + 6);
     }
-    // The headers are built in this CPU's `HEADERS` slot (its copies are no longer needed)
-    // and then copied whole into the frame: zero-filling packet memory in place would call
-    // `memset`, across which the verifier forgets the packet bounds.
+    // The headers are built in this CPU's `HEADERS` slot and then copied whole into the frame:
+    // zero-filling packet memory in place would call `memset`, across which the verifier
+    // forgets the packet bounds.
     let Some(copy) = HEADERS.get_ptr_mut(0) else {
         return Rewrite::Broken;
     };

@@ -127,6 +127,6 @@ pub static SAMPLES_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 pub static VERIFIED: Array<VerifiedBucket> =
     Array::with_max_entries(VERIFIED_ENTRIES, BPF_F_MMAPABLE);
 
-/// Copies of the current packet's IP and TCP headers for the SYN-cookie helpers, per CPU.
+/// Room for the SYN-ACK's headers while `answer` builds them, per CPU.
 #[map]
 pub static HEADERS: PerCpuArray<HeaderCopy> = PerCpuArray::with_max_entries(1, 0);

@@ -6,15 +6,16 @@
 
 use aya_ebpf::{
     bindings::{bpf_sock_tuple, tcphdr},
+    cty::c_void,
     helpers::generated::{
         bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_check_syncookie,
-        bpf_tcp_gen_syncookie, bpf_xdp_load_bytes,
+        bpf_tcp_gen_syncookie,
     },
     programs::XdpContext,
 };
-use filter_common::{Packet, synack::HeaderCopy};
+use filter_common::Packet;
 
-use crate::{maps::HEADERS, parse::ptr_at};
+use crate::parse::ptr_at;
 
 /// `BPF_F_CURRENT_NETNS`: look up in the namespace of the receiving device.
 const CURRENT_NETNS: u64 = u64::MAX;
@@ -113,53 +114,61 @@ pub enum Cookie {
     },
 }
 
-/// The copies of the IP and TCP headers the cookie helpers read, and their lengths.
-struct Headers {
-    copy: *mut HeaderCopy,
-    ip_len: u32,
-    tcp_len: u32,
+/// The packet's IP header (without IPv4 options or IPv6 extension headers: the cookie helpers
+/// read only its addresses) and its length, as the cookie helpers take them: straight from the
+/// frame, no copy.
+#[inline(always)]
+fn ip_header(ctx: &XdpContext, packet: &Packet) -> Option<(*mut c_void, u32)> {
+    let l3 = packet.l3_offset as usize;
+    if packet.ip_version == 4 {
+        Some((ptr_at::<[u8; 20]>(ctx, l3)? as *mut c_void, 20))
+    } else {
+        Some((ptr_at::<[u8; 40]>(ctx, l3)? as *mut c_void, 40))
+    }
 }
 
-/// Copies the IP header (without options) and the whole TCP header of `packet` into this CPU's
-/// `HEADERS` slot.
+/// `bpf_tcp_gen_syncookie` on the SYN's headers in the frame, its TCP header `N` bytes long (the
+/// helper wants the whole header; a packet pointer passed with a length the verifier cannot
+/// bound is refused, so each possible length has its own call).
 #[inline(always)]
-fn headers(ctx: &XdpContext, packet: &Packet) -> Option<Headers> {
-    let copy = HEADERS.get_ptr_mut(0)?;
-    let l4 = packet.l4_offset as usize;
-    let offset_byte = ptr_at::<[u8; 13]>(ctx, l4)?;
+fn gen_syncookie<const N: usize>(
+    ctx: &XdpContext,
+    packet: &Packet,
+    sk: *mut aya_ebpf::bindings::bpf_sock,
+) -> i64 {
+    let (Some((ip, ip_len)), Some(tcp)) = (
+        ip_header(ctx, packet),
+        ptr_at::<[u8; N]>(ctx, packet.l4_offset as usize),
+    ) else {
+        return -ENOENT;
+    };
+    // SAFETY: the socket is a held listener; `ptr_at` checked both headers lie in the frame
+    // for the lengths given, and the helper only reads them.
+    unsafe { bpf_tcp_gen_syncookie(sk.cast(), ip, ip_len, tcp as *mut tcphdr, N as u32) }
+}
+
+/// The SYN's cookie from its listener `sk`: the helper's answer, or `-ENOENT` if the TCP header
+/// is cut short.
+#[inline(always)]
+fn syncookie_of(ctx: &XdpContext, packet: &Packet, sk: *mut aya_ebpf::bindings::bpf_sock) -> i64 {
+    let Some(offset_byte) = ptr_at::<[u8; 13]>(ctx, packet.l4_offset as usize) else {
+        return -ENOENT;
+    };
     // SAFETY: `ptr_at` checked the 13 bytes lie in the frame.
-    let data_offset = unsafe { (*offset_byte)[12] } >> 4;
-    // Bound needed by the verifier: the length passed with the buffer must be provably within
-    // it (at most 60) and non-zero. LLVM folds a plain `< 20` check into the shift and mask,
-    // where the verifier loses the lower bound, so the length takes a volatile round trip
-    // through the stack and is checked after it, on the very register the helper gets.
-    let mut slot = u64::from(data_offset & 0x0F) * 4;
-    // SAFETY: `slot` is a live local; the volatile write and read only pin the value.
-    let tcp_len = unsafe {
-        core::ptr::write_volatile(&mut slot, slot);
-        core::ptr::read_volatile(&slot)
-    };
-    if tcp_len < 20 {
-        return None;
+    match unsafe { (*offset_byte)[12] } >> 4 {
+        5 => gen_syncookie::<20>(ctx, packet, sk),
+        6 => gen_syncookie::<24>(ctx, packet, sk),
+        7 => gen_syncookie::<28>(ctx, packet, sk),
+        8 => gen_syncookie::<32>(ctx, packet, sk),
+        9 => gen_syncookie::<36>(ctx, packet, sk),
+        10 => gen_syncookie::<40>(ctx, packet, sk),
+        11 => gen_syncookie::<44>(ctx, packet, sk),
+        12 => gen_syncookie::<48>(ctx, packet, sk),
+        13 => gen_syncookie::<52>(ctx, packet, sk),
+        14 => gen_syncookie::<56>(ctx, packet, sk),
+        15 => gen_syncookie::<60>(ctx, packet, sk),
+        _ => -ENOENT,
     }
-    let tcp_len = tcp_len as u32;
-    let ip_len: u32 = if packet.ip_version == 4 { 20 } else { 40 };
-    // SAFETY: `copy` is this CPU's map slot; each buffer is at least as long as the length
-    // given, and the helper checks the frame bounds itself.
-    let ok = unsafe {
-        bpf_xdp_load_bytes(
-            ctx.ctx,
-            u32::from(packet.l3_offset),
-            (*copy).ip.as_mut_ptr().cast(),
-            ip_len,
-        ) == 0
-            && bpf_xdp_load_bytes(ctx.ctx, l4 as u32, (*copy).tcp.as_mut_ptr().cast(), tcp_len) == 0
-    };
-    ok.then_some(Headers {
-        copy,
-        ip_len,
-        tcp_len,
-    })
 }
 
 /// Looks up the socket of a TCP segment: its connection, or else its listener.
@@ -182,19 +191,7 @@ pub fn syn_cookie(ctx: &XdpContext, packet: &Packet, mut tuple: Tuple) -> Cookie
         unsafe { bpf_sk_release(sk.cast()) };
         return Cookie::NotListening(Found::Connection);
     }
-    let result = match headers(ctx, packet) {
-        // SAFETY: the socket is a held listener; the buffers hold the lengths given.
-        Some(h) => unsafe {
-            bpf_tcp_gen_syncookie(
-                sk.cast(),
-                (*h.copy).ip.as_mut_ptr().cast(),
-                h.ip_len,
-                (*h.copy).tcp.as_mut_ptr().cast::<tcphdr>(),
-                h.tcp_len,
-            )
-        },
-        None => -ENOENT,
-    };
+    let result = syncookie_of(ctx, packet, sk);
     // SAFETY: releases the reference the lookup took.
     unsafe { bpf_sk_release(sk.cast()) };
     if result < 0 {
@@ -259,19 +256,17 @@ pub fn segment(ctx: &XdpContext, packet: &Packet, mut tuple: Tuple, check_cookie
         unsafe { bpf_sk_release(sk.cast()) };
         return Segment::Listener;
     }
-    let valid = match headers(ctx, packet) {
-        // SAFETY: the socket is a held listener; the buffers hold the lengths given (the check
-        // reads only the fixed 20-byte header).
-        Some(h) => unsafe {
-            bpf_tcp_check_syncookie(
-                sk.cast(),
-                (*h.copy).ip.as_mut_ptr().cast(),
-                h.ip_len,
-                (*h.copy).tcp.as_mut_ptr().cast::<tcphdr>(),
-                20,
-            ) == 0
+    let valid = match (
+        ip_header(ctx, packet),
+        ptr_at::<[u8; 20]>(ctx, packet.l4_offset as usize),
+    ) {
+        // SAFETY: the socket is a held listener; `ptr_at` checked both headers lie in the frame
+        // for the lengths given (the check reads only the fixed 20-byte TCP header), and the
+        // helper only reads them.
+        (Some((ip, ip_len)), Some(tcp)) => unsafe {
+            bpf_tcp_check_syncookie(sk.cast(), ip, ip_len, tcp as *mut tcphdr, 20) == 0
         },
-        None => false,
+        _ => false,
     };
     // SAFETY: releases the reference the lookup took.
     unsafe { bpf_sk_release(sk.cast()) };
