@@ -121,6 +121,17 @@ impl Filter {
             .expect("map the list index")
     }
 
+    /// Denylists each prefix alone and asserts `frame` is dropped under it, then unlists it and
+    /// asserts the frame passes again.
+    fn assert_each_denied_then_passed(&mut self, frame: &[u8], prefixes: &[(&str, &str)]) {
+        for (prefix, label) in prefixes {
+            self.list(false, prefix);
+            self.assert_verdict(label, frame, Verdict::Drop, Reason::Denylist);
+            self.unlist(false, prefix);
+            self.assert_verdict(label, frame, Verdict::Pass, Reason::Pass);
+        }
+    }
+
     /// Takes `cidr` off a list, then lowers its index counts.
     fn unlist(&mut self, allow: bool, cidr: &str) {
         self.loaded.unlist(list_maps(allow), parse(cidr));
@@ -1062,16 +1073,14 @@ fn the_list_index_gates_every_trie_walk_and_never_hides_an_entry() {
 
     // Each IPv6 length marks its own byte (/48 bucket, /32 bucket, wide byte), and each is
     // found, alone, then gone once removed.
-    for (prefix, label) in [
-        ("2001:db8::1/128", "a /128"),
-        ("2001:db8::/40", "a /40"),
-        ("2000::/8", "a /8"),
-    ] {
-        filter.list(false, prefix);
-        filter.assert_verdict(label, &v6.bytes, Verdict::Drop, Reason::Denylist);
-        filter.unlist(false, prefix);
-        filter.assert_verdict(label, &v6.bytes, Verdict::Pass, Reason::Pass);
-    }
+    filter.assert_each_denied_then_passed(
+        &v6.bytes,
+        &[
+            ("2001:db8::1/128", "a /128"),
+            ("2001:db8::/40", "a /40"),
+            ("2000::/8", "a /8"),
+        ],
+    );
     filter.list(false, "0.0.0.0/0");
     filter.assert_verdict("0.0.0.0/0", &v4.bytes, Verdict::Drop, Reason::Denylist);
     filter.unlist(false, "0.0.0.0/0");
@@ -1154,17 +1163,15 @@ fn an_ipv6_source_looks_only_at_the_levels_some_entry_marks() {
     );
     // Every level of a listed source's own network is found: a /128, /56, /36 and /0 each.
     filter.unlist_unindexed(false, "2001:db8::/64");
-    for (prefix, label) in [
-        ("2001:db8::1/128", "a /128"),
-        ("2001:db8::/56", "a /56"),
-        ("2001:db8::/36", "a /36"),
-        ("::/0", "a /0"),
-    ] {
-        filter.list(false, prefix);
-        filter.assert_verdict(label, &v6.bytes, Verdict::Drop, Reason::Denylist);
-        filter.unlist(false, prefix);
-        filter.assert_verdict(label, &v6.bytes, Verdict::Pass, Reason::Pass);
-    }
+    filter.assert_each_denied_then_passed(
+        &v6.bytes,
+        &[
+            ("2001:db8::1/128", "a /128"),
+            ("2001:db8::/56", "a /56"),
+            ("2001:db8::/36", "a /36"),
+            ("::/0", "a /0"),
+        ],
+    );
     assert_eq!(filter.index().levels(), 1, "only the collider is left");
 }
 

@@ -50,12 +50,18 @@ pub const COVER_UNKNOWN: u8 = 0xff;
 /// counts, a cover count is exact below [`COVER_UNKNOWN`]: a count above zero drops the source
 /// without a walk, so it must reach zero the moment the last covering entry goes.
 pub const fn cover_bumped(byte: u8, add: bool) -> u8 {
-    if byte == COVER_UNKNOWN {
-        COVER_UNKNOWN
+    sticky_step(byte as u64, COVER_UNKNOWN as u64, add) as u8
+}
+
+/// `count` raised (`add`) or lowered by one, where a count at `sticky` stays there and an
+/// unpaired removal leaves zero: the one rule every count of the index follows.
+const fn sticky_step(count: u64, sticky: u64, add: bool) -> u64 {
+    if count == sticky {
+        sticky
     } else if add {
-        byte + 1
+        count + 1
     } else {
-        byte.saturating_sub(1)
+        count.saturating_sub(1)
     }
 }
 
@@ -130,14 +136,7 @@ pub const fn v6_level(prefix: u32) -> u32 {
 /// [`LEVEL_STICKY`] stays, an unpaired removal leaves zero, and the other levels never change.
 pub const fn levels_bumped(word: u64, level: u32, add: bool) -> u64 {
     let shift = level * 16;
-    let count = (word >> shift) & LEVEL_STICKY;
-    let count = if count == LEVEL_STICKY {
-        LEVEL_STICKY
-    } else if add {
-        count + 1
-    } else {
-        count.saturating_sub(1)
-    };
+    let count = sticky_step((word >> shift) & LEVEL_STICKY, LEVEL_STICKY, add);
     (word & !(LEVEL_STICKY << shift)) | (count << shift)
 }
 
@@ -204,14 +203,7 @@ pub const STICKY: u8 = 0x0f;
 /// `byte` with `side`'s count raised (`add`) or lowered by one; a count at [`STICKY`] stays.
 pub const fn bumped(byte: u8, side: Side, add: bool) -> u8 {
     let shift = side.shift();
-    let count = (byte >> shift) & 0x0f;
-    let count = if count == STICKY {
-        STICKY
-    } else if add {
-        count + 1
-    } else {
-        count.saturating_sub(1)
-    };
+    let count = sticky_step(((byte >> shift) & 0x0f) as u64, STICKY as u64, add) as u8;
     (byte & !(0x0f << shift)) | (count << shift)
 }
 
