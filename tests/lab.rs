@@ -14,6 +14,7 @@ mod support;
 use std::{
     io::{BufRead as _, BufReader},
     process::{Command, Stdio},
+    sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -67,9 +68,22 @@ const SCENARIOS: [&str; 5] = [
     "carpet-bomb",
 ];
 
+/// Held by each test for its whole run: a lab measures what the machine's CPUs can do, so a
+/// second lab flooding beside it (the interrupted one) would take its CPUs and its visitors'
+/// frames with them.
+static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Waits for the other lab test to finish (also if it panicked).
+fn one_lab_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_LAB_AT_A_TIME
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
 #[test]
 fn protected_origin_serves_visitors_and_sheds_the_attack() {
     require_root();
+    let _alone = one_lab_at_a_time();
     let out = temp_dir("lab");
     let output = Command::new(lab_bin())
         .arg("--moat")
@@ -229,6 +243,7 @@ fn protected_origin_serves_visitors_and_sheds_the_attack() {
 #[test]
 fn interrupted_lab_removes_everything() {
     require_root();
+    let _alone = one_lab_at_a_time();
     let out = temp_dir("lab-interrupted");
     let mut child = Command::new(lab_bin())
         .arg("--moat")
