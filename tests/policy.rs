@@ -651,8 +651,8 @@ fn the_daemon_clears_the_summary_bits_of_ended_verifications_only() {
     let ended = moat::verify::key_for(Ipv4Addr::new(203, 0, 113, 1).into(), 64);
     let live = moat::verify::key_for(Ipv4Addr::new(203, 0, 113, 2).into(), 64);
     let (ended_bucket, live_bucket) = (
-        moat::verified::bucket_of(&ended),
-        moat::verified::bucket_of(&live),
+        filter_common::verified::locate(&ended).1,
+        filter_common::verified::locate(&live).1,
     );
     assert_ne!(ended_bucket, live_bucket, "the two sources share no bucket");
     cache.mark(&ended, 1);

@@ -537,7 +537,7 @@ fn a_verified_source_is_found_only_through_its_buckets_summary_bit() {
         ] {
             let ack = segment(v6, CLIENT_PORT, NOBODY, CLIENT_SEQ, Some(1), false);
             let key = verified_key(client);
-            let bucket = moat::verified::bucket_of(&key);
+            let bucket = filter_common::verified::locate(&key).1;
             // Verified until a second after the program's fixed clock.
             filter.cache().mark(&key, START_NS + 1_000_000_000);
             assert!(filter.cache().summarised(bucket), "a mark sets the bit");

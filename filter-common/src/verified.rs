@@ -119,6 +119,14 @@ pub fn tag(source: &SourceKey) -> Tag {
     }
 }
 
+/// `source`'s tag and the index of the bucket it hashes to: what every reader and writer of
+/// the cache computes first.
+#[inline(always)]
+pub fn locate(source: &SourceKey) -> (Tag, u32) {
+    let tag = tag(source);
+    (tag, bucket(tag, source.ip_version != 4))
+}
+
 /// The bucket of `tag` in its family's half of the array: the top bits of the tag's words
 /// mixed and multiplied by a large odd constant (Fibonacci hashing), which spreads neighbouring
 /// addresses and prefixes over the whole half.

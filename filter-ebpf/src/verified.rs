@@ -14,11 +14,7 @@
 //!
 //! Maps read/written: `VERIFIED`; `BANS` (read) after a verification is written.
 
-use filter_common::{
-    Settings,
-    source::SourceKey,
-    verified::{self, Tag, VerifiedBucket},
-};
+use filter_common::{Settings, source::SourceKey, verified};
 
 use crate::{
     clock::Clock,
@@ -26,19 +22,10 @@ use crate::{
     word,
 };
 
-/// The bucket `source`'s tag hashes to, and the tag.
+/// The summary word holding bucket `index`'s bit, and the bit.
 #[inline(always)]
-fn bucket_of(source: &SourceKey) -> Option<(*mut VerifiedBucket, Tag)> {
-    let tag = verified::tag(source);
-    let bucket = VERIFIED.get_ptr_mut(verified::bucket(tag, source.ip_version != 4))?;
-    Some((bucket, tag))
-}
-
-/// The summary word of `source`'s bucket and the bucket's bit in it.
-#[inline(always)]
-fn summary_of(source: &SourceKey) -> Option<(*mut u64, u64)> {
-    let tag = verified::tag(source);
-    let (entry, word, mask) = verified::summary_of(verified::bucket(tag, source.ip_version != 4));
+fn summary_at(index: u32) -> Option<(*mut u64, u64)> {
+    let (entry, word, mask) = verified::summary_of(index);
     let value = VERIFIED.get_ptr_mut(entry)?;
     // SAFETY: `word` is below SUMMARY_WORDS_PER_ENTRY (4), so the word lies inside the 48-byte
     // value; map values are 8-byte aligned.
@@ -50,7 +37,8 @@ fn summary_of(source: &SourceKey) -> Option<(*mut u64, u64)> {
 /// way holds its tag.
 #[inline(always)]
 pub fn holds(source: &SourceKey, clock: &mut Clock) -> bool {
-    let Some((summary, mask)) = summary_of(source) else {
+    let (tag, index) = verified::locate(source);
+    let Some((summary, mask)) = summary_at(index) else {
         return false;
     };
     // SAFETY: a word of a map value from a successful lookup, valid for this run; other CPUs
@@ -58,7 +46,7 @@ pub fn holds(source: &SourceKey, clock: &mut Clock) -> bool {
     if unsafe { core::ptr::read_volatile(summary) } & mask == 0 {
         return false;
     }
-    let Some((bucket, tag)) = bucket_of(source) else {
+    let Some(bucket) = VERIFIED.get_ptr_mut(index) else {
         return false;
     };
     // SAFETY: a pointer to a map value from a successful lookup, valid for this run. Other CPUs
@@ -75,7 +63,8 @@ pub fn mark(source: &SourceKey, settings: &Settings, clock: &mut Clock) {
     if settings.verified_ttl_ns == 0 {
         return;
     }
-    let (Some((bucket, tag)), Some((summary, mask))) = (bucket_of(source), summary_of(source))
+    let (tag, index) = verified::locate(source);
+    let (Some(bucket), Some((summary, mask))) = (VERIFIED.get_ptr_mut(index), summary_at(index))
     else {
         return;
     };
@@ -118,7 +107,8 @@ pub fn mark(source: &SourceKey, settings: &Settings, clock: &mut Clock) {
 /// Clears `source`'s verification, if the cache holds it: the source was just banned.
 #[inline(always)]
 pub fn forget(source: &SourceKey) {
-    let Some((bucket, tag)) = bucket_of(source) else {
+    let (tag, index) = verified::locate(source);
+    let Some(bucket) = VERIFIED.get_ptr_mut(index) else {
         return;
     };
     // SAFETY: a pointer to a map value from a successful lookup, valid for this run; only the

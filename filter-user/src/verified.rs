@@ -45,11 +45,6 @@ const BUCKET_WORDS: usize = size_of::<VerifiedBucket>() / 8;
 /// 64-bit words per way: the tag's two, then the end.
 const SLOT_WORDS: usize = size_of::<VerifiedSlot>() / 8;
 
-/// The bucket of `key`'s source.
-pub fn bucket_of(key: &SourceKey) -> u32 {
-    verified::bucket(verified::tag(key), key.ip_version != 4)
-}
-
 impl VerifiedCache {
     /// Maps the cache `data` holds (the `VERIFIED` map of an object or a pin).
     pub fn of(data: &MapData) -> Result<VerifiedCache, CacheError> {
@@ -109,8 +104,7 @@ impl VerifiedCache {
     /// than it already is), in the way the program would choose, written word by word in the
     /// program's order: the end cleared, the tag, the new end.
     pub fn mark(&self, key: &SourceKey, until_ns: u64) {
-        let tag = verified::tag(key);
-        let index = verified::bucket(tag, key.ip_version != 4);
+        let (tag, index) = verified::locate(key);
         // The summary bit first, so the program never skips a way written below.
         let (summary, mask) = self.summary(index);
         summary.fetch_or(mask, Ordering::SeqCst);
@@ -135,8 +129,7 @@ impl VerifiedCache {
     /// Clears `key`'s source's verification, if the cache holds it: the source was banned, and
     /// no verified source is (see the program's `verified` module).
     pub fn forget(&self, key: &SourceKey) {
-        let tag = verified::tag(key);
-        let index = verified::bucket(tag, key.ip_version != 4);
+        let (tag, index) = verified::locate(key);
         for (way, slot) in self.bucket(index).slots.iter().enumerate() {
             if slot.holds(tag) {
                 self.word(index, way * SLOT_WORDS + 2)
@@ -147,8 +140,8 @@ impl VerifiedCache {
 
     /// When `key`'s source stops being verified, if the cache holds it.
     pub fn until(&self, key: &SourceKey) -> Option<u64> {
-        let tag = verified::tag(key);
-        let bucket = self.bucket(verified::bucket(tag, key.ip_version != 4));
+        let (tag, index) = verified::locate(key);
+        let bucket = self.bucket(index);
         bucket
             .slots
             .iter()
@@ -256,25 +249,25 @@ mod tests {
     #[test]
     fn a_mark_sets_its_buckets_summary_bit_and_a_sweep_clears_only_ended_ones() {
         let cache = scratch_cache();
-        let bucket_of = |key: &SourceKey| verified::bucket(verified::tag(key), key.ip_version != 4);
         let short = key_for("198.51.100.7".parse().expect("literal"), 64);
         let long = key_for("2001:db8::1".parse().expect("literal"), 64);
-        assert!(!cache.summarised(bucket_of(&short)));
+        let (short_bucket, long_bucket) = (verified::locate(&short).1, verified::locate(&long).1);
+        assert!(!cache.summarised(short_bucket));
         cache.mark(&short, 100);
         cache.mark(&long, 300);
-        assert!(cache.summarised(bucket_of(&short)) && cache.summarised(bucket_of(&long)));
+        assert!(cache.summarised(short_bucket) && cache.summarised(long_bucket));
         // The summary sits after the buckets: no bucket's words moved.
         assert_eq!(cache.until(&short), Some(100));
         assert_eq!(cache.entries().len(), 2);
         assert_eq!(cache.sweep(99), 0, "both in force");
         assert_eq!(cache.sweep(100), 1, "the short one ended");
-        assert!(!cache.summarised(bucket_of(&short)) && cache.summarised(bucket_of(&long)));
+        assert!(!cache.summarised(short_bucket) && cache.summarised(long_bucket));
         // A forgotten source's bit goes at the next sweep; a new mark sets it again.
         cache.forget(&long);
         assert_eq!(cache.sweep(0), 1);
         cache.mark(&long, 400);
-        assert!(cache.summarised(bucket_of(&long)));
+        assert!(cache.summarised(long_bucket));
         cache.clear();
-        assert!(!cache.summarised(bucket_of(&long)));
+        assert!(!cache.summarised(long_bucket));
     }
 }
