@@ -26,6 +26,7 @@ use crate::{
 
 /// The XDP entry point; its name is [`filter_common::maps::PROGRAM_NAME`].
 #[xdp]
+#[inline(always)]
 pub fn moat(ctx: XdpContext) -> u32 {
     // ACTIVE has one entry and SETTINGS both slots, so a failed lookup is a broken invariant.
     let (Some(settings), Some(packet)) = (
