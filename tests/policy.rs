@@ -670,3 +670,30 @@ fn the_daemon_clears_the_summary_bits_of_ended_verifications_only() {
     );
     assert_eq!(cache.until(&live), Some(u64::MAX), "no way was touched");
 }
+
+#[test]
+fn the_daemon_calibrates_the_programs_clock() {
+    require_root();
+    let pair = Pair::create();
+    let _daemon = pair.start(&[]);
+    let path =
+        moat::pins::PinDir::for_iface(&pair.origin_end.iface).map(filter_common::maps::CLOCK);
+    let data = aya::maps::MapData::from_pin(&path).expect("CLOCK pin");
+    let pinned: aya::maps::Array<_, filter_common::clock::ClockBase> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("CLOCK is an array");
+    let written = pinned.get(&0, 0).expect("reading CLOCK");
+    // A calibration of our own, from the same kernel, agrees with the daemon's to within the
+    // samples' spacing (a few microseconds each) and the tick's own jitter.
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(moat::FILTER_OBJECT)
+        .expect("loading the object");
+    let ours = moat::clock::measure(&mut ebpf).expect("calibrating");
+    assert_eq!(written.jiffy_ns, ours.jiffy_ns, "the tick length");
+    let apart = written.base_ns.wrapping_sub(ours.base_ns) as i64;
+    assert!(
+        apart.unsigned_abs() < 2_000_000,
+        "the daemon's base {} and ours {} are {apart} ns apart",
+        written.base_ns,
+        ours.base_ns
+    );
+}

@@ -34,11 +34,12 @@ use etherparse::{
 use filter_common::{
     Class, Counter, Reason, Settings, Verdict,
     classify::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG},
+    clock::{ClockBase, TICK_RATES, tick_ns},
     counter_index,
     lists::{SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
     maps::{
-        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, BANS_ARE_EMPTY, BANS_EMPTY, CROWDSEC_V4, CROWDSEC_V6,
-        DEFAULT_MAX_BANS, PORTS, SOURCES, TRUSTED_V4, TRUSTED_V6, VERIFIED,
+        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, BANS_ARE_EMPTY, BANS_EMPTY, CLOCK, CROWDSEC_V4,
+        CROWDSEC_V6, DEFAULT_MAX_BANS, PORTS, SOURCES, TRUSTED_V4, TRUSTED_V6, VERIFIED,
     },
     ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
     rate::{Limit, RateState},
@@ -1720,4 +1721,55 @@ fn crowdsec_decisions_drop_their_sources_unless_allowlisted() {
         Verdict::Pass,
         Reason::Allowlist,
     );
+}
+
+#[test]
+fn the_live_clock_is_monotonic_time_read_through_the_calibrated_jiffies() {
+    let mut filter = Filter::load();
+    filter.update(|settings| settings.flags &= !FLAG_FIXED_CLOCK);
+    let calibrated = moat::clock::set_up(&mut filter.loaded.ebpf)
+        .unwrap_or_else(|error| panic!("calibrating the program's clock: {error}"));
+    assert!(
+        TICK_RATES
+            .iter()
+            .any(|&hz| tick_ns(hz) == calibrated.jiffy_ns),
+        "a jiffy of {} ns is no kernel's tick",
+        calibrated.jiffy_ns
+    );
+    // The program's time is CLOCK_MONOTONIC at the last tick: a ban that ends 10 s from now
+    // holds, one that ended a jiffy and 20 ms ago is over.
+    let now = moat::bans::monotonic_ns();
+    filter.ban(SOURCE_V4, manual_ban(now + 10 * SECOND_NS));
+    filter.ban(
+        OTHER_V4,
+        manual_ban(now - calibrated.jiffy_ns - 20 * MILLISECOND_NS),
+    );
+    filter.assert_drops("a ban 10 s from its end", &udp(SOURCE_V4), Reason::Banned);
+    filter.assert_passes("a ban a jiffy and 20 ms over", &udp(OTHER_V4));
+    // The program reads CLOCK: an hour on, by its base, the first ban is over too.
+    let later = ClockBase {
+        base_ns: calibrated.base_ns + 3_600 * SECOND_NS,
+        ..calibrated
+    };
+    for (what, value, reason) in [
+        ("an hour later by CLOCK", later, Reason::Pass),
+        // Uncalibrated, it reads the kernel's coarse clock, the same time.
+        ("with CLOCK cleared", ClockBase::default(), Reason::Banned),
+        ("calibrated again", calibrated, Reason::Banned),
+    ] {
+        Array::<_, ClockBase>::try_from(
+            filter
+                .ebpf
+                .map_mut(CLOCK)
+                .unwrap_or_else(|| panic!("the object has no map {CLOCK:?}")),
+        )
+        .unwrap_or_else(|error| panic!("{CLOCK} is not an array of ClockBase: {error}"))
+        .set(0, value, 0)
+        .unwrap_or_else(|error| panic!("writing {CLOCK}: {error}"));
+        if reason == Reason::Pass {
+            filter.assert_passes(what, &udp(SOURCE_V4));
+        } else {
+            filter.assert_drops(what, &udp(SOURCE_V4), reason);
+        }
+    }
 }

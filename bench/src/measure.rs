@@ -373,8 +373,9 @@ impl Default for Sizes {
 }
 
 /// moat's filter loaded for BPF_PROG_TEST_RUN: the shipped policy (`Config::default()`) and
-/// map capacities (those `moat run` gives it, but for [`Sizes`]), its clock fixed at
-/// [`START_NS`] so buckets neither refill nor expire while it is timed.
+/// map capacities (those `moat run` gives it, but for [`Sizes`]), its clock calibrated as
+/// `moat run` calibrates it but fixed at [`START_NS`] so buckets neither refill nor expire
+/// while it is timed.
 pub struct Subject {
     ebpf: Ebpf,
     shipped: Settings,
@@ -397,6 +398,12 @@ impl Subject {
                 object: "moat's filter",
                 source: Box::new(source),
             })?;
+        // Calibrated as `moat run` does, so each packet reads the clock (then ignores it for
+        // the fixed one) at the cost a live packet pays.
+        moat::clock::set_up(&mut ebpf).map_err(|error| BenchError::Tool {
+            tool: "moat-bench",
+            problem: format!("calibrating the program's clock: {error}"),
+        })?;
         let mut policy = Policy::compile(&Config::default(), false);
         policy.settings.flags |= FLAG_FIXED_CLOCK;
         policy.settings.clock_ns = START_NS;

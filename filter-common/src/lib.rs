@@ -11,6 +11,7 @@
 extern crate std;
 
 pub mod classify;
+pub mod clock;
 pub mod counter;
 pub mod flood;
 pub mod listindex;

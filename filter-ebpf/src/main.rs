@@ -16,7 +16,12 @@ mod verdict;
 mod verified;
 mod word;
 
-use aya_ebpf::{macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::{bpf_jiffies64, bpf_ktime_get_ns},
+    macros::xdp,
+    programs::XdpContext,
+};
 use filter_common::{Packet, Reason, Settings};
 
 use crate::{
@@ -53,6 +58,30 @@ pub fn moat(ctx: XdpContext) -> u32 {
         settings.sample_every,
         Some(packet),
     )
+}
+
+/// The clock's sampler (`filter_common::maps::CLOCK_PROGRAM_NAME`), never attached: userspace
+/// runs it by BPF_PROG_TEST_RUN on a frame of at least 16 bytes and reads back jiffies, then
+/// CLOCK_MONOTONIC in ns, as the frame's first two native-endian words (see
+/// `filter_common::clock::calibrate`). A shorter frame is aborted.
+#[xdp]
+#[inline(always)]
+pub fn moat_clock(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 16 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: neither helper has preconditions. Jiffies first, so the time read after them
+    // is never before the start of their jiffy.
+    let (jiffies, mono_ns) = unsafe { (bpf_jiffies64(), bpf_ktime_get_ns()) };
+    let words = start as *mut u64;
+    // SAFETY: the 16 bytes from `start` lie inside the frame (checked above); frames need not
+    // be aligned, so the words are written unaligned.
+    unsafe {
+        core::ptr::write_unaligned(words, jiffies);
+        core::ptr::write_unaligned(words.add(1), mono_ns);
+    }
+    xdp_action::XDP_PASS
 }
 
 /// Judges one frame, parsing it into `packet`, and returns why it gets its verdict.

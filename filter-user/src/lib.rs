@@ -5,6 +5,7 @@ pub mod bans;
 pub mod batch;
 pub mod cidr;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod crowdsec;

@@ -1,0 +1,113 @@
+//! Calibrates the program's clock (see `filter_common::clock`): runs the object's
+//! `moat_clock` program by BPF_PROG_TEST_RUN until jiffies have advanced a few times, turns the
+//! samples into a [`ClockBase`] and writes it to the `CLOCK` map, after which every packet
+//! reads the time with one load instead of a helper call.
+
+use std::time::{Duration, Instant};
+
+use aya::{
+    Ebpf,
+    maps::Array,
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
+};
+use filter_common::{
+    clock::{CalibrateError, ClockBase, ClockSample, calibrate},
+    maps::{CLOCK, CLOCK_PROGRAM_NAME},
+};
+
+/// Sampling stops once jiffies have advanced this often, at least [`MIN_SAMPLING`] in.
+const TICKS_WANTED: u32 = 4;
+
+/// The least time sampled, so even a 1000 Hz kernel's tick is measured over many ticks.
+const MIN_SAMPLING: Duration = Duration::from_millis(25);
+
+/// The most time sampled: four ticks of a 100 Hz kernel take 40 ms.
+const MAX_SAMPLING: Duration = Duration::from_millis(250);
+
+/// Why the clock could not be calibrated. The program then keeps reading the kernel's coarse
+/// clock, which is as correct and about 20 ns slower per packet.
+#[derive(Debug, thiserror::Error)]
+pub enum ClockError {
+    /// The object lacks the sampler, or it is not XDP.
+    #[error("the XDP object has no XDP program named {CLOCK_PROGRAM_NAME}")]
+    MissingProgram,
+    /// The sampler could not be loaded or run.
+    #[error("running {CLOCK_PROGRAM_NAME}: {0}")]
+    Program(#[from] ProgramError),
+    /// The sampler's answer was not two words.
+    #[error("{CLOCK_PROGRAM_NAME} returned {0} bytes, fewer than the 16 it writes")]
+    ShortAnswer(u32),
+    /// The samples did not calibrate.
+    #[error("calibrating jiffies against CLOCK_MONOTONIC: {0:?}")]
+    Calibrate(CalibrateError),
+    /// The object lacks the `CLOCK` map, or it could not be written.
+    #[error("writing {CLOCK}: {0}")]
+    Map(String),
+}
+
+/// Measures the clock base with the object's sampler (loading it if need be) and writes it to
+/// the object's `CLOCK` map; returns it.
+pub fn set_up(ebpf: &mut Ebpf) -> Result<ClockBase, ClockError> {
+    let clock = measure(ebpf)?;
+    let map = ebpf
+        .map_mut(CLOCK)
+        .ok_or_else(|| ClockError::Map("the object has no such map".to_string()))?;
+    let mut array: Array<_, ClockBase> =
+        Array::try_from(map).map_err(|error| ClockError::Map(error.to_string()))?;
+    array
+        .set(0, clock, 0)
+        .map_err(|error| ClockError::Map(error.to_string()))?;
+    Ok(clock)
+}
+
+/// Samples jiffies and CLOCK_MONOTONIC with the object's sampler until they calibrate.
+pub fn measure(ebpf: &mut Ebpf) -> Result<ClockBase, ClockError> {
+    let program: &mut Xdp = ebpf
+        .program_mut(CLOCK_PROGRAM_NAME)
+        .ok_or(ClockError::MissingProgram)?
+        .try_into()
+        .map_err(|_| ClockError::MissingProgram)?;
+    if program.fd().is_err() {
+        program.load()?;
+    }
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut ticks = 0;
+    while started.elapsed() < MAX_SAMPLING
+        && (ticks < TICKS_WANTED || started.elapsed() < MIN_SAMPLING)
+    {
+        let sample = sample(program)?;
+        if samples
+            .last()
+            .is_some_and(|last: &ClockSample| sample.jiffies > last.jiffies)
+        {
+            ticks += 1;
+        }
+        samples.push(sample);
+    }
+    calibrate(&samples).map_err(ClockError::Calibrate)
+}
+
+/// One run of the sampler.
+fn sample(program: &Xdp) -> Result<ClockSample, ClockError> {
+    // The smallest frame XDP test runs take is an Ethernet header; the sampler writes 16 bytes.
+    let frame = [0u8; 64];
+    let mut out = [0u8; 64];
+    let result = program.test_run(TestRunOptions {
+        data_in: Some(&frame),
+        data_out: Some(&mut out),
+        ..TestRunOptions::default()
+    })?;
+    if result.data_size_out < 16 {
+        return Err(ClockError::ShortAnswer(result.data_size_out));
+    }
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&out[at..at + 8]);
+        u64::from_ne_bytes(bytes)
+    };
+    Ok(ClockSample {
+        jiffies: word(0),
+        mono_ns: word(8),
+    })
+}
