@@ -183,8 +183,9 @@ fn write_cost(out: &mut String, cost: &CostReport) {
         out,
         "CPU time per packet of the calling thread across one BPF_PROG_TEST_RUN call of {} \
          repetitions, median of {} rounds in which every case runs once in turn, on one \
-         pinned CPU. moat runs the shipped policy (`Config::default()`) on a fixed clock with \
-         {} IPv4 and {} IPv6 deny prefixes loaded. Every timed moat packet is checked on \
+         pinned CPU. moat runs the shipped policy (`Config::default()`) on a fixed clock (its \
+         clock calibrated as `moat run` calibrates it, so a packet that needs the time reads \
+         jiffies as a live one does, then takes the fixed time instead) with {} IPv4 and {} IPv6 deny prefixes loaded. Every timed moat packet is checked on \
          moat's own counters to have taken its row's path; xdp-filter (Debian's xdp-tools, \
          program `{}`, all features) is checked on its return value. Ratios are to two floors, \
          timed in the same rounds on the same frame (an established TCP segment): XDP_DROP, the \
