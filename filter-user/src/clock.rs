@@ -45,10 +45,18 @@ pub enum ClockError {
     Map(String),
 }
 
-/// Measures the clock base with the object's sampler (loading it if need be) and writes it to
-/// the object's `CLOCK` map; returns it.
+/// Measures the clock base with the object's sampler (loading it if need be, unloading it
+/// after) and writes it to the object's `CLOCK` map; returns it.
 pub fn set_up(ebpf: &mut Ebpf) -> Result<ClockBase, ClockError> {
-    let clock = measure(ebpf)?;
+    let clock = measure(ebpf);
+    // The sampler has done its work either way; nothing runs it again.
+    if let Some(program) = ebpf.program_mut(CLOCK_PROGRAM_NAME)
+        && let Ok(program) = <&mut Xdp>::try_from(program)
+        && let Err(error) = program.unload()
+    {
+        log::debug!("unloading {CLOCK_PROGRAM_NAME}: {error}");
+    }
+    let clock = clock?;
     let map = ebpf
         .map_mut(CLOCK)
         .ok_or_else(|| ClockError::Map("the object has no such map".to_string()))?;
