@@ -56,53 +56,85 @@ pub struct ClockSample {
     pub mono_ns: u64,
 }
 
+/// How late after its tick the kernel may be seen to advance jiffies (the tick interrupt's
+/// latency), allowed for when bounding the tick length.
+pub const UPDATE_SLACK_NS: u64 = 100_000;
+
 /// Why samples could not calibrate the clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CalibrateError {
     /// Jiffies did not advance at least twice over the samples.
     TooFewTicks,
-    /// The measured tick length matches none of [`TICK_RATES`] within 10%.
+    /// The samples bound the tick length too loosely to tell the known rates apart: more than
+    /// one of [`TICK_RATES`] fits (sampling was too sparse, e.g. preempted; sample longer).
+    Ambiguous {
+        /// The shortest tick length the samples allow, in ns.
+        low_ns: u64,
+        /// The longest, in ns.
+        high_ns: u64,
+    },
+    /// No tick length of [`TICK_RATES`] fits the samples.
     UnknownTick {
-        /// The measured length, in ns.
-        measured_ns: u64,
+        /// The shortest tick length the samples allow, in ns.
+        low_ns: u64,
+        /// The longest, in ns.
+        high_ns: u64,
     },
 }
 
-/// The clock base from samples in time order: the tick length from the first and last time
-/// jiffies were seen to advance (each found to within one sample's spacing), rounded to a
-/// known tick rate's, then the base that puts every sample at or after the start of its jiffy
-/// (the smallest `mono_ns - jiffies × jiffy_ns` of them).
+/// Where jiffies were seen to advance: the last sample before and the first after.
+#[derive(Clone, Copy)]
+struct Advance {
+    before: ClockSample,
+    after: ClockSample,
+}
+
+/// The clock base from samples in time order. The tick length is bounded by the first and last
+/// time jiffies were seen to advance (each tick lies between the samples around it, or up to
+/// [`UPDATE_SLACK_NS`] before), and must single out one of [`TICK_RATES`]; the base then puts
+/// every sample at or after the start of its jiffy (the smallest `mono_ns - jiffies ×
+/// jiffy_ns` of them). Sparse samples widen the bounds until they are refused, never rounded
+/// to a wrong rate.
 pub fn calibrate(samples: &[ClockSample]) -> Result<ClockBase, CalibrateError> {
-    let mut first_tick: Option<ClockSample> = None;
-    let mut last_tick: Option<ClockSample> = None;
-    let mut previous: Option<ClockSample> = None;
-    for &sample in samples {
-        if previous.is_some_and(|previous| sample.jiffies > previous.jiffies) {
-            if first_tick.is_none() {
-                first_tick = Some(sample);
-            }
-            last_tick = Some(sample);
+    let mut first: Option<Advance> = None;
+    let mut last: Option<Advance> = None;
+    for pair in samples.windows(2) {
+        let [before, after] = [pair[0], pair[1]];
+        if after.jiffies > before.jiffies {
+            let advance = Advance { before, after };
+            first.get_or_insert(advance);
+            last = Some(advance);
         }
-        previous = Some(sample);
     }
-    let (Some(first), Some(last)) = (first_tick, last_tick) else {
+    let (Some(first), Some(last)) = (first, last) else {
         return Err(CalibrateError::TooFewTicks);
     };
-    let ticks = last.jiffies - first.jiffies;
+    // Jiffy `first.after.jiffies` began between `first.before` (less the slack) and
+    // `first.after`; likewise the last one.
+    let ticks = last.after.jiffies - first.after.jiffies;
     if ticks == 0 {
         return Err(CalibrateError::TooFewTicks);
     }
-    let measured_ns = last.mono_ns.saturating_sub(first.mono_ns) / ticks;
-    let mut jiffy_ns = 0;
-    for hz in TICK_RATES {
-        let tick = tick_ns(hz);
-        if measured_ns.abs_diff(tick) <= tick / 10 {
-            jiffy_ns = tick;
-        }
-    }
-    if jiffy_ns == 0 {
-        return Err(CalibrateError::UnknownTick { measured_ns });
-    }
+    let low_ns = last
+        .before
+        .mono_ns
+        .saturating_sub(UPDATE_SLACK_NS)
+        .saturating_sub(first.after.mono_ns)
+        / ticks;
+    let high_ns = last
+        .after
+        .mono_ns
+        .saturating_sub(first.before.mono_ns.saturating_sub(UPDATE_SLACK_NS))
+        / ticks;
+    let mut fitting = TICK_RATES
+        .iter()
+        .map(|&hz| tick_ns(hz))
+        .filter(|&tick| (low_ns..=high_ns).contains(&tick));
+    let jiffy_ns = match (fitting.next(), fitting.next()) {
+        (Some(tick), None) => tick,
+        (None, _) => return Err(CalibrateError::UnknownTick { low_ns, high_ns }),
+        (Some(_), Some(_)) => return Err(CalibrateError::Ambiguous { low_ns, high_ns }),
+    };
     let offset = |sample: &ClockSample| {
         sample
             .mono_ns
@@ -110,7 +142,7 @@ pub fn calibrate(samples: &[ClockSample]) -> Result<ClockBase, CalibrateError> {
     };
     // Every offset lies within a jiffy or so of the first, so their differences from it,
     // taken as signed numbers, order them despite the wrap.
-    let reference = offset(&first);
+    let reference = offset(&first.after);
     let lowest = samples
         .iter()
         .map(|sample| offset(sample).wrapping_sub(reference) as i64)
@@ -191,12 +223,29 @@ mod tests {
         assert_eq!(calibrate(&still), Err(CalibrateError::TooFewTicks));
         assert_eq!(calibrate(&[]), Err(CalibrateError::TooFewTicks));
         let odd = sampled(2_000_000, 5_000, 0, 1_000, 10_000, 10_000);
-        assert_eq!(
-            calibrate(&odd),
-            Err(CalibrateError::UnknownTick {
-                measured_ns: 2_000_000
-            })
+        assert!(
+            matches!(calibrate(&odd), Err(CalibrateError::UnknownTick { low_ns, high_ns })
+                if low_ns <= 2_000_000 && 2_000_000 <= high_ns),
+            "{:?}",
+            calibrate(&odd)
         );
+    }
+
+    #[test]
+    fn sparse_samples_are_refused_never_rounded_to_a_wrong_rate() {
+        // A 300 Hz kernel sampled every 1.1 ms over two ticks: the bounds on the tick allow
+        // both 300 and 250 Hz, so nothing is chosen.
+        let tick = tick_ns(300);
+        let sparse = sampled(tick, 9_000, 0, 500_000, 1_100_000, 7);
+        assert!(
+            matches!(calibrate(&sparse), Err(CalibrateError::Ambiguous { .. })),
+            "{:?}",
+            calibrate(&sparse)
+        );
+        // Preempted for 30 ms between dense stretches, over enough ticks to tell: exact.
+        let mut gappy = sampled(tick, 9_000, 0, 100_000, 5_000, 2_000);
+        gappy.extend(sampled(tick, 9_000, 0, 40_000_000, 5_000, 2_000));
+        assert_eq!(calibrate(&gappy).map(|clock| clock.jiffy_ns), Ok(tick));
     }
 
     #[test]

@@ -15,13 +15,9 @@ use filter_common::{
     maps::{CLOCK, CLOCK_PROGRAM_NAME},
 };
 
-/// Sampling stops once jiffies have advanced this often, at least [`MIN_SAMPLING`] in.
-const TICKS_WANTED: u32 = 4;
-
-/// The least time sampled, so even a 1000 Hz kernel's tick is measured over many ticks.
-const MIN_SAMPLING: Duration = Duration::from_millis(25);
-
-/// The most time sampled: four ticks of a 100 Hz kernel take 40 ms.
+/// The most time sampled. Sampling stops as soon as the samples single out one tick rate
+/// (two ticks apart with dense samples: 20 ms on a 100 Hz kernel); a busy machine that
+/// preempts the sampler needs longer.
 const MAX_SAMPLING: Duration = Duration::from_millis(250);
 
 /// Why the clock could not be calibrated. The program then keeps reading the kernel's coarse
@@ -79,21 +75,21 @@ pub fn measure(ebpf: &mut Ebpf) -> Result<ClockBase, ClockError> {
         program.load()?;
     }
     let started = Instant::now();
-    let mut samples = Vec::new();
-    let mut ticks = 0;
-    while started.elapsed() < MAX_SAMPLING
-        && (ticks < TICKS_WANTED || started.elapsed() < MIN_SAMPLING)
-    {
+    let mut samples: Vec<ClockSample> = Vec::new();
+    loop {
         let sample = sample(program)?;
-        if samples
+        let advanced = samples
             .last()
-            .is_some_and(|last: &ClockSample| sample.jiffies > last.jiffies)
-        {
-            ticks += 1;
-        }
+            .is_some_and(|last| sample.jiffies > last.jiffies);
         samples.push(sample);
+        // Each advance tightens the bounds; a refusal only means sample on.
+        if advanced && let Ok(clock) = calibrate(&samples) {
+            return Ok(clock);
+        }
+        if started.elapsed() >= MAX_SAMPLING {
+            return calibrate(&samples).map_err(ClockError::Calibrate);
+        }
     }
-    calibrate(&samples).map_err(ClockError::Calibrate)
 }
 
 /// One run of the sampler.
