@@ -56,6 +56,9 @@ pub struct ClockSample {
     pub mono_ns: u64,
 }
 
+/// The longest gap between the two samples around an advance of jiffies that times a tick.
+pub const ADVANCE_GAP_NS: u64 = 100_000;
+
 /// How late after its tick the kernel may be seen to advance jiffies (the tick interrupt's
 /// latency), allowed for when bounding the tick length.
 pub const UPDATE_SLACK_NS: u64 = 100_000;
@@ -90,8 +93,8 @@ struct Advance {
 }
 
 /// The clock base from samples in time order. The tick length is bounded by the first and last
-/// time jiffies were seen to advance (each tick lies between the samples around it, or up to
-/// [`UPDATE_SLACK_NS`] before), and must single out one of [`TICK_RATES`]; the base then puts
+/// time jiffies were seen to advance by one between samples at most [`ADVANCE_GAP_NS`] apart
+/// (each such tick lies between the samples around it, or up to [`UPDATE_SLACK_NS`] before), and must single out one of [`TICK_RATES`]; the base then puts
 /// every sample at or after the start of its jiffy (the smallest `mono_ns - jiffies ×
 /// jiffy_ns` of them). Sparse samples widen the bounds until they are refused, never rounded
 /// to a wrong rate.
@@ -100,7 +103,12 @@ pub fn calibrate(samples: &[ClockSample]) -> Result<ClockBase, CalibrateError> {
     let mut last: Option<Advance> = None;
     for pair in samples.windows(2) {
         let [before, after] = [pair[0], pair[1]];
-        if after.jiffies > before.jiffies {
+        // Only an advance by one jiffy seen between two close samples says when a tick came: a
+        // jump of several (jiffies caught up after the tick stopped) or a long gap (the sampler
+        // or the machine was preempted) does not.
+        if after.jiffies == before.jiffies.wrapping_add(1)
+            && after.mono_ns.saturating_sub(before.mono_ns) <= ADVANCE_GAP_NS
+        {
             let advance = Advance { before, after };
             first.get_or_insert(advance);
             last = Some(advance);
@@ -233,19 +241,36 @@ mod tests {
 
     #[test]
     fn sparse_samples_are_refused_never_rounded_to_a_wrong_rate() {
-        // A 300 Hz kernel sampled every 1.1 ms over two ticks: the bounds on the tick allow
-        // both 300 and 250 Hz, so nothing is chosen.
+        // A 300 Hz kernel sampled every 1.1 ms over two ticks: too sparse to time a tick
+        // (and the bounds would allow both 300 and 250 Hz), so nothing is chosen.
         let tick = tick_ns(300);
         let sparse = sampled(tick, 9_000, 0, 500_000, 1_100_000, 7);
-        assert!(
-            matches!(calibrate(&sparse), Err(CalibrateError::Ambiguous { .. })),
-            "{:?}",
-            calibrate(&sparse)
-        );
+        assert!(calibrate(&sparse).is_err(), "{:?}", calibrate(&sparse));
         // Preempted for 30 ms between dense stretches, over enough ticks to tell: exact.
         let mut gappy = sampled(tick, 9_000, 0, 100_000, 5_000, 2_000);
         gappy.extend(sampled(tick, 9_000, 0, 40_000_000, 5_000, 2_000));
         assert_eq!(calibrate(&gappy).map(|clock| clock.jiffy_ns), Ok(tick));
+    }
+
+    #[test]
+    fn jumps_and_long_gaps_time_no_tick() {
+        let tick = tick_ns(250);
+        // Jiffies stood still for 20 ms (the tick stopped) and then caught up by five at once,
+        // just after the last close sample: only the close advances by one count.
+        let mut samples = sampled(tick, 100, 0, 1_000, 5_000, 2_000);
+        let stale = ClockSample {
+            jiffies: samples[samples.len() - 1].jiffies,
+            mono_ns: samples[samples.len() - 1].mono_ns + 20_000_000,
+        };
+        let caught_up = ClockSample {
+            jiffies: stale.jiffies + 5,
+            mono_ns: stale.mono_ns + 1_000,
+        };
+        samples.extend([stale, caught_up]);
+        assert_eq!(calibrate(&samples).map(|clock| clock.jiffy_ns), Ok(tick));
+        // Advances seen only across long gaps time nothing.
+        let sparse = sampled(tick, 100, 0, 1_000, 3_000_000, 20);
+        assert_eq!(calibrate(&sparse), Err(CalibrateError::TooFewTicks));
     }
 
     #[test]
