@@ -94,9 +94,9 @@ struct Advance {
 
 /// The clock base from samples in time order. The tick length is bounded by the first and last
 /// time jiffies were seen to advance by one between samples at most [`ADVANCE_GAP_NS`] apart
-/// (each such tick lies between the samples around it, or up to [`UPDATE_SLACK_NS`] before), and must single out one of [`TICK_RATES`]; the base then puts
-/// every sample at or after the start of its jiffy (the smallest `mono_ns - jiffies ×
-/// jiffy_ns` of them). Sparse samples widen the bounds until they are refused, never rounded
+/// (each such tick lies between the samples around it, or up to [`UPDATE_SLACK_NS`] before),
+/// and must single out one of [`TICK_RATES`]; the base then puts every sample at or after the
+/// start of its jiffy (the smallest `mono_ns - jiffies × jiffy_ns` of them). Sparse samples widen the bounds until they are refused, never rounded
 /// to a wrong rate.
 pub fn calibrate(samples: &[ClockSample]) -> Result<ClockBase, CalibrateError> {
     let mut first: Option<Advance> = None;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aya::{
     Ebpf,
-    maps::Array,
+    maps::{Array, MapError},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
 };
 use filter_common::{
@@ -36,9 +36,12 @@ pub enum ClockError {
     /// The samples did not calibrate.
     #[error("calibrating jiffies against CLOCK_MONOTONIC: {0:?}")]
     Calibrate(CalibrateError),
-    /// The object lacks the `CLOCK` map, or it could not be written.
+    /// The object lacks the `CLOCK` map.
+    #[error("the XDP object has no map named {CLOCK}")]
+    MissingMap,
+    /// The `CLOCK` map could not be written.
     #[error("writing {CLOCK}: {0}")]
-    Map(String),
+    Map(#[from] MapError),
 }
 
 /// Measures the clock base with the object's sampler (loading it if need be, unloading it
@@ -53,14 +56,9 @@ pub fn set_up(ebpf: &mut Ebpf) -> Result<ClockBase, ClockError> {
         log::debug!("unloading {CLOCK_PROGRAM_NAME}: {error}");
     }
     let clock = clock?;
-    let map = ebpf
-        .map_mut(CLOCK)
-        .ok_or_else(|| ClockError::Map("the object has no such map".to_string()))?;
     let mut array: Array<_, ClockBase> =
-        Array::try_from(map).map_err(|error| ClockError::Map(error.to_string()))?;
-    array
-        .set(0, clock, 0)
-        .map_err(|error| ClockError::Map(error.to_string()))?;
+        Array::try_from(ebpf.map_mut(CLOCK).ok_or(ClockError::MissingMap)?)?;
+    array.set(0, clock, 0)?;
     Ok(clock)
 }
 
