@@ -451,7 +451,7 @@ fn settings(case: &Case) -> Settings {
         syn_cookies: 0,
         verified_ttl_ns: 0,
         slot: 0,
-        _pad: 0,
+        source_sets: 0,
         ..Settings::default()
     }
     .compiled()
@@ -711,12 +711,12 @@ impl Kernel {
                 .unwrap_or_else(|error| panic!("removing {key:?} from {BANS}: {error}"));
         }
         self.verified_cache().clear();
-        for key in self.sources().into_keys() {
-            BpfHashMap::<_, SourceKey, RateState>::try_from(self.map_mut(SOURCES))
-                .unwrap_or_else(|error| panic!("{SOURCES} is not a hash: {error}"))
-                .remove(&key)
-                .unwrap_or_else(|error| panic!("removing {key:?} from {SOURCES}: {error}"));
-        }
+        moat::sources::SourceTable::new(
+            Array::try_from(self.map_mut(SOURCES))
+                .unwrap_or_else(|error| panic!("{SOURCES} is not an array: {error}")),
+        )
+        .clear()
+        .unwrap_or_else(|error| panic!("emptying {SOURCES}: {error}"));
         self.zero_per_cpu::<Counter>(COUNTERS, COUNTER_SLOTS);
         self.zero_per_cpu::<u64>(BAN_EVENTS, Reason::COUNT as u32);
         let mut aggregate = Array::<_, Buckets>::try_from(self.map_mut(AGGREGATE))
@@ -754,14 +754,14 @@ impl Kernel {
     }
 
     fn sources(&self) -> HashMap<SourceKey, RateState> {
-        let sources = BpfHashMap::<_, SourceKey, RateState>::try_from(self.map(SOURCES))
-            .unwrap_or_else(|error| {
-                panic!("{SOURCES} is not a hash of SourceKey to RateState: {error}")
-            });
-        sources
-            .iter()
-            .map(|entry| entry.unwrap_or_else(|error| panic!("reading {SOURCES}: {error}")))
-            .collect()
+        moat::sources::SourceTable::new(
+            Array::try_from(self.map(SOURCES))
+                .unwrap_or_else(|error| panic!("{SOURCES} is not an array: {error}")),
+        )
+        .entries()
+        .unwrap_or_else(|error| panic!("reading {SOURCES}: {error}"))
+        .into_iter()
+        .collect()
     }
 }
 

@@ -30,8 +30,6 @@ use filter_common::{
     classify::tcp_flags::ACK,
     flood::{FloodConfig, L4_TCP, L4_UDP},
     maps::{SOURCES, VERIFIED},
-    rate::RateState,
-    source::SourceKey,
 };
 use moat::pins::PinDir;
 use moat_lab::{
@@ -209,12 +207,14 @@ impl Site {
     fn sources_tracked(&self, ip_version: u8, prefix: &[u8]) -> usize {
         let path = PinDir::for_iface(self.iface()).map(SOURCES);
         let data = aya::maps::MapData::from_pin(&path).expect("SOURCES pin");
-        let sources: aya::maps::HashMap<_, SourceKey, RateState> =
-            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("SOURCES map");
+        let sources = moat::sources::SourceTable::new(
+            aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("SOURCES map"),
+        );
         sources
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| key.ip_version == ip_version && key.addr_be.starts_with(prefix))
+            .entries()
+            .expect("reading SOURCES")
+            .into_iter()
+            .filter(|(key, _)| key.ip_version == ip_version && key.addr_be.starts_with(prefix))
             .count()
     }
 

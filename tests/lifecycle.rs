@@ -582,8 +582,8 @@ fn a_take_over_that_fails_leaves_the_running_filter_attached_and_dropping() {
     assert_eq!(
         (info.key_size(), info.value_size()),
         (
-            std::mem::size_of::<filter_common::source::SourceKey>() as u32,
-            std::mem::size_of::<filter_common::rate::RateState>() as u32
+            4,
+            std::mem::size_of::<filter_common::sources::SourceSet>() as u32
         ),
         "SOURCES was replaced by the object's own table"
     );

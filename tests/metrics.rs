@@ -23,8 +23,8 @@ use filter_common::{
     Reason,
     classify::Class,
     maps::{BANS, SOURCES},
-    rate::RateState,
     source::{BAN_CLASS, Ban, SourceKey},
+    sources::{META_PRESENT, SourceSet, SourceSlot},
 };
 use moat::{
     bans::monotonic_ns,
@@ -935,8 +935,8 @@ fn counters_never_go_backwards_across_a_restart() {
 }
 
 /// `max_tracked_sources` of the full-tables test: small enough to fill in well under a second,
-/// large enough that walking it (with the bans) takes longer than [`SCRAPE_BUDGET`]. A multiple of
-/// the kernel's LRU local free target (128), so one CPU can fill the LRU table exactly.
+/// large enough that walking it (with the bans) takes longer than [`SCRAPE_BUDGET`]. A power
+/// of two, so its sets hold exactly that many sources.
 const FULL_SOURCES: u32 = 65_536;
 
 /// `max_bans` of the full-tables test.
@@ -959,61 +959,38 @@ const SCRAPE_PAUSE: Duration = Duration::from_millis(10);
 /// How long the daemon may take to count the full tables: it counts every 10 s.
 const TABLES_COUNTED_DEADLINE: Duration = Duration::from_secs(25);
 
-/// Restricts the calling thread to the CPU it runs on now.
-fn pin_to_current_cpu() {
-    // SAFETY: sched_getcpu has no preconditions.
-    let cpu = unsafe { libc::sched_getcpu() };
-    let cpu = usize::try_from(cpu).unwrap_or_else(|_| {
-        panic!(
-            "finding the CPU the filling thread runs on: {}",
-            std::io::Error::last_os_error()
-        )
-    });
-    // SAFETY: all-zero is a valid, empty cpu_set_t.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the kernel numbers CPUs below CPU_SETSIZE; CPU_SET only writes `set`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    let result =
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    assert_eq!(
-        result,
-        0,
-        "pinning the filling thread to cpu {cpu}: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
 /// IPv4 source `index` of a table fill, counted up from `base`, as a key of `class`.
 fn v4_key(base: [u8; 4], index: u32, class: u8) -> SourceKey {
     let addr = std::net::Ipv4Addr::from(u32::from_be_bytes(base).wrapping_add(index));
     SourceKey::for_addr(addr.into(), class, 64)
 }
 
-/// Fills the pinned `SOURCES` of `pins` with `capacity` distinct sources (10.0.0.0 up, UDP
-/// class), from one CPU: an LRU hash keeps free nodes per CPU, so inserts spread over CPUs would
-/// evict before the table is full.
+/// Fills every way of the pinned `SOURCES` of `pins` (`capacity` of them, in sets of two) with
+/// a distinct source (10.0.0.0 up, UDP class), written set by set: a table is full when every
+/// way holds a source, however the program would have placed them.
 fn fill_sources(pins: &PinDir, capacity: u32) {
     let path = pins.map(SOURCES);
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                pin_to_current_cpu();
-                let data = aya::maps::MapData::from_pin(&path)
-                    .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()));
-                let mut sources: aya::maps::HashMap<_, SourceKey, RateState> =
-                    aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data))
-                        .expect("SOURCES is an LRU hash of SourceKey to RateState");
-                for index in 0..capacity {
-                    let key = v4_key([10, 0, 0, 0], index, Class::Udp as u8);
-                    sources
-                        .insert(key, RateState::default(), 0)
-                        .unwrap_or_else(|error| panic!("inserting source {index}: {error}"));
-                }
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-    });
+    let data = aya::maps::MapData::from_pin(&path)
+        .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()));
+    let mut sets: aya::maps::Array<_, SourceSet> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data))
+            .expect("SOURCES is an array of SourceSet");
+    assert_eq!(sets.len() * 2, capacity, "SOURCES has capacity / 2 sets");
+    for set in 0..sets.len() {
+        let way = |index: u32| SourceSlot {
+            hi: u64::from(u32::from_be_bytes([10, 0, 0, 0]) + index),
+            meta: META_PRESENT | 4 << 8 | Class::Udp as u64,
+            ..SourceSlot::default()
+        };
+        sets.set(
+            set,
+            SourceSet {
+                slots: [way(set * 2), way(set * 2 + 1)],
+            },
+            0,
+        )
+        .unwrap_or_else(|error| panic!("writing set {set}: {error}"));
+    }
 }
 
 /// Fills the pinned `BANS` of `pins` with `capacity` bans (172.16.0.0 up) in force for the next
@@ -1042,21 +1019,22 @@ fn fill_bans(pins: &PinDir, capacity: u32) {
     );
 }
 
-/// Walks the pinned `SOURCES` (keys) and `BANS` (entries) of `pins` the way a count does, and
+/// Walks the pinned `SOURCES` (every set) and `BANS` (entries) of `pins` the way a count does, and
 /// returns how many entries each holds.
 fn walk_tables(pins: &PinDir) -> (u64, u64) {
     let open = |name: &str| {
         aya::maps::MapData::from_pin(pins.map(name))
             .unwrap_or_else(|error| panic!("opening {name}: {error}"))
     };
-    let sources: aya::maps::HashMap<_, SourceKey, RateState> =
-        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(open(SOURCES)))
-            .expect("SOURCES is an LRU hash of SourceKey to RateState");
+    let sources = moat::sources::SourceTable::new(
+        aya::maps::Array::try_from(aya::maps::Map::Array(open(SOURCES)))
+            .expect("SOURCES is an array of SourceSet"),
+    );
     let bans: aya::maps::HashMap<_, SourceKey, Ban> =
         aya::maps::HashMap::try_from(aya::maps::Map::HashMap(open(BANS)))
             .expect("BANS is a hash of SourceKey to Ban");
     (
-        sources.keys().filter(Result::is_ok).count() as u64,
+        sources.tracked().expect("reading SOURCES"),
         bans.iter().filter(Result::is_ok).count() as u64,
     )
 }

@@ -364,14 +364,13 @@ impl Filter {
             .ebpf
             .map(SOURCES)
             .unwrap_or_else(|| panic!("the object has no map {SOURCES:?}"));
-        let sources = HashMap::<_, SourceKey, RateState>::try_from(map).unwrap_or_else(|error| {
-            panic!("{SOURCES} is not a hash of SourceKey to RateState: {error}")
-        });
-        found(
-            sources.get(&source_key(addr, class as u8), 0),
-            SOURCES,
-            addr,
-        )
+        let sources = moat::sources::SourceTable::new(
+            Array::<_, filter_common::sources::SourceSet>::try_from(map)
+                .unwrap_or_else(|error| panic!("{SOURCES} is not an array of SourceSet: {error}")),
+        );
+        sources
+            .get(&source_key(addr, class as u8))
+            .unwrap_or_else(|error| panic!("reading {SOURCES} for {addr}: {error}"))
     }
 
     /// Runs one frame through the program and returns its XDP action.

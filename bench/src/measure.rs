@@ -392,7 +392,7 @@ impl Subject {
         let mut ebpf = loader
             .map_max_entries(DENY_V4, sizes.deny)
             .map_max_entries(DENY_V6, sizes.deny)
-            .map_max_entries(SOURCES, sizes.sources)
+            .map_max_entries(SOURCES, filter_common::sources::sets_for(sizes.sources))
             .load(FILTER_OBJECT)
             .map_err(|source| BenchError::Load {
                 object: "moat's filter",
@@ -405,6 +405,7 @@ impl Subject {
             problem: format!("calibrating the program's clock: {error}"),
         })?;
         let mut policy = Policy::compile(&Config::default(), false);
+        policy.settings.source_sets = filter_common::sources::sets_for(sizes.sources);
         policy.settings.flags |= FLAG_FIXED_CLOCK;
         policy.settings.clock_ns = START_NS;
         policy::write_policy(&ebpf, &policy).map_err(|error| BenchError::Tool {
@@ -562,11 +563,12 @@ impl Subject {
             .ebpf
             .map_mut(SOURCES)
             .ok_or_else(|| missing_map(SOURCES))?;
-        let mut sources = HashMap::<_, SourceKey, RateState>::try_from(map)
-            .map_err(BenchError::map("opening", SOURCES))?;
+        let mut sources = moat::sources::SourceTable::new(
+            Array::try_from(map).map_err(BenchError::map("opening", SOURCES))?,
+        );
         for key in keys {
             sources
-                .insert(key, state, 0)
+                .insert(&key, state)
                 .map_err(BenchError::map("writing", SOURCES))?;
         }
         Ok(())

@@ -410,7 +410,7 @@ fn write_scaling(
              datagrams to a bound port from a random one of them per packet (IPv6 sources \
              tracked per address); spoofed SYNs no longer create per-source state, traffic a \
              socket takes does. Receive-side cost as in section 2. Memory: the sources table \
-             created with that capacity (it is preallocated).\n"
+             created with that capacity (an array of two-way sets, allocated whole).\n"
         );
         let _ = writeln!(
             out,

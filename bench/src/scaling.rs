@@ -7,7 +7,7 @@
 //! the cost table's state. Tracked sources grow in an object of their own, with the SYN limits
 //! out of reach so a new connection from a tracked, verified source passes every stage (only a
 //! source that completed a handshake has per-source SYN state); a map's memory
-//! at a size is read from a map created with that capacity (the sources table is preallocated,
+//! at a size is read from a map created with that capacity (the sources table is an array, allocated whole,
 //! so it is the capacity, not the entries, that costs memory). Live traffic over many sources
 //! is the throughput section's.
 
@@ -252,7 +252,7 @@ pub fn grow_sources(
         .filter(|&n| n < largest)
         .collect();
     sizes.push(largest);
-    // Headroom: an LRU table may evict a little before it is full.
+    // Headroom: a set-associative table evicts on set conflicts before it is full.
     let capacity = largest.saturating_add(largest / 8);
     let mut subject = Subject::load(Sizes {
         sources: capacity,
@@ -311,7 +311,7 @@ pub fn grow_sources(
 /// The kernel memory of a sources table created with `capacity` entries.
 fn sources_table_bytes(capacity: u32) -> Result<u64, BenchError> {
     let ebpf = aya::EbpfLoader::new()
-        .map_max_entries(SOURCES, capacity)
+        .map_max_entries(SOURCES, filter_common::sources::sets_for(capacity))
         .load(moat::FILTER_OBJECT)
         .map_err(|source| BenchError::Load {
             object: "moat's filter (for its map sizes)",

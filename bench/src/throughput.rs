@@ -30,7 +30,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, Map, MapData},
+    maps::{Map, MapData},
     programs::XdpMode,
 };
 use filter_common::{
@@ -849,9 +849,10 @@ fn grow_tracked(
     let result = (|| -> Result<Vec<TrackedPoint>, BenchError> {
         let path = PinDir::for_iface(&bed.origin_end.iface).map(SOURCES);
         let data = MapData::from_pin(&path).map_err(BenchError::map("opening", SOURCES))?;
-        let mut table: HashMap<MapData, SourceKey, RateState> =
-            HashMap::try_from(Map::LruHashMap(data))
-                .map_err(BenchError::map("opening", SOURCES))?;
+        let mut table = moat::sources::SourceTable::new(
+            aya::maps::Array::try_from(Map::Array(data))
+                .map_err(BenchError::map("opening", SOURCES))?,
+        );
         let now_ns = moat::bans::monotonic_ns();
         // An empty byte bucket: its time runs a whole burst ahead of the clock.
         let state = RateState {
@@ -867,7 +868,7 @@ fn grow_tracked(
             super::check_interrupted()?;
             for index in tracked..size {
                 table
-                    .insert(tracked_key(index), state, 0)
+                    .insert(&tracked_key(index), state)
                     .map_err(BenchError::map("writing", SOURCES))?;
             }
             tracked = size;

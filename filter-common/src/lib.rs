@@ -24,6 +24,7 @@ pub mod reason;
 pub mod sample;
 pub mod settings;
 pub mod source;
+pub mod sources;
 pub mod synack;
 pub mod verified;
 

@@ -99,8 +99,9 @@ pub struct Settings {
     /// The policy slot this value is stored in (userspace sets it when writing): which half
     /// of `PORTS` and which trusted prefixes go with it.
     pub slot: u32,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
+    /// Sets in `SOURCES` (a power of two, see `crate::sources`); 0 means
+    /// [`crate::sources::DEFAULT_SOURCE_SETS`].
+    pub source_sets: u32,
     /// [`Settings::source`], compiled: what the program reads.
     pub source_pace: [Pace; crate::CLASS_COUNT],
     /// [`Settings::aggregate`], compiled.

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use filter_common::{
     COUNTER_SLOTS, Counter, Packet, Reason, Settings,
@@ -12,11 +12,12 @@ use filter_common::{
     lists::{ListValue, TrustedV4Key, TrustedV6Key, V4Key, V6Key},
     maps::{
         AGGREGATE_SLOTS, CROWDSEC_ENTRIES, DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES,
-        DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES, MAX_TRUSTED_ENTRIES, POLICY_SLOTS, SAMPLES_BYTES,
+        DEFAULT_MAX_BANS, MAX_TRUSTED_ENTRIES, POLICY_SLOTS, SAMPLES_BYTES,
     },
     ports::PORT_COUNT,
-    rate::{Buckets, RateState},
+    rate::Buckets,
     source::{Ban, SourceKey},
+    sources::{DEFAULT_SOURCE_SETS, SourceSet},
     synack::HeaderCopy,
     verified::{VERIFIED_ENTRIES, VerifiedBucket},
 };
@@ -96,10 +97,10 @@ pub static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(DEFAULT_MAX
 #[map]
 pub static BANS_EMPTY: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Per-source, per-class rate state.
+/// Per-source, per-class rate state: two-way sets (see `filter_common::sources`), as many as
+/// `Settings::source_sets` says (userspace sizes the map to match).
 #[map]
-pub static SOURCES: LruHashMap<SourceKey, RateState> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+pub static SOURCES: Array<SourceSet> = Array::with_max_entries(DEFAULT_SOURCE_SETS, 0);
 
 /// Aggregate buckets per class, then fragments, shared by every CPU (updated by
 /// compare-and-swap).

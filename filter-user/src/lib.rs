@@ -23,6 +23,7 @@ pub mod pins;
 pub mod policy;
 pub mod preflight;
 pub mod sockdiag;
+pub mod sources;
 pub mod state;
 pub mod stats;
 pub mod top;

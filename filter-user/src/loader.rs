@@ -84,7 +84,7 @@ pub struct Capacities {
     pub allow: u32,
     /// Each denylist trie.
     pub deny: u32,
-    /// Tracked sources (per class).
+    /// Tracked sources (ways: half as many sets, rounded up to a power of two).
     pub sources: u32,
     /// Bans.
     pub bans: u32,
@@ -98,7 +98,7 @@ impl Capacities {
             (ALLOW_V6, self.allow),
             (DENY_V4, self.deny),
             (DENY_V6, self.deny),
-            (SOURCES, self.sources),
+            (SOURCES, filter_common::sources::sets_for(self.sources)),
             (BANS, self.bans),
         ]
     }

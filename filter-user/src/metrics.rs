@@ -15,12 +15,12 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use filter_common::{
     Reason, decide,
     maps::{BAN_EVENTS, BANS, SAMPLES_LOST, SOURCES},
-    rate::RateState,
     source::{Ban, SourceKey},
+    sources::SourceSet,
 };
 use prometheus::{
     Encoder as _, TextEncoder,
@@ -88,9 +88,8 @@ pub fn count_tables(pins: &PinDir) -> Option<(u64, Vec<(SourceKey, Ban)>)> {
     let open = |name: &str| MapData::from_pin(pins.map(name)).ok();
     let settings = policy::pinned_settings(pins).ok()?;
     let now = settings.now_ns(monotonic_ns());
-    let sources: HashMap<MapData, SourceKey, RateState> =
-        HashMap::try_from(Map::LruHashMap(open(SOURCES)?)).ok()?;
-    let tracked = sources.keys().filter(Result::is_ok).count() as u64;
+    let sources: Array<MapData, SourceSet> = Array::try_from(Map::Array(open(SOURCES)?)).ok()?;
+    let tracked = crate::sources::SourceTable::new(sources).tracked().ok()?;
     let bans: HashMap<MapData, SourceKey, Ban> =
         HashMap::try_from(Map::HashMap(open(BANS)?)).ok()?;
     let in_force = bans

@@ -25,7 +25,6 @@ use filter_common::{
         ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, COUNTERS, CROWDSEC_V4, CROWDSEC_V6, DENY_V4, DENY_V6,
         SOURCES,
     },
-    rate::RateState,
     source::{Ban, SourceKey},
 };
 
@@ -251,7 +250,8 @@ pub fn copy_entries(name: &str, old: MapData, ebpf: &mut aya::Ebpf) -> Result<us
         ALLOW_V4 | DENY_V4 | CROWDSEC_V4 => copy_trie::<V4Key>(old_map, new),
         ALLOW_V6 | DENY_V6 | CROWDSEC_V6 => copy_trie::<V6Key>(old_map, new),
         BANS => copy_hash::<Ban>(old_map, new),
-        SOURCES => copy_hash::<RateState>(old_map, new),
+        // A table of another set count places every source elsewhere: relearned, never copied.
+        SOURCES => Ok(0),
         BAN_EVENTS => copy_per_cpu::<u64>(old_map, new),
         _ => Ok(0),
     }

@@ -17,6 +17,7 @@ use filter_common::{
     classify::class_of,
     rate::{RateState, ban_length_ns},
     source::{BAN_DRY_RUN, Ban, SourceKey},
+    sources::{self, DEFAULT_SOURCE_SETS, SourceSlot},
 };
 
 use crate::{
@@ -38,12 +39,37 @@ pub fn check(
     let source_pace = &settings.source_pace[class as usize];
     if source_pace.is_limited() {
         let now_ns = clock.now_ns();
-        let key = source.with_class(class as u8);
-        match SOURCES.get_ptr_mut(key) {
-            Some(state) => {
-                // SAFETY: a field's address in a value from a successful lookup, valid and
-                // 8-byte aligned for this run (no read: other CPUs update the same source,
-                // only through the atomics of `shared`).
+        let sets = if settings.source_sets == 0 {
+            DEFAULT_SOURCE_SETS
+        } else {
+            settings.source_sets
+        };
+        let place = sources::place(&source.with_class(class as u8), sets);
+        // A set past the map's end is a broken invariant (userspace sizes both together).
+        let Some(set) = SOURCES.get_ptr_mut(place.set) else {
+            return Some(Reason::Internal);
+        };
+        // SAFETY: fields of a map value from a successful lookup, valid for this run; other
+        // CPUs rewrite ways a word at a time (see `filter_common::sources`), so each word is
+        // read once, volatile.
+        let (way0, way1) = unsafe { (&raw mut (*set).slots[0], &raw mut (*set).slots[1]) };
+        let holds = |way: *mut SourceSlot| unsafe {
+            core::ptr::read_volatile(&raw const (*way).meta) == place.meta
+                && core::ptr::read_volatile(&raw const (*way).hi) == place.tag.hi
+                && core::ptr::read_volatile(&raw const (*way).lo) == place.tag.lo
+        };
+        let found = if holds(way0) {
+            Some(way0)
+        } else if holds(way1) {
+            Some(way1)
+        } else {
+            None
+        };
+        match found {
+            Some(way) => {
+                // SAFETY: a field of a way of a map value from a successful lookup; every CPU
+                // updates it through the atomics of `shared` only.
+                let state = unsafe { &raw mut (*way).state };
                 let buckets = unsafe { &raw mut (*state).buckets };
                 if !shared::admit(buckets, source_pace, now_ns, len) {
                     if shared::strike(
@@ -61,10 +87,23 @@ pub fn check(
                 let mut state = RateState::new(now_ns);
                 // A new source's first packet always fits its full burst (burst >= 1).
                 let admitted = state.buckets.admit(source_pace, now_ns, len);
-                // Insertion into an LRU map evicts the oldest entry when full; failure only
-                // means the source is not tracked this time. BPF_NOEXIST: a CPU that raced
-                // this one to the same new source keeps its entry.
-                let _ = SOURCES.insert(key, state, u64::from(aya_ebpf::bindings::BPF_NOEXIST));
+                // SAFETY: as above; the way is rewritten a word at a time, its meta word
+                // cleared first and written last, so a reader never matches a half-written way.
+                // Two CPUs racing to the same new source may each take a way: the second copy
+                // is never found first and is the next to be replaced.
+                unsafe {
+                    let current = core::ptr::read_volatile(set);
+                    let way = if current.way_for_new() == 0 {
+                        way0
+                    } else {
+                        way1
+                    };
+                    core::ptr::write_volatile(&raw mut (*way).meta, 0);
+                    core::ptr::write_volatile(&raw mut (*way).hi, place.tag.hi);
+                    core::ptr::write_volatile(&raw mut (*way).lo, place.tag.lo);
+                    core::ptr::write_volatile(&raw mut (*way).state, state);
+                    core::ptr::write_volatile(&raw mut (*way).meta, place.meta);
+                }
                 if !admitted {
                     return Some(class.source_reason());
                 }

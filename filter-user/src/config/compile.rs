@@ -36,7 +36,7 @@ impl Config {
             syn_cookies: self.syn_cookies.setting(),
             verified_ttl_ns: duration_ns(VERIFIED_FOR),
             slot: 0,
-            _pad: 0,
+            source_sets: filter_common::sources::sets_for(self.max_tracked_sources),
             ..Settings::default()
         }
         .compiled()
