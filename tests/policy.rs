@@ -443,11 +443,7 @@ fn spoofed_syn_flood_without_cookies_is_capped_and_never_fills_the_source_table(
     );
     let path = moat::pins::PinDir::for_iface(iface).map(filter_common::maps::SOURCES);
     let data = aya::maps::MapData::from_pin(&path).expect("sources pin");
-    let tracked = moat::sources::SourceTable::new(
-        aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("sources map"),
-    )
-    .tracked()
-    .expect("reading the sources table");
+    let tracked = moat::sources::tracked(&data).expect("mapping the sources table");
     assert_eq!(
         tracked, 0,
         "SYNs from unverified, spoofable sources create no per-source state"

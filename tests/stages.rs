@@ -1026,6 +1026,68 @@ fn per_source_udp_limit_drops_over_burst_and_refills_at_rate() {
     filter.assert_drops("v6 udp right after", &udp(SOURCE_V6), Reason::RateUdp);
 }
 
+/// [`Filter::load`] with `SOURCES` created for `sets` sets and the settings saying so, as the
+/// daemon sizes both for `max_tracked_sources`.
+fn load_with_source_sets(sets: u32) -> Filter {
+    let mut filter = Filter {
+        loaded: Loaded::load_with(EbpfLoader::new().map_max_entries(SOURCES, sets)),
+        settings: Settings::default(),
+    };
+    filter.set_settings(Settings {
+        source_sets: sets,
+        ..base_settings()
+    });
+    filter
+}
+
+#[test]
+fn a_source_table_at_capacity_keeps_every_source_over_its_limit() {
+    // 1,024 sources in 1,024 sets (what `max_tracked_sources = 1024` creates): half the ways.
+    // Two candidate sets and a move keep every source; one set each would forget about one in
+    // ten, two without a move several, each then starting again from a full burst.
+    const SOURCES_TRACKED: u32 = 1_024;
+    let mut filter = load_with_source_sets(SOURCES_TRACKED);
+    filter.update(|settings| settings.source[Class::Udp as usize] = packets(1, 1));
+    let frames: Vec<Vec<u8>> = (0..SOURCES_TRACKED)
+        .map(|index| {
+            udp(Ipv4Addr::from(
+                0x0a00_0000 | index.wrapping_mul(2_654_435_761) >> 8,
+            ))
+        })
+        .collect();
+    for (index, frame) in frames.iter().enumerate() {
+        filter.assert_passes(&format!("source {index}'s first datagram"), frame);
+    }
+    for (index, frame) in frames.iter().enumerate() {
+        filter.assert_drops(
+            &format!("source {index}'s second datagram, over its burst of 1"),
+            frame,
+            Reason::RateUdp,
+        );
+    }
+}
+
+#[test]
+fn a_new_source_with_no_room_replaces_the_one_quiet_longest() {
+    // Two sets: every source's candidates are both, so four fill the table and none can move.
+    let mut filter = load_with_source_sets(2);
+    filter.update(|settings| settings.source[Class::Udp as usize] = packets(1, 1));
+    let sources: Vec<Ipv4Addr> = (1..=5).map(|last| Ipv4Addr::new(192, 0, 2, last)).collect();
+    for (index, &source) in sources[..4].iter().enumerate() {
+        filter.assert_passes(&format!("source {index}, the table filling"), &udp(source));
+        filter.advance_clock(MILLISECOND_NS);
+    }
+    // The first source's datagram is the furthest in the past: its way goes to the fifth.
+    filter.assert_passes("a fifth source", &udp(sources[4]));
+    let tracked: Vec<bool> = sources
+        .iter()
+        .map(|&source| filter.source_state(source, Class::Udp).is_some())
+        .collect();
+    assert_eq!(tracked, [false, true, true, true, true]);
+    filter.assert_drops("the fifth again", &udp(sources[4]), Reason::RateUdp);
+    filter.assert_drops("the second again", &udp(sources[1]), Reason::RateUdp);
+}
+
 #[test]
 fn per_source_syn_limit_spares_established_tcp() {
     let mut filter = Filter::load();

@@ -40,6 +40,7 @@ use filter_common::{
     maps::SOURCES,
     rate::{Buckets, Limit, Pace, RateState, ticks},
     source::SourceKey,
+    sources::Placed,
 };
 
 use super::{
@@ -825,7 +826,8 @@ fn grow_tracked(
         burst_bytes: MIN_BURST_BYTES,
     };
     let mut config = Config {
-        max_tracked_sources: largest.saturating_add(largest / 8),
+        // The table gets twice as many ways as its capacity (see `filter_common::sources`).
+        max_tracked_sources: largest,
         ..Config::default()
     };
     config.bans.ipv6_prefix = 128;
@@ -866,10 +868,17 @@ fn grow_tracked(
         let mut tracked = 0;
         for size in sizes {
             super::check_interrupted()?;
+            let mut replaced = 0;
             for index in tracked..size {
-                table
+                let placed = table
                     .insert(&tracked_key(index), state)
                     .map_err(BenchError::map("writing", SOURCES))?;
+                replaced += u32::from(placed == Placed::Replaced);
+            }
+            if replaced > 0 {
+                progress(&format!(
+                    "throughput: {replaced} of {size} tracked sources found no way of their own"
+                ));
             }
             tracked = size;
             let plan = bed.v6_plan(size);

@@ -98,9 +98,10 @@ pub static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(DEFAULT_MAX
 pub static BANS_EMPTY: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Per-source, per-class rate state: two-way sets (see `filter_common::sources`), as many as
-/// `Settings::source_sets` says (userspace sizes the map to match).
+/// `Settings::source_sets` says (userspace sizes the map to match). Mappable, so the daemon
+/// counts the sources held by reading the ways' meta words, not a syscall per set.
 #[map]
-pub static SOURCES: Array<SourceSet> = Array::with_max_entries(DEFAULT_SOURCE_SETS, 0);
+pub static SOURCES: Array<SourceSet> = Array::with_max_entries(DEFAULT_SOURCE_SETS, BPF_F_MMAPABLE);
 
 /// Aggregate buckets per class, then fragments, shared by every CPU (updated by
 /// compare-and-swap).

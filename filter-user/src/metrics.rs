@@ -15,12 +15,11 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray};
 use filter_common::{
     Reason, decide,
     maps::{BAN_EVENTS, BANS, SAMPLES_LOST, SOURCES},
     source::{Ban, SourceKey},
-    sources::SourceSet,
 };
 use prometheus::{
     Encoder as _, TextEncoder,
@@ -88,8 +87,7 @@ pub fn count_tables(pins: &PinDir) -> Option<(u64, Vec<(SourceKey, Ban)>)> {
     let open = |name: &str| MapData::from_pin(pins.map(name)).ok();
     let settings = policy::pinned_settings(pins).ok()?;
     let now = settings.now_ns(monotonic_ns());
-    let sources: Array<MapData, SourceSet> = Array::try_from(Map::Array(open(SOURCES)?)).ok()?;
-    let tracked = crate::sources::SourceTable::new(sources).tracked().ok()?;
+    let tracked = crate::sources::tracked(&open(SOURCES)?).ok()?;
     let bans: HashMap<MapData, SourceKey, Ban> =
         HashMap::try_from(Map::HashMap(open(BANS)?)).ok()?;
     let in_force = bans
@@ -215,7 +213,7 @@ impl MoatCollector {
             ));
             families.push(self.family(
                 "moat_tracked_sources_capacity",
-                "Capacity of the per-source rate table (max_tracked_sources).",
+                "Sources the per-source rate table is sized for (max_tracked_sources; it has twice as many ways).",
                 MetricType::GAUGE,
                 one(f64::from(self.capacities.sources)),
             ));

@@ -1,14 +1,19 @@
 //! The per-source rate table (`SOURCES`, see `filter_common::sources`) from userspace: find a
 //! source's state, place one (the bench's pre-tracking), list and count what it holds.
 
-use std::borrow::{Borrow, BorrowMut};
+use std::{
+    borrow::{Borrow, BorrowMut},
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use aya::maps::{Array, MapData, MapError};
 use filter_common::{
     rate::RateState,
     source::SourceKey,
-    sources::{SourceSet, SourceSlot, place},
+    sources::{Placed, SOURCE_WAYS, Sets, SourceSet, SourceSlot, insert, place},
 };
+
+use crate::mapping::Mapping;
 
 /// `SOURCES`, opened as the array of sets it is.
 pub struct SourceTable<T> {
@@ -26,8 +31,13 @@ impl<T: Borrow<MapData>> SourceTable<T> {
     /// The state of `key` (a `SOURCES` key: address, family and class), if tracked.
     pub fn get(&self, key: &SourceKey) -> Result<Option<RateState>, MapError> {
         let place = place(key, self.count);
-        let set = self.sets.get(&place.set, 0)?;
-        Ok(set.way_of(&place).map(|way| set.slots[way].state))
+        for index in place.sets {
+            let set = self.sets.get(&index, 0)?;
+            if let Some(way) = set.way_of(&place) {
+                return Ok(Some(set.slots[way].state));
+            }
+        }
+        Ok(None)
     }
 
     /// Every tracked source, with its key and state.
@@ -42,26 +52,14 @@ impl<T: Borrow<MapData>> SourceTable<T> {
         }
         Ok(out)
     }
-
-    /// How many ways hold a source.
-    pub fn tracked(&self) -> Result<u64, MapError> {
-        let mut tracked = 0;
-        for set in self.sets.iter() {
-            tracked += set?.slots.iter().filter(|way| way.meta != 0).count() as u64;
-        }
-        Ok(tracked)
-    }
 }
 
 impl<T: BorrowMut<MapData>> SourceTable<T> {
     /// Places `key` with `state` as the program would (its own way, else an empty one, else
-    /// the one quiet longest); returns whether the set had room without replacing another.
-    pub fn insert(&mut self, key: &SourceKey, state: RateState) -> Result<bool, MapError> {
+    /// a move, else the way quiet longest); says how.
+    pub fn insert(&mut self, key: &SourceKey, state: RateState) -> Result<Placed, MapError> {
         let place = place(key, self.count);
-        let set = self.sets.get(&place.set, 0)?;
-        let room = set.way_of(&place).is_some() || set.slots.iter().any(|way| way.meta == 0);
-        self.sets.set(place.set, set.with(&place, state), 0)?;
-        Ok(room)
+        insert(self, &place, state)
     }
 
     /// Empties every set.
@@ -72,6 +70,46 @@ impl<T: BorrowMut<MapData>> SourceTable<T> {
         Ok(())
     }
 }
+
+impl<T: BorrowMut<MapData>> Sets for SourceTable<T> {
+    type Error = MapError;
+
+    fn count(&self) -> u32 {
+        self.count
+    }
+
+    fn read(&self, index: u32) -> Result<SourceSet, MapError> {
+        self.sets.get(&index, 0)
+    }
+
+    fn write(&mut self, index: u32, set: SourceSet) -> Result<(), MapError> {
+        self.sets.set(index, set, 0)
+    }
+}
+
+/// How many ways of the `SOURCES` map in `data` (mappable, see `filter-ebpf`'s maps) hold a
+/// source, read through a mapping of its values: one load per way, where a lookup per set
+/// would cost a syscall each.
+pub fn tracked(data: &MapData) -> std::io::Result<u64> {
+    let sets = data.info().map_err(std::io::Error::other)?.max_entries() as usize;
+    let mapping = Mapping::of(data, sets * size_of::<SourceSet>())?;
+    let words = mapping.base().cast::<AtomicU64>();
+    let mut tracked = 0;
+    for way in 0..sets * SOURCE_WAYS {
+        // SAFETY: the meta word of way `way` lies inside the mapping (`sets` values of
+        // SOURCE_WAYS ways each), 8-byte aligned; the program writes it whole, so it is read
+        // atomically.
+        let meta = unsafe { &*words.add(way * SLOT_WORDS + META_WORD) };
+        tracked += u64::from(meta.load(Ordering::Relaxed) != 0);
+    }
+    Ok(tracked)
+}
+
+/// 64-bit words per way.
+const SLOT_WORDS: usize = size_of::<SourceSlot>() / 8;
+
+/// The word of a way holding its meta word.
+const META_WORD: usize = core::mem::offset_of!(SourceSlot, meta) / 8;
 
 /// The key a way holds: its tag's address, family and class.
 fn key_of(way: &SourceSlot) -> SourceKey {
@@ -104,9 +142,11 @@ mod tests {
         ] {
             let key = SourceKey::for_addr(text.parse().unwrap(), 3, prefix);
             let place = place(&key, 8);
-            let set = SourceSet::default().with(&place, RateState::default());
-            let way = set.way_of(&place).expect("placed");
-            assert_eq!(key_of(&set.slots[way]), key, "{text}/{prefix}");
+            assert_eq!(
+                key_of(&place.slot(RateState::default())),
+                key,
+                "{text}/{prefix}"
+            );
         }
     }
 }

@@ -9,15 +9,17 @@
 //! and `VERIFIED`
 //! (only when a ban is earned). The only SYNs that reach this stage come from verified sources (the `syn`
 //! stage decides the rest), so a spoofed SYN flood never creates per-source state. Reasons:
-//! `Rate*`, `Flood*`. Lookups per packet: two for a limited class (one more to insert a new
-//! source, two more when a ban is earned), none for unlimited traffic.
+//! `Rate*`, `Flood*`. Lookups per packet: for a limited class, the source's two candidate sets
+//! in `SOURCES` (inlined array accesses; the second read only when the first does not hold
+//! it), a third set when a new source finds all four ways taken, two more when a ban is
+//! earned; the aggregate bucket; none for unlimited traffic.
 
 use filter_common::{
     Class, Packet, Reason, Settings,
     classify::class_of,
     rate::{RateState, ban_length_ns},
     source::{BAN_DRY_RUN, Ban, SourceKey},
-    sources::{self, DEFAULT_SOURCE_SETS, SourceSlot},
+    sources::{self, DEFAULT_SOURCE_SETS, SourcePlace, SourceSlot},
 };
 
 use crate::{
@@ -46,22 +48,31 @@ pub fn check(
         };
         let place = sources::place(&source.with_class(class as u8), sets);
         // A set past the map's end is a broken invariant (userspace sizes both together).
-        let Some(set) = SOURCES.get_ptr_mut(place.set) else {
+        let (Some(first), Some(second)) = (
+            SOURCES.get_ptr_mut(place.sets[0]),
+            SOURCES.get_ptr_mut(place.sets[1]),
+        ) else {
             return Some(Reason::Internal);
         };
-        // SAFETY: fields of a map value from a successful lookup, valid for this run; other
+        // SAFETY: fields of map values from successful lookups, valid for this run; other
         // CPUs rewrite ways a word at a time (see `filter_common::sources`), so each word is
         // read once, volatile.
-        let (way0, way1) = unsafe { (&raw mut (*set).slots[0], &raw mut (*set).slots[1]) };
-        let holds = |way: *mut SourceSlot| unsafe {
-            core::ptr::read_volatile(&raw const (*way).meta) == place.meta
-                && core::ptr::read_volatile(&raw const (*way).hi) == place.tag.hi
-                && core::ptr::read_volatile(&raw const (*way).lo) == place.tag.lo
+        let ways = unsafe {
+            [
+                &raw mut (*first).slots[0],
+                &raw mut (*first).slots[1],
+                &raw mut (*second).slots[0],
+                &raw mut (*second).slots[1],
+            ]
         };
-        let found = if holds(way0) {
-            Some(way0)
-        } else if holds(way1) {
-            Some(way1)
+        let found = if holds(ways[0], &place) {
+            Some(ways[0])
+        } else if holds(ways[1], &place) {
+            Some(ways[1])
+        } else if holds(ways[2], &place) {
+            Some(ways[2])
+        } else if holds(ways[3], &place) {
+            Some(ways[3])
         } else {
             None
         };
@@ -87,23 +98,9 @@ pub fn check(
                 let mut state = RateState::new(now_ns);
                 // A new source's first packet always fits its full burst (burst >= 1).
                 let admitted = state.buckets.admit(source_pace, now_ns, len);
-                // SAFETY: as above; the way is rewritten a word at a time, its meta word
-                // cleared first and written last, so a reader never matches a half-written way.
-                // Two CPUs racing to the same new source may each take a way: the second copy
-                // is never found first and is the next to be replaced.
-                unsafe {
-                    let current = core::ptr::read_volatile(set);
-                    let way = if current.way_for_new() == 0 {
-                        way0
-                    } else {
-                        way1
-                    };
-                    core::ptr::write_volatile(&raw mut (*way).meta, 0);
-                    core::ptr::write_volatile(&raw mut (*way).hi, place.tag.hi);
-                    core::ptr::write_volatile(&raw mut (*way).lo, place.tag.lo);
-                    core::ptr::write_volatile(&raw mut (*way).state, state);
-                    core::ptr::write_volatile(&raw mut (*way).meta, place.meta);
-                }
+                let way = way_for_new(&ways, &place, sets);
+                // SAFETY: a way of a map value from a successful lookup.
+                unsafe { write_way(way, &place.slot(state)) };
                 if !admitted {
                     return Some(class.source_reason());
                 }
@@ -123,6 +120,108 @@ pub fn check(
         }
     }
     None
+}
+
+/// Whether `way` holds the source at `place`.
+#[inline(always)]
+fn holds(way: *mut SourceSlot, place: &SourcePlace) -> bool {
+    // SAFETY: `way` is a way of a map value from a successful lookup (see `check`); each word
+    // is read once, volatile.
+    unsafe {
+        core::ptr::read_volatile(&raw const (*way).meta) == place.meta
+            && core::ptr::read_volatile(&raw const (*way).hi) == place.tag.hi
+            && core::ptr::read_volatile(&raw const (*way).lo) == place.tag.lo
+    }
+}
+
+/// The way a new source at `place` takes, of its four candidate `ways` (the first set's two,
+/// then the second's): an empty one of the roomier set; else the way of a source that moves
+/// to an empty way of its other set; else the way quiet longest.
+#[inline(always)]
+fn way_for_new(ways: &[*mut SourceSlot; 4], place: &SourcePlace, sets: u32) -> *mut SourceSlot {
+    // SAFETY: ways of map values from successful lookups; each word is read once, volatile.
+    let metas = ways.map(|way| unsafe { core::ptr::read_volatile(&raw const (*way).meta) });
+    if let Some(index) = sources::empty_way(metas) {
+        return pick(ways, index);
+    }
+    // Constant indices, unrolled: no way pointer is chosen by a runtime index.
+    if move_away(ways[0], place.sets[0], sets) {
+        return ways[0];
+    }
+    if move_away(ways[1], place.sets[0], sets) {
+        return ways[1];
+    }
+    if move_away(ways[2], place.sets[1], sets) {
+        return ways[2];
+    }
+    if move_away(ways[3], place.sets[1], sets) {
+        return ways[3];
+    }
+    // SAFETY: as above.
+    let last = ways.map(|way| {
+        let buckets = unsafe { core::ptr::read_volatile(&raw const (*way).state.buckets) };
+        buckets.packets.max(buckets.bytes)
+    });
+    pick(ways, sources::quietest_way(last))
+}
+
+/// `ways[index]`, chosen by branches.
+#[inline(always)]
+fn pick(ways: &[*mut SourceSlot; 4], index: usize) -> *mut SourceSlot {
+    match index {
+        0 => ways[0],
+        1 => ways[1],
+        2 => ways[2],
+        _ => ways[3],
+    }
+}
+
+/// Moves the source in `way` (of set `current`) to an empty way of its other candidate set,
+/// if that has one; true when it moved, leaving `way` free.
+#[inline(always)]
+fn move_away(way: *mut SourceSlot, current: u32, sets: u32) -> bool {
+    // SAFETY: `way` is a way of a map value from a successful lookup, read whole, volatile.
+    let resident = unsafe { core::ptr::read_volatile(way) };
+    let other = sources::other_set(&resident.place(sets), current);
+    if other == current {
+        return false;
+    }
+    let Some(target) = SOURCES.get_ptr_mut(other) else {
+        return false;
+    };
+    // SAFETY: ways of a map value from a successful lookup, valid for this run.
+    let (first, second) = unsafe { (&raw mut (*target).slots[0], &raw mut (*target).slots[1]) };
+    let metas = unsafe {
+        [
+            core::ptr::read_volatile(&raw const (*first).meta),
+            core::ptr::read_volatile(&raw const (*second).meta),
+        ]
+    };
+    let empty = match sources::empty_in(metas) {
+        Some(0) => first,
+        Some(_) => second,
+        None => return false,
+    };
+    // SAFETY: as above; the caller rewrites `way` next, meta first.
+    unsafe { write_way(empty, &resident) };
+    true
+}
+
+/// Rewrites `way` to hold `slot`: its meta word cleared first and written last, so a reader
+/// never matches a half-written way.
+///
+/// # Safety
+/// `way` must be a way of a map value from a successful lookup, valid for this run.
+#[inline(always)]
+unsafe fn write_way(way: *mut SourceSlot, slot: &SourceSlot) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*way).meta, 0);
+        core::ptr::write_volatile(&raw mut (*way).hi, slot.hi);
+        core::ptr::write_volatile(&raw mut (*way).lo, slot.lo);
+        core::ptr::write_volatile(&raw mut (*way).state, slot.state);
+        core::ptr::write_volatile(&raw mut (*way).meta, slot.meta);
+    }
 }
 
 /// Bans the packet's source, for longer on each repeat offence.

@@ -93,7 +93,7 @@ Prefixes the denylist holds, per address family (1 to 16777216). Default {defaul
     Entry {
         name: "max_tracked_sources",
         live: false,
-        doc: "sources whose rate state is kept (restart to change)",
+        doc: "sources whose rate state is kept: the table gets that many two-way sets, rounded up to a power of two (restart to change)",
         get: Get::Plain(|c| c.max_tracked_sources.to_string()),
         comment: "\
 Sources whose rate state is kept, per traffic class (1 to 16777216); past this, the
