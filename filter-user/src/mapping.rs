@@ -1,6 +1,6 @@
 //! A map's values mapped into this process's memory: the shared mapping of an array created with
-//! `BPF_F_MMAPABLE` (the list index, the verified-source cache), unmapped when dropped. Unit
-//! tests map anonymous memory of the same size instead of a kernel map.
+//! `BPF_F_MMAPABLE` (the list index, the verified-source cache, the sources table), unmapped when
+//! dropped. Unit tests map anonymous memory of the same size instead of a kernel map.
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
