@@ -17,8 +17,8 @@ use filter_common::{
 
 /// The most time sampled. Sampling stops as soon as the samples single out one tick rate
 /// (two ticks apart with dense samples: 20 ms on a 100 Hz kernel); a busy machine that
-/// preempts the sampler needs longer.
-const MAX_SAMPLING: Duration = Duration::from_millis(250);
+/// preempts the sampler, or follows every tick with long softirq work, needs longer.
+const MAX_SAMPLING: Duration = Duration::from_secs(1);
 
 /// Why the clock could not be calibrated. The program then keeps reading the kernel's coarse
 /// clock, which is as correct and about 20 ns slower per packet.
