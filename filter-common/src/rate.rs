@@ -183,6 +183,16 @@ const _: () = assert!(core::mem::size_of::<Buckets>() == 16);
 unsafe impl aya::Pod for Buckets {}
 
 impl Buckets {
+    /// The later of the two buckets' times: how recently their owner was active.
+    #[inline(always)]
+    pub const fn latest(&self) -> u64 {
+        if self.packets > self.bytes {
+            self.packets
+        } else {
+            self.bytes
+        }
+    }
+
     /// Full buckets at `now_ns`.
     pub const fn full(now_ns: u64) -> Buckets {
         Buckets {

@@ -23,7 +23,7 @@
 use crate::{
     rate::RateState,
     source::SourceKey,
-    verified::{Tag, tag},
+    verified::{MIX, Tag, tag},
 };
 
 /// Ways per set.
@@ -95,10 +95,9 @@ pub fn place(key: &SourceKey, sets: u32) -> SourcePlace {
 /// The place of the source with `tag` and `meta` in a table of `sets` sets (a power of two).
 #[inline(always)]
 pub const fn place_of(tag: Tag, meta: u64, sets: u32) -> SourcePlace {
-    const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
     const MIX2: u64 = 0xC2B2_AE3D_27D4_EB4F;
     let mask = sets.wrapping_sub(1);
-    let mixed = tag.hi ^ tag.lo.wrapping_mul(MIX).rotate_left(32) ^ meta;
+    let mixed = tag.folded() ^ meta;
     let first = (mixed.wrapping_mul(MIX) >> 32) as u32 & mask;
     let mut second = ((mixed ^ (mixed >> 29)).wrapping_mul(MIX2) >> 32) as u32 & mask;
     if second == first {
@@ -134,12 +133,7 @@ impl SourceSlot {
     /// How recently the source was active: the later of its buckets' times.
     #[inline(always)]
     pub const fn last_active(&self) -> u64 {
-        let buckets = self.state.buckets;
-        if buckets.packets > buckets.bytes {
-            buckets.packets
-        } else {
-            buckets.bytes
-        }
+        self.state.buckets.latest()
     }
 }
 

@@ -127,15 +127,26 @@ pub fn locate(source: &SourceKey) -> (Tag, u32) {
     (tag, bucket(tag, source.ip_version != 4))
 }
 
+/// The multiplier of Fibonacci hashing (2^64 divided by the golden ratio, made odd).
+pub const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl Tag {
+    /// The tag's two words folded into one, the low word's bits spread over the whole word
+    /// first, so addresses differing only in their last 64 bits still differ here: what the
+    /// verified-source cache and the per-source rate table hash.
+    #[inline(always)]
+    pub const fn folded(self) -> u64 {
+        self.hi ^ self.lo.wrapping_mul(MIX).rotate_left(32)
+    }
+}
+
 /// The bucket of `tag` in its family's half of the array: the top bits of the tag's words
 /// mixed and multiplied by a large odd constant (Fibonacci hashing), which spreads neighbouring
 /// addresses and prefixes over the whole half.
 #[inline(always)]
 pub const fn bucket(tag: Tag, ipv6: bool) -> u32 {
     const HALF_BITS: u32 = VERIFIED_BUCKETS.trailing_zeros() - 1;
-    const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mixed = tag.hi ^ tag.lo.wrapping_mul(MIX).rotate_left(32);
-    let spread = mixed.wrapping_mul(MIX) >> (64 - HALF_BITS);
+    let spread = tag.folded().wrapping_mul(MIX) >> (64 - HALF_BITS);
     let half = if ipv6 { VERIFIED_BUCKETS / 2 } else { 0 };
     spread as u32 + half
 }

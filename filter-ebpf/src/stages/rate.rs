@@ -158,10 +158,8 @@ fn way_for_new(ways: &[*mut SourceSlot; 4], place: &SourcePlace, sets: u32) -> *
         return ways[3];
     }
     // SAFETY: as above.
-    let last = ways.map(|way| {
-        let buckets = unsafe { core::ptr::read_volatile(&raw const (*way).state.buckets) };
-        buckets.packets.max(buckets.bytes)
-    });
+    let last = ways
+        .map(|way| unsafe { core::ptr::read_volatile(&raw const (*way).state.buckets) }.latest());
     pick(ways, sources::quietest_way(last))
 }
 
