@@ -934,13 +934,15 @@ fn counters_never_go_backwards_across_a_restart() {
     );
 }
 
-/// `max_tracked_sources` of the full-tables test: small enough to fill in well under a second,
-/// large enough that walking it (with the bans) takes longer than [`SCRAPE_BUDGET`]. A power
-/// of two, so the table gets exactly that many sets, twice as many ways.
+/// `max_tracked_sources` of the full-tables test: small enough to fill in well under a second.
+/// A power of two, so the table gets exactly that many sets, twice as many ways. The daemon
+/// counts it through a mapping, a few milliseconds however full it is.
 const FULL_SOURCES: u32 = 65_536;
 
-/// `max_bans` of the full-tables test.
-const FULL_BANS: u32 = 16_384;
+/// `max_bans` of the full-tables test: large enough that walking the bans (a syscall or two
+/// per entry, as the daemon's count and sweep do) takes longer than [`SCRAPE_BUDGET`], so a
+/// scrape that walked the tables would be seen.
+const FULL_BANS: u32 = 65_536;
 
 /// How long a scrape may take, tables full or not.
 const SCRAPE_BUDGET: Duration = Duration::from_millis(100);
@@ -1023,14 +1025,13 @@ fn fill_bans(pins: &PinDir, capacity: u32) {
     );
 }
 
-/// Walks the pinned `SOURCES` (every set) and `BANS` (entries) of `pins` the way a count does, and
-/// returns how many entries each holds.
+/// Counts the pinned `SOURCES` (every way's meta word, through its mapping) and `BANS`
+/// (entries) of `pins` the way the daemon's count does, and returns how many entries each holds.
 fn walk_tables(pins: &PinDir) -> (u64, u64) {
     let open = |name: &str| {
         aya::maps::MapData::from_pin(pins.map(name))
             .unwrap_or_else(|error| panic!("opening {name}: {error}"))
     };
-
     let bans: aya::maps::HashMap<_, SourceKey, Ban> =
         aya::maps::HashMap::try_from(aya::maps::Map::HashMap(open(BANS)))
             .expect("BANS is a hash of SourceKey to Ban");

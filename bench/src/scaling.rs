@@ -7,9 +7,9 @@
 //! the cost table's state. Tracked sources grow in an object of their own, with the SYN limits
 //! out of reach so a new connection from a tracked, verified source passes every stage (only a
 //! source that completed a handshake has per-source SYN state); a map's memory
-//! at a size is read from a map created with that capacity (the sources table is an array, allocated whole,
-//! so it is the capacity, not the entries, that costs memory). Live traffic over many sources
-//! is the throughput section's.
+//! at a size is read from a map created with that capacity (the sources table is an array,
+//! allocated whole, so it is the capacity, not the entries, that costs memory). Live traffic
+//! over many sources is the throughput section's.
 
 use filter_common::{
     Class, Reason, Verdict,
@@ -252,7 +252,10 @@ pub fn grow_sources(
         .filter(|&n| n < largest)
         .collect();
     sizes.push(largest);
-    // Headroom: a set-associative table evicts on set conflicts before it is full.
+    // An eighth more than the largest size, kept from when the table was an LRU hash that
+    // evicted before it was full; the set table needs none (it has twice as many ways as its
+    // capacity), so this only makes its sets the next power of two up. The measured source is
+    // found in its set either way.
     let capacity = largest.saturating_add(largest / 8);
     let mut subject = Subject::load(Sizes {
         sources: capacity,

@@ -84,7 +84,7 @@ pub struct Capacities {
     pub allow: u32,
     /// Each denylist trie.
     pub deny: u32,
-    /// Tracked sources (ways: half as many sets, rounded up to a power of two).
+    /// Tracked sources (`SOURCES` gets as many sets, rounded up to a power of two: twice the ways).
     pub sources: u32,
     /// Bans.
     pub bans: u32,
@@ -545,8 +545,6 @@ impl Drop for Filter {
     }
 }
 
-/// Loads the object with the configured capacities through `loader` (which names any pinned
-/// maps to reuse).
 /// Calibrates the program's clock before it judges a packet; on failure it reads the kernel's
 /// coarse clock instead (as correct, slower), so this only warns.
 fn set_up_clock(iface: &str, ebpf: &mut Ebpf) {
@@ -562,6 +560,8 @@ fn set_up_clock(iface: &str, ebpf: &mut Ebpf) {
     }
 }
 
+/// Loads the object with the configured capacities through `loader` (which names any pinned
+/// maps to reuse).
 fn load_object(
     loader: &mut EbpfLoader<'_>,
     object: &[u8],
