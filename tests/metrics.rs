@@ -939,9 +939,10 @@ fn counters_never_go_backwards_across_a_restart() {
 /// counts it through a mapping, a few milliseconds however full it is.
 const FULL_SOURCES: u32 = 65_536;
 
-/// `max_bans` of the full-tables test: large enough that walking the bans (a syscall or two
-/// per entry, as the daemon's count and sweep do) takes longer than [`SCRAPE_BUDGET`], so a
-/// scrape that walked the tables would be seen.
+/// `max_bans` of the full-tables test: the shipped capacity. The daemon reads the table in
+/// batches of thousands of entries once per count; entry by entry (two syscalls each) the same
+/// walk takes longer than [`SCRAPE_BUDGET`], so a scrape that walked the bans that way would be
+/// seen.
 const FULL_BANS: u32 = 65_536;
 
 /// How long a scrape may take, tables full or not.
@@ -1025,8 +1026,9 @@ fn fill_bans(pins: &PinDir, capacity: u32) {
     );
 }
 
-/// Counts the pinned `SOURCES` (every way's meta word, through its mapping) and `BANS`
-/// (entries) of `pins` the way the daemon's count does, and returns how many entries each holds.
+/// Counts the pinned `SOURCES` (every way's meta word, through its mapping, as the daemon's
+/// count does) and `BANS` (entry by entry, two syscalls each) of `pins`, and returns how many
+/// entries each holds.
 fn walk_tables(pins: &PinDir) -> (u64, u64) {
     let open = |name: &str| {
         aya::maps::MapData::from_pin(pins.map(name))
@@ -1079,7 +1081,7 @@ fn metrics_answer_within_100ms_with_every_table_full() {
         "the capacities configured"
     );
 
-    // What a scrape would cost if it walked the tables, as the daemon's count does.
+    // What a scrape would cost if it walked the tables, the bans entry by entry.
     let started = Instant::now();
     let walked = walk_tables(&pins);
     let walk = started.elapsed();

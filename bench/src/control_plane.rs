@@ -32,12 +32,53 @@ pub struct ControlReport {
     pub ban_seconds: f64,
     /// One `moat ban add` run, seconds.
     pub ban_command_seconds: f64,
+    /// One `moat ban list` run with every ban in place (output discarded), seconds.
+    pub ban_list_seconds: f64,
+    /// The daemon's CPU time per housekeeping round (its walk of the tables every 10 s) with
+    /// every ban in place and no traffic, seconds: its CPU time over [`HOUSEKEEPING_ROUNDS`]
+    /// rounds, divided by them.
+    pub housekeeping_cpu_seconds: f64,
     /// The daemon's resident memory after attaching, bytes.
     pub rss_idle_bytes: u64,
     /// Its resident memory after the denylist and the bans, bytes.
     pub rss_loaded_bytes: u64,
     /// Its peak resident memory, bytes.
     pub rss_peak_bytes: u64,
+}
+
+/// Housekeeping rounds the daemon's CPU time is measured over (one every 10 s).
+pub const HOUSEKEEPING_ROUNDS: u32 = 3;
+
+/// User plus system CPU time of process `pid` (all its threads, live and exited), seconds, in
+/// clock ticks of 10 ms.
+fn process_cpu_seconds(pid: u32) -> Result<f64, BenchError> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
+        action: "reading",
+        target: path.clone(),
+        source,
+    })?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3;
+    // utime and stime are fields 14 and 15.
+    let ticks: Option<Vec<u64>> = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().skip(11).take(2))
+        .map(|fields| {
+            fields
+                .map(|field| field.parse().ok())
+                .collect::<Option<Vec<u64>>>()
+        })
+        .and_then(|ticks| ticks);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    match ticks.as_deref() {
+        Some(&[user, system]) if per_second > 0 => Ok((user + system) as f64 / per_second as f64),
+        _ => Err(super::tools::unparsable(
+            &format!("cat {path}"),
+            "utime and stime",
+            &text,
+        )),
+    }
 }
 
 /// User and system CPU time, seconds, of every child this process has waited for so far (and
@@ -181,6 +222,22 @@ pub fn measure(
         "control: {count} bans: {ban_seconds:.2} s (one moat ban add run: \
          {ban_command_seconds:.3} s)"
     ));
+    let started = Instant::now();
+    run(bed
+        .origin
+        .command(&options.moat_exe)
+        .args(["ban", "list", "--iface", &iface])
+        .stdout(std::process::Stdio::null()))?;
+    let ban_list_seconds = started.elapsed().as_secs_f64();
+    let cpu_before = process_cpu_seconds(pid)?;
+    std::thread::sleep(Duration::from_secs(10 * u64::from(HOUSEKEEPING_ROUNDS)));
+    let housekeeping_cpu_seconds =
+        (process_cpu_seconds(pid)? - cpu_before) / f64::from(HOUSEKEEPING_ROUNDS);
+    progress(&format!(
+        "control: with {count} bans: moat ban list {ban_list_seconds:.3} s, daemon CPU \
+         {:.1} ms per housekeeping round",
+        housekeeping_cpu_seconds * 1e3
+    ));
     let (rss_loaded_bytes, rss_peak_bytes) = resident(pid)?;
     progress(&format!(
         "control: moat run resident memory {:.1} MiB idle, {:.1} MiB loaded, {:.1} MiB peak",
@@ -197,6 +254,8 @@ pub fn measure(
         bans: count,
         ban_seconds,
         ban_command_seconds,
+        ban_list_seconds,
+        housekeeping_cpu_seconds,
         rss_idle_bytes,
         rss_loaded_bytes,
         rss_peak_bytes,

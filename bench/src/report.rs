@@ -6,7 +6,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use super::{
     Options,
-    control_plane::ControlReport,
+    control_plane::{self, ControlReport},
     cost::{CostReport, CostRow},
     crowdsec::{CrowdSecReport, Spread},
     machine::Machine,
@@ -506,8 +506,23 @@ fn write_control(out: &mut String, control: &ControlReport) {
     );
     let _ = writeln!(
         out,
-        "| one `moat ban add` run (process start included) | {:.1} ms |\n",
+        "| one `moat ban add` run (process start included) | {:.1} ms |",
         control.ban_command_seconds * 1e3
+    );
+    let _ = writeln!(
+        out,
+        "| one `moat ban list` run with the {} bans (process start included, output discarded) \
+         | {:.1} ms |",
+        thousands(control.bans as u64),
+        control.ban_list_seconds * 1e3
+    );
+    let _ = writeln!(
+        out,
+        "| the daemon's CPU time per housekeeping round (every 10 s: it forgets expired bans, \
+         counts the tables), with the {} bans, over {} rounds | {:.1} ms |\n",
+        thousands(control.bans as u64),
+        control_plane::HOUSEKEEPING_ROUNDS,
+        control.housekeeping_cpu_seconds * 1e3
     );
     let _ = writeln!(out, "| Daemon resident memory (VmRSS) | |\n|---|---:|");
     let _ = writeln!(

@@ -703,6 +703,8 @@ mod tests {
             bans: 0,
             ban_seconds: 0.0,
             ban_command_seconds: 0.0,
+            ban_list_seconds: 0.0,
+            housekeeping_cpu_seconds: 0.0,
             rss_idle_bytes: 0,
             rss_loaded_bytes: 0,
             rss_peak_bytes: 0,

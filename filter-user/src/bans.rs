@@ -7,10 +7,11 @@
 //! Ban times are on the kernel's monotonic clock (what `bpf_ktime_get_ns` reads), so a manual
 //! ban and an automatic one compare alike.
 
-use std::{net::IpAddr, time::Duration};
+use std::{borrow::Borrow, net::IpAddr, os::fd::AsFd as _, time::Duration};
 
-use aya::maps::{
-    Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+use aya::{
+    maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    sys::SyscallError,
 };
 use filter_common::{
     Reason, Settings,
@@ -20,6 +21,7 @@ use filter_common::{
 };
 
 use crate::{
+    batch,
     config::{duration_ns, format_duration},
     pins::{NotRunning, PinDir},
     policy::{self, ControlError},
@@ -269,10 +271,9 @@ impl PinnedBans {
                 Err(error) if !is_full(&error) => return Err(self.map_error("writing")(error)),
                 Err(_) => {}
             }
-            let victim = self
-                .bans
-                .iter()
-                .filter_map(Result::ok)
+            let victim = read_all(&self.bans)
+                .map_err(self.map_error("reading"))?
+                .into_iter()
                 .filter(|(_, old)| old.flags & BAN_MANUAL == 0)
                 .min_by_key(|(_, old)| old.until_ns)
                 .map(|(key, _)| key);
@@ -333,10 +334,7 @@ impl PinnedBans {
     /// Every entry of the ban table, expired ones (kept for repeat offences) included, with
     /// the program's clock now.
     pub fn entries(&self) -> Result<(Vec<(SourceKey, Ban)>, u64), BanError> {
-        let mut entries = Vec::new();
-        for entry in self.bans.iter() {
-            entries.push(entry.map_err(self.map_error("reading"))?);
-        }
+        let entries = read_all(&self.bans).map_err(self.map_error("reading"))?;
         Ok((entries, self.now_ns()))
     }
 
@@ -365,8 +363,7 @@ impl PinnedBans {
         let now = self.now_ns();
         let dry_run = self.settings.dry_run();
         let mut views = Vec::new();
-        for entry in self.bans.iter() {
-            let (key, ban) = entry.map_err(self.map_error("reading"))?;
+        for (key, ban) in read_all(&self.bans).map_err(self.map_error("reading"))? {
             if !ban.enforced(now, dry_run) {
                 continue;
             }
@@ -442,10 +439,19 @@ pub fn describe(key: &SourceKey, v6_prefix: u32) -> String {
 /// new offenders from being banned.
 pub const CROWDED_PERCENT: usize = 90;
 
+/// What a sweep of the ban table did and left.
+#[derive(Debug)]
+pub struct Sweep {
+    /// Entries deleted.
+    pub forgotten: usize,
+    /// The entries it read and kept, so the round's count needs no second walk.
+    pub kept: Vec<(SourceKey, Ban)>,
+}
+
 /// Deletes bans that expired more than `forget_after_ns` ago from the `BANS` pinned at `pins`
-/// (every expired ban when the table is over [`CROWDED_PERCENT`] full); returns how many. A
-/// table left empty lets the program skip its bans lookup ([`EmptyFlag`]).
-pub fn sweep_pinned(pins: &PinDir, forget_after_ns: u64) -> Result<usize, MapError> {
+/// (every expired ban when the table is over [`CROWDED_PERCENT`] full), reading the table once.
+/// A table left empty lets the program skip its bans lookup ([`EmptyFlag`]).
+pub fn sweep_pinned(pins: &PinDir, forget_after_ns: u64) -> Result<Sweep, MapError> {
     let now = policy::pinned_settings(pins)
         .map_err(|_| MapError::InvalidName {
             name: filter_common::maps::SETTINGS.to_string(),
@@ -454,20 +460,36 @@ pub fn sweep_pinned(pins: &PinDir, forget_after_ns: u64) -> Result<usize, MapErr
     let data = MapData::from_pin(pins.map(BANS))?;
     let mut bans: HashMap<MapData, SourceKey, Ban> = HashMap::try_from(Map::HashMap(data))?;
     let capacity = bans.map().info()?.max_entries() as usize;
-    let entries: Vec<(SourceKey, Ban)> = bans.iter().filter_map(Result::ok).collect();
+    let entries = read_all(&bans)?;
     let crowded = entries.len() * 100 > capacity * CROWDED_PERCENT;
     let keep_for = if crowded { 0 } else { forget_after_ns };
-    let stale: Vec<SourceKey> = entries
-        .iter()
-        .filter(|(_, ban)| ban.until_ns.saturating_add(keep_for) < now)
-        .map(|(key, _)| *key)
-        .collect();
-    for key in &stale {
+    let (stale, kept): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(_, ban)| ban.until_ns.saturating_add(keep_for) < now);
+    for (key, _) in &stale {
         // Already gone (re-banned and then deleted) is fine.
         let _ = bans.remove(key);
     }
     EmptyFlag::open(pins)?.mark_if_empty(&bans)?;
-    Ok(stale.len())
+    Ok(Sweep {
+        forgotten: stale.len(),
+        kept,
+    })
+}
+
+/// Every entry of `bans`, a few thousand per system call (entry by entry, two calls each, on a
+/// kernel without batch lookups): the daemon reads the whole table every housekeeping round.
+pub fn read_all<T: Borrow<MapData>>(
+    bans: &HashMap<T, SourceKey, Ban>,
+) -> Result<Vec<(SourceKey, Ban)>, MapError> {
+    match batch::entries(bans.map().fd().as_fd()) {
+        Ok(entries) => Ok(entries),
+        Err(error) if batch::unsupported(&error) => bans.iter().collect(),
+        Err(io_error) => Err(MapError::SyscallError(SyscallError {
+            call: "bpf_map_lookup_batch",
+            io_error,
+        })),
+    }
 }
 
 /// `moat ban list` output: one line per ban.

@@ -1,7 +1,8 @@
-//! `BPF_MAP_UPDATE_BATCH`, which aya 0.14 does not wrap: thousands of map entries in one
-//! system call instead of one call each. The kernel accepts no per-entry flag for a batch but
-//! `BPF_F_LOCK`, so a batch inserts or replaces (`BPF_ANY`); a caller that must not replace
-//! works out first which keys are new.
+//! `BPF_MAP_UPDATE_BATCH` and `BPF_MAP_LOOKUP_BATCH`, which aya 0.14 does not wrap: thousands
+//! of map entries in one system call instead of one call each (two for a walk: the next key,
+//! then its value). The kernel accepts no per-entry flag for a batch but `BPF_F_LOCK`, so a
+//! batch inserts or replaces (`BPF_ANY`); a caller that must not replace works out first which
+//! keys are new.
 
 use std::{
     io,
@@ -10,8 +11,15 @@ use std::{
 
 use aya::Pod;
 
-/// `BPF_MAP_UPDATE_BATCH` in `enum bpf_cmd` (include/uapi/linux/bpf.h).
+/// `BPF_MAP_LOOKUP_BATCH` in `enum bpf_cmd` (include/uapi/linux/bpf.h).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// `BPF_MAP_UPDATE_BATCH` in `enum bpf_cmd`.
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// Entries [`entries`] asks for per call: far more than one hash bucket ever holds (a batch
+/// returns whole buckets, and fails with `ENOSPC` on one larger than it).
+const LOOKUP_CHUNK: usize = 4096;
 
 /// The `batch` member of `union bpf_attr`; the kernel zero-fills the rest of the union.
 #[repr(C)]
@@ -78,8 +86,64 @@ pub fn update<K: Pod, V: Pod>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) -> O
     }
 }
 
-/// Whether `error` says the kernel has no batch update for this map (older kernels), so the
-/// caller should write entry by entry instead.
+/// Every entry of the map `fd` (a hash map: the kernel's batch cursor for it is a bucket
+/// number), read [`LOOKUP_CHUNK`] at a time. Entries written or deleted during the walk may or
+/// may not be in it, as in a walk key by key. `K` and `V` must be the map's key and value types
+/// exactly, and plain data that any bytes are a valid value of (as `Pod` promises).
+pub fn entries<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
+    // SAFETY: Pod types are plain data, for which all zeroes is a valid value.
+    let (key, value) = unsafe { (std::mem::zeroed::<K>(), std::mem::zeroed::<V>()) };
+    let mut keys = vec![key; LOOKUP_CHUNK];
+    let mut values = vec![value; LOOKUP_CHUNK];
+    // The cursor between calls: 8-byte words, room for a bucket number or a key.
+    let cursor_words = std::mem::size_of::<K>().div_ceil(8).max(1);
+    let mut cursor = vec![0u64; cursor_words];
+    let mut next = vec![0u64; cursor_words];
+    let mut found = Vec::new();
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { cursor.as_ptr() as u64 },
+            out_batch: next.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: LOOKUP_CHUNK as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` is a valid `batch` attribute of the size passed; `keys` and `values`
+        // have room for `count` entries of the map's key and value sizes, `cursor` and `next`
+        // for the cursor, and all outlive the call. The kernel writes at most `count` entries,
+        // the cursor and `attr.count`.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        let error = (result < 0).then(io::Error::last_os_error);
+        let read = (attr.count as usize).min(LOOKUP_CHUNK);
+        found.extend(
+            keys[..read]
+                .iter()
+                .copied()
+                .zip(values[..read].iter().copied()),
+        );
+        match error {
+            None => {}
+            // The walk has passed the last bucket.
+            Some(error) if error.raw_os_error() == Some(libc::ENOENT) => return Ok(found),
+            Some(error) => return Err(error),
+        }
+        std::mem::swap(&mut cursor, &mut next);
+        first = false;
+    }
+}
+
+/// Whether `error` says the kernel has no batch update or lookup for this map (older kernels),
+/// so the caller should go entry by entry instead.
 pub fn unsupported(error: &io::Error) -> bool {
     // 524 is the kernel's internal ENOTSUPP, which leaks to user space from map operations.
     matches!(

@@ -172,7 +172,7 @@ async fn serve(
     }
     // The tables counted once before anything reports the filter attached, so the first
     // scrape already has every metric (the housekeeping task counts them again each tick).
-    state.count_tables(filter.pins());
+    state.count_tables(filter.pins(), None);
     // Logged once the lists and bans are back and the tables counted: from here on the
     // filter protects with everything it had.
     info!(
@@ -525,18 +525,28 @@ async fn housekeeping(work: Housekeeping) {
         let job = Arc::clone(&work);
         let done = tokio::task::spawn_blocking(move || {
             let forget_after_ns = job.forget_after_ns.load(Ordering::Relaxed);
-            match bans::sweep_pinned(&job.pins, forget_after_ns) {
-                Ok(0) => {}
-                Ok(forgotten) => info!("forgot expired bans iface={} count={forgotten}", job.iface),
-                Err(err) => warn!("sweeping bans failed iface={} error=\"{err}\"", job.iface),
-            }
+            let kept = match bans::sweep_pinned(&job.pins, forget_after_ns) {
+                Ok(sweep) => {
+                    if sweep.forgotten > 0 {
+                        info!(
+                            "forgot expired bans iface={} count={}",
+                            job.iface, sweep.forgotten
+                        );
+                    }
+                    Some(sweep.kept)
+                }
+                Err(err) => {
+                    warn!("sweeping bans failed iface={} error=\"{err}\"", job.iface);
+                    None
+                }
+            };
             if let Err(err) = verify::sweep_pinned(&job.pins) {
                 warn!(
                     "sweeping the verified sources' summary failed iface={} error=\"{err}\"",
                     job.iface
                 );
             }
-            if let Some(in_force) = job.state.count_tables(&job.pins)
+            if let Some(in_force) = job.state.count_tables(&job.pins, kept)
                 && let Ok(mut slot) = job.counted.lock()
             {
                 *slot = Some(in_force);

@@ -68,10 +68,15 @@ pub struct DaemonState {
 }
 
 impl DaemonState {
-    /// Counts the tables of the filter pinned at `pins` ([`count_tables`]) and records the two
-    /// figures; returns the bans in force, or `None` if the tables could not be read.
-    pub fn count_tables(&self, pins: &PinDir) -> Option<Vec<(SourceKey, Ban)>> {
-        let (tracked, in_force) = count_tables(pins)?;
+    /// Counts the tables of the filter pinned at `pins` ([`count_tables`]; the ban table's
+    /// entries as `bans` gives them, if it does) and records the two figures; returns the bans
+    /// in force, or `None` if the tables could not be read.
+    pub fn count_tables(
+        &self,
+        pins: &PinDir,
+        bans: Option<Vec<(SourceKey, Ban)>>,
+    ) -> Option<Vec<(SourceKey, Ban)>> {
+        let (tracked, in_force) = count_tables(pins, bans)?;
         self.tracked_sources.store(tracked, Ordering::Relaxed);
         self.banned_sources
             .store(in_force.len() as u64, Ordering::Relaxed);
@@ -81,18 +86,27 @@ impl DaemonState {
 }
 
 /// The sources with per-source state and the bans in force (with their keys) in the filter
-/// pinned at `pins`. It walks both tables, so the daemon calls it once at start and then at a
-/// fixed pace in the background, never per scrape.
-pub fn count_tables(pins: &PinDir) -> Option<(u64, Vec<(SourceKey, Ban)>)> {
+/// pinned at `pins`, from the ban table's entries `bans` when the caller has just read them
+/// (the housekeeping round's sweep), else from a read of its own. It walks both tables, so the
+/// daemon calls it once at start and then at a fixed pace in the background, never per scrape.
+pub fn count_tables(
+    pins: &PinDir,
+    bans: Option<Vec<(SourceKey, Ban)>>,
+) -> Option<(u64, Vec<(SourceKey, Ban)>)> {
     let open = |name: &str| MapData::from_pin(pins.map(name)).ok();
     let settings = policy::pinned_settings(pins).ok()?;
     let now = settings.now_ns(monotonic_ns());
     let tracked = crate::sources::tracked(&open(SOURCES)?).ok()?;
-    let bans: HashMap<MapData, SourceKey, Ban> =
-        HashMap::try_from(Map::HashMap(open(BANS)?)).ok()?;
-    let in_force = bans
-        .iter()
-        .filter_map(Result::ok)
+    let entries = match bans {
+        Some(entries) => entries,
+        None => {
+            let table: HashMap<MapData, SourceKey, Ban> =
+                HashMap::try_from(Map::HashMap(open(BANS)?)).ok()?;
+            crate::bans::read_all(&table).ok()?
+        }
+    };
+    let in_force = entries
+        .into_iter()
         .filter(|(_, ban)| ban.enforced(now, settings.dry_run()))
         .collect();
     Some((tracked, in_force))
