@@ -671,12 +671,10 @@ fn the_daemon_calibrates_the_programs_clock() {
     require_root();
     let pair = Pair::create();
     let _daemon = pair.start(&[]);
-    let path =
-        moat::pins::PinDir::for_iface(&pair.origin_end.iface).map(filter_common::maps::CLOCK);
-    let data = aya::maps::MapData::from_pin(&path).expect("CLOCK pin");
-    let pinned: aya::maps::Array<_, filter_common::clock::ClockBase> =
-        aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("CLOCK is an array");
-    let written = pinned.get(&0, 0).expect("reading CLOCK");
+    let written =
+        moat::policy::pinned_settings(&moat::pins::PinDir::for_iface(&pair.origin_end.iface))
+            .expect("reading the pinned settings")
+            .clock;
     // A calibration of our own, from the same kernel, agrees with the daemon's to within the
     // samples' spacing (a few microseconds each) and the tick's own jitter.
     let mut ebpf = aya::EbpfLoader::new()

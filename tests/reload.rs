@@ -31,6 +31,13 @@ fn running_udp_pps(iface: &str) -> u64 {
         .pps
 }
 
+/// The clock base packets read now (see `Settings::clock`).
+fn running_clock(iface: &str) -> filter_common::clock::ClockBase {
+    moat::policy::pinned_settings(&PinDir::for_iface(iface))
+        .expect("the running settings")
+        .clock
+}
+
 #[test]
 fn moat_set_and_reloads_never_lose_each_others_updates() {
     require_root();
@@ -39,6 +46,8 @@ fn moat_set_and_reloads_never_lose_each_others_updates() {
     let dir = support::TempDir::new("set-reload");
     let path = dir.write("moat.toml", &config(1000, ""));
     let daemon = pair.start(&["--config", &path]);
+    let clock = running_clock(&iface);
+    assert!(clock.is_set(), "the daemon calibrated the program's clock");
     let done = AtomicBool::new(false);
     let sets = std::thread::scope(|scope| {
         let setter = scope.spawn(|| {
@@ -71,6 +80,11 @@ fn moat_set_and_reloads_never_lose_each_others_updates() {
         1020,
         "the last reload's limit stands: no moat set wrote back settings it read before it \
          ({sets} sets)"
+    );
+    assert_eq!(
+        running_clock(&iface),
+        clock,
+        "the clock base, the filter's and not the policy's, survives every reload and set"
     );
 }
 

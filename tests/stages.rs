@@ -38,8 +38,8 @@ use filter_common::{
     counter_index,
     lists::{SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
     maps::{
-        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, BANS_ARE_EMPTY, BANS_EMPTY, CLOCK, CROWDSEC_V4,
-        CROWDSEC_V6, DEFAULT_MAX_BANS, PORTS, SOURCES, TRUSTED_V4, TRUSTED_V6, VERIFIED,
+        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, BANS_ARE_EMPTY, BANS_EMPTY, CROWDSEC_V4, CROWDSEC_V6,
+        DEFAULT_MAX_BANS, PORTS, SOURCES, TRUSTED_V4, TRUSTED_V6, VERIFIED,
     },
     ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
     rate::{Limit, RateState},
@@ -1797,6 +1797,7 @@ fn the_live_clock_is_monotonic_time_read_through_the_calibrated_jiffies() {
         "a jiffy of {} ns is no kernel's tick",
         calibrated.jiffy_ns
     );
+    filter.update(|settings| settings.clock = calibrated);
     // The program's time is CLOCK_MONOTONIC at the last tick: a ban that ends 10 s from now
     // holds, one that ended a jiffy and 20 ms ago is over.
     let now = moat::bans::monotonic_ns();
@@ -1807,26 +1808,23 @@ fn the_live_clock_is_monotonic_time_read_through_the_calibrated_jiffies() {
     );
     filter.assert_drops("a ban 10 s from its end", &udp(SOURCE_V4), Reason::Banned);
     filter.assert_passes("a ban a jiffy and 20 ms over", &udp(OTHER_V4));
-    // The program reads CLOCK: an hour on, by its base, the first ban is over too.
+    // The program reads the settings' clock base: an hour on, by its base, the first ban is
+    // over too.
     let later = ClockBase {
         base_ns: calibrated.base_ns + 3_600 * SECOND_NS,
         ..calibrated
     };
     for (what, value, reason) in [
-        ("an hour later by CLOCK", later, Reason::Pass),
+        ("an hour later by the clock base", later, Reason::Pass),
         // Uncalibrated, it reads the kernel's coarse clock, the same time.
-        ("with CLOCK cleared", ClockBase::default(), Reason::Banned),
+        (
+            "with the clock base cleared",
+            ClockBase::default(),
+            Reason::Banned,
+        ),
         ("calibrated again", calibrated, Reason::Banned),
     ] {
-        Array::<_, ClockBase>::try_from(
-            filter
-                .ebpf
-                .map_mut(CLOCK)
-                .unwrap_or_else(|| panic!("the object has no map {CLOCK:?}")),
-        )
-        .unwrap_or_else(|error| panic!("{CLOCK} is not an array of ClockBase: {error}"))
-        .set(0, value, 0)
-        .unwrap_or_else(|error| panic!("writing {CLOCK}: {error}"));
+        filter.update(|settings| settings.clock = value);
         if reason == Reason::Pass {
             filter.assert_passes(what, &udp(SOURCE_V4));
         } else {

@@ -400,11 +400,12 @@ impl Subject {
             })?;
         // Calibrated as `moat run` does, so each packet reads the clock (then ignores it for
         // the fixed one) at the cost a live packet pays.
-        moat::clock::set_up(&mut ebpf).map_err(|error| BenchError::Tool {
+        let clock = moat::clock::set_up(&mut ebpf).map_err(|error| BenchError::Tool {
             tool: "moat-bench",
             problem: format!("calibrating the program's clock: {error}"),
         })?;
         let mut policy = Policy::compile(&Config::default(), false);
+        policy.settings.clock = clock;
         policy.settings.source_sets = filter_common::sources::sets_for(sizes.sources);
         policy.settings.flags |= FLAG_FIXED_CLOCK;
         policy.settings.clock_ns = START_NS;

@@ -7,10 +7,10 @@
 //! `TICK_NSEC` of CLOCK_MONOTONIC (the kernel derives them from it), so `jiffies × jiffy_ns +
 //! base_ns` is CLOCK_MONOTONIC at the last tick: the coarse clock's own resolution and lag,
 //! for a load and a multiply. Userspace measures the two numbers once ([`calibrate`], from
-//! samples the `moat_clock` program takes) and writes them to `CLOCK`; until it has, the
-//! program reads the coarse clock as before.
+//! samples the `moat_clock` program takes) and writes them into the settings
+//! ([`crate::Settings::clock`]); until it has, the program reads the coarse clock as before.
 
-/// What turns jiffies into ns on CLOCK_MONOTONIC: the value of the `CLOCK` map's one entry.
+/// What turns jiffies into ns on CLOCK_MONOTONIC: [`crate::Settings::clock`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClockBase {

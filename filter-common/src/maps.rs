@@ -9,13 +9,8 @@ pub const PROGRAM_NAME: &str = "moat";
 
 /// Name of the object's second XDP program, which only userspace runs (by BPF_PROG_TEST_RUN):
 /// it writes jiffies and CLOCK_MONOTONIC into the frame, the samples [`crate::clock::calibrate`]
-/// turns into the `CLOCK` map's value. Never attached.
+/// turns into the settings' clock base ([`crate::Settings::clock`]). Never attached.
 pub const CLOCK_PROGRAM_NAME: &str = "moat_clock";
-
-/// Single-entry array of [`crate::clock::ClockBase`]: how the program turns jiffies into
-/// CLOCK_MONOTONIC ns. All-zero (before userspace calibrates) makes the program read the
-/// kernel's coarse clock instead.
-pub const CLOCK: &str = "CLOCK";
 
 /// Per-CPU array of [`crate::Counter`], indexed by [`crate::counter_index`].
 pub const COUNTERS: &str = "COUNTERS";
@@ -150,7 +145,6 @@ pub const ALL_MAPS: &[&str] = &[
     COUNTERS,
     ACTIVE,
     SETTINGS,
-    CLOCK,
     ALLOW_V4,
     ALLOW_V6,
     DENY_V4,

@@ -108,8 +108,14 @@ pub struct Settings {
     pub aggregate_pace: [Pace; crate::CLASS_COUNT],
     /// [`Settings::fragments`], compiled.
     pub fragments_pace: Pace,
+    /// How jiffies turn into CLOCK_MONOTONIC (see `crate::clock`): the running filter's, not
+    /// the policy's. Unset (before userspace calibrates, or in settings written by hand), the
+    /// program reads the kernel's coarse clock instead. Kept here, in the value every packet
+    /// reads anyway, so a packet that needs the time looks nothing more up; a policy written
+    /// without one keeps the running one's.
+    pub clock: crate::clock::ClockBase,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 648);
+const _: () = assert!(core::mem::size_of::<Settings>() == 664);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Settings {}
 

@@ -3,9 +3,7 @@
 //! source's packets never read it.
 
 use aya_ebpf::helpers::generated::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
-use filter_common::Settings;
-
-use crate::maps::CLOCK;
+use filter_common::{Settings, clock::ClockBase};
 
 /// The packet's clock: the settings' fixed clock in tests, else CLOCK_MONOTONIC at the last
 /// tick (one jiffy of resolution is plenty for buckets of packets per second, ban lengths and
@@ -33,7 +31,7 @@ impl<'a> Clock<'a> {
             Some(now_ns) => now_ns,
             None => {
                 // Read even under a fixed clock, so a test run times what a live packet costs.
-                let now_ns = self.settings.now_ns(kernel_ns());
+                let now_ns = self.settings.now_ns(kernel_ns(&self.settings.clock));
                 self.now_ns = Some(now_ns);
                 now_ns
             }
@@ -42,14 +40,15 @@ impl<'a> Clock<'a> {
 }
 
 /// CLOCK_MONOTONIC at the last tick: jiffies (one load, which the verifier inlines) through
-/// userspace's calibration (see `filter_common::clock`), or, until userspace has calibrated,
-/// the kernel's coarse clock (a helper call, about 20 ns more).
+/// the settings' clock base, userspace's calibration (see `filter_common::clock`), or, until
+/// userspace has calibrated, the kernel's coarse clock (a helper call, about 20 ns more).
 #[inline(always)]
-fn kernel_ns() -> u64 {
-    match CLOCK.get(0) {
+fn kernel_ns(base: &ClockBase) -> u64 {
+    if base.is_set() {
         // SAFETY: bpf_jiffies64 has no preconditions.
-        Some(base) if base.is_set() => base.now_ns(unsafe { bpf_jiffies64() }),
+        base.now_ns(unsafe { bpf_jiffies64() })
+    } else {
         // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
-        _ => unsafe { bpf_ktime_get_coarse_ns() },
+        unsafe { bpf_ktime_get_coarse_ns() }
     }
 }

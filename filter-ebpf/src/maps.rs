@@ -7,7 +7,6 @@ use aya_ebpf::{
 };
 use filter_common::{
     COUNTER_SLOTS, Counter, Packet, Reason, Settings,
-    clock::ClockBase,
     listindex::INDEX_WORDS,
     lists::{ListValue, TrustedV4Key, TrustedV6Key, V4Key, V6Key},
     maps::{
@@ -33,11 +32,6 @@ pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 /// The settings of each policy slot, written by userspace.
 #[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(POLICY_SLOTS, 0);
-
-/// How jiffies turn into CLOCK_MONOTONIC ns, written by userspace (see
-/// `filter_common::clock`).
-#[map]
-pub static CLOCK: Array<ClockBase> = Array::with_max_entries(1, 0);
 
 /// Allowed IPv4 source prefixes. LPM tries must not preallocate.
 #[map]

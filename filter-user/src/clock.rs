@@ -1,18 +1,17 @@
 //! Calibrates the program's clock (see `filter_common::clock`): runs the object's
 //! `moat_clock` program by BPF_PROG_TEST_RUN until jiffies have advanced a few times, turns the
-//! samples into a [`ClockBase`] and writes it to the `CLOCK` map, after which every packet
+//! samples into a [`ClockBase`] for the settings (`Settings::clock`), after which every packet
 //! reads the time with one load instead of a helper call.
 
 use std::time::{Duration, Instant};
 
 use aya::{
     Ebpf,
-    maps::{Array, MapError},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
 };
 use filter_common::{
     clock::{CalibrateError, ClockBase, ClockSample, calibrate},
-    maps::{CLOCK, CLOCK_PROGRAM_NAME},
+    maps::CLOCK_PROGRAM_NAME,
 };
 
 /// The most time sampled. Sampling stops as soon as the samples single out one tick rate
@@ -36,16 +35,11 @@ pub enum ClockError {
     /// The samples did not calibrate.
     #[error("calibrating jiffies against CLOCK_MONOTONIC: {0:?}")]
     Calibrate(CalibrateError),
-    /// The object lacks the `CLOCK` map.
-    #[error("the XDP object has no map named {CLOCK}")]
-    MissingMap,
-    /// The `CLOCK` map could not be written.
-    #[error("writing {CLOCK}: {0}")]
-    Map(#[from] MapError),
 }
 
 /// Measures the clock base with the object's sampler (loading it if need be, unloading it
-/// after) and writes it to the object's `CLOCK` map; returns it.
+/// after) and returns it, for the settings the object's program will read
+/// (`Settings::clock`).
 pub fn set_up(ebpf: &mut Ebpf) -> Result<ClockBase, ClockError> {
     let clock = measure(ebpf);
     // The sampler has done its work either way; nothing runs it again.
@@ -55,11 +49,7 @@ pub fn set_up(ebpf: &mut Ebpf) -> Result<ClockBase, ClockError> {
     {
         log::debug!("unloading {CLOCK_PROGRAM_NAME}: {error}");
     }
-    let clock = clock?;
-    let mut array: Array<_, ClockBase> =
-        Array::try_from(ebpf.map_mut(CLOCK).ok_or(ClockError::MissingMap)?)?;
-    array.set(0, clock, 0)?;
-    Ok(clock)
+    clock
 }
 
 /// Samples jiffies and CLOCK_MONOTONIC with the object's sampler until they calibrate.

@@ -305,10 +305,10 @@ impl Filter {
             }
         }
         let mut ebpf = load_object(&mut loader, &object, capacities, &pins)?;
-        set_up_clock(iface, &mut ebpf);
+        let policy = with_clock(iface, &mut ebpf, &request.policy);
         let replaced = carry_over(iface, &mut ebpf, planned)?;
         repin_all(&ebpf, &pins, &replaced)?;
-        policy::write_policy(&ebpf, &request.policy)?;
+        policy::write_policy(&ebpf, &policy)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(LoadError::MissingProgram)?
@@ -377,7 +377,7 @@ impl Filter {
         reuse(&mut loader, &planned);
         let mut ebpf = load_object(&mut loader, &object, request.capacities, &pins)
             .map_err(|error| refused(error.to_string()))?;
-        set_up_clock(iface, &mut ebpf);
+        let policy = with_clock(iface, &mut ebpf, &request.policy);
         let replaced =
             carry_over(iface, &mut ebpf, planned).map_err(|error| refused(error.to_string()))?;
         // An index this version creates beside lists an earlier one filled starts empty, which
@@ -398,7 +398,7 @@ impl Filter {
         // written here and the program that reads it.
         let policy_lock = PolicyLock::acquire(iface).map_err(|error| refused(error.to_string()))?;
         PolicyMaps::of_object(&ebpf)
-            .and_then(|mut maps| maps.write(&request.policy))
+            .and_then(|mut maps| maps.write(&policy))
             .map_err(|error| refused(error.to_string()))?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
@@ -545,19 +545,25 @@ impl Drop for Filter {
     }
 }
 
-/// Calibrates the program's clock before it judges a packet; on failure it reads the kernel's
-/// coarse clock instead (as correct, slower), so this only warns.
-fn set_up_clock(iface: &str, ebpf: &mut Ebpf) {
+/// `policy` with the program's clock calibrated, for writing before the program judges a
+/// packet; on failure the program reads the kernel's coarse clock instead (as correct, slower),
+/// so this only warns, and the policy keeps whatever clock base the running one had.
+fn with_clock(iface: &str, ebpf: &mut Ebpf, policy: &Policy) -> Policy {
+    let mut policy = policy.clone();
     match crate::clock::set_up(ebpf) {
-        Ok(clock) => debug!(
-            "clock calibrated iface={iface} jiffy_ns={} base_ns={}",
-            clock.jiffy_ns, clock.base_ns
-        ),
+        Ok(clock) => {
+            debug!(
+                "clock calibrated iface={iface} jiffy_ns={} base_ns={}",
+                clock.jiffy_ns, clock.base_ns
+            );
+            policy.settings.clock = clock;
+        }
         Err(error) => warn!(
             "the program reads the kernel's coarse clock, about 20 ns more per packet \
              iface={iface} error={error}"
         ),
     }
+    policy
 }
 
 /// Loads the object with the configured capacities through `loader` (which names any pinned

@@ -320,6 +320,11 @@ impl PolicyMaps {
         })?;
         let mut settings = policy.settings;
         settings.slot = slot;
+        // The clock base is the running filter's: a policy without one (built from the
+        // configuration) keeps the one packets read now.
+        if !settings.clock.is_set() {
+            settings.clock = self.settings()?.clock;
+        }
         // Paces follow the limits, whoever changed them (`moat set` edits limits only).
         let settings = settings.compiled();
         self.settings

@@ -4,9 +4,10 @@
 //!
 //! Maps read: `LIST_INDEX`, `ALLOW_V4`/`ALLOW_V6`, `DENY_V4`/`DENY_V6`,
 //! `CROWDSEC_V4`/`CROWDSEC_V6`. Reasons: `Allowlist` (pass at once), `Denylist` and `CrowdSec`
-//! (drop). Lookups per packet: the entries word (one cache line for every packet; a family
-//! without entries stops there), one index word for IPv4 (for IPv6, the level counts in the
-//! entries word's cache line, then one word per level some entry marks), then a trie walk per
+//! (drop). Lookups per packet: for IPv4, the entries word (one cache line for every
+//! packet; no IPv4 entries stops there), then one index word; for IPv6, the level counts (in
+//! the same cache line; all zero without IPv6 entries, so nothing more is read), then one word
+//! per level some entry marks; then a trie walk per
 //! list whose count is not zero — none for a source on neither list's marked buckets, and no
 //! denylist walk for an IPv4 source whose /24 a denylist entry covers (its cover byte, one more
 //! word, decides).
@@ -23,13 +24,12 @@ use crate::maps::{ALLOW_V4, ALLOW_V6, CROWDSEC_V4, CROWDSEC_V6, DENY_V4, DENY_V6
 /// Decides `Allowlist` or `Denylist` if the source is on a list.
 #[inline(always)]
 pub fn check(packet: &Packet) -> Option<Reason> {
-    let ipv6 = packet.ip_version != 4;
-    // A family with no entries at all skips its index bytes (and their cache misses).
-    let entries = read_word(listindex::ENTRIES_WORD, u64::MAX);
-    if !listindex::has_entries(entries, ipv6) {
-        return None;
-    }
-    if !ipv6 {
+    if packet.ip_version == 4 {
+        // A family with no entries at all skips its index bytes (and their cache misses).
+        let entries = read_word(listindex::ENTRIES_WORD, u64::MAX);
+        if !listindex::has_entries(entries, false) {
+            return None;
+        }
         let word = packet.src_v4_word();
         let slash24 = listindex::v4_number_index(u32::from_be(word));
         let marks = index_byte(slash24);
