@@ -14,6 +14,7 @@ pub mod classify;
 pub mod clock;
 pub mod counter;
 pub mod flood;
+pub mod hash;
 pub mod listindex;
 pub mod lists;
 pub mod maps;

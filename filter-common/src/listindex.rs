@@ -283,7 +283,7 @@ const fn v6_head(addr: &[u8; 16]) -> u64 {
 pub const fn v6_head_bucket(head: u64, bits: u32) -> u32 {
     // `bits` is 32 to 64: the shift is 0 to 32. The length, rotated in, tells the levels apart.
     let network = (head >> (64 - bits)) ^ (bits as u64).rotate_right(8);
-    let hash = network.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let hash = network.wrapping_mul(crate::hash::MIX);
     V6_WIDE + (hash >> (64 - V6_BUCKET_BITS)) as u32
 }
 

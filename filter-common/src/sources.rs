@@ -21,9 +21,10 @@
 //! in the first set first, so one copy is found and the other is the next to be replaced.
 
 use crate::{
+    hash::MIX,
     rate::RateState,
     source::SourceKey,
-    verified::{MIX, Tag, tag},
+    verified::{Tag, tag},
 };
 
 /// Ways per set.

@@ -24,7 +24,7 @@
 //! source is tagged by its whole key: an IPv4 address, or an IPv6 address masked to the tracked
 //! prefix (a /64 by default), exactly the unit the ban and rate stages count.
 
-use crate::source::SourceKey;
+use crate::{hash::MIX, source::SourceKey};
 
 /// Buckets in `VERIFIED`: the first half for IPv4, the second for IPv6. A power of two.
 pub const VERIFIED_BUCKETS: u32 = 1 << 16;
@@ -126,9 +126,6 @@ pub fn locate(source: &SourceKey) -> (Tag, u32) {
     let tag = tag(source);
     (tag, bucket(tag, source.ip_version != 4))
 }
-
-/// The multiplier of Fibonacci hashing (2^64 divided by the golden ratio, made odd).
-pub const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl Tag {
     /// The tag's two words folded into one, the low word's bits spread over the whole word
