@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     unsafe {
         std::env::set_var(
             "RUSTC_BOOTSTRAP",
-            "aya_ebpf,aya_ebpf_bindings,aya_ebpf_cty,aya_log_ebpf,filter_ebpf,moat_filter",
+            "aya_ebpf,aya_ebpf_bindings,aya_ebpf_cty,aya_log_ebpf,filter_ebpf,moat_filter,moat_parse_count",
         );
     }
     aya_build::build_ebpf(

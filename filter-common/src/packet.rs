@@ -103,6 +103,23 @@ impl Packet {
         unsafe { core::ptr::read((&raw const self.src_addr_be).cast::<[u64; 2]>()) }
     }
 
+    /// Sets the source address from two words holding its bytes in memory order (see
+    /// [`Packet::src_words`]): two stores, which the later word loads take straight from the
+    /// store buffer, where sixteen byte stores make them wait until the stores land.
+    #[inline(always)]
+    pub const fn set_src_words(&mut self, words: [u64; 2]) {
+        // SAFETY: as for `src_words`.
+        unsafe { core::ptr::write((&raw mut self.src_addr_be).cast::<[u64; 2]>(), words) }
+    }
+
+    /// Sets an IPv4 source address from its four bytes as one word in memory order (see
+    /// [`Packet::src_v4_word`]); the other twelve bytes are left as they are.
+    #[inline(always)]
+    pub const fn set_src_v4_word(&mut self, word: u32) {
+        // SAFETY: as for `src_v4_word`.
+        unsafe { core::ptr::write((&raw mut self.src_addr_be).cast::<u32>(), word) }
+    }
+
     /// An IPv4 source address's four bytes as one word in memory order (network order, read
     /// natively): `u32::from_be` of it is the address as a number.
     #[inline(always)]

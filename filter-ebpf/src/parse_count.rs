@@ -8,6 +8,7 @@
 //! `moat run` never loads it.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 #[path = "parse/mod.rs"]
 mod parse;

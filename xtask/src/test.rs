@@ -123,7 +123,7 @@ fn xtask(verb: &str) -> Result<Command> {
 /// Crates of the eBPF build that may use unstable features (aya-ebpf's inline assembly and
 /// moat's own `BPF_CMPXCHG`), as `filter-user/build.rs` allows them.
 const EBPF_UNSTABLE_CRATES: &str =
-    "aya_ebpf,aya_ebpf_bindings,aya_ebpf_cty,aya_log_ebpf,filter_ebpf,moat_filter";
+    "aya_ebpf,aya_ebpf_bindings,aya_ebpf_cty,aya_log_ebpf,filter_ebpf,moat_filter,moat_parse_count";
 
 /// clippy with `-D warnings` on the XDP crate, checked for `bpfel-unknown-none` with Debian's
 /// toolchain and `features`, the way `filter-user/build.rs` builds it (the workspace's own

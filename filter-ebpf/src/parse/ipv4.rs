@@ -3,7 +3,7 @@
 use aya_ebpf::programs::XdpContext;
 use filter_common::{Fragment, Packet, Reason};
 
-use super::{L3, read_at};
+use super::{L3, frame_u32, ptr_at};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -31,7 +31,9 @@ pub fn parse(
     frame_len: usize,
     packet: &mut Packet,
 ) -> Result<L3, Reason> {
-    let hdr: Ipv4Hdr = read_at(ctx, offset)?;
+    let header = ptr_at::<Ipv4Hdr>(ctx, offset).ok_or(Reason::Malformed)?;
+    // SAFETY: `ptr_at` checked that the whole header lies inside the frame; it has alignment 1.
+    let hdr = unsafe { *header };
     if hdr.version_ihl >> 4 != 4 {
         return Err(Reason::Malformed);
     }
@@ -39,7 +41,8 @@ pub fn parse(
     // source.
     packet.ip_version = 4;
     packet.l4_proto = hdr.protocol;
-    packet.src_addr_be[..4].copy_from_slice(&hdr.src_be);
+    // SAFETY: the source address, bytes 12 to 15 of the header checked above.
+    packet.set_src_v4_word(unsafe { frame_u32::<12>(header.cast::<u8>()) });
     let header_len = ((hdr.version_ihl & 0x0F) as usize) * 4;
     let total_len = u16::from_be_bytes(hdr.total_len_be) as usize;
     // The header must be at least 20 bytes, the datagram at least its header, and the frame

@@ -4,7 +4,7 @@
 use aya_ebpf::programs::XdpContext;
 use filter_common::{Fragment, Packet, Reason};
 
-use super::{L3, MAX_HEADER_OFFSET, read_at};
+use super::{L3, MAX_HEADER_OFFSET, frame_u64, ptr_at, read_at};
 
 /// Extension headers walked before the packet is called malformed. Legitimate packets carry at
 /// most a few (RFC 8200 §4.1 orders six kinds, each once); a longer chain is an evasion attempt.
@@ -53,14 +53,22 @@ pub fn parse(
     frame_len: usize,
     packet: &mut Packet,
 ) -> Result<L3, Reason> {
-    let hdr: Ipv6Hdr = read_at(ctx, offset)?;
+    let header = ptr_at::<Ipv6Hdr>(ctx, offset).ok_or(Reason::Malformed)?;
+    // SAFETY: `ptr_at` checked that the whole header lies inside the frame; it has alignment 1.
+    let hdr = unsafe { *header };
     if hdr.version_class_flow[0] >> 4 != 6 {
         return Err(Reason::Malformed);
     }
     // Known before the lengths are checked, so a sampled malformed packet still names its
     // source.
     packet.ip_version = 6;
-    packet.src_addr_be = hdr.src_be;
+    // SAFETY: the source address, bytes 8 to 23 of the header checked above.
+    packet.set_src_words(unsafe {
+        [
+            frame_u64::<8>(header.cast::<u8>()),
+            frame_u64::<16>(header.cast::<u8>()),
+        ]
+    });
     let ip_end = offset + IPV6_HLEN + u16::from_be_bytes(hdr.payload_len_be) as usize;
     if ip_end > frame_len {
         return Err(Reason::Malformed);

@@ -1,8 +1,10 @@
 //! Parses a frame once, header by header, into a [`Packet`] summary.
 //!
-//! Every read of packet memory goes through [`ptr_at`]. A frame truncated or malformed at any
-//! header yields `Err(Reason::Malformed)`; a frame that is not IP yields `Err(Reason::NonIp)`.
-//! Ports and lengths are converted to host order here, once; addresses stay in network order.
+//! Every read of packet memory goes through [`ptr_at`], or lies inside a header it checked
+//! ([`frame_u32`] and [`frame_u64`], which load an address as one word). A frame truncated or
+//! malformed at any header yields `Err(Reason::Malformed)`; a frame that is not IP yields
+//! `Err(Reason::NonIp)`. Ports and lengths are converted to host order here, once; addresses
+//! stay in network order.
 
 mod eth;
 mod icmp;
@@ -10,6 +12,8 @@ mod ipv4;
 mod ipv6;
 mod tcp;
 mod udp;
+
+use core::arch::asm;
 
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
@@ -38,6 +42,49 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
         return None;
     }
     Some((start + offset) as *const T)
+}
+
+/// The 32-bit word `OFFSET` bytes into the header at `header` (checked to lie in the frame),
+/// its bytes in memory order, with one load whatever its alignment: Rust's BPF target splits
+/// an unaligned load into byte loads, and the kernel lets programs load unaligned words from
+/// packets where the CPU handles them (x86-64, arm64).
+///
+/// # Safety
+/// The four bytes at `header + OFFSET` must lie inside the frame, as checked by [`ptr_at`].
+#[inline(always)]
+pub unsafe fn frame_u32<const OFFSET: i16>(header: *const u8) -> u32 {
+    let word: u32;
+    // SAFETY: the caller's contract; the load only reads.
+    unsafe {
+        asm!(
+            "{word} = *(u32 *)({header} + {offset})",
+            header = in(reg) header,
+            offset = const OFFSET,
+            word = lateout(reg) word,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    word
+}
+
+/// The 64-bit word `OFFSET` bytes into the header at `header`, as [`frame_u32`] loads one.
+///
+/// # Safety
+/// The eight bytes at `header + OFFSET` must lie inside the frame, as checked by [`ptr_at`].
+#[inline(always)]
+pub unsafe fn frame_u64<const OFFSET: i16>(header: *const u8) -> u64 {
+    let word: u64;
+    // SAFETY: the caller's contract; the load only reads.
+    unsafe {
+        asm!(
+            "{word} = *(u64 *)({header} + {offset})",
+            header = in(reg) header,
+            offset = const OFFSET,
+            word = lateout(reg) word,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    word
 }
 
 /// Reads a `T` at `offset`, or `Err(Malformed)` if the frame is too short.
