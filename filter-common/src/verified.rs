@@ -149,7 +149,9 @@ pub const fn bucket(tag: Tag, ipv6: bool) -> u32 {
 }
 
 impl VerifiedBucket {
-    /// Whether the source tagged `tag` is verified at `now_ns`.
+    /// Whether the source tagged `tag` is verified at `now_ns`: the rule the program applies,
+    /// way by way and word by word (it reads a way's end, and the clock, only once the way's tag
+    /// matches).
     #[inline(always)]
     pub const fn verified(&self, tag: Tag, now_ns: u64) -> bool {
         let [first, second] = self.slots;

@@ -68,18 +68,9 @@ pub fn update<K: Pod, V: Pod>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) -> O
         map_fd: fd.as_raw_fd() as u32,
         ..BatchAttr::default()
     };
-    // SAFETY: `attr` is a valid `batch` attribute of the size passed; `keys` and `values` hold
-    // `count` entries each, of the map's key and value sizes, and outlive the call. The kernel
-    // only reads them, and writes `attr.count` back.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_BATCH,
-            &mut attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    let error = (result < 0).then(io::Error::last_os_error);
+    // SAFETY: `keys` and `values` hold `count` entries each, of the map's key and value sizes,
+    // and outlive the call. The kernel only reads them, and writes `attr.count` back.
+    let error = unsafe { call(BPF_MAP_UPDATE_BATCH, &mut attr) };
     Outcome {
         written: (attr.count as usize).min(count),
         error,
@@ -111,19 +102,10 @@ pub fn entries<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
             map_fd: fd.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: `attr` is a valid `batch` attribute of the size passed; `keys` and `values`
-        // have room for `count` entries of the map's key and value sizes, `cursor` and `next`
-        // for the cursor, and all outlive the call. The kernel writes at most `count` entries,
-        // the cursor and `attr.count`.
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let error = (result < 0).then(io::Error::last_os_error);
+        // SAFETY: `keys` and `values` have room for `count` entries of the map's key and value
+        // sizes, `cursor` and `next` for the cursor, and all outlive the call. The kernel writes
+        // at most `count` entries, the cursor and `attr.count`.
+        let error = unsafe { call(BPF_MAP_LOOKUP_BATCH, &mut attr) };
         let read = (attr.count as usize).min(LOOKUP_CHUNK);
         found.extend(
             keys[..read]
@@ -140,6 +122,25 @@ pub fn entries<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
         std::mem::swap(&mut cursor, &mut next);
         first = false;
     }
+}
+
+/// Runs the batch `command` on `attr`; the kernel's error, if it failed.
+///
+/// # Safety
+/// Every buffer `attr` points to must be valid for what `command` reads or writes there, for
+/// the call.
+unsafe fn call(command: libc::c_long, attr: &mut BatchAttr) -> Option<io::Error> {
+    // SAFETY: `attr` is a valid `batch` attribute of the size passed; its buffers are the
+    // caller's contract.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    (result < 0).then(io::Error::last_os_error)
 }
 
 /// Whether `error` says the kernel has no batch update or lookup for this map (older kernels),

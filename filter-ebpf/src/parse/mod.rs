@@ -44,48 +44,46 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     Some((start + offset) as *const T)
 }
 
-/// The 32-bit word `OFFSET` bytes into the header at `header` (checked to lie in the frame),
-/// its bytes in memory order, with one load whatever its alignment: Rust's BPF target splits
-/// an unaligned load into byte loads, and the kernel lets programs load unaligned words from
-/// packets where the CPU handles them (x86-64, arm64).
-///
-/// # Safety
-/// The four bytes at `header + OFFSET` must lie inside the frame, as checked by [`ptr_at`].
-#[inline(always)]
-pub unsafe fn frame_u32<const OFFSET: i16>(header: *const u8) -> u32 {
-    let word: u32;
-    // SAFETY: the caller's contract; the load only reads.
-    unsafe {
-        asm!(
-            "{word} = *(u32 *)({header} + {offset})",
-            header = in(reg) header,
-            offset = const OFFSET,
-            word = lateout(reg) word,
-            options(nostack, readonly, preserves_flags),
-        );
-    }
-    word
+/// Defines `$name`, which loads the `$ty` `OFFSET` bytes into a header (checked to lie in the
+/// frame) with one `$width` load whatever its alignment, its bytes in memory order: Rust's BPF
+/// target splits an unaligned load into byte loads, and the kernel lets programs load
+/// unaligned words from packets where the CPU handles them (x86-64, arm64).
+macro_rules! frame_load {
+    ($(#[$doc:meta])* $name:ident, $ty:ty, $width:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The bytes at `header + OFFSET` must lie inside the frame, as checked by [`ptr_at`].
+        #[inline(always)]
+        pub unsafe fn $name<const OFFSET: i16>(header: *const u8) -> $ty {
+            let word: $ty;
+            // SAFETY: the caller's contract; the load only reads.
+            unsafe {
+                asm!(
+                    concat!("{word} = *(", $width, " *)({header} + {offset})"),
+                    header = in(reg) header,
+                    offset = const OFFSET,
+                    word = lateout(reg) word,
+                    options(nostack, readonly, preserves_flags),
+                );
+            }
+            word
+        }
+    };
 }
 
-/// The 64-bit word `OFFSET` bytes into the header at `header`, as [`frame_u32`] loads one.
-///
-/// # Safety
-/// The eight bytes at `header + OFFSET` must lie inside the frame, as checked by [`ptr_at`].
-#[inline(always)]
-pub unsafe fn frame_u64<const OFFSET: i16>(header: *const u8) -> u64 {
-    let word: u64;
-    // SAFETY: the caller's contract; the load only reads.
-    unsafe {
-        asm!(
-            "{word} = *(u64 *)({header} + {offset})",
-            header = in(reg) header,
-            offset = const OFFSET,
-            word = lateout(reg) word,
-            options(nostack, readonly, preserves_flags),
-        );
-    }
-    word
-}
+frame_load!(
+    /// The 32-bit word `OFFSET` bytes into the header at `header`, loaded whole.
+    frame_u32,
+    u32,
+    "u32"
+);
+frame_load!(
+    /// The 64-bit word `OFFSET` bytes into the header at `header`, loaded whole.
+    frame_u64,
+    u64,
+    "u64"
+);
 
 /// Reads a `T` at `offset`, or `Err(Malformed)` if the frame is too short.
 #[inline(always)]
