@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use filter_common::maps::{ALL_MAPS, COUNTER_PIN_ROOT, LINK_PIN, PERSISTENT_MAPS, PIN_ROOT};
+use filter_common::maps::{COUNTER_PIN_ROOT, LINK_PIN, PERSISTENT_MAPS, PIN_ROOT};
 
 /// Directory of the per-interface instance locks (and `moat top`'s saved view).
 pub const LOCK_DIR: &str = "/run/moat";
@@ -93,13 +93,20 @@ impl PinDir {
     }
 
     /// Removes the daemon's map pins and their directory, keeping the persistent maps (the link
-    /// pin is removed by its owner, which detaches it). Idempotent.
+    /// pin is removed by its owner, which detaches it). Every other pin in the directory goes:
+    /// a map an earlier version declared and this one does not (its pin stays beside the link
+    /// when this version takes the filter over) would otherwise keep the directory, and a
+    /// later `moat run` would find a filter that is not there. Idempotent.
     pub fn remove_maps(&self) -> std::io::Result<()> {
-        for name in ALL_MAPS
-            .iter()
-            .filter(|name| !PERSISTENT_MAPS.contains(name))
-        {
-            remove_if_present(&self.map(name))?;
+        let entries = match std::fs::read_dir(&self.dir) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            entries => entries?,
+        };
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_name() != LINK_PIN {
+                remove_if_present(&entry.path())?;
+            }
         }
         match std::fs::remove_dir(&self.dir) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
