@@ -1,6 +1,7 @@
 //! The control plane against a running `moat run`: how long `moat deny add --file` takes to
-//! load the large denylist, how long banning 100,000 sources takes, and how much resident
-//! memory the daemon holds (the maps' kernel memory is the scaling section's).
+//! load the large denylist, how long banning 100,000 sources takes, what `moat ban list` and
+//! the daemon's housekeeping cost with them in place, and how much resident memory the daemon
+//! holds (the maps' kernel memory is the scaling section's).
 //!
 //! The denylist goes through the `moat` binary as an operator would run it (parse, validate,
 //! insert). `moat ban add` takes one address per run, so the 100,000 bans go through the same
