@@ -180,69 +180,6 @@ fn an_upgrade_to_another_build_under_a_denied_flood_leaks_nothing_and_carries_ma
     assert!(bans.contains("192.0.2.7"), "the ban survived: {bans}");
 }
 
-/// Pins a new one-entry array map at `path`, as an earlier version pinned a map this one no
-/// longer declares (`CLOCK`, before its clock base moved into the settings).
-fn pin_retired_map(path: &std::path::Path) {
-    /// `BPF_MAP_CREATE`'s attribute: map type, key and value sizes, entries (the rest zero).
-    #[repr(C)]
-    struct CreateAttr {
-        map_type: u32,
-        key_size: u32,
-        value_size: u32,
-        max_entries: u32,
-        rest: [u8; 112],
-    }
-    /// `BPF_OBJ_PIN`'s attribute: the path and the descriptor.
-    #[repr(C)]
-    struct PinAttr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-        rest: [u8; 112],
-    }
-    let mut create = CreateAttr {
-        map_type: 2, // BPF_MAP_TYPE_ARRAY
-        key_size: 4,
-        value_size: 16,
-        max_entries: 1,
-        rest: [0; 112],
-    };
-    // SAFETY: a valid BPF_MAP_CREATE (0) attribute of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            0,
-            &mut create as *mut CreateAttr,
-            std::mem::size_of::<CreateAttr>(),
-        )
-    };
-    assert!(
-        fd >= 0,
-        "creating a map: {}",
-        std::io::Error::last_os_error()
-    );
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("a C path");
-    let mut pin = PinAttr {
-        pathname: c_path.as_ptr() as u64,
-        bpf_fd: fd as u32,
-        file_flags: 0,
-        rest: [0; 112],
-    };
-    // SAFETY: a valid BPF_OBJ_PIN (6) attribute of the size passed; `c_path` outlives the call.
-    let pinned = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            6,
-            &mut pin as *mut PinAttr,
-            std::mem::size_of::<PinAttr>(),
-        )
-    };
-    let error = std::io::Error::last_os_error();
-    // SAFETY: `fd` is the descriptor created above, closed once; the pin keeps the map.
-    unsafe { libc::close(fd as i32) };
-    assert!(pinned == 0, "pinning a map at {}: {error}", path.display());
-}
-
 #[test]
 fn a_take_over_from_a_version_with_a_map_this_one_lacks_leaves_no_pin_behind() {
     require_root();
@@ -250,8 +187,15 @@ fn a_take_over_from_a_version_with_a_map_this_one_lacks_leaves_no_pin_behind() {
     let iface = pair.origin_end.iface.clone();
     let pins = PinDir::for_iface(&iface);
     let first = pair.start(&[]);
+    // A map an earlier version declared and this one does not (`CLOCK`, before the clock base
+    // moved into the settings), pinned where that version pinned it: any map will do.
     let retired = pins.path().join("CLOCK");
-    pin_retired_map(&retired);
+    let other = aya::Ebpf::load(moat_lab::flood::FLOOD_OBJECT).expect("another object");
+    other
+        .map(filter_common::flood::FLOOD_CONFIG)
+        .expect("a map to pin")
+        .pin(&retired)
+        .expect("pinning it as CLOCK");
     hand_over(&first);
     let second = pair.start(&[]);
     wait_until("the take-over", Duration::from_secs(10), || {
