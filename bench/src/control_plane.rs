@@ -13,7 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{BenchError, Options, prefixes, throughput::Bed, tools::TempFile};
+use super::{
+    BenchError, Options, prefixes,
+    throughput::Bed,
+    tools::{TempFile, read_proc},
+};
 use moat::{bans::PinnedBans, config::Config, netns::run};
 
 /// What the control-plane section measured.
@@ -50,15 +54,10 @@ pub struct ControlReport {
 /// Housekeeping rounds the daemon's CPU time is measured over (one every 10 s).
 pub const HOUSEKEEPING_ROUNDS: u32 = 3;
 
-/// User plus system CPU time of process `pid` (all its threads, live and exited), seconds, in
-/// clock ticks of 10 ms.
+/// User plus system CPU time of process `pid` (all its threads, live and exited), seconds, to
+/// the kernel's clock tick for user space (`_SC_CLK_TCK`, 10 ms here).
 fn process_cpu_seconds(pid: u32) -> Result<f64, BenchError> {
-    let path = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
-        action: "reading",
-        target: path.clone(),
-        source,
-    })?;
+    let (path, text) = read_proc(pid, "stat")?;
     // Fields after the command name (which may hold spaces) start at the state, field 3;
     // utime and stime are fields 14 and 15.
     let ticks: Option<Vec<u64>> = text
@@ -95,12 +94,7 @@ fn children_cpu_seconds() -> (f64, f64) {
 
 /// `VmRSS` and `VmHWM` of process `pid`, bytes.
 pub(crate) fn resident(pid: u32) -> Result<(u64, u64), BenchError> {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
-        action: "reading",
-        target: path.clone(),
-        source,
-    })?;
+    let (path, text) = read_proc(pid, "status")?;
     let field = |name: &str| {
         text.lines().find_map(|line| {
             let rest = line.strip_prefix(name)?;

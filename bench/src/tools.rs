@@ -320,14 +320,20 @@ pub fn ksoftirqd(cpu: usize) -> Result<u32, BenchError> {
     })
 }
 
-/// The CPU time task `pid` has run, in ns (the first field of `/proc/PID/schedstat`).
-pub fn runtime_ns(pid: u32) -> Result<u64, BenchError> {
-    let path = format!("/proc/{pid}/schedstat");
+/// `/proc/PID/FILE` of task `pid`: its path and its text.
+pub fn read_proc(pid: u32, file: &str) -> Result<(String, String), BenchError> {
+    let path = format!("/proc/{pid}/{file}");
     let text = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
         action: "reading",
         target: path.clone(),
         source,
     })?;
+    Ok((path, text))
+}
+
+/// The CPU time task `pid` has run, in ns (the first field of `/proc/PID/schedstat`).
+pub fn runtime_ns(pid: u32) -> Result<u64, BenchError> {
+    let (path, text) = read_proc(pid, "schedstat")?;
     text.split_whitespace()
         .next()
         .and_then(|field| field.parse().ok())
