@@ -20,6 +20,7 @@ pub mod crowdsec;
 pub mod frames;
 pub mod machine;
 pub mod measure;
+pub mod memory;
 pub mod origin;
 pub mod prefixes;
 pub mod report;

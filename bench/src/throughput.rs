@@ -40,13 +40,13 @@ use filter_common::{
     maps::SOURCES,
     rate::{Buckets, Limit, Pace, RateState, ticks},
     source::SourceKey,
-    sources::Placed,
+    sources::{Placed, sets_for},
 };
 
 use super::{
     BenchError, Options,
     measure::{self, Floor, FloorKind},
-    median,
+    median, memory,
     scaling::SOURCE_SIZES,
     tools::{self, Policy as XdpFilterPolicy, TempFile, XdpFilter},
 };
@@ -223,6 +223,9 @@ pub struct TrackedPoint {
     pub disposed_share: f64,
     /// Each round's receive-side CPU time per packet, ns (in round order).
     pub rounds_receive_ns: Vec<f64>,
+    /// One dependent random load among this many sets of a buffer the table's size, ns
+    /// ([`crate::memory::random_access_ns`]): what a lookup's memory access costs here.
+    pub access_ns: f64,
 }
 
 /// The throughput section's result.
@@ -855,6 +858,7 @@ fn grow_tracked(
             aya::maps::Array::try_from(Map::Array(data))
                 .map_err(BenchError::map("opening", SOURCES))?,
         );
+        let table_bytes = sets_for(largest) as usize * memory::SET_BYTES;
         let now_ns = moat::bans::monotonic_ns();
         // An empty byte bucket: its time runs a whole burst ahead of the clock.
         let state = RateState {
@@ -905,9 +909,11 @@ fn grow_tracked(
                     .map(|f| f.disposed as f64 / f.sent.max(1) as f64)
                     .collect::<Vec<_>>(),
             );
+            let access_ns = memory::random_access_ns(table_bytes, size, u64::from(size))?;
             progress(&format!(
                 "throughput: moat, {size} tracked sources at random: {receive_ns:.0} ns per \
-                 packet, {:.1}% dropped",
+                 packet, {:.1}% dropped; one random access among as many sets: \
+                 {access_ns:.0} ns",
                 disposed_share * 100.0
             ));
             points.push(TrackedPoint {
@@ -915,6 +921,7 @@ fn grow_tracked(
                 receive_ns,
                 disposed_share,
                 rounds_receive_ns,
+                access_ns,
             });
         }
         Ok(points)
