@@ -4,14 +4,17 @@
 //! most four compares, where an LRU hash costs a kernel call (a hash over the 20-byte key, a
 //! bucket walk and a memcmp) and two random memory accesses.
 //!
-//! A new source takes an empty way of the candidate set with more room (the first on a tie).
-//! When all four ways are taken, one of their sources whose other candidate set has an empty
+//! A new source takes the first empty way of its four, its first candidate set's before its
+//! second's: readers look in the first set first, so the fewer sources live in their second
+//! set, the fewer lookups read a second random page (at capacity, about one source in nine
+//! instead of one in four when new sources went to the roomier set). When all four ways are
+//! taken, one of their sources whose other candidate set has an empty
 //! way moves there (one step of cuckoo hashing) and the new source takes its way; only when
 //! none can move does the new source replace the one quiet longest (whose buckets are
 //! furthest in the past; a source over its limit has buckets in the future and goes last),
 //! which then starts again from a full burst, as one evicted from a full LRU table did.
 //! [`sets_for`] gives a table twice as many ways as its capacity, so at capacity it is half
-//! full, where two choices and one move leave few sources without a way of their own (33 of
+//! full, where two choices and one move leave few sources without a way of their own (157 of
 //! the bench's 1,000,000 in 2^20 sets).
 //!
 //! Writers clear a way's meta word first, then write the tag and the state, then the meta
@@ -149,19 +152,18 @@ pub const fn other_set(place: &SourcePlace, current: u32) -> u32 {
 }
 
 /// The way, of the four candidate ways (the first set's two, then the second's), a new source
-/// takes when one is empty, given their meta words: one of the set with more empty ways, the
-/// first set on a tie.
+/// takes when one is empty, given their meta words: the first empty one, so the first set
+/// fills before the second.
 #[inline(always)]
 pub const fn empty_way(metas: [u64; 4]) -> Option<usize> {
-    let first = (metas[0] == 0) as u32 + (metas[1] == 0) as u32;
-    let second = (metas[2] == 0) as u32 + (metas[3] == 0) as u32;
-    if first > 0 && first >= second {
-        Some(if metas[0] == 0 { 0 } else { 1 })
-    } else if second > 0 {
-        Some(if metas[2] == 0 { 2 } else { 3 })
-    } else {
-        None
+    let mut way = 0;
+    while way < 4 {
+        if metas[way] == 0 {
+            return Some(way);
+        }
+        way += 1;
     }
+    None
 }
 
 /// The way, of four full candidate ways, whose source has been quiet longest, given each
@@ -404,19 +406,16 @@ mod tests {
     }
 
     #[test]
-    fn a_new_source_takes_an_empty_way_of_the_roomier_set() {
+    fn a_new_source_takes_the_first_empty_way_of_its_first_set_before_its_second() {
         const FULL: u64 = META_PRESENT;
         assert_eq!(empty_way([0, 0, 0, 0]), Some(0));
         assert_eq!(
             empty_way([FULL, 0, 0, 0]),
-            Some(2),
-            "the second set has more room"
-        );
-        assert_eq!(
-            empty_way([FULL, 0, FULL, 0]),
             Some(1),
-            "a tie goes to the first"
+            "the first set before the roomier second"
         );
+        assert_eq!(empty_way([FULL, 0, FULL, 0]), Some(1));
+        assert_eq!(empty_way([FULL, FULL, 0, 0]), Some(2));
         assert_eq!(empty_way([FULL, FULL, FULL, 0]), Some(3));
         assert_eq!(empty_way([FULL; 4]), None);
         assert_eq!(quietest_way([5, 3, 9, 3]), 1);
@@ -459,9 +458,9 @@ mod tests {
     }
 
     #[test]
-    fn a_half_full_table_holds_nearly_every_source() {
+    fn a_table_at_capacity_holds_nearly_every_source() {
         // 2^14 sources in 2^14 sets (the load at capacity): two choices and one move leave
-        // at most a few without a way (33 of the bench's 1,000,000 at 2^20), here none.
+        // a few without a way of their own (157 of the bench's 1,000,000 at 2^20).
         let sets = 1 << 14;
         let mut table = Table(vec![SourceSet::default(); sets]);
         let places: Vec<SourcePlace> = (0..sets as u32)
@@ -470,16 +469,18 @@ mod tests {
                 place(&SourceKey::for_addr(addr.into(), 3, 128), sets as u32)
             })
             .collect();
-        let mut moved = 0;
+        let (mut moved, mut replaced) = (0, 0);
         for (index, place) in places.iter().enumerate() {
             match insert(&mut table, place, state(index as u64 + 1)) {
                 Ok(Placed::Moved) => moved += 1,
+                Ok(Placed::Replaced) => replaced += 1,
                 Ok(Placed::Empty) => {}
                 other => panic!("source {index}: {other:?}"),
             }
         }
         assert!(moved > 0, "no source ever had to move");
         let lost = places.iter().filter(|p| table.find(p).is_none()).count();
-        assert_eq!(lost, 0);
+        // Two of 16,384 replaced the quietest of their four ways and are the two lost.
+        assert_eq!((replaced, lost), (2, 2));
     }
 }

@@ -135,7 +135,7 @@ fn holds(way: *mut SourceSlot, place: &SourcePlace) -> bool {
 }
 
 /// The way a new source at `place` takes, of its four candidate `ways` (the first set's two,
-/// then the second's): an empty one of the roomier set; else the way of a source that moves
+/// then the second's): the first empty one; else the way of a source that moves
 /// to an empty way of its other set; else the way quiet longest.
 #[inline(always)]
 fn way_for_new(ways: &[*mut SourceSlot; 4], place: &SourcePlace, sets: u32) -> *mut SourceSlot {
