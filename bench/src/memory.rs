@@ -1,12 +1,13 @@
 //! What one random memory access costs on this machine, measured in the same run as the
 //! tracked-sources series: the price a table lookup pays once its working set outgrows the
-//! caches, which no change to the program can lower.
+//! caches, set by the machine, not the program.
 //!
 //! A pointer chase in userspace: a buffer the size of the sources table, on 4 KiB pages as the
 //! kernel's vmalloc'd map is, `touched` of its 128-byte sets (the table's set size) linked in
 //! one random cycle, each load's address read by the load before. Every access then waits for
 //! the previous one, as a packet's lookup waits for its set: the figure is latency (cache and
-//! TLB misses, page walks), not bandwidth.
+//! TLB misses, page walks), not bandwidth. A packet can hide part of it behind its other work
+//! (out-of-order execution), so it is a yardstick for a lookup's miss, not a bound.
 
 use crate::{BenchError, measure::thread_cpu_ns, prefixes::Rng};
 

@@ -8,11 +8,11 @@
 //! second's: readers look in the first set first, so the fewer sources live in their second
 //! set, the fewer lookups read a second random page (at capacity, about one source in nine
 //! instead of one in four when new sources went to the roomier set). When all four ways are
-//! taken, one of their sources whose other candidate set has an empty
-//! way moves there (one step of cuckoo hashing) and the new source takes its way; only when
-//! none can move does the new source replace the one quiet longest (whose buckets are
-//! furthest in the past; a source over its limit has buckets in the future and goes last),
-//! which then starts again from a full burst, as one evicted from a full LRU table did.
+//! taken, one of their sources whose other candidate set has an empty way moves there (one
+//! step of cuckoo hashing) and the new source takes its way; only when none can move does the
+//! new source replace the one quiet longest (whose buckets are furthest in the past; a source
+//! over its limit has buckets in the future and goes last), which then starts again from a
+//! full burst, as one evicted from a full LRU table did.
 //! [`sets_for`] gives a table twice as many ways as its capacity, so at capacity it is half
 //! full, where two choices and one move leave few sources without a way of their own (157 of
 //! the bench's 1,000,000 in 2^20 sets).
