@@ -9,6 +9,8 @@
 //! TLB misses, page walks), not bandwidth. A packet can hide part of it behind its other work
 //! (out-of-order execution), so it is a yardstick for a lookup's miss, not a bound.
 
+use moat::mapping::Mapping;
+
 use crate::{BenchError, measure::thread_cpu_ns, prefixes::Rng};
 
 /// Bytes per set of the sources table: one set per source is what any lookup must read.
@@ -17,57 +19,23 @@ pub const SET_BYTES: usize = core::mem::size_of::<filter_common::sources::Source
 /// Dependent loads timed per figure (the cycle is walked once before, untimed).
 const LOADS: u64 = 2_000_000;
 
-/// An anonymous private mapping, unmapped on drop.
-struct Mapping {
-    base: *mut u8,
-    len: usize,
+/// `len` bytes of zeroed memory on 4 KiB pages (no transparent huge pages).
+fn small_pages(len: usize) -> Result<Mapping, BenchError> {
+    let mapping = Mapping::anonymous(len).map_err(|source| BenchError::Io {
+        action: "mapping",
+        target: format!("{len} bytes for the memory-latency chase"),
+        source,
+    })?;
+    // SAFETY: the range is the mapping just made. A failure only leaves huge pages possible
+    // (the system's default applies), so it is not an error.
+    unsafe { libc::madvise(mapping.base().cast(), len, libc::MADV_NOHUGEPAGE) };
+    Ok(mapping)
 }
 
-impl Mapping {
-    /// `len` bytes of zeroed memory on 4 KiB pages (no transparent huge pages).
-    fn new(len: usize) -> Result<Mapping, BenchError> {
-        // SAFETY: an anonymous private mapping at an address of the kernel's choice; the
-        // result is checked before use.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(BenchError::Io {
-                action: "mapping",
-                target: format!("{len} bytes for the memory-latency chase"),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let mapping = Mapping {
-            base: base.cast(),
-            len,
-        };
-        // SAFETY: the range is the mapping just made. A failure only leaves huge pages
-        // possible (the system's default applies), so it is not an error.
-        unsafe { libc::madvise(base, len, libc::MADV_NOHUGEPAGE) };
-        Ok(mapping)
-    }
-
-    /// The word at byte `offset` (a multiple of 8 below `len`).
-    fn word(&self, offset: usize) -> *mut u64 {
-        debug_assert!(offset.is_multiple_of(8) && offset < self.len);
-        // SAFETY: the offset lies inside the mapping (the callers' offsets are set starts).
-        unsafe { self.base.add(offset).cast() }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
-    }
+/// A pointer to the word at byte `offset` of `mapping`; the callers' offsets are set starts
+/// inside it, so the word is in the mapping and aligned.
+fn word(mapping: &Mapping, offset: usize) -> *mut u64 {
+    mapping.base().wrapping_add(offset).cast()
 }
 
 /// The byte offsets of `touched` distinct sets of `sets` (`touched` at most `sets`), in the
@@ -91,17 +59,17 @@ fn chain(sets: usize, touched: usize, seed: u64) -> Vec<usize> {
 pub fn random_access_ns(table_bytes: usize, touched: u32, seed: u64) -> Result<f64, BenchError> {
     let sets = (table_bytes / SET_BYTES).max(1);
     let touched = (touched as usize).clamp(1, sets);
-    let mapping = Mapping::new(sets * SET_BYTES)?;
+    let mapping = small_pages(sets * SET_BYTES)?;
     let offsets = chain(sets, touched, seed);
     for (i, &at) in offsets.iter().enumerate() {
         let next = offsets[(i + 1) % offsets.len()];
         // SAFETY: a set start inside the mapping; only this thread touches it.
-        unsafe { mapping.word(at).write(next as u64) };
+        unsafe { word(&mapping, at).write(next as u64) };
     }
     let chase = |loads: u64, mut at: u64| {
         for _ in 0..loads {
             // SAFETY: every stored word is a set start inside the mapping.
-            at = unsafe { mapping.word(at as usize).read_volatile() };
+            at = unsafe { word(&mapping, at as usize).read_volatile() };
         }
         at
     };

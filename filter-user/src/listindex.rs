@@ -309,7 +309,7 @@ mod tests {
     /// An anonymous mapping the size of the index, standing in for the kernel's.
     fn scratch_index() -> ListIndex {
         ListIndex {
-            mapping: Mapping::anonymous(INDEX_LEN),
+            mapping: Mapping::anonymous(INDEX_LEN).expect("an anonymous mapping"),
         }
     }
 

@@ -41,9 +41,9 @@ impl Mapping {
         Self::checked(base, len)
     }
 
-    /// `len` bytes of private anonymous memory, standing in for a map in unit tests.
-    #[cfg(test)]
-    pub fn anonymous(len: usize) -> Mapping {
+    /// `len` bytes of private anonymous memory: a stand-in for a map in unit tests, and the
+    /// bench's buffer for timing memory accesses.
+    pub fn anonymous(len: usize) -> std::io::Result<Mapping> {
         // SAFETY: a fresh private anonymous mapping; nothing else aliases it.
         let base = unsafe {
             libc::mmap(
@@ -55,7 +55,7 @@ impl Mapping {
                 0,
             )
         };
-        Self::checked(base, len).unwrap_or_else(|error| panic!("an anonymous mapping: {error}"))
+        Self::checked(base, len)
     }
 
     fn checked(base: *mut libc::c_void, len: usize) -> std::io::Result<Mapping> {

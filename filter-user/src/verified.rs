@@ -219,7 +219,7 @@ mod tests {
     /// An anonymous mapping the size of the cache, standing in for the kernel's.
     fn scratch_cache() -> VerifiedCache {
         VerifiedCache {
-            mapping: Mapping::anonymous(CACHE_BYTES),
+            mapping: Mapping::anonymous(CACHE_BYTES).expect("an anonymous mapping"),
         }
     }
 
