@@ -548,12 +548,7 @@ fn a_take_over_that_fails_leaves_the_running_filter_attached_and_dropping() {
     let pin = moat::pins::PinDir::for_iface(&iface).map(filter_common::maps::BANS);
     let bans = aya::maps::MapData::from_pin(&pin).expect("the pinned BANS");
     std::fs::remove_file(&pin).expect("removing the BANS pin");
-    let other = aya::Ebpf::load(moat_lab::flood::FLOOD_OBJECT).expect("another object");
-    other
-        .map(filter_common::flood::FLOOD_CONFIG)
-        .expect("a map of another layout")
-        .pin(&pin)
-        .expect("pinning it as BANS");
+    support::pin_foreign_map(&pin);
     let message = refused_run(&pair, &[]);
     assert!(
         message.contains("BANS") && message.contains("cannot carry them over"),
@@ -569,11 +564,7 @@ fn a_take_over_that_fails_leaves_the_running_filter_attached_and_dropping() {
     // changed layout is replaced, not refused: the upgrade takes over with lists and bans.
     let sources = moat::pins::PinDir::for_iface(&iface).map(filter_common::maps::SOURCES);
     std::fs::remove_file(&sources).expect("removing the SOURCES pin");
-    other
-        .map(filter_common::flood::FLOOD_CONFIG)
-        .expect("a map of another layout")
-        .pin(&sources)
-        .expect("pinning it as SOURCES");
+    support::pin_foreign_map(&sources);
     let upgraded = pair.start(&[]);
     let info = aya::maps::MapData::from_pin(&sources)
         .expect("the SOURCES pin after the take-over")

@@ -190,12 +190,7 @@ fn a_take_over_from_a_version_with_a_map_this_one_lacks_leaves_no_pin_behind() {
     // A map an earlier version declared and this one does not (`CLOCK`, before the clock base
     // moved into the settings), pinned where that version pinned it: any map will do.
     let retired = pins.path().join("CLOCK");
-    let other = aya::Ebpf::load(moat_lab::flood::FLOOD_OBJECT).expect("another object");
-    other
-        .map(filter_common::flood::FLOOD_CONFIG)
-        .expect("a map to pin")
-        .pin(&retired)
-        .expect("pinning it as CLOCK");
+    support::pin_foreign_map(&retired);
     hand_over(&first);
     let second = pair.start(&[]);
     wait_until("the take-over", Duration::from_secs(10), || {

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filter_common::flood::{FloodConfig, L4_UDP};
+use filter_common::flood::{FLOOD_CONFIG, FloodConfig, L4_UDP};
 use moat::netns::{Endpoint, NetNs, quiet_veth, unique_iface};
 use moat_lab::{flood::FloodPlan, process::Daemon};
 
@@ -27,6 +27,20 @@ pub fn require_root() {
         "this test loads XDP programs and creates network namespaces: run it as root \
          (cargo xtask test does)"
     );
+}
+
+/// Pins, at `path`, a map of another object (the flood generator's configuration array): a
+/// stand-in for a map this version of moat did not create, such as one an earlier version
+/// declared or one whose entries have another layout. The pin keeps the map after the object
+/// is dropped.
+pub fn pin_foreign_map(path: &Path) {
+    let other =
+        aya::Ebpf::load(moat_lab::flood::FLOOD_OBJECT).expect("the flood generator's object");
+    other
+        .map(FLOOD_CONFIG)
+        .expect("its configuration map")
+        .pin(path)
+        .unwrap_or_else(|error| panic!("pinning a foreign map at {}: {error}", path.display()));
 }
 
 /// The `moat` binary under test: `moat` in this test binary's target directory
