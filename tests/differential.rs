@@ -62,7 +62,7 @@ use filter_common::{
         FLAG_DRY_RUN, FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS, FLAG_FIXED_CLOCK,
         FragmentPolicy,
     },
-    source::{BAN_CLASS, BAN_DRY_RUN, Ban, SourceKey, VERIFIED_CLASS},
+    source::{BAN_CLASS, BAN_DRY_RUN, Ban, SourceKey, VERIFIED_CLASS, v6_mask},
 };
 use frames::ChosenTransport;
 use moat::cidr::Cidr;
@@ -801,7 +801,7 @@ fn verified_entry(case: &Case) -> Option<(SourceKey, u64)> {
             packet.src_addr_be = addr.octets();
         }
     }
-    let key = SourceKey::new(&packet, VERIFIED_CLASS, case.v6_source_prefix);
+    let key = SourceKey::new(&packet, VERIFIED_CLASS, v6_mask(case.v6_source_prefix));
     Some((key, case.start_ns + lasts_ns))
 }
 

@@ -82,6 +82,9 @@ pub struct Settings {
     /// IPv6 sources are tracked and banned per prefix of this length (64: one attacker holds a
     /// whole /64).
     pub v6_source_prefix: u32,
+    /// [`Settings::v6_source_prefix`] as the two masks the program ANDs an IPv6 source with
+    /// ([`crate::source::v6_mask`]), derived by [`Settings::compiled`].
+    pub v6_source_mask: [u64; 2],
     /// Per-source limits, by [`crate::Class`].
     pub source: [Limit; crate::CLASS_COUNT],
     /// Aggregate limits over all sources and CPUs, by [`crate::Class`]. The SYN slot caps the
@@ -115,7 +118,7 @@ pub struct Settings {
     /// without one keeps the running one's.
     pub clock: crate::clock::ClockBase,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 664);
+const _: () = assert!(core::mem::size_of::<Settings>() == 680);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Settings {}
 
@@ -131,7 +134,7 @@ impl Settings {
     }
 
     /// These settings with every pace compiled from its limit (userspace calls this before
-    /// writing the value; it divides).
+    /// writing the value; it divides) and the IPv6 source mask derived from its prefix.
     pub const fn compiled(mut self) -> Settings {
         let mut class = 0;
         while class < crate::CLASS_COUNT {
@@ -140,6 +143,7 @@ impl Settings {
             class += 1;
         }
         self.fragments_pace = Pace::of(&self.fragments);
+        self.v6_source_mask = crate::source::v6_mask(self.v6_source_prefix);
         self
     }
 

@@ -30,13 +30,16 @@ pub const BAN_CLASS: u8 = 0xFF;
 pub const VERIFIED_CLASS: u8 = 0xFE;
 
 impl SourceKey {
-    /// The key of `packet`'s source in `class` (or [`BAN_CLASS`]), with IPv6 masked to
-    /// `v6_prefix` bits.
+    /// The key of `packet`'s source in `class` (or [`BAN_CLASS`]), with IPv6 masked by
+    /// `v6_mask`, the [`v6_mask`] of the tracked prefix (`Settings::v6_source_mask`): two
+    /// ANDs per packet, where deriving the masks from the prefix length costs the program
+    /// a score of instructions on every IPv6 packet.
     #[inline(always)]
-    pub fn new(packet: &Packet, class: u8, v6_prefix: u32) -> SourceKey {
+    pub fn new(packet: &Packet, class: u8, v6_mask: [u64; 2]) -> SourceKey {
         let [mut hi, mut lo] = packet.src_words();
         if packet.ip_version == 6 {
-            [hi, lo] = mask_words([hi, lo], v6_prefix);
+            hi &= v6_mask[0];
+            lo &= v6_mask[1];
         }
         SourceKey::from_words([hi, lo], packet.ip_version, class)
     }
@@ -71,16 +74,16 @@ impl SourceKey {
         SourceKey { class, ..*self }
     }
 
-    /// The rate-state key for `class`.
+    /// The rate-state key for `class`, IPv6 masked by `v6_mask` (see [`SourceKey::new`]).
     #[inline(always)]
-    pub fn for_class(packet: &Packet, class: Class, v6_prefix: u32) -> SourceKey {
-        SourceKey::new(packet, class as u8, v6_prefix)
+    pub fn for_class(packet: &Packet, class: Class, v6_mask: [u64; 2]) -> SourceKey {
+        SourceKey::new(packet, class as u8, v6_mask)
     }
 
-    /// The ban key.
+    /// The ban key, IPv6 masked by `v6_mask` (see [`SourceKey::new`]).
     #[inline(always)]
-    pub fn for_ban(packet: &Packet, v6_prefix: u32) -> SourceKey {
-        SourceKey::new(packet, BAN_CLASS, v6_prefix)
+    pub fn for_ban(packet: &Packet, v6_mask: [u64; 2]) -> SourceKey {
+        SourceKey::new(packet, BAN_CLASS, v6_mask)
     }
 
     /// The key of address `addr` in `class` (e.g. [`BAN_CLASS`]), with IPv6 masked to
@@ -111,22 +114,21 @@ pub fn mask_v6(addr: &mut [u8; 16], prefix: u32) {
     let mut lo = [0; 8];
     hi.copy_from_slice(&addr[..8]);
     lo.copy_from_slice(&addr[8..]);
-    let [hi, lo] = mask_words([u64::from_ne_bytes(hi), u64::from_ne_bytes(lo)], prefix);
-    addr[..8].copy_from_slice(&hi.to_ne_bytes());
-    addr[8..].copy_from_slice(&lo.to_ne_bytes());
+    let mask = v6_mask(prefix);
+    addr[..8].copy_from_slice(&(u64::from_ne_bytes(hi) & mask[0]).to_ne_bytes());
+    addr[8..].copy_from_slice(&(u64::from_ne_bytes(lo) & mask[1]).to_ne_bytes());
 }
 
-/// [`mask_v6`] on an address held as two words in memory order ([`Packet::src_words`]): two
-/// masks, where clearing the bytes one at a time costs a loop on every packet.
-#[inline(always)]
-pub const fn mask_words(words: [u64; 2], prefix: u32) -> [u64; 2] {
+/// The two masks that keep the first `prefix` bits (at most 128) of an IPv6 address held as
+/// two words in memory order ([`Packet::src_words`]): what [`Settings::compiled`] stores as
+/// `v6_source_mask` for the program to AND with.
+///
+/// [`Settings::compiled`]: crate::Settings::compiled
+pub const fn v6_mask(prefix: u32) -> [u64; 2] {
     let prefix = if prefix > 128 { 128 } else { prefix };
     let low_bits = prefix.saturating_sub(64);
     let high_bits = prefix - low_bits;
-    [
-        words[0] & word_mask(high_bits),
-        words[1] & word_mask(low_bits),
-    ]
+    [word_mask(high_bits), word_mask(low_bits)]
 }
 
 /// The mask keeping the first `bits` (0 to 64) bits, in network order, of a word read natively

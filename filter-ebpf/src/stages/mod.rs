@@ -44,7 +44,7 @@ pub fn judge(
     }
     // The source's key, its IPv6 address cut to the tracked prefix once for every stage that
     // looks the source up (bans, verified sources, rate state), each under its own class.
-    let source = SourceKey::for_ban(packet, settings.v6_source_prefix);
+    let source = SourceKey::for_ban(packet, settings.v6_source_mask);
     // Only TCP asks whether its source completed a handshake. A verified source is never
     // banned (see `crate::verified`), so its segments skip the bans lookup.
     let verified =
