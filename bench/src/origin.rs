@@ -27,6 +27,35 @@ pub struct Origin {
     ns: NetNs,
 }
 
+/// How long an IPv6 address on loopback may take to become routable.
+const ROUTE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Waits until the kernel routes to `address`, an IPv6 address just added to the namespace's
+/// loopback. Even without duplicate address detection, the kernel installs an IPv6 address's
+/// local route from a workqueue after `ip addr add` returns; on a busy machine a connection
+/// opened at once found no route (ENETUNREACH) about one run in six.
+fn wait_for_local_route(ns: &NetNs, address: IpAddr) -> Result<(), BenchError> {
+    let target = address.to_string();
+    let deadline = Instant::now() + ROUTE_DEADLINE;
+    loop {
+        let routes = ns.ip(&["-6", "route", "show", "table", "local", &target])?;
+        if !routes.trim().is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Io {
+                action: "waiting for the local route of",
+                target: format!("{target} in {}", ns.name()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no route within {} s", ROUTE_DEADLINE.as_secs()),
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 impl Origin {
     /// Creates the namespace with `origins` (the addresses frames go to) and the clients of
     /// `connections` on loopback, listeners on `port` at every address, and one connection from
@@ -40,7 +69,7 @@ impl Origin {
         ns.sysctl("net.ipv4.tcp_syncookies", "2")?;
         let mut addresses: Vec<IpAddr> = origins.to_vec();
         addresses.extend(connections.iter().map(|(client, _)| client.ip()));
-        for address in addresses {
+        for &address in &addresses {
             let prefix = if address.is_ipv4() { 32 } else { 128 };
             let cidr = format!("{address}/{prefix}");
             if address.is_ipv4() {
@@ -48,6 +77,9 @@ impl Origin {
             } else {
                 ns.ip(&["addr", "add", &cidr, "dev", "lo", "nodad"])?;
             }
+        }
+        for address in addresses.into_iter().filter(IpAddr::is_ipv6) {
+            wait_for_local_route(&ns, address)?;
         }
         let (sockets, streams) = ns
             .enter(|| -> std::io::Result<_> {
