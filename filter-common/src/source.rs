@@ -211,4 +211,24 @@ mod tests {
             assert_eq!(u128::from_be_bytes(addr), expected, "/{prefix}");
         }
     }
+
+    #[test]
+    fn compiled_settings_carry_the_mask_of_their_prefix() {
+        for prefix in [0, 48, 60, 64, 100, 128] {
+            let settings = crate::Settings {
+                v6_source_prefix: prefix,
+                ..crate::Settings::default()
+            }
+            .compiled();
+            assert_eq!(settings.v6_source_mask, v6_mask(prefix), "/{prefix}");
+            let mut addr = [0xFF; 16];
+            mask_v6(&mut addr, prefix);
+            let packet = Packet {
+                src_addr_be: [0xFF; 16],
+                ..Packet::new(6, 0)
+            };
+            let key = SourceKey::for_ban(&packet, settings.v6_source_mask);
+            assert_eq!(key.addr_be, addr, "/{prefix}");
+        }
+    }
 }
