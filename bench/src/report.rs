@@ -414,8 +414,8 @@ fn write_scaling(
              pointer chase in userspace through as many 128-byte sets of a buffer the size of \
              the live table, on 4 KiB pages as the kernel's table is (each load waits for the \
              one before, as a lookup waits for its set; a packet can hide part of such a miss \
-             behind its other work). Memory: the sources table created with that capacity (an array of two-way \
-             sets, allocated whole).\n"
+             behind its other work). Memory: the sources table created with that capacity (an \
+             array of two-way sets, allocated whole).\n"
         );
         let _ = writeln!(
             out,
