@@ -1,6 +1,6 @@
 //! How sources are keyed in the per-source rate and ban maps, and what a ban holds.
 
-use crate::{Packet, classify::Class};
+use crate::Packet;
 
 /// Key of the `SOURCES` (rate state per source and class) and `BANS` maps. IPv6 sources are
 /// masked to the configured prefix (a /64 by default) so one attacker's whole prefix shares one
@@ -13,7 +13,7 @@ pub struct SourceKey {
     pub addr_be: [u8; 16],
     /// 4 or 6.
     pub ip_version: u8,
-    /// The [`Class`] discriminant in `SOURCES`; always [`BAN_CLASS`] in `BANS`.
+    /// The [`crate::Class`] discriminant in `SOURCES`; always [`BAN_CLASS`] in `BANS`.
     pub class: u8,
     /// Explicit padding; always zero.
     pub _pad: [u8; 2],
@@ -72,12 +72,6 @@ impl SourceKey {
     #[inline(always)]
     pub const fn with_class(&self, class: u8) -> SourceKey {
         SourceKey { class, ..*self }
-    }
-
-    /// The rate-state key for `class`, IPv6 masked by `v6_mask` (see [`SourceKey::new`]).
-    #[inline(always)]
-    pub fn for_class(packet: &Packet, class: Class, v6_mask: [u64; 2]) -> SourceKey {
-        SourceKey::new(packet, class as u8, v6_mask)
     }
 
     /// The ban key, IPv6 masked by `v6_mask` (see [`SourceKey::new`]).
