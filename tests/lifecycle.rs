@@ -1,8 +1,9 @@
 //! A daemon that dies must not take the protection with it (issue #12): a `moat run` started
 //! after a SIGKILL takes over the filter still attached, swapping its program in on the pinned
 //! link, so a flood of denied traffic leaks nothing across the restart and the lists, bans and
-//! counters carry on; `moat detach` removes a filter nobody will take over; and `moat deny add`
-//! refuses to lock everyone, or the operator's own SSH session, out.
+//! counters carry on; `moat detach` removes a filter nobody will take over; `moat deny add`
+//! refuses to lock everyone, or the operator's own SSH session, out; and a clean stop and start
+//! keeps the lists and bans, restoring what fits and keeping a saved file it could not restore.
 
 #[expect(
     dead_code,
@@ -311,6 +312,148 @@ fn a_clean_stop_and_start_restores_the_lists_and_bans_with_their_remaining_time(
     assert_eq!(bans[0].reason, "banned");
     drop(second);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The saved state files of `iface` kept aside in `dir` by a restore that left something out.
+fn kept_aside(dir: &std::path::Path, iface: &str) -> Vec<std::path::PathBuf> {
+    let prefix = format!("{iface}.json.unrestored-");
+    std::fs::read_dir(dir)
+        .expect("the state directory")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(&prefix))
+        })
+        .collect()
+}
+
+/// The saved state file at `path`, parsed.
+fn saved_state(path: &std::path::Path) -> moat::state::Saved {
+    serde_json::from_slice(&std::fs::read(path).expect("the state file")).expect("a state file")
+}
+
+#[test]
+fn a_restore_that_cannot_put_everything_back_restores_the_rest_and_keeps_the_file() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let dir = support::TempDir::new("state-partial");
+    let dir_arg = dir.0.to_str().expect("utf-8").to_string();
+    let first = pair.start(&["--state-dir", &dir_arg]);
+    pair.moat_ok(&[
+        "deny",
+        "add",
+        "--iface",
+        &iface,
+        "203.0.113.0/24",
+        "198.18.0.0/24",
+        "198.18.1.0/24",
+    ]);
+    pair.moat_ok(&["allow", "add", "--iface", &iface, "192.0.2.0/24"]);
+    pair.moat_ok(&[
+        "ban",
+        "add",
+        "--iface",
+        &iface,
+        "--for",
+        "1h",
+        "198.51.100.9",
+    ]);
+    let (status, log) = first.stop().expect("a clean stop");
+    assert!(status.success(), "{log}");
+    let file = moat::state::path(&dir.0, &iface);
+    let before = saved_state(&file);
+    assert_eq!(before.deny.len(), 3, "{before:?}");
+
+    // The denylist no longer fits a smaller capacity: the allowlist and the ban still come
+    // back, and the file is kept whole beside the next save.
+    let config = dir.write("moat.toml", "deny_capacity = 2\n");
+    let second = pair.start(&["--state-dir", &dir_arg, "--config", &config]);
+    let log = second.log();
+    assert!(
+        log.contains("restored only allow=1 deny=0 bans=1") && log.contains("is full"),
+        "{log}"
+    );
+    let deny = pair.moat_ok(&["deny", "list", "--iface", &iface]);
+    assert_eq!(deny.trim(), "", "the denylist did not fit");
+    let allow = pair.moat_ok(&["allow", "list", "--iface", &iface]);
+    assert_eq!(allow.trim(), "192.0.2.0/24", "the allowlist came back");
+    let bans = pair.moat_ok(&["ban", "list", "--iface", &iface]);
+    assert!(bans.contains("198.51.100.9"), "the ban came back: {bans}");
+    let kept = kept_aside(&dir.0, &iface);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        log.contains(&kept[0].display().to_string()),
+        "the log names the copy: {log}"
+    );
+    assert_eq!(
+        saved_state(&kept[0]),
+        before,
+        "the copy is the saved file, whole"
+    );
+    let (status, log) = second.stop().expect("a clean stop");
+    assert!(status.success(), "{log}");
+    assert_eq!(
+        saved_state(&file).allow,
+        ["192.0.2.0/24"],
+        "the stop saved anew"
+    );
+    assert_eq!(
+        saved_state(&kept[0]),
+        before,
+        "the stop left the copy alone"
+    );
+
+    // A file that is not a state file at all is kept too, and the filter starts.
+    std::fs::write(&file, b"{\"allow\": [").expect("a truncated state file");
+    let third = pair.start(&["--state-dir", &dir_arg]);
+    let log = third.log();
+    assert!(log.contains("is not a moat state file"), "{log}");
+    let kept = kept_aside(&dir.0, &iface);
+    assert!(
+        kept.iter()
+            .any(|path| std::fs::read(path).is_ok_and(|text| text == b"{\"allow\": [")),
+        "the truncated file is kept: {kept:?}"
+    );
+    drop(third);
+}
+
+#[test]
+fn a_state_dir_that_cannot_be_written_is_refused_before_attaching() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let dir = support::TempDir::new("state-file");
+    let not_a_dir = dir.write("not-a-directory", "");
+    let mut run = pair
+        .origin
+        .command(support::moat_bin())
+        .args(["run", "--iface", &iface, "--metrics", "off", "--state-dir"])
+        .arg(&not_a_dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running moat run");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while run.try_wait().expect("waiting for moat run").is_none() {
+        if Instant::now() > deadline {
+            // A clean stop, so the filter it attached goes with it.
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+            let _ = run.wait();
+            panic!("moat run did not refuse --state-dir {not_a_dir} within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = run.wait_with_output().expect("moat run's stderr");
+    let message = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{message}");
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+    assert!(
+        message.contains(&format!("--state-dir {not_a_dir}")) && message.contains("writable"),
+        "{message}"
+    );
+    assert!(!xdp_attached(&pair), "nothing was attached");
 }
 
 #[test]

@@ -131,6 +131,8 @@ async fn serve(
     } else {
         Some(MetricsServer::bind(&args.metrics)?)
     };
+    // A state directory that cannot be written would only fail at the first save.
+    state::check_dir(&args.iface, &args.state_dir)?;
     let metrics_addr = metrics.as_ref().map(MetricsServer::addr);
     if let Some(addr) = metrics_addr
         && !addr.ip().is_loopback()

@@ -5,6 +5,12 @@
 //! a file; after attaching a fresh filter it restores them. A filter taken over from a killed
 //! daemon still has them in its maps and restores nothing.
 //!
+//! A restore puts back every part it can: the allowlist, the denylist and each ban are restored
+//! independently, so one that no longer fits (a smaller capacity in the configuration) does not
+//! cost the others. A file that could not be restored in full is kept beside the new one
+//! (`IFACE.json.unrestored-UNIXSECONDS`) before anything saves over it, so nothing the operator
+//! said is lost: the error names the copy.
+//!
 //! Bans are stored with a wall-clock expiry: the monotonic clock the program uses starts again
 //! at boot, so its values mean nothing after a reboot.
 
@@ -53,6 +59,45 @@ pub enum StateError {
     /// The bans could not be read or written.
     #[error(transparent)]
     Bans(#[from] BanError),
+    /// The state directory cannot hold the state file.
+    #[error(
+        "--state-dir {path}: cannot save the lists and bans there ({source}); name a writable \
+         directory"
+    )]
+    Unwritable {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A restore left something out; the saved file was kept aside.
+    #[error(
+        "restored only allow={} deny={} bans={} from {path}: {problems}; the saved file is kept \
+         as {kept}",
+        restored.allow,
+        restored.deny,
+        restored.bans
+    )]
+    Incomplete {
+        /// What was put back.
+        restored: Restored,
+        /// The file restored from.
+        path: PathBuf,
+        /// What could not be restored, and why.
+        problems: String,
+        /// Where the saved file now is.
+        kept: PathBuf,
+    },
+    /// A restore left something out, and the saved file could not be kept aside either.
+    #[error("could not restore {path} in full ({problems}) nor rename it aside: {source}")]
+    NotKept {
+        /// The file restored from.
+        path: PathBuf,
+        /// What could not be restored, and why.
+        problems: String,
+        /// What the OS said about the rename.
+        source: std::io::Error,
+    },
 }
 
 /// One saved ban.
@@ -99,6 +144,7 @@ pub fn path(dir: &Path, iface: &str) -> PathBuf {
     dir.join(format!("{iface}.json"))
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_ms_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -146,6 +192,19 @@ pub fn read(iface: &str) -> Result<Saved, StateError> {
     })
 }
 
+/// Checks, before anything is attached, that `dir` can hold `iface`'s state file: it is
+/// created if missing, and a file is written in it and removed.
+pub fn check_dir(iface: &str, dir: &Path) -> Result<(), StateError> {
+    let unwritable = |source| StateError::Unwritable {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(unwritable)?;
+    let probe = path(dir, iface).with_extension("json.tmp");
+    std::fs::write(&probe, b"").map_err(unwritable)?;
+    std::fs::remove_file(&probe).map_err(unwritable)
+}
+
 /// Saves the lists and bans of the filter on `iface` to its file under `dir`, atomically.
 pub fn save(iface: &str, dir: &Path) -> Result<(), StateError> {
     let saved = read(iface)?;
@@ -170,7 +229,9 @@ pub fn save(iface: &str, dir: &Path) -> Result<(), StateError> {
 
 /// Restores the file of `iface` under `dir`, if there is one, into the filter running on
 /// `iface`: list entries it lacks, and every ban with its remaining wall-clock time and
-/// offence count.
+/// offence count. Each list and each ban is restored on its own; if any could not be (or the
+/// file could not be read), the file is renamed aside and [`StateError::Incomplete`] says what
+/// was put back, what was not, and where the file is.
 pub fn restore(iface: &str, dir: &Path) -> Result<Restored, StateError> {
     let file = path(dir, iface);
     let text = match std::fs::read(&file) {
@@ -179,36 +240,69 @@ pub fn restore(iface: &str, dir: &Path) -> Result<Restored, StateError> {
             return Ok(Restored::default());
         }
         Err(source) => {
-            return Err(StateError::Io {
+            let problem = StateError::Io {
                 action: "reading",
-                path: file,
+                path: file.clone(),
                 source,
-            });
+            };
+            return Err(keep_aside(&file, Restored::default(), vec![problem]));
         }
     };
-    let saved: Saved = serde_json::from_slice(&text).map_err(|source| StateError::Parse {
-        path: file.clone(),
-        source,
-    })?;
+    let saved: Saved = match serde_json::from_slice(&text) {
+        Ok(saved) => saved,
+        Err(source) => {
+            let problem = StateError::Parse {
+                path: file.clone(),
+                source,
+            };
+            return Err(keep_aside(&file, Restored::default(), vec![problem]));
+        }
+    };
     let mut restored = Restored::default();
+    let mut problems = Vec::new();
     for (kind, entries, count) in [
         (ListKind::Allow, &saved.allow, &mut restored.allow),
         (ListKind::Deny, &saved.deny, &mut restored.deny),
     ] {
         // Entries moat wrote itself; one that no longer parses is skipped, not fatal.
         let cidrs: Vec<Cidr> = entries.iter().filter_map(|e| e.parse().ok()).collect();
-        if !cidrs.is_empty() {
-            *count = PinnedList::open(iface, kind)?.add(&cidrs)?.added;
+        if cidrs.is_empty() {
+            continue;
         }
+        match PinnedList::open(iface, kind).and_then(|mut list| list.add(&cidrs)) {
+            Ok(added) => *count = added.added,
+            Err(error) => problems.push(error.into()),
+        }
+    }
+    match restore_bans(iface, &saved.bans) {
+        Ok((count, failed)) => {
+            restored.bans = count;
+            problems.extend(failed);
+        }
+        Err(error) => problems.push(error),
+    }
+    if problems.is_empty() {
+        Ok(restored)
+    } else {
+        Err(keep_aside(&file, restored, problems))
+    }
+}
+
+/// Restores `saved` bans into the filter on `iface`, manual ones first: they make room if the
+/// table is full. Returns how many went in and why each manual one that did not failed; an
+/// automatic one that no longer fits (a smaller `max_bans`) is skipped with a warning.
+fn restore_bans(iface: &str, saved: &[SavedBan]) -> Result<(usize, Vec<StateError>), StateError> {
+    if saved.is_empty() {
+        return Ok((0, Vec::new()));
     }
     let mut bans = PinnedBans::open(iface)?;
     let now_ns = bans.clock_ns();
     let now_ms = unix_ms_now();
-    // Manual bans first: they make room if the table is full; an automatic one that no longer
-    // fits (a smaller max_bans) is skipped, not fatal.
-    let mut saved_bans: Vec<&SavedBan> = saved.bans.iter().collect();
-    saved_bans.sort_by_key(|ban| ban.flags & BAN_MANUAL == 0);
-    for ban in saved_bans {
+    let mut saved: Vec<&SavedBan> = saved.iter().collect();
+    saved.sort_by_key(|ban| ban.flags & BAN_MANUAL == 0);
+    let mut restored = 0;
+    let mut failed = Vec::new();
+    for ban in saved {
         let left = Duration::from_millis(ban.until_unix_ms.saturating_sub(now_ms));
         let key = SourceKey::for_addr(ban.source, BAN_CLASS, 128);
         let restoring = bans.restore(
@@ -221,15 +315,43 @@ pub fn restore(iface: &str, dir: &Path) -> Result<Restored, StateError> {
             },
         );
         match restoring {
-            Ok(()) => restored.bans += 1,
+            Ok(()) => restored += 1,
             Err(error) if ban.flags & BAN_MANUAL == 0 => {
                 log::warn!(
                     "an automatic ban did not fit, skipped iface={iface} source={} error=\"{error}\"",
                     ban.source
                 );
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => failed.push(error.into()),
         }
     }
-    Ok(restored)
+    Ok((restored, failed))
+}
+
+/// Renames `file`, which a restore could not put back in full, out of the way of the next save
+/// (`FILE.unrestored-UNIXSECONDS`), and describes the restore as [`StateError::Incomplete`]; if
+/// the rename fails too, that failure is what is returned (a directory where it fails is one
+/// where saving fails as well, so the file is not written over either).
+fn keep_aside(file: &Path, restored: Restored, problems: Vec<StateError>) -> StateError {
+    let mut kept = file.as_os_str().to_owned();
+    kept.push(format!(".unrestored-{}", unix_ms_now() / 1000));
+    let kept = PathBuf::from(kept);
+    let problems = problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Err(source) = std::fs::rename(file, &kept) {
+        return StateError::NotKept {
+            path: file.to_path_buf(),
+            problems,
+            source,
+        };
+    }
+    StateError::Incomplete {
+        restored,
+        path: file.to_path_buf(),
+        problems,
+        kept,
+    }
 }
