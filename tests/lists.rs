@@ -110,6 +110,10 @@ fn bad_input_exits_2_and_leaves_lists_as_they_were() {
         (&["10.0.0.0/33"], &["0 to 32"]),
         (&["2001:db8::/129"], &["0 to 128"]),
         (&["fe80::1%eth0"], &["zone"]),
+        (
+            &["::ffff:10.77.0.0/120"],
+            &["IPv4-mapped", "write 10.77.0.0/24"],
+        ),
         (&["not-an-ip"], &["expected an IPv4 or IPv6 address"]),
         (&["10.0.0.0/8", "10.0.0.0/8"], &["duplicates"]),
     ];

@@ -294,6 +294,11 @@ fn set_and_ban_commands_refuse_bad_input_and_change_nothing() {
     );
     moat_refused(
         &pair,
+        &["ban", "add", "--iface", iface, "::ffff:192.0.2.7"],
+        &["IPv4-mapped", "write 192.0.2.7"],
+    );
+    moat_refused(
+        &pair,
         &["ban", "add", "--iface", iface, "example.com"],
         &["expected an IPv4 or IPv6"],
     );

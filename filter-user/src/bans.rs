@@ -37,7 +37,7 @@ pub enum BanError {
         /// The text given.
         input: String,
         /// What is wrong and what would be right.
-        reason: &'static str,
+        reason: String,
     },
     /// The filter is not running on the interface.
     #[error(transparent)]
@@ -396,7 +396,8 @@ pub fn parse_length(text: &str) -> Result<Duration, BanError> {
     Ok(length)
 }
 
-/// Parses an address to ban: a plain IPv4 or IPv6 address, no zone, no prefix.
+/// Parses an address to ban: a plain IPv4 or IPv6 address, no zone, no prefix, not an
+/// IPv4-mapped IPv6 address (the error gives its IPv4 form).
 pub fn parse_address(text: &str) -> Result<IpAddr, BanError> {
     let invalid = |reason| BanError::InvalidAddress {
         input: text.to_string(),
@@ -404,16 +405,23 @@ pub fn parse_address(text: &str) -> Result<IpAddr, BanError> {
     };
     if text.contains('%') {
         return Err(invalid(
-            "IPv6 zone ids (like %eth0) name a link; remove the zone",
+            "IPv6 zone ids (like %eth0) name a link; remove the zone".into(),
         ));
     }
     if text.contains('/') {
         return Err(invalid(
-            "bans take one address (IPv6 bans cover its configured prefix); use `moat deny add` for prefixes",
+            "bans take one address (IPv6 bans cover its configured prefix); use `moat deny add` for prefixes".into(),
         ));
     }
-    text.parse()
-        .map_err(|_| invalid("expected an IPv4 or IPv6 address, e.g. 192.0.2.7 or 2001:db8::7"))
+    let addr: IpAddr = text.parse().map_err(|_| {
+        invalid("expected an IPv4 or IPv6 address, e.g. 192.0.2.7 or 2001:db8::7".into())
+    })?;
+    if let IpAddr::V6(v6) = addr
+        && let Some(v4) = v6.to_ipv4_mapped()
+    {
+        return Err(invalid(format!("{}; write {v4}", crate::cidr::MAPPED)));
+    }
+    Ok(addr)
 }
 
 /// The `BANS` key of `addr`.

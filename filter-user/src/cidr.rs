@@ -28,6 +28,12 @@ pub enum Cidr {
     },
 }
 
+/// Why an IPv4-mapped IPv6 address (`::ffff:192.0.2.7`, as dual-stack servers log IPv4
+/// clients) is refused where a source is expected: IPv4 packets carry IPv4 addresses, so it
+/// would never match one.
+pub const MAPPED: &str =
+    "an IPv4-mapped IPv6 address never matches: IPv4 packets carry the IPv4 address";
+
 /// Why a prefix was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid CIDR {input:?}: {reason}")]
@@ -69,6 +75,15 @@ impl FromStr for Cidr {
                 _ => return Err(error(format!("the prefix length must be 0 to {max}"))),
             },
         };
+        if let IpAddr::V6(v6) = addr
+            && let Some(v4) = v6.to_ipv4_mapped()
+            && prefix >= 96
+        {
+            return Err(error(format!(
+                "{MAPPED}; write {}",
+                Cidr::of(IpAddr::V4(v4), prefix - 96)
+            )));
+        }
         let cidr = match addr {
             IpAddr::V4(v4) => Cidr::V4 {
                 addr: v4.octets(),
@@ -308,6 +323,12 @@ mod tests {
         assert!(reason("10.0.0.0/33").contains("0 to 32"));
         assert!(reason("2001:db8::/129").contains("0 to 128"));
         assert!(reason("fe80::1%eth0").contains("zone"));
+        assert!(reason("::ffff:10.1.2.0/120").contains("IPv4-mapped IPv6 address never matches"));
+        assert!(reason("::ffff:10.1.2.0/120").ends_with("write 10.1.2.0/24"));
+        assert!(reason("::ffff:10.1.2.3").ends_with("write 10.1.2.3/32"));
+        assert!(reason("::ffff:0:0/96").ends_with("write 0.0.0.0/0"));
+        // A shorter prefix is a real IPv6 network, one that merely holds the mapped range.
+        assert!("::/64".parse::<Cidr>().is_ok());
         assert!(reason("10.0.0/8").contains("expected an IPv4 or IPv6 address"));
         assert!(reason("10.0.0.0/").contains("0 to 32"));
         assert!(reason("10.0.0.0/+8").contains("0 to 32"));
