@@ -146,8 +146,10 @@ fn detach_removes_an_orphaned_filter_and_refuses_while_moat_runs() {
     require_root();
     let pair = Pair::create();
     let iface = pair.origin_end.iface.clone();
-    let daemon = pair.start(&[]);
-    let refused = pair.moat(&["detach", "--iface", &iface]);
+    let state = support::TempDir::new("detach-state");
+    let state_arg = state.0.to_str().expect("utf-8").to_string();
+    let daemon = pair.start(&["--state-dir", &state_arg]);
+    let refused = pair.moat(&["detach", "--iface", &iface, "--state-dir", &state_arg]);
     let message = stderr(&refused);
     assert_eq!(refused.status.code(), Some(2), "{message}");
     assert_eq!(message.lines().count(), 1, "one line: {message}");
@@ -159,8 +161,18 @@ fn detach_removes_an_orphaned_filter_and_refuses_while_moat_runs() {
         xdp_attached(&pair),
         "a killed daemon's filter stays attached"
     );
-    let out = pair.moat_ok(&["detach", "--iface", &iface]);
+    // Edits made while no daemon runs are saved by the detach, for the next run to restore.
+    pair.moat_ok(&["deny", "add", "--iface", &iface, "203.0.113.0/24"]);
+    pair.moat_ok(&["ban", "add", "--iface", &iface, "--for", "1h", "192.0.2.7"]);
+    let out = pair.moat_ok(&["detach", "--iface", &iface, "--state-dir", &state_arg]);
     assert!(out.contains("detached"), "{out}");
+    let saved: moat::state::Saved = serde_json::from_slice(
+        &std::fs::read(moat::state::path(&state.0, &iface)).expect("the detach saved the state"),
+    )
+    .expect("a state file");
+    assert_eq!(saved.deny, ["203.0.113.0/24"], "{saved:?}");
+    assert_eq!(saved.bans.len(), 1, "{saved:?}");
+    assert_eq!(saved.bans[0].source.to_string(), "192.0.2.7");
     assert!(!xdp_attached(&pair), "detach removed the program");
     let pins = moat::pins::PinDir::for_iface(&iface);
     assert!(!pins.exists(), "detach removed the pins");
@@ -174,6 +186,33 @@ fn detach_removes_an_orphaned_filter_and_refuses_while_moat_runs() {
         !pins.persistent_path().exists(),
         "--purge removed the persistent counters"
     );
+    let next = pair.start(&["--state-dir", &state_arg]);
+    let deny = pair.moat_ok(&["deny", "list", "--iface", &iface]);
+    assert_eq!(deny.trim(), "203.0.113.0/24", "the next run restored it");
+    drop(next);
+
+    // A detach that cannot save leaves the filter attached, and says so; --purge saves nothing.
+    let daemon = pair.start(&["--state-dir", &state_arg]);
+    daemon.kill().expect("killing the daemon");
+    let not_a_dir = state.write("not-a-directory", "");
+    let refused = pair.moat(&["detach", "--iface", &iface, "--state-dir", &not_a_dir]);
+    let message = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{message}");
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+    assert!(message.contains("stays attached"), "{message}");
+    assert!(
+        xdp_attached(&pair),
+        "a detach that could not save changes nothing"
+    );
+    pair.moat_ok(&[
+        "detach",
+        "--iface",
+        &iface,
+        "--purge",
+        "--state-dir",
+        &not_a_dir,
+    ]);
+    assert!(!xdp_attached(&pair), "--purge detached without saving");
 }
 
 #[test]

@@ -184,9 +184,14 @@ pub struct DetachArgs {
     /// The interface whose orphaned filter to remove.
     #[arg(long, value_name = "IFACE")]
     pub iface: String,
-    /// Remove the persistent counters too (the package's purge does).
+    /// Remove the persistent counters too, and save nothing (the package's purge does).
     #[arg(long)]
     pub purge: bool,
+    /// Where the lists and bans of the filter are saved before it is detached (IFACE.json, as
+    /// `moat run --state-dir` saves them), so the next `moat run` restores every change made
+    /// since the daemon last saved.
+    #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
 }
 
 /// Just an interface.

@@ -117,6 +117,17 @@ impl Capacities {
 /// Why the filter could not be attached or detached.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// `moat detach` could not save what the filter it was to detach holds.
+    #[error(
+        "saving the lists and bans of {iface} failed, so its filter stays attached: {source}; \
+         fix that, or pass --purge to detach without saving"
+    )]
+    SaveBeforeDetach {
+        /// The interface.
+        iface: String,
+        /// Why saving failed.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Another `moat run` holds the interface.
     #[error("moat is already running on {iface} (lock {lock} is held); stop it first")]
     AlreadyRunning {
@@ -772,10 +783,27 @@ fn remove_foreign_program(iface: &str) {
 /// `moat detach`: under the interface's instance lock (so never while a `moat run` holds it),
 /// removes the filter an earlier run left attached and its pins; with `purge`, the persistent
 /// counters too. Returns whether a filter was attached.
-pub fn detach_orphan(iface: &str, purge: bool) -> Result<bool, LoadError> {
+///
+/// `save` runs first when a filter is attached, on the interface's name, with its maps still
+/// pinned (the caller saves the lists and bans, as a stopping daemon does); if it fails,
+/// nothing is detached.
+pub fn detach_orphan<E>(
+    iface: &str,
+    purge: bool,
+    save: impl FnOnce(&str) -> Result<(), E>,
+) -> Result<bool, LoadError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     let _lock = InstanceLock::acquire(iface)?;
     let pins = PinDir::for_iface(iface);
     let attached = pins.link().exists();
+    if attached {
+        save(iface).map_err(|source| LoadError::SaveBeforeDetach {
+            iface: iface.to_string(),
+            source: Box::new(source),
+        })?;
+    }
     if pins.exists() {
         remove_pins(&pins)?;
     }

@@ -56,7 +56,15 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Ban(args) => ban(&args.action),
         Command::Detach(args) => {
             moat::preflight::check_iface_name(&args.iface)?;
-            if moat::loader::detach_orphan(&args.iface, args.purge)? {
+            // A purge is removing the saved state too, so it saves nothing.
+            let save = |iface: &str| {
+                if args.purge {
+                    Ok(())
+                } else {
+                    moat::state::save(iface, &args.state_dir)
+                }
+            };
+            if moat::loader::detach_orphan(&args.iface, args.purge, save)? {
                 println!("detached the filter left on {}", args.iface);
             } else {
                 println!("no filter was left attached on {}", args.iface);
