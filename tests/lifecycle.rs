@@ -216,7 +216,7 @@ fn detach_removes_an_orphaned_filter_and_refuses_while_moat_runs() {
 }
 
 #[test]
-fn deny_add_refuses_to_lock_out_everyone_or_the_ssh_client() {
+fn deny_and_ban_add_refuse_to_lock_out_everyone_or_the_ssh_client() {
     require_root();
     let pair = Pair::create();
     let iface = pair.origin_end.iface.clone();
@@ -243,6 +243,40 @@ fn deny_add_refuses_to_lock_out_everyone_or_the_ssh_client() {
     pair.moat_ok(&["deny", "add", "--iface", &iface, "--force", "0.0.0.0/0"]);
     let forced = pair.moat_ok(&["deny", "list", "--iface", &iface]);
     assert!(forced.contains("0.0.0.0/0"), "--force applies it: {forced}");
+
+    // A ban covers the SSH client itself, or its IPv6 /64.
+    for (client, addr) in [
+        ("198.51.100.7", "198.51.100.7"),
+        ("2001:db8:5:6::7", "2001:db8:5:6::99"),
+    ] {
+        let ban = |force: bool| {
+            let mut command = pair.origin.command(support::moat_bin());
+            command.args(["ban", "add", "--iface", &iface, addr]);
+            if force {
+                command.arg("--force");
+            }
+            command
+                .env("SSH_CONNECTION", format!("{client} 50000 198.18.0.1 22"))
+                .output()
+                .expect("running moat")
+        };
+        let refused = ban(false);
+        let message = stderr(&refused);
+        assert_eq!(refused.status.code(), Some(2), "{message}");
+        assert_eq!(message.lines().count(), 1, "one line: {message}");
+        assert!(
+            message.contains(&format!("it holds {client}, the SSH client")),
+            "{message}"
+        );
+        let bans = pair.moat_ok(&["ban", "list", "--iface", &iface]);
+        assert!(!bans.contains(addr), "nothing was banned: {bans}");
+        assert!(ban(true).status.success(), "--force bans it");
+    }
+    let bans = pair.moat_ok(&["ban", "list", "--iface", &iface]);
+    assert!(
+        bans.contains("198.51.100.7") && bans.contains("2001:db8:5:6::/64"),
+        "{bans}"
+    );
 }
 
 /// The next datagram on `socket`, as text, waiting at most 10 s.

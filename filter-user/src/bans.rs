@@ -232,6 +232,12 @@ impl PinnedBans {
         self.settings.now_ns(monotonic_ns())
     }
 
+    /// The sources a ban of `addr` covers: the IPv4 address, or the IPv6 prefix the running
+    /// filter bans (`bans.ipv6_prefix`).
+    pub fn covered(&self, addr: IpAddr) -> crate::cidr::Cidr {
+        crate::cidr::Cidr::of(addr, self.settings.v6_source_prefix)
+    }
+
     /// Bans `addr` (its /64, or the configured IPv6 prefix) for `length`. A repeat offender's
     /// offence count is kept. The ban is manual, so no automatic ban ever evicts it; when the
     /// table is full, the automatic ban closest to its end makes room.

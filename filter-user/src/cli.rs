@@ -81,6 +81,9 @@ pub enum BanAction {
         /// The address.
         #[arg(value_name = "ADDR")]
         addr: String,
+        /// Ban even the SSH client running this command (or its IPv6 prefix).
+        #[arg(long)]
+        force: bool,
     },
     /// Lift the ban on an address.
     Del {

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod listindex;
 pub mod lists;
 pub mod loader;
+pub mod lockout;
 pub mod mapping;
 pub mod metrics;
 pub mod migrate;

@@ -9,7 +9,7 @@ use moat::{
     cli::{BanAction, Cli, Command, ConfigAction},
     config::{Config, ConfigError},
     control::ListKind,
-    daemon, lists, top, tuning,
+    daemon, lists, lockout, top, tuning,
 };
 
 /// An error already printed in full (one line per problem); main only sets the exit code.
@@ -123,11 +123,16 @@ fn ban(action: &BanAction) -> anyhow::Result<()> {
             iface,
             length,
             addr,
+            force,
         } => {
             moat::preflight::check_iface_name(iface)?;
             let addr = bans::parse_address(addr)?;
             let length = bans::parse_length(length)?;
-            let source = PinnedBans::open(iface)?.add(addr, length)?;
+            let mut bans = PinnedBans::open(iface)?;
+            if !force {
+                lockout::refuse("ban", &[bans.covered(addr)], lockout::ssh_client())?;
+            }
+            let source = bans.add(addr, length)?;
             println!(
                 "banned {source} on {iface} for {}",
                 moat::config::format_duration(length)
