@@ -248,6 +248,11 @@ fn set_and_ban_commands_refuse_bad_input_and_change_nothing() {
     );
     moat_refused(
         &pair,
+        &["set", "--iface", iface, "mode", "native"],
+        &["mode cannot be changed live", "configuration file"],
+    );
+    moat_refused(
+        &pair,
         &["set", "--iface", iface, "limits.source.udp.pps", "-5"],
         &["invalid value", "whole number"],
     );

@@ -211,7 +211,7 @@ pub struct RunArgs {
     /// The interface to protect, e.g. eth0.
     #[arg(long, value_name = "IFACE")]
     pub iface: String,
-    /// Attach mode; overrides `mode` in the configuration file [default: auto].
+    /// Attach mode; overrides `mode` in the configuration file (itself auto unless set).
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
     /// Configuration file. Without it, /etc/moat/moat.toml is read if it exists, else the

@@ -29,6 +29,15 @@ pub enum TuningError {
         /// The keys that exist.
         known: String,
     },
+    /// A key of the configuration file that `moat set` cannot change live.
+    #[error(
+        "{key} cannot be changed live; set it in the configuration file and reload (SIGHUP; \
+         mode and capacities take a restart)"
+    )]
+    NotLive {
+        /// The key given.
+        key: String,
+    },
     /// The value does not fit the key.
     #[error("invalid value {value:?} for {key}: {reason}")]
     InvalidValue {
@@ -135,6 +144,14 @@ fn apply_to(settings: &mut Settings, key: &str, value: &str) -> Result<(), Tunin
         },
         _ => {
             let Some((scope, class, field)) = limit_key(key) else {
+                if crate::config::schema::keys()
+                    .iter()
+                    .any(|known| known.name == key)
+                {
+                    return Err(TuningError::NotLive {
+                        key: key.to_string(),
+                    });
+                }
                 return Err(TuningError::UnknownKey {
                     key: key.to_string(),
                     known: crate::config::schema::live_summary(),
@@ -252,6 +269,15 @@ mod tests {
             apply(&mut settings, "nonsense", "1"),
             Err(TuningError::UnknownKey { .. })
         ));
+        for not_live in ["mode", "ports.tcp", "deny_capacity"] {
+            assert!(
+                matches!(
+                    apply(&mut settings, not_live, "1"),
+                    Err(TuningError::NotLive { .. })
+                ),
+                "{not_live}"
+            );
+        }
         assert!(apply(&mut settings, "limits.source.udp.pps", "-5").is_err());
         assert!(apply(&mut settings, "bans.ipv6_prefix", "129").is_err());
         assert_eq!(keys().len(), 10 + 32);
