@@ -526,6 +526,11 @@ fn a_state_dir_that_cannot_be_written_is_refused_before_attaching() {
         message.contains(&format!("--state-dir {not_a_dir}")) && message.contains("writable"),
         "{message}"
     );
+    assert_eq!(
+        message.matches("os error").count(),
+        1,
+        "said once: {message}"
+    );
     assert!(!xdp_attached(&pair), "nothing was attached");
 }
 

@@ -390,7 +390,7 @@ fn config_check_lists_every_problem_with_line_and_key() {
     assert_eq!(lines.len(), 3, "{message}");
     assert!(lines[0].contains("line 1: max_bans"), "{message}");
     assert!(
-        lines[1].contains("line 3: limits.source.syn.burst"),
+        lines[1].contains("line 4: limits.source.syn.burst"),
         "{message}"
     );
     assert!(lines[2].contains("line 6: bans.base"), "{message}");

@@ -186,9 +186,9 @@ impl fmt::Display for Cidr {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ListError {
     /// One entry is not a valid prefix.
-    #[error("{source_name} line {line}: {error}")]
+    #[error("{}: {error}", place(source_name, *line))]
     Invalid {
-        /// The file or "arguments".
+        /// The file, or [`ARGUMENTS`].
         source_name: String,
         /// 1-based line (or argument position).
         line: usize,
@@ -196,9 +196,9 @@ pub enum ListError {
         error: CidrError,
     },
     /// The same prefix appears twice.
-    #[error("{source_name} line {line}: {cidr} duplicates line {first}")]
+    #[error("{}: {cidr} duplicates {}", place(source_name, *line), position(source_name, *first))]
     Duplicate {
-        /// The file or "arguments".
+        /// The file, or [`ARGUMENTS`].
         source_name: String,
         /// Where it appears again.
         line: usize,
@@ -207,6 +207,27 @@ pub enum ListError {
         /// The prefix.
         cidr: Cidr,
     },
+}
+
+/// The name given to prefixes from the command line, whose "lines" are argument positions.
+pub const ARGUMENTS: &str = "arguments";
+
+/// Where an entry is: `FILE line N`, or `argument N` for the command line's.
+fn place(source_name: &str, line: usize) -> String {
+    if source_name == ARGUMENTS {
+        position(source_name, line)
+    } else {
+        format!("{source_name} {}", position(source_name, line))
+    }
+}
+
+/// An entry's position within its source: `line N`, or `argument N`.
+fn position(source_name: &str, line: usize) -> String {
+    if source_name == ARGUMENTS {
+        format!("argument {line}")
+    } else {
+        format!("line {line}")
+    }
 }
 
 /// Parses one prefix per line; blank lines and `#` comments (whole-line or trailing) are
@@ -344,6 +365,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(error, "f line 3: 1.2.3.4/32 duplicates line 1");
+        let error = parse_lines(["1.2.3.4", "5.6.7.8", "1.2.3.4"], ARGUMENTS)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "argument 3: 1.2.3.4/32 duplicates argument 1");
+        let error = parse_lines(["1.2.3.4", "bogus"], ARGUMENTS)
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("argument 2: invalid CIDR"), "{error}");
         let error = parse_lines("1.2.3.4\nbogus\n".lines(), "f")
             .unwrap_err()
             .to_string();

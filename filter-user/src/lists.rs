@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 
 use crate::{
-    cidr::{Cidr, parse_lines},
+    cidr::{ARGUMENTS, Cidr, parse_lines},
     cli::ListAction,
     control::{ListKind, PinnedList},
     lockout, preflight,
@@ -52,7 +52,7 @@ pub fn run(kind: ListKind, action: &ListAction) -> anyhow::Result<()> {
 /// The prefixes from the arguments then the file, validated together: a duplicate across them
 /// is an error too.
 fn collect(file: Option<&std::path::Path>, args: &[String]) -> anyhow::Result<Vec<Cidr>> {
-    let mut cidrs = parse_lines(args.iter().map(String::as_str), "arguments")?;
+    let mut cidrs = parse_lines(args.iter().map(String::as_str), ARGUMENTS)?;
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read list file {}", path.display()))?;

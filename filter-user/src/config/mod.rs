@@ -380,9 +380,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value.checked_mul(3_600_000),
         "d" => value.checked_mul(86_400_000),
         _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit; use ms, s, m, h or d"
-            ));
+            return Err(if unit.starts_with('.') {
+                format!("{text:?} is not a whole number; write e.g. 1500ms for 1.5s")
+            } else {
+                format!("{text:?} has an unknown unit; use ms, s, m, h or d")
+            });
         }
     };
     match millis {
@@ -563,7 +565,7 @@ burst = 100
         assert!(
             found
                 .iter()
-                .any(|p| p.starts_with("line 6: limits.source.syn.burst: must be at least 1")),
+                .any(|p| p.starts_with("line 7: limits.source.syn.burst: must be at least 1")),
             "{found:?}"
         );
         assert!(
@@ -586,6 +588,11 @@ burst = 100
         assert!(found[0].starts_with("line 2:"), "{found:?}");
         let found = problems("mode = \"turbo\"");
         assert!(found[0].contains("turbo"), "{found:?}");
+        let found = problems("[bans\nbase = 1\n");
+        assert!(
+            found[0].starts_with("line 1: invalid table header; expected"),
+            "one line: {found:?}"
+        );
         let found = problems("[ports]\ntcp = [22, 22, 70000]\n");
         assert_eq!(found.len(), 2, "{found:?}");
         let error = Config::parse("dryrun = 1", Path::new("m.toml"))
@@ -603,6 +610,11 @@ burst = 100
         assert!(parse_duration("10 minutes").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("400d").is_err());
+        assert!(
+            parse_duration("1.5s")
+                .unwrap_err()
+                .contains("write e.g. 1500ms")
+        );
         assert_eq!(format_duration(Duration::from_secs(600)), "10m");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }

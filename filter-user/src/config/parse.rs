@@ -126,7 +126,14 @@ impl Config {
                 problems: vec![Problem {
                     line,
                     key: None,
-                    message: error.message().trim().to_string(),
+                    // One line: the parser's message spreads over several.
+                    message: error
+                        .message()
+                        .lines()
+                        .map(str::trim)
+                        .filter(|part| !part.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("; "),
                 }],
             }
         })?;

@@ -113,7 +113,7 @@ impl Validator<'_> {
                 default.burst_bytes,
             ),
         };
-        let span = raw.pps.as_ref().or(raw.burst.as_ref()).map(Spanned::span);
+        let span = raw.burst.as_ref().or(raw.pps.as_ref()).map(Spanned::span);
         if result.pps != 0 && result.burst_packets == 0 {
             self.problem(
                 span.clone(),
