@@ -624,6 +624,10 @@ fn a_burst_of_bans_is_logged_as_a_count_not_a_line_each() {
         single_lines(&log) <= 10,
         "at most a handful of single lines: {log}"
     );
+    assert!(
+        !log.contains("] unbanned iface="),
+        "no ban in force is logged as lifted: {log}"
+    );
 }
 
 /// How many bans `moat ban list` shows.

@@ -7,7 +7,12 @@
 //! Ban times are on the kernel's monotonic clock (what `bpf_ktime_get_ns` reads), so a manual
 //! ban and an automatic one compare alike.
 
-use std::{borrow::Borrow, net::IpAddr, os::fd::AsFd as _, time::Duration};
+use std::{
+    borrow::Borrow,
+    net::IpAddr,
+    os::fd::AsFd as _,
+    time::{Duration, Instant},
+};
 
 use aya::{
     maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues},
@@ -538,7 +543,8 @@ pub struct BanLog {
     bans: Option<HashMap<MapData, SourceKey, Ban>>,
     issued: Vec<(SourceKey, Ban)>,
     issued_count: usize,
-    ends: std::collections::HashMap<SourceKey, u64>,
+    /// Each ban the log knows: its end on the program's clock, and when the log learnt of it.
+    ends: std::collections::HashMap<SourceKey, (u64, Instant)>,
     capacity: usize,
 }
 
@@ -575,7 +581,7 @@ impl BanLog {
         let key = key_for(addr, self.v6_prefix);
         let ban = self.bans.as_ref().and_then(|bans| bans.get(&key, 0).ok())?;
         if self.ends.len() < self.capacity || self.ends.contains_key(&key) {
-            self.ends.insert(key, ban.until_ns);
+            self.ends.insert(key, (ban.until_ns, Instant::now()));
         }
         self.issued_count += 1;
         if self.issued.len() <= BURST_LINES {
@@ -584,17 +590,29 @@ impl BanLog {
         Some((key, ban))
     }
 
-    /// Compares what the log knows with the bans in force (from the daemon's periodic count):
-    /// manual bans it has not seen are logged as issued (they come from `moat ban add`, not
-    /// from the program), and bans it knows that are gone early (`moat ban del`) as lifted.
-    pub fn reconcile(&mut self, in_force: &[(SourceKey, Ban)]) {
+    /// Learns the bans in force when the daemon starts (restored, or carried over by a take
+    /// over) without logging them: they were logged when issued, and the restore says how many
+    /// came back. Their ends are logged as any other.
+    pub fn know(&mut self, in_force: &[(SourceKey, Ban)]) {
+        let now = Instant::now();
+        for (key, ban) in in_force.iter().take(self.capacity) {
+            self.ends.insert(*key, (ban.until_ns, now));
+        }
+    }
+
+    /// Compares what the log knows with the bans in force in a count of the table begun at
+    /// `taken` (the daemon's periodic count): manual bans it has not seen are logged as issued
+    /// (they come from `moat ban add`, not from the program), and bans it knew before the count
+    /// began that are gone early (`moat ban del`) as lifted. A ban learnt after the count began
+    /// may be missing from it without having been lifted.
+    pub fn reconcile(&mut self, taken: Instant, in_force: &[(SourceKey, Ban)]) {
         let current: std::collections::HashMap<SourceKey, &Ban> =
             in_force.iter().map(|(key, ban)| (*key, ban)).collect();
         let lifted: Vec<SourceKey> = self
             .ends
-            .keys()
-            .filter(|key| !current.contains_key(key))
-            .copied()
+            .iter()
+            .filter(|(key, (_, noted))| *noted < taken && !current.contains_key(key))
+            .map(|(key, _)| *key)
             .collect();
         for key in lifted {
             self.ends.remove(&key);
@@ -607,7 +625,7 @@ impl BanLog {
         for (key, ban) in in_force {
             if ban.flags & BAN_MANUAL != 0 && !self.ends.contains_key(key) {
                 if self.ends.len() < self.capacity {
-                    self.ends.insert(*key, ban.until_ns);
+                    self.ends.insert(*key, (ban.until_ns, Instant::now()));
                 }
                 self.issued_count += 1;
                 if self.issued.len() <= BURST_LINES {
@@ -658,7 +676,7 @@ impl BanLog {
         let ended: Vec<SourceKey> = self
             .ends
             .iter()
-            .filter(|(_, until)| **until <= now_ns)
+            .filter(|(_, (until, _))| *until <= now_ns)
             .map(|(key, _)| *key)
             .collect();
         for key in &ended {
@@ -686,6 +704,38 @@ fn is_full(error: &MapError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ban_log_lifts_only_bans_it_knew_before_a_count_began() {
+        let key = |last: u8| key_for(IpAddr::from([192, 0, 2, last]), 64);
+        let ban = Ban {
+            until_ns: u64::MAX,
+            offences: 1,
+            reason: Reason::RateUdp as u16,
+            flags: 0,
+        };
+        let mut log = BanLog::new("moatnone0", 16, 64);
+        let before_any = Instant::now();
+        log.know(&[(key(1), ban), (key(2), ban)]);
+        // A count begun before the log learnt of them does not lift them when it misses them.
+        log.reconcile(before_any, &[]);
+        assert_eq!(log.ends.len(), 2);
+        // A later one that holds only the first lifts the second.
+        log.reconcile(Instant::now(), &[(key(1), ban)]);
+        assert!(log.ends.contains_key(&key(1)) && !log.ends.contains_key(&key(2)));
+        // A manual ban the count finds is learnt (to be logged as issued).
+        let manual = Ban {
+            flags: BAN_MANUAL,
+            ..ban
+        };
+        log.reconcile(Instant::now(), &[(key(1), ban), (key(3), manual)]);
+        assert!(log.ends.contains_key(&key(3)) && log.issued.len() == 1);
+        // One known from the start (restored) is not logged again.
+        let mut restarted = BanLog::new("moatnone0", 16, 64);
+        restarted.know(&[(key(4), manual)]);
+        restarted.reconcile(Instant::now(), &[(key(4), manual)]);
+        assert!(restarted.issued.is_empty());
+    }
 
     #[test]
     fn addresses_and_lengths_are_validated() {

@@ -174,7 +174,7 @@ async fn serve(
     }
     // The tables counted once before anything reports the filter attached, so the first
     // scrape already has every metric (the housekeeping task counts them again each tick).
-    state.count_tables(filter.pins(), None);
+    let in_force_at_start = state.count_tables(filter.pins(), None);
     // Logged once the lists and bans are back and the tables counted: from here on the
     // filter protects with everything it had.
     info!(
@@ -205,6 +205,7 @@ async fn serve(
     let mut running = config;
     let mut fleet = Fleet::start(&iface, running.crowdsec.as_ref(), &state, &args.state_dir);
     let mut ban_log = BanLog::new(&iface, capacities.bans, running.bans.ipv6_prefix);
+    ban_log.know(in_force_at_start.as_deref().unwrap_or_default());
     let mut window = SampleWindow::default();
     let mut upstreams = UpstreamWatch::new(&running);
     let mut tick = tokio::time::interval(TICK);
@@ -282,8 +283,10 @@ async fn serve(
                 if let Err(err) = state.crowdsec.publish(&iface) {
                     warn!("publishing the crowdsec figures failed iface={iface} error={err}");
                 }
-                if let Some(in_force) = counted.lock().ok().and_then(|mut slot| slot.take()) {
-                    ban_log.reconcile(&in_force);
+                if let Some((taken, in_force)) =
+                    counted.lock().ok().and_then(|mut slot| slot.take())
+                {
+                    ban_log.reconcile(taken, &in_force);
                 }
                 if last_upstreams.elapsed() >= UPSTREAMS_EVERY {
                     last_upstreams = Instant::now();
@@ -506,8 +509,9 @@ struct Housekeeping {
     counted: Counted,
 }
 
-/// The bans in force as last counted, handed from the housekeeping task to the main loop.
-type Counted = Arc<Mutex<Option<Vec<(SourceKey, Ban)>>>>;
+/// The bans in force as last counted, and when that count began, handed from the
+/// housekeeping task to the main loop.
+type Counted = Arc<Mutex<Option<(Instant, Vec<(SourceKey, Ban)>)>>>;
 
 /// Every [`COUNT_EVERY`]: forgets bans that expired longer ago than `bans.forget_after`,
 /// clears the verified-source summary bits of buckets whose verifications all ended, counts
@@ -526,6 +530,8 @@ async fn housekeeping(work: Housekeeping) {
         }
         let job = Arc::clone(&work);
         let done = tokio::task::spawn_blocking(move || {
+            // Before the walk: a ban the log learns of after this may be missing from it.
+            let taken = Instant::now();
             let forget_after_ns = job.forget_after_ns.load(Ordering::Relaxed);
             let kept = match bans::sweep_pinned(&job.pins, forget_after_ns) {
                 Ok(sweep) => {
@@ -551,7 +557,7 @@ async fn housekeeping(work: Housekeeping) {
             if let Some(in_force) = job.state.count_tables(&job.pins, kept)
                 && let Ok(mut slot) = job.counted.lock()
             {
-                *slot = Some(in_force);
+                *slot = Some((taken, in_force));
             }
             if save {
                 save_state(&job.iface, &job.state_dir);
