@@ -286,6 +286,14 @@ fn set_and_ban_commands_refuse_bad_input_and_change_nothing() {
         show_settings().source[filter_common::Class::Icmp as usize].pps,
         7
     );
+    // The running values read back, each a line of the configuration file's syntax.
+    let live = pair.moat_ok(&["config", "show", "--iface", iface]);
+    assert!(
+        live.lines()
+            .any(|line| line == "limits.source.icmp.pps = 7"),
+        "{live}"
+    );
+    assert_eq!(live.lines().count(), moat::tuning::keys().len(), "{live}");
 
     moat_refused(
         &pair,

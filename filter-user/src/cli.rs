@@ -129,11 +129,15 @@ pub enum ConfigAction {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// Print the effective configuration (defaults filled in) as TOML.
+    /// Print the effective configuration (defaults filled in) as TOML; with --iface, the
+    /// running filter's value of every key `moat set` changes instead.
     Show {
         /// The file; /etc/moat/moat.toml if it exists, else the defaults.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "iface")]
         config: Option<PathBuf>,
+        /// The interface whose running values to print, after `moat set` or a reload.
+        #[arg(long, value_name = "IFACE")]
+        iface: Option<String>,
     },
     /// Print every configuration key, whether `moat set` changes it live, and what it means,
     /// as a markdown table (README.md's table is this output).

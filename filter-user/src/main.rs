@@ -114,7 +114,19 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                 }
                 Err(error) => Err(error.into()),
             },
-            ConfigAction::Show { config } => {
+            ConfigAction::Show {
+                config,
+                iface: Some(iface),
+            } => {
+                debug_assert!(config.is_none(), "clap keeps --config and --iface apart");
+                moat::preflight::check_iface_name(iface)?;
+                print!("{}", tuning::show(iface)?);
+                Ok(())
+            }
+            ConfigAction::Show {
+                config,
+                iface: None,
+            } => {
                 let (config, _) = Config::locate(config.as_deref())?;
                 print!("{}", config.to_toml());
                 Ok(())

@@ -2,7 +2,7 @@
 //! program. Keys are the configuration file's dotted keys; values are validated as the file's
 //! are. The change is a policy update like a reload's: under the interface's policy lock, in
 //! one step as packets see it (see [`crate::policy`]). A SIGHUP reload replaces these live
-//! changes with the file.
+//! changes with the file. `moat config show --iface` reads the running values back.
 
 use aya::maps::MapError;
 use filter_common::{
@@ -12,8 +12,10 @@ use filter_common::{
     settings::{FLAG_DRY_RUN, FragmentPolicy},
 };
 
+use std::time::Duration;
+
 use crate::{
-    config::{MIN_BURST_BYTES, duration_ns, parse_duration},
+    config::{MIN_BURST_BYTES, duration_ns, format_duration, parse_duration},
     pins::{NotRunning, PinDir},
     policy::{self, ControlError},
 };
@@ -174,6 +176,65 @@ fn apply_to(settings: &mut Settings, key: &str, value: &str) -> Result<(), Tunin
     check(settings).map_err(|reason| invalid(&reason))
 }
 
+/// The value `settings` hold for the live `key`, written as `moat set` takes it; `None` for a
+/// key `moat set` does not take.
+pub fn value(settings: &Settings, key: &str) -> Option<String> {
+    let duration = |ns: u64| format_duration(Duration::from_nanos(ns));
+    Some(match key {
+        "dry_run" => settings.dry_run().to_string(),
+        "sample_every" => settings.sample_every.to_string(),
+        "fragments.policy" => match FragmentPolicy::from_u32(settings.fragment_policy) {
+            FragmentPolicy::Pass => "pass",
+            FragmentPolicy::RateLimit => "rate-limit",
+            FragmentPolicy::Drop => "drop",
+        }
+        .to_string(),
+        "fragments.pps" => settings.fragments.pps.to_string(),
+        "fragments.burst" => settings.fragments.burst_packets.to_string(),
+        "bans.after_strikes" => settings.ban_after_strikes.to_string(),
+        "bans.strike_window" => duration(settings.strike_window_ns),
+        "bans.base" => duration(settings.ban_base_ns),
+        "bans.max" => duration(settings.ban_max_ns),
+        "bans.ipv6_prefix" => settings.v6_source_prefix.to_string(),
+        _ => {
+            let (scope, class, field) = limit_key(key)?;
+            let limit = if scope == "source" {
+                &settings.source[class as usize]
+            } else {
+                &settings.aggregate[class as usize]
+            };
+            match field {
+                "pps" => limit.pps,
+                "burst" => limit.burst_packets,
+                "bps" => limit.bps,
+                _ => limit.burst_bytes,
+            }
+            .to_string()
+        }
+    })
+}
+
+/// The running filter's value of every key `moat set` takes, as `key = value` lines in the
+/// configuration file's syntax (`moat config show --iface`).
+pub fn show(iface: &str) -> Result<String, TuningError> {
+    let pins = PinDir::for_iface(iface);
+    pins.running_map(iface, SETTINGS)?;
+    let settings = policy::pinned_settings(&pins)?;
+    let mut out = String::new();
+    for key in keys() {
+        let Some(value) = value(&settings, &key) else {
+            continue;
+        };
+        let quoted = value == "true" || value == "false" || value.parse::<u64>().is_ok();
+        if quoted {
+            out.push_str(&format!("{key} = {value}\n"));
+        } else {
+            out.push_str(&format!("{key} = {value:?}\n"));
+        }
+    }
+    Ok(out)
+}
+
 /// `(scope, class, field)` of a `limits.SCOPE.CLASS.FIELD` key.
 fn limit_key(key: &str) -> Option<(&str, Class, &str)> {
     let mut parts = key.split('.');
@@ -232,6 +293,7 @@ pub fn set(iface: &str, key: &str, value: &str) -> Result<(), TuningError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Policy;
 
     #[test]
     fn sets_limits_and_checks_them() {
@@ -281,5 +343,32 @@ mod tests {
         assert!(apply(&mut settings, "limits.source.udp.pps", "-5").is_err());
         assert!(apply(&mut settings, "bans.ipv6_prefix", "129").is_err());
         assert_eq!(keys().len(), 10 + 32);
+    }
+
+    #[test]
+    fn every_live_key_reads_back_what_set_wrote() {
+        let mut settings = Policy::compile(&crate::config::Config::default(), false).settings;
+        for (key, written) in [
+            ("dry_run", "true"),
+            ("sample_every", "7"),
+            ("fragments.policy", "drop"),
+            ("bans.strike_window", "90s"),
+            ("bans.base", "10m"),
+            ("bans.max", "2h"),
+            ("bans.ipv6_prefix", "48"),
+            ("limits.source.icmp.burst", "9"),
+            ("limits.aggregate.udp.burst_bytes", "3000"),
+            ("limits.aggregate.udp.bps", "123456"),
+        ] {
+            apply(&mut settings, key, written).unwrap();
+            assert_eq!(value(&settings, key).as_deref(), Some(written), "{key}");
+        }
+        for key in keys() {
+            let before = settings;
+            let read = value(&settings, &key).unwrap_or_else(|| panic!("{key} reads back"));
+            apply(&mut settings, &key, &read).unwrap();
+            assert_eq!(settings, before, "{key} = {read} changes nothing");
+        }
+        assert_eq!(value(&settings, "mode"), None);
     }
 }
