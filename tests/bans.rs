@@ -1,4 +1,5 @@
-//! The daemon's `BANS_EMPTY` flag, and `moat ban add` on a full ban table. `BANS` is a plain hash, so nothing makes room by itself:
+//! The daemon's `BANS_EMPTY` flag, `moat ban add` on a full ban table, and IPv6 bans moving
+//! with a change of `bans.ipv6_prefix`. `BANS` is a plain hash, so nothing makes room by itself:
 //! a manual ban takes the place of the automatic ban closest to its end, and when manual bans
 //! fill the table the command fails, one line and exit code 2, leaving the table as it was.
 //!
@@ -28,7 +29,7 @@ use support::{Pair, TempDir, require_root, stderr, wait_until};
 /// The ban table's capacity, from the daemon's configuration.
 const MAX_BANS: u32 = 64;
 
-/// The IPv6 source prefix the daemon tracks by default (the keys here are all IPv4).
+/// The IPv6 source prefix the daemon tracks by default (the full-table tests' keys are IPv4).
 const V6_PREFIX: u32 = 64;
 
 const SECOND_NS: u64 = 1_000_000_000;
@@ -267,4 +268,81 @@ fn ban_add_on_a_full_table_replaces_the_automatic_ban_closest_to_its_end() {
         manual,
         "a refused ban leaves the table as it was"
     );
+}
+
+/// The IPv6 entries of the pinned `BANS` on `iface`: each key's address and its ban.
+fn v6_bans(iface: &str) -> Vec<(std::net::Ipv6Addr, Ban)> {
+    entries(&pinned_bans(iface))
+        .into_iter()
+        .filter(|(key, _)| key.ip_version == 6)
+        .map(|(key, ban)| (std::net::Ipv6Addr::from(key.addr_be), ban))
+        .collect()
+}
+
+#[test]
+fn ipv6_bans_follow_a_change_of_the_ipv6_prefix() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let daemon = pair.start(&[]);
+    let ban = |addr: &str, length: &str| {
+        pair.moat_ok(&["ban", "add", "--iface", &iface, "--for", length, addr]);
+    };
+    ban("2001:db8:5:1::5", "1h");
+    ban("2001:db8:5:2::5", "2h");
+    ban("2001:db8:6:1::5", "1h");
+    assert_eq!(v6_bans(&iface).len(), 3, "three /64s");
+
+    // Broader: the two /64s of 2001:db8:5::/48 become one ban of it, the later end kept.
+    pair.moat_ok(&["set", "--iface", &iface, "bans.ipv6_prefix", "48"]);
+    let moved = v6_bans(&iface);
+    let networks: Vec<String> = moved.iter().map(|(addr, _)| addr.to_string()).collect();
+    assert_eq!(networks, ["2001:db8:5::", "2001:db8:6::"], "{moved:?}");
+    let remaining_ns = moved[0].1.until_ns.saturating_sub(monotonic_ns());
+    assert!(
+        remaining_ns > 3_600 * SECOND_NS,
+        "the merged ban keeps the later end: {remaining_ns} ns left"
+    );
+    assert_ne!(moved[0].1.flags & BAN_MANUAL, 0, "still manual");
+    let list = pair.moat_ok(&["ban", "list", "--iface", &iface]);
+    assert!(list.contains("2001:db8:5::/48"), "{list}");
+    // Any address of the /48 now names the ban, as the program matches it.
+    pair.moat_ok(&["ban", "del", "--iface", &iface, "2001:db8:5:ffff::1"]);
+    assert_eq!(v6_bans(&iface).len(), 1);
+
+    // A take-over under a configuration with a broader prefix moves them too.
+    let dir = TempDir::new("v6-prefix");
+    let config = dir.write("moat.toml", "[bans]\nipv6_prefix = 32\n");
+    let state = dir.0.join("state");
+    let state_arg = state.to_str().expect("utf-8");
+    daemon.kill().expect("killing the daemon");
+    let daemon = pair.start(&["--config", &config, "--state-dir", state_arg]);
+    assert!(
+        daemon.log().contains("moved IPv6 bans to the new prefix"),
+        "{}",
+        daemon.log()
+    );
+    let networks: Vec<String> = v6_bans(&iface)
+        .iter()
+        .map(|(addr, _)| addr.to_string())
+        .collect();
+    assert_eq!(networks, ["2001:db8::"]);
+
+    // Narrower: the key stays, covering the first /64 of its /32.
+    pair.moat_ok(&["set", "--iface", &iface, "bans.ipv6_prefix", "64"]);
+    let list = pair.moat_ok(&["ban", "list", "--iface", &iface]);
+    assert!(list.contains("2001:db8::/64"), "{list}");
+
+    // Bans saved under one prefix are restored under the one the next run has.
+    ban("2001:db8:7:1::5", "1h");
+    let (status, log) = daemon.stop().expect("a clean stop");
+    assert!(status.success(), "{log}");
+    let config = dir.write("moat48.toml", "[bans]\nipv6_prefix = 48\n");
+    let daemon = pair.start(&["--config", &config, "--state-dir", state_arg]);
+    let networks: Vec<String> = v6_bans(&iface)
+        .iter()
+        .map(|(addr, _)| addr.to_string())
+        .collect();
+    assert_eq!(networks, ["2001:db8::", "2001:db8:7::"], "{}", daemon.log());
+    drop(daemon);
 }

@@ -363,6 +363,48 @@ impl PinnedBans {
         Ok(())
     }
 
+    /// The `BANS` key of `addr` under the running filter's IPv6 prefix.
+    pub fn key_of(&self, addr: IpAddr) -> SourceKey {
+        key_for(addr, self.settings.v6_source_prefix)
+    }
+
+    /// Re-keys the IPv6 bans after `bans.ipv6_prefix` changed from `from` to the running
+    /// filter's prefix, so each still matches the sources it banned: under a shorter prefix a
+    /// ban moves to the network that holds it (bans that meet there merge: the later end, the
+    /// higher offence count, manual if either was); under a longer one its key stays, and it
+    /// covers the first network of the new length within the old one. Returns how many bans
+    /// moved; what it counts is the whole table, so a ban the program adds meanwhile under the
+    /// new prefix merges like any other.
+    pub fn follow_v6_prefix(&mut self, from: u32) -> Result<usize, BanError> {
+        let to = self.settings.v6_source_prefix;
+        if to >= from {
+            return Ok(0);
+        }
+        let mut moved = 0;
+        for (key, ban) in read_all(&self.bans).map_err(self.map_error("reading"))? {
+            if key.ip_version != 6 || key.class != BAN_CLASS {
+                continue;
+            }
+            let target = self.key_of(IpAddr::from(key.addr_be));
+            if target == key {
+                continue;
+            }
+            let merged = match self.bans.get(&target, 0) {
+                Ok(there) => merge(there, ban),
+                Err(MapError::KeyNotFound) => ban,
+                Err(error) => return Err(self.map_error("reading")(error)),
+            };
+            // Removed first, so the move needs no room (a packet in between meets no ban).
+            match self.bans.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(error) => return Err(self.map_error("removing")(error)),
+            }
+            self.insert_making_room(target, merged)?;
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
     /// The program's clock now.
     pub fn clock_ns(&self) -> u64 {
         self.now_ns()
@@ -590,6 +632,28 @@ impl BanLog {
         Some((key, ban))
     }
 
+    /// Describes and finds bans under `v6_prefix` from now on (`bans.ipv6_prefix` changed):
+    /// the IPv6 bans it knows move to their keys under it, as the table's did
+    /// ([`PinnedBans::follow_v6_prefix`]), two that meet keeping the later end.
+    pub fn follow_v6_prefix(&mut self, v6_prefix: u32) {
+        if v6_prefix == self.v6_prefix {
+            return;
+        }
+        self.v6_prefix = v6_prefix;
+        let known = std::mem::take(&mut self.ends);
+        for (key, (until_ns, noted)) in known {
+            let key = if key.ip_version == 6 {
+                key_for(IpAddr::from(key.addr_be), v6_prefix)
+            } else {
+                key
+            };
+            let end = self.ends.entry(key).or_insert((until_ns, noted));
+            if until_ns > end.0 {
+                *end = (until_ns, noted);
+            }
+        }
+    }
+
     /// Learns the bans in force when the daemon starts (restored, or carried over by a take
     /// over) without logging them: they were logged when issued, and the restore says how many
     /// came back. Their ends are logged as any other.
@@ -692,6 +756,24 @@ impl BanLog {
                 );
             }
         }
+    }
+}
+
+/// Two bans of one source (met under a shorter IPv6 prefix) as one: the later end and its
+/// reason, the higher offence count, manual if either was, recorded in a dry run only if both
+/// were.
+fn merge(a: Ban, b: Ban) -> Ban {
+    let (later, earlier) = if a.until_ns >= b.until_ns {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    Ban {
+        until_ns: later.until_ns,
+        offences: later.offences.max(earlier.offences),
+        reason: later.reason,
+        flags: ((later.flags | earlier.flags) & BAN_MANUAL)
+            | (later.flags & earlier.flags & BAN_DRY_RUN),
     }
 }
 

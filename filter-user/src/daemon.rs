@@ -152,6 +152,8 @@ async fn serve(
         capacities,
         debug_log: args.debug_log,
     };
+    // A filter taken over keeps its bans, keyed under the prefix it ran with.
+    let before = running_v6_prefix(&PinDir::for_iface(&args.iface));
     let mut filter = Filter::attach(&request, Some(lock))?;
     state
         .load_micros
@@ -160,7 +162,9 @@ async fn serve(
         *mode = filter.mode().name().to_string();
     }
     let iface = filter.iface().to_string();
-    if !filter.taken_over() {
+    if filter.taken_over() {
+        follow_v6_prefix(&iface, before);
+    } else {
         match state::restore(&iface, &args.state_dir) {
             Ok(restored) if restored != state::Restored::default() => info!(
                 "restored iface={iface} allow={} deny={} bans={}",
@@ -273,8 +277,13 @@ async fn serve(
                 // The program wakes the daemon only for a batch; a trickle is read here.
                 drain(ring.get_mut(), &mut ban_log, &mut window, &fleet, &pins);
                 // Peers that completed a handshake (before moat started, too) are verified.
-                verify::refresh(filter.ebpf_mut(), running.bans.ipv6_prefix);
-                if let Ok(settings) = policy::pinned_settings(&pins) {
+                // The running prefix, which `moat set` may have changed since the last reload.
+                let settings = policy::pinned_settings(&pins).ok();
+                let v6_prefix =
+                    settings.map_or(running.bans.ipv6_prefix, |settings| settings.v6_source_prefix);
+                verify::refresh(filter.ebpf_mut(), v6_prefix);
+                if let Some(settings) = settings {
+                    ban_log.follow_v6_prefix(v6_prefix);
                     ban_log.flush(settings.now_ns(monotonic_ns()));
                 }
                 if let Err(err) = window.publish(&iface) {
@@ -608,6 +617,7 @@ fn reload(
     warn_if_ssh_closed(&config);
     warn_if_syncookies_off(&config);
     let policy = Policy::compile(&config, args.dry_run);
+    let before = running_v6_prefix(filter.pins());
     match filter.write_policy(&policy) {
         Ok(()) => {
             info!(
@@ -616,6 +626,7 @@ fn reload(
                 path.display(),
                 policy.settings.dry_run()
             );
+            follow_v6_prefix(filter.iface(), before);
             *running = config;
             true
         }
@@ -627,6 +638,42 @@ fn reload(
             );
             false
         }
+    }
+}
+
+/// The IPv6 prefix the filter pinned at `pins` runs with, if one runs there.
+fn running_v6_prefix(pins: &PinDir) -> Option<u32> {
+    policy::pinned_settings(pins)
+        .ok()
+        .map(|settings| settings.v6_source_prefix)
+}
+
+/// Moves the IPv6 bans of `iface` to the prefix it now runs with, if that is not `before`
+/// (see `PinnedBans::follow_v6_prefix`); a failure is logged, the filter keeps protecting.
+fn follow_v6_prefix(iface: &str, before: Option<u32>) {
+    let Some(before) = before else {
+        return;
+    };
+    let Some(now) = running_v6_prefix(&PinDir::for_iface(iface)) else {
+        return;
+    };
+    if now == before {
+        return;
+    }
+    match crate::bans::PinnedBans::open(iface).and_then(|mut bans| bans.follow_v6_prefix(before)) {
+        Ok(moved) if now < before => {
+            info!(
+                "moved IPv6 bans to the new prefix iface={iface} from=/{before} to=/{now} moved={moved}"
+            )
+        }
+        Ok(_) => warn!(
+            "bans.ipv6_prefix narrowed iface={iface} from=/{before} to=/{now}: each IPv6 ban in \
+             force covers the first /{now} of its /{before} until it ends"
+        ),
+        Err(err) => error!(
+            "moving the IPv6 bans to the new prefix failed iface={iface} from=/{before} \
+             to=/{now} error=\"{err}\""
+        ),
     }
 }
 

@@ -20,7 +20,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use filter_common::source::{BAN_CLASS, BAN_MANUAL, Ban, SourceKey};
+use filter_common::source::{BAN_MANUAL, Ban};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -304,7 +304,8 @@ fn restore_bans(iface: &str, saved: &[SavedBan]) -> Result<(usize, Vec<StateErro
     let mut failed = Vec::new();
     for ban in saved {
         let left = Duration::from_millis(ban.until_unix_ms.saturating_sub(now_ms));
-        let key = SourceKey::for_addr(ban.source, BAN_CLASS, 128);
+        // Under the running prefix: a ban saved under another covers its network now.
+        let key = bans.key_of(ban.source);
         let restoring = bans.restore(
             key,
             Ban {

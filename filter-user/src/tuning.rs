@@ -56,6 +56,9 @@ pub enum TuningError {
     /// The kernel refused; the settings are as they were.
     #[error("changing the settings: {0}")]
     Policy(#[from] ControlError),
+    /// The settings changed, but the IPv6 bans could not follow the new prefix.
+    #[error("moving the IPv6 bans to the new prefix: {0}")]
+    Bans(#[from] crate::bans::BanError),
 }
 
 /// Keeps `MapError` in this module's vocabulary for callers matching on kernel failures.
@@ -283,10 +286,15 @@ fn check_limit(limit: &Limit) -> Result<(), String> {
 /// Sets `key` to `value` on the filter running on `iface`.
 pub fn set(iface: &str, key: &str, value: &str) -> Result<(), TuningError> {
     PinDir::for_iface(iface).running_map(iface, SETTINGS)?;
-    policy::update(iface, |policy| {
+    let mut before = 0;
+    let (policy, _) = policy::update(iface, |policy| {
+        before = policy.settings.v6_source_prefix;
         apply(&mut policy.settings, key, value)?;
         Ok::<bool, TuningError>(true)
     })?;
+    if policy.settings.v6_source_prefix != before {
+        crate::bans::PinnedBans::open(iface)?.follow_v6_prefix(before)?;
+    }
     Ok(())
 }
 
