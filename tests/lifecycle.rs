@@ -335,6 +335,27 @@ fn tells_systemd_it_is_ready_once_attached_and_around_a_reload() {
     let _ = std::fs::remove_file(&config);
 }
 
+/// Denies `deny`, allows 192.0.2.0/24 and bans 198.51.100.9 for an hour on the filter `daemon`
+/// runs, then stops it cleanly, which saves them.
+fn edit_lists_and_stop(pair: &Pair, daemon: moat_lab::process::Daemon, deny: &[&str]) {
+    let iface = pair.origin_end.iface.as_str();
+    let mut add = vec!["deny", "add", "--iface", iface];
+    add.extend_from_slice(deny);
+    pair.moat_ok(&add);
+    pair.moat_ok(&["allow", "add", "--iface", iface, "192.0.2.0/24"]);
+    pair.moat_ok(&[
+        "ban",
+        "add",
+        "--iface",
+        iface,
+        "--for",
+        "1h",
+        "198.51.100.9",
+    ]);
+    let (status, log) = daemon.stop().expect("a clean stop");
+    assert!(status.success(), "{log}");
+}
+
 #[test]
 fn a_clean_stop_and_start_restores_the_lists_and_bans_with_their_remaining_time() {
     require_root();
@@ -344,19 +365,7 @@ fn a_clean_stop_and_start_restores_the_lists_and_bans_with_their_remaining_time(
         std::env::temp_dir().join(format!("moat-state-test-{}", moat::netns::unique_suffix()));
     let dir_arg = dir.to_str().expect("utf-8").to_string();
     let first = pair.start(&["--state-dir", &dir_arg]);
-    pair.moat_ok(&["deny", "add", "--iface", &iface, "203.0.113.0/24"]);
-    pair.moat_ok(&["allow", "add", "--iface", &iface, "192.0.2.0/24"]);
-    pair.moat_ok(&[
-        "ban",
-        "add",
-        "--iface",
-        &iface,
-        "--for",
-        "1h",
-        "198.51.100.9",
-    ]);
-    let (status, log) = first.stop().expect("a clean stop");
-    assert!(status.success(), "{log}");
+    edit_lists_and_stop(&pair, first, &["203.0.113.0/24"]);
     assert!(!xdp_attached(&pair), "a clean stop detaches");
     assert!(
         moat::state::path(&dir, &iface).exists(),
@@ -414,27 +423,11 @@ fn a_restore_that_cannot_put_everything_back_restores_the_rest_and_keeps_the_fil
     let dir = support::TempDir::new("state-partial");
     let dir_arg = dir.0.to_str().expect("utf-8").to_string();
     let first = pair.start(&["--state-dir", &dir_arg]);
-    pair.moat_ok(&[
-        "deny",
-        "add",
-        "--iface",
-        &iface,
-        "203.0.113.0/24",
-        "198.18.0.0/24",
-        "198.18.1.0/24",
-    ]);
-    pair.moat_ok(&["allow", "add", "--iface", &iface, "192.0.2.0/24"]);
-    pair.moat_ok(&[
-        "ban",
-        "add",
-        "--iface",
-        &iface,
-        "--for",
-        "1h",
-        "198.51.100.9",
-    ]);
-    let (status, log) = first.stop().expect("a clean stop");
-    assert!(status.success(), "{log}");
+    edit_lists_and_stop(
+        &pair,
+        first,
+        &["203.0.113.0/24", "198.18.0.0/24", "198.18.1.0/24"],
+    );
     let file = moat::state::path(&dir.0, &iface);
     let before = saved_state(&file);
     assert_eq!(before.deny.len(), 3, "{before:?}");
