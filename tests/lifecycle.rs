@@ -279,6 +279,40 @@ fn deny_and_ban_add_refuse_to_lock_out_everyone_or_the_ssh_client() {
     );
 }
 
+#[test]
+fn commands_that_edit_a_filter_refuse_to_run_from_another_network_namespace() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let _daemon = pair.start(&[]);
+    // This test's own namespace is not the origin's, where the filter was attached.
+    for edit in [
+        vec!["deny", "add", "--iface", &iface, "203.0.113.0/24"],
+        vec!["allow", "del", "--iface", &iface, "203.0.113.0/24"],
+        vec!["ban", "add", "--iface", &iface, "203.0.113.9"],
+        vec!["ban", "del", "--iface", &iface, "203.0.113.9"],
+        vec!["set", "--iface", &iface, "dry_run", "true"],
+        vec!["detach", "--iface", &iface],
+    ] {
+        let output = std::process::Command::new(support::moat_bin())
+            .args(&edit)
+            .output()
+            .expect("running moat");
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{edit:?}: {message}");
+        assert_eq!(message.lines().count(), 1, "one line: {message}");
+        assert!(
+            message.contains("attached from another network namespace"),
+            "{edit:?}: {message}"
+        );
+    }
+    let deny = pair.moat_ok(&["deny", "list", "--iface", &iface]);
+    assert_eq!(deny.trim(), "", "nothing was denied");
+    assert!(xdp_attached(&pair), "nothing was detached");
+    // From the origin's namespace the same edit goes through.
+    pair.moat_ok(&["deny", "add", "--iface", &iface, "203.0.113.0/24"]);
+}
+
 /// The next datagram on `socket`, as text, waiting at most 10 s.
 fn next_notification(socket: &std::os::unix::net::UnixDatagram) -> String {
     let mut buffer = [0u8; 512];

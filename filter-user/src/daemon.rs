@@ -40,6 +40,7 @@ use crate::{
     crowdsec::{self, push::Pusher},
     loader::{AttachRequest, Capacities, Filter, InstanceLock},
     metrics::{DaemonState, MetricsServer},
+    namespace,
     notify::Notifier,
     pins::PinDir,
     policy::{self, Policy},
@@ -162,6 +163,10 @@ async fn serve(
         *mode = filter.mode().name().to_string();
     }
     let iface = filter.iface().to_string();
+    // Commands that edit the filter must run in this namespace (see `crate::namespace`).
+    if let Err(err) = namespace::record(&iface) {
+        warn!("recording the filter's network namespace failed iface={iface} error=\"{err}\"");
+    }
     if filter.taken_over() {
         follow_v6_prefix(&iface, before);
     } else {
@@ -313,6 +318,7 @@ async fn serve(
             filter
                 .detach()
                 .with_context(|| format!("detaching from {iface}"))?;
+            namespace::forget(&iface);
             info!("detached iface={iface}");
         }
         Exit::HandOver => {

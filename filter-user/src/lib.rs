@@ -17,6 +17,7 @@ pub mod lockout;
 pub mod mapping;
 pub mod metrics;
 pub mod migrate;
+pub mod namespace;
 pub mod netns;
 pub mod notify;
 pub mod ntp;

@@ -9,7 +9,7 @@ use moat::{
     cli::{BanAction, Cli, Command, ConfigAction},
     config::{Config, ConfigError},
     control::ListKind,
-    daemon, lists, lockout, top, tuning,
+    daemon, lists, lockout, namespace, top, tuning,
 };
 
 /// An error already printed in full (one line per problem); main only sets the exit code.
@@ -79,6 +79,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Ban(args) => ban(&args.action),
         Command::Detach(args) => {
             moat::preflight::check_iface_name(&args.iface)?;
+            namespace::check(&args.iface)?;
             // A purge is removing the saved state too, so it saves nothing.
             let save = |iface: &str| {
                 if args.purge {
@@ -88,6 +89,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                 }
             };
             if moat::loader::detach_orphan(&args.iface, args.purge, save)? {
+                namespace::forget(&args.iface);
                 println!("detached the filter left on {}", args.iface);
             } else {
                 println!("no filter was left attached on {}", args.iface);
@@ -96,6 +98,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Set(args) => {
             moat::preflight::check_iface_name(&args.iface)?;
+            namespace::check(&args.iface)?;
             tuning::set(&args.iface, &args.key, &args.value)?;
             println!("set {} = {} on {}", args.key, args.value, args.iface);
             Ok(())
@@ -161,6 +164,7 @@ fn ban(action: &BanAction) -> anyhow::Result<()> {
             force,
         } => {
             moat::preflight::check_iface_name(iface)?;
+            namespace::check(iface)?;
             let addr = bans::parse_address(addr)?;
             let length = bans::parse_length(length)?;
             let mut bans = PinnedBans::open(iface)?;
@@ -175,6 +179,7 @@ fn ban(action: &BanAction) -> anyhow::Result<()> {
         }
         BanAction::Del { iface, addr } => {
             moat::preflight::check_iface_name(iface)?;
+            namespace::check(iface)?;
             let addr = bans::parse_address(addr)?;
             let source = PinnedBans::open(iface)?.delete(addr)?;
             println!("unbanned {source} on {iface}");
