@@ -127,8 +127,10 @@ enum Kind {
     Udp { src_port: u16, dst_port: u16 },
     /// ICMP or ICMPv6 echo request: rate class ICMP.
     IcmpEcho,
-    /// Fragmentation needed (IPv4) or packet too big (IPv6): never rate-limited.
+    /// Fragmentation needed (IPv4) or packet too big (IPv6): never rate-limited, never banned.
     IcmpEssential,
+    /// ICMP or ICMPv6 echo reply: class ICMP, but no per-source limit.
+    IcmpEchoReply,
     /// A fragment of a UDP datagram from port 40000 to 53: the first (header inside) or a later.
     UdpFragment { first: bool },
     /// GRE: IP with a transport moat does not parse, rate class other.
@@ -291,6 +293,7 @@ fn kind() -> impl Strategy<Value = Kind> {
             .prop_map(|(src_port, dst_port)| Kind::Udp { src_port, dst_port }),
         2 => Just(Kind::IcmpEcho),
         1 => Just(Kind::IcmpEssential),
+        1 => Just(Kind::IcmpEchoReply),
         1 => any::<bool>().prop_map(|first| Kind::UdpFragment { first }),
         1 => Just(Kind::Gre),
         1 => Just(Kind::Arp),
@@ -501,6 +504,10 @@ fn bare_frame_of(step: &Step, copy: u32) -> Vec<u8> {
         Kind::Udp { src_port, dst_port } => ChosenTransport::Udp { src_port, dst_port },
         Kind::IcmpEcho => ChosenTransport::Icmp {
             icmp_type: if is_v4 { 8 } else { 128 },
+            code: 0,
+        },
+        Kind::IcmpEchoReply => ChosenTransport::Icmp {
+            icmp_type: if is_v4 { 0 } else { 129 },
             code: 0,
         },
         Kind::IcmpEssential if is_v4 => ChosenTransport::Icmp {

@@ -1128,6 +1128,79 @@ fn per_source_syn_limit_spares_established_tcp() {
 }
 
 #[test]
+fn echo_replies_have_no_per_source_limit_and_banned_sources_keep_essential_icmp() {
+    let mut filter = Filter::load();
+    filter.update(|settings| {
+        settings.source[Class::Icmp as usize] = packets(1, 1);
+        settings.aggregate[Class::Icmp as usize] = packets(100, 100);
+        settings.ban_after_strikes = 1;
+    });
+    let reply = |source: IpAddr| {
+        let header = IcmpEchoHeader { id: 7, seq: 1 };
+        match source {
+            IpAddr::V4(v4) => icmpv4(v4, Icmpv4Type::EchoReply(header)),
+            IpAddr::V6(v6) => icmpv6(v6, Icmpv6Type::EchoReply(header), PAYLOAD),
+        }
+    };
+    for source in [IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V6)] {
+        // The answers to the origin's own pings: far over the 1-packet per-source limit.
+        filter.assert_verdicts(
+            &format!("echo replies from {source}"),
+            &reply(source),
+            20,
+            Verdict::Pass,
+            Reason::Pass,
+        );
+    }
+    assert!(
+        filter.ban_entry(IpAddr::from(SOURCE_V4)).is_none(),
+        "no strike, no ban"
+    );
+    // The aggregate ICMP limit still holds replies: 100 in all, 40 spent above.
+    filter.assert_verdicts(
+        "replies past the host's limit",
+        &reply(OTHER_V4.into()),
+        60,
+        Verdict::Pass,
+        Reason::Pass,
+    );
+    filter.assert_drops(
+        "one reply too many",
+        &reply(OTHER_V4.into()),
+        Reason::FloodIcmp,
+    );
+
+    // A banned source (a whole /64 for IPv6) still gets through what the network needs.
+    let until_ns = START_NS + 60 * SECOND_NS;
+    filter.ban(SOURCE_V4, manual_ban(until_ns));
+    filter.ban(NETWORK_V6, manual_ban(until_ns));
+    let fragmentation_needed = icmpv4(
+        SOURCE_V4,
+        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: 1400,
+        }),
+    );
+    let neighbour_solicitation = icmpv6(
+        SOURCE_V6,
+        Icmpv6Type::NeighborSolicitation,
+        &DESTINATION_V6.octets(),
+    );
+    filter.assert_passes(
+        "fragmentation needed from a banned source",
+        &fragmentation_needed,
+    );
+    filter.assert_passes(
+        "neighbour solicitation from a banned /64",
+        &neighbour_solicitation,
+    );
+    filter.assert_drops(
+        "an echo request from the banned /64",
+        &echo(SOURCE_V6),
+        Reason::Banned,
+    );
+}
+
+#[test]
 fn icmp_limits_spare_essential_icmp() {
     let mut filter = Filter::load();
     filter.update(|settings| {
@@ -1325,6 +1398,8 @@ fn the_bans_lookup_is_skipped_only_while_the_table_is_known_empty() {
 fn a_ban_ends_the_verification_of_its_source() {
     let mut filter = Filter::load();
     filter.update(banning_settings);
+    // Only SYNs earn a verified source a ban (see the next test), so its SYNs strike here.
+    filter.update(|settings| settings.source[Class::Syn as usize] = packets(1, 1));
     for (source, verified_as) in [
         (IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V4)),
         (IpAddr::from(SOURCE_V6), IpAddr::from(NETWORK_V6)),
@@ -1332,13 +1407,16 @@ fn a_ban_ends_the_verification_of_its_source() {
         filter.verify(verified_as);
         let ack = tcp(source, ACK, HTTPS);
         filter.assert_passes(&format!("ack from verified {source}"), &ack);
-        // One datagram within the limit, then three strikes: the third bans the source.
-        filter.assert_passes(&format!("udp from {source} within its limit"), &udp(source));
+        // One SYN within the limit, then three strikes: the third bans the source.
+        filter.assert_passes(
+            &format!("syn from {source} within its limit"),
+            &syn(source, HTTPS),
+        );
         for strike in 1..=3 {
             filter.assert_drops(
-                &format!("udp from {source}, strike {strike}"),
-                &udp(source),
-                Reason::RateUdp,
+                &format!("syn from {source}, strike {strike}"),
+                &syn(source, HTTPS),
+                Reason::RateSyn,
             );
         }
         assert!(
@@ -1356,6 +1434,52 @@ fn a_ban_ends_the_verification_of_its_source() {
         filter.advance_clock(10 * SECOND_NS);
         filter.assert_passes(&format!("ack from {source} after its ban"), &ack);
     }
+}
+
+#[test]
+fn a_verified_source_earns_no_ban_from_traffic_anyone_could_send_in_its_name() {
+    let mut filter = Filter::load();
+    filter.update(banning_settings);
+    filter.update(|settings| settings.source[Class::Icmp as usize] = packets(1, 1));
+    for (source, verified_as) in [
+        (IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V4)),
+        (IpAddr::from(SOURCE_V6), IpAddr::from(NETWORK_V6)),
+    ] {
+        filter.verify(verified_as);
+        // Its excess is dropped, strike after strike, but it stays unbanned and verified.
+        for (what, frame, reason) in [
+            ("udp", udp(source), Reason::RateUdp),
+            ("icmp echo", echo(source), Reason::RateIcmp),
+        ] {
+            filter.assert_passes(&format!("{what} from {source} within its limit"), &frame);
+            for over in 1..=6 {
+                filter.assert_drops(
+                    &format!("{what} from {source}, {over} over"),
+                    &frame,
+                    reason,
+                );
+            }
+        }
+        assert!(
+            filter.ban_entry(verified_as).is_none(),
+            "{source} is not banned"
+        );
+        assert!(
+            filter.verified_until(verified_as).is_some(),
+            "{source} is still verified"
+        );
+        filter.assert_passes(&format!("ack from {source}"), &tcp(source, ACK, HTTPS));
+    }
+    // The same datagrams from a source nobody verified earn it a ban at the third strike.
+    filter.assert_passes("udp from an unverified source", &udp(OTHER_V4));
+    for strike in 1..=3 {
+        filter.assert_drops(
+            &format!("udp from an unverified source, strike {strike}"),
+            &udp(OTHER_V4),
+            Reason::RateUdp,
+        );
+    }
+    assert!(filter.ban_entry(IpAddr::from(OTHER_V4)).is_some(), "banned");
 }
 
 #[test]

@@ -111,6 +111,34 @@ pub const fn is_essential_icmp(ip_version: u8, icmp_type: u8) -> bool {
     }
 }
 
+/// Whether a parsed packet is ICMP the network needs ([`is_essential_icmp`]). No ban drops it
+/// either: a banned router's "packet too big" or a banned neighbour's solicitation would
+/// otherwise cut the origin off (a ban of an IPv6 /64 holding the gateway stopped neighbour
+/// discovery), and spoofing one gains a banned source nothing, since none is ever limited.
+pub const fn is_network_control(packet: &Packet) -> bool {
+    packet.has_l4()
+        && matches!(packet.l4_proto, IPPROTO_ICMP | IPPROTO_ICMPV6)
+        && is_essential_icmp(packet.ip_version, packet.icmp_type)
+}
+
+/// Whether a parsed packet is an ICMP or ICMPv6 echo reply: the answer to a ping the origin
+/// sent, which the kernel hands only to the pinging socket. No per-source limit applies to it
+/// (the origin's own `ping -i 0.01` of a backend earned that backend a ban); the aggregate
+/// ICMP limit does.
+pub const fn is_echo_reply(packet: &Packet) -> bool {
+    packet.has_l4()
+        && matches!(packet.l4_proto, IPPROTO_ICMP | IPPROTO_ICMPV6)
+        && packet.icmp_type == if packet.ip_version == 4 { 0 } else { 129 }
+}
+
+/// Whether a class's per-source limit may earn a source an automatic ban when it is
+/// `verified` (it completed a TCP handshake): SYNs always may; UDP, ICMP and other traffic
+/// only from sources not verified, since anyone can send those with a visitor's address, and
+/// a ban would cut the visitor off from the site. Their excess is dropped all the same.
+pub const fn may_earn_ban(class: Class, verified: bool) -> bool {
+    matches!(class, Class::Syn) || !verified
+}
+
 /// The rate class of a packet, or `None` if rate limits do not apply to it: established TCP
 /// (not a SYN), essential ICMP, and later fragments (the fragment policy covers them).
 pub const fn class_of(packet: &Packet) -> Option<Class> {

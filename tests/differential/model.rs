@@ -18,6 +18,8 @@
 //!   capped at `bans.max`. In a dry run, bans are recorded as dry-run bans: they count only
 //!   while dry run is on, and an enforced ban's offence count ignores them.
 //! - IPv6 sources are keyed by their first `bans.ipv6_prefix` bits, IPv4 ones by the address.
+//! - ICMP the network needs is never rate-limited nor banned; echo replies have no per-source
+//!   limit; over a UDP, ICMP or other limit, a verified source strikes no strike (no ban).
 //!
 //! It is not a filter and not a simulator of the kernel's maps: it takes the parsed packet (it
 //! parses no frames), reads the fixed clock of [`Settings::clock_ns`], never evicts (a
@@ -402,7 +404,7 @@ impl Model {
         {
             return Reason::Reflection;
         }
-        if self.banned(packet) {
+        if !essential_icmp(packet) && self.banned(packet) {
             return Reason::Banned;
         }
         if packet.fragment != Fragment::None && self.fragment_refused(packet) {
@@ -469,7 +471,7 @@ impl Model {
     /// and a ban if the strike earned one).
     fn per_source(&mut self, packet: &Packet, class: Class) -> Reason {
         let limit = self.settings.source[class as usize];
-        if !limited(&limit) {
+        if !limited(&limit) || echo_reply(packet) {
             return Reason::Pass;
         }
         let now_ns = self.now_ns();
@@ -490,7 +492,9 @@ impl Model {
             return Reason::Pass;
         }
         let reason = class.source_reason();
-        if self.strike(key, now_ns) {
+        // Only SYNs earn a verified source a ban: anyone can send the rest in its name.
+        let may_ban = class == Class::Syn || !self.is_verified(packet);
+        if may_ban && self.strike(key, now_ns) {
             self.ban(packet, reason);
         }
         reason
@@ -589,12 +593,23 @@ fn class_of(packet: &Packet) -> Option<Class> {
 
 /// ICMP the network needs: destination unreachable (fragmentation needed among it), time
 /// exceeded, parameter problem; for IPv6 also packet too big and router and neighbour
-/// discovery.
+/// discovery. Never rate-limited, never banned.
 fn essential_icmp(packet: &Packet) -> bool {
+    if packet.l4_parsed == 0 || !matches!(packet.l4_proto, IPPROTO_ICMP | IPPROTO_ICMPV6) {
+        return false;
+    }
     match packet.ip_version {
         4 => matches!(packet.icmp_type, 3 | 11 | 12),
         _ => matches!(packet.icmp_type, 1 | 2 | 3 | 4 | 133..=137),
     }
+}
+
+/// An echo reply (ICMP type 0, ICMPv6 type 129): an answer to the origin's own ping, with no
+/// per-source limit (the aggregate ICMP limit applies).
+fn echo_reply(packet: &Packet) -> bool {
+    packet.l4_parsed != 0
+        && matches!(packet.l4_proto, IPPROTO_ICMP | IPPROTO_ICMPV6)
+        && packet.icmp_type == if packet.ip_version == 4 { 0 } else { 129 }
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@ mod syn;
 mod tcp_flags;
 
 use aya_ebpf::programs::XdpContext;
-use filter_common::{Fragment, Packet, Reason, Settings, packet::IPPROTO_TCP, source::SourceKey};
+use filter_common::{
+    Fragment, Packet, Reason, Settings, classify::is_network_control, packet::IPPROTO_TCP,
+    source::SourceKey,
+};
 
 use crate::{clock::Clock, verified};
 
@@ -49,7 +52,11 @@ pub fn judge(
     // banned (see `crate::verified`), so its segments skip the bans lookup.
     let verified =
         packet.has_l4() && packet.l4_proto == IPPROTO_TCP && verified::holds(&source, clock);
-    if !verified && let Some(reason) = bans::check(&source, settings, clock) {
+    // ICMP the network needs is never banned (see `is_network_control`).
+    if !verified
+        && !is_network_control(packet)
+        && let Some(reason) = bans::check(&source, settings, clock)
+    {
         return reason;
     }
     // After the bans: a banned source's fragments take nothing from the fragment bucket.

@@ -5,9 +5,10 @@
 //! Both are shared by every CPU and updated by compare-and-swap (`filter_common::rate`), so a
 //! source or a class never gets more than its limit however its packets are spread over CPUs.
 //!
-//! Maps read/written: `SOURCES`, `AGGREGATE` (not for SYNs), `BANS`, `BANS_EMPTY`, `BAN_EVENTS`
-//! and `VERIFIED`
-//! (only when a ban is earned). The only SYNs that reach this stage come from verified sources (the `syn`
+//! Maps read/written: `SOURCES`, `AGGREGATE` (not for SYNs), `VERIFIED` (read for a UDP,
+//! ICMP or other packet over its source's limit: a verified source earns no ban from those),
+//! `BANS`, `BANS_EMPTY`, `BAN_EVENTS` and `VERIFIED` (written only when a ban is earned). Echo
+//! replies have no per-source limit. The only SYNs that reach this stage come from verified sources (the `syn`
 //! stage decides the rest), so a spoofed SYN flood never creates per-source state. Reasons:
 //! `Rate*`, `Flood*`. Lookups per packet: for a limited class, the source's two candidate sets
 //! in `SOURCES` (inlined array accesses; the second read only when the first does not hold
@@ -16,7 +17,7 @@
 
 use filter_common::{
     Class, Packet, Reason, Settings,
-    classify::class_of,
+    classify::{class_of, is_echo_reply, may_earn_ban},
     rate::{RateState, ban_length_ns},
     source::{BAN_DRY_RUN, Ban, SourceKey},
     sources::{self, DEFAULT_SOURCE_SETS, SourcePlace, SourceSlot},
@@ -39,7 +40,8 @@ pub fn check(
     let class = class_of(packet)?;
     let len = packet.frame_len as u64;
     let source_pace = &settings.source_pace[class as usize];
-    if source_pace.is_limited() {
+    // Echo replies answer the origin's own pings: no per-source limit (see `is_echo_reply`).
+    if source_pace.is_limited() && !is_echo_reply(packet) {
         let now_ns = clock.now_ns();
         let sets = if settings.source_sets == 0 {
             DEFAULT_SOURCE_SETS
@@ -83,12 +85,17 @@ pub fn check(
                 let state = unsafe { &raw mut (*way).state };
                 let buckets = unsafe { &raw mut (*state).buckets };
                 if !shared::admit(buckets, source_pace, now_ns, len) {
-                    if shared::strike(
-                        state,
-                        now_ns,
-                        settings.strike_window_ns,
-                        settings.ban_after_strikes,
-                    ) {
+                    // A verified source earns no ban from traffic anyone could send in its
+                    // name (see `may_earn_ban`); asked only here, on the way to a drop.
+                    let verified = class != Class::Syn && verified::holds(source, clock);
+                    if may_earn_ban(class, verified)
+                        && shared::strike(
+                            state,
+                            now_ns,
+                            settings.strike_window_ns,
+                            settings.ban_after_strikes,
+                        )
+                    {
                         ban(packet, source, settings, now_ns, class.source_reason());
                     }
                     return Some(class.source_reason());
