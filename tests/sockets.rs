@@ -24,7 +24,8 @@ use aya::maps::Array;
 use etherparse::{PacketBuilder, PacketHeaders, TcpOptionElement};
 use filter_common::{
     Counter, Reason, Settings, Verdict, counter_index,
-    maps::VERIFIED,
+    maps::{PORTS, VERIFIED},
+    ports::PORT_REFLECTOR,
     settings::{
         FLAG_DRY_RUN, FLAG_FIXED_CLOCK, FLAG_TCP_SOCKETS, FLAG_UDP_SOCKETS, SYN_COOKIES_AUTO,
     },
@@ -494,6 +495,74 @@ fn traffic_that_no_socket_takes_is_dropped() {
     .expect("entering the namespace");
 }
 
+/// The DNS port, a reflector port.
+const DNS: u16 = 53;
+
+/// A UDP datagram from `source` port 53 (a reflector port) to `destination`.
+fn dns_answer(source: IpAddr, destination: SocketAddr) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC);
+    let ip = match (source, destination.ip()) {
+        (IpAddr::V4(from), IpAddr::V4(to)) => eth.ipv4(from.octets(), to.octets(), 64),
+        (IpAddr::V6(from), IpAddr::V6(to)) => eth.ipv6(from.octets(), to.octets(), 64),
+        _ => panic!("one family"),
+    };
+    let mut frame = Vec::new();
+    ip.udp(DNS, destination.port())
+        .write(&mut frame, b"answer")
+        .expect("building a datagram");
+    frame
+}
+
+#[test]
+fn answers_to_the_hosts_own_connected_queries_pass_the_reflection_stage() {
+    let ns = namespace("1");
+    ns.enter(|| {
+        let mut filter = Filter::load(verifying_settings());
+        // Port 53 a reflector port, as the daemon's policy marks it.
+        Array::<_, u8>::try_from(filter.loaded.ebpf.map_mut(PORTS).expect("PORTS"))
+            .expect("PORTS is an array")
+            .set(u32::from(DNS), PORT_REFLECTOR, 0)
+            .expect("marking port 53");
+        for (server, other) in [
+            (
+                IpAddr::from(Ipv4Addr::LOCALHOST),
+                IpAddr::from(Ipv4Addr::new(127, 0, 0, 2)),
+            ),
+            (IpAddr::from(Ipv6Addr::LOCALHOST), IpAddr::from(CLIENT_V6)),
+        ] {
+            // A query socket connected to the server's port 53, as a resolver's or dig's is.
+            let query = UdpSocket::bind((server, 0)).expect("a query socket");
+            query.connect((server, DNS)).expect("connecting it");
+            let local = query.local_addr().expect("its address");
+            // Bound but not connected: any sender could reach it.
+            let open = UdpSocket::bind((server, 0)).expect("an unconnected socket");
+            let open_addr = open.local_addr().expect("its address");
+            filter.expect(
+                &format!("the answer from {server} to its query"),
+                &dns_answer(server, local),
+                XDP_PASS,
+                Verdict::Pass,
+                Reason::Pass,
+            );
+            filter.expect(
+                &format!("port 53 from {other} to the query's port"),
+                &dns_answer(other, local),
+                XDP_DROP,
+                Verdict::Drop,
+                Reason::Reflection,
+            );
+            filter.expect(
+                &format!("port 53 from {server} to an unconnected socket"),
+                &dns_answer(server, open_addr),
+                XDP_DROP,
+                Verdict::Drop,
+                Reason::Reflection,
+            );
+        }
+    })
+    .expect("entering the namespace");
+}
+
 #[test]
 fn segments_from_verified_sources_skip_the_socket_lookup() {
     let ns = namespace("1");
@@ -645,7 +714,6 @@ fn the_aggregate_syn_bucket_caps_the_cookies_answered() {
 #[test]
 fn ports_listed_open_pass_without_a_socket() {
     use filter_common::{
-        maps::PORTS,
         ports::{PORT_TCP_OPEN, PORT_UDP_OPEN},
         settings::{FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS},
     };

@@ -291,3 +291,29 @@ pub fn udp_socket(ctx: &XdpContext, mut tuple: Tuple) -> bool {
     unsafe { bpf_sk_release(sk.cast()) };
     true
 }
+
+/// Whether this datagram answers a UDP socket of the host's own that is connected to its
+/// sender: a reply to a query the host sent (a local resolver's, `dig @server`'s), which a
+/// reflection flood cannot imitate without the socket's port and peer.
+#[inline(always)]
+pub fn udp_reply(ctx: &XdpContext, packet: &Packet, mut tuple: Tuple) -> bool {
+    // SAFETY: the tuple is a valid stack value of the size given.
+    let sk =
+        unsafe { bpf_sk_lookup_udp(ctx.ctx.cast(), &mut tuple.raw, tuple.size, CURRENT_NETNS, 0) };
+    if sk.is_null() {
+        return false;
+    }
+    // SAFETY: a non-null socket from the lookup; its peer fields are readable on every
+    // socket (zero for one not connected).
+    let connected_to_sender = unsafe {
+        (*sk).dst_port == packet.src_port.to_be()
+            && if packet.ip_version == 4 {
+                (*sk).dst_ip4 == packet.src_v4_word()
+            } else {
+                (*sk).dst_ip6 == core::mem::transmute::<[u64; 2], [u32; 4]>(packet.src_words())
+            }
+    };
+    // SAFETY: releases the reference the lookup took.
+    unsafe { bpf_sk_release(sk.cast()) };
+    connected_to_sender
+}

@@ -42,7 +42,7 @@ pub fn judge(
     if let Some(reason) = ports::check(packet, settings) {
         return reason;
     }
-    if let Some(reason) = reflection::check(packet, settings) {
+    if let Some(reason) = reflection::check(ctx, packet, settings) {
         return reason;
     }
     // The source's key, its IPv6 address cut to the tracked prefix once for every stage that

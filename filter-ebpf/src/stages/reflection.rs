@@ -1,21 +1,28 @@
 //! UDP from known reflector source ports (DNS, NTP, memcached...) that is not from a trusted
-//! upstream. Maps read: `PORTS`, then `TRUSTED_V4`/`TRUSTED_V6` only for reflector ports.
-//! Reasons: `Reflection`, `Internal`. Lookups per packet: one per UDP datagram, two from
-//! reflector ports.
+//! upstream and does not answer a socket of the host's connected to its sender (a local
+//! resolver's query to an authoritative server, `dig @server`). Maps read: `PORTS`, then
+//! `TRUSTED_V4`/`TRUSTED_V6` only for reflector ports. Reasons: `Reflection`, `Internal`.
+//! Lookups per packet: one per UDP datagram, two from reflector ports, and a socket lookup for
+//! one from an untrusted reflector port under `FLAG_UDP_SOCKETS`.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use filter_common::{
     Packet, Reason, Settings,
     lists::{SLOT_PREFIX, V4_MAX_PREFIX, V4Key, V6_MAX_PREFIX, trusted_v4_key, trusted_v6_key},
     packet::IPPROTO_UDP,
     ports::{PORT_REFLECTOR, port_index},
+    settings::FLAG_UDP_SOCKETS,
 };
 
-use crate::maps::{PORTS, TRUSTED_V4, TRUSTED_V6};
+use crate::{
+    maps::{PORTS, TRUSTED_V4, TRUSTED_V6},
+    socket,
+};
 
-/// Decides `Reflection` for UDP from a reflector port and an untrusted source.
+/// Decides `Reflection` for UDP from a reflector port and an untrusted source that answers
+/// none of the host's connected sockets.
 #[inline(always)]
-pub fn check(packet: &Packet, settings: &Settings) -> Option<Reason> {
+pub fn check(ctx: &XdpContext, packet: &Packet, settings: &Settings) -> Option<Reason> {
     if !packet.has_l4() || packet.l4_proto != IPPROTO_UDP {
         return None;
     }
@@ -40,8 +47,16 @@ pub fn check(packet: &Packet, settings: &Settings) -> Option<Reason> {
         TRUSTED_V6.get(&key).is_some()
     };
     if trusted {
-        None
-    } else {
-        Some(Reason::Reflection)
+        return None;
     }
+    // Where sockets decide (see the sockets stage), a reply to the host's own query passes.
+    if settings.flags & FLAG_UDP_SOCKETS != 0 {
+        let Some(tuple) = socket::tuple(ctx, packet) else {
+            return Some(Reason::Internal);
+        };
+        if socket::udp_reply(ctx, packet, tuple) {
+            return None;
+        }
+    }
+    Some(Reason::Reflection)
 }
