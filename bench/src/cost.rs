@@ -353,8 +353,9 @@ const PATHS: [Path; 15] = [
             XDP_DROP,
             "`port --mode src --proto udp 53`",
         )),
-        note: "the list index as plain pass, then the ports array and a trusted-upstream trie \
-               miss, before any per-source lookup",
+        note: "the list index as plain pass, then the ports array, a trusted-upstream trie \
+               miss and a UDP socket lookup (an answer to a socket of the host's connected to \
+               its sender passes), before any per-source lookup",
     },
     Path {
         name: "malformed (TCP header cut short)",

@@ -301,7 +301,9 @@ fn xdp_filter_cost_target(cost: &CostReport) -> Option<Target> {
              what no rule matches; moat reads its list index (four bytes for an IPv6 source, \
              whose address it also masks to the tracked /64), looks up bans, and passes an \
              established segment only once it finds its source verified (or a socket lookup \
-             finds its connection)",
+             finds its connection); from a reflector port it drops a datagram only once a socket \
+             lookup shows it answers none of the host's connected sockets (a local resolver's \
+             query), where xdp-filter's rule drops those answers too",
             rows_behind.join("; ")
         ),
     })
