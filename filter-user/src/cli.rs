@@ -250,8 +250,9 @@ pub struct StatsArgs {
     #[arg(long, value_name = "IFACE")]
     pub iface: String,
     /// Print JSON instead of a table: {"iface", "total", "counters": {VERDICT: {REASON:
-    /// {"packets", "bytes"}}}, "rates", "top_sources", "top_prefixes", "top_ports", "bans"},
-    /// every counter pair present.
+    /// {"packets", "bytes"}}}, "rates" ([{"verdict", "reason", "pps", "bps"}], packets and bits
+    /// per second), "top_sources", "top_prefixes", "top_ports", "bans"}, every counter pair
+    /// present.
     #[arg(long)]
     pub json: bool,
     /// Measure rates over this many seconds first (0: counters only, no rates).

@@ -148,7 +148,20 @@ pub struct Rate {
     /// Packets per second.
     pub pps: f64,
     /// Bytes per second.
-    pub bps: f64,
+    pub bytes_per_second: f64,
+}
+
+impl Rate {
+    /// The rate as `moat stats --json` gives it: `pps` in packets and `bps` in bits per second,
+    /// the unit of the text table's BITS/S column.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "verdict": self.verdict.label(),
+            "reason": self.reason.label(),
+            "pps": self.pps,
+            "bps": self.bytes_per_second * 8.0,
+        })
+    }
 }
 
 /// The rates between two snapshots taken `elapsed` apart, non-zero pairs only.
@@ -165,7 +178,7 @@ pub fn rates(before: &Snapshot, after: &Snapshot, elapsed: Duration) -> Vec<Rate
                     verdict,
                     reason,
                     pps: packets as f64 / seconds,
-                    bps: b.bytes.saturating_sub(a.bytes) as f64 / seconds,
+                    bytes_per_second: b.bytes.saturating_sub(a.bytes) as f64 / seconds,
                 });
             }
         }
@@ -377,7 +390,7 @@ impl Frame {
                     rate.verdict.label(),
                     rate.reason.label(),
                     rate.pps,
-                    rate.bps * 8.0
+                    rate.bytes_per_second * 8.0
                 ));
             }
         }
@@ -427,12 +440,7 @@ impl Frame {
             map.insert(
                 "rates".into(),
                 self.rates.as_ref().map_or(Value::Null, |rates| {
-                    rates
-                        .iter()
-                        .map(|r| {
-                            json!({"verdict": r.verdict.label(), "reason": r.reason.label(), "pps": r.pps, "bps": r.bps})
-                        })
-                        .collect()
+                    rates.iter().map(Rate::to_json).collect()
                 }),
             );
             map.insert("sample_every".into(), json!(self.sample_every));
@@ -563,6 +571,20 @@ mod tests {
             l4_proto: 17,
             ..Sample::default()
         }
+    }
+
+    #[test]
+    fn json_rates_are_in_packets_and_bits_per_second() {
+        let rate = Rate {
+            verdict: Verdict::Drop,
+            reason: Reason::PortClosed,
+            pps: 2000.0,
+            bytes_per_second: 148_000.0,
+        };
+        let json = rate.to_json();
+        assert_eq!(json["pps"], 2000.0);
+        assert_eq!(json["bps"], 1_184_000.0, "bits, as the text table's BITS/S");
+        assert_eq!(json["reason"], "port_closed");
     }
 
     #[test]
