@@ -344,5 +344,19 @@ fn ipv6_bans_follow_a_change_of_the_ipv6_prefix() {
         .map(|(addr, _)| addr.to_string())
         .collect();
     assert_eq!(networks, ["2001:db8::", "2001:db8:7::"], "{}", daemon.log());
+
+    // A reload of a file with a shorter prefix moves them too: both /48s meet in one /32.
+    std::fs::write(&config, "[bans]\nipv6_prefix = 32\n").expect("rewriting the configuration");
+    daemon.signal(libc::SIGHUP).expect("SIGHUP");
+    wait_until(
+        "the reload to move the IPv6 bans",
+        Duration::from_secs(5),
+        || {
+            v6_bans(&iface)
+                .iter()
+                .map(|(addr, _)| addr.to_string())
+                .eq(["2001:db8::"])
+        },
+    );
     drop(daemon);
 }
