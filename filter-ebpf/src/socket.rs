@@ -178,6 +178,14 @@ fn lookup_tcp(ctx: &XdpContext, tuple: &mut Tuple) -> *mut aya_ebpf::bindings::b
     unsafe { bpf_skc_lookup_tcp(ctx.ctx.cast(), &mut tuple.raw, tuple.size, CURRENT_NETNS, 0) }
 }
 
+/// Looks up the UDP socket that would receive a datagram: one connected to its sender, or else
+/// one bound to its port.
+#[inline(always)]
+fn lookup_udp(ctx: &XdpContext, tuple: &mut Tuple) -> *mut aya_ebpf::bindings::bpf_sock {
+    // SAFETY: the tuple is a valid stack value of the size given.
+    unsafe { bpf_sk_lookup_udp(ctx.ctx.cast(), &mut tuple.raw, tuple.size, CURRENT_NETNS, 0) }
+}
+
 /// Offers a SYN to its listener: returns the cookie the listener would accept, or why not.
 #[inline(always)]
 pub fn syn_cookie(ctx: &XdpContext, packet: &Packet, mut tuple: Tuple) -> Cookie {
@@ -281,9 +289,7 @@ pub fn segment(ctx: &XdpContext, packet: &Packet, mut tuple: Tuple, check_cookie
 /// receive this datagram.
 #[inline(always)]
 pub fn udp_socket(ctx: &XdpContext, mut tuple: Tuple) -> bool {
-    // SAFETY: the tuple is a valid stack value of the size given.
-    let sk =
-        unsafe { bpf_sk_lookup_udp(ctx.ctx.cast(), &mut tuple.raw, tuple.size, CURRENT_NETNS, 0) };
+    let sk = lookup_udp(ctx, &mut tuple);
     if sk.is_null() {
         return false;
     }
@@ -297,9 +303,7 @@ pub fn udp_socket(ctx: &XdpContext, mut tuple: Tuple) -> bool {
 /// reflection flood cannot imitate without the socket's port and peer.
 #[inline(always)]
 pub fn udp_reply(ctx: &XdpContext, packet: &Packet, mut tuple: Tuple) -> bool {
-    // SAFETY: the tuple is a valid stack value of the size given.
-    let sk =
-        unsafe { bpf_sk_lookup_udp(ctx.ctx.cast(), &mut tuple.raw, tuple.size, CURRENT_NETNS, 0) };
+    let sk = lookup_udp(ctx, &mut tuple);
     if sk.is_null() {
         return false;
     }
