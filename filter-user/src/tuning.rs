@@ -162,18 +162,7 @@ fn apply_to(settings: &mut Settings, key: &str, value: &str) -> Result<(), Tunin
                     known: crate::config::schema::live_summary(),
                 });
             };
-            let n = number()?;
-            let limit = if scope == "source" {
-                &mut settings.source[class as usize]
-            } else {
-                &mut settings.aggregate[class as usize]
-            };
-            match field {
-                "pps" => limit.pps = n,
-                "burst" => limit.burst_packets = n,
-                "bps" => limit.bps = n,
-                _ => limit.burst_bytes = n,
-            }
+            *limit_field(settings, scope, class, field) = number()?;
         }
     }
     check(settings).map_err(|reason| invalid(&reason))
@@ -201,18 +190,8 @@ pub fn value(settings: &Settings, key: &str) -> Option<String> {
         "bans.ipv6_prefix" => settings.v6_source_prefix.to_string(),
         _ => {
             let (scope, class, field) = limit_key(key)?;
-            let limit = if scope == "source" {
-                &settings.source[class as usize]
-            } else {
-                &settings.aggregate[class as usize]
-            };
-            match field {
-                "pps" => limit.pps,
-                "burst" => limit.burst_packets,
-                "bps" => limit.bps,
-                _ => limit.burst_bytes,
-            }
-            .to_string()
+            let mut copy = *settings;
+            limit_field(&mut copy, scope, class, field).to_string()
         }
     })
 }
@@ -236,6 +215,26 @@ pub fn show(iface: &str) -> Result<String, TuningError> {
         }
     }
     Ok(out)
+}
+
+/// The word of `settings` a `limits.SCOPE.CLASS.FIELD` key names (from [`limit_key`]).
+fn limit_field<'a>(
+    settings: &'a mut Settings,
+    scope: &str,
+    class: Class,
+    field: &str,
+) -> &'a mut u64 {
+    let limit = if scope == "source" {
+        &mut settings.source[class as usize]
+    } else {
+        &mut settings.aggregate[class as usize]
+    };
+    match field {
+        "pps" => &mut limit.pps,
+        "burst" => &mut limit.burst_packets,
+        "bps" => &mut limit.bps,
+        _ => &mut limit.burst_bytes,
+    }
 }
 
 /// `(scope, class, field)` of a `limits.SCOPE.CLASS.FIELD` key.
