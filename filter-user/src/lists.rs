@@ -7,14 +7,15 @@ use crate::{
     cidr::{ARGUMENTS, Cidr, parse_lines},
     cli::ListAction,
     control::{ListKind, PinnedList},
-    lockout, preflight,
+    lockout, namespace, preflight,
 };
 
 /// Runs one list command.
 pub fn run(kind: ListKind, action: &ListAction) -> anyhow::Result<()> {
     match action {
         ListAction::Add(args) | ListAction::Del(args) => {
-            preflight::check_editable(&args.iface)?;
+            preflight::check_iface_name(&args.iface)?;
+            namespace::check(&args.iface)?;
             let cidrs = collect(args.file.as_deref(), &args.cidrs)?;
             if matches!((kind, action), (ListKind::Deny, ListAction::Add(_))) && !args.force {
                 lockout::refuse("deny", &cidrs, lockout::ssh_client())?;

@@ -78,7 +78,8 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Deny(args) => lists::run(ListKind::Deny, &args.action),
         Command::Ban(args) => ban(&args.action),
         Command::Detach(args) => {
-            moat::preflight::check_editable(&args.iface)?;
+            moat::preflight::check_iface_name(&args.iface)?;
+            namespace::check(&args.iface)?;
             // A purge is removing the saved state too, so it saves nothing.
             let save = |iface: &str| {
                 if args.purge {
@@ -96,7 +97,8 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Set(args) => {
-            moat::preflight::check_editable(&args.iface)?;
+            moat::preflight::check_iface_name(&args.iface)?;
+            namespace::check(&args.iface)?;
             tuning::set(&args.iface, &args.key, &args.value)?;
             println!("set {} = {} on {}", args.key, args.value, args.iface);
             Ok(())
@@ -161,7 +163,8 @@ fn ban(action: &BanAction) -> anyhow::Result<()> {
             addr,
             force,
         } => {
-            moat::preflight::check_editable(iface)?;
+            moat::preflight::check_iface_name(iface)?;
+            namespace::check(iface)?;
             let addr = bans::parse_address(addr)?;
             let length = bans::parse_length(length)?;
             let mut bans = PinnedBans::open(iface)?;
@@ -175,7 +178,8 @@ fn ban(action: &BanAction) -> anyhow::Result<()> {
             );
         }
         BanAction::Del { iface, addr } => {
-            moat::preflight::check_editable(iface)?;
+            moat::preflight::check_iface_name(iface)?;
+            namespace::check(iface)?;
             let addr = bans::parse_address(addr)?;
             let source = PinnedBans::open(iface)?.delete(addr)?;
             println!("unbanned {source} on {iface}");

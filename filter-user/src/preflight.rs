@@ -20,9 +20,6 @@ const CAP_BPF: u32 = 39;
 /// A prerequisite that is not met.
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
-    /// The filter to edit was attached from another network namespace.
-    #[error(transparent)]
-    Elsewhere(#[from] crate::namespace::Elsewhere),
     /// The interface name cannot name an interface.
     #[error("invalid interface name {name:?}: {reason}")]
     InvalidIfaceName {
@@ -64,15 +61,6 @@ pub enum PreflightError {
         /// Where it was expected.
         path: &'static str,
     },
-}
-
-/// What every command that changes a running filter checks first: that `iface` is a possible
-/// interface name, and that this process runs in the network namespace the filter was attached
-/// from (see [`crate::namespace`]).
-pub fn check_editable(iface: &str) -> Result<(), PreflightError> {
-    check_iface_name(iface)?;
-    crate::namespace::check(iface)?;
-    Ok(())
 }
 
 /// Checks that `name` is a possible Linux interface name (1 to 15 bytes, no `/`, whitespace or
