@@ -42,9 +42,11 @@ pub fn judge(
     if let Some(reason) = ports::check(packet, settings) {
         return reason;
     }
-    if let Some(reason) = reflection::check(ctx, packet, settings) {
-        return reason;
-    }
+    let answers_socket = match reflection::check(ctx, packet, settings) {
+        reflection::Outcome::Decided(reason) => return reason,
+        reflection::Outcome::AnswersSocket => true,
+        reflection::Outcome::Undecided => false,
+    };
     // The source's key, its IPv6 address cut to the tracked prefix once for every stage that
     // looks the source up (bans, verified sources, rate state), each under its own class.
     let source = SourceKey::for_ban(packet, settings.v6_source_mask);
@@ -66,7 +68,15 @@ pub fn judge(
     if let Some(reason) = syn::check(ctx, packet, verified, settings, clock) {
         return reason;
     }
-    if let Some(reason) = sockets::check(ctx, packet, &source, verified, settings, clock) {
+    if let Some(reason) = sockets::check(
+        ctx,
+        packet,
+        &source,
+        verified,
+        answers_socket,
+        settings,
+        clock,
+    ) {
         return reason;
     }
     if let Some(reason) = rate::check(packet, &source, settings, clock) {

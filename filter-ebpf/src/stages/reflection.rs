@@ -19,19 +19,30 @@ use crate::{
     socket,
 };
 
+/// What the stage found.
+pub enum Outcome {
+    /// The packet is decided.
+    Decided(Reason),
+    /// The datagram answers a socket of the host's connected to its sender, which the
+    /// lookup found: the sockets stage need not look again.
+    AnswersSocket,
+    /// Nothing decided; the later stages judge.
+    Undecided,
+}
+
 /// Decides `Reflection` for UDP from a reflector port and an untrusted source that answers
 /// none of the host's connected sockets.
 #[inline(always)]
-pub fn check(ctx: &XdpContext, packet: &Packet, settings: &Settings) -> Option<Reason> {
+pub fn check(ctx: &XdpContext, packet: &Packet, settings: &Settings) -> Outcome {
     if !packet.has_l4() || packet.l4_proto != IPPROTO_UDP {
-        return None;
+        return Outcome::Undecided;
     }
     // PORTS has every port of both slots, so a failed lookup is a broken invariant.
     let Some(flags) = PORTS.get(port_index(settings.slot, packet.src_port)) else {
-        return Some(Reason::Internal);
+        return Outcome::Decided(Reason::Internal);
     };
     if flags & PORT_REFLECTOR == 0 {
-        return None;
+        return Outcome::Undecided;
     }
     let slot = (settings.slot & 1) as u8;
     let trusted = if packet.ip_version == 4 {
@@ -47,16 +58,16 @@ pub fn check(ctx: &XdpContext, packet: &Packet, settings: &Settings) -> Option<R
         TRUSTED_V6.get(&key).is_some()
     };
     if trusted {
-        return None;
+        return Outcome::Undecided;
     }
     // Where sockets decide (see the sockets stage), a reply to the host's own query passes.
     if settings.flags & FLAG_UDP_SOCKETS != 0 {
         let Some(tuple) = socket::tuple(ctx, packet) else {
-            return Some(Reason::Internal);
+            return Outcome::Decided(Reason::Internal);
         };
         if socket::udp_reply(ctx, packet, tuple) {
-            return None;
+            return Outcome::AnswersSocket;
         }
     }
-    Some(Reason::Reflection)
+    Outcome::Decided(Reason::Reflection)
 }

@@ -7,7 +7,8 @@
 //! (TCP with no socket, under an enforced list). Reasons: `NoSocket`, `CookieAck`, `CookieBad`,
 //! `PortClosed`. Lookups per packet: for TCP under `FLAG_TCP_SOCKETS`, one socket lookup unless
 //! the source is verified; for UDP, one socket lookup under
-//! `FLAG_UDP_SOCKETS` without an enforced UDP list; none otherwise.
+//! `FLAG_UDP_SOCKETS` without an enforced UDP list, unless the reflection stage's lookup found
+//! the socket a datagram answers; none otherwise.
 
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
@@ -25,13 +26,15 @@ use crate::{
     verified,
 };
 
-/// Decides a TCP segment or UDP datagram that no socket would take.
+/// Decides a TCP segment or UDP datagram that no socket would take; `answers_socket` says
+/// the reflection stage already found the connected socket a datagram answers.
 #[inline(always)]
 pub fn check(
     ctx: &XdpContext,
     packet: &Packet,
     source: &SourceKey,
     verified: bool,
+    answers_socket: bool,
     settings: &Settings,
     clock: &mut Clock,
 ) -> Option<Reason> {
@@ -70,7 +73,8 @@ pub fn check(
             }
         }
         IPPROTO_UDP
-            if settings.flags & (FLAG_UDP_SOCKETS | FLAG_ENFORCE_UDP_PORTS) == FLAG_UDP_SOCKETS =>
+            if settings.flags & (FLAG_UDP_SOCKETS | FLAG_ENFORCE_UDP_PORTS) == FLAG_UDP_SOCKETS
+                && !answers_socket =>
         {
             let Some(tuple) = socket::tuple(ctx, packet) else {
                 return Some(Reason::Internal);
