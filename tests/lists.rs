@@ -264,6 +264,70 @@ fn a_large_add_goes_in_batches_counts_what_was_there_and_rolls_back_whole() {
 }
 
 #[test]
+fn two_large_adds_at_once_count_each_prefix_once() {
+    require_root();
+    let pair = Pair::create();
+    let daemon = pair.start(&[]);
+    let iface = pair.origin_end.iface.as_str();
+    // 20,000 /24s (batches, long enough for two writers to overlap) from 198.16.0.0, the
+    // client's 198.18.0.0/24 among them.
+    let dir = std::env::temp_dir().join(format!("moat-race-{}", moat::netns::unique_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("race.txt");
+    let text: String = (0u32..20_000)
+        .map(|n| format!("198.{}.{}.0/24\n", 16 + n / 256, n % 256))
+        .collect();
+    assert!(text.contains("198.18.0.0/24\n"));
+    std::fs::write(&path, text).expect("write list");
+    let file = path.to_str().expect("utf-8");
+    // Two writers at once: each must see the other's prefixes as present, not count them new.
+    let added: Vec<usize> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| list(&pair, "deny", &["add", "--iface", iface, "--file", file]))
+            })
+            .collect();
+        writers
+            .into_iter()
+            .map(|writer| {
+                let (code, out, err) = writer.join().expect("writer");
+                assert_eq!(code, Some(0), "{err}");
+                let added = out
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("no count in {out:?}"));
+                assert!(
+                    out.contains(&format!("({} already present)", 20_000 - added)),
+                    "{out}"
+                );
+                added
+            })
+            .collect()
+    });
+    assert_eq!(
+        added.iter().sum::<usize>(),
+        20_000,
+        "each prefix added once: {added:?}"
+    );
+    let (code, out, err) = list(&pair, "deny", &["del", "--iface", iface, "--file", file]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("deleted 20000 from the denylist of {iface}")
+    );
+    assert!(entries(&pair, "deny").is_empty());
+    // The index forgot them too: the client's /24, no longer listed, is served.
+    assert_eq!(
+        traffic::ping(&pair.client, pair.origin_end.ipv4, 3).expect("ping"),
+        3
+    );
+    assert_eq!(count(&stats_json(iface), "drop", "denylist").0, 0);
+    drop(daemon);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
 fn a_million_deny_prefixes_load_from_a_file() {
     require_root();
     let pair = Pair::create();

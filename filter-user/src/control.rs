@@ -1,7 +1,10 @@
 //! Edits the allow and deny lists (and the CrowdSec bouncer's tries) of a running filter
 //! through their pins.
 
-use std::os::fd::AsFd;
+use std::{
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{
@@ -18,8 +21,9 @@ use filter_common::{
 use crate::{
     batch,
     cidr::Cidr,
+    filelock::FileLock,
     listindex::{Counted, IndexError, ListIndex},
-    pins::{NotRunning, PinDir},
+    pins::{LOCK_DIR, NotRunning, PinDir},
 };
 
 /// `BPF_NOEXIST` from `linux/bpf.h`: fail with EEXIST instead of replacing an entry.
@@ -95,6 +99,14 @@ pub enum ListEditError {
         list: &'static str,
         /// The interface.
         iface: String,
+    },
+    /// The lock that serializes the list writers of the interface could not be taken.
+    #[error("locking {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
     },
     /// The list index could not be mapped.
     #[error("opening the list index of {iface}: {source}")]
@@ -173,6 +185,16 @@ impl PinnedList {
         })
     }
 
+    /// Waits for and takes `/run/moat/IFACE.lists.lock`, held by every edit of the
+    /// interface's lists (the CLI's, the daemon's CrowdSec decisions, a restore): a batched
+    /// add works out which prefixes are new before it writes them and counts those in the
+    /// index, so a second writer between the two would have both count one entry, and the
+    /// index would keep marking it after its deletion.
+    fn lock(&self) -> Result<FileLock, ListEditError> {
+        let path = Path::new(LOCK_DIR).join(format!("{}.lists.lock", self.iface));
+        FileLock::acquire(&path).map_err(|source| ListEditError::Lock { path, source })
+    }
+
     fn map_error(&self, action: &'static str) -> impl Fn(MapError) -> ListEditError + '_ {
         move |source| ListEditError::Map {
             action,
@@ -192,6 +214,7 @@ impl PinnedList {
     /// [`BATCH`] per system call: the entries already there are read first, since a batch
     /// cannot refuse to replace one.
     pub fn add(&mut self, cidrs: &[Cidr]) -> Result<AddOutcome, ListEditError> {
+        let _lock = self.lock()?;
         let mut inserted = Vec::with_capacity(cidrs.len());
         let mut present = 0;
         let sorted = in_address_order(cidrs);
@@ -334,6 +357,7 @@ impl PinnedList {
     /// Deletes every prefix; if one is not on the list, the ones this call deleted are put back
     /// and the list is left as it was. In address order, as [`PinnedList::add`].
     pub fn delete(&mut self, cidrs: &[Cidr]) -> Result<usize, ListEditError> {
+        let _lock = self.lock()?;
         let mut deleted = Vec::with_capacity(cidrs.len());
         for cidr in &in_address_order(cidrs) {
             match self.remove(cidr) {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod crowdsec;
 pub mod daemon;
+pub mod filelock;
 pub mod listindex;
 pub mod lists;
 pub mod loader;

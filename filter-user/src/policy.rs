@@ -13,8 +13,7 @@
 //! [`PolicyLock`] from reading the active slot to the flip, so none loses another's update.
 
 use std::{
-    fs::File,
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
@@ -35,6 +34,7 @@ use filter_common::{
 use crate::{
     cidr::Cidr,
     config::Config,
+    filelock::FileLock,
     pins::{LOCK_DIR, PinDir},
 };
 
@@ -397,30 +397,17 @@ pub fn write_policy(ebpf: &aya::Ebpf, policy: &Policy) -> Result<(), ControlErro
 /// the filter on the interface, from reading the active slot to the flip.
 #[derive(Debug)]
 pub struct PolicyLock {
-    _file: File,
+    _lock: FileLock,
 }
 
 impl PolicyLock {
     /// Waits for and takes the policy lock of `iface`.
     pub fn acquire(iface: &str) -> Result<PolicyLock, ControlError> {
-        let dir = Path::new(LOCK_DIR);
-        let path = dir.join(format!("{iface}.policy.lock"));
-        let lock_error = |source| ControlError::Lock {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(lock_error)?;
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(lock_error)?;
-        // SAFETY: `file` owns a valid descriptor for the duration of the call.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(lock_error(std::io::Error::last_os_error()));
+        let path = Path::new(LOCK_DIR).join(format!("{iface}.policy.lock"));
+        match FileLock::acquire(&path) {
+            Ok(lock) => Ok(PolicyLock { _lock: lock }),
+            Err(source) => Err(ControlError::Lock { path, source }),
         }
-        Ok(PolicyLock { _file: file })
     }
 }
 
