@@ -176,6 +176,16 @@ fn decisions_are_dropped_until_deleted_and_the_allowlist_wins() {
     wait_until("the bouncer's first pull", Duration::from_secs(10), || {
         crowdsec_stats(&iface)["pulls"].as_u64().unwrap_or(0) > 0
     });
+    // With no decision yet (none active, none ignored), every other family is still served
+    // whole, down to the last.
+    let metrics = scrape(&pair.origin);
+    for line in [
+        format!("moat_crowdsec_decisions_applied_total{{iface=\"{iface}\"}} 0"),
+        format!("moat_crowdsec_alerts_total{{iface=\"{iface}\",result=\"failed\"}} 0"),
+        "moat_build_info{".to_string(),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
 
     let added = Instant::now();
     lapi.cscli(&["decisions", "add", "--ip", SOURCES[0], "--duration", "1h"]);

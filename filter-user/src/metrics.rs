@@ -411,19 +411,36 @@ fn label(name: &str, value: &str) -> LabelPair {
     pair
 }
 
-/// The metrics text (Prometheus text format 0.0.4) for the filter on `iface`.
-pub fn render(iface: &str, capacities: Capacities, state: Arc<DaemonState>) -> String {
+/// The metrics text (Prometheus text format 0.0.4) for the filter on `iface`, or why it could
+/// not be encoded.
+pub fn render(
+    iface: &str,
+    capacities: Capacities,
+    state: Arc<DaemonState>,
+) -> Result<String, prometheus::Error> {
     let collector = MoatCollector {
         iface: iface.to_string(),
         pins: PinDir::for_iface(iface),
         capacities,
         state,
     };
-    let mut text = Vec::new();
-    if let Err(error) = TextEncoder::new().encode(&collector.collect(), &mut text) {
+    encode(collector.collect()).map_err(|error| {
         log::warn!("encoding metrics failed iface={iface} error={error}");
-    }
-    String::from_utf8_lossy(&text).into_owned()
+        error
+    })
+}
+
+/// The text exposition of `families`, leaving out those with no sample (a family of labelled
+/// series none of which exists yet, such as CrowdSec's ignored decisions before the first one):
+/// the encoder refuses an empty family, and would stop the whole page there.
+fn encode(families: Vec<MetricFamily>) -> Result<String, prometheus::Error> {
+    let families: Vec<MetricFamily> = families
+        .into_iter()
+        .filter(|family| !family.get_metric().is_empty())
+        .collect();
+    let mut text = Vec::new();
+    TextEncoder::new().encode(&families, &mut text)?;
+    Ok(String::from_utf8_lossy(&text).into_owned())
 }
 
 /// The metrics listener, bound before the filter attaches (a taken port is a bad argument).
@@ -519,11 +536,15 @@ async fn respond(
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) =
         if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-            (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                render(iface, capacities, state),
-            )
+            match render(iface, capacities, state) {
+                Ok(text) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text),
+                // A failed scrape, not a page cut short that looks whole to Prometheus.
+                Err(error) => (
+                    "500 Internal Server Error",
+                    "text/plain; charset=utf-8",
+                    format!("encoding the metrics failed: {error}\n"),
+                ),
+            }
         } else {
             (
                 "404 Not Found",
