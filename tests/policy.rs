@@ -261,6 +261,23 @@ fn set_and_ban_commands_refuse_bad_input_and_change_nothing() {
         &["set", "--iface", iface, "limits.source.udp.burst", "0"],
         &["burst must be at least 1"],
     );
+    // The file's range: a value `config check` would refuse is refused here too.
+    moat_refused(
+        &pair,
+        &[
+            "set",
+            "--iface",
+            iface,
+            "limits.source.syn.pps",
+            "99999999999999",
+        ],
+        &["limits.source.syn.pps", "0 to 1099511627775"],
+    );
+    moat_refused(
+        &pair,
+        &["set", "--iface", iface, "fragments.burst", "1099511627776"],
+        &["fragments.burst", "0 to 1099511627775"],
+    );
     moat_refused(
         &pair,
         &["set", "--iface", iface, "bans.base", "forever"],

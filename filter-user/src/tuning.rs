@@ -15,7 +15,7 @@ use filter_common::{
 use std::time::Duration;
 
 use crate::{
-    config::{MIN_BURST_BYTES, duration_ns, format_duration, parse_duration},
+    config::{LIMIT_BOUND, MIN_BURST_BYTES, duration_ns, format_duration, parse_duration},
     pins::{NotRunning, PinDir},
     policy::{self, ControlError},
 };
@@ -111,6 +111,14 @@ fn apply_to(settings: &mut Settings, key: &str, value: &str) -> Result<(), Tunin
             .parse::<u64>()
             .map_err(|_| invalid("expected a whole number"))
     };
+    // A limit's field, in the file's range.
+    let limit = || match number()? {
+        n if n < LIMIT_BOUND => Ok(n),
+        _ => Err(invalid(&format!(
+            "out of range; it must be 0 to {}",
+            LIMIT_BOUND - 1
+        ))),
+    };
     match key {
         "dry_run" => match value {
             "true" => settings.flags |= FLAG_DRY_RUN,
@@ -129,8 +137,8 @@ fn apply_to(settings: &mut Settings, key: &str, value: &str) -> Result<(), Tunin
             settings.sample_every =
                 u32::try_from(number()?).map_err(|_| invalid("at most 4294967295"))?;
         }
-        "fragments.pps" => settings.fragments.pps = number()?,
-        "fragments.burst" => settings.fragments.burst_packets = number()?,
+        "fragments.pps" => settings.fragments.pps = limit()?,
+        "fragments.burst" => settings.fragments.burst_packets = limit()?,
         "bans.after_strikes" => {
             settings.ban_after_strikes =
                 u32::try_from(number()?).map_err(|_| invalid("at most 4294967295"))?;
@@ -162,7 +170,7 @@ fn apply_to(settings: &mut Settings, key: &str, value: &str) -> Result<(), Tunin
                     known: crate::config::schema::live_summary(),
                 });
             };
-            *limit_field(settings, scope, class, field) = number()?;
+            *limit_field(settings, scope, class, field) = limit()?;
         }
     }
     check(settings).map_err(|reason| invalid(&reason))

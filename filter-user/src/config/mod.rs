@@ -76,6 +76,10 @@ pub const DEFAULT_PATH: &str = "/etc/moat/moat.toml";
 /// entry), so their capacity is memory spent up front.
 pub const MAX_CAPACITY: u32 = 16_777_216;
 
+/// One more than the largest `pps`, `burst`, `bps` or `burst_bytes` of any limit, in the file
+/// and by `moat set` alike.
+pub const LIMIT_BOUND: u64 = 1 << 40;
+
 /// The smallest byte burst accepted when a byte rate is set: one full Ethernet frame with a
 /// VLAN tag, so a full-size packet can ever be admitted.
 pub const MIN_BURST_BYTES: u64 = 1522;

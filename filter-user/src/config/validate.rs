@@ -96,7 +96,7 @@ impl Validator<'_> {
         let Some(raw) = raw else {
             return default;
         };
-        const MAX: i64 = 1 << 40;
+        const MAX: i64 = super::LIMIT_BOUND as i64;
         let result = Limit {
             pps: self.int(&raw.pps, &format!("{key}.pps"), 0..MAX, default.pps),
             burst_packets: self.int(
