@@ -213,3 +213,22 @@ fn a_take_over_from_a_version_with_a_map_this_one_lacks_leaves_no_pin_behind() {
         "no pin is left behind, the earlier version's included: {left:?}\n{log}"
     );
 }
+
+#[test]
+fn a_take_over_asked_for_another_mode_says_it_keeps_the_attached_one() {
+    require_root();
+    let pair = Pair::create();
+    let first = pair.start(&["--mode", "native"]);
+    hand_over(&first);
+    let second = pair.start(&["--mode", "skb"]);
+    wait_until("the take-over", Duration::from_secs(10), || {
+        second.log().contains("took over the running filter")
+    });
+    let (status, log) = second.stop().expect("stopping the daemon");
+    assert!(status.success(), "the daemon stopped cleanly: {log}");
+    assert!(
+        log.contains("mode change needs a detach, keeping mode")
+            && log.contains("mode=native requested=skb"),
+        "the take-over says --mode skb was not applied: {log}"
+    );
+}

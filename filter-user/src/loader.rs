@@ -422,6 +422,15 @@ impl Filter {
         let link = XdpLink::try_from(FdLink::from(running))
             .map_err(|error| refused(format!("the pinned link is not an XDP link: {error}")))?;
         let mode = attached_mode(iface);
+        // A take-over keeps the attachment, and with it the mode: changing it means detaching.
+        if request.mode != Mode::Auto && request.mode != mode {
+            log::warn!(
+                "mode change needs a detach, keeping mode iface={iface} mode={} requested={} \
+                 (run `moat detach --iface {iface}`, then `moat run` in the new mode)",
+                mode.name(),
+                request.mode.name()
+            );
+        }
         // The swap: from here on this program judges every packet.
         let id = program
             .attach_to_link(link)
