@@ -460,23 +460,33 @@ fn a_restore_that_cannot_put_everything_back_restores_the_rest_and_keeps_the_fil
     edit_lists_and_stop(
         &pair,
         first,
-        &["203.0.113.0/24", "198.18.0.0/24", "198.18.1.0/24"],
+        &[
+            "203.0.113.0/24",
+            "198.18.0.0/24",
+            "198.18.1.0/24",
+            "2001:db8:bad::/48",
+        ],
     );
     let file = moat::state::path(&dir.0, &iface);
     let before = saved_state(&file);
-    assert_eq!(before.deny.len(), 3, "{before:?}");
+    assert_eq!(before.deny.len(), 4, "{before:?}");
 
-    // The denylist no longer fits a smaller capacity: the allowlist and the ban still come
-    // back, and the file is kept whole beside the next save.
+    // The IPv4 denylist no longer fits a smaller capacity (per family): as many of its
+    // prefixes as fit come back, in the saved order, the IPv6 one, the allowlist and the
+    // ban all come back, and the file is kept whole beside the next save.
     let config = dir.write("moat.toml", "deny_capacity = 2\n");
     let second = pair.start(&["--state-dir", &dir_arg, "--config", &config]);
     let log = second.log();
     assert!(
-        log.contains("restored only allow=1 deny=0 bans=1") && log.contains("is full"),
+        log.contains("restored only allow=1 deny=3 bans=1") && log.contains("is full"),
         "{log}"
     );
     let deny = pair.moat_ok(&["deny", "list", "--iface", &iface]);
-    assert_eq!(deny.trim(), "", "the denylist did not fit");
+    assert_eq!(
+        deny.lines().collect::<Vec<_>>(),
+        ["198.18.0.0/24", "198.18.1.0/24", "2001:db8:bad::/48"],
+        "the prefixes that fit came back"
+    );
     let allow = pair.moat_ok(&["allow", "list", "--iface", &iface]);
     assert_eq!(allow.trim(), "192.0.2.0/24", "the allowlist came back");
     let bans = pair.moat_ok(&["ban", "list", "--iface", &iface]);
@@ -516,7 +526,36 @@ fn a_restore_that_cannot_put_everything_back_restores_the_rest_and_keeps_the_fil
             .any(|path| std::fs::read(path).is_ok_and(|text| text == b"{\"allow\": [")),
         "the truncated file is kept: {kept:?}"
     );
-    drop(third);
+    let (status, log) = third.stop().expect("a clean stop");
+    assert!(status.success(), "{log}");
+
+    // An entry edited into something that is not a prefix is reported and the file kept; the
+    // other entries come back.
+    let edited = b"{\"allow\": [], \"deny\": [\"198.51.100.0/24\", \"10.0.0.1/8\"], \"bans\": []}";
+    std::fs::write(&file, edited).expect("an edited state file");
+    let fourth = pair.start(&["--state-dir", &dir_arg]);
+    let log = fourth.log();
+    assert!(
+        log.contains("restored only allow=0 deny=1 bans=0")
+            && log.contains("a saved denylist entry")
+            && log.contains("10.0.0.1/8"),
+        "{log}"
+    );
+    let deny = pair.moat_ok(&["deny", "list", "--iface", &iface]);
+    assert_eq!(deny.trim(), "198.51.100.0/24");
+    assert!(
+        kept_aside(&dir.0, &iface)
+            .iter()
+            .any(|path| std::fs::read(path).is_ok_and(|text| text == edited)),
+        "the edited file is kept"
+    );
+    assert!(
+        kept_aside(&dir.0, &iface)
+            .iter()
+            .any(|path| std::fs::read(path).is_ok_and(|text| text == b"{\"allow\": [")),
+        "beside the truncated one, kept in the same second or not"
+    );
+    drop(fourth);
 }
 
 #[test]

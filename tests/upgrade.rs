@@ -232,3 +232,63 @@ fn a_take_over_asked_for_another_mode_says_it_keeps_the_attached_one() {
         "the take-over says --mode skb was not applied: {log}"
     );
 }
+
+#[test]
+fn a_take_over_into_a_list_too_small_for_its_entries_names_the_key_and_keeps_the_filter() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let first = pair.start(&[]);
+    pair.moat_ok(&[
+        "deny",
+        "add",
+        "--iface",
+        &iface,
+        "203.0.113.0/24",
+        "198.51.100.0/24",
+        "192.0.2.0/24",
+    ]);
+    let attached = xdp_program_id(&pair);
+    hand_over(&first);
+    let dir = support::TempDir::new("takeover-small");
+    let config = dir.write("moat.toml", "deny_capacity = 2\n");
+    let refused = pair
+        .origin
+        .command(support::moat_bin())
+        .args([
+            "run",
+            "--iface",
+            &iface,
+            "--metrics",
+            "off",
+            "--config",
+            &config,
+        ])
+        .output()
+        .expect("running moat run");
+    let message = support::stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{message}");
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+    assert!(
+        message.contains("DENY_V4 holds more entries than its new capacity of 2")
+            && message.contains("set deny_capacity back"),
+        "{message}"
+    );
+    assert_eq!(
+        xdp_program_id(&pair),
+        attached,
+        "the running filter stays attached"
+    );
+    // The next start with the capacity it had takes over with every entry.
+    let second = pair.start(&[]);
+    wait_until("the take-over", Duration::from_secs(10), || {
+        second.log().contains("took over the running filter")
+    });
+    assert_eq!(
+        pair.moat_ok(&["deny", "list", "--iface", &iface])
+            .lines()
+            .count(),
+        3
+    );
+    drop(second);
+}

@@ -383,6 +383,16 @@ impl PinnedList {
         Ok(deleted.len())
     }
 
+    /// How many more prefixes of a family (IPv6 if `ipv6`) the list has room for (its entries
+    /// counted one by one: for the rare caller, a restore into a smaller list).
+    pub fn room(&self, ipv6: bool) -> Result<usize, ListEditError> {
+        let held = self
+            .family_entries(ipv6)
+            .map_err(self.map_error("reading"))?
+            .len();
+        Ok((self.capacity as usize).saturating_sub(held))
+    }
+
     /// Every prefix on the list, IPv4 first, sorted.
     pub fn entries(&self) -> Result<Vec<Cidr>, ListEditError> {
         let mut cidrs = self

@@ -225,8 +225,8 @@ pub enum LoadError {
     },
     /// The maps an earlier run pinned cannot be carried over.
     #[error(
-        "{source} (to start afresh: `moat detach --iface {iface}`, then start moat again; the \
-         lists and bans are restored from the state directory)"
+        "{source} (to start afresh: `moat detach --iface {iface}`, then start moat again; with \
+         --state-dir, the saved lists and bans come back, as many as the new capacities hold)"
     )]
     Migrate {
         /// The interface.

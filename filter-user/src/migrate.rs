@@ -57,6 +57,19 @@ pub enum MigrateError {
         /// The new ones.
         new: String,
     },
+    /// The new map is too small for the old one's entries (a lowered capacity).
+    #[error(
+        "{name} holds more entries than its new capacity of {capacity}; set {key} back to at \
+         least what it holds, or delete entries first"
+    )]
+    TooSmall {
+        /// The map's name.
+        name: String,
+        /// Its new capacity.
+        capacity: u32,
+        /// The configuration key that sets it.
+        key: &'static str,
+    },
     /// Copying entries failed.
     #[error("copying the entries of {name}: {source}")]
     Copy {
@@ -238,12 +251,24 @@ pub fn plan(
 /// not [`STATEFUL`] copy nothing, and neither do the packet counters, whose slots move when
 /// verdicts or reasons are added (they start from zero, which Prometheus reads as a reset).
 pub fn copy_entries(name: &str, old: MapData, ebpf: &mut aya::Ebpf) -> Result<usize, MigrateError> {
-    let copy_error = |source| MigrateError::Copy {
-        name: name.to_string(),
-        source,
-    };
     let Some(new) = ebpf.map_mut(name) else {
         return Ok(0);
+    };
+    let capacity = map_data(new).map_or(Ok(0), |data| data.info().map(|info| info.max_entries()));
+    let copy_error = |source: MapError| {
+        let full = matches!(&source, MapError::SyscallError(call)
+            if matches!(call.io_error.raw_os_error(), Some(libc::ENOSPC | libc::E2BIG)));
+        match (full, capacity_key(name), &capacity) {
+            (true, Some(key), Ok(capacity)) => MigrateError::TooSmall {
+                name: name.to_string(),
+                capacity: *capacity,
+                key,
+            },
+            _ => MigrateError::Copy {
+                name: name.to_string(),
+                source,
+            },
+        }
     };
     let old_map = wrap_like(new, old);
     match name {
@@ -256,6 +281,16 @@ pub fn copy_entries(name: &str, old: MapData, ebpf: &mut aya::Ebpf) -> Result<us
         _ => Ok(0),
     }
     .map_err(copy_error)
+}
+
+/// The configuration key that sets the capacity of the map `name`, if one does.
+fn capacity_key(name: &str) -> Option<&'static str> {
+    match name {
+        ALLOW_V4 | ALLOW_V6 => Some("allow_capacity"),
+        DENY_V4 | DENY_V6 => Some("deny_capacity"),
+        BANS => Some("max_bans"),
+        _ => None,
+    }
 }
 
 /// Wraps `data` in the same [`Map`] variant family as `like` (hash kinds are interchangeable

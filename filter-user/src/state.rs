@@ -5,9 +5,9 @@
 //! a file; after attaching a fresh filter it restores them. A filter taken over from a killed
 //! daemon still has them in its maps and restores nothing.
 //!
-//! A restore puts back every part it can: the allowlist, the denylist and each ban are restored
-//! independently, so one that no longer fits (a smaller capacity in the configuration) does not
-//! cost the others. A file that could not be restored in full is kept beside the new one
+//! A restore puts back every part it can: each family of the allowlist and of the denylist, and
+//! each ban, is restored independently; a family that no longer fits (a smaller capacity in the
+//! configuration) gets as many of its prefixes as fit, and costs the others nothing. A file that could not be restored in full is kept beside the new one
 //! (`IFACE.json.unrestored-UNIXSECONDS`) before anything saves over it, so nothing the operator
 //! said is lost: the error names the copy.
 //!
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     bans::{BanError, PinnedBans, describe},
-    cidr::Cidr,
+    cidr::{Cidr, CidrError},
     control::{ListEditError, ListKind, PinnedList},
 };
 
@@ -59,6 +59,14 @@ pub enum StateError {
     /// The bans could not be read or written.
     #[error(transparent)]
     Bans(#[from] BanError),
+    /// A saved list entry is not a prefix.
+    #[error("a saved {list} entry: {source}")]
+    Entry {
+        /// Which list.
+        list: &'static str,
+        /// What is wrong with it.
+        source: CidrError,
+    },
     /// The state directory cannot hold the state file.
     #[error(
         "--state-dir {path}: cannot save the lists and bans there ({source}); name a writable \
@@ -264,14 +272,22 @@ pub fn restore(iface: &str, dir: &Path) -> Result<Restored, StateError> {
         (ListKind::Allow, &saved.allow, &mut restored.allow),
         (ListKind::Deny, &saved.deny, &mut restored.deny),
     ] {
-        // Entries moat wrote itself; one that no longer parses is skipped, not fatal.
-        let cidrs: Vec<Cidr> = entries.iter().filter_map(|e| e.parse().ok()).collect();
-        if cidrs.is_empty() {
-            continue;
+        // An entry that does not parse (a file edited by hand) is reported, so the file is
+        // kept; the others are restored.
+        let mut families: [Vec<Cidr>; 2] = [Vec::new(), Vec::new()];
+        for entry in entries {
+            match entry.parse::<Cidr>() {
+                Ok(cidr) => families[usize::from(matches!(cidr, Cidr::V6 { .. }))].push(cidr),
+                Err(source) => problems.push(StateError::Entry {
+                    list: kind.name(),
+                    source,
+                }),
+            }
         }
-        match PinnedList::open(iface, kind).and_then(|mut list| list.add(&cidrs)) {
-            Ok(added) => *count = added.added,
-            Err(error) => problems.push(error.into()),
+        for family in families.iter().filter(|family| !family.is_empty()) {
+            let (added, problem) = restore_family(iface, kind, family);
+            *count += added;
+            problems.extend(problem);
         }
     }
     match restore_bans(iface, &saved.bans) {
@@ -285,6 +301,30 @@ pub fn restore(iface: &str, dir: &Path) -> Result<Restored, StateError> {
         Ok(restored)
     } else {
         Err(keep_aside(&file, restored, problems))
+    }
+}
+
+/// Restores `cidrs`, all of one family, into the list `kind` of the filter on `iface`: all of
+/// them if they fit, else as many as the list has room for (a smaller capacity than when they
+/// were saved), in the saved order. Returns how many went in, and why not all did.
+fn restore_family(iface: &str, kind: ListKind, cidrs: &[Cidr]) -> (usize, Option<StateError>) {
+    let mut list = match PinnedList::open(iface, kind) {
+        Ok(list) => list,
+        Err(error) => return (0, Some(error.into())),
+    };
+    let full = match list.add(cidrs) {
+        Ok(outcome) => return (outcome.added, None),
+        Err(error @ ListEditError::Full { .. }) => error,
+        Err(error) => return (0, Some(error.into())),
+    };
+    let ipv6 = matches!(cidrs.first(), Some(Cidr::V6 { .. }));
+    let room = match list.room(ipv6) {
+        Ok(room) => room.min(cidrs.len()),
+        Err(error) => return (0, Some(error.into())),
+    };
+    match list.add(&cidrs[..room]) {
+        Ok(outcome) => (outcome.added, Some(full.into())),
+        Err(error) => (0, Some(error.into())),
     }
 }
 
@@ -334,9 +374,19 @@ fn restore_bans(iface: &str, saved: &[SavedBan]) -> Result<(usize, Vec<StateErro
 /// the rename fails too, that failure is what is returned (a directory where it fails is one
 /// where saving fails as well, so the file is not written over either).
 fn keep_aside(file: &Path, restored: Restored, problems: Vec<StateError>) -> StateError {
-    let mut kept = file.as_os_str().to_owned();
-    kept.push(format!(".unrestored-{}", unix_ms_now() / 1000));
-    let kept = PathBuf::from(kept);
+    // A name no earlier copy has (two restores can fail within a second).
+    let seconds = unix_ms_now() / 1000;
+    let kept = (0..)
+        .map(|n| {
+            let mut kept = file.as_os_str().to_owned();
+            kept.push(format!(".unrestored-{seconds}"));
+            if n > 0 {
+                kept.push(format!("-{n}"));
+            }
+            PathBuf::from(kept)
+        })
+        .find(|kept| !kept.exists())
+        .unwrap_or_else(|| file.with_extension("json.unrestored"));
     let problems = problems
         .iter()
         .map(ToString::to_string)
