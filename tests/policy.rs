@@ -162,6 +162,11 @@ fn reflected_dns_flood_is_dropped_while_the_resolver_answers() {
     );
     let daemon = pair.start(&["--config", &config]);
     assert!(daemon.log().contains("trusted=1"), "{}", daemon.log());
+    assert!(
+        !daemon.log().contains("resolv_conf names no file"),
+        "{}",
+        daemon.log()
+    );
     let iface = pair.origin_end.iface.as_str();
 
     // 200 large "DNS answers" from the attacker's port 53 to the origin's web port.
@@ -202,6 +207,25 @@ fn reflected_dns_flood_is_dropped_while_the_resolver_answers() {
         count(&stats, "pass", "pass").0,
         5,
         "the five resolver answers passed"
+    );
+}
+
+#[test]
+fn a_resolv_conf_that_is_not_there_is_warned_about() {
+    require_root();
+    let pair = Pair::create();
+    let dir = TempDir::new("resolv-missing");
+    let missing = dir.0.join("run/systemd/resolve/resolv.conf");
+    let config = dir.write(
+        "moat.toml",
+        &format!("[reflection]\nresolv_conf = {missing:?}\ntrust_system_ntp = false\n"),
+    );
+    let daemon = pair.start(&["--config", &config]);
+    let log = daemon.log();
+    assert!(
+        log.contains("reflection.resolv_conf names no file")
+            && log.contains(&format!("path={}", missing.display())),
+        "{log}"
     );
 }
 

@@ -118,6 +118,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     warn_if_ssh_closed(&config);
     warn_if_syncookies_off(&config);
+    warn_if_resolv_conf_missing(&config);
     // Register before attaching, so a signal during attach is queued, not fatal with pins left.
     let mut signals = Signals::install()?;
 
@@ -622,6 +623,7 @@ fn reload(
     }
     warn_if_ssh_closed(&config);
     warn_if_syncookies_off(&config);
+    warn_if_resolv_conf_missing(&config);
     let policy = Policy::compile(&config, args.dry_run);
     let before = running_v6_prefix(filter.pins());
     match filter.write_policy(&policy) {
@@ -701,6 +703,22 @@ fn warn_if_ssh_closed(config: &Config) {
         };
         warn!(
             "ports.tcp does not open {what}; new SSH connections to port {port} will be dropped port={port}"
+        );
+    }
+}
+
+/// Warns when `reflection.resolv_conf` names a file that is not there (a typo, or a path of
+/// another distribution's resolver): no resolver is trusted from it, so the host's own DNS
+/// answers meet the reflection stage. Not an error: the file may appear later (the daemon
+/// follows it), and a host may have no resolver.
+fn warn_if_resolv_conf_missing(config: &Config) {
+    if let Some(path) = &config.reflection.resolv_conf
+        && !path.exists()
+    {
+        warn!(
+            "reflection.resolv_conf names no file, so no resolver is trusted from it (set the \
+             file your resolver writes, or \"\" for none) path={}",
+            path.display()
         );
     }
 }
