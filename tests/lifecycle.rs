@@ -221,13 +221,23 @@ fn deny_and_ban_add_refuse_to_lock_out_everyone_or_the_ssh_client() {
     let pair = Pair::create();
     let iface = pair.origin_end.iface.clone();
     let _daemon = pair.start(&[]);
-    for everything in ["0.0.0.0/0", "::/0"] {
-        let output = pair.moat(&["deny", "add", "--iface", &iface, everything]);
-        let message = stderr(&output);
-        assert_eq!(output.status.code(), Some(2), "{everything}: {message}");
-        assert_eq!(message.lines().count(), 1, "one line: {message}");
-        assert!(message.contains("--force"), "{message}");
+    for list in ["deny", "allow"] {
+        for everything in ["0.0.0.0/0", "::/0"] {
+            let output = pair.moat(&[list, "add", "--iface", &iface, everything]);
+            let message = stderr(&output);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{list} {everything}: {message}"
+            );
+            assert_eq!(message.lines().count(), 1, "one line: {message}");
+            assert!(message.contains("--force"), "{message}");
+        }
+        assert_eq!(pair.moat_ok(&[list, "list", "--iface", &iface]), "");
     }
+    // Only an add takes --force.
+    let output = pair.moat(&["deny", "del", "--iface", &iface, "--force", "192.0.2.0/24"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     let ssh = pair
         .origin
         .command(support::moat_bin())

@@ -160,7 +160,7 @@ pub struct ListArgs {
 #[derive(Debug, Subcommand)]
 pub enum ListAction {
     /// Add prefixes (already-present ones are reported, not errors).
-    Add(ListEditArgs),
+    Add(ListAddArgs),
     /// Delete prefixes; every one must be on the list.
     Del(ListEditArgs),
     /// Print every prefix on the list, one a line.
@@ -179,7 +179,16 @@ pub struct ListEditArgs {
     /// Prefixes such as 203.0.113.0/24, 2001:db8::/32, or a bare address for one host.
     #[arg(value_name = "CIDR", required_unless_present = "file")]
     pub cidrs: Vec<String>,
-    /// Deny even a whole address family (0.0.0.0/0, ::/0) or a prefix holding the address of
+}
+
+/// Prefixes to add.
+#[derive(Debug, Args)]
+pub struct ListAddArgs {
+    /// The prefixes.
+    #[command(flatten)]
+    pub edit: ListEditArgs,
+    /// Add even a whole address family (0.0.0.0/0, ::/0: denied, it drops the family; allowed,
+    /// it passes the family unfiltered) or, to the denylist, a prefix holding the address of
     /// the SSH client running this command, which would lock that client out.
     #[arg(long)]
     pub force: bool,

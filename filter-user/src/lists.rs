@@ -5,7 +5,7 @@ use anyhow::Context as _;
 
 use crate::{
     cidr::{ARGUMENTS, Cidr, parse_lines},
-    cli::ListAction,
+    cli::{ListAction, ListAddArgs},
     control::{ListKind, PinnedList},
     lockout, namespace, preflight,
 };
@@ -13,12 +13,15 @@ use crate::{
 /// Runs one list command.
 pub fn run(kind: ListKind, action: &ListAction) -> anyhow::Result<()> {
     match action {
-        ListAction::Add(args) | ListAction::Del(args) => {
+        ListAction::Add(ListAddArgs { edit: args, .. }) | ListAction::Del(args) => {
             preflight::check_iface_name(&args.iface)?;
             namespace::check(&args.iface)?;
             let cidrs = collect(args.file.as_deref(), &args.cidrs)?;
-            if matches!((kind, action), (ListKind::Deny, ListAction::Add(_))) && !args.force {
-                lockout::refuse("deny", &cidrs, lockout::ssh_client())?;
+            if let ListAction::Add(ListAddArgs { force: false, .. }) = action {
+                match kind {
+                    ListKind::Deny => lockout::refuse("deny", &cidrs, lockout::ssh_client())?,
+                    _ => lockout::refuse_everything("allow", &cidrs)?,
+                }
             }
             let mut list = PinnedList::open(&args.iface, kind)?;
             if matches!(action, ListAction::Add(_)) {

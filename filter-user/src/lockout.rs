@@ -17,13 +17,8 @@ pub fn ssh_client() -> Option<std::net::IpAddr> {
 /// Refuses to `verb` ("deny", "ban") the `cidrs` if one is a whole family (`0.0.0.0/0`,
 /// `::/0`) or holds the SSH client `client` running the command.
 pub fn refuse(verb: &str, cidrs: &[Cidr], client: Option<std::net::IpAddr>) -> anyhow::Result<()> {
+    refuse_everything(verb, cidrs)?;
     for cidr in cidrs {
-        if cidr.is_everything() {
-            anyhow::bail!(
-                "refusing to {verb} {cidr}: it drops every source of that family; pass --force \
-                 if you mean it"
-            );
-        }
         if let Some(client) = client.filter(|client| cidr.contains(*client)) {
             anyhow::bail!(
                 "refusing to {verb} {cidr}: it holds {client}, the SSH client running this \
@@ -32,6 +27,23 @@ pub fn refuse(verb: &str, cidrs: &[Cidr], client: Option<std::net::IpAddr>) -> a
         }
     }
     Ok(())
+}
+
+/// Refuses to `verb` ("deny", "ban", "allow") the `cidrs` if one is a whole family
+/// (`0.0.0.0/0`, `::/0`), which would drop, or with "allow" pass unfiltered, every source of
+/// that family.
+pub fn refuse_everything(verb: &str, cidrs: &[Cidr]) -> anyhow::Result<()> {
+    let what = if verb == "allow" {
+        "passes every source of that family unfiltered"
+    } else {
+        "drops every source of that family"
+    };
+    match cidrs.iter().find(|cidr| cidr.is_everything()) {
+        Some(cidr) => {
+            anyhow::bail!("refusing to {verb} {cidr}: it {what}; pass --force if you mean it")
+        }
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -53,5 +65,13 @@ mod tests {
             "{error}"
         );
         assert!(refuse("deny", &[cidr("203.0.113.0/24")], client).is_ok());
+        let error = refuse_everything("allow", &[cidr("::/0")]).expect_err("a whole family");
+        assert!(
+            error
+                .to_string()
+                .contains("passes every source of that family unfiltered"),
+            "{error}"
+        );
+        assert!(refuse_everything("allow", &[cidr("198.51.100.0/24")]).is_ok());
     }
 }
