@@ -52,6 +52,11 @@ impl FromStr for Cidr {
             input: input.to_string(),
             reason,
         };
+        if input.split_whitespace().nth(1).is_some() {
+            return Err(error(
+                "several prefixes in one entry; give one per line (or argument)".into(),
+            ));
+        }
         let (addr_text, prefix_text) = match input.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (input, None),
@@ -354,6 +359,10 @@ mod tests {
         assert!(reason("10.0.0.0/").contains("0 to 32"));
         assert!(reason("10.0.0.0/+8").contains("0 to 32"));
         assert!(reason("").contains("expected"));
+        assert!(
+            reason("2001:db8:1::/48 2001:db8:2::/48").contains("give one per line"),
+            "two on one line: not a bad length"
+        );
     }
 
     #[test]
