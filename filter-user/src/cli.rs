@@ -260,8 +260,8 @@ pub struct StatsArgs {
     pub iface: String,
     /// Print JSON instead of a table: {"iface", "total", "counters": {VERDICT: {REASON:
     /// {"packets", "bytes"}}}, "rates" ([{"verdict", "reason", "pps", "bps"}], packets and bits
-    /// per second), "top_sources", "top_prefixes", "top_ports", "bans"}, every counter pair
-    /// present.
+    /// per second), "sample_every", "samples_lost", "top_sources", "top_prefixes",
+    /// "top_ports", "crowdsec" (null without a bouncer), "bans"}, every counter pair present.
     #[arg(long)]
     pub json: bool,
     /// Measure rates over this many seconds first (0: counters only, no rates).
