@@ -263,3 +263,45 @@ fn foreign_xdp_program_is_refused_then_replaced_with_force() {
     let (status, log) = daemon.stop().expect("stop");
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn command_line_mistakes_get_one_line_and_exit_2() {
+    for (args, needles) in [
+        (
+            &["deny", "add"][..],
+            &["--iface <IFACE>", "usage: moat deny add"][..],
+        ),
+        (
+            &["run", "--iface", "x", "--mode", "turbo"],
+            &["turbo", "auto, native, skb"],
+        ),
+        (&["top", "--iface", "x", "--interval", "0"], &["1..=3600"]),
+        (
+            &["deny", "del", "--iface", "x", "--force", "192.0.2.0/24"],
+            &["--force"],
+        ),
+        (&["frob"], &["frob"]),
+    ] {
+        let output = Command::new(moat_bin())
+            .args(args)
+            .output()
+            .expect("running moat");
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert_eq!(message.lines().count(), 1, "{args:?}: one line: {message}");
+        assert!(message.starts_with("moat: "), "{message}");
+        for needle in needles {
+            assert!(
+                message.contains(needle),
+                "{args:?}: {needle:?} not in {message:?}"
+            );
+        }
+    }
+    // Help is still help.
+    let help = Command::new(moat_bin())
+        .args(["deny", "--help"])
+        .output()
+        .expect("running moat");
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).lines().count() > 3);
+}

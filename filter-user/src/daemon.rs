@@ -499,7 +499,10 @@ impl Fleet {
             (Some(file), true) => match crowdsec::push::start(file, status) {
                 Ok((pusher, task)) => (Some(pusher), Some(AbortOnDrop(task))),
                 Err(err) => {
-                    error!("pushing bans to crowdsec is off iface={iface} error=\"{err:#}\"");
+                    error!(
+                        "pushing bans to crowdsec is off iface={iface} error=\"{}\"",
+                        crate::oneline::one_line(&err)
+                    );
                     (None, None)
                 }
             },

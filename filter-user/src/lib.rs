@@ -22,6 +22,7 @@ pub mod namespace;
 pub mod netns;
 pub mod notify;
 pub mod ntp;
+pub mod oneline;
 pub mod pins;
 pub mod policy;
 pub mod preflight;

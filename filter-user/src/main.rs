@@ -21,7 +21,10 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     if !matches!(cli.command, Command::Run(_)) {
         // Commands that print end quietly when their reader goes away (`moat stats | head`),
         // like other Unix tools; the daemon keeps Rust's ignored SIGPIPE, since it writes to
@@ -33,34 +36,54 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             if !error.is::<Reported>() {
-                eprintln!("moat: {}", one_line(&error));
+                eprintln!("moat: {}", moat::oneline::one_line(&error));
             }
             ExitCode::from(2)
         }
     }
 }
 
-/// `error` and its causes as one line: each cause after a colon unless the text before already
-/// says it (most errors name their OS error in their own message), line breaks inside a message
-/// (a TOML parser's) as semicolons.
-fn one_line(error: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        let text = text.trim();
-        if text.is_empty() || line.contains(text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(text);
+/// Prints a command-line error as one line (help and version as clap prints them) and returns
+/// its exit code: 2 for every mistake.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
     }
-    line.split('\n')
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+    eprintln!("moat: {}", usage_line(&error.render().to_string()));
+    ExitCode::from(2)
+}
+
+/// clap's multi-line message as one line: the error, its details (the missing arguments, the
+/// possible values), its tips and the usage, without the closing pointer to --help.
+fn usage_line(text: &str) -> String {
+    let mut line = String::new();
+    for part in text.lines().map(str::trim).filter(|part| !part.is_empty()) {
+        if part.starts_with("For more information") {
+            break;
+        }
+        let part = part.strip_prefix("error: ").unwrap_or(part);
+        let part = match part.strip_prefix("Usage: ") {
+            Some(usage) => format!("usage: {usage}"),
+            None => part.to_string(),
+        };
+        // A list of arguments or values continues the line before it.
+        let continues = line.ends_with(':')
+            || part.starts_with('<')
+            || part.starts_with("--")
+            || part.starts_with('[');
+        if !line.is_empty() {
+            line.push_str(if continues { " " } else { "; " });
+        }
+        line.push_str(&part);
+    }
+    line
 }
 
 fn dispatch(cli: &Cli) -> anyhow::Result<()> {
@@ -197,26 +220,20 @@ fn ban(action: &BanAction) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use super::usage_line;
 
     #[test]
-    fn errors_print_as_one_line_without_repeating_a_cause() {
-        let os = std::io::Error::from_raw_os_error(2);
-        let said = anyhow::Error::new(std::io::Error::other(format!("reading f: {os}")));
+    fn clap_errors_become_one_line_with_what_would_be_right() {
+        let missing = "error: the following required arguments were not provided:\n  --iface <IFACE>\n  <CIDR>...\n\nUsage: moat deny add --iface <IFACE> <CIDR>...\n\nFor more information, try '--help'.\n";
         assert_eq!(
-            one_line(&said.context("loading")),
-            format!("loading: reading f: {os}")
+            usage_line(missing),
+            "the following required arguments were not provided: --iface <IFACE> <CIDR>...; \
+             usage: moat deny add --iface <IFACE> <CIDR>..."
         );
-        let repeated = moat::config::ConfigError::Read {
-            path: "f.toml".into(),
-            source: os,
-        };
-        let text = one_line(&repeated.into());
-        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
-        let broken = anyhow::anyhow!("line 1: invalid table header\nexpected `.`, `]`");
+        let value = "error: invalid value 'turbo' for '--mode <MODE>'\n  [possible values: auto, native, skb]\n\nFor more information, try '--help'.\n";
         assert_eq!(
-            one_line(&broken),
-            "line 1: invalid table header; expected `.`, `]`"
+            usage_line(value),
+            "invalid value 'turbo' for '--mode <MODE>' [possible values: auto, native, skb]"
         );
     }
 }

@@ -163,7 +163,10 @@ pub async fn run(iface: String, config: CrowdSecConfig, status: Arc<Status>, sta
             Ok(Ok(0)) => {}
             Ok(Ok(count)) => info!("crowdsec decisions restored iface={iface} count={count}"),
             Ok(Err(error)) => {
-                warn!("restoring the crowdsec decisions failed iface={iface} error=\"{error:#}\"")
+                warn!(
+                    "restoring the crowdsec decisions failed iface={iface} error=\"{}\"",
+                    crate::oneline::one_line(&error)
+                )
             }
             Err(error) => {
                 warn!("restoring the crowdsec decisions failed iface={iface} error={error}")
@@ -201,7 +204,8 @@ pub async fn run(iface: String, config: CrowdSecConfig, status: Arc<Status>, sta
                         if failures == 0 {
                             warn!(
                                 "crowdsec pull failed, keeping the decisions in force and \
-                                 retrying with backoff iface={iface} error=\"{error:#}\""
+                                 retrying with backoff iface={iface} error=\"{}\"",
+                                crate::oneline::one_line(&error)
                             );
                         }
                         failures += 1;
@@ -218,7 +222,7 @@ pub async fn run(iface: String, config: CrowdSecConfig, status: Arc<Status>, sta
                 let status = Arc::clone(&status);
                 let done = tokio::task::spawn_blocking(move || expire_now(&sync, &status)).await;
                 if let Ok(Err(error)) = done {
-                    warn!("crowdsec expiry failed iface={iface} error=\"{error:#}\"");
+                    warn!("crowdsec expiry failed iface={iface} error=\"{}\"", crate::oneline::one_line(&error));
                 }
             }
         }
