@@ -120,6 +120,48 @@ fn counts_live_traffic_exactly_in_skb_mode() {
 }
 
 #[test]
+fn auto_mode_falls_back_to_skb_when_the_mtu_is_too_large_for_native() {
+    require_root();
+    let pair = Pair::create();
+    // veth refuses native XDP when its peer's MTU leaves a frame more than a page.
+    for (ns, end) in [
+        (&pair.origin, &pair.origin_end.iface),
+        (&pair.client, &pair.client_end.iface),
+    ] {
+        ns.ip(&["link", "set", "dev", end, "mtu", "9000"])
+            .expect("jumbo MTU");
+    }
+    let refused = pair.moat(&[
+        "run",
+        "--iface",
+        &pair.origin_end.iface,
+        "--mode",
+        "native",
+        "--metrics",
+        "off",
+    ]);
+    let message = support::stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("refuses native XDP at its MTU") && message.contains("--mode skb"),
+        "{message}"
+    );
+    let daemon = pair.start(&[]);
+    let log = daemon.log();
+    assert!(
+        log.contains("native xdp refused at this MTU, falling back to skb mode")
+            && log.contains("mode=skb"),
+        "{log}"
+    );
+    assert_eq!(
+        traffic::ping(&pair.client, pair.origin_end.ipv4, 2).expect("ping"),
+        2
+    );
+    let (status, log) = daemon.stop().expect("stopping moat run");
+    assert!(status.success(), "{log}");
+}
+
+#[test]
 fn sigterm_detaches_and_removes_pins() {
     require_root();
     let pair = Pair::create();

@@ -170,6 +170,16 @@ pub enum LoadError {
         /// The interface.
         iface: String,
     },
+    /// The driver refused native mode for this interface's MTU (too large for XDP without
+    /// multi-buffer support).
+    #[error(
+        "the driver of {iface} refuses native XDP at its MTU (a jumbo MTU is too large for XDP \
+         on this driver); lower the MTU, or use --mode skb (or --mode auto to fall back)"
+    )]
+    NativeMtu {
+        /// The interface.
+        iface: String,
+    },
     /// The object could not be parsed or its maps created.
     #[error(
         "loading the XDP object (if counters pinned by another moat version are incompatible, \
@@ -723,6 +733,13 @@ fn attach_in_mode(
                 warn!("native xdp unsupported, falling back to skb mode iface={iface}");
                 Ok((attach_once(program, request, XdpMode::Skb)?, Mode::Skb))
             }
+            Err(LoadError::NativeMtu { iface }) => {
+                warn!(
+                    "native xdp refused at this MTU, falling back to skb mode iface={iface} \
+                     (lower the MTU for native mode)"
+                );
+                Ok((attach_once(program, request, XdpMode::Skb)?, Mode::Skb))
+            }
             Err(error) => Err(error),
         },
     }
@@ -752,6 +769,9 @@ fn attach_once(
                 })
         }
         Some(libc::EBUSY | libc::EEXIST) => Err(LoadError::OtherProgram {
+            iface: iface.to_string(),
+        }),
+        Some(libc::ERANGE) if xdp_mode == XdpMode::Driver => Err(LoadError::NativeMtu {
             iface: iface.to_string(),
         }),
         Some(libc::EOPNOTSUPP) if xdp_mode == XdpMode::Driver => {
