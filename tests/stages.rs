@@ -1437,6 +1437,38 @@ fn a_ban_ends_the_verification_of_its_source() {
 }
 
 #[test]
+fn a_ban_for_spoofable_traffic_leaves_the_sources_tcp_alone() {
+    let mut filter = Filter::load();
+    filter.update(banning_settings);
+    for source in [IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V6)] {
+        // A UDP flood in the source's name (anyone can send one) earns it a ban...
+        filter.assert_passes(&format!("udp from {source} within its limit"), &udp(source));
+        for strike in 1..=3 {
+            filter.assert_drops(
+                &format!("udp from {source}, strike {strike}"),
+                &udp(source),
+                Reason::RateUdp,
+            );
+        }
+        filter.assert_drops(
+            &format!("udp from banned {source}"),
+            &udp(source),
+            Reason::Banned,
+        );
+        // ...which drops none of its TCP: a first-time visitor at that address still gets in.
+        filter.assert_passes(&format!("syn from {source}"), &syn(source, HTTPS));
+        filter.assert_passes(&format!("ack from {source}"), &tcp(source, ACK, HTTPS));
+    }
+    // A manual ban covers TCP all the same.
+    filter.ban(OTHER_V4, manual_ban(u64::MAX));
+    filter.assert_drops(
+        "syn from a manually banned source",
+        &syn(OTHER_V4, HTTPS),
+        Reason::Banned,
+    );
+}
+
+#[test]
 fn a_verified_source_earns_no_ban_from_traffic_anyone_could_send_in_its_name() {
     let mut filter = Filter::load();
     filter.update(banning_settings);

@@ -1,6 +1,6 @@
 //! How sources are keyed in the per-source rate and ban maps, and what a ban holds.
 
-use crate::Packet;
+use crate::{Packet, Reason};
 
 /// Key of the `SOURCES` (rate state per source and class) and `BANS` maps. IPv6 sources are
 /// masked to the configured prefix (a /64 by default) so one attacker's whole prefix shares one
@@ -172,11 +172,46 @@ impl Ban {
     pub const fn enforced(&self, now_ns: u64, dry_run: bool) -> bool {
         self.active(now_ns) && (dry_run || self.flags & BAN_DRY_RUN == 0)
     }
+
+    /// Whether the ban covers TCP: every ban but one the program issued for UDP, ICMP or other
+    /// traffic over its per-source limit. Anyone can send those with a visitor's address, and
+    /// a visitor's TCP proves its address by its handshake, so such a ban drops the source's
+    /// UDP, ICMP and other traffic only: a spoofed flood in a first-time visitor's name cannot
+    /// cut the visitor off from the site. A SYN ban (earned only by a source that completed a
+    /// handshake), a manual ban and one of unknown reason cover everything.
+    pub const fn covers_tcp(&self) -> bool {
+        let spoofable = matches!(
+            Reason::from_u32(self.reason as u32),
+            Some(Reason::RateUdp | Reason::RateIcmp | Reason::RateOther)
+        );
+        self.flags & BAN_MANUAL != 0 || !spoofable
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_bans_for_spoofable_traffic_spare_tcp() {
+        let ban = |reason: Reason, flags: u16| Ban {
+            until_ns: 1,
+            offences: 1,
+            reason: reason as u16,
+            flags,
+        };
+        for reason in [Reason::RateUdp, Reason::RateIcmp, Reason::RateOther] {
+            assert!(!ban(reason, 0).covers_tcp(), "{reason:?}");
+            assert!(ban(reason, BAN_MANUAL).covers_tcp(), "manual {reason:?}");
+        }
+        assert!(ban(Reason::RateSyn, 0).covers_tcp());
+        assert!(ban(Reason::Banned, BAN_MANUAL).covers_tcp());
+        let unknown = Ban {
+            reason: 999,
+            ..ban(Reason::RateSyn, 0)
+        };
+        assert!(unknown.covers_tcp());
+    }
 
     #[test]
     fn masks_v6_to_the_prefix() {

@@ -115,7 +115,7 @@ pub fn mark(source: &SourceKey, settings: &Settings, clock: &mut Clock) {
     // A ban written while this verification was being decided wins.
     if let Some(ban) = BANS.get_ptr(source) {
         // SAFETY: a pointer from a successful lookup, valid for this run.
-        if unsafe { (*ban).enforced(now_ns, settings.dry_run()) } {
+        if unsafe { (*ban).enforced(now_ns, settings.dry_run()) && (*ban).covers_tcp() } {
             forget(source);
         }
     }

@@ -359,7 +359,9 @@ impl PinnedBans {
             .insert(key, ban, 0)
             .map_err(self.map_error("writing"))?;
         self.empty.note_ban().map_err(self.map_error("writing"))?;
-        self.verified.forget(&key);
+        if ban.covers_tcp() {
+            self.verified.forget(&key);
+        }
         Ok(())
     }
 

@@ -77,10 +77,10 @@ pub fn refresh(ebpf: &aya::Ebpf, v6_prefix: u32) -> usize {
     else {
         return 0;
     };
-    // Any ban not yet ended keeps its source unverified, a dry run's too.
+    // Any ban of its TCP not yet ended keeps its source unverified, a dry run's too.
     let banned = |key: &SourceKey| {
         bans.get(&key.with_class(BAN_CLASS), 0)
-            .is_ok_and(|ban| ban.until_ns > now)
+            .is_ok_and(|ban| ban.until_ns > now && ban.covers_tcp())
     };
     let until = now.saturating_add(duration_ns(VERIFIED_FOR));
     let renew_before = until.saturating_sub(duration_ns(REFRESH_AFTER));

@@ -20,6 +20,8 @@
 //! - IPv6 sources are keyed by their first `bans.ipv6_prefix` bits, IPv4 ones by the address.
 //! - ICMP the network needs is never rate-limited nor banned; echo replies have no per-source
 //!   limit; over a UDP, ICMP or other limit, a verified source strikes no strike (no ban).
+//! - a ban earned over a UDP, ICMP or other limit drops the source's UDP, ICMP and other
+//!   traffic but not its TCP, and leaves its verification alone; a SYN ban drops everything.
 //!
 //! It is not a filter and not a simulator of the kernel's maps: it takes the parsed packet (it
 //! parses no frames), reads the fixed clock of [`Settings::clock_ns`], never evicts (a
@@ -247,6 +249,14 @@ pub struct Ban {
     pub dry_run: bool,
 }
 
+impl Ban {
+    /// Whether the ban drops TCP: only a SYN ban does; one for UDP, ICMP or other traffic
+    /// (which anyone can send in a visitor's name) leaves the source's TCP alone.
+    pub fn covers_tcp(&self) -> bool {
+        self.reason == Reason::RateSyn
+    }
+}
+
 /// The model: every table the program keeps, and the pipeline over them.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -435,8 +445,10 @@ impl Model {
     fn banned(&self, packet: &Packet) -> bool {
         let now_ns = self.now_ns();
         let dry_run = self.dry_run();
-        self.ban_of(packet)
-            .is_some_and(|ban| now_ns < ban.until_ns && (dry_run || !ban.dry_run))
+        let tcp = packet.has_l4() && packet.l4_proto == filter_common::packet::IPPROTO_TCP;
+        self.ban_of(packet).is_some_and(|ban| {
+            now_ns < ban.until_ns && (dry_run || !ban.dry_run) && (!tcp || ban.covers_tcp())
+        })
     }
 
     fn fragment_refused(&mut self, packet: &Packet) -> bool {
@@ -548,12 +560,15 @@ impl Model {
             },
         );
         *self.ban_events.entry(reason).or_default() += 1;
-        // A ban ends the source's verification (README, policy stage 3).
-        self.verified.remove(&Key::of(
-            packet,
-            Scope::Verified,
-            self.settings.v6_source_prefix,
-        ));
+        // A SYN ban ends the source's verification (README, policy stage 3); a ban for
+        // spoofable traffic leaves its TCP alone.
+        if reason == Reason::RateSyn {
+            self.verified.remove(&Key::of(
+                packet,
+                Scope::Verified,
+                self.settings.v6_source_prefix,
+            ));
+        }
     }
 }
 

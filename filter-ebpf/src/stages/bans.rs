@@ -1,5 +1,5 @@
 //! Banned sources. Maps read: `BANS_EMPTY`, then `BANS` unless the daemon found it empty.
-//! Reason: `Banned`. Lookups per packet: one array word, and one hash lookup while any ban
+//! Reason: `Banned`. A ban the program issued for UDP, ICMP or other traffic drops no TCP. Lookups per packet: one array word, and one hash lookup while any ban
 //! exists. A ban recorded during a dry run counts only while dry run is on.
 
 use filter_common::{
@@ -15,13 +15,20 @@ use crate::{
 
 /// Decides `Banned` while the ban of `source` (its ban key) is in force.
 #[inline(always)]
-pub fn check(source: &SourceKey, settings: &Settings, clock: &mut Clock) -> Option<Reason> {
+pub fn check(
+    source: &SourceKey,
+    tcp: bool,
+    settings: &Settings,
+    clock: &mut Clock,
+) -> Option<Reason> {
     if known_empty() {
         return None;
     }
     let ban = BANS.get_ptr(source)?;
     // SAFETY: the pointer comes from a successful lookup and is valid for this program run.
-    if unsafe { (*ban).enforced(clock.now_ns(), settings.dry_run()) } {
+    let ban = unsafe { &*ban };
+    // A ban for UDP, ICMP or other traffic leaves TCP alone (see `Ban::covers_tcp`).
+    if ban.enforced(clock.now_ns(), settings.dry_run()) && (!tcp || ban.covers_tcp()) {
         Some(Reason::Banned)
     } else {
         None

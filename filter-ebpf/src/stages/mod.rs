@@ -52,12 +52,12 @@ pub fn judge(
     let source = SourceKey::for_ban(packet, settings.v6_source_mask);
     // Only TCP asks whether its source completed a handshake. A verified source is never
     // banned (see `crate::verified`), so its segments skip the bans lookup.
-    let verified =
-        packet.has_l4() && packet.l4_proto == IPPROTO_TCP && verified::holds(&source, clock);
+    let tcp = packet.has_l4() && packet.l4_proto == IPPROTO_TCP;
+    let verified = tcp && verified::holds(&source, clock);
     // ICMP the network needs is never banned (see `is_network_control`).
     if !verified
         && !is_network_control(packet)
-        && let Some(reason) = bans::check(&source, settings, clock)
+        && let Some(reason) = bans::check(&source, tcp, settings, clock)
     {
         return reason;
     }

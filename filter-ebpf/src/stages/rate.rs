@@ -259,8 +259,11 @@ fn ban(packet: &mut Packet, key: &SourceKey, settings: &Settings, now_ns: u64, r
     }
     // After the insert: the daemon's sweep may have just found the table empty.
     super::bans::note_ban();
-    // No verified source is banned (see `crate::verified`): its next segments meet the ban.
-    verified::forget(key);
+    // No verified source is banned from TCP (see `crate::verified`): its next segments meet
+    // the ban. A ban for spoofable traffic leaves its TCP, and its verification, alone.
+    if entry.covers_tcp() {
+        verified::forget(key);
+    }
     if let Some(count) = BAN_EVENTS.get_ptr_mut(reason as u32) {
         // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
         unsafe { *count += 1 };
