@@ -230,6 +230,35 @@ fn a_resolv_conf_that_is_not_there_is_warned_about() {
 }
 
 #[test]
+fn a_host_that_forwards_is_told_what_require_sockets_does_to_its_nat() {
+    require_root();
+    let pair = Pair::create();
+    pair.origin
+        .command("sysctl")
+        .args(["-q", "-w", "net.ipv4.ip_forward=1"])
+        .status()
+        .expect("sysctl");
+    let daemon = pair.start(&[]);
+    assert!(
+        daemon.log().contains("this host forwards packets")
+            && daemon.log().contains("require_sockets = false"),
+        "{}",
+        daemon.log()
+    );
+    let (status, log) = daemon.stop().expect("stopping");
+    assert!(status.success(), "{log}");
+    // Told once, it can say so in the file: no warning then.
+    let dir = TempDir::new("forwarding");
+    let config = dir.write("moat.toml", "require_sockets = false\n");
+    let daemon = pair.start(&["--config", &config]);
+    assert!(
+        !daemon.log().contains("this host forwards packets"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
 fn closed_ports_drop_new_connections_but_not_replies() {
     require_root();
     let pair = Pair::create();

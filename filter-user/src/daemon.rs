@@ -119,6 +119,7 @@ async fn serve(
     warn_if_ssh_closed(&config);
     warn_if_syncookies_off(&config);
     warn_if_resolv_conf_missing(&config);
+    warn_if_forwarding(&config);
     // Register before attaching, so a signal during attach is queued, not fatal with pins left.
     let mut signals = Signals::install()?;
 
@@ -627,6 +628,7 @@ fn reload(
     warn_if_ssh_closed(&config);
     warn_if_syncookies_off(&config);
     warn_if_resolv_conf_missing(&config);
+    warn_if_forwarding(&config);
     let policy = Policy::compile(&config, args.dry_run);
     let before = running_v6_prefix(filter.pins());
     match filter.write_policy(&policy) {
@@ -722,6 +724,34 @@ fn warn_if_resolv_conf_missing(config: &Config) {
             "reflection.resolv_conf names no file, so no resolver is trusted from it (set the \
              file your resolver writes, or \"\" for none) path={}",
             path.display()
+        );
+    }
+}
+
+/// The kernel's forwarding switches (per network namespace), IPv4 then IPv6.
+const FORWARDING_SYSCTLS: [&str; 2] = [
+    "/proc/sys/net/ipv4/ip_forward",
+    "/proc/sys/net/ipv6/conf/all/forwarding",
+];
+
+/// Warns when the host forwards packets (docker, VMs, a VPN, a router) while `require_sockets`
+/// is on: the replies to connections it forwards or NATs for the hosts behind it have no socket
+/// here, so they are dropped (`no_socket`, `port_closed`); the program cannot see the kernel's
+/// connection tracking.
+fn warn_if_forwarding(config: &Config) {
+    if !config.require_sockets {
+        return;
+    }
+    let forwarding = FORWARDING_SYSCTLS
+        .iter()
+        .any(|path| std::fs::read_to_string(path).is_ok_and(|value| value.trim() == "1"));
+    if forwarding {
+        warn!(
+            "this host forwards packets (containers, VMs, a VPN or a router): with \
+             require_sockets = true, replies to the connections it forwards or NATs for hosts \
+             behind it have no socket here and are dropped (no_socket, port_closed); set \
+             require_sockets = false if they must reach out, and list ports forwarded in to \
+             them in [ports]"
         );
     }
 }
