@@ -558,6 +558,17 @@ fn answers_to_the_hosts_own_connected_queries_pass_the_reflection_stage() {
                 Verdict::Drop,
                 Reason::Reflection,
             );
+            // A DNS server bound on port 53 itself: a peer querying it from its own port 53
+            // is expected (NTP 123 to 123, OpenVPN 1194 to 1194 alike).
+            let service = UdpSocket::bind((server, DNS)).expect("a DNS service");
+            let service_addr = service.local_addr().expect("its address");
+            filter.expect(
+                &format!("port 53 from {other} to the service on port 53"),
+                &dns_answer(other, service_addr),
+                XDP_PASS,
+                Verdict::Pass,
+                Reason::Pass,
+            );
         }
     })
     .expect("entering the namespace");

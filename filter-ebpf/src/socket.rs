@@ -298,9 +298,13 @@ pub fn udp_socket(ctx: &XdpContext, mut tuple: Tuple) -> bool {
     true
 }
 
-/// Whether this datagram answers a UDP socket of the host's own that is connected to its
-/// sender: a reply to a query the host sent (a local resolver's, `dig @server`'s), which a
-/// reflection flood cannot imitate without the socket's port and peer.
+/// Whether a socket of the host's expects this datagram from a reflector port: one connected
+/// to its sender (the answer to a query the host sent: a local resolver's, `dig @server`'s),
+/// which a reflection flood cannot imitate without the socket's port and peer; or a service
+/// bound, unconnected, on the very port the datagram comes from (a peer of the same protocol
+/// speaking from its own service port: NTP 123 to 123, DNS 53 to 53, OpenVPN 1194 to 1194).
+/// A reflected flood aimed there reaches only that service, under its per-source limits
+/// (reflectors send from their real addresses).
 #[inline(always)]
 pub fn udp_reply(ctx: &XdpContext, packet: &Packet, mut tuple: Tuple) -> bool {
     let sk = lookup_udp(ctx, &mut tuple);
@@ -309,15 +313,17 @@ pub fn udp_reply(ctx: &XdpContext, packet: &Packet, mut tuple: Tuple) -> bool {
     }
     // SAFETY: a non-null socket from the lookup; its peer fields are readable on every
     // socket (zero for one not connected).
-    let connected_to_sender = unsafe {
-        (*sk).dst_port == packet.src_port.to_be()
+    let expected = unsafe {
+        let connected_to_sender = (*sk).dst_port == packet.src_port.to_be()
             && if packet.ip_version == 4 {
                 (*sk).dst_ip4 == packet.src_v4_word()
             } else {
                 (*sk).dst_ip6 == core::mem::transmute::<[u64; 2], [u32; 4]>(packet.src_words())
-            }
+            };
+        let same_port_peer = (*sk).dst_port == 0 && packet.src_port == packet.dst_port;
+        connected_to_sender || same_port_peer
     };
     // SAFETY: releases the reference the lookup took.
     unsafe { bpf_sk_release(sk.cast()) };
-    connected_to_sender
+    expected
 }
