@@ -281,6 +281,10 @@ fn command_line_mistakes_get_one_line_and_exit_2() {
             &["--force"],
         ),
         (&["frob"], &["frob"]),
+        (
+            &["ban", "add", "--iface", "x", "--for", "-5m", "192.0.2.1"],
+            &["\"-5m\" is not a duration", "30s, 10m"],
+        ),
     ] {
         let output = Command::new(moat_bin())
             .args(args)

@@ -76,7 +76,12 @@ pub enum BanAction {
         #[arg(long, value_name = "IFACE")]
         iface: String,
         /// How long: e.g. 90s, 10m, 2h, 1d.
-        #[arg(long = "for", value_name = "DURATION", default_value = "1h")]
+        #[arg(
+            long = "for",
+            value_name = "DURATION",
+            default_value = "1h",
+            allow_hyphen_values = true
+        )]
         length: String,
         /// The address.
         #[arg(value_name = "ADDR")]
