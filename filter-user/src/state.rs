@@ -7,9 +7,10 @@
 //!
 //! A restore puts back every part it can: each family of the allowlist and of the denylist, and
 //! each ban, is restored independently; a family that no longer fits (a smaller capacity in the
-//! configuration) gets as many of its prefixes as fit, and costs the others nothing. A file that could not be restored in full is kept beside the new one
-//! (`IFACE.json.unrestored-UNIXSECONDS`) before anything saves over it, so nothing the operator
-//! said is lost: the error names the copy.
+//! configuration) gets as many of its prefixes as fit, and costs the others nothing. A file that
+//! could not be restored in full is kept beside the new one (`IFACE.json.unrestored-UNIXSECONDS`,
+//! `-N` added if that name is taken) before anything saves over it, so nothing the operator said
+//! is lost: the error names the copy.
 //!
 //! Bans are stored with a wall-clock expiry: the monotonic clock the program uses starts again
 //! at boot, so its values mean nothing after a reboot.
@@ -376,17 +377,19 @@ fn restore_bans(iface: &str, saved: &[SavedBan]) -> Result<(usize, Vec<StateErro
 fn keep_aside(file: &Path, restored: Restored, problems: Vec<StateError>) -> StateError {
     // A name no earlier copy has (two restores can fail within a second).
     let seconds = unix_ms_now() / 1000;
-    let kept = (0..)
-        .map(|n| {
-            let mut kept = file.as_os_str().to_owned();
-            kept.push(format!(".unrestored-{seconds}"));
-            if n > 0 {
-                kept.push(format!("-{n}"));
-            }
-            PathBuf::from(kept)
-        })
-        .find(|kept| !kept.exists())
-        .unwrap_or_else(|| file.with_extension("json.unrestored"));
+    let mut copies = 0;
+    let kept = loop {
+        let mut kept = file.as_os_str().to_owned();
+        kept.push(format!(".unrestored-{seconds}"));
+        if copies > 0 {
+            kept.push(format!("-{copies}"));
+        }
+        let kept = PathBuf::from(kept);
+        if !kept.exists() {
+            break kept;
+        }
+        copies += 1;
+    };
     let problems = problems
         .iter()
         .map(ToString::to_string)

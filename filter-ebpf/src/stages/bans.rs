@@ -1,6 +1,7 @@
 //! Banned sources. Maps read: `BANS_EMPTY`, then `BANS` unless the daemon found it empty.
-//! Reason: `Banned`. A ban the program issued for UDP, ICMP or other traffic drops no TCP. Lookups per packet: one array word, and one hash lookup while any ban
-//! exists. A ban recorded during a dry run counts only while dry run is on.
+//! Reason: `Banned`. Lookups per packet: one array word, and one hash lookup while any ban
+//! exists. A ban recorded during a dry run counts only while dry run is on; a ban the program
+//! issued for UDP, ICMP or other traffic drops none of the source's TCP.
 
 use filter_common::{
     Reason, Settings,
