@@ -103,7 +103,9 @@ fn flood_from_one_source_is_limited_then_banned_while_another_connects() {
 
     let bans = pair.moat_ok(&["ban", "list", "--iface", iface]);
     assert!(
-        bans.contains(&flooder.to_string()) && bans.contains("rate_udp"),
+        bans.contains(&flooder.to_string())
+            && bans.contains("rate_udp")
+            && bans.contains("all but TCP"),
         "{bans}"
     );
 

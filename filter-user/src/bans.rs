@@ -113,6 +113,8 @@ pub struct BanView {
     pub reason: String,
     /// Automatic bans earned so far.
     pub offences: u32,
+    /// What it drops: everything, or (a ban for UDP, ICMP or other traffic) all but TCP.
+    pub drops: &'static str,
 }
 
 /// Now, on the kernel's monotonic clock, in ns.
@@ -429,6 +431,11 @@ impl PinnedBans {
                     .map_or("unknown", Reason::label)
                     .to_string(),
                 offences: ban.offences,
+                drops: if ban.covers_tcp() {
+                    "everything"
+                } else {
+                    "all but TCP"
+                },
             });
         }
         views.sort_by_key(|view| std::cmp::Reverse(view.remaining));
@@ -558,16 +565,17 @@ pub fn read_all<T: Borrow<MapData>>(
 /// `moat ban list` output: one line per ban.
 pub fn render(views: &[BanView]) -> String {
     let mut out = format!(
-        "{:<24} {:>10} {:<12} {:>8}\n",
-        "SOURCE", "REMAINING", "REASON", "OFFENCES"
+        "{:<24} {:>10} {:<12} {:>8}  {}\n",
+        "SOURCE", "REMAINING", "REASON", "OFFENCES", "DROPS"
     );
     for view in views {
         out.push_str(&format!(
-            "{:<24} {:>10} {:<12} {:>8}\n",
+            "{:<24} {:>10} {:<12} {:>8}  {}\n",
             view.source,
             format_duration(Duration::from_secs(view.remaining.as_secs().max(1))),
             view.reason,
-            view.offences
+            view.offences,
+            view.drops
         ));
     }
     out
