@@ -488,7 +488,8 @@ fn a_restore_that_cannot_put_everything_back_restores_the_rest_and_keeps_the_fil
     let second = pair.start(&["--state-dir", &dir_arg, "--config", &config]);
     let log = second.log();
     assert!(
-        log.contains("restored only allow=1 deny=3 bans=1") && log.contains("is full"),
+        log.contains("restored only allow=1 deny=3 bans=1")
+            && log.contains("holds 2 prefixes per address family (deny_capacity): 2 of its 3 saved IPv4 prefixes restored, 1 left out"),
         "{log}"
     );
     let deny = pair.moat_ok(&["deny", "list", "--iface", &iface]);

@@ -456,6 +456,23 @@ fn config_check_lists_every_problem_with_line_and_key() {
         .output()
         .expect("moat config check");
     assert!(output.status.success(), "{}", stderr(&output));
+    // Valid but worth a word: a resolv.conf that is not there (run and reload warn the same).
+    let missing = dir.0.join("no-such-resolv.conf");
+    let warned = dir.write(
+        "warned.toml",
+        &format!("[reflection]\nresolv_conf = {missing:?}\n"),
+    );
+    let output = std::process::Command::new(support::moat_bin())
+        .args(["config", "check", &warned])
+        .output()
+        .expect("moat config check");
+    let message = stderr(&output);
+    assert!(output.status.success(), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.contains("warning: reflection.resolv_conf names no file"),
+        "{message}"
+    );
     let bad = dir.write(
         "bad.toml",
         "max_bans = 0\n[limits.source.syn]\npps = 10\nburst = 0\n[bans]\nbase = \"soon\"\n",

@@ -197,3 +197,25 @@ fn trusted_upstreams_follow_resolv_conf_without_a_reload() {
         daemon.log()
     );
 }
+
+#[test]
+fn a_reload_asked_for_another_mode_says_how_to_change_it() {
+    require_root();
+    let pair = Pair::create();
+    let dir = support::TempDir::new("reload-mode");
+    let path = dir.write("moat.toml", "mode = \"native\"\n");
+    let daemon = pair.start(&["--config", &path]);
+    std::fs::write(&path, "mode = \"skb\"\n").expect("rewriting the config");
+    daemon.signal(libc::SIGHUP).expect("SIGHUP");
+    wait_until("the reload", Duration::from_secs(10), || {
+        daemon.log().contains("reloaded iface=")
+    });
+    let log = daemon.log();
+    // A restart takes the filter over and keeps its mode: the way to change it is a detach.
+    assert!(
+        log.contains("mode change needs a detach, keeping mode")
+            && log.contains("requested=skb")
+            && log.contains("moat detach --iface"),
+        "{log}"
+    );
+}

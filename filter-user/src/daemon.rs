@@ -620,9 +620,11 @@ fn reload(
     }
     if config.mode != running.mode && args.mode.is_none() {
         warn!(
-            "mode change needs a restart, keeping mode iface={} requested={}",
+            "mode change needs a detach, keeping mode iface={} requested={} (a restart takes \
+             the filter over and keeps its mode: run `moat detach --iface {}`, then start moat)",
             filter.iface(),
-            config.mode.name()
+            config.mode.name(),
+            filter.iface()
         );
     }
     warn_if_ssh_closed(&config);
@@ -712,19 +714,11 @@ fn warn_if_ssh_closed(config: &Config) {
     }
 }
 
-/// Warns when `reflection.resolv_conf` names a file that is not there (a typo, or a path of
-/// another distribution's resolver): no resolver is trusted from it, so the host's own DNS
-/// answers meet the reflection stage. Not an error: the file may appear later (the daemon
-/// follows it), and a host may have no resolver.
+/// Warns when `reflection.resolv_conf` names a file that is not there (see
+/// [`Config::resolv_conf_warning`]).
 fn warn_if_resolv_conf_missing(config: &Config) {
-    if let Some(path) = &config.reflection.resolv_conf
-        && !path.exists()
-    {
-        warn!(
-            "reflection.resolv_conf names no file, so no resolver is trusted from it (set the \
-             file your resolver writes, or \"\" for none) path={}",
-            path.display()
-        );
+    if let Some(warning) = config.resolv_conf_warning() {
+        warn!("{warning}");
     }
 }
 

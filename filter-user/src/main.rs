@@ -128,7 +128,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Config(args) => match &args.action {
             ConfigAction::Check { file } => match Config::load(file) {
-                Ok(_) => {
+                Ok(config) => {
+                    // Valid, but worth a word: the same warning `moat run` logs.
+                    if let Some(warning) = config.resolv_conf_warning() {
+                        eprintln!("moat: {}: warning: {warning}", file.display());
+                    }
                     println!("{}: ok", file.display());
                     Ok(())
                 }

@@ -68,6 +68,28 @@ pub enum StateError {
         /// What is wrong with it.
         source: CidrError,
     },
+    /// A list family got only part of its saved prefixes back: its capacity is smaller now.
+    #[error(
+        "the {list} of {iface} holds {capacity} prefixes per address family ({key}): {restored} of \
+         its {saved} saved {family} prefixes restored, {} left out (the kept file holds them all)",
+        saved - restored
+    )]
+    Partial {
+        /// Which list.
+        list: &'static str,
+        /// The interface.
+        iface: String,
+        /// "IPv4" or "IPv6".
+        family: &'static str,
+        /// Prefixes restored.
+        restored: usize,
+        /// Prefixes saved.
+        saved: usize,
+        /// The list's capacity per family.
+        capacity: u32,
+        /// The configuration key that sets it.
+        key: &'static str,
+    },
     /// The state directory cannot hold the state file.
     #[error(
         "--state-dir {path}: cannot save the lists and bans there ({source}); name a writable \
@@ -313,9 +335,9 @@ fn restore_family(iface: &str, kind: ListKind, cidrs: &[Cidr]) -> (usize, Option
         Ok(list) => list,
         Err(error) => return (0, Some(error.into())),
     };
-    let full = match list.add(cidrs) {
+    let (capacity, key) = match list.add(cidrs) {
         Ok(outcome) => return (outcome.added, None),
-        Err(error @ ListEditError::Full { .. }) => error,
+        Err(ListEditError::Full { capacity, key, .. }) => (capacity, key),
         Err(error) => return (0, Some(error.into())),
     };
     let ipv6 = matches!(cidrs.first(), Some(Cidr::V6 { .. }));
@@ -324,7 +346,18 @@ fn restore_family(iface: &str, kind: ListKind, cidrs: &[Cidr]) -> (usize, Option
         Err(error) => return (0, Some(error.into())),
     };
     match list.add(&cidrs[..room]) {
-        Ok(outcome) => (outcome.added, Some(full.into())),
+        Ok(outcome) => (
+            outcome.added,
+            Some(StateError::Partial {
+                list: kind.name(),
+                iface: iface.to_string(),
+                family: if ipv6 { "IPv6" } else { "IPv4" },
+                restored: outcome.added + outcome.present,
+                saved: cidrs.len(),
+                capacity,
+                key,
+            }),
+        ),
         Err(error) => (0, Some(error.into())),
     }
 }

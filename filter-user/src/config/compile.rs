@@ -72,6 +72,21 @@ impl Config {
         flags
     }
 
+    /// What to tell the operator when `reflection.resolv_conf` names a file that is not there
+    /// (a typo, or another distribution's resolver path): no resolver is trusted from it, so
+    /// the host's own DNS answers meet the reflection stage. Not an error: the file may appear
+    /// later (the daemon follows it), and a host may have no resolver.
+    pub fn resolv_conf_warning(&self) -> Option<String> {
+        let path = self.reflection.resolv_conf.as_ref()?;
+        (!path.exists()).then(|| {
+            format!(
+                "reflection.resolv_conf names no file, so no resolver is trusted from it (set the \
+                 file your resolver writes, or \"\" for none) path={}",
+                path.display()
+            )
+        })
+    }
+
     /// Trusted upstreams: the configured ones, the nameservers of `resolv_conf` and, with
     /// `trust_system_ntp`, the time daemon's NTP servers, as /32 or
     /// /128 prefixes. A missing resolv.conf yields only the configured ones.

@@ -58,7 +58,7 @@ pub(super) const PLAIN: &[Entry] = &[
     Entry {
         name: "mode",
         live: false,
-        doc: "how the program attaches: auto, native or skb (restart to change)",
+        doc: "how the program attaches: auto, native or skb (a restart keeps the attached mode: `moat detach`, then start, to change)",
         get: Get::Plain(|c| quoted(c.mode.name())),
         comment: "\
 How the XDP program attaches: \"auto\" (native, in the driver, when the driver supports
