@@ -38,7 +38,7 @@ use crate::{
     cli::RunArgs,
     config::{Config, CrowdSecConfig, SynCookies, duration_ns},
     crowdsec::{self, push::Pusher},
-    loader::{AttachRequest, Capacities, Filter, InstanceLock},
+    loader::{AttachRequest, Capacities, Filter, InstanceLock, warn_mode_kept},
     metrics::{DaemonState, MetricsServer},
     namespace,
     notify::Notifier,
@@ -116,10 +116,7 @@ async fn serve(
     config_path: Option<PathBuf>,
     ifindex: u32,
 ) -> anyhow::Result<()> {
-    warn_if_ssh_closed(&config);
-    warn_if_syncookies_off(&config);
-    warn_if_resolv_conf_missing(&config);
-    warn_if_forwarding(&config);
+    warn_about(&config);
     // Register before attaching, so a signal during attach is queued, not fatal with pins left.
     let mut signals = Signals::install()?;
 
@@ -619,18 +616,9 @@ fn reload(
         );
     }
     if config.mode != running.mode && args.mode.is_none() {
-        warn!(
-            "mode change needs a detach, keeping mode iface={} requested={} (a restart takes \
-             the filter over and keeps its mode: run `moat detach --iface {}`, then start moat)",
-            filter.iface(),
-            config.mode.name(),
-            filter.iface()
-        );
+        warn_mode_kept(filter.iface(), filter.mode(), config.mode);
     }
-    warn_if_ssh_closed(&config);
-    warn_if_syncookies_off(&config);
-    warn_if_resolv_conf_missing(&config);
-    warn_if_forwarding(&config);
+    warn_about(&config);
     let policy = Policy::compile(&config, args.dry_run);
     let before = running_v6_prefix(filter.pins());
     match filter.write_policy(&policy) {
@@ -714,12 +702,16 @@ fn warn_if_ssh_closed(config: &Config) {
     }
 }
 
-/// Warns when `reflection.resolv_conf` names a file that is not there (see
-/// [`Config::resolv_conf_warning`]).
-fn warn_if_resolv_conf_missing(config: &Config) {
+/// Logs what in `config`, valid as it is, the operator should hear of (at start and at each
+/// reload): a closed SSH port, SYN cookies the kernel will not make, a `resolv_conf` that is
+/// not there (see [`Config::resolv_conf_warning`]), a forwarding host's NAT replies.
+fn warn_about(config: &Config) {
+    warn_if_ssh_closed(config);
+    warn_if_syncookies_off(config);
     if let Some(warning) = config.resolv_conf_warning() {
         warn!("{warning}");
     }
+    warn_if_forwarding(config);
 }
 
 /// The kernel's forwarding switches (per network namespace), IPv4 then IPv6.

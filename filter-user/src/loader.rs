@@ -434,12 +434,7 @@ impl Filter {
         let mode = attached_mode(iface);
         // A take-over keeps the attachment, and with it the mode: changing it means detaching.
         if request.mode != Mode::Auto && request.mode != mode {
-            log::warn!(
-                "mode change needs a detach, keeping mode iface={iface} mode={} requested={} \
-                 (run `moat detach --iface {iface}`, then `moat run` in the new mode)",
-                mode.name(),
-                request.mode.name()
-            );
+            warn_mode_kept(iface, mode, request.mode);
         }
         // The swap: from here on this program judges every packet.
         let id = program
@@ -714,6 +709,19 @@ fn program_error(action: &'static str, iface: &str, source: ProgramError) -> Loa
         iface: iface.to_string(),
         source,
     }
+}
+
+/// Logs that the filter on `iface` stays attached in `attached` mode though `requested` was
+/// asked for (by a reload or a take-over, neither of which can change it: the pinned link keeps
+/// its mode), and how to change it.
+pub fn warn_mode_kept(iface: &str, attached: Mode, requested: Mode) {
+    warn!(
+        "mode change needs a detach, keeping mode iface={iface} mode={} requested={} (a restart \
+         takes the filter over and keeps its mode: run `moat detach --iface {iface}`, then \
+         `moat run` in the new mode)",
+        attached.name(),
+        requested.name()
+    );
 }
 
 /// Attaches in the requested mode; `auto` tries native first and falls back to skb.

@@ -1,9 +1,10 @@
 //! UDP from known reflector source ports (DNS, NTP, memcached...) that is not from a trusted
-//! upstream and does not answer a socket of the host's connected to its sender (a local
-//! resolver's query to an authoritative server, `dig @server`). Maps read: `PORTS`, then
-//! `TRUSTED_V4`/`TRUSTED_V6` only for reflector ports. Reasons: `Reflection`, `Internal`.
-//! Lookups per packet: one per UDP datagram, two from reflector ports, and a socket lookup for
-//! one from an untrusted reflector port under `FLAG_UDP_SOCKETS`.
+//! upstream and that no socket of the host's expects: one connected to its sender (a local
+//! resolver's query to an authoritative server, `dig @server`), or a service bound on the very
+//! port it comes from. Maps read: `PORTS`, then `TRUSTED_V4`/`TRUSTED_V6` only for reflector
+//! ports. Reasons: `Reflection`, `Internal`. Lookups per packet: one per UDP datagram, two from
+//! reflector ports, and a socket lookup for one from an untrusted reflector port under
+//! `FLAG_UDP_SOCKETS`.
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use filter_common::{
@@ -23,15 +24,15 @@ use crate::{
 pub enum Outcome {
     /// The packet is decided.
     Decided(Reason),
-    /// The datagram answers a socket of the host's connected to its sender, which the
+    /// A socket of the host's expects the datagram (see `socket::udp_reply`), which the
     /// lookup found: the sockets stage need not look again.
     AnswersSocket,
     /// Nothing decided; the later stages judge.
     Undecided,
 }
 
-/// Decides `Reflection` for UDP from a reflector port and an untrusted source that answers
-/// none of the host's connected sockets.
+/// Decides `Reflection` for UDP from a reflector port and an untrusted source that no socket
+/// of the host's expects (see `socket::udp_reply`).
 #[inline(always)]
 pub fn check(ctx: &XdpContext, packet: &Packet, settings: &Settings) -> Outcome {
     if !packet.has_l4() || packet.l4_proto != IPPROTO_UDP {

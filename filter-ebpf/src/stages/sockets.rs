@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// Decides a TCP segment or UDP datagram that no socket would take; `answers_socket` says
-/// the reflection stage already found the connected socket a datagram answers.
+/// the reflection stage already found the socket that expects a datagram.
 #[inline(always)]
 pub fn check(
     ctx: &XdpContext,
