@@ -1221,7 +1221,7 @@ fn kernel_and_model_agree_on_random_sequences() {
     );
     // The sequences must reach what the test claims to compare: every reason but Malformed
     // (generated frames are well formed; parsing is program.rs's), Internal (unreachable), and
-    // the reasons that depend on the host's sockets (SYN cookies, cookie ACKs, no socket), which
+    // the reasons that depend on the host's sockets (SYN cookies, cookie ACKs, no socket, refusals), which
     // the model cannot know and sockets.rs tests against real sockets, and CrowdSec (its tries
     // are written only by the daemon's bouncer; stages.rs and crowdsec.rs test it); a new reason needs a
     // generator for it here. A run reaches each at least tens of times, and
@@ -1230,7 +1230,11 @@ fn kernel_and_model_agree_on_random_sequences() {
     for reason in Reason::ALL {
         let needs_sockets = matches!(
             reason,
-            Reason::SynCookie | Reason::CookieAck | Reason::CookieBad | Reason::NoSocket
+            Reason::SynCookie
+                | Reason::CookieAck
+                | Reason::CookieBad
+                | Reason::NoSocket
+                | Reason::Refusal
         );
         if reason != Reason::Malformed
             && reason != Reason::Internal

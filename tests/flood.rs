@@ -82,10 +82,11 @@ fn generator_sends_spoofed_syns_that_moat_counts() {
         Some(report.sent),
         "every generated frame reached the filter once"
     );
-    // Nothing listens on port 80 here, so each well-formed SYN is port_closed. (moat reads no
-    // checksum; the frames' checksums are checked where the generator's rewriting is, in
+    // Nothing listens on port 80 here, so each well-formed SYN is port_closed, or a refusal
+    // while the refusal budget lasts. (moat reads no checksum; the frames' checksums are
+    // checked where the generator's rewriting is, in
     // random_dst_port_spreads_udp_over_the_port_range_with_valid_checksums.)
-    let judged = count(&stats, "drop", "port_closed").0;
+    let judged = count(&stats, "drop", "port_closed").0 + count(&stats, "pass", "refusal").0;
     assert_eq!(
         judged, report.sent,
         "every frame parsed as a well-formed SYN (headers and lengths intact): {stats}"

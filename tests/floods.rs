@@ -10,7 +10,10 @@
 //! - UDP carpet bombing of random closed ports with no port list: <= 1% reaches the stack while
 //!   a UDP service on an open port and the origin's own DNS lookups keep working.
 //!
-//! Every flood leaves the per-source table without a single spoofed source in it.
+//! Every flood leaves the per-source table without a single spoofed source in it, and the two
+//! floods for no socket get no more past moat, to be refused by the kernel, than the host's
+//! refusal budget. Without a flood, a first-time visitor to a closed port or on a connection the
+//! origin no longer has is refused at once by the origin's kernel, as it would be without moat.
 
 #[expect(
     dead_code,
@@ -415,8 +418,26 @@ fn spoofed_syn_flood_from_every_cpu_serves_first_time_and_returning_visitors() {
     );
 }
 
+/// What a flood for no socket handed the kernel to refuse stayed within the shipped refusal
+/// budget (`moat::config::DEFAULT_REFUSALS`) over `elapsed`, the site's life: a burst, then
+/// the rate, for the host as a whole though the flood came from every CPU; and the flood used
+/// the burst up.
+fn assert_refusals_within_budget(stats: &serde_json::Value, elapsed: Duration, what: &str) {
+    let budget = moat::config::DEFAULT_REFUSALS;
+    let refusals = count(stats, "pass", "refusal").0;
+    let most = budget.burst_packets + budget.pps * (elapsed.as_secs() + 1);
+    assert!(
+        (budget.burst_packets..=most).contains(&refusals),
+        "{what}: {refusals} packets passed to be refused in {elapsed:?}; the budget allows \
+         {} at once and {} a second",
+        budget.burst_packets,
+        budget.pps
+    );
+}
+
 #[test]
 fn spoofed_ack_flood_is_dropped_while_visitors_are_served() {
+    let began = Instant::now();
     let site = Site::start("");
     site.make_returning(
         SocketAddr::from((site.pair.origin_end.ipv4, HTTP)),
@@ -449,6 +470,7 @@ fn spoofed_ack_flood_is_dropped_while_visitors_are_served() {
     );
     assert_visitors_served(&visits, "ACK flood");
     assert_at_most_one_percent(reached, arrived, &report, "ACK flood");
+    assert_refusals_within_budget(&stats, began.elapsed(), "ACK flood");
     assert_eq!(
         site.spoofed_sources_tracked(),
         0,
@@ -458,6 +480,7 @@ fn spoofed_ack_flood_is_dropped_while_visitors_are_served() {
 
 #[test]
 fn udp_carpet_bombing_of_closed_ports_is_dropped_while_services_and_lookups_work() {
+    let began = Instant::now();
     // The resolver is the client's address; trusting it is what a resolv.conf naming it does.
     let site = Site::start("[reflection]\ntrusted = [\"198.18.0.2/32\"]\nresolv_conf = \"\"\n");
     site.make_returning(
@@ -507,6 +530,7 @@ fn udp_carpet_bombing_of_closed_ports_is_dropped_while_services_and_lookups_work
         "every one of the origin's own lookups was answered"
     );
     assert_at_most_one_percent(reached, arrived, &report, "carpet bombing");
+    assert_refusals_within_budget(&stats_json(site.iface()), began.elapsed(), "carpet bombing");
     // Only datagrams that hit a real socket (the service, an open lookup) reach the rate stage;
     // those may be tracked, no others.
     let tracked = site.spoofed_sources_tracked() as u64;
@@ -583,6 +607,147 @@ impl Drop for UdpService {
             let _ = thread.join();
         }
     }
+}
+
+/// How soon a refusal must arrive: the kernel's reset or port unreachable takes milliseconds,
+/// where a dropped packet leaves the client to its timeouts (3 s for a connect here).
+const REFUSED_WITHIN: Duration = Duration::from_secs(1);
+
+/// A TCP connection from `source` to `origin` that the client holds established and the origin
+/// has never heard of, as after an origin reboot or failover: made in TCP repair mode, which
+/// sets the socket up without a handshake. Leaving repair mode sends the first segment (a
+/// window probe, an ACK) into the void.
+fn vanished_connection(
+    site: &Site,
+    source: Ipv4Addr,
+    origin: SocketAddr,
+) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::AsRawFd;
+    let repair = |socket: &socket2::Socket, on: libc::c_int| {
+        // SAFETY: a valid socket, and a c_int option value of the size given.
+        let result = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_TCP,
+                libc::TCP_REPAIR,
+                (&raw const on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    site.pair
+        .client
+        .enter(|| {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            repair(&socket, 1)?;
+            socket.bind(&SocketAddr::from((source, 40_001)).into())?;
+            socket.connect(&origin.into())?;
+            repair(&socket, 0)?;
+            Ok(std::net::TcpStream::from(socket))
+        })
+        .expect("entering the client")
+}
+
+/// How a first-time visitor fares where nothing serves it: a connect to a port nobody listens
+/// on, a request on a connection the origin no longer has, a datagram to a closed UDP port.
+/// Each is `Ok(elapsed)` when refused (reset, port unreachable), else what happened instead.
+fn refusals_seen(site: &Site, visitor: Ipv4Addr) -> [Result<Duration, String>; 3] {
+    let closed = SocketAddr::from((site.pair.origin_end.ipv4, 8443));
+    let vanished = SocketAddr::from((site.pair.origin_end.ipv4, 8080));
+    let udp_closed = SocketAddr::from((site.pair.origin_end.ipv4, 9999));
+    let refused =
+        |began: Instant, result: std::io::Result<()>, kind: std::io::ErrorKind| match result {
+            Err(error) if error.kind() == kind => Ok(began.elapsed()),
+            other => Err(format!("{other:?} after {:?}", began.elapsed())),
+        };
+    let connect = site
+        .pair
+        .client
+        .enter(|| {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            socket.bind(&SocketAddr::from((visitor, 0)).into())?;
+            let began = Instant::now();
+            Ok::<_, std::io::Error>((began, socket.connect_timeout(&closed.into(), VISIT_TIMEOUT)))
+        })
+        .expect("entering the client")
+        .map(|(began, result)| refused(began, result, std::io::ErrorKind::ConnectionRefused))
+        .unwrap_or_else(|error| Err(error.to_string()));
+    let reset = (|| {
+        let mut stream = vanished_connection(site, visitor, vanished)?;
+        let began = Instant::now();
+        stream.set_read_timeout(Some(VISIT_TIMEOUT))?;
+        let result = stream
+            .write_all(b"GET / HTTP/1.0\r\n\r\n")
+            .and_then(|()| stream.read(&mut [0u8; 64]).map(|_| ()));
+        Ok::<_, std::io::Error>(refused(began, result, std::io::ErrorKind::ConnectionReset))
+    })()
+    .unwrap_or_else(|error| Err(error.to_string()));
+    let unreachable = site
+        .pair
+        .client
+        .enter(|| {
+            let socket = std::net::UdpSocket::bind((visitor, 0))?;
+            socket.connect(udp_closed)?;
+            socket.set_read_timeout(Some(VISIT_TIMEOUT))?;
+            let began = Instant::now();
+            let result = socket
+                .send(b"query")
+                .and_then(|_| socket.recv(&mut [0u8; 64]).map(|_| ()));
+            Ok::<_, std::io::Error>((began, result))
+        })
+        .expect("entering the client")
+        .map(|(began, result)| refused(began, result, std::io::ErrorKind::ConnectionRefused))
+        .unwrap_or_else(|error| Err(error.to_string()));
+    [connect, reset, unreachable]
+}
+
+/// The refusal budget end to end: with the shipped defaults, a first-time visitor to a port
+/// nobody serves, on a connection the origin has lost, or to a closed UDP port is refused by
+/// the origin's kernel at once, as it would be without moat; the packets count as
+/// pass/refusal. With `refusals.pps` set to 0 live, the same packets are dropped in silence
+/// and the visitor is left to its timeout, which is what the budget exists to spare it.
+#[test]
+fn visitors_nothing_serves_are_refused_at_once_not_left_to_time_out() {
+    let site = Site::start("");
+    let visitors = site.newcomers(4, 2);
+    let seen = refusals_seen(&site, visitors[0]);
+    let stats = stats_json(site.iface());
+    eprintln!("refused: {seen:?}; counters: {}", nonzero(&stats));
+    for (what, result) in [
+        "connect to a closed port",
+        "request on a vanished connection",
+        "datagram to a closed port",
+    ]
+    .iter()
+    .zip(&seen)
+    {
+        match result {
+            Ok(elapsed) => assert!(
+                *elapsed < REFUSED_WITHIN,
+                "{what}: refused only after {elapsed:?}"
+            ),
+            Err(other) => panic!("{what}: not refused: {other}"),
+        }
+    }
+    // The SYN, the window probe leaving repair mode (whose reset ends the connection before
+    // the request goes out, unless the request is quicker) and the datagram: nothing else.
+    let refusals = count(&stats, "pass", "refusal").0;
+    assert!((3..=4).contains(&refusals), "{refusals} refusals: {stats}");
+    site.pair
+        .moat_ok(&["set", "--iface", site.iface(), "refusals.pps", "0"]);
+    let silent = refusals_seen(&site, visitors[1]);
+    eprintln!("with refusals.pps = 0: {silent:?}");
+    assert!(
+        silent.iter().all(Result::is_err),
+        "without the budget every one is dropped in silence: {silent:?}"
+    );
+    let stats = stats_json(site.iface());
+    assert_eq!(count(&stats, "pass", "refusal").0, refusals, "{stats}");
 }
 
 /// The non-zero counters of a stats JSON, for failure messages.

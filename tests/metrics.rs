@@ -64,10 +64,17 @@ const FAMILIES: [(&str, &str); 12] = [
 
 /// Reasons that pass a frame; `internal` aborts; `syn_cookie` is answered; every other reason
 /// drops (or would, in dry-run).
-const PASS_REASONS: [&str; 5] = ["pass", "non_ip", "other_l4", "allowlist", "cookie_ack"];
+const PASS_REASONS: [&str; 6] = [
+    "pass",
+    "non_ip",
+    "other_l4",
+    "allowlist",
+    "cookie_ack",
+    "refusal",
+];
 
 /// Every reason label, in the order `moat stats` lists them.
-const REASONS: [&str; 25] = [
+const REASONS: [&str; 26] = [
     "pass",
     "non_ip",
     "other_l4",
@@ -93,6 +100,7 @@ const REASONS: [&str; 25] = [
     "cookie_bad",
     "no_socket",
     "crowdsec",
+    "refusal",
 ];
 
 /// The repository's `deploy/` directory.

@@ -495,6 +495,92 @@ fn traffic_that_no_socket_takes_is_dropped() {
     .expect("entering the namespace");
 }
 
+/// The refusal budget: of the packets no socket takes (a SYN or datagram to a port nobody
+/// serves, an ACK for no connection, an ACK to a listener with a bad cookie), the first
+/// `burst` pass for the kernel to refuse, counted as pass/refusal, and the rest drop under
+/// their own reasons until the host-wide bucket refills, both families sharing it.
+#[test]
+fn a_budget_of_packets_for_no_socket_passes_for_the_kernel_to_refuse() {
+    let ns = namespace("2");
+    ns.enter(|| {
+        let _listening = listeners(LISTENING);
+        let mut settings = Settings {
+            refusals: filter_common::rate::Limit {
+                pps: 1,
+                burst_packets: 4,
+                bps: 0,
+                burst_bytes: 0,
+            },
+            ..verifying_settings()
+        };
+        let mut filter = Filter::load(settings);
+        let bad_cookie = segment(false, CLIENT_PORT, LISTENING, CLIENT_SEQ, Some(7), false);
+        let refused: [(&str, Vec<u8>); 4] = [
+            (
+                "SYN to a port nobody listens on",
+                segment(false, CLIENT_PORT, NOBODY, CLIENT_SEQ, None, true),
+            ),
+            (
+                "ACK for no connection",
+                segment(true, CLIENT_PORT, NOBODY, CLIENT_SEQ, Some(1), false),
+            ),
+            ("UDP to a port with no socket", datagram(false, NOBODY)),
+            ("ACK to a listener with a bad cookie", bad_cookie.clone()),
+        ];
+        for (case, frame) in &refused {
+            filter.expect(case, frame, XDP_PASS, Verdict::Pass, Reason::Refusal);
+        }
+        let beyond: [(&str, Vec<u8>, Reason); 4] = [
+            (
+                "SYN beyond the budget",
+                segment(true, CLIENT_PORT, NOBODY, CLIENT_SEQ, None, true),
+                Reason::PortClosed,
+            ),
+            (
+                "ACK beyond the budget",
+                segment(false, CLIENT_PORT, NOBODY, CLIENT_SEQ, Some(1), false),
+                Reason::NoSocket,
+            ),
+            (
+                "UDP beyond the budget",
+                datagram(true, NOBODY),
+                Reason::PortClosed,
+            ),
+            (
+                "bad cookie beyond the budget",
+                bad_cookie.clone(),
+                Reason::CookieBad,
+            ),
+        ];
+        for (case, frame, reason) in &beyond {
+            filter.expect(case, frame, XDP_DROP, Verdict::Drop, *reason);
+        }
+        // One second refills one packet's worth, at 1 pps.
+        settings.clock_ns = START_NS + 1_000_000_000;
+        filter.loaded.write_settings(&settings);
+        filter.expect(
+            "a second later",
+            &refused[1].1,
+            XDP_PASS,
+            Verdict::Pass,
+            Reason::Refusal,
+        );
+        filter.expect(
+            "and then the bucket is empty again",
+            &refused[1].1,
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::NoSocket,
+        );
+        assert_eq!(
+            filter.verified(IpAddr::V4(CLIENT_V4)),
+            None,
+            "a refusal verifies no one"
+        );
+    })
+    .expect("entering the namespace");
+}
+
 /// The DNS port, a reflector port.
 const DNS: u16 = 53;
 

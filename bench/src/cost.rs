@@ -884,6 +884,8 @@ fn time_case(
             // The aggregate SYN bucket is shared by every case: full where the case must pass
             // it, empty everywhere else.
             subject.set_aggregate(Class::Syn, tweak == Tweak::SynUnlimited)?;
+            // The refusal budget too: empty, as a flood for no socket leaves it.
+            subject.spend_refusals()?;
             let fd = measure::program_fd(subject.program()?, PROGRAM_NAME)?;
             counted(
                 case,

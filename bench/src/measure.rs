@@ -30,10 +30,10 @@ use filter_common::{
     Class, Reason, Settings, Verdict,
     lists::{LIST_PRESENT, ListValue, V4Key, V6Key},
     maps::{
-        ACTIVE, AGGREGATE, BANS, COUNTERS, DENY_V4, DENY_V6, LIST_INDEX, POLICY_SLOTS,
-        PROGRAM_NAME, SETTINGS, SOURCES, VERIFIED,
+        ACTIVE, AGGREGATE, AGGREGATE_REFUSAL_SLOT, BANS, COUNTERS, DENY_V4, DENY_V6, LIST_INDEX,
+        POLICY_SLOTS, PROGRAM_NAME, SETTINGS, SOURCES, VERIFIED,
     },
-    rate::{Buckets, RateState, ticks},
+    rate::{Buckets, Pace, RateState, ticks},
     settings::FLAG_FIXED_CLOCK,
     source::{Ban, SourceKey},
 };
@@ -505,9 +505,23 @@ impl Subject {
     /// Sets the aggregate buckets of `class` on every CPU: full for its current limit, or
     /// empty; either way as of the fixed clock, so they neither refill nor drain by time.
     pub fn set_aggregate(&mut self, class: Class, full: bool) -> Result<(), BenchError> {
+        let pace = self.current.compiled().aggregate_pace[class as usize];
+        self.set_bucket(class as u32, pace, full)
+    }
+
+    /// Empties the host's refusal budget (the `AGGREGATE` refusal slot) as of the fixed clock:
+    /// a case for no socket then times the drop a flood meets once it has used the budget up,
+    /// the path every packet of such a flood but a thousand a second takes.
+    pub fn spend_refusals(&mut self) -> Result<(), BenchError> {
+        let pace = self.current.compiled().refusals_pace;
+        self.set_bucket(AGGREGATE_REFUSAL_SLOT, pace, false)
+    }
+
+    /// Sets the `AGGREGATE` buckets at `slot`, paced by `pace`, full or empty as of the fixed
+    /// clock.
+    fn set_bucket(&mut self, slot: u32, pace: Pace, full: bool) -> Result<(), BenchError> {
         let settings = self.current.compiled();
         let now = ticks(settings.clock_ns);
-        let pace = settings.aggregate_pace[class as usize];
         // A full bucket's time is the clock; an empty one's runs a whole burst ahead.
         let buckets = if full {
             Buckets::full(settings.clock_ns)
@@ -523,7 +537,7 @@ impl Subject {
             .ok_or_else(|| missing_map(AGGREGATE))?;
         Array::<_, Buckets>::try_from(map)
             .map_err(BenchError::map("opening", AGGREGATE))?
-            .set(class as u32, buckets, 0)
+            .set(slot, buckets, 0)
             .map_err(BenchError::map("writing", AGGREGATE))
     }
 

@@ -190,8 +190,12 @@ pub const DEFAULT_MAX_SOURCES: u32 = 262_144;
 /// Slot of the fragment bucket in `AGGREGATE` (after the classes).
 pub const AGGREGATE_FRAGMENT_SLOT: u32 = crate::CLASS_COUNT as u32;
 
+/// Slot of the refusal bucket in `AGGREGATE` (after the fragment bucket): the host-wide budget
+/// of packets for no socket handed to the kernel to refuse.
+pub const AGGREGATE_REFUSAL_SLOT: u32 = crate::CLASS_COUNT as u32 + 1;
+
 /// Number of slots in `AGGREGATE`.
-pub const AGGREGATE_SLOTS: u32 = crate::CLASS_COUNT as u32 + 1;
+pub const AGGREGATE_SLOTS: u32 = crate::CLASS_COUNT as u32 + 2;
 
 /// Capacity of each allowlist trie in the object; the loader may change it.
 pub const DEFAULT_ALLOW_ENTRIES: u32 = 65_536;

@@ -64,11 +64,17 @@ pub enum Reason {
     /// Source under a CrowdSec ban decision (scope `Ip` or `Range`), pulled from the fleet's
     /// Local API into moat's CrowdSec tries: dropped. The allowlist still wins.
     CrowdSec = 24,
+    /// TCP or UDP that no socket on the host takes (what would be `port_closed`, `no_socket` or
+    /// `cookie_bad` under `require_sockets`), within the host-wide refusal budget
+    /// ([`crate::Settings::refusals`]): passed, so the kernel refuses it as it would without
+    /// moat (a TCP reset, an ICMP port unreachable) and the sender learns at once instead of
+    /// waiting out its timeouts. Beyond the budget such packets are dropped.
+    Refusal = 25,
 }
 
 impl Reason {
     /// Number of reasons; the width of one verdict's row in the counter array.
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 26;
 
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Reason::COUNT] = [
@@ -97,6 +103,7 @@ impl Reason {
         Reason::CookieBad,
         Reason::NoSocket,
         Reason::CrowdSec,
+        Reason::Refusal,
     ];
 
     /// The snake_case name used in CLI output, JSON and metric labels.
@@ -127,6 +134,7 @@ impl Reason {
             Reason::CookieBad => "cookie_bad",
             Reason::NoSocket => "no_socket",
             Reason::CrowdSec => "crowdsec",
+            Reason::Refusal => "refusal",
         }
     }
 
@@ -158,6 +166,7 @@ impl Reason {
             Reason::CookieBad => "ACK to a listener with an invalid SYN cookie",
             Reason::NoSocket => "TCP for no connection (ACK, RST, FIN with no socket)",
             Reason::CrowdSec => "source under a CrowdSec ban decision (Ip or Range)",
+            Reason::Refusal => "no socket; passed for the kernel to reset or answer unreachable",
         }
     }
 
@@ -171,6 +180,7 @@ impl Reason {
                 | Reason::Allowlist
                 | Reason::SynCookie
                 | Reason::CookieAck
+                | Reason::Refusal
         )
     }
 
@@ -289,5 +299,6 @@ mod tests {
         assert_eq!(decide(Reason::CookieAck, true), Verdict::Pass);
         assert_eq!(decide(Reason::CookieBad, false), Verdict::Drop);
         assert_eq!(decide(Reason::NoSocket, true), Verdict::WouldDrop);
+        assert_eq!(decide(Reason::Refusal, false), Verdict::Pass);
     }
 }

@@ -92,6 +92,11 @@ pub struct Settings {
     pub aggregate: [Limit; crate::CLASS_COUNT],
     /// Aggregate limit for fragments under [`FragmentPolicy::RateLimit`], over all CPUs.
     pub fragments: Limit,
+    /// The refusal budget, over all CPUs: TCP and UDP that no socket takes (under
+    /// [`FLAG_TCP_SOCKETS`] or [`FLAG_UDP_SOCKETS`]) passes within it as
+    /// [`crate::Reason::Refusal`], so the kernel answers it with a reset or port unreachable.
+    /// Unlike the other limits, a zero limit means no budget: every such packet is dropped.
+    pub refusals: Limit,
     /// Every this-many-th dropped packet on each CPU is sampled into `SAMPLES`; 0 samples none.
     pub sample_every: u32,
     /// `SYN_COOKIES_*`: when moat answers unverified SYNs itself.
@@ -111,6 +116,8 @@ pub struct Settings {
     pub aggregate_pace: [Pace; crate::CLASS_COUNT],
     /// [`Settings::fragments`], compiled.
     pub fragments_pace: Pace,
+    /// [`Settings::refusals`], compiled.
+    pub refusals_pace: Pace,
     /// How jiffies turn into CLOCK_MONOTONIC (see `crate::clock`): the running filter's, not
     /// the policy's. Unset (before userspace calibrates, or in settings written by hand), the
     /// program reads the kernel's coarse clock instead. Kept here, in the value every packet
@@ -118,7 +125,7 @@ pub struct Settings {
     /// without one keeps the running one's.
     pub clock: crate::clock::ClockBase,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 680);
+const _: () = assert!(core::mem::size_of::<Settings>() == 744);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Settings {}
 
@@ -143,6 +150,7 @@ impl Settings {
             class += 1;
         }
         self.fragments_pace = Pace::of(&self.fragments);
+        self.refusals_pace = Pace::of(&self.refusals);
         self.v6_source_mask = crate::source::v6_mask(self.v6_source_prefix);
         self
     }

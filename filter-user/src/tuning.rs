@@ -72,6 +72,8 @@ pub fn keys() -> Vec<String> {
         "fragments.policy",
         "fragments.pps",
         "fragments.burst",
+        "refusals.pps",
+        "refusals.burst",
         "bans.after_strikes",
         "bans.strike_window",
         "bans.base",
@@ -139,6 +141,8 @@ fn apply_to(settings: &mut Settings, key: &str, value: &str) -> Result<(), Tunin
         }
         "fragments.pps" => settings.fragments.pps = limit()?,
         "fragments.burst" => settings.fragments.burst_packets = limit()?,
+        "refusals.pps" => settings.refusals.pps = limit()?,
+        "refusals.burst" => settings.refusals.burst_packets = limit()?,
         "bans.after_strikes" => {
             settings.ban_after_strikes =
                 u32::try_from(number()?).map_err(|_| invalid("at most 4294967295"))?;
@@ -191,6 +195,8 @@ pub fn value(settings: &Settings, key: &str) -> Option<String> {
         .to_string(),
         "fragments.pps" => settings.fragments.pps.to_string(),
         "fragments.burst" => settings.fragments.burst_packets.to_string(),
+        "refusals.pps" => settings.refusals.pps.to_string(),
+        "refusals.burst" => settings.refusals.burst_packets.to_string(),
         "bans.after_strikes" => settings.ban_after_strikes.to_string(),
         "bans.strike_window" => duration(settings.strike_window_ns),
         "bans.base" => duration(settings.ban_base_ns),
@@ -268,7 +274,7 @@ fn check(settings: &Settings) -> Result<(), String> {
         .source
         .iter()
         .chain(settings.aggregate.iter())
-        .chain(std::iter::once(&settings.fragments));
+        .chain([&settings.fragments, &settings.refusals]);
     for limit in limits {
         check_limit(limit)?;
     }
@@ -357,7 +363,7 @@ mod tests {
         }
         assert!(apply(&mut settings, "limits.source.udp.pps", "-5").is_err());
         assert!(apply(&mut settings, "bans.ipv6_prefix", "129").is_err());
-        assert_eq!(keys().len(), 10 + 32);
+        assert_eq!(keys().len(), 12 + 32);
     }
 
     #[test]
@@ -371,6 +377,8 @@ mod tests {
             ("bans.base", "10m"),
             ("bans.max", "2h"),
             ("bans.ipv6_prefix", "48"),
+            ("refusals.pps", "25"),
+            ("refusals.burst", "5"),
             ("limits.source.icmp.burst", "9"),
             ("limits.aggregate.udp.burst_bytes", "3000"),
             ("limits.aggregate.udp.bps", "123456"),

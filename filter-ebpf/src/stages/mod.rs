@@ -11,6 +11,7 @@ mod lists;
 mod ports;
 mod rate;
 mod reflection;
+mod refusal;
 mod sockets;
 mod syn;
 mod tcp_flags;

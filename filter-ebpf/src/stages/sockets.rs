@@ -1,12 +1,14 @@
 //! Traffic must belong to a socket on the host. TCP that is not a SYN passes when its source
 //! is verified or it matches a connection; at a listener it must carry a valid SYN cookie (its
 //! source then counts as verified); with no socket at all it is dropped. UDP passes when a
-//! socket would receive it. SYNs are the `syn` stage's.
+//! socket would receive it. SYNs are the `syn` stage's. What would be dropped for want of a
+//! socket passes instead within the host's refusal budget (see `refusal`).
 //!
 //! Maps read/written: `VERIFIED` (written when a cookie is valid; `judge` reads it), `PORTS`
-//! (TCP with no socket, under an enforced list). Reasons: `NoSocket`, `CookieAck`, `CookieBad`,
-//! `PortClosed`. Lookups per packet: for TCP under `FLAG_TCP_SOCKETS`, one socket lookup unless
-//! the source is verified; for UDP, one socket lookup under
+//! (TCP with no socket, under an enforced list), `AGGREGATE` (refusal slot). Reasons:
+//! `NoSocket`, `CookieAck`, `CookieBad`, `PortClosed`, `Refusal`. Lookups per packet: for TCP
+//! under `FLAG_TCP_SOCKETS`, one socket lookup unless the source is verified; for UDP, one
+//! socket lookup under
 //! `FLAG_UDP_SOCKETS` without an enforced UDP list, unless the reflection stage's lookup found
 //! the socket a datagram answers; none otherwise.
 
@@ -19,7 +21,7 @@ use filter_common::{
     source::SourceKey,
 };
 
-use super::syn::listed_open;
+use super::{refusal, syn::listed_open};
 use crate::{
     clock::Clock,
     socket::{self, Segment},
@@ -62,12 +64,14 @@ pub fn check(
                     verified::mark(source, settings, clock);
                     Some(Reason::CookieAck)
                 }
-                Segment::CookieInvalid => Some(Reason::CookieBad),
+                Segment::CookieInvalid => {
+                    Some(refusal::or_drop(Reason::CookieBad, packet, settings, clock))
+                }
                 Segment::Listener | Segment::Nothing => {
                     if listed_open(packet, settings) {
                         None
                     } else {
-                        Some(Reason::NoSocket)
+                        Some(refusal::or_drop(Reason::NoSocket, packet, settings, clock))
                     }
                 }
             }
@@ -82,7 +86,12 @@ pub fn check(
             if socket::udp_socket(ctx, tuple) {
                 None
             } else {
-                Some(Reason::PortClosed)
+                Some(refusal::or_drop(
+                    Reason::PortClosed,
+                    packet,
+                    settings,
+                    clock,
+                ))
             }
         }
         _ => None,

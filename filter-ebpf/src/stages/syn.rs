@@ -1,13 +1,14 @@
 //! New TCP connections (SYN without ACK). A SYN from a verified source (one that completed a
 //! handshake recently) goes on to its per-source limit. Any other SYN can come from a spoofed
 //! address, so it gets no per-source state: it is answered with a SYN cookie when cookies are on
-//! and its listener would use one, dropped when nobody listens on its port, and otherwise handed
-//! to the kernel.
+//! and its listener would use one, dropped when nobody listens on its port (beyond the refusal
+//! budget), and otherwise handed to the kernel.
 //!
-//! Maps read: `AGGREGATE` (SYN slot) when a cookie is answered, or for every
-//! unverified SYN when cookies are off. Reasons: `SynCookie`, `PortClosed`, `FloodSyn`, `Pass`,
-//! `Internal`. Lookups per SYN (the verified-source lookup is `judge`'s): one socket lookup (plus the cookie helper
-//! for a listener).
+//! Maps read: `AGGREGATE` (SYN slot) when a cookie is answered, or for every unverified SYN
+//! when cookies are off; its refusal slot for a SYN nobody listens for. Reasons: `SynCookie`,
+//! `PortClosed`, `Refusal`, `FloodSyn`, `Pass`, `Internal`. Lookups per SYN (the
+//! verified-source lookup is `judge`'s): one socket lookup (plus the cookie helper for a
+//! listener).
 
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
@@ -18,6 +19,7 @@ use filter_common::{
     settings::{FLAG_ENFORCE_TCP_PORTS, FLAG_TCP_SOCKETS, SYN_COOKIES_OFF},
 };
 
+use super::refusal;
 use crate::{
     answer::{self, Rewrite},
     clock::Clock,
@@ -66,7 +68,12 @@ pub fn check(
             socket::tcp_found(ctx, tuple)
         };
         if sockets && found == Found::Nothing && !listed_open(packet, settings) {
-            return Some(Reason::PortClosed);
+            return Some(refusal::or_drop(
+                Reason::PortClosed,
+                packet,
+                settings,
+                clock,
+            ));
         }
     }
     match admit(packet, settings, clock) {

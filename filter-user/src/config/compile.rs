@@ -32,6 +32,7 @@ impl Config {
             source: self.limits.source,
             aggregate: self.limits.aggregate,
             fragments: self.fragments.limit,
+            refusals: self.refusals,
             sample_every: self.sample_every,
             syn_cookies: self.syn_cookies.setting(),
             verified_ttl_ns: duration_ns(VERIFIED_FOR),

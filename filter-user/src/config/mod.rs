@@ -255,6 +255,9 @@ pub struct Config {
     pub syn_cookies: SynCookies,
     /// TCP and UDP must match a socket on the host (ports listed in `ports` excepted).
     pub require_sockets: bool,
+    /// The refusal budget: packets for no socket passed, host-wide, for the kernel to refuse
+    /// (pps and burst only; a zero `pps` passes none).
+    pub refusals: Limit,
     /// Open ports.
     pub ports: PortPolicy,
     /// Fragments.
@@ -327,6 +330,11 @@ pub const DEFAULT_AGGREGATE_LIMITS: [Limit; CLASS_COUNT] = [
     limit(20_000, 40_000, 0, 0),       // other
 ];
 
+/// Default refusal budget for the whole host: a reboot's worth of visitors retransmitting into
+/// vanished connections are reset within seconds, while a flood for no socket hands the kernel
+/// no more than a few milliseconds of work a second.
+pub const DEFAULT_REFUSALS: Limit = limit(1_000, 2_000, 0, 0);
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -339,6 +347,7 @@ impl Default for Config {
             sample_every: 64,
             syn_cookies: SynCookies::Auto,
             require_sockets: true,
+            refusals: DEFAULT_REFUSALS,
             ports: PortPolicy::default(),
             fragments: FragmentConfig {
                 policy: FragmentPolicy::RateLimit,
@@ -499,6 +508,8 @@ tcp = [22, 443]
 udp = [443]
 [fragments]
 policy = "drop"
+[refusals]
+pps = 25
 [reflection]
 trusted = ["192.0.2.123", "2001:db8::/48"]
 resolv_conf = ""
@@ -543,6 +554,14 @@ burst = 100
             "paces compiled"
         );
         assert_eq!(settings.ban_base_ns, 60_000_000_000);
+        assert_eq!(
+            (settings.refusals.pps, settings.refusals.burst_packets),
+            (25, DEFAULT_REFUSALS.burst_packets)
+        );
+        assert_eq!(
+            settings.refusals_pace,
+            filter_common::rate::Pace::of(&settings.refusals)
+        );
         assert_ne!(settings.flags & FLAG_ENFORCE_TCP_PORTS, 0);
         assert_eq!(settings.flags & FLAG_DRY_RUN, FLAG_DRY_RUN);
     }

@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub(super) sample_every: S<i64>,
     pub(super) syn_cookies: S<String>,
     pub(super) require_sockets: Option<bool>,
+    pub(super) refusals: Option<RawRefusals>,
     pub(super) ports: Option<RawPorts>,
     pub(super) fragments: Option<RawFragments>,
     pub(super) reflection: Option<RawReflection>,
@@ -51,6 +52,13 @@ impl RawCrowdSec {
             && self.credentials_file.is_none()
             && self.push.is_none()
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRefusals {
+    pub(super) pps: S<i64>,
+    pub(super) burst: S<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +182,13 @@ impl Config {
                 }
             }
         };
+        let refusals = raw.refusals.map(|refusals| RawLimit {
+            pps: refusals.pps,
+            burst: refusals.burst,
+            bps: None,
+            burst_bytes: None,
+        });
+        let refusals = v.limit(refusals.as_ref(), "refusals", d.refusals);
         let fragment_limit = v.limit(
             Some(&RawLimit {
                 pps: fragments.pps,
@@ -283,6 +298,7 @@ impl Config {
             ) as u32,
             syn_cookies,
             require_sockets: raw.require_sockets.unwrap_or(d.require_sockets),
+            refusals,
             ports: PortPolicy {
                 tcp: v.ports(&ports.tcp, "ports.tcp"),
                 udp: v.ports(&ports.udp, "ports.udp"),

@@ -153,6 +153,29 @@ this host's own connections and lookups match their sockets and pass. Ports list
 hosts (docker's published ports), or set false on a router. Default {default}.",
     },
     Entry {
+        name: "refusals.pps",
+        live: true,
+        doc: "packets for no socket passed per second for the kernel to refuse; 0: none",
+        get: Get::Plain(|c| c.refusals.pps.to_string()),
+        comment: "\
+Under require_sockets, packets that no socket on this host takes (what it drops as
+port_closed, no_socket and cookie_bad; not ports closed by [ports]) are passed at up to
+this many per second for the whole host, so the kernel refuses them as it would without
+moat: a TCP reset, an ICMP port unreachable. A visitor whose connection vanished in a
+reboot, or whose browser tries a port you do not serve (HTTPS first), learns at once
+instead of waiting out its timeouts. Beyond it they are dropped, so a flood for no socket
+reaches the kernel only this fast. Passed ones count as pass/refusal. 0 passes none.
+Default {default}.",
+    },
+    Entry {
+        name: "refusals.burst",
+        live: true,
+        doc: "packets for no socket passed at once above that rate",
+        get: Get::Plain(|c| c.refusals.burst_packets.to_string()),
+        comment: "\
+Packets for no socket passed at once above that rate. Default {default}.",
+    },
+    Entry {
         name: "ports.tcp",
         live: false,
         doc: "TCP ports open to new connections (unset: every port)",
