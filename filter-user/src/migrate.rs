@@ -102,6 +102,25 @@ impl Shape {
             self.key_size, self.value_size
         )
     }
+
+    /// What changed from `self` to `new`, for the log: capacities and sizes always, the map
+    /// type and creation flags only when they changed.
+    fn change_to(&self, new: &Shape) -> String {
+        let mut change = format!(
+            "{} entries of {} -> {} entries of {}",
+            self.max_entries,
+            self.sizes(),
+            new.max_entries,
+            new.sizes()
+        );
+        if self.map_type != new.map_type {
+            change.push_str(&format!(", map type {} -> {}", self.map_type, new.map_type));
+        }
+        if self.flags != new.flags {
+            change.push_str(&format!(", flags {:#x} -> {:#x}", self.flags, new.flags));
+        }
+        change
+    }
 }
 
 /// The shape of every map `object` declares, with `max_entries` overridden as the loader will.
@@ -238,7 +257,7 @@ pub fn plan(
             }
             Fit::Replace {
                 old,
-                why: format!("{have:?} -> {want:?}"),
+                why: have.change_to(want),
                 copy: stateful && same_entries,
             }
         };
@@ -340,4 +359,33 @@ fn copy_per_cpu<V: aya::Pod + Default + Clone>(old: Map, new: &mut Map) -> Resul
         new.set(index, PerCpuValues::try_from(values)?, 0)?;
     }
     Ok(len as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shape;
+
+    fn shape(map_type: u32, value_size: u32, max_entries: u32) -> Shape {
+        Shape {
+            map_type,
+            key_size: 4,
+            value_size,
+            max_entries,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn a_change_reads_as_capacities_and_sizes() {
+        assert_eq!(
+            shape(6, 16, 125).change_to(&shape(6, 16, 130)),
+            "125 entries of 4-byte keys and 16-byte values -> 130 entries of 4-byte keys and \
+             16-byte values"
+        );
+        assert_eq!(
+            shape(2, 680, 2).change_to(&shape(6, 744, 2)),
+            "2 entries of 4-byte keys and 680-byte values -> 2 entries of 4-byte keys and \
+             744-byte values, map type 2 -> 6"
+        );
+    }
 }
