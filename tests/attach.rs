@@ -143,13 +143,14 @@ fn auto_mode_falls_back_to_skb_when_the_mtu_is_too_large_for_native() {
     let message = support::stderr(&refused);
     assert_eq!(refused.status.code(), Some(2), "{message}");
     assert!(
-        message.contains("refuses native XDP at its MTU") && message.contains("--mode skb"),
+        message.contains("refuses native XDP at its MTU of 9000") && message.contains("--mode skb"),
         "{message}"
     );
     let daemon = pair.start(&[]);
     let log = daemon.log();
     assert!(
         log.contains("native xdp refused at this MTU, falling back to skb mode")
+            && log.contains("mtu=9000")
             && log.contains("mode=skb"),
         "{log}"
     );

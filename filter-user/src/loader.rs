@@ -173,12 +173,15 @@ pub enum LoadError {
     /// The driver refused native mode for this interface's MTU (too large for XDP without
     /// multi-buffer support).
     #[error(
-        "the driver of {iface} refuses native XDP at its MTU (a jumbo MTU is too large for XDP \
-         on this driver); lower the MTU, or use --mode skb (or --mode auto to fall back)"
+        "the driver of {iface} refuses native XDP at its MTU{} (a jumbo MTU is too large for \
+         XDP on this driver); lower the MTU, or use --mode skb (or --mode auto to fall back)",
+        mtu.map(|mtu| format!(" of {mtu}")).unwrap_or_default()
     )]
     NativeMtu {
         /// The interface.
         iface: String,
+        /// Its MTU, if it could be read.
+        mtu: Option<u32>,
     },
     /// The object could not be parsed or its maps created.
     #[error(
@@ -741,10 +744,11 @@ fn attach_in_mode(
                 warn!("native xdp unsupported, falling back to skb mode iface={iface}");
                 Ok((attach_once(program, request, XdpMode::Skb)?, Mode::Skb))
             }
-            Err(LoadError::NativeMtu { iface }) => {
+            Err(LoadError::NativeMtu { iface, mtu }) => {
+                let mtu = mtu.map_or_else(|| "unknown".to_string(), |mtu| mtu.to_string());
                 warn!(
                     "native xdp refused at this MTU, falling back to skb mode iface={iface} \
-                     (lower the MTU for native mode)"
+                     mtu={mtu} (lower the MTU for native mode)"
                 );
                 Ok((attach_once(program, request, XdpMode::Skb)?, Mode::Skb))
             }
@@ -781,6 +785,7 @@ fn attach_once(
         }),
         Some(libc::ERANGE) if xdp_mode == XdpMode::Driver => Err(LoadError::NativeMtu {
             iface: iface.to_string(),
+            mtu: crate::preflight::iface_mtu(iface),
         }),
         Some(libc::EOPNOTSUPP) if xdp_mode == XdpMode::Driver => {
             Err(LoadError::NativeUnsupported {

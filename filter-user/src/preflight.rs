@@ -90,6 +90,32 @@ pub fn check_iface_name(name: &str) -> Result<(), PreflightError> {
     Ok(())
 }
 
+/// The MTU of interface `name` in the current network namespace (`SIOCGIFMTU`, so a daemon
+/// entered into a namespace reads that namespace's interface, not sysfs's), if it can be read.
+pub fn iface_mtu(name: &str) -> Option<u32> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    if name.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: an all-zero ifreq is valid: a name of NULs and a union of plain integers.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    // SAFETY: socket(2) has no preconditions; a failure returns -1, checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a socket just opened and owned by nothing else.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCGIFMTU reads the NUL-terminated name and writes the MTU into `request`,
+    // which outlives the call.
+    let result = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &mut request) };
+    // SAFETY: on success the kernel wrote the union's MTU member.
+    (result == 0).then(|| unsafe { request.ifr_ifru.ifru_mtu } as u32)
+}
+
 /// The index of interface `name` in the current network namespace.
 pub fn iface_index(name: &str) -> Result<u32, PreflightError> {
     check_iface_name(name)?;
