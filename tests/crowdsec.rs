@@ -15,9 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use filter_common::flood::{FloodConfig, L4_TCP};
 use moat::netns::{Endpoint, NetNs, quiet_veth, unique_iface};
 use moat_lab::{
-    flood::flood_every_cpu,
+    flood::{FloodPlan, flood_every_cpu},
     traffic::{self, EchoServer},
 };
 use support::{Pair, TempDir, count, crowdsec::Lapi, require_root, stats_json, wait_until};
@@ -433,7 +434,7 @@ fn a_ban_one_origin_issues_is_dropped_by_the_other_within_seconds() {
         &dir_a,
         "http://10.77.1.1:18082/",
         &lapi.bouncer_key("moat-a"),
-        "[bans]\nafter_strikes = 3\nbase = \"10m\"\n[limits.source.udp]\npps = 100\nburst = 100\nbps = 0\nburst_bytes = 0\n",
+        "[bans]\nafter_strikes = 3\nbase = \"10m\"\n[limits.source.udp]\npps = 100\nburst = 100\nbps = 0\nburst_bytes = 0\n[limits.source.syn]\npps = 100\nburst = 100\n",
     );
     std::fs::write(
         &a_config,
@@ -461,12 +462,12 @@ fn a_ban_one_origin_issues_is_dropped_by_the_other_within_seconds() {
     // A returning visitor, and a first-time one, before the flood.
     assert!(a.visit(&server, a.client_end.ipv4), "a returning visitor");
 
-    // One source floods A's UDP service from every CPU; A bans it automatically.
-    let attacker: Ipv4Addr = SOURCES[0].parse().expect("literal");
-    a.add_client_address(attacker);
-    let plan = a.udp_flood(attacker, 1, 9);
+    // One source floods A's UDP service from every CPU; A bans it automatically, for UDP only,
+    // and keeps the ban to itself: such a source can be spoofed.
+    let udp_flooder: Ipv4Addr = SOURCES[0].parse().expect("literal");
+    a.add_client_address(udp_flooder);
+    let plan = a.udp_flood(udp_flooder, 1, 9);
     let stop = AtomicBool::new(false);
-    let flooded = Instant::now();
     flood_every_cpu(
         &a.client,
         &a.client_end.iface,
@@ -482,7 +483,78 @@ fn a_ban_one_origin_issues_is_dropped_by_the_other_within_seconds() {
         count(&a_stats, "drop", "banned").0 > 0,
         "A banned the flood: {a_stats}"
     );
-    wait_until("A pushed its ban", Duration::from_secs(10), || {
+    wait_until("A withheld its UDP ban", Duration::from_secs(10), || {
+        crowdsec_stats(&a.origin_end.iface)["alerts_withheld"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+
+    // Another source completes a handshake with A (held open until A's daemon has marked it
+    // verified), then floods SYNs from every CPU over its per-source SYN limit: a ban earned by
+    // an address that is its sender's own, which A pushes.
+    let syn_flooder: Ipv4Addr = SOURCES[1].parse().expect("literal");
+    a.add_client_address(syn_flooder);
+    a.origin
+        .ip(&[
+            "route",
+            "add",
+            &format!("{syn_flooder}/32"),
+            "dev",
+            &a.origin_end.iface,
+        ])
+        .expect("A's route back to the source");
+    let listener = a
+        .origin
+        .enter(|| std::net::TcpListener::bind((a.origin_end.ipv4, 8081)))
+        .expect("entering")
+        .expect("a listener on A");
+    let to = std::net::SocketAddr::from((a.origin_end.ipv4, 8081));
+    let held = a
+        .client
+        .enter(|| {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            socket.bind(&std::net::SocketAddr::from((syn_flooder, 0)).into())?;
+            socket.connect_timeout(&to.into(), Duration::from_secs(3))?;
+            Ok::<_, std::io::Error>(socket)
+        })
+        .expect("entering")
+        .expect("a handshake with A");
+    let key = moat::verify::key_for(IpAddr::V4(syn_flooder), 64);
+    let verified =
+        moat::pins::PinDir::for_iface(&a.origin_end.iface).map(filter_common::maps::VERIFIED);
+    wait_until("A to verify the source", Duration::from_secs(10), || {
+        let data = aya::maps::MapData::from_pin(&verified).expect("VERIFIED pin");
+        let cache = moat::verified::VerifiedCache::of(&data).expect("VERIFIED mapped");
+        cache.until(&key).is_some()
+    });
+    let mut src_base_be = [0u8; 16];
+    src_base_be[..4].copy_from_slice(&syn_flooder.octets());
+    let plan = FloodPlan {
+        template: traffic::syn_frame(&a.client_end, syn_flooder, &a.origin_end, 8081),
+        config: FloodConfig {
+            src_base_be,
+            src_count: 1,
+            l3_offset: 14,
+            l4_offset: 34,
+            ip_version: 4,
+            l4_kind: L4_TCP,
+            random_src_port: 1,
+            ..FloodConfig::default()
+        },
+    };
+    let flooded = Instant::now();
+    flood_every_cpu(
+        &a.client,
+        &a.client_end.iface,
+        std::slice::from_ref(&plan),
+        20_000,
+        Duration::from_secs(2),
+        &stop,
+    )
+    .expect("flooding A with SYNs");
+    drop((held, listener));
+    wait_until("A pushed its SYN ban", Duration::from_secs(10), || {
         crowdsec_stats(&a.origin_end.iface)["alerts_pushed"]
             .as_u64()
             .unwrap_or(0)
@@ -493,11 +565,16 @@ fn a_ban_one_origin_issues_is_dropped_by_the_other_within_seconds() {
         active(&b.origin_end.iface) >= 1
     });
     let shared_after = flooded.elapsed();
+    assert_eq!(
+        active(&b.origin_end.iface),
+        1,
+        "B enforces the SYN ban alone, not the withheld UDP one"
+    );
     let arrived = send_round(&b, &[0, 1]);
     assert_eq!(
         arrived[..2],
-        [0, FRAMES],
-        "B drops A's attacker and passes its neighbour"
+        [FRAMES, 0],
+        "B passes the UDP flooder, whose address may have been spoofed, and drops the SYN flooder"
     );
     assert!(
         count(&stats_json(&b.origin_end.iface), "drop", "crowdsec").0 == FRAMES,
@@ -505,8 +582,15 @@ fn a_ban_one_origin_issues_is_dropped_by_the_other_within_seconds() {
     );
     let decisions = lapi.cscli(&["decisions", "list", "-a", "-o", "json"]);
     assert!(
-        decisions.contains("moat/rate_udp") && decisions.contains(SOURCES[0]),
-        "the decision A's alert carried: {decisions}"
+        decisions.contains("moat/rate_syn")
+            && decisions.contains(SOURCES[1])
+            && !decisions.contains("moat/rate_udp"),
+        "the decision A's alert carried, and only it: {decisions}"
+    );
+    assert_eq!(
+        crowdsec_stats(&a.origin_end.iface)["alerts_pushed"].as_u64(),
+        Some(1),
+        "one ban pushed"
     );
     eprintln!(
         "B's decisions in force: {}",

@@ -437,14 +437,13 @@ fn drain(
             Some(Record::Ban(sample)) => {
                 let banned = ban_log.record(&sample);
                 if let (Some((key, ban)), Some(pusher)) = (banned, fleet.pusher.as_ref()) {
-                    let Some((now_ns, v6_prefix)) = clock.or_else(|| {
-                        let settings = policy::pinned_settings(pins).ok()?;
-                        Some((settings.now_ns(monotonic_ns()), settings.v6_source_prefix))
-                    }) else {
-                        continue;
-                    };
-                    clock = Some((now_ns, v6_prefix));
-                    pusher.offer(crowdsec::push::alert(&key, &ban, now_ns, v6_prefix));
+                    pusher.offer_ban(&key, &ban, || {
+                        clock = clock.or_else(|| {
+                            let settings = policy::pinned_settings(pins).ok()?;
+                            Some((settings.now_ns(monotonic_ns()), settings.v6_source_prefix))
+                        });
+                        clock
+                    });
                 }
             }
             None => {}

@@ -393,11 +393,13 @@ impl MoatCollector {
             ),
             self.family(
                 "moat_crowdsec_alerts_total",
-                "moat's automatic bans sent to the LAPI as alerts, by result.",
+                "moat's automatic bans as alerts for the LAPI, by result: pushed, failed, or withheld \
+                 (a ban for UDP, ICMP or other traffic, whose sources can be spoofed, is not shared).",
                 MetricType::COUNTER,
                 vec![
                     (vec![("result", "pushed")], status.alerts_pushed as f64),
                     (vec![("result", "failed")], status.alerts_failed as f64),
+                    (vec![("result", "withheld")], status.alerts_withheld as f64),
                 ],
             ),
         ]

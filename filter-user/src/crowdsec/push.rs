@@ -1,6 +1,10 @@
-//! moat as a signal source: each automatic ban goes to the LAPI as an alert carrying a ban
-//! decision (scenario `moat/<reason>`, the ban's remaining length), so every bouncer of the
-//! fleet drops that source too.
+//! moat as a signal source: each automatic ban that covers TCP goes to the LAPI as an alert
+//! carrying a ban decision (scenario `moat/<reason>`, the ban's remaining length), so every
+//! bouncer of the fleet drops that source too. Such a ban is earned by SYNs from a source that
+//! completed a handshake, so its address is the sender's own. A ban for UDP, ICMP or other
+//! traffic is withheld: those packets can carry any source address, and the fleet's bouncers
+//! (moat's, or a firewall bouncer) would drop everything from it, so a spoofed flood in a
+//! visitor's name would cut that visitor off from every origin.
 //!
 //! The daemon hands bans over with [`Pusher::offer`], which never waits: the queue is bounded
 //! ([`QUEUE`]) and a ban that finds it full is counted as failed. The pushing task sends what
@@ -53,6 +57,29 @@ impl Pusher {
     pub fn offer(&self, alert: BanAlert) {
         if self.queue.try_send(alert).is_err() {
             self.status.alerts_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a ban that is not pushed (one that does not cover TCP).
+    pub fn withhold(&self) {
+        self.status.alerts_withheld.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Offers `ban` of `key` if the fleet may take it on: it covers TCP, so its source cannot
+    /// be spoofed; counts it as withheld otherwise. `clock` gives the program's time and IPv6
+    /// prefix, read only for a ban that is pushed; `None` from it skips the ban.
+    pub fn offer_ban(
+        &self,
+        key: &SourceKey,
+        ban: &Ban,
+        clock: impl FnOnce() -> Option<(u64, u32)>,
+    ) {
+        if !ban.covers_tcp() {
+            self.withhold();
+            return;
+        }
+        if let Some((now_ns, v6_prefix)) = clock() {
+            self.offer(alert(key, ban, now_ns, v6_prefix));
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct Status {
     pub alerts_pushed: AtomicU64,
     /// Alerts lost: refused, unreachable LAPI after retries, or a full queue.
     pub alerts_failed: AtomicU64,
+    /// Automatic bans not pushed: bans for UDP, ICMP or other traffic, whose sources can be
+    /// spoofed (see `Ban::covers_tcp`).
+    pub alerts_withheld: AtomicU64,
     /// Decisions in force by origin and scope.
     pub active: Mutex<BTreeMap<(String, Scope), u64>>,
     /// Decisions not enforced, by `type/scope`.
@@ -64,6 +67,9 @@ pub struct Snapshot {
     pub alerts_pushed: u64,
     /// See [`Status::alerts_failed`].
     pub alerts_failed: u64,
+    /// See [`Status::alerts_withheld`] (absent from an older daemon's figures: 0).
+    #[serde(default)]
+    pub alerts_withheld: u64,
     /// Decisions in force, as `origin/scope` → count.
     pub active: BTreeMap<String, u64>,
     /// Decisions ignored, as `type/scope` → count.
@@ -91,6 +97,7 @@ impl Status {
             removed: load(&self.removed),
             alerts_pushed: load(&self.alerts_pushed),
             alerts_failed: load(&self.alerts_failed),
+            alerts_withheld: load(&self.alerts_withheld),
             active: self
                 .active
                 .lock()
