@@ -112,8 +112,11 @@ pub fn iface_mtu(name: &str) -> Option<u32> {
     // SAFETY: SIOCGIFMTU reads the NUL-terminated name and writes the MTU into `request`,
     // which outlives the call.
     let result = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &mut request) };
+    if result != 0 {
+        return None;
+    }
     // SAFETY: on success the kernel wrote the union's MTU member.
-    (result == 0).then(|| unsafe { request.ifr_ifru.ifru_mtu } as u32)
+    Some(unsafe { request.ifr_ifru.ifru_mtu } as u32)
 }
 
 /// The index of interface `name` in the current network namespace.
