@@ -553,7 +553,49 @@ fn a_ban_one_origin_issues_is_dropped_by_the_other_within_seconds() {
         &stop,
     )
     .expect("flooding A with SYNs");
-    drop((held, listener));
+    // The SYN ban stops the source's new connections but cuts none it has open.
+    let exchanged = (|| {
+        use std::io::{Read as _, Write as _};
+        let (mut server, _) = listener.accept()?;
+        let mut client = std::net::TcpStream::from(held);
+        for stream in [&server, &client] {
+            stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        }
+        client.write_all(b"still here")?;
+        let mut got = [0u8; 10];
+        server.read_exact(&mut got)?;
+        server.write_all(&got)?;
+        client.read_exact(&mut got)?;
+        Ok::<_, std::io::Error>(&got == b"still here")
+    })();
+    assert!(
+        matches!(exchanged, Ok(true)),
+        "the banned source's open connection still carries data: {exchanged:?}"
+    );
+    let again = a
+        .client
+        .enter(|| {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            socket.bind(&std::net::SocketAddr::from((syn_flooder, 0)).into())?;
+            socket.connect_timeout(&to.into(), Duration::from_secs(1))
+        })
+        .expect("entering");
+    assert!(
+        again.is_err(),
+        "a new connection from the banned source is refused"
+    );
+    assert!(
+        count(&stats_json(&a.origin_end.iface), "drop", "banned").0 > 0,
+        "A banned the SYN flood"
+    );
+    let bans = a.moat_ok(&["ban", "list", "--iface", &a.origin_end.iface]);
+    assert!(
+        bans.lines().any(|line| line.contains(SOURCES[1])
+            && line.contains("rate_syn")
+            && line.contains("all but open connections")),
+        "{bans}"
+    );
+    drop(listener);
     wait_until("A pushed its SYN ban", Duration::from_secs(10), || {
         crowdsec_stats(&a.origin_end.iface)["alerts_pushed"]
             .as_u64()

@@ -20,16 +20,16 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::Array;
+use aya::maps::{Array, HashMap};
 use etherparse::{PacketBuilder, PacketHeaders, TcpOptionElement};
 use filter_common::{
     Counter, Reason, Settings, Verdict, counter_index,
-    maps::{PORTS, VERIFIED},
+    maps::{BANS, PORTS, VERIFIED},
     ports::PORT_REFLECTOR,
     settings::{
         FLAG_DRY_RUN, FLAG_FIXED_CLOCK, FLAG_TCP_SOCKETS, FLAG_UDP_SOCKETS, SYN_COOKIES_AUTO,
     },
-    source::{SourceKey, VERIFIED_CLASS},
+    source::{BAN_CLASS, BAN_MANUAL, Ban, SourceKey, VERIFIED_CLASS},
 };
 use moat::netns::NetNs;
 use support::testrun::Loaded;
@@ -767,6 +767,81 @@ fn segments_of_a_real_connection_pass() {
             Verdict::Pass,
             Reason::Pass,
         );
+    })
+    .expect("entering the namespace");
+}
+
+/// A ban the program issued for SYNs (over a verified source's limit) cuts none of the source's
+/// open connections: their segments pass, found by a socket lookup, while its SYNs and its
+/// segments for no connection are dropped as banned. A manual ban cuts the connection too.
+#[test]
+fn a_syn_ban_spares_the_sources_open_connections() {
+    let ns = namespace("1");
+    ns.enter(|| {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, LISTENING)).expect("listen");
+        let client = TcpStream::connect((Ipv4Addr::LOCALHOST, LISTENING)).expect("connect");
+        let _accepted = listener.accept().expect("accept");
+        let port = client.local_addr().expect("local address").port();
+        let segment_to = |dst_port: u16, syn: bool| {
+            let builder = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+                .ipv4(
+                    Ipv4Addr::LOCALHOST.octets(),
+                    Ipv4Addr::LOCALHOST.octets(),
+                    64,
+                )
+                .tcp(port, dst_port, 2, 64_240);
+            let builder = if syn { builder.syn() } else { builder.ack(2) };
+            let mut frame = Vec::new();
+            builder.write(&mut frame, b"").expect("segment");
+            frame
+        };
+        let mut filter = Filter::load(verifying_settings());
+        let ban = |filter: &mut Filter, reason: Reason, flags: u16| {
+            HashMap::<_, SourceKey, Ban>::try_from(filter.loaded.map_mut(BANS))
+                .expect("BANS")
+                .insert(
+                    SourceKey::for_addr(IpAddr::V4(Ipv4Addr::LOCALHOST), BAN_CLASS, 64),
+                    Ban {
+                        until_ns: START_NS + 600_000_000_000,
+                        offences: 1,
+                        reason: reason as u16,
+                        flags,
+                    },
+                    0,
+                )
+                .expect("writing the ban");
+        };
+        ban(&mut filter, Reason::RateSyn, 0);
+        filter.expect(
+            "a segment of the SYN-banned source's open connection",
+            &segment_to(LISTENING, false),
+            XDP_PASS,
+            Verdict::Pass,
+            Reason::Pass,
+        );
+        filter.expect(
+            "a segment of the SYN-banned source for no connection",
+            &segment_to(NOBODY, false),
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::Banned,
+        );
+        filter.expect(
+            "a SYN of the SYN-banned source",
+            &segment_to(NOBODY, true),
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::Banned,
+        );
+        ban(&mut filter, Reason::Banned, BAN_MANUAL);
+        filter.expect(
+            "a segment of the manually banned source's open connection",
+            &segment_to(LISTENING, false),
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::Banned,
+        );
+        drop(client);
     })
     .expect("entering the namespace");
 }

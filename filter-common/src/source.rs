@@ -178,13 +178,24 @@ impl Ban {
     /// a visitor's TCP proves its address by its handshake, so such a ban drops the source's
     /// UDP, ICMP and other traffic only: a spoofed flood in a first-time visitor's name cannot
     /// cut the visitor off from the site. A SYN ban (earned only by a source that completed a
-    /// handshake), a manual ban and one of unknown reason cover everything.
+    /// handshake; it spares the source's open connections, see [`Ban::spares_connections`]),
+    /// a manual ban and one of unknown reason cover TCP.
     pub const fn covers_tcp(&self) -> bool {
         let spoofable = matches!(
             Reason::from_u32(self.reason as u32),
             Some(Reason::RateUdp | Reason::RateIcmp | Reason::RateOther)
         );
         self.flags & BAN_MANUAL != 0 || !spoofable
+    }
+
+    /// Whether the ban spares the segments of connections the host already has: a ban the
+    /// program issued for SYNs over a verified source's limit. It stops the source's new
+    /// connections and its other traffic, but cuts none it has open: behind one address may be
+    /// a busy NAT's other users, or the operator's own SSH session on a host running a load
+    /// test. A manual ban (the operator's word) and any other ban cut everything.
+    pub const fn spares_connections(&self) -> bool {
+        self.flags & BAN_MANUAL == 0
+            && matches!(Reason::from_u32(self.reason as u32), Some(Reason::RateSyn))
     }
 }
 
@@ -205,6 +216,10 @@ mod tests {
             assert!(ban(reason, BAN_MANUAL).covers_tcp(), "manual {reason:?}");
         }
         assert!(ban(Reason::RateSyn, 0).covers_tcp());
+        assert!(ban(Reason::RateSyn, 0).spares_connections());
+        assert!(!ban(Reason::RateSyn, BAN_MANUAL).spares_connections());
+        assert!(!ban(Reason::Banned, BAN_MANUAL).spares_connections());
+        assert!(!ban(Reason::RateUdp, 0).spares_connections());
         assert!(ban(Reason::Banned, BAN_MANUAL).covers_tcp());
         let unknown = Ban {
             reason: 999,

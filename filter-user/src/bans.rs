@@ -113,7 +113,8 @@ pub struct BanView {
     pub reason: String,
     /// Automatic bans earned so far.
     pub offences: u32,
-    /// What it drops: everything, or (a ban for UDP, ICMP or other traffic) all but TCP.
+    /// What it drops: everything, all but TCP (a ban for UDP, ICMP or other traffic) or all but
+    /// the segments of connections the host has open (a ban for SYNs).
     pub drops: &'static str,
 }
 
@@ -431,10 +432,12 @@ impl PinnedBans {
                     .map_or("unknown", Reason::label)
                     .to_string(),
                 offences: ban.offences,
-                drops: if ban.covers_tcp() {
-                    "everything"
-                } else {
+                drops: if !ban.covers_tcp() {
                     "all but TCP"
+                } else if ban.spares_connections() {
+                    "all but open connections"
+                } else {
+                    "everything"
                 },
             });
         }

@@ -1,10 +1,14 @@
 //! Banned sources. Maps read: `BANS_EMPTY`, then `BANS` unless the daemon found it empty.
 //! Reason: `Banned`. Lookups per packet: one array word, and one hash lookup while any ban
-//! exists. A ban recorded during a dry run counts only while dry run is on; a ban the program
-//! issued for UDP, ICMP or other traffic drops none of the source's TCP.
+//! exists; for a TCP segment (not a SYN) of a source under a SYN ban, one socket lookup. A ban
+//! recorded during a dry run counts only while dry run is on; a ban the program issued for
+//! UDP, ICMP or other traffic drops none of the source's TCP, and one it issued for SYNs drops
+//! no segment of a connection the host already has.
 
+use aya_ebpf::programs::XdpContext;
 use filter_common::{
-    Reason, Settings,
+    Packet, Reason, Settings,
+    classify::is_syn,
     maps::{BANS_ARE_EMPTY, BANS_LOOK_UP},
     source::SourceKey,
 };
@@ -12,11 +16,14 @@ use filter_common::{
 use crate::{
     clock::Clock,
     maps::{BANS, BANS_EMPTY},
+    socket::{self, Found},
 };
 
 /// Decides `Banned` while the ban of `source` (its ban key) is in force.
 #[inline(always)]
 pub fn check(
+    ctx: &XdpContext,
+    packet: &Packet,
     source: &SourceKey,
     tcp: bool,
     settings: &Settings,
@@ -29,11 +36,20 @@ pub fn check(
     // SAFETY: the pointer comes from a successful lookup and is valid for this program run.
     let ban = unsafe { &*ban };
     // A ban for UDP, ICMP or other traffic leaves TCP alone (see `Ban::covers_tcp`).
-    if ban.enforced(clock.now_ns(), settings.dry_run()) && (!tcp || ban.covers_tcp()) {
-        Some(Reason::Banned)
-    } else {
-        None
+    if !ban.enforced(clock.now_ns(), settings.dry_run()) || (tcp && !ban.covers_tcp()) {
+        return None;
     }
+    // A SYN ban lets the segments of the source's open connections through (see
+    // `Ban::spares_connections`); the sockets stage then finds the connection again.
+    if tcp
+        && ban.spares_connections()
+        && !is_syn(packet.tcp_flags)
+        && let Some(tuple) = socket::tuple(ctx, packet)
+        && socket::tcp_found(ctx, tuple) == Found::Connection
+    {
+        return None;
+    }
+    Some(Reason::Banned)
 }
 
 /// Whether the daemon found `BANS` empty and nothing has banned since.

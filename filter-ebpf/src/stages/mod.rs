@@ -58,7 +58,7 @@ pub fn judge(
     // ICMP the network needs is never banned (see `is_network_control`).
     if !verified
         && !is_network_control(packet)
-        && let Some(reason) = bans::check(&source, tcp, settings, clock)
+        && let Some(reason) = bans::check(ctx, packet, &source, tcp, settings, clock)
     {
         return reason;
     }
