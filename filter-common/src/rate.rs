@@ -234,7 +234,7 @@ pub fn admit_shared<W: SharedWord>(
     // packet token (unless another CPU changed it between the two).
     if pace.packet_ticks != 0
         && conform(
-            packets.load(),
+            settle(packets, now, pace.packet_tolerance),
             now,
             pace.packet_ticks,
             pace.packet_tolerance,
@@ -243,12 +243,39 @@ pub fn admit_shared<W: SharedWord>(
     {
         return false;
     }
-    if pace.byte_ticks != 0 && conform(bytes.load(), now, byte_cost, pace.byte_tolerance).is_none()
+    if pace.byte_ticks != 0
+        && conform(
+            settle(bytes, now, pace.byte_tolerance),
+            now,
+            byte_cost,
+            pace.byte_tolerance,
+        )
+        .is_none()
     {
         return false;
     }
     (pace.packet_ticks == 0 || take(packets, now, pace.packet_ticks, pace.packet_tolerance))
         && (pace.byte_ticks == 0 || take(bytes, now, byte_cost, pace.byte_tolerance))
+}
+
+/// `bucket`'s time, brought back to at most a whole burst ahead of `now` under the current
+/// pace (an empty bucket). Only a time set under another pace can lie further ahead: a slower
+/// rate makes each packet cost more, so a burst taken at 10 pps leaves the time minutes ahead,
+/// and after the limit is raised again the bucket would refuse everything until then. Such a
+/// time is stored back once, by compare-and-swap (a CPU that loses the race finds it settled),
+/// so the bucket refills at the new rate from empty; a bucket kept under one pace never needs
+/// it, and a flood's refused packets still write nothing.
+#[inline(always)]
+fn settle<W: SharedWord>(bucket: &W, now: u64, tolerance: u64) -> u64 {
+    let time = bucket.load();
+    let ceiling = now.saturating_add(tolerance);
+    if time <= ceiling {
+        return time;
+    }
+    match bucket.compare_exchange(time, ceiling) {
+        Ok(_) => ceiling,
+        Err(found) => found,
+    }
 }
 
 /// Moves `bucket`'s time on by `cost` if it conforms, by compare-and-swap; false if it does
@@ -383,6 +410,42 @@ mod tests {
             assert!(buckets.admit(&pace, 60 * SECOND, 100));
         }
         assert!(!buckets.admit(&pace, 60 * SECOND, 100));
+    }
+
+    #[test]
+    fn a_raised_limit_applies_at_once_after_a_lowered_one_was_spent() {
+        let slow = Pace::of(&Limit {
+            pps: 10,
+            burst_packets: 2_000,
+            bps: 0,
+            burst_bytes: 0,
+        });
+        let fast = Pace::of(&Limit {
+            pps: 1_000,
+            burst_packets: 2_000,
+            bps: 0,
+            burst_bytes: 0,
+        });
+        let mut buckets = Buckets::default();
+        for _ in 0..2_000 {
+            assert!(buckets.admit(&slow, 0, 100));
+        }
+        // At 10 pps the burst left the bucket's time 200 s ahead; at 1,000 pps a whole burst
+        // is 2 s, so the bucket is empty under the new pace and refills from there.
+        assert!(!buckets.admit(&fast, 0, 100), "empty");
+        assert!(
+            !buckets.admit(&fast, 999_999, 100),
+            "a packet's worth not yet refilled"
+        );
+        assert!(
+            buckets.admit(&fast, 1_000_000, 100),
+            "refilled at the new rate"
+        );
+        assert!(!buckets.admit(&fast, 1_000_000, 100));
+        assert!(
+            buckets.admit(&fast, 3 * SECOND, 100),
+            "a new burst two seconds on"
+        );
     }
 
     #[test]
