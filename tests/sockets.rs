@@ -48,6 +48,8 @@ const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const LISTENING: u16 = 8080;
 const NOBODY: u16 = 8081;
+/// A port in the kernel's ephemeral range, open to UDP for replies only (and the one after it).
+const REPLIES: u16 = 40_100;
 const CLIENT_PORT: u16 = 40_000;
 const CLIENT_SEQ: u32 = 0x1234_5678;
 const CLIENT_MSS: u16 = 1460;
@@ -527,6 +529,21 @@ fn a_budget_of_packets_for_no_socket_passes_for_the_kernel_to_refuse() {
             ("UDP to a port with no socket", datagram(false, NOBODY)),
             ("ACK to a listener with a bad cookie", bad_cookie.clone()),
         ];
+        // A reset for no connection is dropped and spends nothing: the kernel answers none.
+        let mut rst = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+            .ipv4(CLIENT_V4.octets(), SERVER_V4.octets(), 64)
+            .tcp(CLIENT_PORT, NOBODY, CLIENT_SEQ, 0)
+            .rst()
+            .write(&mut rst, &[])
+            .expect("a reset");
+        filter.expect(
+            "RST for no connection",
+            &rst,
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::NoSocket,
+        );
         for (case, frame) in &refused {
             filter.expect(case, frame, XDP_PASS, Verdict::Pass, Reason::Refusal);
         }
@@ -572,10 +589,100 @@ fn a_budget_of_packets_for_no_socket_passes_for_the_kernel_to_refuse() {
             Verdict::Drop,
             Reason::NoSocket,
         );
+        // Raised to 1,000 pps, the budget refills at the new rate from empty at once, not after
+        // the 4 s its old rate would take to refill.
+        settings.refusals.pps = 1_000;
+        settings.clock_ns = START_NS + 1_000_000_000;
+        filter.loaded.write_settings(&settings);
+        filter.expect(
+            "the raised budget starts empty",
+            &refused[1].1,
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::NoSocket,
+        );
+        settings.clock_ns += 1_000_000;
+        filter.loaded.write_settings(&settings);
+        filter.expect(
+            "and refills at its own rate",
+            &refused[1].1,
+            XDP_PASS,
+            Verdict::Pass,
+            Reason::Refusal,
+        );
         assert_eq!(
             filter.verified(IpAddr::V4(CLIENT_V4)),
             None,
             "a refusal verifies no one"
+        );
+    })
+    .expect("entering the namespace");
+}
+
+/// A port the operator's `[ports]` list closes is refused within the budget only when nothing
+/// listens there: with a listener (or a bound UDP socket) the kernel would take the packet,
+/// so the list's word stands and it is dropped in silence. The budget counts both.
+#[test]
+fn ports_the_list_closes_are_refused_only_where_nothing_listens() {
+    use filter_common::settings::{FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS};
+    let ns = namespace("1");
+    ns.enter(|| {
+        let _listening = listeners(LISTENING);
+        let _bound_v4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, LISTENING)).expect("UDP v4");
+        let bound_v6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)
+            .expect("UDP v6");
+        bound_v6.set_only_v6(true).expect("v6only");
+        bound_v6
+            .bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, LISTENING)).into())
+            .expect("UDP v6 bind");
+        // Every port closed by the list (the loaded object's PORTS is all zero).
+        let mut settings = Settings {
+            refusals: filter_common::rate::Limit {
+                pps: 1,
+                burst_packets: 8,
+                bps: 0,
+                burst_bytes: 0,
+            },
+            ..verifying_settings()
+        };
+        settings.flags |= FLAG_ENFORCE_TCP_PORTS | FLAG_ENFORCE_UDP_PORTS;
+        let filter = Filter::load(settings);
+        for v6 in [false, true] {
+            filter.expect(
+                "SYN to a closed port nobody listens on",
+                &segment(v6, CLIENT_PORT, NOBODY, CLIENT_SEQ, None, true),
+                XDP_PASS,
+                Verdict::Pass,
+                Reason::Refusal,
+            );
+            filter.expect(
+                "SYN to a closed port with a listener",
+                &segment(v6, CLIENT_PORT, LISTENING, CLIENT_SEQ, None, true),
+                XDP_DROP,
+                Verdict::Drop,
+                Reason::PortClosed,
+            );
+            filter.expect(
+                "UDP to a closed port with no socket",
+                &datagram(v6, NOBODY),
+                XDP_PASS,
+                Verdict::Pass,
+                Reason::Refusal,
+            );
+            filter.expect(
+                "UDP to a closed port with a bound socket",
+                &datagram(v6, LISTENING),
+                XDP_DROP,
+                Verdict::Drop,
+                Reason::PortClosed,
+            );
+        }
+        filter.expect(
+            "beyond the budget",
+            &segment(false, CLIENT_PORT, NOBODY, CLIENT_SEQ, None, true),
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::PortClosed,
         );
     })
     .expect("entering the namespace");
@@ -886,7 +993,7 @@ fn the_aggregate_syn_bucket_caps_the_cookies_answered() {
 #[test]
 fn ports_listed_open_pass_without_a_socket() {
     use filter_common::{
-        ports::{PORT_TCP_OPEN, PORT_UDP_OPEN},
+        ports::{PORT_TCP_OPEN, PORT_UDP_OPEN, PORT_UDP_REPLIES},
         settings::{FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS},
     };
     let ns = namespace("1");
@@ -900,6 +1007,18 @@ fn ports_listed_open_pass_without_a_socket() {
         ports
             .set(u32::from(NOBODY), PORT_TCP_OPEN | PORT_UDP_OPEN, 0)
             .expect("opening the port");
+        for port in [REPLIES, REPLIES + 1] {
+            ports
+                .set(u32::from(port), PORT_UDP_OPEN | PORT_UDP_REPLIES, 0)
+                .expect("opening the port for replies");
+        }
+        let _reply_v4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, REPLIES + 1)).expect("UDP v4");
+        let reply_v6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)
+            .expect("UDP v6");
+        reply_v6.set_only_v6(true).expect("v6only");
+        reply_v6
+            .bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, REPLIES + 1)).into())
+            .expect("UDP v6 bind");
         for v6 in [false, true] {
             let ack = segment(v6, CLIENT_PORT, NOBODY, CLIENT_SEQ, Some(1), false);
             filter.expect(
@@ -930,6 +1049,21 @@ fn ports_listed_open_pass_without_a_socket() {
                 XDP_DROP,
                 Verdict::Drop,
                 Reason::PortClosed,
+            );
+            // Ports open for replies only (the ephemeral range) take a datagram only for a socket.
+            filter.expect(
+                "UDP to a port open for replies, no socket",
+                &datagram(v6, REPLIES),
+                XDP_DROP,
+                Verdict::Drop,
+                Reason::PortClosed,
+            );
+            filter.expect(
+                "UDP to a port open for replies, a bound socket",
+                &datagram(v6, REPLIES + 1),
+                XDP_PASS,
+                Verdict::Pass,
+                Reason::Pass,
             );
         }
     })

@@ -16,3 +16,7 @@ pub const PORT_TCP_OPEN: u8 = 1;
 pub const PORT_UDP_OPEN: u8 = 2;
 /// Flag: UDP from this source port is reflection unless the source is trusted.
 pub const PORT_REFLECTOR: u8 = 4;
+/// Flag, beside [`PORT_UDP_OPEN`]: the port is open to UDP only for replies (the kernel's
+/// ephemeral range, which a UDP port list leaves open), so a datagram to it must still match a
+/// socket on the host when sockets are required. A port the list names needs none.
+pub const PORT_UDP_REPLIES: u8 = 8;

@@ -30,6 +30,25 @@ pub struct Tuple {
     size: u32,
 }
 
+impl Tuple {
+    /// The key's size, as one of its two constants: when a tuple is copied through the stack
+    /// (passed between stages), the verifier may no longer know the stored size's value, and a
+    /// helper's size argument must be bounded.
+    #[inline(always)]
+    fn checked_size(&self) -> u32 {
+        if self.size == IPV4_TUPLE {
+            IPV4_TUPLE
+        } else {
+            IPV6_TUPLE
+        }
+    }
+}
+
+/// Size of the IPv4 arm of `bpf_sock_tuple`: two addresses and two ports.
+const IPV4_TUPLE: u32 = 12;
+/// Size of its IPv6 arm.
+const IPV6_TUPLE: u32 = 36;
+
 /// The lookup key for `packet`, reading the destination address from the frame; `None` if the
 /// frame is shorter than the parser saw (it cannot be).
 #[inline(always)]
@@ -48,7 +67,7 @@ pub fn tuple(ctx: &XdpContext, packet: &Packet) -> Option<Tuple> {
             raw.__bindgen_anon_1.ipv4.sport = sport;
             raw.__bindgen_anon_1.ipv4.dport = dport;
         }
-        12
+        IPV4_TUPLE
     } else {
         let dst = ptr_at::<[u8; 16]>(ctx, l3 + 24)?;
         // SAFETY: as above, for the ipv6 arm.
@@ -63,7 +82,7 @@ pub fn tuple(ctx: &XdpContext, packet: &Packet) -> Option<Tuple> {
             v6.sport = sport;
             v6.dport = dport;
         }
-        36
+        IPV6_TUPLE
     };
     Some(Tuple { raw, size })
 }
@@ -174,16 +193,18 @@ fn syncookie_of(ctx: &XdpContext, packet: &Packet, sk: *mut aya_ebpf::bindings::
 /// Looks up the socket of a TCP segment: its connection, or else its listener.
 #[inline(always)]
 fn lookup_tcp(ctx: &XdpContext, tuple: &mut Tuple) -> *mut aya_ebpf::bindings::bpf_sock {
+    let size = tuple.checked_size();
     // SAFETY: the tuple is a valid stack value of the size given.
-    unsafe { bpf_skc_lookup_tcp(ctx.ctx.cast(), &mut tuple.raw, tuple.size, CURRENT_NETNS, 0) }
+    unsafe { bpf_skc_lookup_tcp(ctx.ctx.cast(), &mut tuple.raw, size, CURRENT_NETNS, 0) }
 }
 
 /// Looks up the UDP socket that would receive a datagram: one connected to its sender, or else
 /// one bound to its port.
 #[inline(always)]
 fn lookup_udp(ctx: &XdpContext, tuple: &mut Tuple) -> *mut aya_ebpf::bindings::bpf_sock {
+    let size = tuple.checked_size();
     // SAFETY: the tuple is a valid stack value of the size given.
-    unsafe { bpf_sk_lookup_udp(ctx.ctx.cast(), &mut tuple.raw, tuple.size, CURRENT_NETNS, 0) }
+    unsafe { bpf_sk_lookup_udp(ctx.ctx.cast(), &mut tuple.raw, size, CURRENT_NETNS, 0) }
 }
 
 /// Offers a SYN to its listener: returns the cookie the listener would accept, or why not.

@@ -734,7 +734,8 @@ fn warn_if_forwarding(config: &Config) {
         warn!(
             "this host forwards packets (containers, VMs, a VPN or a router): with \
              require_sockets = true, replies to the connections it forwards or NATs for hosts \
-             behind it have no socket here and are dropped (no_socket, port_closed); set \
+             behind it have no socket here and are dropped (no_socket, port_closed; a few \
+             pass within the refusal budget, so it may seem to work until traffic grows); set \
              require_sockets = false if they must reach out, and list ports forwarded in to \
              them in [ports]"
         );

@@ -40,7 +40,7 @@ pub fn judge(
     if let Some(reason) = tcp_flags::check(packet) {
         return reason;
     }
-    if let Some(reason) = ports::check(packet, settings) {
+    if let Some(reason) = ports::check(ctx, packet, settings, clock) {
         return reason;
     }
     let answers_socket = match reflection::check(ctx, packet, settings) {

@@ -1,6 +1,7 @@
-//! Destination ports that are not open. Maps read: `PORTS`. Reasons: `PortClosed`, `Internal`.
-//! Lookups per packet: one for a TCP SYN or UDP when that protocol's port policy is on, none
-//! otherwise.
+//! Destination ports that are not open. Maps read: `PORTS`. Reasons: `PortClosed`, `Refusal`
+//! (a closed port nothing listens on, within the refusal budget), `Internal`. Lookups per
+//! packet: one for a TCP SYN or UDP when that protocol's port policy is on, none otherwise;
+//! for a closed port, the refusal budget's (see `refusal`).
 //!
 //! Only new TCP connections (SYN without ACK) are checked: replies to the origin's own
 //! outgoing connections arrive on ephemeral ports and must pass.
@@ -13,11 +14,20 @@ use filter_common::{
     settings::{FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS},
 };
 
-use crate::maps::PORTS;
+use aya_ebpf::programs::XdpContext;
 
-/// Decides `PortClosed` for a TCP SYN or UDP datagram to a port not marked open.
+use super::refusal;
+use crate::{clock::Clock, maps::PORTS};
+
+/// Decides `PortClosed` for a TCP SYN or UDP datagram to a port not marked open (`Refusal`
+/// within the refusal budget when nothing listens there either).
 #[inline(always)]
-pub fn check(packet: &Packet, settings: &Settings) -> Option<Reason> {
+pub fn check(
+    ctx: &XdpContext,
+    packet: &Packet,
+    settings: &Settings,
+    clock: &mut Clock,
+) -> Option<Reason> {
     if !packet.has_l4() {
         return None;
     }
@@ -33,7 +43,13 @@ pub fn check(packet: &Packet, settings: &Settings) -> Option<Reason> {
         return Some(Reason::Internal);
     };
     if flags & open_flag == 0 {
-        Some(Reason::PortClosed)
+        Some(refusal::or_drop_unheard(
+            ctx,
+            Reason::PortClosed,
+            packet,
+            settings,
+            clock,
+        ))
     } else {
         None
     }

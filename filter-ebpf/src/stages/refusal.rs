@@ -5,11 +5,22 @@
 //! retransmitting into silence; a flood for no socket costs the kernel no more than the budget.
 //!
 //! Maps read/written: `AGGREGATE` (refusal slot), only for a packet no socket takes and only
-//! when the budget is set. Reason: `Refusal`.
+//! when the budget is set. Reason: `Refusal`. Lookups: for a port closed by the operator's
+//! list, one socket lookup per packet the budget admits (see [`or_drop_unheard`]).
 
-use filter_common::{Packet, Reason, Settings, maps::AGGREGATE_REFUSAL_SLOT};
+use aya_ebpf::programs::XdpContext;
+use filter_common::{
+    Packet, Reason, Settings,
+    maps::AGGREGATE_REFUSAL_SLOT,
+    packet::{IPPROTO_TCP, IPPROTO_UDP},
+};
 
-use crate::{clock::Clock, maps::AGGREGATE, word as shared};
+use crate::{
+    clock::Clock,
+    maps::AGGREGATE,
+    socket::{self, Found},
+    word as shared,
+};
 
 /// `Refusal` if the budget admits this packet, for which no socket was found and `reason`
 /// (`PortClosed`, `NoSocket` or `CookieBad`) was decided; `reason` otherwise, or `Internal`
@@ -29,4 +40,30 @@ pub fn or_drop(reason: Reason, packet: &Packet, settings: &Settings, clock: &mut
     } else {
         reason
     }
+}
+
+/// [`or_drop`] for a SYN or datagram to a port the operator's `[ports]` list closes: refused
+/// only if, besides the budget admitting it, no socket on the host would take it. A port the
+/// list closes though something listens there is closed by the operator's word, and the kernel
+/// would accept the connection, so it stays dropped in silence.
+#[inline(always)]
+pub fn or_drop_unheard(
+    ctx: &XdpContext,
+    reason: Reason,
+    packet: &Packet,
+    settings: &Settings,
+    clock: &mut Clock,
+) -> Reason {
+    if or_drop(reason, packet, settings, clock) != Reason::Refusal {
+        return reason;
+    }
+    let Some(tuple) = socket::tuple(ctx, packet) else {
+        return Reason::Internal;
+    };
+    let heard = match packet.l4_proto {
+        IPPROTO_TCP => socket::tcp_found(ctx, tuple) != Found::Nothing,
+        IPPROTO_UDP => socket::udp_socket(ctx, tuple),
+        _ => true,
+    };
+    if heard { reason } else { Reason::Refusal }
 }

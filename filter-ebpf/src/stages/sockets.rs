@@ -8,15 +8,16 @@
 //! (TCP with no socket, under an enforced list), `AGGREGATE` (refusal slot). Reasons:
 //! `NoSocket`, `CookieAck`, `CookieBad`, `PortClosed`, `Refusal`. Lookups per packet: for TCP
 //! under `FLAG_TCP_SOCKETS`, one socket lookup unless the source is verified; for UDP, one
-//! socket lookup under
-//! `FLAG_UDP_SOCKETS` without an enforced UDP list, unless the reflection stage's lookup found
-//! the socket a datagram answers; none otherwise.
+//! socket lookup under `FLAG_UDP_SOCKETS` (with an enforced UDP list, only to a port open for
+//! replies alone, after one more `PORTS` read), unless the reflection stage's lookup found the
+//! socket a datagram answers; none otherwise.
 
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
     Packet, Reason, Settings,
     classify::{is_syn, tcp_flags},
     packet::{IPPROTO_TCP, IPPROTO_UDP},
+    ports::{PORT_UDP_REPLIES, port_index},
     settings::{FLAG_ENFORCE_UDP_PORTS, FLAG_TCP_SOCKETS, FLAG_UDP_SOCKETS},
     source::SourceKey,
 };
@@ -24,6 +25,7 @@ use filter_common::{
 use super::{refusal, syn::listed_open};
 use crate::{
     clock::Clock,
+    maps::PORTS,
     socket::{self, Segment},
     verified,
 };
@@ -70,6 +72,9 @@ pub fn check(
                 Segment::Listener | Segment::Nothing => {
                     if listed_open(packet, settings) {
                         None
+                    } else if packet.tcp_flags & tcp_flags::RST != 0 {
+                        // The kernel answers no reset: it would spend the budget for nothing.
+                        Some(Reason::NoSocket)
                     } else {
                         Some(refusal::or_drop(Reason::NoSocket, packet, settings, clock))
                     }
@@ -77,8 +82,10 @@ pub fn check(
             }
         }
         IPPROTO_UDP
-            if settings.flags & (FLAG_UDP_SOCKETS | FLAG_ENFORCE_UDP_PORTS) == FLAG_UDP_SOCKETS
-                && !answers_socket =>
+            if settings.flags & FLAG_UDP_SOCKETS != 0
+                && !answers_socket
+                && (settings.flags & FLAG_ENFORCE_UDP_PORTS == 0
+                    || only_replies(packet, settings)) =>
         {
             let Some(tuple) = socket::tuple(ctx, packet) else {
                 return Some(Reason::Internal);
@@ -96,4 +103,14 @@ pub fn check(
         }
         _ => None,
     }
+}
+
+/// Whether an enforced UDP port list leaves the destination port open only for replies (the
+/// kernel's ephemeral range, not listed): such a datagram must match a socket as well. A port
+/// the list names takes datagrams with no socket (forwarded to a container or another host).
+#[inline(always)]
+fn only_replies(packet: &Packet, settings: &Settings) -> bool {
+    PORTS
+        .get(port_index(settings.slot, packet.dst_port))
+        .is_some_and(|flags| flags & PORT_UDP_REPLIES != 0)
 }

@@ -44,7 +44,8 @@ impl Config {
     }
 
     /// The `PORTS` flags for every port: open TCP and UDP ports (all when unlisted; the
-    /// `ephemeral` range always open for UDP replies) and reflector source ports.
+    /// `ephemeral` range always open for UDP replies, marked as such) and reflector source
+    /// ports.
     pub fn port_flags(&self, ephemeral: (u16, u16)) -> Vec<u8> {
         let mut flags = vec![0u8; PORT_COUNT as usize];
         for (port, flag) in flags.iter_mut().enumerate() {
@@ -54,17 +55,20 @@ impl Config {
                 .tcp
                 .as_ref()
                 .is_none_or(|open| open.contains(&port));
-            let udp_open = self
+            let udp_listed = self
                 .ports
                 .udp
                 .as_ref()
-                .is_none_or(|open| open.contains(&port))
-                || (ephemeral.0..=ephemeral.1).contains(&port);
+                .is_none_or(|open| open.contains(&port));
+            let udp_replies = !udp_listed && (ephemeral.0..=ephemeral.1).contains(&port);
             if tcp_open {
                 *flag |= PORT_TCP_OPEN;
             }
-            if udp_open {
+            if udp_listed {
                 *flag |= PORT_UDP_OPEN;
+            }
+            if udp_replies {
+                *flag |= PORT_UDP_OPEN | PORT_UDP_REPLIES;
             }
             if self.reflection.ports.contains(&port) {
                 *flag |= PORT_REFLECTOR;

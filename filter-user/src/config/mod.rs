@@ -20,7 +20,7 @@ use filter_common::{
         DEFAULT_ALLOW_ENTRIES, DEFAULT_DENY_ENTRIES, DEFAULT_MAX_BANS, DEFAULT_MAX_SOURCES,
         MAX_TRUSTED_PER_SLOT,
     },
-    ports::{PORT_COUNT, PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
+    ports::{PORT_COUNT, PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN, PORT_UDP_REPLIES},
     rate::Limit,
     settings::{
         FLAG_DRY_RUN, FLAG_ENFORCE_TCP_PORTS, FLAG_ENFORCE_UDP_PORTS, FLAG_TCP_SOCKETS,
@@ -660,6 +660,18 @@ burst = 100
         assert_eq!(flags[22] & PORT_TCP_OPEN, 0);
         assert_eq!(flags[53] & PORT_UDP_OPEN, 0);
         assert_eq!(flags[40000] & PORT_UDP_OPEN, PORT_UDP_OPEN);
+        assert_eq!(
+            flags[40000] & filter_common::ports::PORT_UDP_REPLIES,
+            filter_common::ports::PORT_UDP_REPLIES,
+            "open for replies only: a datagram there must match a socket"
+        );
+        config.ports.udp = Some(vec![40000]);
+        let flags = config.port_flags((32768, 60999));
+        assert_eq!(
+            flags[40000] & filter_common::ports::PORT_UDP_REPLIES,
+            0,
+            "listed"
+        );
     }
 
     #[test]

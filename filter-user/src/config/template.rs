@@ -54,7 +54,8 @@ Which ports take new traffic. With no list (the default) every port with a socke
 host is open (see require_sockets). With a list, new TCP connections (SYN) and UDP packets
 to any other port are
 dropped; replies to this host's own connections always pass, and for UDP the kernel's
-ephemeral port range (net.ipv4.ip_local_port_range) stays open for replies.
+ephemeral port range (net.ipv4.ip_local_port_range) stays open for replies to this host's
+own sockets (under require_sockets, a datagram there must match one).
 
 WARNING: a list without your SSH port locks you out of new SSH sessions as soon as the
 filter attaches (the session you are in keeps working). moat logs a warning when

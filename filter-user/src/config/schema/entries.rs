@@ -158,10 +158,10 @@ hosts (docker's published ports), or set false on a router. Default {default}.",
         doc: "packets for no socket passed per second for the kernel to refuse; 0: none",
         get: Get::Plain(|c| c.refusals.pps.to_string()),
         comment: "\
-Under require_sockets, packets that no socket on this host takes (what it drops as
-port_closed, no_socket and cookie_bad; not ports closed by [ports]) are passed at up to
-this many per second for the whole host, so the kernel refuses them as it would without
-moat: a TCP reset, an ICMP port unreachable. A visitor whose connection vanished in a
+Packets that no socket on this host takes (what require_sockets drops as port_closed,
+no_socket and cookie_bad, and SYNs and datagrams to ports [ports] closes with nothing
+listening there) are passed at up to this many per second for the whole host, so the
+kernel refuses them as it would without moat: a TCP reset, an ICMP port unreachable. A visitor whose connection vanished in a
 reboot, or whose browser tries a port you do not serve (HTTPS first), learns at once
 instead of waiting out its timeouts. Beyond it they are dropped, so a flood for no socket
 reaches the kernel only this fast. Passed ones count as pass/refusal. 0 passes none.
