@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{validate::Validator, *};
+use super::{rewording, validate::Validator, *};
 
 // ---- the file as written: every key optional, every value with its span ----
 
@@ -121,33 +121,89 @@ pub(super) struct RawLimit {
     pub(super) burst_bytes: S<i64>,
 }
 
+/// Type errors and unknown keys reported at most, so a file of nonsense still gets a short
+/// answer.
+const MAX_READ_PROBLEMS: usize = 20;
+
+/// Reads `text` into the raw form, with every value of the wrong type and every unknown key
+/// (whose lines are left out of the raw form); a syntax error, which the reader finds before
+/// any of those, is the only problem reported.
+fn read(text: &str) -> Result<(RawConfig, Vec<Problem>), Problem> {
+    let mut problems = Vec::new();
+    let mut masked = text.to_string();
+    loop {
+        let error = match toml::from_str::<RawConfig>(&masked) {
+            Ok(raw) => return Ok((raw, problems)),
+            Err(error) => error,
+        };
+        let start = error.span().map(|span| span.start.min(masked.len()));
+        let line = start.map(|start| masked[..start].matches('\n').count() + 1);
+        // One line: the parser's message spreads over several.
+        let message = error
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let at = start.and_then(|start| rewording::key_at(&masked, start));
+        let (Some(start), Some(reworded)) = (start, rewording::reword(&message, at.as_ref()))
+        else {
+            if problems.is_empty() {
+                return Err(Problem {
+                    line,
+                    key: None,
+                    message,
+                });
+            }
+            // A syntax error only after a line was left out: the line held more than the
+            // value (a multi-line array); what was found stands.
+            return Ok((RawConfig::default(), problems));
+        };
+        problems.push(Problem {
+            line,
+            key: at.map(|at| at.key),
+            message: reworded,
+        });
+        if problems.len() >= MAX_READ_PROBLEMS {
+            return Ok((RawConfig::default(), problems));
+        }
+        // Leave the line out (a table header: the whole table), keeping the line numbers, and
+        // read again for the next problem.
+        let line_start = masked[..start].rfind('\n').map_or(0, |newline| newline + 1);
+        let end_of_line = |from: usize| {
+            masked[from..]
+                .find('\n')
+                .map_or(masked.len(), |newline| from + newline)
+        };
+        let mut line_end = end_of_line(start);
+        if masked[line_start..].trim_start().starts_with('[') {
+            while line_end < masked.len() && !masked[line_end + 1..].trim_start().starts_with('[') {
+                line_end = end_of_line(line_end + 1);
+            }
+        }
+        // Byte for byte, so every later span still points into `text`.
+        let blank: String = masked[line_start..line_end]
+            .chars()
+            .map(|c| match c {
+                '\n' => "\n".to_string(),
+                _ => " ".repeat(c.len_utf8()),
+            })
+            .collect();
+        masked.replace_range(line_start..line_end, &blank);
+    }
+}
+
 impl Config {
     /// Parses and validates TOML text; `path` only names the source in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|error| {
-            let line = error.span().map(|span| {
-                let end = span.start.min(text.len());
-                text[..end].matches('\n').count() + 1
-            });
-            ConfigError::Invalid {
-                path: path.to_path_buf(),
-                problems: vec![Problem {
-                    line,
-                    key: None,
-                    // One line: the parser's message spreads over several.
-                    message: error
-                        .message()
-                        .lines()
-                        .map(str::trim)
-                        .filter(|part| !part.is_empty())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                }],
-            }
+        let (raw, read_problems) = read(text).map_err(|problem| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: vec![problem],
         })?;
         let mut v = Validator {
             text,
-            problems: Vec::new(),
+            problems: read_problems,
         };
         let d = Config::default();
         let capacity = |v: &mut Validator, value: &S<i64>, key: &str, default: u32| {
