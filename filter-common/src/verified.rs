@@ -24,7 +24,7 @@
 //! source is tagged by its whole key: an IPv4 address, or an IPv6 address masked to the tracked
 //! prefix (a /64 by default), exactly the unit the ban and rate stages count.
 
-use crate::{hash::MIX, source::SourceKey};
+use crate::{Packet, hash::MIX, source::SourceKey};
 
 /// Buckets in `VERIFIED`: the first half for IPv4, the second for IPv6. A power of two.
 pub const VERIFIED_BUCKETS: u32 = 1 << 16;
@@ -115,6 +115,25 @@ pub fn tag(source: &SourceKey) -> Tag {
         Tag {
             hi: (u64::from(a) << 32) | u64::from(b),
             lo: (u64::from(c) << 32) | u64::from(d),
+        }
+    }
+}
+
+/// The tag of `packet`'s source, its IPv6 address masked by `v6_mask` (see
+/// [`SourceKey::new`]): [`tag`] of its ban key, taken straight from the packet's address words,
+/// so the established segments of a verified source never build the key.
+#[inline(always)]
+pub fn tag_of_packet(packet: &Packet, v6_mask: [u64; 2]) -> Tag {
+    if packet.ip_version == 4 {
+        Tag {
+            hi: u64::from(u32::from_be(packet.src_v4_word())),
+            lo: 0,
+        }
+    } else {
+        let [hi, lo] = packet.src_words();
+        Tag {
+            hi: u64::from_be(hi & v6_mask[0]),
+            lo: u64::from_be(lo & v6_mask[1]),
         }
     }
 }
@@ -231,6 +250,33 @@ mod tests {
         assert_eq!(tag(&v6_64), tag_of(0x2001_0db8_0001_0002));
         let v6_48 = key("2001:db8:1:2:3:4:5:6".parse().expect("literal"), 48);
         assert_eq!(tag(&v6_48), tag_of(0x2001_0db8_0001_0000));
+    }
+
+    #[test]
+    fn a_packet_is_tagged_as_its_ban_key() {
+        for (addr, prefix) in [
+            ("198.51.100.7", 64),
+            ("2001:db8:1:2:3:4:5:6", 128),
+            ("2001:db8:1:2:3:4:5:6", 64),
+            ("2001:db8:1:2:3:4:5:6", 48),
+            ("2001:db8:1:2:3:4:5:6", 100),
+        ] {
+            let addr: core::net::IpAddr = addr.parse().expect("literal");
+            let mut packet = Packet::new(if addr.is_ipv4() { 4 } else { 6 }, 64);
+            let ban_key = SourceKey::for_addr(addr, crate::source::BAN_CLASS, prefix);
+            packet.src_addr_be = SourceKey::for_addr(addr, 0, 128).addr_be;
+            let mask = crate::source::v6_mask(prefix);
+            assert_eq!(
+                SourceKey::for_ban(&packet, mask),
+                ban_key,
+                "{addr}/{prefix}"
+            );
+            assert_eq!(
+                tag_of_packet(&packet, mask),
+                tag(&ban_key),
+                "{addr}/{prefix}"
+            );
+        }
     }
 
     #[test]

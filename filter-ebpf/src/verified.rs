@@ -41,7 +41,13 @@ fn summary_at(index: u32) -> Option<(*mut u64, u64)> {
 /// way holds its tag.
 #[inline(always)]
 pub fn holds(source: &SourceKey, clock: &mut Clock) -> bool {
-    let (tag, index) = verified::locate(source);
+    holds_tag(verified::tag(source), source.ip_version != 4, clock)
+}
+
+/// [`holds`] for the source tagged `tag` (`verified::tag_of_packet`), of IPv6 if `ipv6`.
+#[inline(always)]
+pub fn holds_tag(tag: verified::Tag, ipv6: bool, clock: &mut Clock) -> bool {
+    let index = verified::bucket(tag, ipv6);
     let Some((summary, mask)) = summary_at(index) else {
         return false;
     };

@@ -4,6 +4,11 @@
 //! (SYN cookies, sockets), then rate limits, which only ever see sources that cannot be spoofed or
 //! traffic that matched a socket. Each returns `Some(reason)` to decide or `None` to continue; a
 //! packet no stage stops passes.
+//!
+//! A segment of a TCP connection (not a SYN, not a fragment), most of what a site receives,
+//! takes a shorter route after the lists and the flag check: of the later stages only the
+//! verified-source cache, the bans and the socket check can decide it (the port, reflection,
+//! fragment, SYN and rate stages never act on one), so it asks those three and nothing else.
 
 mod bans;
 mod fragments;
@@ -18,8 +23,11 @@ mod tcp_flags;
 
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
-    Fragment, Packet, Reason, Settings, classify::is_network_control, packet::IPPROTO_TCP,
+    Fragment, Packet, Reason, Settings,
+    classify::{is_network_control, is_syn},
+    packet::IPPROTO_TCP,
     source::SourceKey,
+    verified::tag_of_packet,
 };
 
 use crate::{clock::Clock, verified};
@@ -40,6 +48,11 @@ pub fn judge(
     if let Some(reason) = tcp_flags::check(packet) {
         return reason;
     }
+    // Only TCP asks whether its source completed a handshake.
+    let tcp = packet.has_l4() && packet.l4_proto == IPPROTO_TCP;
+    if tcp && !is_syn(packet.tcp_flags) && packet.fragment == Fragment::None {
+        return segment(ctx, packet, settings, clock);
+    }
     if let Some(reason) = ports::check(ctx, packet, settings, clock) {
         return reason;
     }
@@ -51,9 +64,8 @@ pub fn judge(
     // The source's key, its IPv6 address cut to the tracked prefix once for every stage that
     // looks the source up (bans, verified sources, rate state), each under its own class.
     let source = SourceKey::for_ban(packet, settings.v6_source_mask);
-    // Only TCP asks whether its source completed a handshake. A verified source is never
-    // banned (see `crate::verified`), so its segments skip the bans lookup.
-    let tcp = packet.has_l4() && packet.l4_proto == IPPROTO_TCP;
+    // A verified source is never banned (see `crate::verified`), so its SYNs skip the bans
+    // lookup.
     let verified = tcp && verified::holds(&source, clock);
     // ICMP the network needs is never banned (see `is_network_control`).
     if !verified
@@ -88,4 +100,20 @@ pub fn judge(
     } else {
         Reason::OtherL4
     }
+}
+
+/// Judges a segment of a TCP connection (not a SYN, not a fragment) that passed the lists and
+/// the flag check, as the full route would: a verified source's passes at once (no ban covers
+/// it, and the socket check takes its word), any other's meets the bans, then the socket check.
+#[inline(always)]
+fn segment(ctx: &XdpContext, packet: &Packet, settings: &Settings, clock: &mut Clock) -> Reason {
+    let tag = tag_of_packet(packet, settings.v6_source_mask);
+    if verified::holds_tag(tag, packet.ip_version != 4, clock) {
+        return Reason::Pass;
+    }
+    let source = SourceKey::for_ban(packet, settings.v6_source_mask);
+    if let Some(reason) = bans::check(ctx, packet, &source, true, settings, clock) {
+        return reason;
+    }
+    sockets::check(ctx, packet, &source, false, false, settings, clock).unwrap_or(Reason::Pass)
 }
