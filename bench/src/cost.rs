@@ -201,9 +201,10 @@ const PATHS: [Path; 15] = [
         verdict: Verdict::Pass,
         reason: Reason::Pass,
         xdp_filter: Some((XdpFilterPolicy::Allow, XDP_PASS, "no rule matches")),
-        note: "the list index (no trie walk), a verified-source hit in the cache (the daemon \
-               marks the peers of the host's connections every second), so no bans lookup and no \
-               socket lookup, then the TCP flag, fragment and port checks",
+        note: "the list index (no trie walk) and the TCP flag check, then a verified-source hit \
+               in the cache (the daemon marks the peers of the host's connections every second), \
+               which passes a connection's segment at once: no bans, socket, port or rate \
+               stage",
     },
     Path {
         name: "full pipeline pass (new connection, verified source)",

@@ -237,9 +237,10 @@ fn plain_pass_target(cost: &CostReport) -> Option<Target> {
         pass: judged.worst_ratio > 0.0 && judged.worst_ratio <= PLAIN_PASS_MAX,
         why: format!(
             "1.3× parse + count allows {:.0} ns ({}); plain pass takes {moat:.0} ns, {:.0} ns \
-             over parsing and counting: the settings and list index reads, the verified-source \
-             cache (whose hit spares it the bans and socket lookups), the TCP flag, fragment and \
-             port checks, the rate stage's class check and the counter{ban}",
+             over parsing and counting: the settings and list index reads (two words of the \
+             index), the TCP flag check, the verified-source cache (a summary word, the bucket's \
+             tag and the clock), whose hit passes a connection's segment at once, and the \
+             counter{ban}",
             PLAIN_PASS_MAX * floor,
             family.label(),
             moat - floor
