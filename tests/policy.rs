@@ -231,15 +231,22 @@ fn a_resolv_conf_that_is_not_there_is_warned_about() {
     );
 }
 
+/// Switches IPv4 forwarding in the origin's namespace on or off.
+fn set_forwarding(pair: &Pair, on: bool) {
+    let status = pair
+        .origin
+        .command("sysctl")
+        .args(["-q", "-w", &format!("net.ipv4.ip_forward={}", u8::from(on))])
+        .status()
+        .expect("sysctl");
+    assert!(status.success(), "sysctl net.ipv4.ip_forward");
+}
+
 #[test]
 fn a_host_that_forwards_is_told_what_require_sockets_does_to_its_nat() {
     require_root();
     let pair = Pair::create();
-    pair.origin
-        .command("sysctl")
-        .args(["-q", "-w", "net.ipv4.ip_forward=1"])
-        .status()
-        .expect("sysctl");
+    set_forwarding(&pair, true);
     let daemon = pair.start(&[]);
     assert!(
         daemon.log().contains("this host forwards packets")
@@ -257,6 +264,28 @@ fn a_host_that_forwards_is_told_what_require_sockets_does_to_its_nat() {
         !daemon.log().contains("this host forwards packets"),
         "{}",
         daemon.log()
+    );
+    let (status, log) = daemon.stop().expect("stopping");
+    assert!(status.success(), "{log}");
+    // Forwarding switched on after the start (docker, libvirt, a VPN coming up at boot after
+    // moat) is told of too, within seconds.
+    set_forwarding(&pair, false);
+    let daemon = pair.start(&[]);
+    assert!(
+        !daemon.log().contains("this host forwards packets"),
+        "{}",
+        daemon.log()
+    );
+    set_forwarding(&pair, true);
+    wait_until(
+        "the daemon to warn of forwarding switched on",
+        Duration::from_secs(10),
+        || {
+            daemon
+                .log()
+                .contains("the host has just switched forwarding on")
+                && daemon.log().contains("this host forwards packets")
+        },
     );
 }
 

@@ -216,6 +216,7 @@ async fn serve(
     ban_log.know(in_force_at_start.as_deref().unwrap_or_default());
     let mut window = SampleWindow::default();
     let mut upstreams = UpstreamWatch::new(&running);
+    let mut forwarding_watch = ForwardingWatch::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_upstreams = Instant::now();
@@ -248,6 +249,7 @@ async fn serve(
                         );
                     }
                     upstreams = UpstreamWatch::new(&running);
+                    forwarding_watch = ForwardingWatch::new();
                     forget_after_ns
                         .store(duration_ns(running.bans.forget_after), Ordering::Relaxed);
                 } else {
@@ -301,6 +303,7 @@ async fn serve(
                 {
                     ban_log.reconcile(taken, &in_force);
                 }
+                forwarding_watch.follow(&running);
                 if last_upstreams.elapsed() >= UPSTREAMS_EVERY {
                     last_upstreams = Instant::now();
                     upstreams.follow(&iface, &running);
@@ -724,13 +727,7 @@ const FORWARDING_SYSCTLS: [&str; 2] = [
 /// here, so they are dropped (`no_socket`, `port_closed`); the program cannot see the kernel's
 /// connection tracking.
 fn warn_if_forwarding(config: &Config) {
-    if !config.require_sockets {
-        return;
-    }
-    let forwarding = FORWARDING_SYSCTLS
-        .iter()
-        .any(|path| std::fs::read_to_string(path).is_ok_and(|value| value.trim() == "1"));
-    if forwarding {
+    if config.require_sockets && forwarding() {
         warn!(
             "this host forwards packets (containers, VMs, a VPN or a router): with \
              require_sockets = true, replies to the connections it forwards or NATs for hosts \
@@ -739,6 +736,38 @@ fn warn_if_forwarding(config: &Config) {
              require_sockets = false if they must reach out, and list ports forwarded in to \
              them in [ports]"
         );
+    }
+}
+
+/// Whether this network namespace forwards packets, either family.
+fn forwarding() -> bool {
+    FORWARDING_SYSCTLS
+        .iter()
+        .any(|path| std::fs::read_to_string(path).is_ok_and(|value| value.trim() == "1"))
+}
+
+/// Follows the forwarding switches between reloads: docker, libvirt or a VPN often switch
+/// forwarding on after moat has started (at boot, just after it), when the warning given at
+/// start or reload found it off.
+struct ForwardingWatch {
+    /// Whether forwarding was on at the last look.
+    on: bool,
+}
+
+impl ForwardingWatch {
+    /// Starts from the switches as they are now (what the start or reload warning saw).
+    fn new() -> ForwardingWatch {
+        ForwardingWatch { on: forwarding() }
+    }
+
+    /// Warns, as at start, once forwarding has been switched on under `config`.
+    fn follow(&mut self, config: &Config) {
+        let on = forwarding();
+        if on && !self.on {
+            info!("the host has just switched forwarding on");
+            warn_if_forwarding(config);
+        }
+        self.on = on;
     }
 }
 
