@@ -168,30 +168,35 @@ fn read(text: &str) -> Result<(RawConfig, Vec<Problem>), Problem> {
         if problems.len() >= MAX_READ_PROBLEMS {
             return Ok((RawConfig::default(), problems));
         }
-        // Leave the line out (a table header: the whole table), keeping the line numbers, and
-        // read again for the next problem.
-        let line_start = masked[..start].rfind('\n').map_or(0, |newline| newline + 1);
-        let end_of_line = |from: usize| {
-            masked[from..]
-                .find('\n')
-                .map_or(masked.len(), |newline| from + newline)
-        };
-        let mut line_end = end_of_line(start);
-        if masked[line_start..].trim_start().starts_with('[') {
-            while line_end < masked.len() && !masked[line_end + 1..].trim_start().starts_with('[') {
-                line_end = end_of_line(line_end + 1);
-            }
-        }
-        // Byte for byte, so every later span still points into `text`.
-        let blank: String = masked[line_start..line_end]
-            .chars()
-            .map(|c| match c {
-                '\n' => "\n".to_string(),
-                _ => " ".repeat(c.len_utf8()),
-            })
-            .collect();
-        masked.replace_range(line_start..line_end, &blank);
+        // Read again for the next problem.
+        leave_out(&mut masked, start);
     }
+}
+
+/// Blanks the line of `text` holding byte `at` (for a table header, the whole table), byte for
+/// byte and keeping its newlines, so every later span still points at the same place of the
+/// file as written.
+fn leave_out(text: &mut String, at: usize) {
+    let line_start = text[..at].rfind('\n').map_or(0, |newline| newline + 1);
+    let end_of_line = |from: usize| {
+        text[from..]
+            .find('\n')
+            .map_or(text.len(), |newline| from + newline)
+    };
+    let mut line_end = end_of_line(at);
+    if text[line_start..].trim_start().starts_with('[') {
+        while line_end < text.len() && !text[line_end + 1..].trim_start().starts_with('[') {
+            line_end = end_of_line(line_end + 1);
+        }
+    }
+    let blank: String = text[line_start..line_end]
+        .chars()
+        .map(|c| match c {
+            '\n' => "\n".to_string(),
+            _ => " ".repeat(c.len_utf8()),
+        })
+        .collect();
+    text.replace_range(line_start..line_end, &blank);
 }
 
 impl Config {
