@@ -1089,24 +1089,35 @@ fn a_new_source_with_no_room_replaces_the_one_quiet_longest() {
 }
 
 #[test]
-fn per_source_syn_limit_spares_established_tcp() {
+fn a_verified_sources_syns_past_its_limit_are_judged_as_anyones() {
     let mut filter = Filter::load();
-    filter.update(|settings| settings.source[Class::Syn as usize] = packets(10, 2));
+    filter.update(|settings| {
+        settings.source[Class::Syn as usize] = packets(10, 2);
+        settings.aggregate[Class::Syn as usize] = packets(1, 1);
+    });
     // Only verified sources' SYNs have per-source state (a spoofable one's never do, #11).
     filter.verify(SOURCE_V4);
     filter.verify(NETWORK_V6);
     for source in [IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V6)] {
+        // A second later: the host's SYN bucket holds its one SYN again.
+        filter.advance_clock(SECOND_NS);
         filter.assert_verdicts(
-            &format!("syn from {source} within the burst"),
+            &format!("syn from {source} within its own burst, the host's bucket untouched"),
             &syn(source, HTTPS),
             2,
             Verdict::Pass,
             Reason::Pass,
         );
-        filter.assert_drops(
-            &format!("syn from {source} over the burst"),
+        // Past its own limit the SYN may be anyone's: the host's SYN bucket decides, as for
+        // a first-time visitor (with cookies on, a cookie answers it).
+        filter.assert_passes(
+            &format!("syn from {source} past its burst, the host's bucket's one"),
             &syn(source, HTTPS),
-            Reason::RateSyn,
+        );
+        filter.assert_drops(
+            &format!("syn from {source} past its burst and the host's"),
+            &syn(source, HTTPS),
+            Reason::FloodSyn,
         );
         for (name, flags) in [
             ("syn+ack", SYN | ACK),
@@ -1125,6 +1136,43 @@ fn per_source_syn_limit_spares_established_tcp() {
         }
         filter.assert_passes(&format!("udp from {source}: another class"), &udp(source));
     }
+}
+
+#[test]
+fn syns_past_a_verified_sources_limit_earn_no_ban() {
+    // Anyone can send SYNs with a verified visitor's address: a flood of them must neither
+    // ban the visitor nor end its verification.
+    let mut filter = Filter::load();
+    filter.update(banning_settings);
+    filter.update(|settings| settings.source[Class::Syn as usize] = packets(1, 1));
+    for (source, verified_as) in [
+        (IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V4)),
+        (IpAddr::from(SOURCE_V6), IpAddr::from(NETWORK_V6)),
+    ] {
+        filter.verify(verified_as);
+        filter.assert_passes(
+            &format!("syn from {source} within its limit"),
+            &syn(source, HTTPS),
+        );
+        filter.assert_verdicts(
+            &format!("syns from {source} past its limit, thrice the strikes that ban"),
+            &syn(source, HTTPS),
+            9,
+            Verdict::Pass,
+            Reason::Pass,
+        );
+        assert_eq!(
+            filter.ban_entry(verified_as),
+            None,
+            "{source} is not banned"
+        );
+        assert!(
+            filter.verified_until(verified_as).is_some(),
+            "{source} is still verified"
+        );
+        filter.assert_passes(&format!("ack from {source}"), &tcp(source, ACK, HTTPS));
+    }
+    assert_eq!(filter.ban_events(Reason::RateSyn), 0, "no SYN ban issued");
 }
 
 #[test]
@@ -1392,48 +1440,6 @@ fn the_bans_lookup_is_skipped_only_while_the_table_is_known_empty() {
     }
     assert_eq!(filter.bans_empty(), 0, "the program's ban cleared the flag");
     filter.assert_drops("banned by the program", &udp(OTHER_V4), Reason::Banned);
-}
-
-#[test]
-fn a_ban_ends_the_verification_of_its_source() {
-    let mut filter = Filter::load();
-    filter.update(banning_settings);
-    // Only SYNs earn a verified source a ban (see the next test), so its SYNs strike here.
-    filter.update(|settings| settings.source[Class::Syn as usize] = packets(1, 1));
-    for (source, verified_as) in [
-        (IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V4)),
-        (IpAddr::from(SOURCE_V6), IpAddr::from(NETWORK_V6)),
-    ] {
-        filter.verify(verified_as);
-        let ack = tcp(source, ACK, HTTPS);
-        filter.assert_passes(&format!("ack from verified {source}"), &ack);
-        // One SYN within the limit, then three strikes: the third bans the source.
-        filter.assert_passes(
-            &format!("syn from {source} within its limit"),
-            &syn(source, HTTPS),
-        );
-        for strike in 1..=3 {
-            filter.assert_drops(
-                &format!("syn from {source}, strike {strike}"),
-                &syn(source, HTTPS),
-                Reason::RateSyn,
-            );
-        }
-        assert!(
-            filter.ban_entry(verified_as).is_some(),
-            "{source} is banned"
-        );
-        // A verified source's segments skip the bans lookup, so the ban must have ended its
-        // verification, or its established connections would go on through the ban.
-        assert_eq!(
-            filter.verified_until(verified_as),
-            None,
-            "{source}: the ban unverified it"
-        );
-        filter.assert_drops(&format!("ack from banned {source}"), &ack, Reason::Banned);
-        filter.advance_clock(10 * SECOND_NS);
-        filter.assert_passes(&format!("ack from {source} after its ban"), &ack);
-    }
 }
 
 #[test]

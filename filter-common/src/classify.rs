@@ -132,11 +132,13 @@ pub const fn is_echo_reply(packet: &Packet) -> bool {
 }
 
 /// Whether a class's per-source limit may earn a source an automatic ban when it is
-/// `verified` (it completed a TCP handshake): SYNs always may; UDP, ICMP and other traffic
-/// only from sources not verified, since anyone can send those with a visitor's address, and
-/// a ban would cut the visitor off from the site. Their excess is dropped all the same.
+/// `verified` (it completed a TCP handshake): never for SYNs, which anyone can send with any
+/// address (a verified source's past its limit are verified like a first-time visitor's);
+/// UDP, ICMP and other traffic only from sources not verified, since anyone can send those
+/// with a visitor's address too, and a ban would cut the visitor off from the site. Their
+/// excess is dropped all the same.
 pub const fn may_earn_ban(class: Class, verified: bool) -> bool {
-    matches!(class, Class::Syn) || !verified
+    !matches!(class, Class::Syn) && !verified
 }
 
 /// The rate class of a packet, or `None` if rate limits do not apply to it: established TCP

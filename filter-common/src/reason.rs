@@ -32,7 +32,9 @@ pub enum Reason {
     PortClosed = 9,
     /// UDP from a known reflector source port and an untrusted source: dropped.
     Reflection = 10,
-    /// One source sent TCP SYNs over its per-source limit: dropped.
+    /// One source sent TCP SYNs over its per-source limit. The program no longer drops for it:
+    /// a verified source's SYNs past its limit are verified as anyone's. Kept for its counter
+    /// slot and for SYN bans saved by earlier versions.
     RateSyn = 11,
     /// One source sent UDP over its per-source limit: dropped.
     RateUdp = 12,

@@ -177,9 +177,10 @@ impl Ban {
     /// traffic over its per-source limit. Anyone can send those with a visitor's address, and
     /// a visitor's TCP proves its address by its handshake, so such a ban drops the source's
     /// UDP, ICMP and other traffic only: a spoofed flood in a first-time visitor's name cannot
-    /// cut the visitor off from the site. A SYN ban (earned only by a source that completed a
-    /// handshake; it spares the source's open connections, see [`Ban::spares_connections`]),
-    /// a manual ban and one of unknown reason cover TCP.
+    /// cut the visitor off from the site. A SYN ban (the program no longer issues one, since
+    /// anyone can send SYNs in a verified source's name too, but a state file saved by an
+    /// earlier version may bring one back; it spares the source's open connections, see
+    /// [`Ban::spares_connections`]), a manual ban and one of unknown reason cover TCP.
     pub const fn covers_tcp(&self) -> bool {
         let spoofable = matches!(
             Reason::from_u32(self.reason as u32),
@@ -188,8 +189,8 @@ impl Ban {
         self.flags & BAN_MANUAL != 0 || !spoofable
     }
 
-    /// Whether the ban spares the segments of connections the host already has: a ban the
-    /// program issued for SYNs over a verified source's limit. It stops the source's new
+    /// Whether the ban spares the segments of connections the host already has: a SYN ban,
+    /// which earlier versions issued for SYNs over a verified source's limit. It stops the source's new
     /// connections and its other traffic, but cuts none it has open: behind one address may be
     /// a busy NAT's other users, or the operator's own SSH session on a host running a load
     /// test. A manual ban (the operator's word) and any other ban cut everything.

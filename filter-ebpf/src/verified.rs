@@ -2,8 +2,9 @@
 //! segment, written when a source returns a valid SYN cookie, and cleared for a source the
 //! moment it is banned.
 //!
-//! A verified source is never banned: every writer of a ban clears the source's verification
-//! after inserting the ban (this program in the rate stage, the daemon and `moat ban add`), and
+//! A verified source is never banned from TCP: every writer of such a ban clears the source's
+//! verification after inserting it (the daemon and `moat ban add`; this program's own bans, for
+//! UDP, ICMP or other traffic, cover none of its TCP), and
 //! every writer of a verification looks for an enforced ban after writing it and clears it
 //! again if it finds one. Whichever order two writers run in, the one that comes second sees
 //! the other's work. So the bans lookup is skipped for a verified source's segments, most of

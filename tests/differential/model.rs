@@ -344,6 +344,26 @@ impl Model {
         limited(&limit) && !bucket.admit(&limit, self.now_ns(), u64::from(packet.frame_len))
     }
 
+    /// Whether the source's bucket of `class` would refuse the packet now (it is not changed;
+    /// a source with no state has a full bucket).
+    pub fn source_bucket_refuses(&self, packet: &Packet, class: Class) -> bool {
+        let limit = self.settings.source[class as usize];
+        if !limited(&limit) {
+            return false;
+        }
+        let now_ns = self.now_ns();
+        let key = Key::of(
+            packet,
+            Scope::Class(class as u8),
+            self.settings.v6_source_prefix,
+        );
+        let mut buckets = self
+            .sources
+            .get(&key)
+            .map_or_else(|| Buckets::full(&limit, now_ns), |state| state.buckets);
+        !buckets.admit(&limit, now_ns, u64::from(packet.frame_len))
+    }
+
     /// Judges one parsed packet now, updates the tables, counts it, and returns its verdict
     /// and reason.
     pub fn judge(&mut self, packet: &Packet) -> (Verdict, Reason) {
@@ -420,8 +440,13 @@ impl Model {
         if packet.fragment != Fragment::None && self.fragment_refused(packet) {
             return Reason::Fragment;
         }
-        if syn && !self.is_verified(packet) {
-            // Unverified SYNs get no per-source state, only the host's SYN bucket.
+        if syn {
+            // A verified source's SYN within its own limit passes. Past it, the SYN may be
+            // anyone's, so it is judged as an unverified one: the host's SYN bucket only, no
+            // strike. Unverified SYNs get no per-source state.
+            if self.is_verified(packet) && self.per_source(packet, Class::Syn) == Reason::Pass {
+                return Reason::Pass;
+            }
             return self.aggregate_admits(Class::Syn as usize, packet, Reason::FloodSyn);
         }
         let Some(class) = class_of(packet) else {
@@ -431,13 +456,10 @@ impl Model {
         if reason != Reason::Pass {
             return reason;
         }
-        // Verified SYNs skip the host's SYN bucket.
-        if class != Class::Syn {
-            let flood = class.flood_reason();
-            let reason = self.aggregate_admits(class as usize, packet, flood);
-            if reason != Reason::Pass {
-                return reason;
-            }
+        let flood = class.flood_reason();
+        let reason = self.aggregate_admits(class as usize, packet, flood);
+        if reason != Reason::Pass {
+            return reason;
         }
         if l4 { Reason::Pass } else { Reason::OtherL4 }
     }
@@ -504,8 +526,9 @@ impl Model {
             return Reason::Pass;
         }
         let reason = class.source_reason();
-        // Only SYNs earn a verified source a ban: anyone can send the rest in its name.
-        let may_ban = class == Class::Syn || !self.is_verified(packet);
+        // No SYN earns a ban, nor anything a verified source sends: anyone can send those in
+        // its name.
+        let may_ban = class != Class::Syn && !self.is_verified(packet);
         if may_ban && self.strike(key, now_ns) {
             self.ban(packet, reason);
         }
@@ -560,15 +583,6 @@ impl Model {
             },
         );
         *self.ban_events.entry(reason).or_default() += 1;
-        // A SYN ban ends the source's verification (README, policy stage 3); a ban for
-        // spoofable traffic leaves its TCP alone.
-        if reason == Reason::RateSyn {
-            self.verified.remove(&Key::of(
-                packet,
-                Scope::Verified,
-                self.settings.v6_source_prefix,
-            ));
-        }
     }
 }
 
@@ -643,6 +657,15 @@ mod tests {
         packet
     }
 
+    fn udp_from(addr: [u8; 4]) -> Packet {
+        let mut packet = Packet::new(4, 74);
+        packet.src_addr_be[..4].copy_from_slice(&addr);
+        packet.l4_proto = IPPROTO_UDP;
+        packet.l4_parsed = 1;
+        packet.dst_port = 53;
+        packet
+    }
+
     fn limit(pps: u64, burst_packets: u64) -> Limit {
         Limit {
             pps,
@@ -691,26 +714,20 @@ mod tests {
             ban_after_strikes: 2,
             ..Settings::default()
         };
-        settings.source[Class::Syn as usize] = limit(1, 1);
+        settings.source[Class::Udp as usize] = limit(1, 1);
         let mut model = Model::new(settings);
-        let packet = syn_from([192, 0, 2, 1]);
+        let packet = udp_from([192, 0, 2, 1]);
         let mut lengths = Vec::new();
         for round in 0..4u64 {
             let start = round * 100 * SECOND;
             model.settings.clock_ns = start;
-            // Each ban ends the verification; the source answers a cookie again after it.
-            assert!(
-                round == 0 || !model.is_verified(&packet),
-                "a ban unverifies"
-            );
-            model.verify(IpAddr::from([192, 0, 2, 1]), u64::MAX);
             let reasons: Vec<Reason> = (0..4).map(|_| model.judge(&packet).1).collect();
             assert_eq!(
                 reasons,
                 [
                     Reason::Pass,
-                    Reason::RateSyn,
-                    Reason::RateSyn,
+                    Reason::RateUdp,
+                    Reason::RateUdp,
                     Reason::Banned
                 ]
             );
@@ -718,17 +735,18 @@ mod tests {
             lengths.push(ban.until_ns - start);
         }
         assert_eq!(lengths, [2 * SECOND, 4 * SECOND, 5 * SECOND, 5 * SECOND]);
-        assert_eq!(model.ban_events[&Reason::RateSyn], 4);
+        assert_eq!(model.ban_events[&Reason::RateUdp], 4);
     }
 
     #[test]
-    fn unverified_syns_meet_only_the_host_bucket() {
+    fn syns_meet_the_host_bucket_past_a_verified_sources_own_limit_and_earn_no_ban() {
         let mut settings = Settings {
             flags: filter_common::settings::FLAG_FIXED_CLOCK,
+            ban_after_strikes: 1,
             ..Settings::default()
         };
         settings.source[Class::Syn as usize] = limit(1, 1);
-        settings.aggregate[Class::Syn as usize] = limit(1, 2);
+        settings.aggregate[Class::Syn as usize] = limit(4, 2);
         let mut model = Model::new(settings);
         let stranger = syn_from([192, 0, 2, 2]);
         assert_eq!(model.judge(&stranger).1, Reason::Pass);
@@ -738,7 +756,20 @@ mod tests {
         let visitor = syn_from([192, 0, 2, 1]);
         model.verify(IpAddr::from([192, 0, 2, 1]), SECOND);
         assert_eq!(model.judge(&visitor).1, Reason::Pass, "verified");
-        assert_eq!(model.judge(&visitor).1, Reason::RateSyn, "its own limit");
+        assert_eq!(
+            model.judge(&visitor).1,
+            Reason::FloodSyn,
+            "past its own limit: the host's bucket, spent by the stranger"
+        );
+        // A quarter second: a token for the host, a quarter of one for the visitor.
+        model.settings.clock_ns += SECOND / 4;
+        assert_eq!(
+            model.judge(&visitor).1,
+            Reason::Pass,
+            "past its own limit, with room in the host's bucket"
+        );
+        assert!(model.bans.is_empty(), "a SYN earned a ban");
+        assert!(model.is_verified(&visitor), "still verified");
     }
 
     #[test]

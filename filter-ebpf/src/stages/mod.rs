@@ -1,8 +1,9 @@
 //! The policy stages, run in a fixed order on a parsed packet, cheapest and most decisive
 //! first: lists, the checks of the packet alone (TCP flags, closed ports, reflection), bans
 //! (skipped for a verified source's TCP, which no ban can cover), fragments, then verification
-//! (SYN cookies, sockets), then rate limits, which only ever see sources that cannot be spoofed or
-//! traffic that matched a socket. Each returns `Some(reason)` to decide or `None` to continue; a
+//! (SYN cookies, sockets; a verified source's SYN past its own limit is verified like anyone's),
+//! then rate limits, which only ever see sources that cannot be spoofed or traffic that matched
+//! a socket. Each returns `Some(reason)` to decide or `None` to continue; a
 //! packet no stage stops passes.
 //!
 //! A segment of a TCP connection (not a SYN, not a fragment), most of what a site receives,
@@ -78,6 +79,18 @@ pub fn judge(
     if let Some(reason) = fragments::check(packet, settings, clock) {
         return reason;
     }
+    // A verified source's SYN within its own limit skips the cookie; past it, the SYN may be
+    // anyone's (any address can be put on one), so it goes on as a first-time visitor's: a
+    // cookie during a flood, never a drop or a strike that a spoofed flood in the visitor's
+    // name could earn it.
+    let verified = if verified && is_syn(packet.tcp_flags) {
+        match rate::syn_within_limit(packet, &source, settings, clock) {
+            Some(within) => within,
+            None => return Reason::Internal,
+        }
+    } else {
+        verified
+    };
     if let Some(reason) = syn::check(ctx, packet, verified, settings, clock) {
         return reason;
     }

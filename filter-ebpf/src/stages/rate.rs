@@ -5,15 +5,20 @@
 //! Both are shared by every CPU and updated by compare-and-swap (`filter_common::rate`), so a
 //! source or a class never gets more than its limit however its packets are spread over CPUs.
 //!
+//! SYNs meet only their per-source limit here ([`syn_within_limit`], asked by `judge` before
+//! the `syn` stage), and only a verified source's: past it, its SYNs are treated as a first-time
+//! visitor's (a SYN cookie during a flood), never dropped and never struck, since anyone can
+//! send SYNs in a verified visitor's name. The program's bans are earned by UDP, ICMP or other
+//! traffic only, and cover none of the source's TCP.
+//!
 //! Maps read/written: `SOURCES`, `AGGREGATE` (not for SYNs), `VERIFIED` (read for a UDP,
 //! ICMP or other packet over its source's limit: a verified source earns no ban from those),
-//! `BANS`, `BANS_EMPTY`, `BAN_EVENTS` and `VERIFIED` (written only when a ban is earned). Echo
-//! replies have no per-source limit. The only SYNs that reach this stage come from verified sources (the `syn`
-//! stage decides the rest), so a spoofed SYN flood never creates per-source state. Reasons:
-//! `Rate*`, `Flood*`. Lookups per packet: for a limited class, the source's two candidate sets
-//! in `SOURCES` (inlined array accesses; the second read only when the first does not hold
-//! it), a third set when a new source finds all four ways taken, two more when a ban is
-//! earned; the aggregate bucket; none for unlimited traffic.
+//! `BANS`, `BANS_EMPTY` and `BAN_EVENTS` (written only when a ban is earned). Echo replies have
+//! no per-source limit. Reasons: `Rate*` but `RateSyn`, `Flood*` but `FloodSyn`. Lookups per
+//! packet: for a limited class, the source's two candidate sets in `SOURCES` (inlined array
+//! accesses; the second read only when the first does not hold it), a third set when a new
+//! source finds all four ways taken, two more when a ban is earned; the aggregate bucket; none
+//! for unlimited traffic.
 
 use filter_common::{
     Class, Packet, Reason, Settings,
@@ -29,6 +34,35 @@ use crate::{
     verified, word as shared,
 };
 
+/// What a source's bucket of one class said of a packet.
+enum Bucket {
+    /// The packet fits (or the class has no per-source limit).
+    Admitted,
+    /// Over the limit: the source's state, for a strike.
+    Over(*mut RateState),
+    /// A new source's first packet over its full burst (a byte limit below the frame): no
+    /// strike.
+    OverAtOnce,
+    /// A set past the map's end: a broken invariant (userspace sizes both together).
+    Missing,
+}
+
+/// Whether a verified source's SYN fits its per-source SYN limit, taking it from the bucket if
+/// so; `None` on a broken invariant. Past the limit nothing is struck: the SYN may be anyone's.
+#[inline(always)]
+pub fn syn_within_limit(
+    packet: &Packet,
+    source: &SourceKey,
+    settings: &Settings,
+    clock: &mut Clock,
+) -> Option<bool> {
+    match take(packet, source, Class::Syn, settings, clock) {
+        Bucket::Admitted => Some(true),
+        Bucket::Over(_) | Bucket::OverAtOnce => Some(false),
+        Bucket::Missing => None,
+    }
+}
+
 /// Decides a rate or flood reason when the packet is over a limit.
 #[inline(always)]
 pub fn check(
@@ -38,95 +72,132 @@ pub fn check(
     clock: &mut Clock,
 ) -> Option<Reason> {
     let class = class_of(packet)?;
-    let len = packet.frame_len as u64;
-    let source_pace = &settings.source_pace[class as usize];
-    // Echo replies answer the origin's own pings: no per-source limit (see `is_echo_reply`).
-    if source_pace.is_limited() && !is_echo_reply(packet) {
-        let now_ns = clock.now_ns();
-        let sets = if settings.source_sets == 0 {
-            DEFAULT_SOURCE_SETS
-        } else {
-            settings.source_sets
-        };
-        let place = sources::place(&source.with_class(class as u8), sets);
-        // A set past the map's end is a broken invariant (userspace sizes both together).
-        let (Some(first), Some(second)) = (
-            SOURCES.get_ptr_mut(place.sets[0]),
-            SOURCES.get_ptr_mut(place.sets[1]),
-        ) else {
-            return Some(Reason::Internal);
-        };
-        // SAFETY: fields of map values from successful lookups, valid for this run; other
-        // CPUs rewrite ways a word at a time (see `filter_common::sources`), so each word is
-        // read once, volatile.
-        let ways = unsafe {
-            [
-                &raw mut (*first).slots[0],
-                &raw mut (*first).slots[1],
-                &raw mut (*second).slots[0],
-                &raw mut (*second).slots[1],
-            ]
-        };
-        let found = if holds(ways[0], &place) {
-            Some(ways[0])
-        } else if holds(ways[1], &place) {
-            Some(ways[1])
-        } else if holds(ways[2], &place) {
-            Some(ways[2])
-        } else if holds(ways[3], &place) {
-            Some(ways[3])
-        } else {
-            None
-        };
-        match found {
-            Some(way) => {
-                // SAFETY: a field of a way of a map value from a successful lookup; every CPU
-                // updates it through the atomics of `shared` only.
-                let state = unsafe { &raw mut (*way).state };
-                let buckets = unsafe { &raw mut (*state).buckets };
-                if !shared::admit(buckets, source_pace, now_ns, len) {
-                    // A verified source earns no ban from traffic anyone could send in its
-                    // name (see `may_earn_ban`); asked only here, on the way to a drop.
-                    let verified = class != Class::Syn && verified::holds(source, clock);
-                    if may_earn_ban(class, verified)
-                        && shared::strike(
-                            state,
-                            now_ns,
-                            settings.strike_window_ns,
-                            settings.ban_after_strikes,
-                        )
-                    {
-                        ban(packet, source, settings, now_ns, class.source_reason());
-                    }
-                    return Some(class.source_reason());
-                }
+    // A SYN's per-source limit was `judge`'s (`syn_within_limit`), its aggregate the `syn`
+    // stage's.
+    if class == Class::Syn {
+        return None;
+    }
+    match take(packet, source, class, settings, clock) {
+        Bucket::Admitted => {}
+        Bucket::Missing => return Some(Reason::Internal),
+        Bucket::OverAtOnce => return Some(class.source_reason()),
+        Bucket::Over(state) => {
+            // A verified source earns no ban from traffic anyone could send in its name (see
+            // `may_earn_ban`); asked only here, on the way to a drop.
+            if may_earn_ban(class, verified::holds(source, clock))
+                && shared::strike(
+                    state,
+                    clock.now_ns(),
+                    settings.strike_window_ns,
+                    settings.ban_after_strikes,
+                )
+            {
+                ban(
+                    packet,
+                    source,
+                    settings,
+                    clock.now_ns(),
+                    class.source_reason(),
+                );
             }
-            None => {
-                let mut state = RateState::new(now_ns);
-                // A new source's first packet always fits its full burst (burst >= 1).
-                let admitted = state.buckets.admit(source_pace, now_ns, len);
-                let way = way_for_new(&ways, &place, sets);
-                // SAFETY: a way of a map value from a successful lookup.
-                unsafe { write_way(way, &place.slot(state)) };
-                if !admitted {
-                    return Some(class.source_reason());
-                }
-            }
+            return Some(class.source_reason());
         }
     }
-    // SYNs reach this stage only from verified sources; the `syn` stage applies the aggregate
-    // SYN bucket to the others.
     let aggregate_pace = &settings.aggregate_pace[class as usize];
-    if aggregate_pace.is_limited() && class != Class::Syn {
+    if aggregate_pace.is_limited() {
         // AGGREGATE has every class's slot, so a failed lookup is a broken invariant.
         let Some(buckets) = AGGREGATE.get_ptr_mut(class as u32) else {
             return Some(Reason::Internal);
         };
-        if !shared::admit(buckets, aggregate_pace, clock.now_ns(), len) {
+        if !shared::admit(
+            buckets,
+            aggregate_pace,
+            clock.now_ns(),
+            packet.frame_len as u64,
+        ) {
             return Some(class.flood_reason());
         }
     }
     None
+}
+
+/// Takes `packet` from `source`'s bucket of `class`, a new source's state made with a full
+/// burst.
+#[inline(always)]
+fn take(
+    packet: &Packet,
+    source: &SourceKey,
+    class: Class,
+    settings: &Settings,
+    clock: &mut Clock,
+) -> Bucket {
+    let source_pace = &settings.source_pace[class as usize];
+    // Echo replies answer the origin's own pings: no per-source limit (see `is_echo_reply`).
+    if !source_pace.is_limited() || is_echo_reply(packet) {
+        return Bucket::Admitted;
+    }
+    let len = packet.frame_len as u64;
+    let now_ns = clock.now_ns();
+    let sets = if settings.source_sets == 0 {
+        DEFAULT_SOURCE_SETS
+    } else {
+        settings.source_sets
+    };
+    let place = sources::place(&source.with_class(class as u8), sets);
+    let (Some(first), Some(second)) = (
+        SOURCES.get_ptr_mut(place.sets[0]),
+        SOURCES.get_ptr_mut(place.sets[1]),
+    ) else {
+        return Bucket::Missing;
+    };
+    // SAFETY: fields of map values from successful lookups, valid for this run; other CPUs
+    // rewrite ways a word at a time (see `filter_common::sources`), so each word is read once,
+    // volatile.
+    let ways = unsafe {
+        [
+            &raw mut (*first).slots[0],
+            &raw mut (*first).slots[1],
+            &raw mut (*second).slots[0],
+            &raw mut (*second).slots[1],
+        ]
+    };
+    let found = if holds(ways[0], &place) {
+        Some(ways[0])
+    } else if holds(ways[1], &place) {
+        Some(ways[1])
+    } else if holds(ways[2], &place) {
+        Some(ways[2])
+    } else if holds(ways[3], &place) {
+        Some(ways[3])
+    } else {
+        None
+    };
+    match found {
+        Some(way) => {
+            // SAFETY: a field of a way of a map value from a successful lookup; every CPU
+            // updates it through the atomics of `shared` only.
+            let state = unsafe { &raw mut (*way).state };
+            let buckets = unsafe { &raw mut (*state).buckets };
+            if shared::admit(buckets, source_pace, now_ns, len) {
+                Bucket::Admitted
+            } else {
+                Bucket::Over(state)
+            }
+        }
+        None => {
+            let mut state = RateState::new(now_ns);
+            // A new source's first packet always fits its full burst (burst >= 1).
+            let admitted = state.buckets.admit(source_pace, now_ns, len);
+            let way = way_for_new(&ways, &place, sets);
+            // SAFETY: a way of a map value from a successful lookup.
+            unsafe { write_way(way, &place.slot(state)) };
+            if admitted {
+                Bucket::Admitted
+            } else {
+                Bucket::OverAtOnce
+            }
+        }
+    }
 }
 
 /// Whether `way` holds the source at `place`.
@@ -257,13 +328,10 @@ fn ban(packet: &mut Packet, key: &SourceKey, settings: &Settings, now_ns: u64, r
     if BANS.insert(key, entry, 0).is_err() {
         return;
     }
-    // After the insert: the daemon's sweep may have just found the table empty.
+    // After the insert: the daemon's sweep may have just found the table empty. The ban is
+    // for UDP, ICMP or other traffic, which covers none of the source's TCP, so its
+    // verification stays.
     super::bans::note_ban();
-    // No verified source is banned from TCP (see `crate::verified`): its next segments meet
-    // the ban. A ban for spoofable traffic leaves its TCP, and its verification, alone.
-    if entry.covers_tcp() {
-        verified::forget(key);
-    }
     if let Some(count) = BAN_EVENTS.get_ptr_mut(reason as u32) {
         // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
         unsafe { *count += 1 };

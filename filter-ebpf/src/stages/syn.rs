@@ -1,6 +1,7 @@
 //! New TCP connections (SYN without ACK). A SYN from a verified source (one that completed a
-//! handshake recently) goes on to its per-source limit. Any other SYN can come from a spoofed
-//! address, so it gets no per-source state: it is answered with a SYN cookie when cookies are on
+//! handshake recently) within its own per-source limit passes (`judge` asks the limit). Any
+//! other SYN, a verified source's past its limit included, can come from a spoofed address, so
+//! it gets no per-source state: it is answered with a SYN cookie when cookies are on
 //! and its listener would use one, dropped when nobody listens on its port (beyond the refusal
 //! budget), and otherwise handed to the kernel.
 //!
