@@ -600,7 +600,18 @@ pub struct BanLog {
     issued_count: usize,
     /// Each ban the log knows: its end on the program's clock, and when the log learnt of it.
     ends: std::collections::HashMap<SourceKey, (u64, Instant)>,
+    /// Which of those are manual (`moat ban add`): the ones shared with the fleet.
+    manual: std::collections::HashSet<SourceKey>,
     capacity: usize,
+}
+
+/// What a count of the ban table told the log that the fleet should hear of.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Manual bans the log had not seen (`moat ban add` since the last count).
+    pub added: Vec<(SourceKey, Ban)>,
+    /// Manual bans it knew that are gone before their end (`moat ban del`).
+    pub lifted: Vec<SourceKey>,
 }
 
 impl BanLog {
@@ -617,6 +628,7 @@ impl BanLog {
             issued: Vec::new(),
             issued_count: 0,
             ends: std::collections::HashMap::new(),
+            manual: std::collections::HashSet::new(),
             capacity: capacity as usize,
         }
     }
@@ -653,6 +665,17 @@ impl BanLog {
             return;
         }
         self.v6_prefix = v6_prefix;
+        let remap = |key: SourceKey| {
+            if key.ip_version == 6 {
+                key_for(IpAddr::from(key.addr_be), v6_prefix)
+            } else {
+                key
+            }
+        };
+        self.manual = std::mem::take(&mut self.manual)
+            .into_iter()
+            .map(remap)
+            .collect();
         let known = std::mem::take(&mut self.ends);
         for (key, (until_ns, noted)) in known {
             let key = if key.ip_version == 6 {
@@ -674,6 +697,9 @@ impl BanLog {
         let now = Instant::now();
         for (key, ban) in in_force.iter().take(self.capacity) {
             self.ends.insert(*key, (ban.until_ns, now));
+            if ban.flags & BAN_MANUAL != 0 {
+                self.manual.insert(*key);
+            }
         }
     }
 
@@ -681,8 +707,10 @@ impl BanLog {
     /// `taken` (the daemon's periodic count): manual bans it has not seen are logged as issued
     /// (they come from `moat ban add`, not from the program), and bans it knew before the count
     /// began that are gone early (`moat ban del`) as lifted. A ban learnt after the count began
-    /// may be missing from it without having been lifted.
-    pub fn reconcile(&mut self, taken: Instant, in_force: &[(SourceKey, Ban)]) {
+    /// may be missing from it without having been lifted. Returns the manual bans added and
+    /// lifted, for the fleet.
+    pub fn reconcile(&mut self, taken: Instant, in_force: &[(SourceKey, Ban)]) -> Reconciled {
+        let mut reconciled = Reconciled::default();
         let current: std::collections::HashMap<SourceKey, &Ban> =
             in_force.iter().map(|(key, ban)| (*key, ban)).collect();
         let lifted: Vec<SourceKey> = self
@@ -693,6 +721,9 @@ impl BanLog {
             .collect();
         for key in lifted {
             self.ends.remove(&key);
+            if self.manual.remove(&key) {
+                reconciled.lifted.push(key);
+            }
             log::info!(
                 "unbanned iface={} source={}",
                 self.iface,
@@ -703,13 +734,16 @@ impl BanLog {
             if ban.flags & BAN_MANUAL != 0 && !self.ends.contains_key(key) {
                 if self.ends.len() < self.capacity {
                     self.ends.insert(*key, (ban.until_ns, Instant::now()));
+                    self.manual.insert(*key);
                 }
+                reconciled.added.push((*key, *ban));
                 self.issued_count += 1;
                 if self.issued.len() <= BURST_LINES {
                     self.issued.push((*key, *ban));
                 }
             }
         }
+        reconciled
     }
 
     /// Logs what arrived since the last flush and the bans that ended by `now_ns` (the
@@ -758,6 +792,7 @@ impl BanLog {
             .collect();
         for key in &ended {
             self.ends.remove(key);
+            self.manual.remove(key);
         }
         if ended.len() > BURST_LINES {
             log::info!("unbanned iface={iface} count={}", ended.len());
@@ -823,8 +858,25 @@ mod tests {
             flags: BAN_MANUAL,
             ..ban
         };
-        log.reconcile(Instant::now(), &[(key(1), ban), (key(3), manual)]);
+        let reconciled = log.reconcile(Instant::now(), &[(key(1), ban), (key(3), manual)]);
         assert!(log.ends.contains_key(&key(3)) && log.issued.len() == 1);
+        assert_eq!(
+            reconciled,
+            Reconciled {
+                added: vec![(key(3), manual)],
+                lifted: vec![]
+            },
+            "the manual ban is for the fleet"
+        );
+        // Lifted early: the manual one is for the fleet to take back, the other is not.
+        let reconciled = log.reconcile(Instant::now(), &[]);
+        assert_eq!(
+            reconciled,
+            Reconciled {
+                added: vec![],
+                lifted: vec![key(3)]
+            }
+        );
         // One known from the start (restored) is not logged again.
         let mut restarted = BanLog::new("moatnone0", 16, 64);
         restarted.know(&[(key(4), manual)]);

@@ -5,7 +5,8 @@
 //!   ban events the ban log;
 //! - once a second: verified sources from sock_diag, the ban log, `moat top`'s rankings;
 //! - with `[crowdsec]`: the bouncer pulls the LAPI's decisions into the CrowdSec tries, and
-//!   (with `push`) each automatic ban is queued for the LAPI as an alert;
+//!   (with `push`) each `moat ban add` ban the ban count finds is queued for the LAPI as an
+//!   alert, and taken back when `moat ban del` lifts it;
 //! - at a slower pace: the table figures for the metrics, the ban sweep (bans that expired longer
 //!   ago than `bans.forget_after` are forgotten, so a repeat offender's next ban starts short
 //!   again), trusted upstreams that follow resolv.conf and the time daemon, and saving the lists
@@ -301,7 +302,17 @@ async fn serve(
                 if let Some((taken, in_force)) =
                     counted.lock().ok().and_then(|mut slot| slot.take())
                 {
-                    ban_log.reconcile(taken, &in_force);
+                    let reconciled = ban_log.reconcile(taken, &in_force);
+                    // The operator's own bans are the fleet's too (see `crowdsec::push`).
+                    if let (Some(pusher), Some(settings)) = (fleet.pusher.as_ref(), settings) {
+                        let now_ns = settings.now_ns(monotonic_ns());
+                        for (key, ban) in &reconciled.added {
+                            pusher.offer_manual(key, ban, now_ns, v6_prefix);
+                        }
+                        for key in &reconciled.lifted {
+                            pusher.retract_manual(key, v6_prefix);
+                        }
+                    }
                 }
                 forwarding_watch.follow(&running);
                 if last_upstreams.elapsed() >= UPSTREAMS_EVERY {

@@ -393,13 +393,19 @@ impl MoatCollector {
             ),
             self.family(
                 "moat_crowdsec_alerts_total",
-                "moat's automatic bans as alerts for the LAPI, by result: pushed, failed, or withheld \
-                 (a ban for UDP, ICMP or other traffic, whose sources can be spoofed, is not shared).",
+                "moat's bans as alerts for the LAPI, by result: pushed (manual bans), failed, \
+                 withheld (the program's bans, whose traffic anyone could send in the source's \
+                 name, are not shared), or retracted (a pushed ban lifted early, its decision \
+                 deleted).",
                 MetricType::COUNTER,
                 vec![
                     (vec![("result", "pushed")], status.alerts_pushed as f64),
                     (vec![("result", "failed")], status.alerts_failed as f64),
                     (vec![("result", "withheld")], status.alerts_withheld as f64),
+                    (
+                        vec![("result", "retracted")],
+                        status.alerts_retracted as f64,
+                    ),
                 ],
             ),
         ]

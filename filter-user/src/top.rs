@@ -499,8 +499,8 @@ fn crowdsec_text(status: &crate::crowdsec::status::Snapshot) -> String {
         out.push_str(&format!("  {origin_scope:<42} {count:>14}\n"));
     }
     out.push_str(&format!(
-        "alerts pushed {}, failed {}, withheld {}\n",
-        status.alerts_pushed, status.alerts_failed, status.alerts_withheld
+        "alerts pushed {}, failed {}, withheld {}, retracted {}\n",
+        status.alerts_pushed, status.alerts_failed, status.alerts_withheld, status.alerts_retracted
     ));
     out
 }

@@ -295,7 +295,7 @@ pub struct CrowdSecConfig {
     pub update_frequency: Duration,
     /// CrowdSec's machine credentials (url, login, password), for pushing moat's bans.
     pub credentials_file: Option<PathBuf>,
-    /// Push each automatic ban to the LAPI as an alert with a ban decision.
+    /// Push each `moat ban add` ban to the LAPI as an alert with a ban decision.
     pub push: bool,
 }
 

@@ -81,8 +81,13 @@ Each limit has four keys:
   burst_bytes - bytes allowed at once (at least 1522, one full frame, when bps is set)
 
 [limits.source.*] applies to each source address (IPv6: each bans.ipv6_prefix) on its
-own; a source over its limit is dropped, and earns strikes towards a ban.",
-        above: "New connections from one source. Defaults {defaults}.",
+own; a source over its limit is dropped, and earns strikes towards a ban. Not so for
+SYNs, which anyone can send in a visitor's name: past this limit a verified source's
+SYNs are judged as a first-time visitor's (a SYN cookie during a flood), never dropped
+for it and never struck.",
+        above: "\
+New connections from one source that completed a handshake, passed without a cookie.
+Defaults {defaults}.",
         below: "",
     },
     Prose {

@@ -2,7 +2,8 @@
 //! - [`bouncer`]: pulls the Local API's (LAPI's) decision stream and keeps moat's CrowdSec
 //!   tries holding exactly the sources under a ban decision ([`decisions`] does the
 //!   bookkeeping);
-//! - [`push`]: sends moat's own automatic bans to the LAPI as alerts, through the machine
+//! - [`push`]: sends the operator's `moat ban add` bans to the LAPI as alerts (and takes them
+//!   back when lifted early), through the machine
 //!   [`watcher`] logged in with [`credentials`];
 //! - [`status`]: their figures, for the metrics, `moat stats` and `moat top`;
 //! - [`lapi`] (the decision stream), [`http`] and [`response`]: the LAPI's API over a minimal

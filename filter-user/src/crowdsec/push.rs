@@ -1,16 +1,17 @@
-//! moat as a signal source: each automatic ban that covers TCP goes to the LAPI as an alert
-//! carrying a ban decision (scenario `moat/<reason>`, the ban's remaining length), so every
-//! bouncer of the fleet drops that source too. Such a ban is earned by SYNs from a source that
-//! completed a handshake, so its address is the sender's own. A ban for UDP, ICMP or other
-//! traffic is withheld: those packets can carry any source address, and the fleet's bouncers
-//! (moat's, or a firewall bouncer) would drop everything from it, so a spoofed flood in a
-//! visitor's name would cut that visitor off from every origin.
+//! moat as a signal source: each ban the operator adds with `moat ban add` goes to the LAPI as
+//! an alert carrying a ban decision (scenario `moat/manual`, the ban's remaining length), so
+//! every bouncer of the fleet drops that source too; when the operator lifts it early
+//! (`moat ban del`), the decision is deleted from the LAPI again. The bans the program issues by
+//! itself are withheld: each rests on traffic (SYNs, UDP, ICMP, other) that anyone can send with
+//! a visitor's address, and the fleet's bouncers (moat's, or a firewall bouncer) would drop
+//! everything from it, so a spoofed flood in a visitor's name would cut that visitor off from
+//! every origin. The push still takes a program's ban that covers TCP, should one ever come.
 //!
-//! The daemon hands bans over with [`Pusher::offer`], which never waits: the queue is bounded
-//! ([`QUEUE`]) and a ban that finds it full is counted as failed. The pushing task sends what
-//! queued up in batches of at most [`BATCH`], logs in when its token is missing or about to
-//! expire, and retries a refused or unreachable batch with a doubling backoff a few times
-//! before counting it as failed.
+//! The daemon hands signals over with [`Pusher::offer`], which never waits: the queue is
+//! bounded ([`QUEUE`]) and a signal that finds it full is counted as failed. The pushing task
+//! sends what queued up in order, alerts in batches of at most [`BATCH`], logs in when its
+//! token is missing or about to expire, and retries a refused or unreachable request with a
+//! doubling backoff a few times before counting it as failed.
 
 use std::{
     net::IpAddr,
@@ -21,7 +22,7 @@ use std::{
 
 use filter_common::{
     Reason,
-    source::{Ban, SourceKey},
+    source::{BAN_MANUAL, Ban, SourceKey},
 };
 use log::warn;
 use tokio::sync::mpsc;
@@ -30,10 +31,22 @@ use super::{
     credentials::Credentials,
     decisions::Scope,
     status::Status,
-    watcher::{BanAlert, Watcher},
+    watcher::{BanAlert, Retraction, Watcher},
 };
 
-/// Bans waiting to be pushed, at most.
+/// The scenario of a manual ban's alert.
+pub const MANUAL_SCENARIO: &str = "moat/manual";
+
+/// What the pushing task sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// A ban, as an alert.
+    Alert(BanAlert),
+    /// A pushed ban lifted early: its decision comes off the LAPI.
+    Retract(Retraction),
+}
+
+/// Signals waiting to be sent, at most.
 pub const QUEUE: usize = 10_000;
 
 /// Alerts per `POST v1/alerts`, at most.
@@ -48,26 +61,27 @@ const ATTEMPTS: u32 = 4;
 /// The daemon's end of the queue.
 #[derive(Clone, Debug)]
 pub struct Pusher {
-    queue: mpsc::Sender<BanAlert>,
+    queue: mpsc::Sender<Signal>,
     status: Arc<Status>,
 }
 
 impl Pusher {
-    /// Queues one alert without waiting; a full queue counts it as failed.
-    pub fn offer(&self, alert: BanAlert) {
-        if self.queue.try_send(alert).is_err() {
+    /// Queues one signal without waiting; a full queue counts it as failed.
+    pub fn offer(&self, signal: Signal) {
+        if self.queue.try_send(signal).is_err() {
             self.status.alerts_failed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Counts a ban that is not pushed (one that does not cover TCP).
+    /// Counts a ban that is not pushed (one whose traffic anyone could have sent).
     pub fn withhold(&self) {
         self.status.alerts_withheld.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Offers `ban` of `key` if the fleet may take it on: it covers TCP, so its source cannot
-    /// be spoofed; counts it as withheld otherwise. `clock` gives the program's time and IPv6
-    /// prefix, read only for a ban that is pushed; `None` from it skips the ban.
+    /// Offers the program's `ban` of `key` if the fleet may take it on: it covers TCP, so its
+    /// source cannot be spoofed (the program issues none such today); counts it as withheld
+    /// otherwise. `clock` gives the program's time and IPv6 prefix, read only for a ban that is
+    /// pushed; `None` from it skips the ban.
     pub fn offer_ban(
         &self,
         key: &SourceKey,
@@ -79,8 +93,24 @@ impl Pusher {
             return;
         }
         if let Some((now_ns, v6_prefix)) = clock() {
-            self.offer(alert(key, ban, now_ns, v6_prefix));
+            self.offer(Signal::Alert(alert(key, ban, now_ns, v6_prefix)));
         }
+    }
+
+    /// Offers the operator's manual `ban` of `key` (the operator's word, which no packet can
+    /// forge), at `now_ns` on the program's clock under `v6_prefix`.
+    pub fn offer_manual(&self, key: &SourceKey, ban: &Ban, now_ns: u64, v6_prefix: u32) {
+        self.offer(Signal::Alert(alert(key, ban, now_ns, v6_prefix)));
+    }
+
+    /// Takes back the manual ban of `key` the operator lifted early, under `v6_prefix`.
+    pub fn retract_manual(&self, key: &SourceKey, v6_prefix: u32) {
+        let (scope, value) = scope_and_value(key, v6_prefix);
+        self.offer(Signal::Retract(Retraction {
+            scenario: MANUAL_SCENARIO.to_string(),
+            scope: scope.label(),
+            value,
+        }));
     }
 }
 
@@ -109,6 +139,7 @@ pub fn start(
         .iter()
         .filter(|reason| reason.drops())
         .map(|reason| scenario(*reason))
+        .chain([MANUAL_SCENARIO.to_string()])
         .collect();
     let watcher = Watcher::new(endpoint, credentials, scenarios);
     let (queue, pending) = mpsc::channel(QUEUE);
@@ -116,42 +147,103 @@ pub fn start(
     Ok((Pusher { queue, status }, task))
 }
 
-/// Sends what queues up until the daemon drops its [`Pusher`].
-async fn push_loop(
-    mut watcher: Watcher,
-    mut pending: mpsc::Receiver<BanAlert>,
-    status: Arc<Status>,
-) {
+/// Sends what queues up, in order, until the daemon drops its [`Pusher`]: the alerts between
+/// two retractions in one request, each retraction in its own.
+async fn push_loop(mut watcher: Watcher, mut pending: mpsc::Receiver<Signal>, status: Arc<Status>) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut alerts = Vec::with_capacity(BATCH);
     while pending.recv_many(&mut batch, BATCH).await > 0 {
-        let mut backoff = Duration::from_secs(1);
-        let mut sent = false;
-        for attempt in 1..=ATTEMPTS {
-            match watcher.push(&batch, PUSH_TIMEOUT).await {
-                Ok(()) => {
-                    sent = true;
-                    break;
-                }
-                Err(error) => {
-                    warn!(
-                        "pushing bans to the crowdsec LAPI failed alerts={} attempt={attempt} \
-                         error=\"{error}\"",
-                        batch.len()
-                    );
-                    if attempt < ATTEMPTS {
-                        tokio::time::sleep(backoff).await;
-                        backoff *= 2;
-                    }
+        for signal in batch.drain(..) {
+            match signal {
+                Signal::Alert(alert) => alerts.push(alert),
+                Signal::Retract(retraction) => {
+                    send_alerts(&mut watcher, &mut alerts, &status).await;
+                    send_retraction(&mut watcher, &retraction, &status).await;
                 }
             }
         }
-        let counter = if sent {
-            &status.alerts_pushed
-        } else {
-            &status.alerts_failed
-        };
-        counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        batch.clear();
+        send_alerts(&mut watcher, &mut alerts, &status).await;
+    }
+}
+
+/// Pushes `alerts` (emptied) in one request, retried with backoff; counts them.
+async fn send_alerts(watcher: &mut Watcher, alerts: &mut Vec<BanAlert>, status: &Status) {
+    if alerts.is_empty() {
+        return;
+    }
+    let mut retry = Retry::new("pushing bans to", alerts.len());
+    let sent = loop {
+        match watcher.push(alerts, PUSH_TIMEOUT).await {
+            Ok(()) => break true,
+            Err(error) => {
+                if !retry.failed(&error).await {
+                    break false;
+                }
+            }
+        }
+    };
+    let counter = if sent {
+        &status.alerts_pushed
+    } else {
+        &status.alerts_failed
+    };
+    counter.fetch_add(alerts.len() as u64, Ordering::Relaxed);
+    alerts.clear();
+}
+
+/// Deletes `retraction`'s decisions, retried with backoff; counts it.
+async fn send_retraction(watcher: &mut Watcher, retraction: &Retraction, status: &Status) {
+    let mut retry = Retry::new("taking a lifted ban back from", 1);
+    let deleted = loop {
+        match watcher.retract(retraction, PUSH_TIMEOUT).await {
+            Ok(_) => break true,
+            Err(error) => {
+                if !retry.failed(&error).await {
+                    break false;
+                }
+            }
+        }
+    };
+    let counter = if deleted {
+        &status.alerts_retracted
+    } else {
+        &status.alerts_failed
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The attempts at one request: up to [`ATTEMPTS`], with a doubling backoff.
+struct Retry {
+    doing: &'static str,
+    signals: usize,
+    attempt: u32,
+    backoff: Duration,
+}
+
+impl Retry {
+    /// The first attempt at `doing` the LAPI, for `signals` signals.
+    fn new(doing: &'static str, signals: usize) -> Retry {
+        Retry {
+            doing,
+            signals,
+            attempt: 1,
+            backoff: Duration::from_secs(1),
+        }
+    }
+
+    /// Warns of `error`, then waits out the backoff; false when no attempt is left.
+    async fn failed(&mut self, error: &super::lapi::LapiError) -> bool {
+        warn!(
+            "{} the crowdsec LAPI failed signals={} attempt={} error=\"{error}\"",
+            self.doing, self.signals, self.attempt
+        );
+        if self.attempt >= ATTEMPTS {
+            return false;
+        }
+        tokio::time::sleep(self.backoff).await;
+        self.backoff *= 2;
+        self.attempt += 1;
+        true
     }
 }
 
@@ -160,11 +252,11 @@ pub fn scenario(reason: Reason) -> String {
     format!("moat/{}", reason.label())
 }
 
-/// The alert for the automatic ban `ban` of `key` at `now_ns` (the program's clock): an IPv4
-/// source, or an IPv6 one when bans are per address, as scope `Ip`; an IPv6 prefix (bans cut
-/// to `bans.ipv6_prefix`, a /64 by default) as scope `Range`.
-pub fn alert(key: &SourceKey, ban: &Ban, now_ns: u64, v6_prefix: u32) -> BanAlert {
-    let (scope, value) = if key.ip_version == 4 {
+/// The scope and value of `key`'s ban under `v6_prefix`: an IPv4 source, or an IPv6 one when
+/// bans are per address, as scope `Ip`; an IPv6 prefix (bans cut to `bans.ipv6_prefix`, a /64
+/// by default) as scope `Range`.
+fn scope_and_value(key: &SourceKey, v6_prefix: u32) -> (Scope, String) {
+    if key.ip_version == 4 {
         let mut octets = [0u8; 4];
         octets.copy_from_slice(&key.addr_be[..4]);
         (Scope::Ip, IpAddr::from(octets).to_string())
@@ -175,19 +267,40 @@ pub fn alert(key: &SourceKey, ban: &Ban, now_ns: u64, v6_prefix: u32) -> BanAler
             Scope::Range,
             format!("{}/{v6_prefix}", IpAddr::from(key.addr_be)),
         )
-    };
+    }
+}
+
+/// The alert for `ban` of `key` at `now_ns` (the program's clock), in the scope
+/// [`scope_and_value`] gives: scenario `moat/manual` for a manual ban, `moat/<reason>` for the
+/// program's.
+pub fn alert(key: &SourceKey, ban: &Ban, now_ns: u64, v6_prefix: u32) -> BanAlert {
+    let (scope, value) = scope_and_value(key, v6_prefix);
     let reason = Reason::from_u32(u32::from(ban.reason)).unwrap_or(Reason::Banned);
     let length =
         Duration::from_nanos(ban.until_ns.saturating_sub(now_ns)).max(Duration::from_secs(1));
+    let (scenario, message) = if ban.flags & BAN_MANUAL != 0 {
+        (
+            MANUAL_SCENARIO.to_string(),
+            format!(
+                "moat's operator banned {value} for {}s (moat ban add)",
+                length.as_secs()
+            ),
+        )
+    } else {
+        (
+            scenario(reason),
+            format!(
+                "moat banned {value} for {}s: {} (offence {})",
+                length.as_secs(),
+                reason.describe(),
+                ban.offences
+            ),
+        )
+    };
     BanAlert {
-        scenario: scenario(reason),
+        scenario,
         scope: scope.label(),
-        message: format!(
-            "moat banned {value} for {}s: {} (offence {})",
-            length.as_secs(),
-            reason.describe(),
-            ban.offences
-        ),
+        message,
         value,
         duration: length,
         at: SystemTime::now(),
@@ -230,6 +343,17 @@ mod tests {
             alert.duration,
             Duration::from_secs(1),
             "an ended ban still lasts 1 s"
+        );
+        let manual = Ban {
+            reason: Reason::Banned as u16,
+            flags: BAN_MANUAL,
+            ..ban
+        };
+        let alert = super::alert(&v4, &manual, 100_000_000_000, 64);
+        assert_eq!(alert.scenario, "moat/manual");
+        assert_eq!(
+            alert.message,
+            "moat's operator banned 192.0.2.55 for 600s (moat ban add)"
         );
     }
 }

@@ -37,9 +37,11 @@ pub struct Status {
     pub alerts_pushed: AtomicU64,
     /// Alerts lost: refused, unreachable LAPI after retries, or a full queue.
     pub alerts_failed: AtomicU64,
-    /// Automatic bans not pushed: bans for UDP, ICMP or other traffic, whose sources can be
-    /// spoofed (see `Ban::covers_tcp`).
+    /// The program's bans not pushed: each rests on traffic anyone can send with the source's
+    /// address (see `Ban::covers_tcp`).
     pub alerts_withheld: AtomicU64,
+    /// Pushed manual bans lifted early whose decisions were deleted from the LAPI.
+    pub alerts_retracted: AtomicU64,
     /// Decisions in force by origin and scope.
     pub active: Mutex<BTreeMap<(String, Scope), u64>>,
     /// Decisions not enforced, by `type/scope`.
@@ -70,6 +72,9 @@ pub struct Snapshot {
     /// See [`Status::alerts_withheld`] (absent from an older daemon's figures: 0).
     #[serde(default)]
     pub alerts_withheld: u64,
+    /// See [`Status::alerts_retracted`] (absent from an older daemon's figures: 0).
+    #[serde(default)]
+    pub alerts_retracted: u64,
     /// Decisions in force, as `origin/scope` → count.
     pub active: BTreeMap<String, u64>,
     /// Decisions ignored, as `type/scope` → count.
@@ -98,6 +103,7 @@ impl Status {
             alerts_pushed: load(&self.alerts_pushed),
             alerts_failed: load(&self.alerts_failed),
             alerts_withheld: load(&self.alerts_withheld),
+            alerts_retracted: load(&self.alerts_retracted),
             active: self
                 .active
                 .lock()

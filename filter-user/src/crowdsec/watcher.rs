@@ -1,6 +1,6 @@
-//! moat's bans as alerts: the body `POST v1/alerts` takes (every field 1.4.6 requires), and
-//! the machine ("watcher") that logs in, keeps its token until it nearly expires and logs in
-//! again on a 401.
+//! moat's bans as alerts: the body `POST v1/alerts` takes (every field 1.4.6 requires), the
+//! `DELETE v1/decisions` that takes one back when its ban is lifted early, and the machine
+//! ("watcher") that logs in, keeps its token until it nearly expires and logs in again on a 401.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     credentials::Credentials,
     http::{self, Endpoint},
-    lapi::{EXCERPT_CHARS, LapiError},
+    lapi::{EXCERPT_CHARS, LapiError, SCOPE_RANGE},
     timefmt::{format_rfc3339, parse_rfc3339},
 };
 
@@ -17,6 +17,8 @@ use super::{
 const LOGIN_PATH: &str = "v1/watchers/login";
 /// Where a machine pushes alerts.
 const ALERTS_PATH: &str = "v1/alerts";
+/// Where a machine deletes decisions (by filter: `ip` or `range`, and `scenario`).
+const DECISIONS_PATH: &str = "v1/decisions";
 
 /// A token this close to its expiry is renewed before use.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
@@ -39,6 +41,48 @@ pub struct BanAlert {
     pub at: SystemTime,
     /// A human-readable line for `cscli alerts list`.
     pub message: String,
+}
+
+/// A decision moat pushed, to be deleted from the LAPI: its ban was lifted early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retraction {
+    /// The scenario the alert carried, e.g. `moat/manual`.
+    pub scenario: String,
+    /// [`SCOPE_IP`] or [`SCOPE_RANGE`].
+    pub scope: &'static str,
+    /// The address or CIDR.
+    pub value: String,
+}
+
+impl Retraction {
+    /// The path and query of its `DELETE`: the LAPI deletes every decision of that scenario on
+    /// that address (`ip`) or exact range (`range`), and no other origin's.
+    fn path(&self) -> String {
+        let filter = if self.scope == SCOPE_RANGE {
+            "range"
+        } else {
+            "ip"
+        };
+        format!(
+            "{DECISIONS_PATH}?{filter}={}&scenario={}",
+            query_value(&self.value),
+            query_value(&self.scenario)
+        )
+    }
+}
+
+/// `value` escaped for a query string: every byte but letters, digits and `-._` as `%XX`.
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_') {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
 }
 
 /// An alert as 1.4.6 requires it: every field present.
@@ -178,23 +222,70 @@ impl Watcher {
         }
     }
 
-    /// One `POST v1/alerts` with a valid token.
-    async fn post_alerts(
+    /// Deletes the decisions `retraction` names (`DELETE v1/decisions`), logging in as
+    /// [`Watcher::push`] does; how many the LAPI deleted (0 when none was left).
+    pub async fn retract(
         &mut self,
-        body: &[u8],
+        retraction: &Retraction,
+        timeout: Duration,
+    ) -> Result<u64, LapiError> {
+        let path = retraction.path();
+        let mut response = self.send("DELETE", &path, None, timeout).await?;
+        if response.status == 401 {
+            self.token = None;
+            response = self.send("DELETE", &path, None, timeout).await?;
+        }
+        match response.status {
+            200 => {}
+            status => {
+                return Err(LapiError::Status {
+                    request: "DELETE v1/decisions",
+                    status,
+                    body_excerpt: http::excerpt(&response.body, EXCERPT_CHARS),
+                });
+            }
+        }
+        // 1.4.6 answers {"nbDeleted":"1"}, the count as a string.
+        let reply: serde_json::Value =
+            serde_json::from_slice(&response.body).map_err(|error| LapiError::Json {
+                what: "the reply to DELETE v1/decisions",
+                reason: error.to_string(),
+            })?;
+        Ok(match &reply["nbDeleted"] {
+            serde_json::Value::String(count) => count.parse().unwrap_or(0),
+            serde_json::Value::Number(count) => count.as_u64().unwrap_or(0),
+            _ => 0,
+        })
+    }
+
+    /// One request with a valid token.
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<http::Response, LapiError> {
         let token = self.token(timeout).await?;
         let authorization = format!("Bearer {token}");
         Ok(http::request(
             &self.endpoint,
-            "POST",
-            ALERTS_PATH,
+            method,
+            path,
             &[("Authorization", &authorization)],
-            Some(body),
+            body,
             timeout,
         )
         .await?)
+    }
+
+    /// One `POST v1/alerts` with a valid token.
+    async fn post_alerts(
+        &mut self,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<http::Response, LapiError> {
+        self.send("POST", ALERTS_PATH, Some(body), timeout).await
     }
 
     /// The current token, logging in first if it is missing or about to expire.
@@ -275,6 +366,28 @@ impl Watcher {
 mod tests {
     use super::*;
     use crate::crowdsec::{lapi::SCOPE_IP, timefmt::parse_go_duration};
+
+    #[test]
+    fn retractions_delete_by_address_or_exact_range_and_scenario() {
+        let ip = Retraction {
+            scenario: "moat/manual".to_string(),
+            scope: SCOPE_IP,
+            value: "192.0.2.55".to_string(),
+        };
+        assert_eq!(
+            ip.path(),
+            "v1/decisions?ip=192.0.2.55&scenario=moat%2Fmanual"
+        );
+        let range = Retraction {
+            scope: SCOPE_RANGE,
+            value: "2001:db8:1:2::/64".to_string(),
+            ..ip
+        };
+        assert_eq!(
+            range.path(),
+            "v1/decisions?range=2001%3Adb8%3A1%3A2%3A%3A%2F64&scenario=moat%2Fmanual"
+        );
+    }
 
     #[test]
     fn writes_alerts_as_the_lapi_requires() {

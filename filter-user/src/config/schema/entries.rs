@@ -419,7 +419,7 @@ moat as a signal source (off by default): the file `cscli machines add moat` wri
     Entry {
         name: "crowdsec.push",
         live: false,
-        doc: "push each automatic ban to the LAPI as an alert with a ban decision",
+        doc: "push each `moat ban add` ban to the LAPI as an alert with a ban decision",
         get: Get::Optional(
             |c| c.crowdsec.as_ref().map(|cs| cs.push.to_string()),
             Unset {
@@ -428,9 +428,11 @@ moat as a signal source (off by default): the file `cscli machines add moat` wri
             },
         ),
         comment: "\
-true: every automatic ban moat issues goes to the LAPI as an alert (scenario moat/<reason>)
-carrying a ban decision of the ban's length, so every bouncer of the fleet drops that
-source too. Batched, never blocking the daemon. Default false.",
+true: every ban the operator adds with moat ban add goes to the LAPI as an alert (scenario
+moat/manual) carrying a ban decision of the ban's length, so every bouncer of the fleet
+drops that source too; moat ban del takes it back. The program's own bans rest on traffic
+anyone can send in a visitor's name and are never pushed. Batched, never blocking the
+daemon. Default false.",
     },
 ];
 
