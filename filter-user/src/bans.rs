@@ -731,16 +731,28 @@ impl BanLog {
             );
         }
         for (key, ban) in in_force {
-            if ban.flags & BAN_MANUAL != 0 && !self.ends.contains_key(key) {
-                if self.ends.len() < self.capacity {
-                    self.ends.insert(*key, (ban.until_ns, Instant::now()));
-                    self.manual.insert(*key);
-                }
-                reconciled.added.push((*key, *ban));
-                self.issued_count += 1;
-                if self.issued.len() <= BURST_LINES {
-                    self.issued.push((*key, *ban));
-                }
+            if ban.flags & BAN_MANUAL == 0 {
+                continue;
+            }
+            // New to the log as a manual ban (a program's ban the operator made manual
+            // included), or one the operator lengthened or shortened since.
+            let known = self.manual.contains(key);
+            let moved = known
+                && self
+                    .ends
+                    .get(key)
+                    .is_some_and(|(until_ns, _)| *until_ns != ban.until_ns);
+            if known && !moved {
+                continue;
+            }
+            if self.ends.len() < self.capacity || self.ends.contains_key(key) {
+                self.ends.insert(*key, (ban.until_ns, Instant::now()));
+                self.manual.insert(*key);
+            }
+            reconciled.added.push((*key, *ban));
+            self.issued_count += 1;
+            if self.issued.len() <= BURST_LINES {
+                self.issued.push((*key, *ban));
             }
         }
         reconciled
@@ -868,8 +880,24 @@ mod tests {
             },
             "the manual ban is for the fleet"
         );
+        // Known and unchanged: nothing new. Its end changed by the operator: shared again.
+        let reconciled = log.reconcile(Instant::now(), &[(key(3), manual)]);
+        assert_eq!(reconciled, Reconciled::default());
+        let changed = Ban {
+            until_ns: manual.until_ns - 1,
+            ..manual
+        };
+        let reconciled = log.reconcile(Instant::now(), &[(key(3), changed)]);
+        assert_eq!(reconciled.added, vec![(key(3), changed)]);
+        // A program's ban the operator made manual is shared too.
+        let made_manual = Ban {
+            flags: BAN_MANUAL,
+            ..ban
+        };
+        let reconciled = log.reconcile(Instant::now(), &[(key(1), made_manual), (key(3), changed)]);
+        assert_eq!(reconciled.added, vec![(key(1), made_manual)]);
         // Lifted early: the manual one is for the fleet to take back, the other is not.
-        let reconciled = log.reconcile(Instant::now(), &[]);
+        let reconciled = log.reconcile(Instant::now(), &[(key(1), ban)]);
         assert_eq!(
             reconciled,
             Reconciled {
