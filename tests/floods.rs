@@ -6,6 +6,8 @@
 //!
 //! - a spoofed SYN flood: moat answers with SYN cookies; first-time visitors >= 95%, returning
 //!   100%, <= 1% of the flood's SYNs reach the stack, SYN-ACKs answered <= SYNs received;
+//! - a SYN flood in a returning visitor's own name, far past its per-source SYN limit: that
+//!   visitor and first-time visitors are served, and nothing is dropped for the limit or banned;
 //! - a spoofed ACK flood at no connection: <= 1% reaches the stack;
 //! - UDP carpet bombing of random closed ports with no port list: <= 1% reaches the stack while
 //!   a UDP service on an open port and the origin's own DNS lookups keep working.
@@ -416,6 +418,61 @@ fn spoofed_syn_flood_from_every_cpu_serves_first_time_and_returning_visitors() {
         0,
         "no spoofed source tracked"
     );
+}
+
+#[test]
+fn a_syn_flood_in_a_returning_visitors_name_still_serves_that_visitor() {
+    // Anyone can put a visitor's address on a SYN: a flood of them, from every CPU and far past
+    // the visitor's own SYN limit, must neither drop the visitor's new connections nor ban it.
+    let site = Site::start("");
+    let visitor = site.pair.client_end.ipv4;
+    site.make_returning(
+        SocketAddr::from((site.pair.origin_end.ipv4, HTTP)),
+        IpAddr::V4(visitor),
+    );
+    let newcomers = site.newcomers(3, FIRST_TIME_VISITORS);
+    let template = traffic::syn_frame(&site.pair.client_end, visitor, &site.pair.origin_end, HTTP);
+    let mut plan = spoofed(template, L4_TCP, false);
+    plan.config.src_base_be[..4].copy_from_slice(&visitor.octets());
+    plan.config.src_count = 1;
+    let before = site.judged();
+    let (report, arrived, visits) = site.under_flood(
+        plan,
+        // Far past the visitor's burst (200 SYNs) and into its rate.
+        |stats| {
+            stats["total"]["packets"]
+                .as_u64()
+                .is_some_and(|total| total >= before + 20_000)
+        },
+        || visit_all(&site, &newcomers),
+    );
+    let stats = stats_json(site.iface());
+    eprintln!("counters: {}", nonzero(&stats));
+    eprintln!(
+        "SYN flood in the visitor's name: {report:?} ({:.0} pps offered), {arrived} judged, \
+         {visits:?}",
+        report.pps()
+    );
+    assert!(
+        arrived >= 10_000,
+        "the flood arrived ({arrived} judged, {report:?})"
+    );
+    assert_visitors_served(&visits, "SYN flood in the returning visitor's name");
+    assert_eq!(
+        count(&stats, "drop", "rate_syn").0,
+        0,
+        "no SYN dropped for the visitor's own limit"
+    );
+    let bans = site.pair.moat_ok(&["ban", "list", "--iface", site.iface()]);
+    assert!(
+        !bans.contains(&visitor.to_string()),
+        "the visitor is not banned: {bans}"
+    );
+    let key = moat::verify::key_for(IpAddr::V4(visitor), 64);
+    let path = PinDir::for_iface(site.iface()).map(VERIFIED);
+    let data = aya::maps::MapData::from_pin(&path).expect("VERIFIED pin");
+    let cache = moat::verified::VerifiedCache::of(&data).expect("VERIFIED mapped");
+    assert!(cache.until(&key).is_some(), "the visitor is still verified");
 }
 
 /// What a flood for no socket handed the kernel to refuse stayed within the shipped refusal

@@ -29,7 +29,7 @@ const TOKEN_FALLBACK_LIFETIME: Duration = Duration::from_secs(50 * 60);
 /// One of moat's bans, sent to the LAPI as an alert carrying one `ban` decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BanAlert {
-    /// The scenario, e.g. `moat/rate_syn`.
+    /// The scenario, e.g. `moat/manual`.
     pub scenario: String,
     /// [`SCOPE_IP`] or [`SCOPE_RANGE`], in exactly that casing (`ip` is stored, never streamed).
     pub scope: &'static str,
@@ -189,7 +189,7 @@ struct WireLoginReply {
 
 impl Watcher {
     /// A watcher for the LAPI at `endpoint` (usually [`Credentials::endpoint`]) that declares
-    /// `scenarios` (e.g. `moat/rate_syn`) when it logs in. It does not log in yet.
+    /// `scenarios` (e.g. `moat/manual`) when it logs in. It does not log in yet.
     pub fn new(endpoint: Endpoint, credentials: Credentials, scenarios: Vec<String>) -> Watcher {
         Watcher {
             endpoint,
