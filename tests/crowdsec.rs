@@ -650,6 +650,39 @@ fn an_operators_ban_one_origin_issues_is_dropped_by_the_other_within_seconds() {
         Some(1),
         "one ban pushed"
     );
+    // The operator lengthens it: A shares the new end as one more decision, and the fleet
+    // keeps the later one.
+    a.moat_ok(&[
+        "ban",
+        "add",
+        "--iface",
+        &a.origin_end.iface,
+        "--for",
+        "20m",
+        SOURCES[1],
+    ]);
+    wait_until("A shared the new end", Duration::from_secs(20), || {
+        crowdsec_stats(&a.origin_end.iface)["alerts_pushed"].as_u64() == Some(2)
+    });
+    let decisions: serde_json::Value =
+        serde_json::from_str(&lapi.cscli(&["decisions", "list", "-a", "-o", "json"]))
+            .expect("cscli's JSON");
+    let durations: Vec<String> = decisions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|alert| alert["decisions"].as_array().cloned().unwrap_or_default())
+        .filter(|decision| decision["value"] == SOURCES[1] && decision["scenario"] == "moat/manual")
+        .map(|decision| decision["duration"].as_str().unwrap_or("").to_string())
+        .collect();
+    // cscli shows the latest decision of a source; B's stream brings both.
+    assert!(
+        durations.len() == 1 && durations[0].starts_with("19m"),
+        "the lengthened decision: {durations:?}"
+    );
+    wait_until("B holds both", Duration::from_secs(10), || {
+        active(&b.origin_end.iface) == 2
+    });
     // The operator lifts it early: A takes the decision back, and B lets the source in again.
     let lifted_at = Instant::now();
     a.moat_ok(&["ban", "del", "--iface", &a.origin_end.iface, SOURCES[1]]);

@@ -610,6 +610,9 @@ pub struct BanLog {
 pub struct Reconciled {
     /// Manual bans the log had not seen (`moat ban add` since the last count).
     pub added: Vec<(SourceKey, Ban)>,
+    /// Manual bans it knew whose end the operator moved (`moat ban add` again), for the fleet
+    /// as one more decision.
+    pub changed: Vec<(SourceKey, Ban)>,
     /// Manual bans it knew that are gone before their end (`moat ban del`).
     pub lifted: Vec<SourceKey>,
 }
@@ -749,7 +752,11 @@ impl BanLog {
                 self.ends.insert(*key, (ban.until_ns, Instant::now()));
                 self.manual.insert(*key);
             }
-            reconciled.added.push((*key, *ban));
+            if moved {
+                reconciled.changed.push((*key, *ban));
+            } else {
+                reconciled.added.push((*key, *ban));
+            }
             self.issued_count += 1;
             if self.issued.len() <= BURST_LINES {
                 self.issued.push((*key, *ban));
@@ -876,7 +883,7 @@ mod tests {
             reconciled,
             Reconciled {
                 added: vec![(key(3), manual)],
-                lifted: vec![]
+                ..Reconciled::default()
             },
             "the manual ban is for the fleet"
         );
@@ -888,7 +895,13 @@ mod tests {
             ..manual
         };
         let reconciled = log.reconcile(Instant::now(), &[(key(3), changed)]);
-        assert_eq!(reconciled.added, vec![(key(3), changed)]);
+        assert_eq!(
+            reconciled,
+            Reconciled {
+                changed: vec![(key(3), changed)],
+                ..Reconciled::default()
+            }
+        );
         // A program's ban the operator made manual is shared too.
         let made_manual = Ban {
             flags: BAN_MANUAL,
@@ -901,8 +914,8 @@ mod tests {
         assert_eq!(
             reconciled,
             Reconciled {
-                added: vec![],
-                lifted: vec![key(3)]
+                lifted: vec![key(3)],
+                ..Reconciled::default()
             }
         );
         // One known from the start (restored) is not logged again.

@@ -309,6 +309,13 @@ async fn serve(
                         for (key, ban) in &reconciled.added {
                             pusher.offer_manual(key, ban, now_ns, v6_prefix);
                         }
+                        // A moved end is one more decision beside the first: the fleet keeps
+                        // the later end. Taking the first back would not reach a bouncer whose
+                        // pull finds the new one already in force (the LAPI reports a deletion
+                        // only for a source no decision holds any more).
+                        for (key, ban) in &reconciled.changed {
+                            pusher.offer_manual(key, ban, now_ns, v6_prefix);
+                        }
                         for key in &reconciled.lifted {
                             pusher.retract_manual(key, v6_prefix);
                         }

@@ -5,7 +5,9 @@
 //! [`Decisions::expire`] ends decisions whose time is up, and [`Decisions::plan`] compares the
 //! wanted prefixes with the ones the tries hold. Several decisions may name one source (two
 //! alerts, a manual ban beside a scenario's): the source stays dropped until the last of them
-//! ends or is deleted.
+//! ends, or until the stream reports one of them deleted. The LAPI (1.4.6, checked) reports a
+//! deletion only for a source no decision names any more, and then only one of its deleted
+//! decisions: so a deletion ends every decision held for that source and scope.
 //!
 //! Only `ban` decisions of scope `Ip` (a /32 or /128) and `Range` (its prefix, host bits
 //! cleared) are enforced; the others are counted in [`Tally::ignored`] and left alone.
@@ -113,6 +115,19 @@ impl Decisions {
         for decision in &stream.deleted {
             if self.end(decision.id) {
                 tally.deleted += 1;
+            }
+            // The source's other decisions are gone too (see the module's doc).
+            if let Ok((cidr, scope)) = enforced(decision) {
+                let same: Vec<i64> = self
+                    .held
+                    .iter()
+                    .filter(|(_, held)| held.cidr == cidr && held.scope == scope)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in same {
+                    self.end(id);
+                    tally.deleted += 1;
+                }
             }
         }
         let mut listed = HashSet::new();
@@ -392,6 +407,28 @@ mod tests {
             decisions.plan(&installed).remove,
             vec![cidr("198.51.100.7/32")]
         );
+    }
+
+    #[test]
+    fn a_deletion_ends_every_decision_of_its_source_and_scope() {
+        let now = Instant::now();
+        let mut decisions = Decisions::new();
+        let three = Stream {
+            new: vec![
+                decision(6, "ban", "Ip", "192.0.2.88", 600),
+                decision(7, "ban", "Ip", "192.0.2.88", 1200),
+                decision(8, "ban", "Range", "192.0.2.88/32", 1200),
+            ],
+            deleted: Vec::new(),
+        };
+        decisions.apply(&three, false, now);
+        // Both Ip decisions were deleted; the LAPI reports one of them.
+        let gone = Stream {
+            new: Vec::new(),
+            deleted: vec![decision(6, "ban", "Ip", "192.0.2.88", 0)],
+        };
+        assert_eq!(decisions.apply(&gone, false, now).deleted, 2);
+        assert_eq!(decisions.len(), 1, "the Range decision is another value");
     }
 
     #[test]
