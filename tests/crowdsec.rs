@@ -597,16 +597,19 @@ fn an_operators_ban_one_origin_issues_is_dropped_by_the_other_within_seconds() {
     );
 
     // The operator bans a source on A: the fleet takes the operator's word.
+    let ban_for = |length: &str| {
+        a.moat_ok(&[
+            "ban",
+            "add",
+            "--iface",
+            &a.origin_end.iface,
+            "--for",
+            length,
+            SOURCES[1],
+        ])
+    };
     let banned_at = Instant::now();
-    a.moat_ok(&[
-        "ban",
-        "add",
-        "--iface",
-        &a.origin_end.iface,
-        "--for",
-        "10m",
-        SOURCES[1],
-    ]);
+    ban_for("10m");
     wait_until(
         "A pushed its operator's ban",
         Duration::from_secs(20),
@@ -652,15 +655,7 @@ fn an_operators_ban_one_origin_issues_is_dropped_by_the_other_within_seconds() {
     );
     // The operator lengthens it: A shares the new end as one more decision, and the fleet
     // keeps the later one.
-    a.moat_ok(&[
-        "ban",
-        "add",
-        "--iface",
-        &a.origin_end.iface,
-        "--for",
-        "20m",
-        SOURCES[1],
-    ]);
+    ban_for("20m");
     wait_until("A shared the new end", Duration::from_secs(20), || {
         crowdsec_stats(&a.origin_end.iface)["alerts_pushed"].as_u64() == Some(2)
     });
