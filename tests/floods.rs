@@ -58,6 +58,11 @@ const FLOOD_FOR: Duration = Duration::from_secs(30);
 /// take over) is a small part of it.
 const FLOOD_AT_LEAST: Duration = Duration::from_secs(4);
 
+/// Held by each test's [`Site`]: one flood at a time. Each floods from every CPU and measures
+/// what visitors get, so a second flood on the same CPUs (the test harness runs tests in
+/// parallel) would overflow veth's rings and lose visitors' packets before moat sees them.
+static ONE_FLOOD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// An origin with moat, an HTTP server, an nftables counter of spoofed traffic after XDP, a
 /// pass program on the client's end (so moat's XDP_TX answers reach it) and a route back to the
 /// spoofed range (so the kernel's own SYN-ACKs leave, as they would on a real uplink).
@@ -68,11 +73,17 @@ struct Site {
     stop_server: std::sync::Arc<AtomicBool>,
     servers: Vec<std::thread::JoinHandle<()>>,
     _config: TempDir,
+    /// Dropped last, once everything above is gone.
+    _alone: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Site {
     fn start(config: &str) -> Site {
         require_root();
+        // A test that failed while holding it leaves nothing behind that matters here.
+        let alone = ONE_FLOOD_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let pair = Pair::create();
         pair.origin
             .ip(&[
@@ -109,6 +120,7 @@ impl Site {
             stop_server,
             servers: vec![server],
             _config: dir,
+            _alone: alone,
         }
     }
 
