@@ -608,11 +608,9 @@ pub struct BanLog {
 /// What a count of the ban table told the log that the fleet should hear of.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
-    /// Manual bans the log had not seen (`moat ban add` since the last count).
+    /// Manual bans the log had not seen (`moat ban add` since the last count), or whose end
+    /// the operator moved since (`moat ban add` again): for the fleet, each one more decision.
     pub added: Vec<(SourceKey, Ban)>,
-    /// Manual bans it knew whose end the operator moved (`moat ban add` again), for the fleet
-    /// as one more decision.
-    pub changed: Vec<(SourceKey, Ban)>,
     /// Manual bans it knew that are gone before their end (`moat ban del`).
     pub lifted: Vec<SourceKey>,
 }
@@ -752,11 +750,7 @@ impl BanLog {
                 self.ends.insert(*key, (ban.until_ns, Instant::now()));
                 self.manual.insert(*key);
             }
-            if moved {
-                reconciled.changed.push((*key, *ban));
-            } else {
-                reconciled.added.push((*key, *ban));
-            }
+            reconciled.added.push((*key, *ban));
             self.issued_count += 1;
             if self.issued.len() <= BURST_LINES {
                 self.issued.push((*key, *ban));
@@ -898,7 +892,7 @@ mod tests {
         assert_eq!(
             reconciled,
             Reconciled {
-                changed: vec![(key(3), changed)],
+                added: vec![(key(3), changed)],
                 ..Reconciled::default()
             }
         );

@@ -306,14 +306,11 @@ async fn serve(
                     // The operator's own bans are the fleet's too (see `crowdsec::push`).
                     if let (Some(pusher), Some(settings)) = (fleet.pusher.as_ref(), settings) {
                         let now_ns = settings.now_ns(monotonic_ns());
-                        for (key, ban) in &reconciled.added {
-                            pusher.offer_manual(key, ban, now_ns, v6_prefix);
-                        }
                         // A moved end is one more decision beside the first: the fleet keeps
                         // the later end. Taking the first back would not reach a bouncer whose
                         // pull finds the new one already in force (the LAPI reports a deletion
                         // only for a source no decision holds any more).
-                        for (key, ban) in &reconciled.changed {
+                        for (key, ban) in &reconciled.added {
                             pusher.offer_manual(key, ban, now_ns, v6_prefix);
                         }
                         for key in &reconciled.lifted {
