@@ -26,7 +26,7 @@ use filter_common::{
     Class, Reason, Settings, Verdict,
     maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6, PROGRAM_NAME},
     rate::Limit,
-    settings::SYN_COOKIES_OFF,
+    settings::{FLAG_TCP_SOCKETS, FLAG_UDP_SOCKETS, SYN_COOKIES_OFF},
     source::BAN_CLASS,
 };
 
@@ -143,6 +143,10 @@ enum Tweak {
     /// Both SYN limits out of reach, so a verified source's new connection passes every stage
     /// and the cap on answered cookies is never reached.
     SynUnlimited,
+    /// `require_sockets = false`: no socket is asked for, so a datagram from a reflector port
+    /// is dropped unless its source is a trusted upstream, answers to the host's own queries
+    /// included, as xdp-filter's source-port rule drops it.
+    SocketsNotRequired,
 }
 
 impl Tweak {
@@ -198,7 +202,7 @@ impl Path {
 /// Every path, in the table's order. A SYN answered with a cookie comes before the ACK with a
 /// bad one, so the listener has answered with cookies seconds before (as under a flood) and
 /// the kernel checks the ACK's cookie in full.
-const PATHS: [Path; 15] = [
+const PATHS: [Path; 16] = [
     Path {
         name: "plain pass (established TCP)",
         shape: Shape::Established,
@@ -360,14 +364,29 @@ const PATHS: [Path; 15] = [
         method: Method::Repeat,
         verdict: Verdict::Drop,
         reason: Reason::Reflection,
+        xdp_filter: None,
+        note: "the list index as plain pass, then the ports array, a trusted-upstream trie \
+               miss and a UDP socket lookup (an answer to a socket of the host's connected to \
+               its sender passes), before any per-source lookup; xdp-filter has no such rule \
+               (its source-port rule drops those answers too: the next row is moat's)",
+    },
+    Path {
+        name: "reflection drop (UDP from port 53), require_sockets = false",
+        shape: Shape::DnsAnswer,
+        tagging: Tagging::Untagged,
+        source: sources::REFLECTOR,
+        tweak: Tweak::SocketsNotRequired,
+        method: Method::Repeat,
+        verdict: Verdict::Drop,
+        reason: Reason::Reflection,
         xdp_filter: Some((
             XdpFilterPolicy::Allow,
             XDP_DROP,
             "`port --mode src --proto udp 53`",
         )),
-        note: "the list index as plain pass, then the ports array, a trusted-upstream trie \
-               miss and a UDP socket lookup (an answer to a socket of the host's connected to \
-               its sender passes), before any per-source lookup",
+        note: "xdp-filter's rule: every datagram from port 53 dropped, answers to the host's \
+               own queries too, but from a trusted upstream (none listed here); the list index, \
+               the ports array and the trusted-upstream trie miss",
     },
     Path {
         name: "malformed (TCP header cut short)",
@@ -538,6 +557,7 @@ fn tweaked(shipped: Settings, tweak: Tweak) -> Settings {
             settings.source[syn] = UNREACHED;
             settings.aggregate[syn] = UNREACHED;
         }
+        Tweak::SocketsNotRequired => settings.flags &= !(FLAG_TCP_SOCKETS | FLAG_UDP_SOCKETS),
     }
     settings
 }

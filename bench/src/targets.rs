@@ -302,9 +302,10 @@ fn xdp_filter_cost_target(cost: &CostReport) -> Option<Target> {
              what no rule matches; moat reads its list index (four bytes for an IPv6 source, \
              whose address it also masks to the tracked /64), looks up bans, and passes an \
              established segment only once it finds its source verified (or a socket lookup \
-             finds its connection); from a reflector port it drops a datagram only once a socket \
-             lookup shows it answers none of the host's connected sockets (a local resolver's \
-             query), where xdp-filter's rule drops those answers too",
+             finds its connection). Compared rule for rule: moat's shipped reflection stage, \
+             which asks a socket lookup before it drops a datagram from a reflector port (so the \
+             answers to the host's own queries pass), has no equivalent in xdp-filter, whose \
+             source-port rule is compared with moat's under require_sockets = false",
             rows_behind.join("; ")
         ),
     })
