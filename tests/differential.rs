@@ -63,6 +63,7 @@ use filter_common::{
         FragmentPolicy,
     },
     source::{BAN_CLASS, BAN_DRY_RUN, Ban, SourceKey, VERIFIED_CLASS, v6_mask},
+    verified::VERIFIED_BUCKETS,
 };
 use frames::ChosenTransport;
 use moat::cidr::Cidr;
@@ -1024,6 +1025,12 @@ fn run_case(
         "per-source rate state (left kernel, right model) at {} ns",
         now_ns
     );
+    prop_assert_eq!(
+        kernel_verified_syn(kernel, &model.settings, now_ns),
+        model_verified_syn(&model, now_ns),
+        "verified sources' SYN buckets (left kernel, right model) at {} ns",
+        now_ns
+    );
     let limits = aggregate_limits(&model.settings);
     let kernel_aggregate: Vec<Levels> = kernel
         .aggregate()
@@ -1169,6 +1176,43 @@ fn model_sources(model: &Model, now_ns: u64) -> SourceView {
             );
             (*key, view)
         })
+        .collect()
+}
+
+/// A verified source's SYN buckets, in the model's terms.
+type VerifiedSynView = BTreeMap<model::Key, Levels>;
+
+/// The SYN buckets of every way of the kernel's verified-source cache that a SYN has taken
+/// from (untouched ways hold all-zero, full, buckets, and the model no entry).
+fn kernel_verified_syn(kernel: &Kernel, settings: &Settings, now_ns: u64) -> VerifiedSynView {
+    let limit = settings.source[Class::Syn as usize];
+    kernel
+        .verified_cache()
+        .entries()
+        .into_iter()
+        .filter(|(_, slot)| slot.syn != Buckets::default())
+        .map(|(index, slot)| {
+            let ipv6 = index >= VERIFIED_BUCKETS / 2;
+            let key = model::Key {
+                ip_version: if ipv6 { 6 } else { 4 },
+                addr: if ipv6 {
+                    (u128::from(slot.hi) << 64) | u128::from(slot.lo)
+                } else {
+                    u128::from(slot.hi) << 96
+                },
+                scope: Scope::Verified,
+            };
+            (key, kernel_levels(&slot.syn, &limit, now_ns))
+        })
+        .collect()
+}
+
+fn model_verified_syn(model: &Model, now_ns: u64) -> VerifiedSynView {
+    let limit = &model.settings.source[Class::Syn as usize];
+    model
+        .verified_syn
+        .iter()
+        .map(|(key, buckets)| (*key, model_levels(buckets, limit, now_ns)))
         .collect()
 }
 

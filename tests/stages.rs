@@ -1176,6 +1176,47 @@ fn syns_past_a_verified_sources_limit_earn_no_ban() {
 }
 
 #[test]
+fn a_verified_sources_syn_credit_lives_in_its_cache_way_and_outlasts_a_renewal() {
+    // A verified source's SYN finds its own buckets in the way that verified it, so it costs
+    // no per-source table lookup; the daemon renews the mark every second, which must not
+    // hand back the credit a flood in the visitor's name has spent.
+    let mut filter = Filter::load();
+    filter.update(|settings| {
+        settings.source[Class::Syn as usize] = packets(1, 1);
+        settings.aggregate[Class::Syn as usize] = packets(1, 1);
+    });
+    for (source, verified_as) in [
+        (IpAddr::from(SOURCE_V4), IpAddr::from(SOURCE_V4)),
+        (IpAddr::from(SOURCE_V6), IpAddr::from(NETWORK_V6)),
+    ] {
+        // A second later: the host's SYN bucket holds its one SYN again.
+        filter.advance_clock(SECOND_NS);
+        filter.verify(verified_as);
+        filter.assert_passes(
+            &format!("syn from {source}: its own credit"),
+            &syn(source, HTTPS),
+        );
+        filter.assert_passes(
+            &format!("syn from {source}: past it, the host's bucket's one"),
+            &syn(source, HTTPS),
+        );
+        filter.verify(verified_as);
+        filter.assert_drops(
+            &format!("syn from {source} after the mark's renewal: its credit still spent"),
+            &syn(source, HTTPS),
+            Reason::FloodSyn,
+        );
+        for addr in [source, verified_as] {
+            assert_eq!(
+                filter.source_state(addr, Class::Syn),
+                None,
+                "no per-source table entry for {addr}'s SYNs"
+            );
+        }
+    }
+}
+
+#[test]
 fn echo_replies_have_no_per_source_limit_and_banned_sources_keep_essential_icmp() {
     let mut filter = Filter::load();
     filter.update(|settings| {

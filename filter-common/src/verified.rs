@@ -14,17 +14,24 @@
 //! After the buckets comes their summary ([`SUMMARY_ENTRIES`]): one bit per bucket, set before
 //! a way of the bucket is written and cleared by the daemon once none of its ways is in force.
 //! A source whose bucket's bit is clear is not verified, and its bucket is never read: under a
-//! spoofed flood, whose random sources hit random buckets of the 3 MiB array, each packet reads
+//! spoofed flood, whose random sources hit random buckets of the 5 MiB array, each packet reads
 //! one word of the 8 KiB summary (which stays in the CPU's cache) instead of missing the cache
 //! on a bucket. A bit left set only costs that read; a bit cleared too early (the daemon's
 //! sweep racing a new mark) only makes a verified source answer a SYN cookie or pay a socket
 //! lookup until it is marked again, as for a source that lost its way.
 //!
+//! A way also holds its source's own SYN buckets ([`VerifiedSlot::syn`]): only a verified
+//! source has a per-source SYN limit, so its SYN finds its credit in the way it was just found
+//! verified in, a word or two further on, instead of in a set of the per-source rate table
+//! (`SOURCES`, a random access into a table of up to 128 MiB). The credit starts full when a
+//! source takes a way and is kept while the way holds the source (the daemon's marks every
+//! second only move its end on); a source that loses its way loses its verification with it.
+//!
 //! Each family has its own half of the array, so an IPv6 tag can never match an IPv4 one. A
 //! source is tagged by its whole key: an IPv4 address, or an IPv6 address masked to the tracked
 //! prefix (a /64 by default), exactly the unit the ban and rate stages count.
 
-use crate::{Packet, hash::MIX, source::SourceKey};
+use crate::{Packet, hash::MIX, rate::Buckets, source::SourceKey};
 
 /// Buckets in `VERIFIED`: the first half for IPv4, the second for IPv6. A power of two.
 pub const VERIFIED_BUCKETS: u32 = 1 << 16;
@@ -35,7 +42,7 @@ pub const VERIFIED_WAYS: usize = 2;
 /// Sources the cache holds at most: [`VERIFIED_BUCKETS`] × [`VERIFIED_WAYS`].
 pub const VERIFIED_CAPACITY: u32 = VERIFIED_BUCKETS * VERIFIED_WAYS as u32;
 
-/// Buckets one summary entry covers: one bit each, in the first four of its six words (the
+/// Buckets one summary entry covers: one bit each, in the first four of its ten words (the
 /// summary shares the array, and so the value type, with the buckets).
 pub const SUMMARY_BUCKETS_PER_ENTRY: u32 = 256;
 
@@ -67,9 +74,10 @@ pub struct Tag {
     pub lo: u64,
 }
 
-/// One cached source. Writers clear `until_ns` first, then write the tag, then the end, a
-/// word at a time; a reader that catches a rewrite halfway sees an empty slot or, for the few
-/// nanoseconds between the two tag words, a tag joined from two verified sources.
+/// One cached source. Writers giving the way to a source clear `until_ns` first, then write
+/// the tag and empty (full) SYN buckets, then the end, a word at a time; a reader that catches
+/// a rewrite halfway sees an empty slot or, for the few nanoseconds between the two tag words,
+/// a tag joined from two verified sources.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VerifiedSlot {
@@ -79,6 +87,9 @@ pub struct VerifiedSlot {
     pub lo: u64,
     /// Verified until this time on the program's clock, in ns; 0 for an empty slot.
     pub until_ns: u64,
+    /// The source's own SYN buckets (`limits.source.syn`), updated by compare-and-swap; all
+    /// zero, full, when the source takes the way.
+    pub syn: Buckets,
 }
 
 impl VerifiedSlot {
@@ -96,7 +107,7 @@ pub struct VerifiedBucket {
     /// The ways, in no particular order.
     pub slots: [VerifiedSlot; VERIFIED_WAYS],
 }
-const _: () = assert!(core::mem::size_of::<VerifiedBucket>() == 48);
+const _: () = assert!(core::mem::size_of::<VerifiedBucket>() == 80);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for VerifiedBucket {}
 
@@ -212,10 +223,20 @@ impl VerifiedBucket {
         let way = self.way_for(tag);
         let slot = &mut self.slots[way];
         if !slot.holds(tag) || slot.until_ns < until_ns {
+            // A source keeps its SYN credit while it keeps its way.
+            let syn = if slot.holds(tag) {
+                slot.syn
+            } else {
+                Buckets {
+                    packets: 0,
+                    bytes: 0,
+                }
+            };
             *slot = VerifiedSlot {
                 hi: tag.hi,
                 lo: tag.lo,
                 until_ns,
+                syn,
             };
         }
         self

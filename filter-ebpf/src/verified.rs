@@ -13,6 +13,9 @@
 //! Each lookup reads its bucket's summary bit first and the bucket only if the bit is set, so a
 //! spoofed flood's random sources cost a word of the summary, not a cache miss on a bucket.
 //!
+//! A way also holds its source's own SYN buckets (see `filter_common::verified`): [`find`] gives
+//! the way, and the rate stage takes a verified source's SYN from it.
+//!
 //! Maps read/written: `VERIFIED`; `BANS` (read) after a verification is written.
 
 use filter_common::{
@@ -32,7 +35,7 @@ use crate::{
 fn summary_at(index: u32) -> Option<(*mut u64, u64)> {
     let (entry, word, mask) = verified::summary_of(index);
     let value = VERIFIED.get_ptr_mut(entry)?;
-    // SAFETY: `word` is below SUMMARY_WORDS_PER_ENTRY (4), so the word lies inside the 48-byte
+    // SAFETY: `word` is below SUMMARY_WORDS_PER_ENTRY (4), so the word lies inside the 80-byte
     // value; map values are 8-byte aligned.
     Some((unsafe { value.cast::<u64>().add(word as usize) }, mask))
 }
@@ -42,27 +45,42 @@ fn summary_at(index: u32) -> Option<(*mut u64, u64)> {
 /// way holds its tag.
 #[inline(always)]
 pub fn holds(source: &SourceKey, clock: &mut Clock) -> bool {
-    holds_tag(verified::tag(source), source.ip_version != 4, clock)
+    find(source, clock).is_some()
+}
+
+/// The way that holds `source`'s verification in force, as [`holds`] finds it: what a
+/// verified source's SYN takes from (its SYN buckets).
+#[inline(always)]
+pub fn find(source: &SourceKey, clock: &mut Clock) -> Option<*mut VerifiedSlot> {
+    find_tag(verified::tag(source), source.ip_version != 4, clock)
 }
 
 /// [`holds`] for the source tagged `tag` (`verified::tag_of_packet`), of IPv6 if `ipv6`.
 #[inline(always)]
 pub fn holds_tag(tag: verified::Tag, ipv6: bool, clock: &mut Clock) -> bool {
+    find_tag(tag, ipv6, clock).is_some()
+}
+
+/// [`find`] for the source tagged `tag`, of IPv6 if `ipv6`.
+#[inline(always)]
+fn find_tag(tag: verified::Tag, ipv6: bool, clock: &mut Clock) -> Option<*mut VerifiedSlot> {
     let index = verified::bucket(tag, ipv6);
-    let Some((summary, mask)) = summary_at(index) else {
-        return false;
-    };
+    let (summary, mask) = summary_at(index)?;
     // SAFETY: a word of a map value from a successful lookup, valid for this run; other CPUs
     // and the daemon update it whole, so it is read once, volatile.
     if unsafe { core::ptr::read_volatile(summary) } & mask == 0 {
-        return false;
+        return None;
     }
-    let Some(bucket) = VERIFIED.get_ptr_mut(index) else {
-        return false;
-    };
+    let bucket = VERIFIED.get_ptr_mut(index)?;
     // SAFETY: ways of a map value from a successful lookup, valid for this run.
-    let ways = unsafe { [&raw const (*bucket).slots[0], &raw const (*bucket).slots[1]] };
-    way_verifies(ways[0], tag, clock) || way_verifies(ways[1], tag, clock)
+    let ways = unsafe { [&raw mut (*bucket).slots[0], &raw mut (*bucket).slots[1]] };
+    if way_verifies(ways[0], tag, clock) {
+        Some(ways[0])
+    } else if way_verifies(ways[1], tag, clock) {
+        Some(ways[1])
+    } else {
+        None
+    }
 }
 
 /// Whether `way` holds `tag` with its verification in force: the tag's two words, then, only if
@@ -99,7 +117,8 @@ pub fn mark(source: &SourceKey, settings: &Settings, clock: &mut Clock) {
     let until_ns = now_ns.saturating_add(settings.verified_ttl_ns);
     // SAFETY: a pointer to a map value from a successful lookup, valid for this run. The way
     // is rewritten a word at a time (aligned 64-bit stores are whole on every BPF JIT): its end
-    // cleared, then the tag, then the new end (see `VerifiedSlot`).
+    // cleared, then the tag and full SYN buckets, then the new end (see `VerifiedSlot`). A
+    // source that keeps its way keeps its SYN credit.
     unsafe {
         let current = core::ptr::read_volatile(bucket);
         // Constant indices: the ways are two, and no bounds check reaches the verifier.
@@ -116,6 +135,8 @@ pub fn mark(source: &SourceKey, settings: &Settings, clock: &mut Clock) {
             core::ptr::write_volatile(&raw mut (*slot).until_ns, 0);
             core::ptr::write_volatile(&raw mut (*slot).hi, tag.hi);
             core::ptr::write_volatile(&raw mut (*slot).lo, tag.lo);
+            core::ptr::write_volatile(&raw mut (*slot).syn.packets, 0);
+            core::ptr::write_volatile(&raw mut (*slot).syn.bytes, 0);
             core::ptr::write_volatile(&raw mut (*slot).until_ns, until_ns);
         }
     }

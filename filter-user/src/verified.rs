@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aya::maps::{Map, MapData};
 use filter_common::{
     maps::VERIFIED,
+    rate::Buckets,
     source::SourceKey,
     verified::{
         self, VERIFIED_BUCKETS, VERIFIED_ENTRIES, VERIFIED_WAYS, VerifiedBucket, VerifiedSlot,
@@ -42,8 +43,14 @@ const CACHE_BYTES: usize = VERIFIED_ENTRIES as usize * size_of::<VerifiedBucket>
 /// 64-bit words per bucket.
 const BUCKET_WORDS: usize = size_of::<VerifiedBucket>() / 8;
 
-/// 64-bit words per way: the tag's two, then the end.
+/// 64-bit words per way: the tag's two, the end, then the SYN buckets' two.
 const SLOT_WORDS: usize = size_of::<VerifiedSlot>() / 8;
+
+/// The end's word in a way.
+const UNTIL_WORD: usize = 2;
+
+/// The SYN packet bucket's word in a way; the byte bucket's follows.
+const SYN_WORD: usize = 3;
 
 impl VerifiedCache {
     /// Maps the cache `data` holds (the `VERIFIED` map of an object or a pin).
@@ -92,8 +99,16 @@ impl VerifiedCache {
                 .word(bucket, way * SLOT_WORDS + 1)
                 .load(Ordering::Acquire),
             until_ns: self
-                .word(bucket, way * SLOT_WORDS + 2)
+                .word(bucket, way * SLOT_WORDS + UNTIL_WORD)
                 .load(Ordering::Acquire),
+            syn: Buckets {
+                packets: self
+                    .word(bucket, way * SLOT_WORDS + SYN_WORD)
+                    .load(Ordering::Acquire),
+                bytes: self
+                    .word(bucket, way * SLOT_WORDS + SYN_WORD + 1)
+                    .load(Ordering::Acquire),
+            },
         };
         VerifiedBucket {
             slots: [slot(0), slot(1)],
@@ -102,7 +117,8 @@ impl VerifiedCache {
 
     /// Marks `key`'s source verified until `until_ns` on the program's clock (never shorter
     /// than it already is), in the way the program would choose, written word by word in the
-    /// program's order: the end cleared, the tag, the new end.
+    /// program's order: the end cleared, the tag and full SYN buckets, the new end. A source
+    /// the way already holds keeps its SYN credit: only its end moves.
     pub fn mark(&self, key: &SourceKey, until_ns: u64) {
         let (tag, index) = verified::locate(key);
         // The summary bit first, so the program never skips a way written below.
@@ -114,15 +130,20 @@ impl VerifiedCache {
         let base = way * SLOT_WORDS;
         if old.holds(tag) {
             if old.until_ns < until_ns {
-                self.word(index, base + 2)
+                self.word(index, base + UNTIL_WORD)
                     .store(until_ns, Ordering::Release);
             }
             return;
         }
-        self.word(index, base + 2).store(0, Ordering::Release);
+        self.word(index, base + UNTIL_WORD)
+            .store(0, Ordering::Release);
         self.word(index, base).store(tag.hi, Ordering::Release);
         self.word(index, base + 1).store(tag.lo, Ordering::Release);
-        self.word(index, base + 2)
+        self.word(index, base + SYN_WORD)
+            .store(0, Ordering::Release);
+        self.word(index, base + SYN_WORD + 1)
+            .store(0, Ordering::Release);
+        self.word(index, base + UNTIL_WORD)
             .store(until_ns, Ordering::Release);
     }
 
@@ -132,7 +153,7 @@ impl VerifiedCache {
         let (tag, index) = verified::locate(key);
         for (way, slot) in self.bucket(index).slots.iter().enumerate() {
             if slot.holds(tag) {
-                self.word(index, way * SLOT_WORDS + 2)
+                self.word(index, way * SLOT_WORDS + UNTIL_WORD)
                     .store(0, Ordering::SeqCst);
             }
         }
@@ -244,6 +265,49 @@ mod tests {
         assert_eq!(cache.entries().len(), 2);
         cache.clear();
         assert!(cache.entries().is_empty());
+    }
+
+    #[test]
+    fn a_source_keeps_its_syn_credit_while_it_keeps_its_way() {
+        let cache = scratch_cache();
+        let key = key_for("198.51.100.7".parse().expect("literal"), 64);
+        let (tag, index) = verified::locate(&key);
+        cache.mark(&key, 100);
+        let way = cache.bucket(index).way_for(tag);
+        // The program spends the source's SYN credit in its way.
+        let (packets, bytes) = (way * SLOT_WORDS + SYN_WORD, way * SLOT_WORDS + SYN_WORD + 1);
+        cache.word(index, packets).store(7, Ordering::Release);
+        cache.word(index, bytes).store(9, Ordering::Release);
+        cache.mark(&key, 200);
+        let slot = cache.bucket(index).slots[way];
+        assert_eq!(
+            (slot.until_ns, slot.syn),
+            (
+                200,
+                Buckets {
+                    packets: 7,
+                    bytes: 9
+                }
+            ),
+            "a renewed mark moves the end only"
+        );
+        assert_eq!(
+            cache.bucket(index).with(tag, 300).slots[way].syn,
+            slot.syn,
+            "as the shared rule says"
+        );
+        // A source that takes the way starts with full (all-zero) buckets.
+        let rival = (1..1u32 << 22)
+            .map(|n| key_for(std::net::Ipv4Addr::from(0xC612_0000 + n).into(), 64))
+            .find(|rival| verified::locate(rival).1 == index)
+            .expect("a rival for the bucket among 4 million addresses");
+        let other = verified::tag(&rival);
+        cache.forget(&key);
+        cache.mark(&rival, 400);
+        let bucket = cache.bucket(index);
+        let taken = bucket.way_for(other);
+        assert_eq!(taken, way, "the rival takes the forgotten source's way");
+        assert_eq!(bucket.slots[taken].syn, Buckets::default());
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! marks each peer of an established or closing connection as verified in the `VERIFIED` cache
 //! for [`VERIFIED_FOR`] (the program itself marks sources whose ACK returned a valid SYN cookie).
 //! Their SYNs then go to the kernel with every TCP option instead of being answered with
-//! cookies, and only they get per-source SYN state, so a spoofed flood, whose sources never
-//! finish a handshake, neither crowds out returning visitors nor fills the per-source table.
+//! cookies, and only they get per-source SYN state (in their way of the cache), so a spoofed
+//! flood, whose sources never finish a handshake, neither crowds out returning visitors nor
+//! fills any per-source table.
 //! Half-open connections (SYN_RECV) never verify anyone. Reading sockets is `sockdiag`'s job;
 //! this module decides what gets written and when; [`crate::verified`] writes it.
 

@@ -276,6 +276,9 @@ pub struct Model {
     pub sources: HashMap<Key, SourceState>,
     /// Verified sources, to when their verification ends, in ns.
     pub verified: HashMap<Key, u64>,
+    /// Verified sources' own SYN buckets, kept with their verification (the program keeps
+    /// them in the source's way of the verified-source cache), from their first SYN on.
+    pub verified_syn: HashMap<Key, Buckets>,
     /// The host's buckets: one per class, by [`Class`] discriminant, then fragments. Full at
     /// time 0.
     pub aggregate: Vec<Buckets>,
@@ -303,6 +306,7 @@ impl Model {
             bans: HashMap::new(),
             sources: HashMap::new(),
             verified: HashMap::new(),
+            verified_syn: HashMap::new(),
             aggregate,
             counters: HashMap::new(),
             ban_events: HashMap::new(),
@@ -352,16 +356,34 @@ impl Model {
             return false;
         }
         let now_ns = self.now_ns();
-        let key = Key::of(
-            packet,
-            Scope::Class(class as u8),
-            self.settings.v6_source_prefix,
-        );
-        let mut buckets = self
-            .sources
-            .get(&key)
-            .map_or_else(|| Buckets::full(&limit, now_ns), |state| state.buckets);
+        let mut buckets = if class == Class::Syn {
+            let key = Key::of(packet, Scope::Verified, self.settings.v6_source_prefix);
+            self.verified_syn.get(&key).copied()
+        } else {
+            let key = Key::of(
+                packet,
+                Scope::Class(class as u8),
+                self.settings.v6_source_prefix,
+            );
+            self.sources.get(&key).map(|state| state.buckets)
+        }
+        .unwrap_or_else(|| Buckets::full(&limit, now_ns));
         !buckets.admit(&limit, now_ns, u64::from(packet.frame_len))
+    }
+
+    /// Whether a verified source's SYN fits its own SYN buckets, taking it if so; nothing is
+    /// struck past them (anyone can send SYNs in its name).
+    fn verified_syn_admits(&mut self, packet: &Packet) -> bool {
+        let limit = self.settings.source[Class::Syn as usize];
+        if !limited(&limit) {
+            return true;
+        }
+        let now_ns = self.now_ns();
+        let key = Key::of(packet, Scope::Verified, self.settings.v6_source_prefix);
+        self.verified_syn
+            .entry(key)
+            .or_insert_with(|| Buckets::full(&limit, now_ns))
+            .admit(&limit, now_ns, u64::from(packet.frame_len))
     }
 
     /// Judges one parsed packet now, updates the tables, counts it, and returns its verdict
@@ -444,7 +466,7 @@ impl Model {
             // A verified source's SYN within its own limit passes. Past it, the SYN may be
             // anyone's, so it is judged as an unverified one: the host's SYN bucket only, no
             // strike. Unverified SYNs get no per-source state.
-            if self.is_verified(packet) && self.per_source(packet, Class::Syn) == Reason::Pass {
+            if self.is_verified(packet) && self.verified_syn_admits(packet) {
                 return Reason::Pass;
             }
             return self.aggregate_admits(Class::Syn as usize, packet, Reason::FloodSyn);

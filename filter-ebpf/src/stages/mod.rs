@@ -66,8 +66,13 @@ pub fn judge(
     // looks the source up (bans, verified sources, rate state), each under its own class.
     let source = SourceKey::for_ban(packet, settings.v6_source_mask);
     // A verified source is never banned (see `crate::verified`), so its SYNs skip the bans
-    // lookup.
-    let verified = tcp && verified::holds(&source, clock);
+    // lookup. The way that verifies it also holds its SYN buckets.
+    let verified_way = if tcp {
+        verified::find(&source, clock)
+    } else {
+        None
+    };
+    let verified = verified_way.is_some();
     // ICMP the network needs is never banned (see `is_network_control`).
     if !verified
         && !is_network_control(packet)
@@ -83,13 +88,11 @@ pub fn judge(
     // anyone's (any address can be put on one), so it goes on as a first-time visitor's: a
     // cookie during a flood, never a drop or a strike that a spoofed flood in the visitor's
     // name could earn it.
-    let verified = if verified && is_syn(packet.tcp_flags) {
-        match rate::syn_within_limit(packet, &source, settings, clock) {
-            Some(within) => within,
-            None => return Reason::Internal,
+    let verified = match verified_way {
+        Some(way) if is_syn(packet.tcp_flags) => {
+            rate::syn_within_limit(packet, way, settings, clock)
         }
-    } else {
-        verified
+        _ => verified,
     };
     if let Some(reason) = syn::check(ctx, packet, verified, settings, clock) {
         return reason;

@@ -6,19 +6,20 @@
 //! source or a class never gets more than its limit however its packets are spread over CPUs.
 //!
 //! SYNs meet only their per-source limit here ([`syn_within_limit`], asked by `judge` before
-//! the `syn` stage), and only a verified source's: past it, its SYNs are treated as a first-time
+//! the `syn` stage), and only a verified source's, whose SYN buckets live in its way of the
+//! verified-source cache (no `SOURCES` lookup): past it, its SYNs are treated as a first-time
 //! visitor's (a SYN cookie during a flood), never dropped and never struck, since anyone can
 //! send SYNs in a verified visitor's name. The program's bans are earned by UDP, ICMP or other
 //! traffic only, and cover none of the source's TCP.
 //!
-//! Maps read/written: `SOURCES`, `AGGREGATE` (not for SYNs), `VERIFIED` (read for a UDP,
-//! ICMP or other packet over its source's limit: a verified source earns no ban from those),
-//! `BANS`, `BANS_EMPTY` and `BAN_EVENTS` (written only when a ban is earned). Echo replies have
-//! no per-source limit. Reasons: `Rate*` but `RateSyn`, `Flood*` but `FloodSyn`. Lookups per
-//! packet: for a limited class, the source's two candidate sets in `SOURCES` (inlined array
-//! accesses; the second read only when the first does not hold it), a third set when a new
-//! source finds all four ways taken, two more when a ban is earned; the aggregate bucket; none
-//! for unlimited traffic.
+//! Maps read/written: `SOURCES` (not for SYNs), `AGGREGATE` (not for SYNs), `VERIFIED` (a
+//! verified source's SYN buckets; read for a UDP, ICMP or other packet over its source's limit:
+//! a verified source earns no ban from those), `BANS`, `BANS_EMPTY` and `BAN_EVENTS` (written
+//! only when a ban is earned). Echo replies have no per-source limit. Reasons: `Rate*` but
+//! `RateSyn`, `Flood*` but `FloodSyn`. Lookups per packet: for a limited class, the source's
+//! two candidate sets in `SOURCES` (inlined array accesses; the second read only when the
+//! first does not hold it), a third set when a new source finds all four ways taken, two more
+//! when a ban is earned; the aggregate bucket; none for unlimited traffic or a SYN.
 
 use filter_common::{
     Class, Packet, Reason, Settings,
@@ -26,6 +27,7 @@ use filter_common::{
     rate::{RateState, ban_length_ns},
     source::{BAN_DRY_RUN, Ban, SourceKey},
     sources::{self, DEFAULT_SOURCE_SETS, SourcePlace, SourceSlot},
+    verified::VerifiedSlot,
 };
 
 use crate::{
@@ -47,20 +49,25 @@ enum Bucket {
     Missing,
 }
 
-/// Whether a verified source's SYN fits its per-source SYN limit, taking it from the bucket if
-/// so; `None` on a broken invariant. Past the limit nothing is struck: the SYN may be anyone's.
+/// Whether a verified source's SYN fits its per-source SYN limit, taking it from the SYN
+/// buckets of `way`, the cache way that verified the source (see `crate::verified::find`).
+/// Past the limit nothing is struck: the SYN may be anyone's.
 #[inline(always)]
 pub fn syn_within_limit(
     packet: &Packet,
-    source: &SourceKey,
+    way: *mut VerifiedSlot,
     settings: &Settings,
     clock: &mut Clock,
-) -> Option<bool> {
-    match take(packet, source, Class::Syn, settings, clock) {
-        Bucket::Admitted => Some(true),
-        Bucket::Over(_) | Bucket::OverAtOnce => Some(false),
-        Bucket::Missing => None,
+) -> bool {
+    let pace = &settings.source_pace[Class::Syn as usize];
+    if !pace.is_limited() {
+        return true;
     }
+    // SAFETY: `way` is a way of a map value from a successful lookup, valid for this run;
+    // every writer updates its SYN buckets through the atomics of `shared` or rewrites them
+    // whole (see `VerifiedSlot`).
+    let buckets = unsafe { &raw mut (*way).syn };
+    shared::admit(buckets, pace, clock.now_ns(), packet.frame_len as u64)
 }
 
 /// Decides a rate or flood reason when the packet is over a limit.
