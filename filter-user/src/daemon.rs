@@ -88,7 +88,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(serve(args, config, config_path, ifindex))
+    let served = runtime.block_on(serve(args, config, config_path, ifindex));
+    // The state is saved and the filter detached or handed over: nothing left is waited for.
+    // The debug log's drain (see `spawn_debug_log`) may be inside a flush that a flood keeps
+    // going, and a daemon that stayed to wait would hold its metrics port from the next one. A
+    // housekeeping round's state file cut short is never seen: it is written aside and renamed.
+    runtime.shutdown_background();
+    served
 }
 
 /// The signals the daemon handles.
@@ -203,11 +209,9 @@ async fn serve(
     });
 
     let mut ring = open_ring(&filter)?;
-    let mut debug_log = if args.debug_log {
-        Some(open_debug_log(&mut filter)?)
-    } else {
-        None
-    };
+    if args.debug_log {
+        spawn_debug_log(open_debug_log(&mut filter)?);
+    }
     let notifier = Notifier::from_env();
     notifier.ready(&format!("protecting {iface}"));
 
@@ -271,12 +275,6 @@ async fn serve(
                         guard.clear_ready();
                     }
                     Err(err) => warn!("waiting on the samples ring failed iface={iface} error={err}"),
-                }
-            }
-            readable = readable_debug_log(&mut debug_log) => {
-                if let Ok(mut guard) = readable {
-                    guard.get_inner_mut().flush();
-                    guard.clear_ready();
                 }
             }
             _ = tick.tick() => {
@@ -427,16 +425,20 @@ fn open_debug_log(filter: &mut Filter) -> anyhow::Result<DebugLog> {
 /// The program's aya-log ring as the runtime watches it.
 type DebugLog = AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>;
 
-/// Waits until the program's log has records, or forever without `--debug-log`.
-async fn readable_debug_log<'a>(
-    log: &'a mut Option<DebugLog>,
-) -> std::io::Result<
-    tokio::io::unix::AsyncFdReadyMutGuard<'a, aya_log::EbpfLogger<&'static dyn log::Log>>,
-> {
-    match log {
-        Some(log) => log.readable_mut().await,
-        None => std::future::pending().await,
-    }
+/// Drains the program's aya-log ring on a thread of the blocking pool. Under a flood the
+/// program logs records faster than they are written out, and one `flush` then never ends: in
+/// the daemon's own loop it held up every signal, tick and ring read behind it (a SIGUSR2 under
+/// a flood was never handled). The thread waits for the ring through the runtime's reactor,
+/// which the daemon's loop drives, so it never polls on a timer.
+fn spawn_debug_log(mut log: DebugLog) {
+    let runtime = tokio::runtime::Handle::current();
+    // Detached: it runs until the runtime is shut down in the background (see `run`).
+    drop(tokio::task::spawn_blocking(move || {
+        while let Ok(mut guard) = runtime.block_on(log.readable_mut()) {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    }));
 }
 
 /// Reads every record waiting in the ring.
