@@ -79,12 +79,20 @@ enum Exit {
     HandOver,
 }
 
+/// Threads that run the daemon's tasks beside its main loop.
+const WORKER_THREADS: usize = 2;
+
 /// Runs the daemon until SIGINT or SIGTERM (or SIGUSR2, which hands over).
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     // Validate everything before touching the kernel.
     let (config, config_path) = Config::locate(args.config.as_deref())?;
     let ifindex = preflight::check_all(&args.iface)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // The main loop runs on this thread; scrapes, housekeeping and the CrowdSec client run on
+    // the workers, so a tick's work (such as reconciling a full ban table with the ban log)
+    // never holds up a scrape.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .thread_name("moat-worker")
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
