@@ -48,63 +48,114 @@ impl FromStr for Cidr {
     type Err = CidrError;
 
     fn from_str(input: &str) -> Result<Cidr, CidrError> {
-        let error = |reason: String| CidrError {
-            input: input.to_string(),
-            reason,
-        };
-        if input.split_whitespace().nth(1).is_some() {
-            return Err(error(
-                "several prefixes in one entry; give one per line (or argument)".into(),
-            ));
+        // Most of a long blocklist is plain IPv4, read here without the general parser's work.
+        match plain_v4(input.as_bytes()) {
+            Some(cidr) => Ok(cidr),
+            None => parse_any(input),
         }
-        let (addr_text, prefix_text) = match input.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (input, None),
-        };
-        if addr_text.contains('%') {
-            return Err(error(
-                "IPv6 zone ids (like %eth0) name a link, not a network; remove the zone".into(),
-            ));
-        }
-        let addr: IpAddr = addr_text.parse().map_err(|_| {
-            error("expected an IPv4 or IPv6 address, e.g. 203.0.113.0/24 or 2001:db8::/32".into())
-        })?;
-        let max = match addr {
-            IpAddr::V4(_) => V4_MAX_PREFIX,
-            IpAddr::V6(_) => V6_MAX_PREFIX,
-        };
-        let prefix = match prefix_text {
-            None => max,
-            Some(text) => match text.parse::<u32>() {
-                Ok(prefix) if prefix <= max && !text.starts_with('+') => prefix,
-                _ => return Err(error(format!("the prefix length must be 0 to {max}"))),
-            },
-        };
-        if let IpAddr::V6(v6) = addr
-            && let Some(v4) = v6.to_ipv4_mapped()
-            && prefix >= 96
-        {
-            return Err(error(format!(
-                "{MAPPED}; write {}",
-                Cidr::of(IpAddr::V4(v4), prefix - 96)
-            )));
-        }
-        let cidr = match addr {
-            IpAddr::V4(v4) => Cidr::V4 {
-                addr: v4.octets(),
-                prefix,
-            },
-            IpAddr::V6(v6) => Cidr::V6 {
-                addr: v6.octets(),
-                prefix,
-            },
-        };
-        let network = cidr.network();
-        if network != cidr {
-            return Err(error(format!("host bits are set; did you mean {network}?")));
-        }
-        Ok(cidr)
     }
+}
+
+/// `input` as a prefix of either family, in any form the address parsers take, or why not.
+fn parse_any(input: &str) -> Result<Cidr, CidrError> {
+    let error = |reason: String| CidrError {
+        input: input.to_string(),
+        reason,
+    };
+    if input.split_whitespace().nth(1).is_some() {
+        return Err(error(
+            "several prefixes in one entry; give one per line (or argument)".into(),
+        ));
+    }
+    let (addr_text, prefix_text) = match input.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (input, None),
+    };
+    if addr_text.contains('%') {
+        return Err(error(
+            "IPv6 zone ids (like %eth0) name a link, not a network; remove the zone".into(),
+        ));
+    }
+    let addr: IpAddr = addr_text.parse().map_err(|_| {
+        error("expected an IPv4 or IPv6 address, e.g. 203.0.113.0/24 or 2001:db8::/32".into())
+    })?;
+    let max = match addr {
+        IpAddr::V4(_) => V4_MAX_PREFIX,
+        IpAddr::V6(_) => V6_MAX_PREFIX,
+    };
+    let prefix = match prefix_text {
+        None => max,
+        Some(text) => match text.parse::<u32>() {
+            Ok(prefix) if prefix <= max && !text.starts_with('+') => prefix,
+            _ => return Err(error(format!("the prefix length must be 0 to {max}"))),
+        },
+    };
+    if let IpAddr::V6(v6) = addr
+        && let Some(v4) = v6.to_ipv4_mapped()
+        && prefix >= 96
+    {
+        return Err(error(format!(
+            "{MAPPED}; write {}",
+            Cidr::of(IpAddr::V4(v4), prefix - 96)
+        )));
+    }
+    let cidr = match addr {
+        IpAddr::V4(v4) => Cidr::V4 {
+            addr: v4.octets(),
+            prefix,
+        },
+        IpAddr::V6(v6) => Cidr::V6 {
+            addr: v6.octets(),
+            prefix,
+        },
+    };
+    let network = cidr.network();
+    if network != cidr {
+        return Err(error(format!("host bits are set; did you mean {network}?")));
+    }
+    Ok(cidr)
+}
+
+/// `text` if it is a plain IPv4 prefix or host in canonical form (`a.b.c.d` or `a.b.c.d/n`,
+/// no leading zeros, no host bits), which the general parser would accept as the same prefix;
+/// `None` for anything else, valid or not, which the general parser then reads and explains.
+fn plain_v4(text: &[u8]) -> Option<Cidr> {
+    /// A decimal number of one to `max_digits` digits with no leading zero, and what follows.
+    fn number(text: &[u8], max_digits: usize) -> Option<(u32, &[u8])> {
+        let digits = text
+            .iter()
+            .take(max_digits + 1)
+            .take_while(|byte| byte.is_ascii_digit())
+            .count();
+        if digits == 0 || digits > max_digits || (digits > 1 && text[0] == b'0') {
+            return None;
+        }
+        let value = text[..digits]
+            .iter()
+            .fold(0, |value, digit| value * 10 + u32::from(digit - b'0'));
+        Some((value, &text[digits..]))
+    }
+    let mut addr = [0u8; 4];
+    let mut rest = text;
+    for (index, octet) in addr.iter_mut().enumerate() {
+        let (value, after) = number(rest, 3)?;
+        *octet = u8::try_from(value).ok()?;
+        rest = match (index, after) {
+            (3, after) => after,
+            (_, [b'.', after @ ..]) => after,
+            _ => return None,
+        };
+    }
+    let prefix = match rest {
+        [] => V4_MAX_PREFIX,
+        [b'/', digits @ ..] => match number(digits, 2)? {
+            (prefix, []) if prefix <= V4_MAX_PREFIX => prefix,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let cidr = Cidr::V4 { addr, prefix };
+    (cidr.network() == cidr).then_some(cidr)
 }
 
 impl Cidr {
@@ -237,25 +288,23 @@ fn position(source_name: &str, line: usize) -> String {
 
 /// Parses one prefix per line; blank lines and `#` comments (whole-line or trailing) are
 /// ignored. Every entry is validated before any is returned, and duplicates are errors. The
-/// first problem in line order is the one reported.
+/// first problem in line order is the one reported. The prefixes come back in address order
+/// ([`Cidr::address_order`], the order the tries take them in fastest): the one sort that
+/// finds the duplicates puts them there.
 pub fn parse_lines<'a>(
     lines: impl IntoIterator<Item = &'a str>,
     source_name: &str,
 ) -> Result<Vec<Cidr>, ListError> {
-    let mut cidrs = Vec::new();
-    let mut lines_of = Vec::new();
+    let mut entries: Vec<(Cidr, usize)> = Vec::new();
     let mut invalid = None;
     for (index, raw) in lines.into_iter().enumerate() {
         let line = index + 1;
-        let text = raw.split('#').next().unwrap_or("").trim();
+        let text = entry_text(raw);
         if text.is_empty() {
             continue;
         }
         match text.parse() {
-            Ok(cidr) => {
-                cidrs.push(cidr);
-                lines_of.push(line);
-            }
+            Ok(cidr) => entries.push((cidr, line)),
             Err(error) => {
                 invalid = Some(ListError::Invalid {
                     source_name: source_name.to_string(),
@@ -266,42 +315,59 @@ pub fn parse_lines<'a>(
             }
         }
     }
+    // In address order, ties broken by line.
+    entries.sort_unstable_by_key(|(cidr, line)| (cidr.address_order(), *line));
     // Every duplicate lies before the invalid line, if any, so it comes first.
-    if let Some((again, first)) = first_duplicate(&cidrs) {
+    if let Some((cidr, line, first)) = first_duplicate(&entries) {
         return Err(ListError::Duplicate {
             source_name: source_name.to_string(),
-            line: lines_of[again],
-            first: lines_of[first],
-            cidr: cidrs[again],
+            line,
+            first,
+            cidr,
         });
     }
     match invalid {
         Some(error) => Err(error),
-        None => Ok(cidrs),
+        None => Ok(entries.into_iter().map(|(cidr, _)| cidr).collect()),
     }
 }
 
-/// The earliest position that repeats an earlier entry, and that entry's first position. By
-/// sorting, not hashing: a million prefixes take a fraction of the time SipHash does, and no
-/// list can be built to collide.
-fn first_duplicate(cidrs: &[Cidr]) -> Option<(usize, usize)> {
-    let mut order: Vec<((u8, u128, u32), usize)> = cidrs
-        .iter()
-        .enumerate()
-        .map(|(position, cidr)| (cidr.address_order(), position))
-        .collect();
-    order.sort_unstable();
-    let mut found: Option<(usize, usize)> = None;
-    let mut group_first = 0;
-    for (rank, &(key, position)) in order.iter().enumerate() {
-        let repeats = rank > 0 && order[rank - 1].0 == key;
-        if !repeats {
-            group_first = position;
-        } else if found.is_none_or(|(again, _)| position < again) {
-            found = Some((position, group_first));
-        }
+/// A line's entry: what comes before any `#`, surrounding whitespace trimmed. An ASCII line,
+/// as lists are, is cut byte by byte.
+fn entry_text(raw: &str) -> &str {
+    if !raw.is_ascii() {
+        return raw.split('#').next().unwrap_or("").trim();
     }
-    found
+    let bytes = raw.as_bytes();
+    let end = bytes
+        .iter()
+        .position(|byte| *byte == b'#')
+        .unwrap_or(bytes.len());
+    // `char::is_whitespace` on ASCII: a space, or a tab through a carriage return.
+    let space = |byte: &u8| matches!(byte, b' ' | b'\t'..=b'\r');
+    let start = bytes[..end]
+        .iter()
+        .position(|byte| !space(byte))
+        .unwrap_or(end);
+    let stop = bytes[..end]
+        .iter()
+        .rposition(|byte| !space(byte))
+        .map_or(start, |at| at + 1);
+    // Both ends lie next to ASCII bytes, so on character boundaries.
+    raw.get(start..stop).unwrap_or("")
+}
+
+/// In `sorted` (prefixes with their lines, sorted), the prefix whose repeat comes earliest,
+/// that repeat's line and the prefix's first line. By sorting, not hashing: a million
+/// prefixes take a fraction of the time SipHash does, and no list can be built to collide.
+fn first_duplicate(sorted: &[(Cidr, usize)]) -> Option<(Cidr, usize, usize)> {
+    // Within a group of equal prefixes the lines ascend, so its earliest repeat is its second
+    // entry, paired with its first: the earliest repeat of all is one such pair.
+    sorted
+        .windows(2)
+        .filter(|pair| pair[0].0 == pair[1].0)
+        .map(|pair| (pair[0].0, pair[1].1, pair[0].1))
+        .min_by_key(|(_, again, _)| *again)
 }
 
 #[cfg(test)]
@@ -362,6 +428,106 @@ mod tests {
         assert!(
             reason("2001:db8:1::/48 2001:db8:2::/48").contains("give one per line"),
             "two on one line: not a bad length"
+        );
+    }
+
+    #[test]
+    fn the_plain_ipv4_reading_agrees_with_the_general_parser() {
+        let plain = [
+            "0.0.0.0/0",
+            "1.2.3.4",
+            "1.2.3.4/32",
+            "10.0.0.0/8",
+            "203.0.113.0/24",
+            "255.255.255.255",
+            "198.51.100.0/22",
+            "100.64.0.0/10",
+        ];
+        for text in plain {
+            let read = plain_v4(text.as_bytes());
+            assert!(read.is_some(), "{text} is plain IPv4");
+            assert_eq!(read.map(Ok), Some(parse_any(text)), "{text}");
+        }
+        // Valid in other forms, or invalid: left to the general parser, which explains.
+        let other = [
+            "",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1.2.3.4/",
+            "1.2.3.4/33",
+            "1.2.3.4/+8",
+            "1.2.3.4/08",
+            "1.2.3.4/320",
+            "01.2.3.4",
+            "1.2.3.256",
+            "1.2.3.1000",
+            "1.2.3.4 ",
+            " 1.2.3.4",
+            "1.2.3.4/24",
+            "1.2.3.4/8",
+            "1..3.4",
+            "1.2.3.4x",
+            "::1",
+            "::ffff:1.2.3.4",
+            "1.2.3.4/ 8",
+            "1.2.3.4//8",
+            "1.2.3.-4",
+            "1.2.3.4 5.6.7.8",
+        ];
+        for text in other {
+            assert_eq!(plain_v4(text.as_bytes()), None, "{text:?} is not plain");
+        }
+        // Every address the plain reading takes, it reads as the general parser does.
+        for (a, b) in [
+            (0u8, 0u8),
+            (1, 9),
+            (10, 99),
+            (100, 199),
+            (200, 255),
+            (7, 250),
+        ] {
+            for prefix in [0u32, 1, 7, 8, 9, 16, 23, 24, 25, 31, 32] {
+                let text = format!("{a}.{b}.{b}.{a}/{prefix}");
+                if let Some(cidr) = plain_v4(text.as_bytes()) {
+                    assert_eq!(parse_any(&text), Ok(cidr), "{text}");
+                } else {
+                    assert!(
+                        parse_any(&text).is_err(),
+                        "{text}: only host bits keep it out"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_is_its_line_before_any_comment_trimmed() {
+        assert_eq!(entry_text("  10.0.0.0/8  # ten"), "10.0.0.0/8");
+        assert_eq!(entry_text("\t1.2.3.4\r"), "1.2.3.4");
+        assert_eq!(entry_text("\u{b}1.2.3.4\u{c}"), "1.2.3.4");
+        assert_eq!(entry_text("# only a comment"), "");
+        assert_eq!(entry_text("   "), "");
+        assert_eq!(entry_text(""), "");
+        assert_eq!(
+            entry_text("\u{a0}2001:db8::/32\u{2003}# wide"),
+            "2001:db8::/32"
+        );
+    }
+
+    #[test]
+    fn lists_come_back_in_address_order() {
+        let text = "2001:db8::/32\n10.0.0.0/8\n9.9.9.9\n10.0.0.0/16\n::/1\n";
+        let cidrs = parse_lines(text.lines(), "f").unwrap();
+        let shown: Vec<String> = cidrs.iter().map(Cidr::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "9.9.9.9/32",
+                "10.0.0.0/8",
+                "10.0.0.0/16",
+                "::/1",
+                "2001:db8::/32"
+            ]
         );
     }
 
