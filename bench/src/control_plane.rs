@@ -25,12 +25,8 @@ use moat::{bans::PinnedBans, config::Config, netns::run};
 pub struct ControlReport {
     /// Prefixes loaded with `moat deny add --file`.
     pub deny_prefixes: usize,
-    /// How long that took, seconds.
-    pub deny_seconds: f64,
-    /// CPU time the command spent in userspace (reading, parsing, validating), seconds.
-    pub deny_user_seconds: f64,
-    /// CPU time it spent in the kernel (the trie inserts, through their system calls), seconds.
-    pub deny_system_seconds: f64,
+    /// Each round's load of them into a fresh `moat run` ([`DENY_ROUNDS`]), in the order run.
+    pub deny_loads: Vec<DenyLoad>,
     /// Sources banned.
     pub bans: usize,
     /// How long banning them took, seconds.
@@ -53,6 +49,66 @@ pub struct ControlReport {
 
 /// Housekeeping rounds the daemon's CPU time is measured over (one every 10 s).
 pub const HOUSEKEEPING_ROUNDS: u32 = 3;
+
+/// Loads of the denylist timed, each into a `moat run` of its own started for it: the report
+/// gives their median and spread, since one load on a shared machine moves by a tenth or more.
+pub const DENY_ROUNDS: usize = 3;
+
+/// One timed `moat deny add --file` into a fresh `moat run`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DenyLoad {
+    /// How long the command took, process start included, seconds.
+    pub seconds: f64,
+    /// CPU time it spent in userspace (reading, parsing, validating), seconds.
+    pub user_seconds: f64,
+    /// CPU time it spent in the kernel (the trie inserts, through their system calls), seconds.
+    pub system_seconds: f64,
+}
+
+impl ControlReport {
+    /// The median load by wall time (the later of the two middle ones for an even count), or
+    /// all zeroes if none ran.
+    pub fn deny_median(&self) -> DenyLoad {
+        let mut loads = self.deny_loads.clone();
+        loads.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        loads.get(loads.len() / 2).copied().unwrap_or(DenyLoad {
+            seconds: 0.0,
+            user_seconds: 0.0,
+            system_seconds: 0.0,
+        })
+    }
+
+    /// The fastest and slowest load, seconds.
+    pub fn deny_spread(&self) -> (f64, f64) {
+        let seconds = self.deny_loads.iter().map(|load| load.seconds);
+        (
+            seconds.clone().fold(f64::INFINITY, f64::min),
+            seconds.fold(0.0, f64::max),
+        )
+    }
+}
+
+/// Times `moat deny add --iface IFACE --file FILE` in `bed`'s origin namespace.
+fn time_deny_add(
+    bed: &Bed,
+    exe: &std::path::Path,
+    file: &std::path::Path,
+) -> Result<DenyLoad, BenchError> {
+    let (user_before, system_before) = children_cpu_seconds();
+    let started = Instant::now();
+    run(bed
+        .origin
+        .command(exe)
+        .args(["deny", "add", "--iface", &bed.origin_end.iface, "--file"])
+        .arg(file))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let (user_after, system_after) = children_cpu_seconds();
+    Ok(DenyLoad {
+        seconds,
+        user_seconds: user_after - user_before,
+        system_seconds: system_after - system_before,
+    })
+}
 
 /// User plus system CPU time of process `pid` (all its threads, live and exited), seconds, to
 /// the kernel's clock tick for user space (`_SC_CLK_TCK`, 10 ms here).
@@ -149,8 +205,6 @@ pub fn measure(
     options: &Options,
     progress: &mut dyn FnMut(&str),
 ) -> Result<ControlReport, BenchError> {
-    let bed = Bed::create()?;
-    let iface = bed.origin_end.iface.clone();
     let shipped = Config::default();
     let config = Config {
         // Room for every ban, so none is evicted while they are timed.
@@ -163,32 +217,42 @@ pub fn measure(
             .max(shipped.deny_capacity),
         ..shipped
     };
-    let moat = bed.start_moat(&options.moat_exe, &config)?;
-    let pid = daemon_pid(&iface)?;
-    let (rss_idle_bytes, _) = resident(pid)?;
-
     let list: String = prefixes::v4(options.deny_prefixes, 0x6d6f_6174_0c0c)
         .iter()
         .map(|cidr| format!("{cidr}\n"))
         .collect();
     let file = TempFile::create("deny.txt", &list)?;
     drop(list);
-    let (user_before, system_before) = children_cpu_seconds();
-    let started = Instant::now();
-    run(bed
-        .origin
-        .command(&options.moat_exe)
-        .args(["deny", "add", "--iface", &iface, "--file"])
-        .arg(file.path()))?;
-    let deny_seconds = started.elapsed().as_secs_f64();
-    let (user_after, system_after) = children_cpu_seconds();
-    let deny_user_seconds = user_after - user_before;
-    let deny_system_seconds = system_after - system_before;
-    progress(&format!(
-        "control: moat deny add --file with {} prefixes: {deny_seconds:.2} s \
-         ({deny_user_seconds:.2} s user, {deny_system_seconds:.2} s system)",
-        options.deny_prefixes
-    ));
+    let mut deny_loads = Vec::with_capacity(DENY_ROUNDS);
+    let mut timed = |bed: &Bed, progress: &mut dyn FnMut(&str)| -> Result<(), BenchError> {
+        let load = time_deny_add(bed, &options.moat_exe, file.path())?;
+        progress(&format!(
+            "control: moat deny add --file with {} prefixes, round {} of {DENY_ROUNDS}: \
+             {:.2} s ({:.2} s user, {:.2} s system)",
+            options.deny_prefixes,
+            deny_loads.len() + 1,
+            load.seconds,
+            load.user_seconds,
+            load.system_seconds
+        ));
+        deny_loads.push(load);
+        Ok(())
+    };
+    // Every round but the last loads into a `moat run` of its own, gone with its bed.
+    for _ in 1..DENY_ROUNDS {
+        let bed = Bed::create()?;
+        let moat = bed.start_moat(&options.moat_exe, &config)?;
+        timed(&bed, progress)?;
+        moat.daemon.stop()?;
+    }
+
+    let bed = Bed::create()?;
+    let iface = bed.origin_end.iface.clone();
+    let moat = bed.start_moat(&options.moat_exe, &config)?;
+    let pid = daemon_pid(&iface)?;
+    let (rss_idle_bytes, _) = resident(pid)?;
+    timed(&bed, progress)?;
+    drop(file);
 
     let started = Instant::now();
     run(bed.origin.command(&options.moat_exe).args([
@@ -243,9 +307,7 @@ pub fn measure(
     moat.daemon.stop()?;
     Ok(ControlReport {
         deny_prefixes: options.deny_prefixes,
-        deny_seconds,
-        deny_user_seconds,
-        deny_system_seconds,
+        deny_loads,
         bans: count,
         ban_seconds,
         ban_command_seconds,

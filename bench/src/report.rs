@@ -495,14 +495,26 @@ fn write_control(out: &mut String, control: &ControlReport) {
         "Against a running `moat run` (native mode on a veth end, no traffic).\n"
     );
     let _ = writeln!(out, "| Operation | Time |\n|---|---:|");
+    let median = control.deny_median();
+    let (fastest, slowest) = control.deny_spread();
+    let rounds: Vec<String> = control
+        .deny_loads
+        .iter()
+        .map(|load| format!("{:.2}", load.seconds))
+        .collect();
     let _ = writeln!(
         out,
-        "| `moat deny add --file` with {} IPv4 prefixes | {:.2} s ({:.2} s of CPU in userspace, \
-         {:.2} s in the kernel) |",
+        "| `moat deny add --file` with {} IPv4 prefixes, each round into a fresh `moat run` | \
+         {:.2} s, median of {} rounds ({} s; {:.2}–{:.2}); the median round: {:.2} s of CPU in \
+         userspace, {:.2} s in the kernel |",
         thousands(control.deny_prefixes as u64),
-        control.deny_seconds,
-        control.deny_user_seconds,
-        control.deny_system_seconds
+        median.seconds,
+        control.deny_loads.len(),
+        rounds.join(" / "),
+        fastest,
+        slowest,
+        median.user_seconds,
+        median.system_seconds
     );
     let _ = writeln!(
         out,

@@ -469,30 +469,35 @@ fn tracked_target(
 
 /// 1,000,000 prefixes loaded in ≤ 1.5 s.
 fn load_target(control: &ControlReport) -> Target {
-    let per_prefix_us = control.deny_seconds * 1e6 / control.deny_prefixes.max(1) as f64;
-    let enough = control.deny_prefixes >= LOAD_PREFIXES;
+    let median = control.deny_median();
+    let (fastest, slowest) = control.deny_spread();
+    let per_prefix_us = median.seconds * 1e6 / control.deny_prefixes.max(1) as f64;
+    let enough = control.deny_prefixes >= LOAD_PREFIXES && !control.deny_loads.is_empty();
     Target {
         goal: "1,000,000 deny prefixes load in ≤ 1.5 s",
         measured: format!(
-            "{:.2} s for {} IPv4 prefixes (`moat deny add --file` against a running `moat run`, \
-             process start included; {:.2} µs per prefix)",
-            control.deny_seconds,
+            "{:.2} s ({:.2}–{:.2} over {} rounds) for {} IPv4 prefixes (`moat deny add --file` \
+             against a fresh `moat run` each round, process start included; {:.2} µs per prefix)",
+            median.seconds,
+            fastest,
+            slowest,
+            control.deny_loads.len(),
             thousands(control.deny_prefixes as u64),
             per_prefix_us
         ),
-        pass: enough && control.deny_seconds <= LOAD_SECONDS_MAX,
+        pass: enough && median.seconds <= LOAD_SECONDS_MAX,
         why: if enough {
             let per_prefix = |seconds: f64| seconds * 1e6 / control.deny_prefixes.max(1) as f64;
             format!(
-                "1.5 s allows {:.2} µs per prefix; the command took {per_prefix_us:.2} µs: \
-                 {:.2} µs of CPU in userspace (reading, parsing and validating the file, then \
-                 sorting it) and {:.2} µs in the kernel, which inserts each prefix into the \
-                 trie (one node allocated and the trie walked under its lock; the prefixes go \
-                 in in address order, so each walk follows the last one's path, and 4,096 \
-                 per system call)",
+                "1.5 s allows {:.2} µs per prefix; the median round took {per_prefix_us:.2} µs: \
+                 {:.2} µs of CPU in userspace (reading, parsing and validating the file, sorted \
+                 once) and {:.2} µs in the kernel, which inserts each prefix into the trie (a \
+                 node allocated, often an intermediate one too, and the trie walked under its \
+                 lock; the prefixes go in in address order, so each walk follows the last one's \
+                 path, and 4,096 per system call)",
                 LOAD_SECONDS_MAX * 1e6 / LOAD_PREFIXES as f64,
-                per_prefix(control.deny_user_seconds),
-                per_prefix(control.deny_system_seconds)
+                per_prefix(median.user_seconds),
+                per_prefix(median.system_seconds)
             )
         } else {
             format!(
@@ -707,14 +712,18 @@ fn answer_targets(throughput: &ThroughputReport, cost: Option<&CostReport>) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scaling::MapMemory;
+    use crate::{control_plane::DenyLoad, scaling::MapMemory};
 
     fn control(deny_prefixes: usize, deny_seconds: f64) -> ControlReport {
+        let load = |seconds| DenyLoad {
+            seconds,
+            user_seconds: 0.0,
+            system_seconds: 0.0,
+        };
         ControlReport {
             deny_prefixes,
-            deny_seconds,
-            deny_user_seconds: 0.0,
-            deny_system_seconds: 0.0,
+            // The median is the given time; the others around it.
+            deny_loads: vec![load(deny_seconds + 0.5), load(deny_seconds), load(0.1)],
             bans: 0,
             ban_seconds: 0.0,
             ban_command_seconds: 0.0,
@@ -746,7 +755,14 @@ mod tests {
 
     #[test]
     fn load_target_needs_the_full_list_in_time() {
-        assert!(load_target(&control(1_000_000, 1.2)).pass);
+        let fast = load_target(&control(1_000_000, 1.2));
+        assert!(fast.pass);
+        assert!(
+            fast.measured
+                .starts_with("1.20 s (0.10–1.70 over 3 rounds)"),
+            "the median and the spread: {}",
+            fast.measured
+        );
         let slow = load_target(&control(1_000_000, 3.0));
         assert!(!slow.pass);
         assert!(slow.why.contains("3.00 µs"), "{}", slow.why);
