@@ -264,6 +264,66 @@ fn a_large_add_goes_in_batches_counts_what_was_there_and_rolls_back_whole() {
 }
 
 #[test]
+fn an_add_split_between_two_inserting_threads_rolls_back_whole_when_the_list_fills() {
+    require_root();
+    let pair = Pair::create();
+    let dir = std::env::temp_dir().join(format!("moat-split-{}", moat::netns::unique_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("moat.toml");
+    std::fs::write(&config, "deny_capacity = 50000\n").expect("write config");
+    let daemon = pair.start(&["--config", config.to_str().expect("utf-8")]);
+    let iface = pair.origin_end.iface.as_str();
+    let file_of = |name: &str, lines: Vec<String>| {
+        let path = dir.join(name);
+        std::fs::write(&path, lines.concat()).expect("write list");
+        path.to_str().expect("utf-8").to_string()
+    };
+    let first = file_of(
+        "first.txt",
+        (0u32..10_000)
+            .map(|n| format!("10.7.{}.{}\n", n / 256, n % 256))
+            .collect(),
+    );
+    let (code, out, err) = list(&pair, "deny", &["add", "--iface", iface, "--file", &first]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("added 10000 to the denylist of {iface} (0 already present)")
+    );
+    let before = entries(&pair, "deny");
+    // 45,000 more, the client's own address last in address order: enough for the two
+    // threads (each inserts about 20,000 after the first batch), more than the 40,000 places
+    // left, so both runs have entries in when the list fills.
+    let client = pair.client_end.ipv4;
+    let mut second: Vec<String> = (0u32..44_999)
+        .map(|n| format!("10.6.{}.{}\n", n / 256, n % 256))
+        .collect();
+    second.push(format!("{client}\n"));
+    let second = file_of("second.txt", second);
+    assert_refused(
+        list(&pair, "deny", &["add", "--iface", iface, "--file", &second]),
+        &["denylist", "is full (50000 prefixes", "deny_capacity"],
+    );
+    let after = entries(&pair, "deny");
+    assert!(
+        after == before,
+        "what both threads put in was taken out: {} entries before the add, {} after, the \
+         first extra {:?}",
+        before.len(),
+        after.len(),
+        after.iter().find(|entry| !before.contains(entry))
+    );
+    // The index counts went back down with them: the client's address is served.
+    assert_eq!(
+        traffic::ping(&pair.client, pair.origin_end.ipv4, 3).expect("ping"),
+        3
+    );
+    assert_eq!(count(&stats_json(iface), "drop", "denylist").0, 0);
+    drop(daemon);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
 fn two_large_adds_at_once_count_each_prefix_once() {
     require_root();
     let pair = Pair::create();

@@ -2,7 +2,7 @@
 //! through their pins.
 
 use std::{
-    os::fd::AsFd,
+    os::fd::{AsFd, BorrowedFd},
     path::{Path, PathBuf},
 };
 
@@ -212,7 +212,9 @@ impl PinnedList {
     /// in the cache, instead of a random one. With a million random prefixes that halves the
     /// kernel's time. A large load into a family that holds few entries goes in batches of
     /// [`BATCH`] per system call: the entries already there are read first, since a batch
-    /// cannot refuse to replace one.
+    /// cannot refuse to replace one. A load of [`PARALLEL_AT_LEAST`] or more goes in from two
+    /// threads, each a half of the address range: a trie insert allocates its node before it
+    /// takes the trie's lock, so one thread's allocation overlaps the other's walk.
     pub fn add(&mut self, cidrs: &[Cidr]) -> Result<AddOutcome, ListEditError> {
         let _lock = self.lock()?;
         let mut inserted = Vec::with_capacity(cidrs.len());
@@ -277,9 +279,10 @@ impl PinnedList {
         Ok(())
     }
 
-    /// Inserts `cidrs`, all of one family and in address order, [`BATCH`] per system call:
-    /// first reads the family's entries, counting those already there in `present` and
-    /// leaving them alone. Falls back to [`PinnedList::add_each`] on a kernel without batches.
+    /// Inserts `cidrs`, all of one family and in address order, [`BATCH`] per system call
+    /// (after the first batch, from two threads if there are enough): first reads the family's
+    /// entries, counting those already there in `present` and leaving them alone. Falls back
+    /// to [`PinnedList::add_each`] on a kernel without batches.
     fn add_batched(
         &mut self,
         cidrs: &[Cidr],
@@ -301,34 +304,71 @@ impl PinnedList {
             .copied()
             .collect();
         let counted = self.kind.counted();
-        for (number, chunk) in new.chunks(BATCH).enumerate() {
-            for cidr in chunk {
-                self.index.note(counted, cidr, true);
-            }
-            let values = vec![LIST_PRESENT; chunk.len()];
-            let outcome = if ipv6 {
-                let keys: Vec<Key<V6Key>> = chunk.iter().filter_map(v6_key).collect();
-                batch::update(IterableMap::map(&self.v6).fd().as_fd(), &keys, &values)
-            } else {
-                let keys: Vec<Key<V4Key>> = chunk.iter().filter_map(v4_key).collect();
-                batch::update(IterableMap::map(&self.v4).fd().as_fd(), &keys, &values)
-            };
-            inserted.extend_from_slice(&chunk[..outcome.written]);
-            let Some(io_error) = outcome.error else {
-                continue;
-            };
-            for cidr in &chunk[outcome.written..] {
-                self.index.note(counted, cidr, false);
-            }
-            if number == 0 && outcome.written == 0 && batch::unsupported(&io_error) {
+        // Every count raised before any insert, so the inserting threads need not share the
+        // index; whatever does not go in has its count lowered again.
+        for cidr in &new {
+            self.index.note(counted, cidr, true);
+        }
+        let fd = if ipv6 {
+            IterableMap::map(&self.v6).fd().as_fd()
+        } else {
+            IterableMap::map(&self.v4).fd().as_fd()
+        };
+        // The first batch alone: a kernel without batches refuses it whole.
+        let (head, rest) = new.split_at(new.len().min(BATCH));
+        let (written, error) = insert_run(fd, head, ipv6);
+        if let Some(io_error) = error {
+            if written == 0 && batch::unsupported(&io_error) {
+                for cidr in &new {
+                    self.index.note(counted, cidr, false);
+                }
                 return self.add_each(&new, inserted, present);
             }
-            return Err(MapError::SyscallError(SyscallError {
-                call: "bpf_map_update_batch",
-                io_error,
-            }));
+            inserted.extend_from_slice(&head[..written]);
+            for cidr in &new[written..] {
+                self.index.note(counted, cidr, false);
+            }
+            return Err(batch_error(io_error));
         }
-        Ok(())
+        inserted.extend_from_slice(head);
+        // The rest in two runs of address space, one per thread: a trie insert allocates its
+        // node before it takes the trie's lock, so one thread's allocation overlaps the
+        // other's walk. Each run keeps address order, so each walk follows its last path.
+        let runs: Vec<&[Cidr]> = if rest.len() >= PARALLEL_AT_LEAST {
+            let (low, high) = rest.split_at(rest.len() / 2);
+            vec![low, high]
+        } else {
+            vec![rest]
+        };
+        let outcomes: Vec<(usize, Option<std::io::Error>)> = std::thread::scope(|scope| {
+            let threads: Vec<_> = runs
+                .iter()
+                .map(|run| scope.spawn(move || insert_run(fd, run, ipv6)))
+                .collect();
+            threads
+                .into_iter()
+                .map(|thread| {
+                    thread.join().unwrap_or_else(|_| {
+                        (
+                            0,
+                            Some(std::io::Error::other("an inserting thread panicked")),
+                        )
+                    })
+                })
+                .collect()
+        });
+        let mut failure = None;
+        for (run, (written, error)) in runs.iter().zip(outcomes) {
+            inserted.extend_from_slice(&run[..written]);
+            for cidr in &run[written..] {
+                self.index.note(counted, cidr, false);
+            }
+            failure = failure.or(error);
+        }
+        match failure {
+            Some(io_error) => Err(batch_error(io_error)),
+            None => Ok(()),
+        }
     }
 
     /// The entries of one family's trie.
@@ -459,6 +499,38 @@ const BATCH: usize = 4096;
 
 /// The smallest load that goes in batches.
 const BATCH_AT_LEAST: usize = 1024;
+
+/// The smallest batched load split between two inserting threads.
+const PARALLEL_AT_LEAST: usize = 8 * BATCH;
+
+/// Inserts `run` (all of one family, IPv6 if `ipv6`) into the trie `fd`, [`BATCH`] per system
+/// call, stopping at the first refusal: how many went in, and why the next did not.
+fn insert_run(fd: BorrowedFd<'_>, run: &[Cidr], ipv6: bool) -> (usize, Option<std::io::Error>) {
+    let mut written = 0;
+    for chunk in run.chunks(BATCH) {
+        let values = vec![LIST_PRESENT; chunk.len()];
+        let outcome = if ipv6 {
+            let keys: Vec<Key<V6Key>> = chunk.iter().filter_map(v6_key).collect();
+            batch::update(fd, &keys, &values)
+        } else {
+            let keys: Vec<Key<V4Key>> = chunk.iter().filter_map(v4_key).collect();
+            batch::update(fd, &keys, &values)
+        };
+        written += outcome.written;
+        if outcome.error.is_some() {
+            return (written, outcome.error);
+        }
+    }
+    (written, None)
+}
+
+/// A batch's refusal as a map error.
+fn batch_error(io_error: std::io::Error) -> MapError {
+    MapError::SyscallError(SyscallError {
+        call: "bpf_map_update_batch",
+        io_error,
+    })
+}
 
 fn v4_key(cidr: &Cidr) -> Option<Key<V4Key>> {
     match cidr {
