@@ -543,7 +543,11 @@ fn write_control(out: &mut String, control: &ControlReport) {
         control_plane::HOUSEKEEPING_ROUNDS,
         control.housekeeping_cpu_seconds * 1e3
     );
-    let _ = writeln!(out, "| Daemon resident memory (VmRSS) | |\n|---|---:|");
+    let _ = writeln!(
+        out,
+        "| Daemon resident memory (VmRSS, the least of ten readings over a second: a table \
+         walk maps its table for a few milliseconds) | |\n|---|---:|"
+    );
     let _ = writeln!(
         out,
         "| after attaching | {} |",
