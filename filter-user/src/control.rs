@@ -334,29 +334,30 @@ impl PinnedList {
         // The rest in two runs of address space, one per thread: a trie insert allocates its
         // node before it takes the trie's lock, so one thread's allocation overlaps the
         // other's walk. Each run keeps address order, so each walk follows its last path.
-        let runs: Vec<&[Cidr]> = if rest.len() >= PARALLEL_AT_LEAST {
-            let (low, high) = rest.split_at(rest.len() / 2);
-            vec![low, high]
+        let (low, high) = if rest.len() >= PARALLEL_AT_LEAST {
+            rest.split_at(rest.len() / 2)
         } else {
-            vec![rest]
+            (rest, &rest[rest.len()..])
         };
-        let outcomes: Vec<(usize, Option<std::io::Error>)> = std::thread::scope(|scope| {
-            let threads: Vec<_> = runs
-                .iter()
-                .map(|run| scope.spawn(move || insert_run(fd, run, ipv6)))
-                .collect();
-            threads
-                .into_iter()
-                .map(|thread| {
-                    thread.join().unwrap_or_else(|_| {
-                        (
-                            0,
-                            Some(std::io::Error::other("an inserting thread panicked")),
-                        )
-                    })
-                })
-                .collect()
+        let outcomes = std::thread::scope(|scope| {
+            // The high half on a thread of its own, or after the low one if none can start.
+            let helper = (!high.is_empty()).then(|| {
+                std::thread::Builder::new()
+                    .name("moat-insert".into())
+                    .spawn_scoped(scope, move || insert_run(fd, high, ipv6))
+            });
+            let low_outcome = insert_run(fd, low, ipv6);
+            let high_outcome = match helper {
+                None => (0, None),
+                Some(Ok(thread)) => thread.join().unwrap_or_else(|_| {
+                    let panicked = std::io::Error::other("the inserting thread panicked");
+                    (0, Some(panicked))
+                }),
+                Some(Err(_)) => insert_run(fd, high, ipv6),
+            };
+            [low_outcome, high_outcome]
         });
+        let runs = [low, high];
         let mut failure = None;
         for (run, (written, error)) in runs.iter().zip(outcomes) {
             inserted.extend_from_slice(&run[..written]);
