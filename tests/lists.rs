@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Instant;
 
-use moat_lab::traffic;
+use moat_lab::{process::Daemon, traffic};
 use support::{Pair, count, require_root, stats_json, stderr};
 
 /// `moat deny|allow ARGS` in the origin namespace; returns (exit code, stdout, stderr).
@@ -28,6 +28,20 @@ fn entries(pair: &Pair, kind: &str) -> Vec<String> {
     let (code, out, err) = list(pair, kind, &["list", "--iface", &pair.origin_end.iface]);
     assert_eq!(code, Some(0), "{kind} list failed: {err}");
     out.lines().map(str::to_string).collect()
+}
+
+/// A `moat run` on a fresh pair whose denylist holds `capacity` prefixes, with a temporary
+/// directory named for `purpose` (its configuration, and room for list files) that the caller
+/// removes.
+fn with_deny_capacity(purpose: &str, capacity: u32) -> (Pair, std::path::PathBuf, Daemon) {
+    require_root();
+    let pair = Pair::create();
+    let dir = std::env::temp_dir().join(format!("moat-{purpose}-{}", moat::netns::unique_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("moat.toml");
+    std::fs::write(&config, format!("deny_capacity = {capacity}\n")).expect("write config");
+    let daemon = pair.start(&["--config", config.to_str().expect("utf-8")]);
+    (pair, dir, daemon)
 }
 
 fn assert_refused(result: (Option<i32>, String, String), needles: &[&str]) {
@@ -166,13 +180,7 @@ fn bad_input_exits_2_and_leaves_lists_as_they_were() {
 
 #[test]
 fn full_list_refuses_the_whole_add() {
-    require_root();
-    let pair = Pair::create();
-    let dir = std::env::temp_dir().join(format!("moat-full-{}", moat::netns::unique_suffix()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("moat.toml");
-    std::fs::write(&config, "deny_capacity = 3\n").expect("write config");
-    let _daemon = pair.start(&["--config", config.to_str().expect("utf-8")]);
+    let (pair, dir, _daemon) = with_deny_capacity("full", 3);
     let iface = pair.origin_end.iface.as_str();
     let (code, _, err) = list(
         &pair,
@@ -206,13 +214,7 @@ fn full_list_refuses_the_whole_add() {
 
 #[test]
 fn a_large_add_goes_in_batches_counts_what_was_there_and_rolls_back_whole() {
-    require_root();
-    let pair = Pair::create();
-    let dir = std::env::temp_dir().join(format!("moat-batch-{}", moat::netns::unique_suffix()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("moat.toml");
-    std::fs::write(&config, "deny_capacity = 3000\n").expect("write config");
-    let _daemon = pair.start(&["--config", config.to_str().expect("utf-8")]);
+    let (pair, dir, _daemon) = with_deny_capacity("batch", 3000);
     let iface = pair.origin_end.iface.as_str();
     let (code, _, err) = list(
         &pair,
@@ -265,13 +267,7 @@ fn a_large_add_goes_in_batches_counts_what_was_there_and_rolls_back_whole() {
 
 #[test]
 fn an_add_split_between_two_inserting_threads_rolls_back_whole_when_the_list_fills() {
-    require_root();
-    let pair = Pair::create();
-    let dir = std::env::temp_dir().join(format!("moat-split-{}", moat::netns::unique_suffix()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("moat.toml");
-    std::fs::write(&config, "deny_capacity = 50000\n").expect("write config");
-    let daemon = pair.start(&["--config", config.to_str().expect("utf-8")]);
+    let (pair, dir, daemon) = with_deny_capacity("split", 50000);
     let iface = pair.origin_end.iface.as_str();
     let file_of = |name: &str, lines: Vec<String>| {
         let path = dir.join(name);
