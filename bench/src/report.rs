@@ -405,10 +405,11 @@ fn write_scaling(
             out,
             "BPF_PROG_TEST_RUN: a new connection (every stage, the per-source SYN limit out of \
              reach) from one tracked source that completed a handshake, repeated, while the \
-             table holds more and more sources. Live: moat on veth with every source tracked \
-             beforehand, each over its UDP limit (automatic bans off), flooded by UDP \
-             datagrams to a bound port from a random one of them per packet (IPv6 sources \
-             tracked per address); spoofed SYNs no longer create per-source state, traffic a \
+             table holds more and more sources. Live: moat on veth with the largest number of \
+             sources tracked beforehand, each over its UDP limit (automatic bans off), flooded \
+             by UDP datagrams to a bound port from a random one of the row's first that many \
+             per packet (IPv6 sources tracked per address), the sizes taking turns in every \
+             round (A B A B), so the target's ratio is also given per round; spoofed SYNs no longer create per-source state, traffic a \
              socket takes does. Receive-side cost as in section 2. One access: what one \
              random memory access costs at that many sources, timed in the same run by a \
              pointer chase in userspace through as many 128-byte sets of a buffer the size of \

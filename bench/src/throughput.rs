@@ -215,7 +215,8 @@ impl ReceiverResult {
 /// moat on a spoofed IPv6 UDP flood whose sources are all tracked already, at one table size.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrackedPoint {
-    /// Sources in the flood, each tracked before it starts.
+    /// Sources in the flood, the first this many of the tracked ones, all tracked before any
+    /// flood starts.
     pub sources: u32,
     /// moat's CPU time per packet on the receiving side, ns (median over rounds).
     pub receive_ns: f64,
@@ -802,8 +803,10 @@ fn tracked_key(index: u32) -> SourceKey {
 }
 
 /// Runs `moat run` with every IPv6 address its own source, a UDP socket on [`TRACKED_PORT`],
-/// and room for the largest table; then, for each size of [`SOURCE_SIZES`], tracks that many
-/// sources, each over its UDP limit, and floods from all of them at random. Only traffic a
+/// and room for the largest table; tracks the largest number of sources, each over its UDP
+/// limit; then, in every round, floods from the first that many sources at random for each
+/// size of [`SOURCE_SIZES`] in turn (A B A B), so each size's figure is paired with the
+/// others' of the same round, seconds apart rather than minutes. Only traffic a
 /// socket takes (and SYNs of verified sources) reaches per-source state now, so UDP to a bound
 /// port is what makes the table grow; each datagram costs the socket lookup, a lookup of a
 /// random tracked source and its drop (automatic bans off, so it stays on that path).
@@ -868,35 +871,46 @@ fn grow_tracked(
             },
             ..RateState::new(now_ns)
         };
-        let mut points = Vec::new();
-        let mut tracked = 0;
-        for size in sizes {
-            super::check_interrupted()?;
-            let mut replaced = 0;
-            for index in tracked..size {
-                let placed = table
-                    .insert(&tracked_key(index), state)
-                    .map_err(BenchError::map("writing", SOURCES))?;
-                replaced += u32::from(placed == Placed::Replaced);
-            }
-            if replaced > 0 {
-                progress(&format!(
-                    "throughput: {replaced} of {size} tracked sources found no way of their own"
-                ));
-            }
-            tracked = size;
-            let plan = bed.v6_plan(size);
-            generator.configure(plan.config)?;
-            let mut runs = Vec::new();
-            for _ in 0..options.flood_rounds.max(1) {
-                runs.push(flood_once(
+        // Every source is tracked before any flood, so the sizes can take turns in every round
+        // (A B A B): a flood at one size comes from the first that many sources, at random.
+        super::check_interrupted()?;
+        let mut replaced = 0;
+        for index in 0..largest {
+            let placed = table
+                .insert(&tracked_key(index), state)
+                .map_err(BenchError::map("writing", SOURCES))?;
+            replaced += u32::from(placed == Placed::Replaced);
+        }
+        if replaced > 0 {
+            progress(&format!(
+                "throughput: {replaced} of {largest} tracked sources found no way of their own"
+            ));
+        }
+        let plans: Vec<FloodPlan> = sizes.iter().map(|&size| bed.v6_plan(size)).collect();
+        let mut runs: Vec<Vec<Flood>> = vec![Vec::new(); sizes.len()];
+        for round in 0..options.flood_rounds.max(1) {
+            for (index, plan) in plans.iter().enumerate() {
+                super::check_interrupted()?;
+                generator.configure(plan.config)?;
+                let flood = flood_once(
                     bed,
                     generator,
-                    &plan,
+                    plan,
                     Tally::Moat(Verdict::Drop, Reason::RateUdp),
                     options.flood,
-                )?);
+                )?;
+                progress(&format!(
+                    "throughput round {}: moat, {} of {largest} tracked sources at random: \
+                     {:.0} ns per packet",
+                    round + 1,
+                    sizes[index],
+                    (per_packet(&flood) - sender_ns).max(0.0)
+                ));
+                runs[index].push(flood);
             }
+        }
+        let mut points = Vec::new();
+        for (size, runs) in sizes.iter().copied().zip(runs) {
             let receive_ns =
                 (median(&runs.iter().map(per_packet).collect::<Vec<_>>()) - sender_ns).max(0.0);
             let rounds_receive_ns = runs
