@@ -409,8 +409,8 @@ fn write_scaling(
              sources tracked beforehand, each over its UDP limit (automatic bans off), flooded \
              by UDP datagrams to a bound port from a random one of the row's first that many \
              per packet (IPv6 sources tracked per address), the sizes taking turns in every \
-             round (A B A B), so the target's ratio is also given per round; spoofed SYNs no longer create per-source state, traffic a \
-             socket takes does. Receive-side cost as in section 2. One access: what one \
+             round (A B A B), so the target's ratio is also given per round; spoofed SYNs no \
+             longer create per-source state, traffic a socket takes does. Receive-side cost as in section 2. One access: what one \
              random memory access costs at that many sources, timed in the same run by a \
              pointer chase in userspace through as many 128-byte sets of a buffer the size of \
              the live table, on 4 KiB pages as the kernel's table is (each load waits for the \

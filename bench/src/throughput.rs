@@ -886,6 +886,8 @@ fn grow_tracked(
                 "throughput: {replaced} of {largest} tracked sources found no way of their own"
             ));
         }
+        // A flood's receive-side cost per packet: the sender's own taken out.
+        let receive_of = |flood: &Flood| (per_packet(flood) - sender_ns).max(0.0);
         let plans: Vec<FloodPlan> = sizes.iter().map(|&size| bed.v6_plan(size)).collect();
         let mut runs: Vec<Vec<Flood>> = vec![Vec::new(); sizes.len()];
         for round in 0..options.flood_rounds.max(1) {
@@ -904,7 +906,7 @@ fn grow_tracked(
                      {:.0} ns per packet",
                     round + 1,
                     sizes[index],
-                    (per_packet(&flood) - sender_ns).max(0.0)
+                    receive_of(&flood)
                 ));
                 runs[index].push(flood);
             }
@@ -913,10 +915,7 @@ fn grow_tracked(
         for (size, runs) in sizes.iter().copied().zip(runs) {
             let receive_ns =
                 (median(&runs.iter().map(per_packet).collect::<Vec<_>>()) - sender_ns).max(0.0);
-            let rounds_receive_ns = runs
-                .iter()
-                .map(|run| (per_packet(run) - sender_ns).max(0.0))
-                .collect();
+            let rounds_receive_ns = runs.iter().map(receive_of).collect();
             let disposed_share = median(
                 &runs
                     .iter()
