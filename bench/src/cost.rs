@@ -1,8 +1,8 @@
 //! Cost per packet of every path through moat, by BPF_PROG_TEST_RUN, beside two floors — the
 //! trivial XDP_DROP program, and "parse + count", moat's own parser and counter with no policy
 //! — and xdp-filter with an equivalent rule where one exists, all timed in the same rounds: case
-//! after case, round after round, median reported, each round's figure kept so ratios can be
-//! paired round by round.
+//! after case in short runs ([`CHUNKS`] per round, the fastest the round's figure), round after
+//! round, median reported, each round's figure kept so ratios can be paired round by round.
 //!
 //! moat runs the shipped policy on a fixed clock with its denylist holding the large list
 //! (1,000,000 prefixes per family by default), as an origin under attack would. Each case is
@@ -47,6 +47,12 @@ use moat::{
 
 /// Repetitions of each case before it is timed (drains buckets, warms caches).
 const WARMUP: u32 = 10_000;
+
+/// Short runs each round's repetitions of a case are split into. Within a round every case
+/// runs one short run in turn, `CHUNKS` times over, so the cases a ratio pairs are timed
+/// milliseconds apart rather than seconds; the round's figure is a case's fastest short run,
+/// since what a noisy machine adds (an interrupt, a stolen slice) only ever adds time.
+pub const CHUNKS: u32 = 10;
 
 /// A limit no benchmark reaches on the fixed clock (its burst outlasts every repetition).
 const UNREACHED: Limit = Limit {
@@ -494,7 +500,9 @@ pub struct CostReport {
     pub deny_prefixes: usize,
     /// Repetitions per timed run.
     pub repeat: u32,
-    /// Timed runs per case.
+    /// Timed runs per case in a round, of which the fastest is the round's figure.
+    pub chunks: u32,
+    /// Rounds.
     pub rounds: usize,
     /// Calls per timed run of a per-call case.
     pub calls: u32,
@@ -528,7 +536,10 @@ struct Case {
     path: Option<usize>,
     frame: Vec<u8>,
     expect: (Verdict, Reason, u32),
+    /// Each round's figure: the fastest of its short runs.
     samples: Vec<f64>,
+    /// The current round's short runs.
+    chunks: Vec<f64>,
 }
 
 impl Case {
@@ -661,6 +672,7 @@ pub fn measure(
                 frame: floor_frame.clone(),
                 expect: (Verdict::Drop, Reason::Pass, XDP_DROP),
                 samples: Vec::new(),
+                chunks: Vec::new(),
             });
         }
         // Parsed in full and counted as moat counts a frame it passes, then dropped.
@@ -673,6 +685,7 @@ pub fn measure(
             frame: floor_frame.clone(),
             expect: (Verdict::Pass, Reason::Pass, XDP_DROP),
             samples: Vec::new(),
+            chunks: Vec::new(),
         });
         for (index, path) in PATHS.iter().enumerate() {
             let frame = frames::build(
@@ -691,6 +704,7 @@ pub fn measure(
                     frame: frame.clone(),
                     expect: (path.verdict, path.reason, xdp_action),
                     samples: Vec::new(),
+                    chunks: Vec::new(),
                 });
             }
             cases.push(Case {
@@ -702,6 +716,7 @@ pub fn measure(
                 frame,
                 expect: (path.verdict, path.reason, path.action()),
                 samples: Vec::new(),
+                chunks: Vec::new(),
             });
         }
     }
@@ -712,21 +727,33 @@ pub fn measure(
         if result.is_err() {
             break;
         }
-        // Round 0 is the warm-up.
-        let repeat = if round == 0 { WARMUP } else { options.repeat };
+        // Round 0 is the warm-up, one run of each case.
+        let (repeat, chunks) = if round == 0 {
+            (WARMUP, 1)
+        } else {
+            ((options.repeat / CHUNKS).max(1), CHUNKS)
+        };
         result = super::check_interrupted().and_then(|()| {
             origin.enter(|| {
                 // One CPU throughout: the aggregate buckets are per CPU, and so are caches.
                 let _pinned = tools::Pinned::to_cpu(0)?;
+                for _ in 0..chunks {
+                    for case in &mut cases {
+                        time_case(
+                            case,
+                            subject,
+                            (&floors.0, &floors.1),
+                            (&allow_program, &deny_program),
+                            repeat,
+                            round > 0,
+                        )?;
+                    }
+                }
                 for case in &mut cases {
-                    time_case(
-                        case,
-                        subject,
-                        (&floors.0, &floors.1),
-                        (&allow_program, &deny_program),
-                        repeat,
-                        round > 0,
-                    )?;
+                    if let Some(fastest) = case.chunks.iter().copied().reduce(f64::min) {
+                        case.samples.push(fastest);
+                    }
+                    case.chunks.clear();
                 }
                 Ok(())
             })
@@ -813,9 +840,10 @@ pub fn measure(
         parse_count_v6_rounds,
         rows,
         deny_prefixes,
-        repeat: options.repeat,
+        repeat: (options.repeat / CHUNKS).max(1),
+        chunks: CHUNKS,
         rounds: options.rounds,
-        calls: (options.repeat / CALLS_DIVISOR).max(1),
+        calls: (options.repeat / CHUNKS / CALLS_DIVISOR).max(1),
         xdp_filter_program,
     })
 }
@@ -874,7 +902,7 @@ fn counted<T>(
 }
 
 /// Times `case` once with `repeat` repetitions (or `repeat / CALLS_DIVISOR` calls) and, when
-/// `record` is set, checks its path and keeps the sample. `floors` are the XDP_DROP floor and
+/// `record` is set, checks its path and keeps the sample among the round's short runs. `floors` are the XDP_DROP floor and
 /// the parse + count one.
 fn time_case(
     case: &mut Case,
@@ -941,7 +969,7 @@ fn time_case(
                 got: measure::action_name(timing.action).to_string(),
             });
         }
-        case.samples.push(timing.ns_per_packet);
+        case.chunks.push(timing.ns_per_packet);
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::{fmt::Write as _, time::Duration};
 use super::{
     Options,
     control_plane::{self, ControlReport},
-    cost::{CostReport, CostRow},
+    cost::{CHUNKS, CostReport, CostRow},
     crowdsec::{CrowdSecReport, Spread},
     machine::Machine,
     scaling::ScalingReport,
@@ -101,10 +101,11 @@ impl Report {
         let _ = writeln!(out, "| Date | {} |", m.date);
         let _ = writeln!(
             out,
-            "| Run | {:.0} s in all; BPF_PROG_TEST_RUN {} repetitions per timed run, median of \
-             {} rounds; floods of {:.0} s, median of {} rounds |\n",
+            "| Run | {:.0} s in all; BPF_PROG_TEST_RUN {} repetitions per case per round (in {} \
+             calls in section 1), median of {} rounds; floods of {:.0} s, median of {} rounds |\n",
             self.elapsed.as_secs_f64(),
             thousands(u64::from(o.repeat)),
+            CHUNKS,
             o.rounds,
             o.flood.as_secs_f64(),
             o.flood_rounds
@@ -181,9 +182,11 @@ fn write_cost(out: &mut String, cost: &CostReport) {
     let _ = writeln!(out, "## 1. Cost per packet (BPF_PROG_TEST_RUN)\n");
     let _ = writeln!(
         out,
-        "CPU time per packet of the calling thread across one BPF_PROG_TEST_RUN call of {} \
-         repetitions, median of {} rounds in which every case runs once in turn, on one \
-         pinned CPU. moat runs the shipped policy (`Config::default()`) on a fixed clock (its \
+        "CPU time per packet of the calling thread across a BPF_PROG_TEST_RUN call of {} \
+         repetitions, on one pinned CPU. In each round every case runs one such call in turn, \
+         {} times over, so the cases a ratio pairs are timed milliseconds apart; the round's \
+         figure is a case's fastest call, since what a noisy machine adds (an interrupt, a \
+         stolen slice) only ever adds time. Median of {} rounds. moat runs the shipped policy (`Config::default()`) on a fixed clock (its \
          clock calibrated as `moat run` calibrates it, so a packet that needs the time reads \
          jiffies as a live one does, then takes the fixed time instead) with {} IPv4 and {} IPv6 deny prefixes loaded. Every timed moat packet is checked on \
          moat's own counters to have taken its row's path; xdp-filter (Debian's xdp-tools, \
@@ -202,6 +205,7 @@ fn write_cost(out: &mut String, cost: &CostReport) {
          the frame the repetitions of one call share, so it is timed per call instead: {} calls \
          of one repetition, less as many of the floor's, plus the floor's cost per packet.\n",
         thousands(u64::from(cost.repeat)),
+        cost.chunks,
         cost.rounds,
         thousands(cost.deny_prefixes as u64),
         thousands(cost.deny_prefixes as u64),
