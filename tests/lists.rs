@@ -107,6 +107,101 @@ fn denied_source_is_dropped_live_until_deleted() {
 }
 
 #[test]
+fn denying_a_verified_visitor_cuts_its_open_connection_as_the_add_returns() {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{SocketAddr, TcpListener, TcpStream},
+        time::Duration,
+    };
+    require_root();
+    let pair = Pair::create();
+    let daemon = pair.start(&[]);
+    let iface = pair.origin_end.iface.as_str();
+    let client = format!("{}/32", pair.client_end.ipv4);
+    let origin = SocketAddr::from((pair.origin_end.ipv4, 8080));
+    let listener = pair
+        .origin
+        .enter(|| TcpListener::bind(origin))
+        .expect("entering the origin")
+        .expect("listening on the origin");
+    // Echoes whatever arrives on one connection until it closes.
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accepting the visitor");
+        let mut buffer = [0u8; 64];
+        while let Ok(read) = stream.read(&mut buffer) {
+            if read == 0 || stream.write_all(&buffer[..read]).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stream = pair
+        .client
+        .enter(|| TcpStream::connect_timeout(&origin, Duration::from_secs(3)))
+        .expect("entering the client")
+        .expect("the visitor connects");
+    let exchange = |stream: &mut TcpStream, message: &[u8], wait: Duration| {
+        stream.set_read_timeout(Some(wait)).expect("read timeout");
+        stream.write_all(message).expect("sending");
+        let mut echo = vec![0u8; message.len()];
+        stream.read_exact(&mut echo).map(|()| echo == message)
+    };
+    assert!(matches!(
+        exchange(&mut stream, b"one", Duration::from_secs(3)),
+        Ok(true)
+    ));
+    // The daemon marks the peers of the origin's connections verified within a second; from
+    // then on the visitor's segments are a verified source's, which skip the list check while
+    // no list has changed since one of them passed it.
+    let key = moat::verify::key_for(pair.client_end.ipv4.into(), 64);
+    let path = moat::pins::PinDir::for_iface(iface).map(filter_common::maps::VERIFIED);
+    support::wait_until(
+        "the visitor to be verified",
+        Duration::from_secs(10),
+        || {
+            let data = aya::maps::MapData::from_pin(&path).expect("VERIFIED pin");
+            let cache = moat::verified::VerifiedCache::of(&data).expect("VERIFIED mapped");
+            cache.until(&key).is_some()
+        },
+    );
+    for message in [b"two", b"six"] {
+        assert!(matches!(
+            exchange(&mut stream, message, Duration::from_secs(3)),
+            Ok(true)
+        ));
+    }
+    let denied_before = count(&stats_json(iface), "drop", "denylist").0;
+    assert_eq!(denied_before, 0);
+
+    let (code, _, err) = list(&pair, "deny", &["add", "--iface", iface, &client]);
+    assert_eq!(code, Some(0), "{err}");
+    // The very next segment meets the denylist: the add advanced the lists' generation.
+    let cut = exchange(&mut stream, b"ten", Duration::from_millis(1500));
+    assert!(
+        matches!(&cut, Err(error) if traffic::is_timeout(error)),
+        "a denied visitor's segment went through: {cut:?}"
+    );
+    assert!(
+        count(&stats_json(iface), "drop", "denylist").0 >= 1,
+        "the segment and its retransmissions dropped under denylist"
+    );
+
+    // Deleted, the connection carries on: a retransmission of the cut segment gets its echo.
+    let (code, _, err) = list(&pair, "deny", &["del", "--iface", iface, &client]);
+    assert_eq!(code, Some(0), "{err}");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("read timeout");
+    let mut echo = [0u8; 3];
+    stream
+        .read_exact(&mut echo)
+        .expect("the echo after the delete");
+    assert_eq!(&echo, b"ten");
+    drop(stream);
+    let _ = server.join();
+    drop(daemon);
+}
+
+#[test]
 fn bad_input_exits_2_and_leaves_lists_as_they_were() {
     require_root();
     let pair = Pair::create();

@@ -800,6 +800,60 @@ fn segments_from_verified_sources_skip_the_socket_lookup() {
 }
 
 #[test]
+fn a_verified_sources_segments_skip_the_lists_until_a_list_changes() {
+    use filter_common::maps::{DENY_V4, DENY_V6};
+    let ns = namespace("1");
+    ns.enter(|| {
+        let mut filter = Filter::load(verifying_settings());
+        for (v6, client, denied) in [
+            (false, IpAddr::V4(CLIENT_V4), format!("{CLIENT_V4}/32")),
+            (true, IpAddr::V6(CLIENT_V6), format!("{CLIENT_V6}/128")),
+        ] {
+            let denied: moat::cidr::Cidr = denied.parse().expect("literal prefix");
+            let ack = segment(v6, CLIENT_PORT, NOBODY, CLIENT_SEQ, Some(1), false);
+            filter.mark_verified(client);
+            filter.expect(
+                "verified: the lists checked, the way stamped",
+                &ack,
+                XDP_PASS,
+                Verdict::Pass,
+                Reason::Pass,
+            );
+            // An entry written as every writer writes one, but with the generation left as it
+            // was: the stamp still stands, so the lists are not read at all.
+            moat::listindex::note_insert(&filter.loaded.ebpf, DENY_V4, &denied)
+                .expect("indexing the entry");
+            filter.loaded.list_unindexed((DENY_V4, DENY_V6), denied);
+            filter.expect(
+                "denied, generation as it was",
+                &ack,
+                XDP_PASS,
+                Verdict::Pass,
+                Reason::Pass,
+            );
+            filter.loaded.index().advance_generation();
+            filter.expect(
+                "denied, generation advanced",
+                &ack,
+                XDP_DROP,
+                Verdict::Drop,
+                Reason::Denylist,
+            );
+            filter.expect(
+                "denied, again",
+                &ack,
+                XDP_DROP,
+                Verdict::Drop,
+                Reason::Denylist,
+            );
+            filter.loaded.unlist((DENY_V4, DENY_V6), denied);
+            filter.expect("deny lifted", &ack, XDP_PASS, Verdict::Pass, Reason::Pass);
+        }
+    })
+    .expect("entering the namespace");
+}
+
+#[test]
 fn a_verified_source_is_found_only_through_its_buckets_summary_bit() {
     let ns = namespace("1");
     ns.enter(|| {

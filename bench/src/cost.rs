@@ -219,10 +219,10 @@ const PATHS: [Path; 16] = [
         verdict: Verdict::Pass,
         reason: Reason::Pass,
         xdp_filter: Some((XdpFilterPolicy::Allow, XDP_PASS, "no rule matches")),
-        note: "the list index (no trie walk) and the TCP flag check, then a verified-source hit \
-               in the cache (the daemon marks the peers of the host's connections every second), \
-               which passes a connection's segment at once: no bans, socket, port or rate \
-               stage",
+        note: "a verified-source hit in the cache (the daemon marks the peers of the host's \
+               connections every second) whose way records the source found on no list under \
+               the lists' current generation, so no list index read and no trie walk, then the \
+               TCP flag check, and the segment passes: no bans, socket, port or rate stage",
     },
     Path {
         name: "full pipeline pass (new connection, verified source)",
@@ -371,7 +371,7 @@ const PATHS: [Path; 16] = [
         verdict: Verdict::Drop,
         reason: Reason::Reflection,
         xdp_filter: None,
-        note: "the list index as plain pass, then the ports array, a trusted-upstream trie \
+        note: "the list index (no trie walk), then the ports array, a trusted-upstream trie \
                miss and a UDP socket lookup (an answer to a socket of the host's connected to \
                its sender passes), before any per-source lookup; xdp-filter has no such rule \
                (its source-port rule drops those answers too: the next row is moat's)",

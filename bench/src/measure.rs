@@ -463,18 +463,19 @@ impl Subject {
         v6: &str,
         cidrs: &[Cidr],
     ) -> Result<(), BenchError> {
-        // The index counts go up before the entries go in, as every list writer does.
+        // The index counts go up before the entries go in, and the lists' generation after,
+        // as every list writer does.
+        let index = self
+            .ebpf
+            .map(LIST_INDEX)
+            .ok_or_else(|| missing_map(LIST_INDEX))
+            .and_then(|map| {
+                ListIndex::of_map(map).map_err(|error| BenchError::Tool {
+                    tool: "moat",
+                    problem: error.to_string(),
+                })
+            })?;
         if let Some(counted) = moat::listindex::counted_as(v4) {
-            let index = self
-                .ebpf
-                .map(LIST_INDEX)
-                .ok_or_else(|| missing_map(LIST_INDEX))
-                .and_then(|map| {
-                    ListIndex::of_map(map).map_err(|error| BenchError::Tool {
-                        tool: "moat",
-                        problem: error.to_string(),
-                    })
-                })?;
             for cidr in cidrs {
                 index.note(counted, cidr, true);
             }
@@ -499,6 +500,7 @@ impl Subject {
                     .map_err(BenchError::map("inserting into", v6))?;
             }
         }
+        index.advance_generation();
         Ok(())
     }
 

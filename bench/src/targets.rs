@@ -226,7 +226,8 @@ fn plain_pass_target(cost: &CostReport) -> Option<Target> {
     let ban = row(cost, "ban hit")
         .map(|ban| {
             format!(
-                " — the ban-hit row, the same list reads then a bans lookup, takes {:.0} ns",
+                " — the ban-hit row, a SYN, which reads the list index and walks both tries \
+                 before its bans lookup, takes {:.0} ns",
                 family.moat(ban).0
             )
         })
@@ -237,9 +238,9 @@ fn plain_pass_target(cost: &CostReport) -> Option<Target> {
         pass: judged.worst_ratio > 0.0 && judged.worst_ratio <= PLAIN_PASS_MAX,
         why: format!(
             "1.3× parse + count allows {:.0} ns ({}); plain pass takes {moat:.0} ns, {:.0} ns \
-             over parsing and counting: the settings and list index reads (two words of the \
-             index), the TCP flag check, the verified-source cache (a summary word, the bucket's \
-             tag and the clock), whose hit passes a connection's segment at once, and the \
+             over parsing and counting: the settings read, the verified-source cache (a summary \
+             word, the bucket's tag and the clock), the lists' generation word and the way's \
+             stamp, whose match spares the list index, the TCP flag check and the \
              counter{ban}",
             PLAIN_PASS_MAX * floor,
             family.label(),

@@ -94,15 +94,24 @@ pub const fn v4_cover_span(addr: &[u8; 4], prefix: u32) -> Option<(u32, u32)> {
 }
 
 /// `u64` words in `LIST_INDEX` (the kernel stores array values in 8-byte slots, so the index is
-/// an array of words; byte `i` is byte `i % 8` of word `i / 8`, little-endian), and three more:
-/// [`ENTRIES_WORD`], [`LEVELS_WORD`] and [`LAYOUT_WORD`].
-pub const INDEX_WORDS: u32 = INDEX_BYTES / 8 + 3;
+/// an array of words; byte `i` is byte `i % 8` of word `i / 8`, little-endian), and four more:
+/// [`ENTRIES_WORD`], [`LEVELS_WORD`], [`GENERATION_WORD`] and [`LAYOUT_WORD`].
+pub const INDEX_WORDS: u32 = INDEX_BYTES / 8 + 4;
 
 /// The last word, unused by the program: each new layout makes the index one word longer than
-/// the one before (the IPv6 /64 level, the cover bytes, then [`LEVELS_WORD`]), so an index an
-/// earlier version pinned is never reused with the wrong marks. The loader rebuilds a replaced
-/// index from the lists.
-pub const LAYOUT_WORD: u32 = INDEX_BYTES / 8 + 2;
+/// the one before (the IPv6 /64 level, the cover bytes, [`LEVELS_WORD`], then
+/// [`GENERATION_WORD`]), so an index an earlier version pinned is never reused with the wrong
+/// marks. The loader rebuilds a replaced index from the lists.
+pub const LAYOUT_WORD: u32 = INDEX_BYTES / 8 + 3;
+
+/// The lists' generation: every writer of the allow or deny tries (or CrowdSec's) advances it
+/// once its edit is in the tries and the index, and the loader starts a rebuilt index at a
+/// value no earlier index had. A verified source's way in the cache records the generation
+/// under which the source was last found on no list (`crate::verified::unlisted_stamp`), so
+/// its established segments skip the list check while no list has changed since: the index
+/// bytes and tries are read once per source and edit, not once per packet. Read before the
+/// check it stands for, so a stamp can only name a generation whose entries the check saw.
+pub const GENERATION_WORD: u32 = INDEX_BYTES / 8 + 2;
 
 /// The word after [`ENTRIES_WORD`], in the same cache line: how many IPv6 entries mark each
 /// level of buckets, 16 bits per level ([`v6_level`]: the /64 buckets in bits 0–15, the /48

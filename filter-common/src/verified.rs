@@ -14,7 +14,7 @@
 //! After the buckets comes their summary ([`SUMMARY_ENTRIES`]): one bit per bucket, set before
 //! a way of the bucket is written and cleared by the daemon once none of its ways is in force.
 //! A source whose bucket's bit is clear is not verified, and its bucket is never read: under a
-//! spoofed flood, whose random sources hit random buckets of the 5 MiB array, each packet reads
+//! spoofed flood, whose random sources hit random buckets of the 6 MiB array, each packet reads
 //! one word of the 8 KiB summary (which stays in the CPU's cache) instead of missing the cache
 //! on a bucket. A bit left set only costs that read; a bit cleared too early (the daemon's
 //! sweep racing a new mark) only makes a verified source answer a SYN cookie or pay a socket
@@ -42,7 +42,7 @@ pub const VERIFIED_WAYS: usize = 2;
 /// Sources the cache holds at most: [`VERIFIED_BUCKETS`] × [`VERIFIED_WAYS`].
 pub const VERIFIED_CAPACITY: u32 = VERIFIED_BUCKETS * VERIFIED_WAYS as u32;
 
-/// Buckets one summary entry covers: one bit each, in the first four of its ten words (the
+/// Buckets one summary entry covers: one bit each, in the first four of its twelve words (the
 /// summary shares the array, and so the value type, with the buckets).
 pub const SUMMARY_BUCKETS_PER_ENTRY: u32 = 256;
 
@@ -90,6 +90,10 @@ pub struct VerifiedSlot {
     /// The source's own SYN buckets (`limits.source.syn`), updated by compare-and-swap; all
     /// zero, full, when the source takes the way.
     pub syn: Buckets,
+    /// [`unlisted_stamp`] of the list generation under which the source was last found on no
+    /// list; 0 (never a stamp) when the source takes the way. Written by the program after a
+    /// list check an established segment of the source passed.
+    pub unlisted: u64,
 }
 
 impl VerifiedSlot {
@@ -107,7 +111,16 @@ pub struct VerifiedBucket {
     /// The ways, in no particular order.
     pub slots: [VerifiedSlot; VERIFIED_WAYS],
 }
-const _: () = assert!(core::mem::size_of::<VerifiedBucket>() == 80);
+const _: () = assert!(core::mem::size_of::<VerifiedBucket>() == 96);
+
+/// What a way records once its source's segment was found on no list under the lists'
+/// generation `generation` (`crate::listindex::GENERATION_WORD`): the generation bound to the
+/// source's tag, so a stamp written as the way changes hands never speaks for the new source,
+/// and never 0, the stamp of a way that has none.
+#[inline(always)]
+pub const fn unlisted_stamp(generation: u64, tag: Tag) -> u64 {
+    (generation.wrapping_mul(MIX) ^ tag.folded()) | 1
+}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for VerifiedBucket {}
 
@@ -223,20 +236,24 @@ impl VerifiedBucket {
         let way = self.way_for(tag);
         let slot = &mut self.slots[way];
         if !slot.holds(tag) || slot.until_ns < until_ns {
-            // A source keeps its SYN credit while it keeps its way.
-            let syn = if slot.holds(tag) {
-                slot.syn
+            // A source keeps its SYN credit and its list stamp while it keeps its way.
+            let (syn, unlisted) = if slot.holds(tag) {
+                (slot.syn, slot.unlisted)
             } else {
-                Buckets {
-                    packets: 0,
-                    bytes: 0,
-                }
+                (
+                    Buckets {
+                        packets: 0,
+                        bytes: 0,
+                    },
+                    0,
+                )
             };
             *slot = VerifiedSlot {
                 hi: tag.hi,
                 lo: tag.lo,
                 until_ns,
                 syn,
+                unlisted,
             };
         }
         self
@@ -253,6 +270,43 @@ mod tests {
 
     const fn tag_of(hi: u64) -> Tag {
         Tag { hi, lo: 0 }
+    }
+
+    #[test]
+    fn a_list_stamp_speaks_for_one_source_under_one_generation() {
+        let a = tag_of(0xc000_0201);
+        let b = tag_of(0xc000_0203);
+        let stamp = unlisted_stamp(7, a);
+        assert_ne!(stamp, 0, "0 is the stamp of a way that has none");
+        assert_ne!(stamp, unlisted_stamp(8, a), "another generation");
+        assert_ne!(stamp, unlisted_stamp(7, b), "another source");
+        // Nor does a neighbour's stamp match a later generation: the generation is mixed, not
+        // added or xored in, so a small step cannot cancel a small difference of addresses.
+        for generation in 0..1024 {
+            assert_ne!(
+                unlisted_stamp(generation, b),
+                stamp,
+                "generation {generation}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_way_keeps_its_list_stamp_only_while_it_keeps_its_source() {
+        let a = tag_of(0xc000_0201);
+        let mut bucket = VerifiedBucket::default().with(a, 10);
+        bucket.slots[0].unlisted = unlisted_stamp(3, a);
+        let extended = bucket.with(a, 20);
+        assert_eq!(extended.slots[0].until_ns, 20);
+        assert_eq!(extended.slots[0].unlisted, unlisted_stamp(3, a));
+        // Both ways taken, the one ending first goes to a new source, with no stamp.
+        let b = tag_of(0xc000_0203);
+        let c = tag_of(0xc000_0205);
+        let full = extended.with(b, 30);
+        let taken = full.with(c, 40);
+        assert_eq!(taken.way_for(c), 0);
+        assert!(taken.slots[0].holds(c));
+        assert_eq!(taken.slots[0].unlisted, 0);
     }
 
     #[test]

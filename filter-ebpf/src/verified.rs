@@ -14,7 +14,9 @@
 //! spoofed flood's random sources cost a word of the summary, not a cache miss on a bucket.
 //!
 //! A way also holds its source's own SYN buckets (see `filter_common::verified`): [`find`] gives
-//! the way, and the rate stage takes a verified source's SYN from it.
+//! the way, and the rate stage takes a verified source's SYN from it. And it holds the source's
+//! list stamp ([`unlisted`], [`note_unlisted`]): the lists' generation under which one of its
+//! segments was last found on no list, so its segments skip the list check until a list changes.
 //!
 //! Maps read/written: `VERIFIED`; `BANS` (read) after a verification is written.
 
@@ -35,7 +37,7 @@ use crate::{
 fn summary_at(index: u32) -> Option<(*mut u64, u64)> {
     let (entry, word, mask) = verified::summary_of(index);
     let value = VERIFIED.get_ptr_mut(entry)?;
-    // SAFETY: `word` is below SUMMARY_WORDS_PER_ENTRY (4), so the word lies inside the 80-byte
+    // SAFETY: `word` is below SUMMARY_WORDS_PER_ENTRY (4), so the word lies inside the 96-byte
     // value; map values are 8-byte aligned.
     Some((unsafe { value.cast::<u64>().add(word as usize) }, mask))
 }
@@ -55,15 +57,9 @@ pub fn find(source: &SourceKey, clock: &mut Clock) -> Option<*mut VerifiedSlot> 
     find_tag(verified::tag(source), source.ip_version != 4, clock)
 }
 
-/// [`holds`] for the source tagged `tag` (`verified::tag_of_packet`), of IPv6 if `ipv6`.
-#[inline(always)]
-pub fn holds_tag(tag: verified::Tag, ipv6: bool, clock: &mut Clock) -> bool {
-    find_tag(tag, ipv6, clock).is_some()
-}
-
 /// [`find`] for the source tagged `tag`, of IPv6 if `ipv6`.
 #[inline(always)]
-fn find_tag(tag: verified::Tag, ipv6: bool, clock: &mut Clock) -> Option<*mut VerifiedSlot> {
+pub fn find_tag(tag: verified::Tag, ipv6: bool, clock: &mut Clock) -> Option<*mut VerifiedSlot> {
     let index = verified::bucket(tag, ipv6);
     let (summary, mask) = summary_at(index)?;
     // SAFETY: a word of a map value from a successful lookup, valid for this run; other CPUs
@@ -137,6 +133,7 @@ pub fn mark(source: &SourceKey, settings: &Settings, clock: &mut Clock) {
             core::ptr::write_volatile(&raw mut (*slot).lo, tag.lo);
             core::ptr::write_volatile(&raw mut (*slot).syn.packets, 0);
             core::ptr::write_volatile(&raw mut (*slot).syn.bytes, 0);
+            core::ptr::write_volatile(&raw mut (*slot).unlisted, 0);
             core::ptr::write_volatile(&raw mut (*slot).until_ns, until_ns);
         }
     }
@@ -167,4 +164,28 @@ pub fn forget(source: &SourceKey) {
             core::ptr::write_volatile(&raw mut (*bucket).slots[1].until_ns, 0);
         }
     }
+}
+
+/// Whether `way` (from [`find_tag`] for `tag`) records its source as found on no list under the
+/// lists' `generation`: then no list has changed since a check its source passed.
+#[inline(always)]
+pub fn unlisted(way: *const VerifiedSlot, generation: u64, tag: verified::Tag) -> bool {
+    // SAFETY: `way` is a way of a map value from a successful lookup, valid for this run; the
+    // stamp is one aligned word, written whole.
+    let stamp = unsafe { core::ptr::read_volatile(&raw const (*way).unlisted) };
+    stamp == verified::unlisted_stamp(generation, tag)
+}
+
+/// Records in `way` (from [`find_tag`] for `tag`) that its source was just found on no list
+/// under the lists' `generation`, read before the check. A way given to another source
+/// meanwhile gets a stamp that does not match its tag, so it speaks for no one.
+#[inline(always)]
+pub fn note_unlisted(way: *mut VerifiedSlot, generation: u64, tag: verified::Tag) {
+    // SAFETY: as in `unlisted`; a racing writer's word wins whole, either way a stamp or 0.
+    unsafe {
+        core::ptr::write_volatile(
+            &raw mut (*way).unlisted,
+            verified::unlisted_stamp(generation, tag),
+        )
+    };
 }

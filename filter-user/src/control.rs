@@ -217,6 +217,14 @@ impl PinnedList {
     /// takes the trie's lock, so one thread's allocation overlaps the other's walk.
     pub fn add(&mut self, cidrs: &[Cidr]) -> Result<AddOutcome, ListEditError> {
         let _lock = self.lock()?;
+        let outcome = self.add_locked(cidrs);
+        // Whatever went in (even if rolled back since), before the lock goes.
+        self.index.advance_generation();
+        outcome
+    }
+
+    /// [`PinnedList::add`] under the lists lock.
+    fn add_locked(&mut self, cidrs: &[Cidr]) -> Result<AddOutcome, ListEditError> {
         let mut inserted = Vec::with_capacity(cidrs.len());
         let mut present = 0;
         let sorted = in_address_order(cidrs);
@@ -399,6 +407,14 @@ impl PinnedList {
     /// and the list is left as it was. In address order, as [`PinnedList::add`].
     pub fn delete(&mut self, cidrs: &[Cidr]) -> Result<usize, ListEditError> {
         let _lock = self.lock()?;
+        let outcome = self.delete_locked(cidrs);
+        // A deletion put back on failure is an edit too, before the lock goes.
+        self.index.advance_generation();
+        outcome
+    }
+
+    /// [`PinnedList::delete`] under the lists lock.
+    fn delete_locked(&mut self, cidrs: &[Cidr]) -> Result<usize, ListEditError> {
         let mut deleted = Vec::with_capacity(cidrs.len());
         for cidr in &in_address_order(cidrs) {
             match self.remove(cidr) {

@@ -187,6 +187,19 @@ impl ListIndex {
         self.word(listindex::LEVELS_WORD).load(Ordering::Relaxed)
     }
 
+    /// The lists' generation ([`listindex::GENERATION_WORD`]), as the program reads it.
+    pub fn generation(&self) -> u64 {
+        self.word(listindex::GENERATION_WORD).load(Ordering::SeqCst)
+    }
+
+    /// Advances the lists' generation: what every writer of a list does once its edit is in the
+    /// tries and the index, so no verified source skips the list check on a stamp from before
+    /// the edit.
+    pub fn advance_generation(&self) {
+        self.word(listindex::GENERATION_WORD)
+            .fetch_add(1, Ordering::SeqCst);
+    }
+
     /// The entries counted in the family of `ipv6`.
     pub fn entries(&self, ipv6: bool) -> u32 {
         let value = self.word(listindex::ENTRIES_WORD).load(Ordering::Relaxed);
@@ -237,16 +250,23 @@ impl ListIndex {
 
     /// Marks every entry of the allow, deny and CrowdSec tries of `ebpf` (for an index created empty
     /// beside tries that already hold entries: a take-over by a version that adds the index);
-    /// returns how many entries it marked.
+    /// returns how many entries it marked. The generation starts at a value taken from the
+    /// clock, so no list stamp a verified-source cache kept from an earlier index matches it.
     pub fn rebuild(&self, ebpf: &aya::Ebpf) -> Result<usize, IndexError> {
         let v4 = |addr, prefix| Cidr::V4 { addr, prefix };
         let v6 = |addr, prefix| Cidr::V6 { addr, prefix };
-        Ok(self.mark_trie::<V4Key>(ebpf, ALLOW_V4, v4)?
+        let marked = self.mark_trie::<V4Key>(ebpf, ALLOW_V4, v4)?
             + self.mark_trie::<V4Key>(ebpf, DENY_V4, v4)?
             + self.mark_trie::<V6Key>(ebpf, ALLOW_V6, v6)?
             + self.mark_trie::<V6Key>(ebpf, DENY_V6, v6)?
             + self.mark_trie::<V4Key>(ebpf, CROWDSEC_V4, v4)?
-            + self.mark_trie::<V6Key>(ebpf, CROWDSEC_V6, v6)?)
+            + self.mark_trie::<V6Key>(ebpf, CROWDSEC_V6, v6)?;
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |since| since.as_nanos() as u64);
+        self.word(listindex::GENERATION_WORD)
+            .store(start, Ordering::SeqCst);
+        Ok(marked)
     }
 
     /// Marks every entry of the trie `list` of `ebpf` (keys of type `K`, made into prefixes by

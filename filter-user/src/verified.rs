@@ -43,14 +43,18 @@ const CACHE_BYTES: usize = VERIFIED_ENTRIES as usize * size_of::<VerifiedBucket>
 /// 64-bit words per bucket.
 const BUCKET_WORDS: usize = size_of::<VerifiedBucket>() / 8;
 
-/// 64-bit words per way: the tag's two, the end, then the SYN buckets' two.
+/// 64-bit words per way: the tag's two, the end, the SYN buckets' two, then the list stamp.
 const SLOT_WORDS: usize = size_of::<VerifiedSlot>() / 8;
+const _: () = assert!(UNLISTED_WORD < SLOT_WORDS);
 
 /// The end's word in a way.
 const UNTIL_WORD: usize = 2;
 
 /// The SYN packet bucket's word in a way; the byte bucket's follows.
 const SYN_WORD: usize = 3;
+
+/// The list stamp's word in a way ([`VerifiedSlot::unlisted`]).
+const UNLISTED_WORD: usize = 5;
 
 impl VerifiedCache {
     /// Maps the cache `data` holds (the `VERIFIED` map of an object or a pin).
@@ -109,6 +113,9 @@ impl VerifiedCache {
                     .word(bucket, way * SLOT_WORDS + SYN_WORD + 1)
                     .load(Ordering::Acquire),
             },
+            unlisted: self
+                .word(bucket, way * SLOT_WORDS + UNLISTED_WORD)
+                .load(Ordering::Acquire),
         };
         VerifiedBucket {
             slots: [slot(0), slot(1)],
@@ -117,8 +124,9 @@ impl VerifiedCache {
 
     /// Marks `key`'s source verified until `until_ns` on the program's clock (never shorter
     /// than it already is), in the way the program would choose, written word by word in the
-    /// program's order: the end cleared, the tag and full SYN buckets, the new end. A source
-    /// the way already holds keeps its SYN credit: only its end moves.
+    /// program's order: the end cleared, the tag, full SYN buckets and no list stamp, the new
+    /// end. A source the way already holds keeps its SYN credit and list stamp: only its end
+    /// moves.
     pub fn mark(&self, key: &SourceKey, until_ns: u64) {
         let (tag, index) = verified::locate(key);
         // The summary bit first, so the program never skips a way written below.
@@ -142,6 +150,8 @@ impl VerifiedCache {
         self.word(index, base + SYN_WORD)
             .store(0, Ordering::Release);
         self.word(index, base + SYN_WORD + 1)
+            .store(0, Ordering::Release);
+        self.word(index, base + UNLISTED_WORD)
             .store(0, Ordering::Release);
         self.word(index, base + UNTIL_WORD)
             .store(until_ns, Ordering::Release);

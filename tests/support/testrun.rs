@@ -139,11 +139,19 @@ impl Loaded {
     }
 
     /// Inserts `cidr` into `v4` or `v6` (an allow or deny trie, whose list index counts go up
-    /// first as every list writer's do, or any other trie of plain address keys).
+    /// first and whose generation advances after, as every list writer's do, or any other trie
+    /// of plain address keys).
     pub fn list(&mut self, maps: (&str, &str), cidr: Cidr) {
         moat::listindex::note_insert(&self.ebpf, maps.0, &cidr)
             .unwrap_or_else(|error| panic!("indexing {cidr}: {error}"));
         self.list_unindexed(maps, cidr);
+        self.index().advance_generation();
+    }
+
+    /// The list index, mapped.
+    pub fn index(&self) -> moat::listindex::ListIndex {
+        moat::listindex::ListIndex::of_map(self.map(LIST_INDEX))
+            .unwrap_or_else(|error| panic!("mapping {LIST_INDEX}: {error}"))
     }
 
     /// Inserts `cidr` into `v4` or `v6` alone, leaving the list index as it is.
@@ -154,15 +162,15 @@ impl Loaded {
         }
     }
 
-    /// Takes `cidr` off an allow or deny trie, then lowers its list index counts (the reverse
-    /// of [`Loaded::list`]).
+    /// Takes `cidr` off an allow or deny trie, then lowers its list index counts and advances
+    /// its generation (the reverse of [`Loaded::list`]).
     pub fn unlist(&mut self, maps: (&str, &str), cidr: Cidr) {
         self.unlist_unindexed(maps, cidr);
         let counted = moat::listindex::counted_as(maps.0)
             .unwrap_or_else(|| panic!("{} is not an allow or deny trie", maps.0));
-        moat::listindex::ListIndex::of_map(self.map(LIST_INDEX))
-            .unwrap_or_else(|error| panic!("mapping {LIST_INDEX}: {error}"))
-            .note(counted, &cidr, false);
+        let index = self.index();
+        index.note(counted, &cidr, false);
+        index.advance_generation();
     }
 
     /// Takes `cidr` off `v4` or `v6` alone, leaving the list index as it is.

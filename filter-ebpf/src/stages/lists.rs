@@ -10,7 +10,9 @@
 //! per level some entry marks; then a trie walk per
 //! list whose count is not zero — none for a source on neither list's marked buckets, and no
 //! denylist walk for an IPv4 source whose /24 a denylist entry covers (its cover byte, one more
-//! word, decides).
+//! word, decides). An established segment of a verified source asks none of this while its way
+//! holds the stamp of the lists' current generation (`GENERATION_WORD`, read by
+//! [`generation`]; see `stages`).
 
 use aya_ebpf::maps::lpm_trie::Key;
 use filter_common::{
@@ -90,6 +92,14 @@ pub fn check(packet: &Packet) -> Option<Reason> {
 
 /// Word `index` of the list index, read once; `absent` if it cannot be read (it always can:
 /// the word is below `INDEX_WORDS`).
+/// The lists' generation (`GENERATION_WORD`); none if the index cannot be read.
+#[inline(always)]
+pub fn generation() -> Option<u64> {
+    let word = LIST_INDEX.get_ptr(listindex::GENERATION_WORD)?;
+    // SAFETY: a word of a map value from a successful lookup; userspace writes it whole.
+    Some(unsafe { core::ptr::read_volatile(word) })
+}
+
 #[inline(always)]
 fn read_word(index: u32, absent: u64) -> u64 {
     match LIST_INDEX.get_ptr(index) {

@@ -7,9 +7,10 @@
 //! packet no stage stops passes.
 //!
 //! A segment of a TCP connection (not a SYN, not a fragment), most of what a site receives,
-//! takes a shorter route after the lists and the flag check: of the later stages only the
-//! verified-source cache, the bans and the socket check can decide it (the port, reflection,
-//! fragment, SYN and rate stages never act on one), so it asks those three and nothing else.
+//! takes a shorter route: besides the lists and the flag check, only the verified-source
+//! cache, the bans and the socket check can decide it (the port, reflection, fragment, SYN and
+//! rate stages never act on one), so it asks those and nothing else; and a verified source's
+//! segment skips the list check while no list has changed since one of its segments passed it.
 
 mod bans;
 mod fragments;
@@ -41,6 +42,11 @@ pub fn judge(
     settings: &Settings,
     clock: &mut Clock,
 ) -> Reason {
+    // Only TCP asks whether its source completed a handshake.
+    let tcp = packet.has_l4() && packet.l4_proto == IPPROTO_TCP;
+    if tcp && !is_syn(packet.tcp_flags) && packet.fragment == Fragment::None {
+        return segment(ctx, packet, settings, clock);
+    }
     if let Some(reason) = lists::check(packet) {
         return reason;
     }
@@ -48,11 +54,6 @@ pub fn judge(
     // (closed ports, impossible flags, reflected UDP) costs no verified-source or bans lookup.
     if let Some(reason) = tcp_flags::check(packet) {
         return reason;
-    }
-    // Only TCP asks whether its source completed a handshake.
-    let tcp = packet.has_l4() && packet.l4_proto == IPPROTO_TCP;
-    if tcp && !is_syn(packet.tcp_flags) && packet.fragment == Fragment::None {
-        return segment(ctx, packet, settings, clock);
     }
     if let Some(reason) = ports::check(ctx, packet, settings, clock) {
         return reason;
@@ -118,13 +119,37 @@ pub fn judge(
     }
 }
 
-/// Judges a segment of a TCP connection (not a SYN, not a fragment) that passed the lists and
-/// the flag check, as the full route would: a verified source's passes at once (no ban covers
+/// Judges a segment of a TCP connection (not a SYN, not a fragment) as the full route would:
+/// the lists, the flag check, then a verified source's segment passes at once (no ban covers
 /// it, and the socket check takes its word), any other's meets the bans, then the socket check.
+/// A verified source whose way records it found on no list under the lists' current generation
+/// skips the list check (no list has changed since), and one that passes the check has its way
+/// stamped so: most of what a site receives reads no list index byte and walks no trie.
 #[inline(always)]
 fn segment(ctx: &XdpContext, packet: &Packet, settings: &Settings, clock: &mut Clock) -> Reason {
     let tag = tag_of_packet(packet, settings.v6_source_mask);
-    if verified::holds_tag(tag, packet.ip_version != 4, clock) {
+    let way = verified::find_tag(tag, packet.ip_version != 4, clock);
+    // Read before the list check the stamp will stand for (see `GENERATION_WORD`).
+    let generation = if way.is_some() {
+        lists::generation()
+    } else {
+        None
+    };
+    if let (Some(way), Some(generation)) = (way, generation)
+        && verified::unlisted(way, generation, tag)
+    {
+        return tcp_flags::check(packet).unwrap_or(Reason::Pass);
+    }
+    if let Some(reason) = lists::check(packet) {
+        return reason;
+    }
+    if let Some(reason) = tcp_flags::check(packet) {
+        return reason;
+    }
+    if let Some(way) = way {
+        if let Some(generation) = generation {
+            verified::note_unlisted(way, generation, tag);
+        }
         return Reason::Pass;
     }
     let source = SourceKey::for_ban(packet, settings.v6_source_mask);
