@@ -112,6 +112,8 @@ pub struct VerifiedBucket {
     pub slots: [VerifiedSlot; VERIFIED_WAYS],
 }
 const _: () = assert!(core::mem::size_of::<VerifiedBucket>() == 96);
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for VerifiedBucket {}
 
 /// What a way records once its source's segment was found on no list under the lists'
 /// generation `generation` (`crate::listindex::GENERATION_WORD`): the generation bound to the
@@ -121,8 +123,6 @@ const _: () = assert!(core::mem::size_of::<VerifiedBucket>() == 96);
 pub const fn unlisted_stamp(generation: u64, tag: Tag) -> u64 {
     (generation.wrapping_mul(MIX) ^ tag.folded()) | 1
 }
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for VerifiedBucket {}
 
 /// The cache tag of a source key: its address, already masked to the tracked IPv6 prefix.
 #[inline(always)]

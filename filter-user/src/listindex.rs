@@ -187,11 +187,6 @@ impl ListIndex {
         self.word(listindex::LEVELS_WORD).load(Ordering::Relaxed)
     }
 
-    /// The lists' generation ([`listindex::GENERATION_WORD`]), as the program reads it.
-    pub fn generation(&self) -> u64 {
-        self.word(listindex::GENERATION_WORD).load(Ordering::SeqCst)
-    }
-
     /// Advances the lists' generation: what every writer of a list does once its edit is in the
     /// tries and the index, so no verified source skips the list check on a stamp from before
     /// the edit.

@@ -45,7 +45,6 @@ const BUCKET_WORDS: usize = size_of::<VerifiedBucket>() / 8;
 
 /// 64-bit words per way: the tag's two, the end, the SYN buckets' two, then the list stamp.
 const SLOT_WORDS: usize = size_of::<VerifiedSlot>() / 8;
-const _: () = assert!(UNLISTED_WORD < SLOT_WORDS);
 
 /// The end's word in a way.
 const UNTIL_WORD: usize = 2;
@@ -55,6 +54,7 @@ const SYN_WORD: usize = 3;
 
 /// The list stamp's word in a way ([`VerifiedSlot::unlisted`]).
 const UNLISTED_WORD: usize = 5;
+const _: () = assert!(UNLISTED_WORD < SLOT_WORDS);
 
 impl VerifiedCache {
     /// Maps the cache `data` holds (the `VERIFIED` map of an object or a pin).

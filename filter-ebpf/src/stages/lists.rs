@@ -90,8 +90,6 @@ pub fn check(packet: &Packet) -> Option<Reason> {
     None
 }
 
-/// Word `index` of the list index, read once; `absent` if it cannot be read (it always can:
-/// the word is below `INDEX_WORDS`).
 /// The lists' generation (`GENERATION_WORD`); none if the index cannot be read.
 #[inline(always)]
 pub fn generation() -> Option<u64> {
@@ -100,6 +98,8 @@ pub fn generation() -> Option<u64> {
     Some(unsafe { core::ptr::read_volatile(word) })
 }
 
+/// Word `index` of the list index, read once; `absent` if it cannot be read (it always can:
+/// the word is below `INDEX_WORDS`).
 #[inline(always)]
 fn read_word(index: u32, absent: u64) -> u64 {
     match LIST_INDEX.get_ptr(index) {
