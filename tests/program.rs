@@ -19,8 +19,7 @@ use etherparse::Ipv6Extensions;
 use filter_common::{
     COUNTER_SLOTS, Counter, Reason, Settings, Verdict, counter_index,
     maps::{
-        ALL_MAPS, ALLOW_V4, ALLOW_V6, COUNTERS, DENY_V4, DENY_V6, LIST_INDEX, POLICY_SLOTS,
-        SAMPLES, SETTINGS,
+        ALL_MAPS, ALLOW_V4, ALLOW_V6, COUNTERS, DENY_V4, DENY_V6, POLICY_SLOTS, SAMPLES, SETTINGS,
     },
     sample::Sample,
     settings::FLAG_DRY_RUN,
@@ -117,8 +116,7 @@ impl Filter {
 
     /// The list index of the loaded object.
     fn index(&self) -> moat::listindex::ListIndex {
-        moat::listindex::ListIndex::of_map(self.ebpf.map(LIST_INDEX).expect("the index map"))
-            .expect("map the list index")
+        self.loaded.index()
     }
 
     /// Denylists each prefix alone and asserts `frame` is dropped under it, then unlists it and

@@ -902,8 +902,8 @@ fn counted<T>(
 }
 
 /// Times `case` once with `repeat` repetitions (or `repeat / CALLS_DIVISOR` calls) and, when
-/// `record` is set, checks its path and keeps the sample among the round's short runs. `floors` are the XDP_DROP floor and
-/// the parse + count one.
+/// `record` is set, checks its path and keeps the sample among the round's short runs.
+/// `floors` are the XDP_DROP floor and the parse + count one.
 fn time_case(
     case: &mut Case,
     subject: &mut Subject,

@@ -93,21 +93,23 @@ pub fn check(packet: &Packet) -> Option<Reason> {
 /// The lists' generation (`GENERATION_WORD`); none if the index cannot be read.
 #[inline(always)]
 pub fn generation() -> Option<u64> {
-    let word = LIST_INDEX.get_ptr(listindex::GENERATION_WORD)?;
-    // SAFETY: a word of a map value from a successful lookup; userspace writes it whole.
-    Some(unsafe { core::ptr::read_volatile(word) })
+    word(listindex::GENERATION_WORD)
 }
 
 /// Word `index` of the list index, read once; `absent` if it cannot be read (it always can:
 /// the word is below `INDEX_WORDS`).
 #[inline(always)]
 fn read_word(index: u32, absent: u64) -> u64 {
-    match LIST_INDEX.get_ptr(index) {
-        // SAFETY: a pointer to a map value from a successful lookup; userspace updates it
-        // through its mapping at any time, so it is read once, volatile.
-        Some(word) => unsafe { core::ptr::read_volatile(word) },
-        None => absent,
-    }
+    word(index).unwrap_or(absent)
+}
+
+/// Word `index` of the list index, read once; none if the lookup fails.
+#[inline(always)]
+fn word(index: u32) -> Option<u64> {
+    let word = LIST_INDEX.get_ptr(index)?;
+    // SAFETY: a pointer to a map value from a successful lookup; userspace updates it through
+    // its mapping at any time, so it is read once, volatile.
+    Some(unsafe { core::ptr::read_volatile(word) })
 }
 
 /// Byte `index` of the list index; if its word cannot be read (it always can: the index is
