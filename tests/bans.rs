@@ -1,7 +1,7 @@
-//! The daemon's `BANS_EMPTY` flag, `moat ban add` on a full ban table, and IPv6 bans moving
-//! with a change of `bans.ipv6_prefix`. `BANS` is a plain hash, so nothing makes room by itself:
-//! a manual ban takes the place of the automatic ban closest to its end, and when manual bans
-//! fill the table the command fails, one line and exit code 2, leaving the table as it was.
+//! The daemon's bans summary (`BANS_EMPTY`), `moat ban add` on a full ban table, and IPv6 bans
+//! moving with a change of `bans.ipv6_prefix`. `BANS` is a plain hash, so nothing makes room by
+//! itself: a manual ban takes the place of the automatic ban closest to its end, and when manual
+//! bans fill the table the command fails, one line and exit code 2, leaving the table as it was.
 //!
 //! The tests run a daemon on a quiet veth pair with a small table (`max_bans`) and write its
 //! pinned `BANS` directly through the filter-common types. They need root and fail without it.
@@ -20,8 +20,9 @@ use std::{
 use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError};
 use filter_common::{
     Reason,
-    maps::{BANS, BANS_ARE_EMPTY, BANS_EMPTY},
-    source::{BAN_MANUAL, Ban, SourceKey},
+    bansummary::{NO_BAN, SUMMARY_WORDS, slot},
+    maps::{BANS, BANS_EMPTY},
+    source::{BAN_CLASS, BAN_MANUAL, Ban, SourceKey},
 };
 use moat::{bans::monotonic_ns, pins::PinDir};
 use support::{Pair, TempDir, require_root, stderr, wait_until};
@@ -103,41 +104,85 @@ fn ban_add(pair: &Pair, addr: Ipv4Addr) -> std::process::Output {
     ])
 }
 
-/// The daemon's pinned `BANS_EMPTY` flag on `iface`, read afresh.
-fn bans_empty(iface: &str) -> u32 {
+/// The daemon's pinned bans summary (`BANS_EMPTY`) on `iface`, every word, read afresh.
+fn summary(iface: &str) -> Vec<u64> {
     let path = PinDir::for_iface(iface).map(BANS_EMPTY);
     let data = MapData::from_pin(&path)
         .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()));
-    Array::<_, u32>::try_from(Map::Array(data))
-        .unwrap_or_else(|error| panic!("{BANS_EMPTY} is not an array of u32: {error}"))
-        .get(&0, 0)
-        .unwrap_or_else(|error| panic!("reading {BANS_EMPTY}: {error}"))
+    let words = Array::<_, u64>::try_from(Map::Array(data))
+        .unwrap_or_else(|error| panic!("{BANS_EMPTY} is not an array of u64: {error}"));
+    (0..SUMMARY_WORDS)
+        .map(|index| {
+            words
+                .get(&index, 0)
+                .unwrap_or_else(|error| panic!("reading {BANS_EMPTY}[{index}]: {error}"))
+        })
+        .collect()
+}
+
+/// The slots of `summary` that say "look bans up", by word and bit.
+fn slots_to_look_up(summary: &[u64]) -> Vec<(u32, u64)> {
+    summary
+        .iter()
+        .zip(0..)
+        .flat_map(|(&word, index)| {
+            (0..64)
+                .map(|bit| 1u64 << bit)
+                .filter(move |mask| word & mask == 0)
+                .map(move |mask| (index, mask))
+        })
+        .collect()
+}
+
+/// `addr`'s slot in the bans summary.
+fn slot_of(addr: Ipv4Addr) -> (u32, u64) {
+    slot(&SourceKey::for_addr(addr.into(), BAN_CLASS, V6_PREFIX))
 }
 
 #[test]
-fn the_program_skips_the_bans_lookup_only_while_the_daemon_finds_no_ban() {
+fn the_program_skips_the_bans_lookup_only_for_sources_whose_slot_the_daemon_found_empty() {
     require_root();
     let pair = Pair::create();
     let iface = pair.origin_end.iface.clone();
     let _daemon = pair.start(&[]);
-    // The sweep runs as the daemon starts and finds the table empty.
+    // The sweep runs as the daemon starts and, finding no ban, sets every slot's bit.
     wait_until(
-        "the daemon's first sweep to find BANS empty",
+        "the daemon's first sweep to find every slot empty",
         Duration::from_secs(5),
-        || bans_empty(&iface) == BANS_ARE_EMPTY,
+        || summary(&iface).iter().all(|&word| word == NO_BAN),
     );
-    // `moat ban add` clears the flag before it returns: the program looks bans up again.
-    let output = ban_add(&pair, NEWCOMER);
-    assert!(output.status.success(), "ban add: {}", stderr(&output));
-    assert_eq!(bans_empty(&iface), 0, "a ban written clears the flag");
-    assert_eq!(entries(&pinned_bans(&iface)).len(), 1);
-    // Deleted, the next sweep (every 10 s) finds the table empty again.
+    // `moat ban add` clears its source's bit, and only that, before it returns: the program
+    // looks that source's bans up again.
+    let other = Ipv4Addr::new(192, 0, 2, 202);
+    for addr in [NEWCOMER, other] {
+        let output = ban_add(&pair, addr);
+        assert!(
+            output.status.success(),
+            "ban add {addr}: {}",
+            stderr(&output)
+        );
+    }
+    let mut banned = vec![slot_of(NEWCOMER), slot_of(other)];
+    banned.sort();
+    assert_eq!(
+        slots_to_look_up(&summary(&iface)),
+        banned,
+        "each ban written clears its own slot's bit"
+    );
+    assert_eq!(entries(&pinned_bans(&iface)).len(), 2);
+    // One deleted, the next sweep (every 10 s) sets its slot's bit again, and keeps the other
+    // ban's clear.
     let output = pair.moat(&["ban", "del", "--iface", &iface, &NEWCOMER.to_string()]);
     assert!(output.status.success(), "ban del: {}", stderr(&output));
     wait_until(
-        "the next sweep to find BANS empty again",
+        "the next sweep to find the deleted ban's slot empty",
         Duration::from_secs(15),
-        || bans_empty(&iface) == BANS_ARE_EMPTY,
+        || slots_to_look_up(&summary(&iface)).len() == 1,
+    );
+    assert_eq!(
+        slots_to_look_up(&summary(&iface)),
+        vec![slot_of(other)],
+        "the sweep leaves the bit of the ban it found clear"
     );
 }
 

@@ -33,12 +33,13 @@ use etherparse::{
 };
 use filter_common::{
     Class, Counter, Reason, Settings, Verdict,
+    bansummary::{NO_BAN, slot},
     classify::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG},
     clock::{ClockBase, TICK_RATES, tick_ns},
     counter_index,
     lists::{SLOT_PREFIX, trusted_v4_key, trusted_v6_key},
     maps::{
-        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, BANS_ARE_EMPTY, BANS_EMPTY, CROWDSEC_V4, CROWDSEC_V6,
+        ALLOW_V4, ALLOW_V6, BAN_EVENTS, BANS, BANS_EMPTY, CROWDSEC_V4, CROWDSEC_V6,
         DEFAULT_MAX_BANS, PORTS, SOURCES, TRUSTED_V4, TRUSTED_V6, VERIFIED,
     },
     ports::{PORT_REFLECTOR, PORT_TCP_OPEN, PORT_UDP_OPEN},
@@ -306,28 +307,32 @@ impl Filter {
             .insert(source_key(addr.into(), BAN_CLASS), ban, 0)
     }
 
-    /// Writes the `BANS_EMPTY` flag, as the daemon's sweep does.
-    fn set_bans_empty(&mut self, value: u32) {
+    /// Writes the bans summary's word that holds `addr`'s slot, as the daemon's sweep does.
+    fn set_summary_word(&mut self, addr: impl Into<IpAddr>, value: u64) {
+        let (index, _) = slot(&source_key(addr.into(), BAN_CLASS));
         let map = self
             .ebpf
             .map_mut(BANS_EMPTY)
             .unwrap_or_else(|| panic!("the object has no map {BANS_EMPTY:?}"));
-        Array::<_, u32>::try_from(map)
-            .unwrap_or_else(|error| panic!("{BANS_EMPTY} is not an array of u32: {error}"))
-            .set(0, value, 0)
+        Array::<_, u64>::try_from(map)
+            .unwrap_or_else(|error| panic!("{BANS_EMPTY} is not an array of u64: {error}"))
+            .set(index, value, 0)
             .unwrap_or_else(|error| panic!("writing {BANS_EMPTY}: {error}"));
     }
 
-    /// The `BANS_EMPTY` flag.
-    fn bans_empty(&self) -> u32 {
+    /// Whether the bans summary says no ban hashes to `addr`'s slot.
+    fn slot_holds_no_ban(&self, addr: impl Into<IpAddr>) -> bool {
+        let (index, mask) = slot(&source_key(addr.into(), BAN_CLASS));
         let map = self
             .ebpf
             .map(BANS_EMPTY)
             .unwrap_or_else(|| panic!("the object has no map {BANS_EMPTY:?}"));
-        Array::<_, u32>::try_from(map)
-            .unwrap_or_else(|error| panic!("{BANS_EMPTY} is not an array of u32: {error}"))
-            .get(&0, 0)
+        Array::<_, u64>::try_from(map)
+            .unwrap_or_else(|error| panic!("{BANS_EMPTY} is not an array of u64: {error}"))
+            .get(&index, 0)
             .unwrap_or_else(|error| panic!("reading {BANS_EMPTY}: {error}"))
+            & mask
+            != 0
     }
 
     /// Deletes the `BANS` entry under `addr`, which must exist.
@@ -1460,26 +1465,32 @@ fn assert_ban_round(
 }
 
 #[test]
-fn the_bans_lookup_is_skipped_only_while_the_table_is_known_empty() {
+fn the_bans_lookup_is_skipped_only_for_a_source_whose_summary_slot_holds_no_ban() {
     let mut filter = Filter::load();
     filter.update(banning_settings);
-    // The flag as created means "look": a ban is found.
-    assert_eq!(filter.bans_empty(), 0);
+    // The summary as created means "look": a ban is found.
+    assert!(!filter.slot_holds_no_ban(SOURCE_V4));
     filter.ban(SOURCE_V4, manual_ban(u64::MAX));
-    filter.assert_drops("flag as created", &udp(SOURCE_V4), Reason::Banned);
-    // The daemon sets the flag only after finding the table empty; the program then trusts it
-    // and skips the lookup (a ban written behind its back, as here, goes unseen).
-    filter.set_bans_empty(BANS_ARE_EMPTY);
-    filter.assert_passes("flag says empty", &udp(SOURCE_V4));
-    filter.set_bans_empty(0);
-    filter.assert_drops("flag cleared", &udp(SOURCE_V4), Reason::Banned);
-    // A ban the program issues itself clears the flag, so every CPU looks again.
-    filter.set_bans_empty(BANS_ARE_EMPTY);
+    filter.assert_drops("summary as created", &udp(SOURCE_V4), Reason::Banned);
+    // The daemon sets a slot's bit only when no ban it read hashes there; the program then
+    // trusts it and skips the lookup (a ban written behind its back, as here, goes unseen).
+    filter.set_summary_word(SOURCE_V4, NO_BAN);
+    filter.assert_passes("its slot says no ban", &udp(SOURCE_V4));
+    // Only the source's own bit counts: every other slot of its word saying "no ban" does not
+    // hide its ban.
+    let (_, mask) = slot(&source_key(SOURCE_V4.into(), BAN_CLASS));
+    filter.set_summary_word(SOURCE_V4, NO_BAN & !mask);
+    filter.assert_drops("its bit cleared", &udp(SOURCE_V4), Reason::Banned);
+    // A ban the program issues itself clears its slot's bit, so every CPU looks again.
+    filter.set_summary_word(OTHER_V4, NO_BAN);
     filter.assert_passes("udp from another source within its limit", &udp(OTHER_V4));
     for strike in 1..=3 {
         filter.assert_drops(&format!("strike {strike}"), &udp(OTHER_V4), Reason::RateUdp);
     }
-    assert_eq!(filter.bans_empty(), 0, "the program's ban cleared the flag");
+    assert!(
+        !filter.slot_holds_no_ban(OTHER_V4),
+        "the program's ban cleared its slot's bit"
+    );
     filter.assert_drops("banned by the program", &udp(OTHER_V4), Reason::Banned);
 }
 

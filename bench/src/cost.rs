@@ -247,7 +247,8 @@ const PATHS: [Path; 16] = [
         verdict: Verdict::Answered,
         reason: Reason::SynCookie,
         xdp_filter: None,
-        note: "verified-source miss, bans miss, listener lookup, the kernel's cookie \
+        note: "verified-source miss, the bans summary (no ban in the source's slot: no bans \
+               lookup), listener lookup, the kernel's cookie \
                (tcp_syncookies = 2), \
                SYN-ACK written in place, XDP_TX; timed per call, the floor's calls taken out",
     },
@@ -261,7 +262,8 @@ const PATHS: [Path; 16] = [
         verdict: Verdict::Drop,
         reason: Reason::CookieBad,
         xdp_filter: None,
-        note: "socket lookup finds only the listener, whose cookie check fails",
+        note: "the bans summary (no bans lookup), then a socket lookup that finds only the \
+               listener, whose cookie check fails",
     },
     Path {
         name: "ACK/RST for no connection dropped",
@@ -273,7 +275,8 @@ const PATHS: [Path; 16] = [
         verdict: Verdict::Drop,
         reason: Reason::NoSocket,
         xdp_filter: None,
-        note: "a bare ACK to port 81: the socket lookup finds nothing",
+        note: "a bare ACK to port 81: the bans summary (no bans lookup), then the socket lookup \
+               finds nothing",
     },
     Path {
         name: "UDP to a closed port dropped",
@@ -285,7 +288,8 @@ const PATHS: [Path; 16] = [
         verdict: Verdict::Drop,
         reason: Reason::PortClosed,
         xdp_filter: None,
-        note: "port 81: reflection checks, then the UDP socket lookup finds nothing",
+        note: "port 81: reflection checks, the bans summary (no bans lookup), then the UDP \
+               socket lookup finds nothing",
     },
     Path {
         name: "allowlist hit",
@@ -330,7 +334,8 @@ const PATHS: [Path; 16] = [
         verdict: Verdict::Drop,
         reason: Reason::Banned,
         xdp_filter: Some((XdpFilterPolicy::Allow, XDP_DROP, "`ip --mode src`")),
-        note: "both trie misses, then the bans hash",
+        note: "both trie misses, the source's slot in the bans summary (a ban there), then the \
+               bans hash",
     },
     Path {
         name: "SYN past a verified source's own limit, answered with a cookie",
@@ -597,6 +602,7 @@ pub fn prepare_subject(
     }
     subject.insert_prefixes(ALLOW_V4, ALLOW_V6, &allowed)?;
     subject.insert_prefixes(DENY_V4, DENY_V6, &denied)?;
+    subject.sweep_bans()?;
     progress("cost: allowed, denied, banned and verified the cases' sources");
     Ok(())
 }

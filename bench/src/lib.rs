@@ -226,6 +226,9 @@ pub enum BenchError {
     /// The verified-source cache could not be mapped.
     #[error(transparent)]
     Verified(#[from] moat::verified::CacheError),
+    /// The bans summary could not be mapped.
+    #[error(transparent)]
+    BanSummary(#[from] moat::bansummary::SummaryError),
     /// The CrowdSec Local API could not be started or driven.
     #[error(transparent)]
     Lapi(#[from] moat_lab::crowdsec::LapiError),

@@ -41,6 +41,7 @@ use filter_common::{
 use super::BenchError;
 use moat::{
     FILTER_OBJECT,
+    bansummary::BanSummary,
     cidr::Cidr,
     config::Config,
     listindex::ListIndex,
@@ -556,6 +557,18 @@ impl Subject {
             .map_err(BenchError::map("opening", BANS))?
             .insert(key, ban, 0)
             .map_err(BenchError::map("writing", BANS))
+    }
+
+    /// Sets the bans summary from the bans table as the daemon's sweep does, so a source whose
+    /// slot holds no ban skips the bans lookup.
+    pub fn sweep_bans(&mut self) -> Result<(), BenchError> {
+        let map = self.ebpf.map(BANS).ok_or_else(|| missing_map(BANS))?;
+        let keys = HashMap::<_, SourceKey, Ban>::try_from(map)
+            .map_err(BenchError::map("opening", BANS))?
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(BenchError::map("reading", BANS))?;
+        BanSummary::of_object(&self.ebpf)?.rebuild(&keys, || Ok::<_, BenchError>(keys.clone()))
     }
 
     /// Marks `addr` as a source that completed a handshake, for as long as the run lasts.

@@ -10,6 +10,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod bansummary;
 pub mod classify;
 pub mod clock;
 pub mod counter;

@@ -74,20 +74,12 @@ pub const PORTS: &str = "PORTS";
 /// makes room by removing an automatic one.
 pub const BANS: &str = "BANS";
 
-/// Single-entry array of `u32`: [`BANS_ARE_EMPTY`] while the daemon has found `BANS` empty and
-/// nothing has banned since, so the program skips the bans lookup (a random spoofed source's
-/// lookup costs a cache and TLB miss in the bucket array on every packet of a flood); anything
-/// else ([`BANS_LOOK_UP`], what a new map holds) means look. Every writer of a ban writes
-/// [`BANS_LOOK_UP`] after the ban; the daemon's sweep writes [`BANS_ARE_EMPTY`] only when it
-/// finds the table empty, then looks again and takes it back if a ban arrived meanwhile, so a
-/// ban is never skipped whichever order they run in.
+/// mmap-able array of [`crate::bansummary::SUMMARY_WORDS`] `u64`s: the bans summary
+/// ([`crate::bansummary`]), one bit per slot of a hash of ban keys, set while no ban hashes
+/// there, so the program skips the `BANS` lookup for a source whose bit is set. A new map (all
+/// zero) looks every ban up; the daemon's sweep sets the bits of empty slots, and every writer
+/// of a ban clears its key's bit after writing it.
 pub const BANS_EMPTY: &str = "BANS_EMPTY";
-
-/// The [`BANS_EMPTY`] value that lets the program skip the bans lookup.
-pub const BANS_ARE_EMPTY: u32 = 1;
-
-/// The [`BANS_EMPTY`] value every writer of a ban leaves: look bans up. A new map holds it.
-pub const BANS_LOOK_UP: u32 = 0;
 
 /// LRU hash of [`crate::source::SourceKey`] to [`crate::rate::RateState`]: per-source, per-class
 /// buckets. LRU, so a flood of spoofed sources evicts old entries instead of filling it.

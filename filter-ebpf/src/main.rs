@@ -7,6 +7,7 @@
 #![feature(asm_experimental_arch)]
 
 mod answer;
+mod bansummary;
 mod clock;
 mod maps;
 mod parse;

@@ -7,6 +7,7 @@ use aya_ebpf::{
 };
 use filter_common::{
     COUNTER_SLOTS, Counter, Packet, Reason, Settings,
+    bansummary::SUMMARY_WORDS,
     listindex::INDEX_WORDS,
     lists::{ListValue, TrustedV4Key, TrustedV6Key, V4Key, V6Key},
     maps::{
@@ -87,9 +88,10 @@ pub static PORTS: Array<u8> = Array::with_max_entries(POLICY_SLOTS * PORT_COUNT,
 #[map]
 pub static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(DEFAULT_MAX_BANS, 0);
 
-/// Whether the daemon found `BANS` empty (see `filter_common::maps::BANS_EMPTY`).
+/// The bans summary: one bit per slot of ban keys, set while no ban hashes there (see
+/// `filter_common::bansummary`).
 #[map]
-pub static BANS_EMPTY: Array<u32> = Array::with_max_entries(1, 0);
+pub static BANS_EMPTY: Array<u64> = Array::with_max_entries(SUMMARY_WORDS, BPF_F_MMAPABLE);
 
 /// Per-source, per-class rate state: two-way sets (see `filter_common::sources`), as many as
 /// `Settings::source_sets` says (userspace sizes the map to match). Mappable, so the daemon

@@ -27,6 +27,7 @@ use filter_common::{
 };
 
 use crate::{
+    bansummary::holds_no_ban,
     clock::Clock,
     maps::{BANS, VERIFIED},
     word,
@@ -137,8 +138,12 @@ pub fn mark(source: &SourceKey, settings: &Settings, clock: &mut Clock) {
             core::ptr::write_volatile(&raw mut (*slot).until_ns, until_ns);
         }
     }
-    // A ban written while this verification was being decided wins.
-    if let Some(ban) = BANS.get_ptr(source) {
+    // A ban written while this verification was being decided wins. Its writer clears the
+    // source's slot in the bans summary before it clears the source's verification, so a
+    // slot read here as holding no ban leaves that to the writer.
+    if !holds_no_ban(source)
+        && let Some(ban) = BANS.get_ptr(source)
+    {
         // SAFETY: a pointer from a successful lookup, valid for this run.
         if unsafe { (*ban).enforced(now_ns, settings.dry_run()) && (*ban).covers_tcp() } {
             forget(source);

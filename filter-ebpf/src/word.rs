@@ -65,6 +65,24 @@ pub unsafe fn or(ptr: *mut u64, mask: u64) {
     }
 }
 
+/// Clears the bits of the word at `ptr` that `mask` leaves out, atomically (BPF_ATOMIC |
+/// BPF_AND, verified on map values since Linux 5.12 like `BPF_CMPXCHG`).
+///
+/// # Safety
+/// `ptr` must point into a map value (valid for the program run) and be 8-byte aligned.
+#[inline(always)]
+pub unsafe fn and(ptr: *mut u64, mask: u64) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        asm!(
+            "lock *(u64 *)({ptr} + 0) &= {mask}",
+            ptr = in(reg) ptr,
+            mask = in(reg) mask,
+            options(nostack),
+        );
+    }
+}
+
 /// [`admit_shared`] on a pair of buckets in a map value every CPU shares.
 #[inline(always)]
 pub fn admit(buckets: *mut Buckets, pace: &Pace, now_ns: u64, len: u64) -> bool {

@@ -15,17 +15,18 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     sys::SyscallError,
 };
 use filter_common::{
     Reason, Settings,
-    maps::{BAN_EVENTS, BANS, BANS_ARE_EMPTY, BANS_EMPTY, BANS_LOOK_UP, VERIFIED},
+    maps::{BAN_EVENTS, BANS, VERIFIED},
     sample::Sample,
     source::{BAN_CLASS, BAN_DRY_RUN, BAN_MANUAL, Ban, SourceKey},
 };
 
 use crate::{
+    bansummary::{BanSummary, SummaryError},
     batch,
     config::{duration_ns, format_duration},
     pins::{NotRunning, PinDir},
@@ -82,6 +83,14 @@ pub enum BanError {
         /// What failed.
         source: ControlError,
     },
+    /// The bans summary, where every ban clears its slot's bit, could not be opened.
+    #[error("opening the bans summary of {iface}: {source}")]
+    Summary {
+        /// The interface.
+        iface: String,
+        /// What failed.
+        source: SummaryError,
+    },
     /// The verified-source cache, which every ban clears for its source, could not be mapped.
     #[error("mapping the verified sources of {iface}: {source}")]
     Verified {
@@ -132,65 +141,14 @@ pub fn monotonic_ns() -> u64 {
 /// How many automatic bans `moat ban add` removes, at most, to make room on a full table.
 const MAKE_ROOM_TRIES: usize = 8;
 
-/// The pinned `BANS`, `BANS_EMPTY`, `VERIFIED` and `SETTINGS` of a running filter.
+/// The pinned `BANS`, `BANS_EMPTY` (the bans summary), `VERIFIED` and `SETTINGS` of a running
+/// filter.
 pub struct PinnedBans {
     iface: String,
     bans: HashMap<MapData, SourceKey, Ban>,
-    empty: EmptyFlag,
+    summary: BanSummary,
     verified: VerifiedCache,
     settings: Settings,
-}
-
-/// The pinned `BANS_EMPTY` flag ([`filter_common::maps::BANS_EMPTY`]); `None` inside when the
-/// running program predates it (and so always looks bans up).
-pub struct EmptyFlag(Option<Array<MapData, u32>>);
-
-impl EmptyFlag {
-    /// The flag pinned at `pins`.
-    pub fn open(pins: &PinDir) -> Result<EmptyFlag, MapError> {
-        let path = pins.map(BANS_EMPTY);
-        if !path.exists() {
-            return Ok(EmptyFlag(None));
-        }
-        let data = MapData::from_pin(&path)?;
-        Ok(EmptyFlag(Some(Array::try_from(Map::Array(data))?)))
-    }
-
-    /// Tells the program to look bans up: after every write of a ban.
-    pub fn note_ban(&mut self) -> Result<(), MapError> {
-        self.write(BANS_LOOK_UP)
-    }
-
-    /// Tells the program it may skip the bans lookup, if `bans` is empty; looks again after
-    /// writing, and takes it back if a ban arrived in between (a writer that banned after this
-    /// second look writes [`BANS_LOOK_UP`] after this does).
-    fn mark_if_empty(&mut self, bans: &HashMap<MapData, SourceKey, Ban>) -> Result<(), MapError> {
-        let empty = || bans.keys().next().is_none();
-        if self.0.is_none() || !empty() {
-            return Ok(());
-        }
-        self.write(BANS_ARE_EMPTY)?;
-        if !empty() {
-            self.write(BANS_LOOK_UP)?;
-        }
-        Ok(())
-    }
-
-    /// Tells a loaded object's program to look bans up, before it is attached: bans may have
-    /// been copied or restored into its table, or a flag the last daemon set reused.
-    pub fn clear_in(ebpf: &mut aya::Ebpf) -> Result<(), MapError> {
-        let map = ebpf.map_mut(BANS_EMPTY).ok_or(MapError::InvalidName {
-            name: BANS_EMPTY.to_string(),
-        })?;
-        Array::<_, u32>::try_from(map)?.set(0, BANS_LOOK_UP, 0)
-    }
-
-    fn write(&mut self, value: u32) -> Result<(), MapError> {
-        match &mut self.0 {
-            Some(flag) => flag.set(0, value, 0),
-            None => Ok(()),
-        }
-    }
 }
 
 impl PinnedBans {
@@ -209,7 +167,10 @@ impl PinnedBans {
             MapData::from_pin(&path).map_err(map_error("opening"))
         };
         let bans = open(BANS)?;
-        let empty = EmptyFlag::open(&pins).map_err(map_error("opening"))?;
+        let summary = BanSummary::open(&pins).map_err(|source| BanError::Summary {
+            iface: iface.to_string(),
+            source,
+        })?;
         let verified =
             VerifiedCache::of(&open(VERIFIED)?).map_err(|source| BanError::Verified {
                 iface: iface.to_string(),
@@ -222,7 +183,7 @@ impl PinnedBans {
         Ok(PinnedBans {
             iface: iface.to_string(),
             bans: HashMap::try_from(Map::HashMap(bans)).map_err(map_error("opening"))?,
-            empty,
+            summary,
             verified,
             settings,
         })
@@ -278,7 +239,9 @@ impl PinnedBans {
         for _ in 0..MAKE_ROOM_TRIES {
             match self.bans.insert(key, ban, 0) {
                 Ok(()) => {
-                    self.empty.note_ban().map_err(self.map_error("writing"))?;
+                    self.summary
+                        .note_ban(&key)
+                        .map_err(self.map_error("writing"))?;
                     self.verified.forget(&key);
                     return Ok(());
                 }
@@ -361,7 +324,9 @@ impl PinnedBans {
         self.bans
             .insert(key, ban, 0)
             .map_err(self.map_error("writing"))?;
-        self.empty.note_ban().map_err(self.map_error("writing"))?;
+        self.summary
+            .note_ban(&key)
+            .map_err(self.map_error("writing"))?;
         if ban.covers_tcp() {
             self.verified.forget(&key);
         }
@@ -512,6 +477,17 @@ pub fn describe(key: &SourceKey, v6_prefix: u32) -> String {
 /// new offenders from being banned.
 pub const CROWDED_PERCENT: usize = 90;
 
+/// Why a sweep of the ban table failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// The table could not be read or written.
+    #[error(transparent)]
+    Map(#[from] MapError),
+    /// The bans summary could not be opened.
+    #[error(transparent)]
+    Summary(#[from] SummaryError),
+}
+
 /// What a sweep of the ban table did and left.
 #[derive(Debug)]
 pub struct Sweep {
@@ -523,8 +499,9 @@ pub struct Sweep {
 
 /// Deletes bans that expired more than `forget_after_ns` ago from the `BANS` pinned at `pins`
 /// (every expired ban when the table is over [`CROWDED_PERCENT`] full), reading the table once.
-/// A table left empty lets the program skip its bans lookup ([`EmptyFlag`]).
-pub fn sweep_pinned(pins: &PinDir, forget_after_ns: u64) -> Result<Sweep, MapError> {
+/// Then sets the bits of the bans summary's slots no ban hashes to any more
+/// ([`BanSummary::rebuild`]), so the program skips the lookup for their sources.
+pub fn sweep_pinned(pins: &PinDir, forget_after_ns: u64) -> Result<Sweep, SweepError> {
     let now = policy::pinned_settings(pins)
         .map_err(|_| MapError::InvalidName {
             name: filter_common::maps::SETTINGS.to_string(),
@@ -543,7 +520,10 @@ pub fn sweep_pinned(pins: &PinDir, forget_after_ns: u64) -> Result<Sweep, MapErr
         // Already gone (re-banned and then deleted) is fine.
         let _ = bans.remove(key);
     }
-    EmptyFlag::open(pins)?.mark_if_empty(&bans)?;
+    let kept_keys: Vec<SourceKey> = kept.iter().map(|(key, _)| *key).collect();
+    BanSummary::open(pins)?.rebuild(&kept_keys, || {
+        read_all(&bans).map(|entries| entries.into_iter().map(|(key, _)| key).collect())
+    })?;
     Ok(Sweep {
         forgotten: stale.len(),
         kept,

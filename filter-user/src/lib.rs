@@ -2,6 +2,7 @@
 //! reports its counters. `main.rs` is a thin shell over these modules.
 
 pub mod bans;
+pub mod bansummary;
 pub mod batch;
 pub mod cidr;
 pub mod cli;

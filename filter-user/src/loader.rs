@@ -21,14 +21,14 @@ use aya::{
     },
 };
 use filter_common::maps::{
-    ALL_MAPS, ALLOW_V4, ALLOW_V6, BANS, BANS_EMPTY, DENY_V4, DENY_V6, LIST_INDEX, PERSISTENT_MAPS,
-    PIN_ROOT, PROGRAM_NAME, SOURCES,
+    ALL_MAPS, ALLOW_V4, ALLOW_V6, BANS, DENY_V4, DENY_V6, LIST_INDEX, PERSISTENT_MAPS, PIN_ROOT,
+    PROGRAM_NAME, SOURCES,
 };
 use log::{debug, warn};
 
 use crate::{
     FILTER_OBJECT, FILTER_OBJECT_DEBUG_LOG,
-    bans::EmptyFlag,
+    bansummary::BanSummary,
     config::Mode,
     listindex::{IndexError, ListIndex},
     migrate::{self, Fit, MigrateError, Pinned},
@@ -415,9 +415,11 @@ impl Filter {
                 .map_err(|error| refused(error.to_string()))?;
             log::info!("built the list index from the lists iface={iface} entries={marked}");
         }
-        // The program looks bans up until this daemon's sweep finds none.
-        EmptyFlag::clear_in(&mut ebpf)
-            .map_err(|error| refused(format!("clearing {BANS_EMPTY}: {error}")))?;
+        // The program looks every ban up until this daemon's sweep rebuilds the summary: the
+        // table may hold bans copied or restored into it, or a summary an earlier run left.
+        BanSummary::of_object(&ebpf)
+            .map_err(|error| refused(error.to_string()))?
+            .look_up_all();
         // Under the policy lock until the swap, so no `moat set` lands between the policy
         // written here and the program that reads it.
         let policy_lock = PolicyLock::acquire(iface).map_err(|error| refused(error.to_string()))?;

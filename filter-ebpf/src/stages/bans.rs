@@ -1,21 +1,19 @@
-//! Banned sources. Maps read: `BANS_EMPTY`, then `BANS` unless the daemon found it empty.
-//! Reason: `Banned`. Lookups per packet: one array word, and one hash lookup while any ban
-//! exists; for a TCP segment (not a SYN) of a source under a SYN ban, one socket lookup. A ban
+//! Banned sources. Maps read: `BANS_EMPTY` (the bans summary), then `BANS` unless the source's
+//! slot in the summary holds no ban. Reason: `Banned`. Lookups per packet: one word of the
+//! summary, and one hash lookup for a source whose slot may hold a ban (a banned source, or about
+//! one in sixteen others with the table full); for a TCP segment (not a SYN) of a source under a
+//! SYN ban, one socket lookup. A ban
 //! recorded during a dry run counts only while dry run is on; a ban the program issued for
 //! UDP, ICMP or other traffic drops none of the source's TCP, and one it issued for SYNs drops
 //! no segment of a connection the host already has.
 
 use aya_ebpf::programs::XdpContext;
-use filter_common::{
-    Packet, Reason, Settings,
-    classify::is_syn,
-    maps::{BANS_ARE_EMPTY, BANS_LOOK_UP},
-    source::SourceKey,
-};
+use filter_common::{Packet, Reason, Settings, classify::is_syn, source::SourceKey};
 
 use crate::{
+    bansummary::holds_no_ban,
     clock::Clock,
-    maps::{BANS, BANS_EMPTY},
+    maps::BANS,
     socket::{self, Found},
 };
 
@@ -29,7 +27,7 @@ pub fn check(
     settings: &Settings,
     clock: &mut Clock,
 ) -> Option<Reason> {
-    if known_empty() {
+    if holds_no_ban(source) {
         return None;
     }
     let ban = BANS.get_ptr(source)?;
@@ -50,29 +48,4 @@ pub fn check(
         return None;
     }
     Some(Reason::Banned)
-}
-
-/// Whether the daemon found `BANS` empty and nothing has banned since.
-#[inline(always)]
-fn known_empty() -> bool {
-    match BANS_EMPTY.get_ptr(0) {
-        // SAFETY: a pointer to a map value from a successful lookup; the daemon and other CPUs
-        // write the word at any time, so it is read once, volatile.
-        Some(flag) => (unsafe { core::ptr::read_volatile(flag) }) == BANS_ARE_EMPTY,
-        None => false,
-    }
-}
-
-/// Records that `BANS` holds a ban (this program just wrote one), so no CPU skips the lookup.
-#[inline(always)]
-pub fn note_ban() {
-    if let Some(flag) = BANS_EMPTY.get_ptr_mut(0) {
-        // SAFETY: as in `known_empty`; written only when it would change, so bans issued
-        // during a flood do not bounce the word's cache line between CPUs.
-        unsafe {
-            if core::ptr::read_volatile(flag) != BANS_LOOK_UP {
-                core::ptr::write_volatile(flag, BANS_LOOK_UP);
-            }
-        }
-    }
 }

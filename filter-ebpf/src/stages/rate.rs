@@ -31,6 +31,7 @@ use filter_common::{
 };
 
 use crate::{
+    bansummary,
     clock::Clock,
     maps::{AGGREGATE, BAN_EVENTS, BANS, SOURCES},
     verified, word as shared,
@@ -335,10 +336,10 @@ fn ban(packet: &mut Packet, key: &SourceKey, settings: &Settings, now_ns: u64, r
     if BANS.insert(key, entry, 0).is_err() {
         return;
     }
-    // After the insert: the daemon's sweep may have just found the table empty. The ban is
+    // After the insert: the daemon's sweep may have just found the key's slot empty. The ban is
     // for UDP, ICMP or other traffic, which covers none of the source's TCP, so its
     // verification stays.
-    super::bans::note_ban();
+    bansummary::note_ban(key);
     if let Some(count) = BAN_EVENTS.get_ptr_mut(reason as u32) {
         // SAFETY: a per-CPU slot from a successful lookup; only this CPU writes it now.
         unsafe { *count += 1 };
