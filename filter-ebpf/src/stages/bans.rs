@@ -2,10 +2,9 @@
 //! slot in the summary holds no ban. Reason: `Banned`. Lookups per packet: one word of the
 //! summary, and one hash lookup for a source whose slot may hold a ban (a banned source, or about
 //! one in sixteen others with the table full); for a TCP segment (not a SYN) of a source under a
-//! SYN ban, one socket lookup. A ban
-//! recorded during a dry run counts only while dry run is on; a ban the program issued for
-//! UDP, ICMP or other traffic drops none of the source's TCP, and one it issued for SYNs drops
-//! no segment of a connection the host already has.
+//! SYN ban, one socket lookup. A ban recorded during a dry run counts only while dry run is on; a
+//! ban the program issued for UDP, ICMP or other traffic drops none of the source's TCP, and one
+//! it issued for SYNs drops no segment of a connection the host already has.
 
 use aya_ebpf::programs::XdpContext;
 use filter_common::{Packet, Reason, Settings, classify::is_syn, source::SourceKey};
