@@ -109,15 +109,17 @@ fn summary(iface: &str) -> Vec<u64> {
     let path = PinDir::for_iface(iface).map(BANS_EMPTY);
     let data = MapData::from_pin(&path)
         .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()));
-    let words = Array::<_, u64>::try_from(Map::Array(data))
-        .unwrap_or_else(|error| panic!("{BANS_EMPTY} is not an array of u64: {error}"));
-    (0..SUMMARY_WORDS)
-        .map(|index| {
-            words
-                .get(&index, 0)
-                .unwrap_or_else(|error| panic!("reading {BANS_EMPTY}[{index}]: {error}"))
-        })
-        .collect()
+    let summary: Vec<u64> = Array::<_, u64>::try_from(Map::Array(data))
+        .unwrap_or_else(|error| panic!("{BANS_EMPTY} is not an array of u64: {error}"))
+        .iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|error| panic!("reading {BANS_EMPTY}: {error}"));
+    assert_eq!(
+        summary.len(),
+        SUMMARY_WORDS as usize,
+        "{BANS_EMPTY}'s length"
+    );
+    summary
 }
 
 /// The slots of `summary` that say "look bans up", by word and bit.
