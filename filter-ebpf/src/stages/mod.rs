@@ -2,9 +2,10 @@
 //! first: lists, the checks of the packet alone (TCP flags, closed ports, reflection), bans
 //! (skipped for a verified source's TCP, which no ban can cover), fragments, then verification
 //! (SYN cookies, sockets; a verified source's SYN past its own limit is verified like anyone's),
-//! then rate limits, which only ever see sources that cannot be spoofed or traffic that matched
-//! a socket. Each returns `Some(reason)` to decide or `None` to continue; a
-//! packet no stage stops passes.
+//! then rate limits, which see no TCP but a verified source's SYN: UDP the socket check let
+//! through, ICMP that is not essential, and other protocols, any of which can carry a forged
+//! address (so the bans they earn never cover TCP). Each returns `Some(reason)` to decide or
+//! `None` to continue; a packet no stage stops passes.
 //!
 //! A segment of a TCP connection (not a SYN, not a fragment), most of what a site receives,
 //! takes a shorter route: besides the lists and the flag check, only the verified-source
