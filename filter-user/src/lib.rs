@@ -1,6 +1,7 @@
 //! moat's userspace: loads the XDP filter, attaches it to an interface, keeps its settings and
 //! reports its counters. `main.rs` is a thin shell over these modules.
 
+pub mod atomicfile;
 pub mod bans;
 pub mod bansummary;
 pub mod batch;

@@ -1,8 +1,10 @@
 //! What the operator told the filter, kept on disk so a clean stop and start, or a reboot, does
 //! not forget it: the allow and deny lists and the bans, manual and automatic, with their
 //! offence counts. The daemon saves them to `STATE_DIR/IFACE.json` every minute and when it
-//! stops, writing a temporary file and renaming it over the old one so a crash never leaves half
-//! a file; after attaching a fresh filter it restores them. A filter taken over from a killed
+//! stops, whole or not at all (`crate::atomicfile`: a temporary file of each save's own,
+//! flushed to the disk, then renamed over the old one), so neither a crash, a power loss nor a
+//! stop during the periodic save leaves half a file; after attaching a fresh filter it restores
+//! them. A filter taken over from a killed
 //! daemon still has them in its maps and restores nothing.
 //!
 //! A restore puts back every part it can: each family of the allowlist and of the denylist, and
@@ -248,14 +250,11 @@ pub fn save(iface: &str, dir: &Path) -> Result<(), StateError> {
             source,
         }
     };
-    std::fs::create_dir_all(dir).map_err(io("creating the directory of"))?;
-    let temporary = file.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(&saved).map_err(|source| StateError::Parse {
         path: file.clone(),
         source,
     })?;
-    std::fs::write(&temporary, text).map_err(io("writing"))?;
-    std::fs::rename(&temporary, &file).map_err(io("replacing"))
+    crate::atomicfile::replace(&file, &text).map_err(io("writing"))
 }
 
 /// Restores the file of `iface` under `dir`, if there is one, into the filter running on

@@ -103,11 +103,7 @@ impl SampleWindow {
             written_unix_ms: crate::state::unix_ms_now(),
             tally: self.tally(),
         };
-        let path = digest_path(iface);
-        let temporary = path.with_extension("json.tmp");
-        std::fs::create_dir_all(LOCK_DIR)?;
-        std::fs::write(&temporary, serde_json::to_vec(&digest)?)?;
-        std::fs::rename(&temporary, &path)
+        crate::atomicfile::replace(&digest_path(iface), &serde_json::to_vec(&digest)?)
     }
 }
 

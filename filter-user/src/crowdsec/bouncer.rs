@@ -91,14 +91,9 @@ impl Sync {
         let saved = self
             .decisions
             .saved(Instant::now(), crate::state::unix_ms_now());
-        let temporary = self.file.with_extension("json.tmp");
-        let result = self
-            .file
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| serde_json::to_vec(&saved).map_err(std::io::Error::other))
-            .and_then(|text| std::fs::write(&temporary, text))
-            .and_then(|()| std::fs::rename(&temporary, &self.file));
+        let result = serde_json::to_vec(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|text| crate::atomicfile::replace(&self.file, &text));
         if let Err(error) = result {
             warn!(
                 "saving the crowdsec decisions failed iface={} path={} error=\"{error}\"",

@@ -129,11 +129,7 @@ impl Status {
         if !self.enabled.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let path = path(iface);
-        let temporary = path.with_extension("json.tmp");
-        std::fs::create_dir_all(crate::pins::LOCK_DIR)?;
-        std::fs::write(&temporary, serde_json::to_vec(&self.snapshot())?)?;
-        std::fs::rename(&temporary, &path)
+        crate::atomicfile::replace(&path(iface), &serde_json::to_vec(&self.snapshot())?)
     }
 }
 
