@@ -292,6 +292,55 @@ fn sighup_reloads_config_and_keeps_it_on_a_bad_file() {
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
+/// A reload cannot resize the maps, so the policy it writes keeps describing the loaded ones:
+/// with the `SOURCES` sets of a larger table in the settings, a source's candidate sets would
+/// fall past the map's end and its UDP, ICMP and other packets would be aborted.
+#[test]
+fn a_reload_that_asks_for_more_tracked_sources_keeps_the_loaded_table_and_serves_pings() {
+    require_root();
+    let pair = Pair::create();
+    let iface = pair.origin_end.iface.clone();
+    let dir = std::env::temp_dir().join(format!("moat-resize-{}", moat::netns::unique_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("moat.toml");
+    std::fs::write(&config, "max_tracked_sources = 1000\n").expect("write config");
+    let daemon = pair.start(&["--config", config.to_str().expect("utf-8 path")]);
+    let pins = moat::pins::PinDir::for_iface(&iface);
+    let sets = || {
+        moat::policy::pinned_settings(&pins)
+            .expect("the running settings")
+            .source_sets
+    };
+    assert_eq!(sets(), 1024, "1,000 sources get 1,024 sets");
+
+    std::fs::write(&config, "max_tracked_sources = 1000000\n").expect("write config");
+    daemon.signal(libc::SIGHUP).expect("SIGHUP");
+    wait_until("the reload", std::time::Duration::from_secs(5), || {
+        daemon.log().contains("reloaded iface=")
+    });
+    assert!(
+        daemon.log().contains("capacity changes need a restart"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(
+        sets(),
+        1024,
+        "the settings still name the loaded table's sets"
+    );
+    let answered = traffic::ping(&pair.client, pair.origin_end.ipv4, 3).expect("ping");
+    assert_eq!(answered, 3, "every ping answered after the reload");
+    let stats = stats_json(&iface);
+    assert_eq!(
+        count(&stats, "aborted", "internal").0,
+        0,
+        "no packet aborted"
+    );
+    let (status, log) = daemon.stop().expect("stop");
+    assert!(status.success(), "{log}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
 #[test]
 fn second_instance_on_the_same_iface_is_refused() {
     require_root();

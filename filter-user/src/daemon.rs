@@ -636,12 +636,16 @@ fn reload(
             return false;
         }
     };
-    if Capacities::of(&config) != Capacities::of(running) {
+    let loaded = Capacities::of(running);
+    let config = if Capacities::of(&config) == loaded {
+        config
+    } else {
         warn!(
             "capacity changes need a restart, keeping capacities iface={}",
             filter.iface()
         );
-    }
+        loaded.kept_in(config)
+    };
     if config.mode != running.mode && args.mode.is_none() {
         warn_mode_kept(filter.iface(), filter.mode(), config.mode);
     }

@@ -112,6 +112,18 @@ impl Capacities {
             bans: config.max_bans,
         }
     }
+
+    /// `config` with these capacities in place of its own: what a reload, which cannot resize
+    /// the maps, compiles its policy from, since the policy describes the maps (the settings
+    /// name the `SOURCES` sets a source hashes into, and a set past the map's end would abort
+    /// its packets).
+    pub fn kept_in(&self, mut config: crate::config::Config) -> crate::config::Config {
+        config.allow_capacity = self.allow;
+        config.deny_capacity = self.deny;
+        config.max_tracked_sources = self.sources;
+        config.max_bans = self.bans;
+        config
+    }
 }
 
 /// Why the filter could not be attached or detached.
