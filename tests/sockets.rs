@@ -5,8 +5,9 @@
 //! the namespace of the test run's device, which is the calling thread's.
 //!
 //! The SYN-ACK the program writes is decoded with etherparse, an independent decoder: addresses,
-//! ports and MACs swapped, SYN|ACK, the acknowledgement, one MSS option, both checksums. The
-//! cookie it carries is then returned in an ACK, which the kernel's own check accepts.
+//! ports and MACs swapped, SYN|ACK, the acknowledgement, one MSS option (the host's, from the
+//! loopback's MTU), both checksums. The cookie it carries is then returned in an ACK, which the
+//! kernel's own check accepts.
 
 #[expect(
     dead_code,
@@ -53,6 +54,9 @@ const REPLIES: u16 = 40_100;
 const CLIENT_PORT: u16 = 40_000;
 const CLIENT_SEQ: u32 = 0x1234_5678;
 const CLIENT_MSS: u16 = 1460;
+
+/// The MTU of the test namespace's loopback, the device a test run receives on.
+const LOOPBACK_MTU: u16 = 1400;
 
 /// The settings of a daemon with the default `syn_cookies = "auto"` and `require_sockets`,
 /// on the program's fixed clock.
@@ -157,7 +161,10 @@ fn verified_key(addr: IpAddr) -> SourceKey {
 /// A namespace with loopback up and `net.ipv4.tcp_syncookies` set to `syncookies`.
 fn namespace(syncookies: &str) -> NetNs {
     let ns = NetNs::create("moat-sock").expect("creating a namespace");
-    ns.ip(&["link", "set", "lo", "up"]).expect("lo up");
+    // A test run receives on the namespace's loopback, whose MTU the SYN-ACK's MSS follows:
+    // below the client's, as behind a tunnel.
+    ns.ip(&["link", "set", "lo", "mtu", &LOOPBACK_MTU.to_string(), "up"])
+        .expect("lo up");
     ns.sysctl("net.ipv4.tcp_syncookies", syncookies)
         .expect("setting tcp_syncookies");
     ns
@@ -279,9 +286,11 @@ fn check_synack(v6: bool, out: &[u8]) -> u32 {
         .collect::<Result<_, _>>()
         .expect("options");
     match options.as_slice() {
-        [TcpOptionElement::MaximumSegmentSize(mss)] => assert!(
-            (536..=CLIENT_MSS).contains(mss),
-            "the cookie's MSS {mss} is one the client can take"
+        [TcpOptionElement::MaximumSegmentSize(mss)] => assert_eq!(
+            *mss,
+            LOOPBACK_MTU - if v6 { 60 } else { 40 },
+            "the host's own MSS, its device's MTU less the headers, not the client's \
+             {CLIENT_MSS}"
         ),
         other => panic!("the SYN-ACK's only option is the MSS: {other:?}"),
     }

@@ -2,9 +2,11 @@
 //! headers, built byte by byte with both checksums. Pure functions over fixed-size arrays, so
 //! the XDP program writes exactly what the host tests check.
 //!
-//! The reply carries one TCP option, the MSS the cookie encodes: the kernel cannot recover
-//! window scaling, SACK or timestamps from a cookie made by `bpf_tcp_gen_syncookie`, so a
-//! cookie-made connection has none of them.
+//! The reply carries one TCP option, the MSS: the kernel cannot recover window scaling, SACK or
+//! timestamps from a cookie made by `bpf_tcp_gen_syncookie`, so a cookie-made connection has
+//! none of them. The MSS is the host's own ([`advertised_mss`]), what the kernel's SYN-ACK
+//! would say: the largest segment the host takes. The cookie encodes the client's, which only
+//! bounds what the host sends.
 
 /// Length of the SYN-ACK's TCP header: 20 bytes and the 4-byte MSS option.
 pub const TCP_LEN: usize = 24;
@@ -29,8 +31,30 @@ pub struct Reply {
     pub seq: u32,
     /// The client's sequence number plus one.
     pub ack: u32,
-    /// The MSS the cookie encodes.
+    /// The MSS the host advertises ([`advertised_mss`]).
     pub mss: u16,
+}
+
+/// The MSS a host whose receiving device has an MTU of `mtu` bytes advertises over IP version
+/// `ip_version`, as the kernel derives a route's default `advmss` (`ipv4_default_advmss`,
+/// `ip6_default_advmss`): the MTU less the IP and TCP headers (40 bytes over IPv4, 60 over
+/// IPv6), at least 256 over IPv4 and 1,220 over IPv6 (the kernel's `min_adv_mss` defaults),
+/// at most 65,535. A host behind a 1,400-byte tunnel says 1,360 whatever the client offered;
+/// saying the client's 1,460 would have it send segments the host's link cannot carry.
+pub const fn advertised_mss(mtu: u32, ip_version: u8) -> u16 {
+    let (headers, least) = if ip_version == 4 {
+        (40, 256)
+    } else {
+        (60, 1_220)
+    };
+    let mss = mtu.saturating_sub(headers);
+    if mss < least {
+        least as u16
+    } else if mss > u16::MAX as u32 {
+        u16::MAX
+    } else {
+        mss as u16
+    }
 }
 
 /// Adds the big-endian 16-bit words of `bytes` (an even number of them) to `sum`.
@@ -154,6 +178,20 @@ unsafe impl aya::Pod for HeaderCopy {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_advertised_mss_is_the_mtu_less_the_headers_within_the_kernels_bounds() {
+        assert_eq!(advertised_mss(1500, 4), 1460);
+        assert_eq!(advertised_mss(1500, 6), 1440);
+        assert_eq!(advertised_mss(1400, 4), 1360);
+        assert_eq!(advertised_mss(1400, 6), 1340);
+        assert_eq!(advertised_mss(9000, 4), 8960);
+        assert_eq!(advertised_mss(68, 4), 256, "IPv4's least");
+        assert_eq!(advertised_mss(1280, 6), 1220, "IPv6's least");
+        assert_eq!(advertised_mss(0, 6), 1220);
+        assert_eq!(advertised_mss(65_536, 4), 65_496, "loopback");
+        assert_eq!(advertised_mss(u32::MAX, 6), u16::MAX);
+    }
 
     /// An independent checksum: the one's-complement sum of all words must be 0xFFFF.
     fn verifies(parts: &[&[u8]]) -> bool {

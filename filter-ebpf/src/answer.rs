@@ -1,15 +1,20 @@
 //! Rewrites a SYN, in place, into the SYN-ACK that answers it with a SYN cookie, to be sent back
 //! with `XDP_TX`: MACs swapped, VLAN tags kept, a fresh IP header (IPv4 options and IPv6
-//! extension headers are not echoed), and a TCP header whose only option is the MSS. The
-//! headers come from `filter_common::synack`, checksums included; the frame is resized to end
-//! exactly after them.
+//! extension headers are not echoed), and a TCP header whose only option is the MSS: the host's
+//! own, from the receiving device's MTU (`bpf_check_mtu`, read as each SYN is answered, so an
+//! MTU changed on a running filter is said at once; see `filter_common::synack::advertised_mss`).
+//! The headers come from `filter_common::synack`, checksums included; the frame is resized to
+//! end exactly after them.
 //!
 //! The client's own checksums are never read: on veth and with offloads they may be partial.
 
-use aya_ebpf::{helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext};
+use aya_ebpf::{
+    helpers::generated::{bpf_check_mtu, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
 use filter_common::{
     Packet,
-    synack::{self, Reply},
+    synack::{self, Reply, advertised_mss},
 };
 
 use crate::{maps::HEADERS, parse::ptr_at};
@@ -25,10 +30,11 @@ pub enum Rewrite {
     Broken,
 }
 
-/// Turns the SYN in `ctx` (summarised in `packet`) into its SYN-ACK carrying `cookie` and
-/// `mss`.
+/// Turns the SYN in `ctx` (summarised in `packet`) into its SYN-ACK carrying `cookie` and the
+/// host's MSS ([`host_mss`]; `cookie_mss`, the client's as the cookie encodes it, should the
+/// device's MTU be unreadable).
 #[inline(always)]
-pub fn synack(ctx: &XdpContext, packet: &Packet, cookie: u32, mss: u16) -> Rewrite {
+pub fn synack(ctx: &XdpContext, packet: &Packet, cookie: u32, cookie_mss: u16) -> Rewrite {
     let l3 = packet.l3_offset as usize;
     let l4 = packet.l4_offset as usize;
     let Some(seq) = ptr_at::<[u8; 4]>(ctx, l4 + 4) else {
@@ -41,7 +47,7 @@ pub fn synack(ctx: &XdpContext, packet: &Packet, cookie: u32, mss: u16) -> Rewri
         dst_port: packet.src_port,
         seq: cookie,
         ack: client_seq.wrapping_add(1),
-        mss,
+        mss: host_mss(ctx, packet.ip_version).unwrap_or(cookie_mss),
     };
     let ip_len = if packet.ip_version == 4 {
         synack::IPV4_LEN
@@ -121,4 +127,16 @@ fn copy_into<const N: usize>(ctx: &XdpContext, offset: usize, bytes: &[u8; N]) -
         }
         None => false,
     }
+}
+
+/// The MSS this host advertises on IP version `ip_version`: what the MTU of the device that
+/// received the frame leaves after the headers; none if the helper cannot read it.
+#[inline(always)]
+fn host_mss(ctx: &XdpContext, ip_version: u8) -> Option<u16> {
+    let mut mtu: u32 = 0;
+    // SAFETY: `ctx.ctx` is the program's context; `mtu` is a 4-byte stack slot the helper
+    // writes. Interface 0 is the receiving device; a zero `mtu_len` asks about the frame as
+    // it is, whose size does not matter here (only the MTU written back is used).
+    let result = unsafe { bpf_check_mtu(ctx.ctx.cast(), 0, &raw mut mtu, 0, 0) };
+    (result >= 0 && mtu != 0).then(|| advertised_mss(mtu, ip_version))
 }
