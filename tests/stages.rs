@@ -1494,6 +1494,27 @@ fn the_bans_lookup_is_skipped_only_for_a_source_whose_summary_slot_holds_no_ban(
     filter.assert_drops("banned by the program", &udp(OTHER_V4), Reason::Banned);
 }
 
+/// A later fragment of a TCP segment and one of a UDP datagram, from `source` (the frames
+/// module's source of its family, which is this file's too).
+fn later_fragments(source: IpAddr) -> [Vec<u8>; 2] {
+    [frames::Transport::Tcp, frames::Transport::Udp].map(|transport| {
+        let packet = match source {
+            IpAddr::V4(v4) => {
+                assert_eq!(v4, SOURCE_V4, "the frames module sends from SOURCE_V4");
+                frames::Packet::ipv4(transport)
+            }
+            IpAddr::V6(v6) => {
+                assert_eq!(v6, SOURCE_V6, "the frames module sends from SOURCE_V6");
+                frames::Packet::ipv6(transport)
+            }
+        };
+        packet
+            .payload(&frames::payload_of(200))
+            .fragment(64..200, false)
+            .bytes
+    })
+}
+
 #[test]
 fn a_ban_for_spoofable_traffic_leaves_the_sources_tcp_alone() {
     let mut filter = Filter::load();
@@ -1516,6 +1537,18 @@ fn a_ban_for_spoofable_traffic_leaves_the_sources_tcp_alone() {
         // ...which drops none of its TCP: a first-time visitor at that address still gets in.
         filter.assert_passes(&format!("syn from {source}"), &syn(source, HTTPS));
         filter.assert_passes(&format!("ack from {source}"), &tcp(source, ACK, HTTPS));
+        // Not even a segment cut in pieces on its way, whose later fragments carry no TCP
+        // header; a datagram's are banned with it.
+        let [tcp_later, udp_later] = later_fragments(source);
+        filter.assert_passes(
+            &format!("a later fragment of a segment from {source}"),
+            &tcp_later,
+        );
+        filter.assert_drops(
+            &format!("a later fragment of a datagram from banned {source}"),
+            &udp_later,
+            Reason::Banned,
+        );
     }
     // A manual ban covers TCP all the same.
     filter.ban(OTHER_V4, manual_ban(u64::MAX));

@@ -489,7 +489,9 @@ impl Model {
     fn banned(&self, packet: &Packet) -> bool {
         let now_ns = self.now_ns();
         let dry_run = self.dry_run();
-        let tcp = packet.has_l4() && packet.l4_proto == filter_common::packet::IPPROTO_TCP;
+        // A later fragment of a segment is TCP too: a ban that leaves TCP alone spares it.
+        let tcp = packet.l4_proto == filter_common::packet::IPPROTO_TCP
+            && (packet.has_l4() || packet.fragment == Fragment::Later);
         self.ban_of(packet).is_some_and(|ban| {
             now_ns < ban.until_ns && (dry_run || !ban.dry_run) && (!tcp || ban.covers_tcp())
         })

@@ -43,8 +43,11 @@ pub fn judge(
     settings: &Settings,
     clock: &mut Clock,
 ) -> Reason {
-    // Only TCP asks whether its source completed a handshake.
-    let tcp = packet.has_l4() && packet.l4_proto == IPPROTO_TCP;
+    // Only TCP asks whether its source completed a handshake. A later fragment of a segment
+    // (no TCP header, so not parsed as one) is TCP all the same: a ban for spoofable traffic,
+    // which leaves the source's TCP alone, must not cut its segments in pieces.
+    let tcp =
+        packet.l4_proto == IPPROTO_TCP && (packet.has_l4() || packet.fragment == Fragment::Later);
     if tcp && !is_syn(packet.tcp_flags) && packet.fragment == Fragment::None {
         return segment(ctx, packet, settings, clock);
     }
