@@ -172,8 +172,14 @@ fn decisions_are_dropped_until_deleted_and_the_allowlist_wins() {
     let lapi = Lapi::start(&pair.origin, "127.0.0.1:18080".parse().expect("literal"));
     let dir = TempDir::new("crowdsec-moat");
     let config = config(&dir, &lapi.url(), &lapi.bouncer_key("moat-origin"), "");
+    let state_dir = dir.0.join("state");
     count_arrivals(&pair);
-    let _daemon = pair.start(&["--config", &config]);
+    let daemon = pair.start(&[
+        "--config",
+        &config,
+        "--state-dir",
+        state_dir.to_str().expect("utf-8 path"),
+    ]);
     wait_until("the bouncer's first pull", Duration::from_secs(10), || {
         crowdsec_stats(&iface)["pulls"].as_u64().unwrap_or(0) > 0
     });
@@ -302,6 +308,29 @@ fn decisions_are_dropped_until_deleted_and_the_allowlist_wins() {
         "the allowlisted source passes"
     );
     assert_eq!(count(&stats_json(&iface), "pass", "allowlist").0, FRAMES);
+
+    // CrowdSec turned off by a reload: the decisions still in force (the IPv6 Ip decision and
+    // the IPv4 Range) stop being enforced, and their saved copy goes, though the LAPI still
+    // holds them.
+    let saved = moat::crowdsec::bouncer::saved_path(&state_dir, &iface);
+    assert!(saved.exists(), "{} saved", saved.display());
+    std::fs::write(&config, "require_sockets = false\n").expect("write config");
+    daemon.signal(libc::SIGHUP).expect("SIGHUP");
+    let removed = format!("crowdsec off, its decisions removed iface={iface} count=2");
+    wait_until("the decisions removed", Duration::from_secs(5), || {
+        daemon.log().contains(&removed)
+    });
+    let before = arrivals(&pair);
+    let after = send_round(&pair, &[2, 4]);
+    let grew: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        grew,
+        vec![0, 0, FRAMES, 0, FRAMES, 0, 0],
+        "with CrowdSec off, its decisions are dropped no more"
+    );
+    assert!(!saved.exists(), "{} removed", saved.display());
+    let (status, log) = daemon.stop().expect("a clean stop");
+    assert!(status.success(), "{log}");
 }
 
 #[test]

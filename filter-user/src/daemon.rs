@@ -224,6 +224,9 @@ async fn serve(
     notifier.ready(&format!("protecting {iface}"));
 
     let mut running = config;
+    if running.crowdsec.is_none() {
+        clear_crowdsec(&iface, &args.state_dir).await;
+    }
     let mut fleet = Fleet::start(&iface, running.crowdsec.as_ref(), &state, &args.state_dir);
     let mut ban_log = BanLog::new(&iface, capacities.bans, running.bans.ipv6_prefix);
     ban_log.know(in_force_at_start.as_deref().unwrap_or_default());
@@ -253,7 +256,8 @@ async fn serve(
                 if reload(&mut filter, args, config_path.as_ref(), &mut running) {
                     state.reloads_ok.fetch_add(1, Ordering::Relaxed);
                     if running.crowdsec != fleet.config {
-                        drop(fleet);
+                        let old = std::mem::replace(&mut fleet, Fleet::off());
+                        old.stop(&iface, running.crowdsec.is_none()).await;
                         fleet = Fleet::start(
                             &iface,
                             running.crowdsec.as_ref(),
@@ -484,12 +488,61 @@ fn drain(
 struct Fleet {
     /// The section they run with (`None`: off).
     config: Option<CrowdSecConfig>,
-    _bouncer: Option<AbortOnDrop>,
+    /// The bouncer's state and its task.
+    bouncer: Option<(crowdsec::bouncer::Handle, AbortOnDrop)>,
     pusher: Option<Pusher>,
     _pushing: Option<AbortOnDrop>,
 }
 
+/// With CrowdSec off at start: empties the CrowdSec tries a filter taken over (or an earlier
+/// configuration's bouncer) left, and the decisions saved for them.
+async fn clear_crowdsec(iface: &str, state_dir: &std::path::Path) {
+    let (owned_iface, state_dir) = (iface.to_string(), state_dir.to_path_buf());
+    let cleared =
+        tokio::task::spawn_blocking(move || crowdsec::bouncer::clear(&owned_iface, &state_dir))
+            .await;
+    report_cleared(iface, cleared);
+}
+
+/// Logs what emptying the CrowdSec tries did.
+fn report_cleared(iface: &str, cleared: Result<anyhow::Result<usize>, tokio::task::JoinError>) {
+    match cleared {
+        Ok(Ok(0)) => {}
+        Ok(Ok(count)) => info!("crowdsec off, its decisions removed iface={iface} count={count}"),
+        Ok(Err(error)) => error!(
+            "crowdsec is off but its decisions could not be removed, they are still dropped \
+             iface={iface} error=\"{}\"",
+            crate::oneline::one_line(&error)
+        ),
+        Err(error) => error!(
+            "crowdsec is off but its decisions could not be removed, they are still dropped \
+             iface={iface} error={error}"
+        ),
+    }
+}
+
 impl Fleet {
+    /// No CrowdSec tasks.
+    fn off() -> Fleet {
+        Fleet {
+            config: None,
+            bouncer: None,
+            pusher: None,
+            _pushing: None,
+        }
+    }
+
+    /// Stops the tasks; once this returns, the old bouncer writes nothing more, even from a
+    /// pull it was applying. With `clear` (CrowdSec is off now), its decisions go too.
+    async fn stop(self, iface: &str, clear: bool) {
+        let Some((handle, task)) = self.bouncer else {
+            return;
+        };
+        drop(task);
+        let stopped = tokio::task::spawn_blocking(move || handle.stop(clear)).await;
+        report_cleared(iface, stopped);
+    }
+
     /// Starts the tasks `config` asks for on `iface`, reporting into `state`; the bouncer
     /// saves its decisions under `state_dir`.
     fn start(
@@ -501,12 +554,7 @@ impl Fleet {
         let status = Arc::clone(&state.crowdsec);
         status.enabled.store(config.is_some(), Ordering::Relaxed);
         let Some(config) = config else {
-            return Fleet {
-                config: None,
-                _bouncer: None,
-                pusher: None,
-                _pushing: None,
-            };
+            return Fleet::off();
         };
         info!(
             "crowdsec bouncer on iface={iface} api_url={} update_frequency={}s push={}",
@@ -514,11 +562,11 @@ impl Fleet {
             config.update_frequency.as_secs(),
             config.push
         );
+        let handle = crowdsec::bouncer::Handle::new(iface, state_dir);
         let bouncer = tokio::spawn(crowdsec::bouncer::run(
-            iface.to_string(),
+            handle.clone(),
             config.clone(),
             Arc::clone(&status),
-            state_dir.to_path_buf(),
         ));
         let (pusher, pushing) = match (&config.credentials_file, config.push) {
             (Some(file), true) => match crowdsec::push::start(file, status) {
@@ -535,7 +583,7 @@ impl Fleet {
         };
         Fleet {
             config: Some(config.clone()),
-            _bouncer: Some(AbortOnDrop(bouncer)),
+            bouncer: Some((handle, AbortOnDrop(bouncer))),
             pusher,
             _pushing: pushing,
         }

@@ -12,6 +12,11 @@
 //! - After every change the decisions are saved under the state directory; a cold start
 //!   (the tries empty) with the LAPI down enforces what was saved, with what is left of each
 //!   decision's time, until the first pull replaces it.
+//! - A bouncer is stopped through its [`Handle`] (a reload that changes or removes the
+//!   `[crowdsec]` section): from then on it writes neither the tries nor the file, even from a
+//!   pull still being applied on the blocking pool. With CrowdSec off, the tries are emptied and
+//!   the saved decisions removed ([`Handle::stop`], [`clear`]): the program drops the sources of
+//!   the CrowdSec tries whatever the configuration says, and nothing would ever end them.
 
 use std::{
     collections::HashSet,
@@ -54,11 +59,17 @@ struct Sync {
     decisions: Decisions,
     /// What the tries hold; `None` until read from them (at start, after a failed write).
     installed: Option<HashSet<Cidr>>,
+    /// Set by [`Handle::stop`]: the bouncer writes nothing any more.
+    stopped: bool,
 }
 
 impl Sync {
-    /// Makes the tries hold the decisions' prefixes; returns how many went in and out.
+    /// Makes the tries hold the decisions' prefixes; returns how many went in and out. A
+    /// stopped bouncer changes nothing.
     fn reconcile(&mut self) -> anyhow::Result<(usize, usize)> {
+        if self.stopped {
+            return Ok((0, 0));
+        }
         let mut list = PinnedList::open(&self.iface, ListKind::CrowdSec)?;
         let installed = match self.installed.take() {
             Some(installed) => installed,
@@ -86,8 +97,11 @@ impl Sync {
     }
 
     /// Saves the decisions in force, atomically; a failure is logged (only a cold start with
-    /// the LAPI down would miss them).
+    /// the LAPI down would miss them). A stopped bouncer saves nothing.
     fn save(&self) {
+        if self.stopped {
+            return;
+        }
         let saved = self
             .decisions
             .saved(Instant::now(), crate::state::unix_ms_now());
@@ -124,10 +138,73 @@ pub fn saved_path(dir: &Path, iface: &str) -> PathBuf {
     dir.join(format!("{iface}.crowdsec.json"))
 }
 
-/// Runs the bouncer for the filter on `iface` until the task is aborted, saving its
-/// decisions under `state_dir`.
-pub async fn run(iface: String, config: CrowdSecConfig, status: Arc<Status>, state_dir: PathBuf) {
+/// A bouncer's decisions and what its tries hold, shared by its task ([`run`]) and whoever
+/// stops it.
+#[derive(Clone)]
+pub struct Handle {
+    sync: Arc<Mutex<Sync>>,
+}
+
+impl Handle {
+    /// The state of a bouncer for the filter on `iface` that saves its decisions under
+    /// `state_dir`: no decisions yet, the tries not read.
+    pub fn new(iface: &str, state_dir: &Path) -> Handle {
+        Handle {
+            sync: Arc::new(Mutex::new(Sync {
+                iface: iface.to_string(),
+                file: saved_path(state_dir, iface),
+                decisions: Decisions::new(),
+                installed: None,
+                stopped: false,
+            })),
+        }
+    }
+
+    /// Stops the bouncer's writes: once this returns, neither its task nor a pull it is still
+    /// applying changes the tries or the saved file. With `clear` (CrowdSec is off), also
+    /// empties the CrowdSec tries and removes the saved decisions; returns how many prefixes
+    /// went out. Blocks while a pull is being applied.
+    pub fn stop(&self, clear: bool) -> anyhow::Result<usize> {
+        let mut sync = self
+            .sync
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the bouncer's state was poisoned"))?;
+        sync.stopped = true;
+        if !clear {
+            return Ok(0);
+        }
+        let mut list = PinnedList::open(&sync.iface, ListKind::CrowdSec)?;
+        let held = list.entries()?;
+        if !held.is_empty() {
+            list.delete(&held)?;
+        }
+        match std::fs::remove_file(&sync.file) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(
+                    anyhow::Error::new(error).context(format!("removing {}", sync.file.display()))
+                );
+            }
+            _ => {}
+        }
+        Ok(held.len())
+    }
+}
+
+/// With CrowdSec off: empties the CrowdSec tries of the filter on `iface` (a filter taken
+/// over, or one whose configuration had a `[crowdsec]` section before) and removes the
+/// decisions saved under `state_dir`; returns how many prefixes went out.
+pub fn clear(iface: &str, state_dir: &Path) -> anyhow::Result<usize> {
+    Handle::new(iface, state_dir).stop(true)
+}
+
+/// Runs the bouncer for the filter on `iface` (the one `handle` was made for) until the task
+/// is aborted.
+pub async fn run(handle: Handle, config: CrowdSecConfig, status: Arc<Status>) {
     status.enabled.store(true, Ordering::Relaxed);
+    let iface = match handle.sync.lock() {
+        Ok(sync) => sync.iface.clone(),
+        Err(_) => return,
+    };
     let endpoint = match Endpoint::parse(&config.api_url) {
         Ok(endpoint) => endpoint,
         Err(message) => {
@@ -136,12 +213,7 @@ pub async fn run(iface: String, config: CrowdSecConfig, status: Arc<Status>, sta
             return;
         }
     };
-    let sync = Arc::new(Mutex::new(Sync {
-        iface: iface.clone(),
-        file: saved_path(&state_dir, &iface),
-        decisions: Decisions::new(),
-        installed: None,
-    }));
+    let sync = handle.sync;
     {
         let sync = Arc::clone(&sync);
         let status = Arc::clone(&status);
