@@ -6,11 +6,15 @@
 //! wanted prefixes with the ones the tries hold. Several decisions may name one source (two
 //! alerts, a manual ban beside a scenario's): the source stays dropped until the last of them
 //! ends, or until the stream reports one of them deleted. The LAPI (1.4.6, checked) reports a
-//! deletion only for a source no decision names any more, and then only one of its deleted
-//! decisions: so a deletion ends every decision held for that source and scope.
+//! deletion only for a value no decision names any more, and then only one of its deleted
+//! decisions: so a deletion ends every decision held for that value (as the LAPI wrote it) and
+//! scope. Values are matched as written, not as the prefixes they fold into: `::ffff:192.0.2.7`
+//! and `192.0.2.7`, or `192.0.2.7/24` and `192.0.2.0/24`, are one prefix here but two values to
+//! the LAPI, and the end of one leaves the other in force.
 //!
 //! Only `ban` decisions of scope `Ip` (a /32 or /128) and `Range` (its prefix, host bits
-//! cleared) are enforced; the others are counted in [`Tally::ignored`] and left alone.
+//! cleared; an IPv4-mapped IPv6 range as the IPv4 one it names) are enforced; the others are
+//! counted in [`Tally::ignored`] and left alone.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -31,6 +35,8 @@ pub const LONGEST: Duration = Duration::from_secs(365 * 86_400);
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Held {
     cidr: Cidr,
+    /// The value as the LAPI wrote it, trimmed: what its deletions name.
+    value: String,
     until: Instant,
     origin: String,
     scope: Scope,
@@ -89,6 +95,9 @@ pub struct Decisions {
     held: HashMap<i64, Held>,
     /// How many held decisions name each prefix.
     refs: HashMap<Cidr, u32>,
+    /// The ids held for each value and scope, so a deletion finds them without a scan (a full
+    /// pull may list tens of thousands of deletions against as many decisions held).
+    by_value: HashMap<(String, Scope), HashSet<i64>>,
 }
 
 impl Decisions {
@@ -116,17 +125,14 @@ impl Decisions {
             if self.end(decision.id) {
                 tally.deleted += 1;
             }
-            // The source's other decisions are gone too (see the module's doc).
-            if let Ok((cidr, scope)) = enforced(decision) {
-                let same: Vec<i64> = self
-                    .held
-                    .iter()
-                    .filter(|(_, held)| held.cidr == cidr && held.scope == scope)
-                    .map(|(id, _)| *id)
-                    .collect();
+            // The value's other decisions are gone too (see the module's doc).
+            if let Ok((_, scope)) = enforced(decision) {
+                let key = (decision.value.trim().to_string(), scope);
+                let same = self.by_value.get(&key).cloned().unwrap_or_default();
                 for id in same {
-                    self.end(id);
-                    tally.deleted += 1;
+                    if self.end(id) {
+                        tally.deleted += 1;
+                    }
                 }
             }
         }
@@ -141,6 +147,7 @@ impl Decisions {
                     listed.insert(decision.id);
                     let held = Held {
                         cidr,
+                        value: decision.value.trim().to_string(),
                         until: now + length,
                         origin: decision.origin.clone(),
                         scope,
@@ -218,6 +225,7 @@ impl Decisions {
             .map(|(id, held)| SavedDecision {
                 id: *id,
                 cidr: held.cidr.to_string(),
+                value: held.value.clone(),
                 origin: held.origin.clone(),
                 scope: held.scope.label().to_string(),
                 until_unix_ms: now_unix_ms
@@ -245,8 +253,15 @@ impl Decisions {
             if left == 0 {
                 continue;
             }
+            // A file saved before values were kept names the prefix only.
+            let value = if decision.value.is_empty() {
+                decision.cidr.clone()
+            } else {
+                decision.value.clone()
+            };
             let held = Held {
                 cidr,
+                value,
                 until: now + Duration::from_millis(left).min(LONGEST),
                 origin: decision.origin.clone(),
                 scope,
@@ -259,28 +274,38 @@ impl Decisions {
 
     fn hold(&mut self, id: i64, held: Held) {
         let cidr = held.cidr;
+        let key = (held.value.clone(), held.scope);
         if let Some(old) = self.held.insert(id, held) {
-            self.release(old.cidr);
+            self.release(id, &old);
         }
         *self.refs.entry(cidr).or_default() += 1;
+        self.by_value.entry(key).or_default().insert(id);
     }
 
     /// Ends decision `id`; whether it was held.
     fn end(&mut self, id: i64) -> bool {
         match self.held.remove(&id) {
             Some(old) => {
-                self.release(old.cidr);
+                self.release(id, &old);
                 true
             }
             None => false,
         }
     }
 
-    fn release(&mut self, cidr: Cidr) {
-        if let Some(count) = self.refs.get_mut(&cidr) {
+    /// Forgets what decision `id`, `held` until now, counted for.
+    fn release(&mut self, id: i64, held: &Held) {
+        if let Some(count) = self.refs.get_mut(&held.cidr) {
             *count -= 1;
             if *count == 0 {
-                self.refs.remove(&cidr);
+                self.refs.remove(&held.cidr);
+            }
+        }
+        let key = (held.value.clone(), held.scope);
+        if let Some(ids) = self.by_value.get_mut(&key) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_value.remove(&key);
             }
         }
     }
@@ -293,6 +318,9 @@ pub struct SavedDecision {
     pub id: i64,
     /// The prefix dropped.
     pub cidr: String,
+    /// The value as the LAPI wrote it (empty in files saved before it was kept).
+    #[serde(default)]
+    pub value: String,
     /// Who decided (`cscli`, `crowdsec`, `CAPI`, `moat`, ...).
     pub origin: String,
     /// `Ip` or `Range`.
@@ -319,13 +347,24 @@ fn enforced(decision: &Decision) -> Result<(Cidr, Scope), String> {
     parsed.ok_or_else(|| format!("{} (bad value)", kind()))
 }
 
-/// A range as the LAPI writes it; host bits are cleared (`192.0.2.7/24` drops 192.0.2.0/24).
+/// A range as the LAPI writes it; host bits are cleared (`192.0.2.7/24` drops 192.0.2.0/24). An
+/// IPv4-mapped IPv6 range of /96 or longer is the IPv4 range it names (`::ffff:192.0.2.0/120`
+/// drops 192.0.2.0/24): IPv4 packets carry IPv4 addresses, so the mapped prefix would match
+/// none of them.
 fn parse_range(value: &str) -> Option<Cidr> {
     let (addr, prefix) = value.split_once('/')?;
     let addr: IpAddr = addr.parse().ok()?;
     let prefix: u32 = prefix.parse().ok()?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
-    (prefix <= max).then(|| Cidr::of(addr, prefix))
+    if prefix > max {
+        return None;
+    }
+    match addr {
+        IpAddr::V6(v6) if prefix >= 96 && v6.to_ipv4_mapped().is_some() => {
+            Some(Cidr::of(addr.to_canonical(), prefix - 96))
+        }
+        _ => Some(Cidr::of(addr, prefix)),
+    }
 }
 
 #[cfg(test)]
@@ -429,6 +468,74 @@ mod tests {
         };
         assert_eq!(decisions.apply(&gone, false, now).deleted, 2);
         assert_eq!(decisions.len(), 1, "the Range decision is another value");
+    }
+
+    #[test]
+    fn a_deletion_ends_only_its_own_value_though_another_folds_into_the_same_prefix() {
+        let now = Instant::now();
+        let mut decisions = Decisions::new();
+        let four = Stream {
+            new: vec![
+                decision(1, "ban", "Ip", "::ffff:198.51.100.7", 3600),
+                decision(2, "ban", "Ip", "198.51.100.7", 4 * 3600),
+                decision(3, "ban", "Range", "192.0.2.7/24", 3600),
+                decision(4, "ban", "Range", "192.0.2.0/24", 4 * 3600),
+            ],
+            deleted: Vec::new(),
+        };
+        decisions.apply(&four, false, now);
+        let plan = decisions.plan(&HashSet::new());
+        assert_eq!(
+            plan.insert,
+            vec![cidr("192.0.2.0/24"), cidr("198.51.100.7/32")]
+        );
+        // The mapped Ip value and the /24 written with host bits expire first.
+        let gone = Stream {
+            new: Vec::new(),
+            deleted: vec![
+                decision(1, "ban", "Ip", "::ffff:198.51.100.7", 0),
+                decision(3, "ban", "Range", "192.0.2.7/24", 0),
+            ],
+        };
+        assert_eq!(decisions.apply(&gone, false, now).deleted, 2);
+        assert_eq!(
+            decisions.len(),
+            2,
+            "the other two values are still in force"
+        );
+        let installed: HashSet<Cidr> = [cidr("192.0.2.0/24"), cidr("198.51.100.7/32")].into();
+        assert!(decisions.plan(&installed).is_empty(), "both prefixes stay");
+    }
+
+    #[test]
+    fn an_ipv4_mapped_range_is_enforced_as_the_ipv4_range_it_names() {
+        let now = Instant::now();
+        let mut decisions = Decisions::new();
+        let stream = Stream {
+            new: vec![
+                decision(1, "ban", "Range", "::ffff:192.0.2.0/120", 600),
+                decision(2, "ban", "Range", "::ffff:0:0/96", 600),
+                decision(3, "ban", "Range", "::ffff:0:0/95", 600),
+            ],
+            deleted: Vec::new(),
+        };
+        assert_eq!(decisions.apply(&stream, false, now).added, 3);
+        let mut insert = decisions.plan(&HashSet::new()).insert;
+        insert.sort_unstable_by_key(Cidr::to_string);
+        assert_eq!(
+            insert,
+            vec![
+                cidr("0.0.0.0/0"),
+                cidr("192.0.2.0/24"),
+                cidr("::fffe:0:0/95")
+            ],
+            "/96 and longer map to IPv4; a shorter one stays an IPv6 range"
+        );
+        // Saved and restored, each comes back as it was held.
+        let saved = decisions.saved(now, 1_000_000);
+        let mut restored = Decisions::new();
+        assert_eq!(restored.restore(&saved, now, 1_000_000), 3);
+        assert_eq!(restored.plan(&HashSet::new()).insert.len(), 3);
     }
 
     #[test]
