@@ -845,6 +845,30 @@ fn a_take_over_that_fails_leaves_the_running_filter_attached_and_dropping() {
     assert!(xdp_attached(&pair), "the old filter is still attached");
     denied_frames_are_dropped(&pair);
 
+    // A new build the kernel refuses only at its verifier, after the object was read and its
+    // maps opened: the running filter keeps reading its own policy slot.
+    let pins = moat::pins::PinDir::for_iface(&iface);
+    let active_slot = || {
+        moat::policy::PolicyMaps::of_pins(&pins)
+            .and_then(|maps| maps.active_slot())
+            .expect("the running filter's ACTIVE")
+    };
+    let slot = active_slot();
+    let refused = std::path::Path::new(&dir.0).join("moat-filter-refused");
+    std::fs::write(&refused, support::unverifiable_object()).expect("writing the object");
+    let message = refused_run(&pair, &[(moat::loader::OBJECT_ENV, &refused)]);
+    assert!(
+        message.contains("loading the new program"),
+        "refused by the verifier: {message}"
+    );
+    assert_eq!(
+        active_slot(),
+        slot,
+        "the running filter reads its own policy still"
+    );
+    assert!(xdp_attached(&pair), "the old filter is still attached");
+    denied_frames_are_dropped(&pair);
+
     // An upgrade whose stateful maps changed their entries' layout, which moat cannot carry
     // over: here the pinned BANS map is replaced by one of another layout.
     let pin = moat::pins::PinDir::for_iface(&iface).map(filter_common::maps::BANS);

@@ -388,7 +388,9 @@ impl Filter {
     /// per-source state and counters carry on, writes the policy, and swaps the program in on
     /// the pinned link with one `bpf_link_update`, so no packet meets an interface without a
     /// filter. Maps this version adds are created and pinned. If anything fails before the
-    /// swap, the running filter stays attached, untouched.
+    /// swap, the running filter stays attached, untouched: the new program is verified before
+    /// anything it shares with the running one changes, and a swap that fails after the new
+    /// policy went into the shared policy maps makes packets read the running one's again.
     fn take_over(
         request: &AttachRequest,
         lock: InstanceLock,
@@ -427,6 +429,12 @@ impl Filter {
                 .map_err(|error| refused(error.to_string()))?;
             log::info!("built the list index from the lists iface={iface} entries={marked}");
         }
+        // Verified first: a program the kernel refuses must leave the maps the running program
+        // shares with it (the policy, the bans summary) as they were.
+        xdp_program(&mut ebpf)
+            .map_err(refused)?
+            .load()
+            .map_err(|error| refused(format!("loading the new program: {error}")))?;
         // The program looks every ban up until this daemon's sweep rebuilds the summary: the
         // table may hold bans copied or restored into it, or a summary an earlier run left.
         BanSummary::of_object(&ebpf)
@@ -435,17 +443,28 @@ impl Filter {
         // Under the policy lock until the swap, so no `moat set` lands between the policy
         // written here and the program that reads it.
         let policy_lock = PolicyLock::acquire(iface).map_err(|error| refused(error.to_string()))?;
-        PolicyMaps::of_object(&ebpf)
-            .and_then(|mut maps| maps.write(&policy))
+        let mut policy_maps =
+            PolicyMaps::of_object(&ebpf).map_err(|error| refused(error.to_string()))?;
+        let running_slot = policy_maps
+            .active_slot()
             .map_err(|error| refused(error.to_string()))?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or_else(|| refused(LoadError::MissingProgram.to_string()))?
-            .try_into()
-            .map_err(|error: ProgramError| refused(error.to_string()))?;
-        program
-            .load()
-            .map_err(|error| refused(format!("loading the new program: {error}")))?;
+        policy_maps
+            .write(&policy)
+            .map_err(|error| refused(error.to_string()))?;
+        // From here on a failure before the swap puts the running policy back.
+        let restore = |policy_maps: &mut PolicyMaps, error: String| {
+            if let Err(restoring) = policy_maps.activate(running_slot) {
+                log::error!(
+                    "the running filter now reads the new policy: putting its own back failed \
+                     iface={iface} error=\"{restoring}\""
+                );
+            }
+            refused(error)
+        };
+        let program = match xdp_program(&mut ebpf) {
+            Ok(program) => program,
+            Err(error) => return Err(restore(&mut policy_maps, error)),
+        };
         let link = XdpLink::try_from(FdLink::from(running))
             .map_err(|error| refused(format!("the pinned link is not an XDP link: {error}")))?;
         let mode = attached_mode(iface);
@@ -454,9 +473,15 @@ impl Filter {
             warn_mode_kept(iface, mode, request.mode);
         }
         // The swap: from here on this program judges every packet.
-        let id = program
-            .attach_to_link(link)
-            .map_err(|error| refused(format!("swapping the program in: {error}")))?;
+        let id = match program.attach_to_link(link) {
+            Ok(id) => id,
+            Err(error) => {
+                return Err(restore(
+                    &mut policy_maps,
+                    format!("swapping the program in: {error}"),
+                ));
+            }
+        };
         let link = program
             .take_link(id)
             .map_err(|source| program_error("taking the link", iface, source))?;
@@ -585,6 +610,14 @@ impl Drop for Filter {
             warn!("cleanup failed iface={} error={error}", self.iface);
         }
     }
+}
+
+/// The XDP program of `ebpf`.
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, String> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or_else(|| LoadError::MissingProgram.to_string())?
+        .try_into()
+        .map_err(|error: ProgramError| error.to_string())
 }
 
 /// `policy` with the program's clock calibrated, for writing before the program judges a

@@ -274,6 +274,17 @@ impl PolicyMaps {
         Ok(slot)
     }
 
+    /// Makes packets read `slot` again: a take-over's way back when the program it wrote a
+    /// policy for could not be swapped in.
+    pub fn activate(&mut self, slot: u32) -> Result<(), ControlError> {
+        self.active
+            .set(0, slot % POLICY_SLOTS, 0)
+            .map_err(|source| ControlError::Write {
+                name: ACTIVE,
+                source,
+            })
+    }
+
     /// Writes `policy` into `slot` without flipping.
     fn fill(&mut self, slot: u32, policy: &Policy) -> Result<(), ControlError> {
         let ports_error = |source| ControlError::Write {

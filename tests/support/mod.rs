@@ -30,6 +30,48 @@ pub fn require_root() {
 }
 
 /// Pins, at `path`, a map of another object (the flood generator's configuration array): a
+/// The shipped object with the last instruction of its XDP program zeroed: aya parses and
+/// relocates it as it does the real one, and the kernel's verifier then refuses it (an unknown
+/// or unreachable instruction), the stand-in for a new build this kernel cannot run.
+pub fn unverifiable_object() -> Vec<u8> {
+    let mut object = moat::FILTER_OBJECT.to_vec();
+    let u16_at = |bytes: &[u8], at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    let u32_at = |bytes: &[u8], at: usize| {
+        u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+    };
+    let u64_at = |bytes: &[u8], at: usize| {
+        u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes")) as usize
+    };
+    // ELF64, little-endian: the section headers, then the symbol table and its strings.
+    let (sections, entry, count) = (
+        u64_at(&object, 0x28),
+        usize::from(u16_at(&object, 0x3A)),
+        usize::from(u16_at(&object, 0x3C)),
+    );
+    let section = |index: usize| sections + index * entry;
+    let symtab = (0..count)
+        .map(section)
+        .find(|&at| u32_at(&object, at + 4) == 2)
+        .expect("a symbol table");
+    let strings = u64_at(&object, section(u32_at(&object, symtab + 40) as usize) + 24);
+    let (symbols, size) = (u64_at(&object, symtab + 24), u64_at(&object, symtab + 32));
+    let program = (symbols..symbols + size)
+        .step_by(24)
+        .find(|&at| {
+            let name = strings + u32_at(&object, at) as usize;
+            object[name..].split(|&byte| byte == 0).next()
+                == Some(filter_common::maps::PROGRAM_NAME.as_bytes())
+        })
+        .expect("the program's symbol");
+    let code = u64_at(
+        &object,
+        section(usize::from(u16_at(&object, program + 6))) + 24,
+    );
+    let end = code + u64_at(&object, program + 8) + u64_at(&object, program + 16);
+    object[end - 8..end].fill(0);
+    object
+}
+
 /// stand-in for a map this version of moat did not create, such as one an earlier version
 /// declared or one whose entries have another layout. The pin keeps the map after the object
 /// is dropped.
