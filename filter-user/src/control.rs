@@ -185,14 +185,9 @@ impl PinnedList {
         })
     }
 
-    /// Waits for and takes `/run/moat/IFACE.lists.lock`, held by every edit of the
-    /// interface's lists (the CLI's, the daemon's CrowdSec decisions, a restore): a batched
-    /// add works out which prefixes are new before it writes them and counts those in the
-    /// index, so a second writer between the two would have both count one entry, and the
-    /// index would keep marking it after its deletion.
+    /// [`lists_lock`] of this list's interface.
     fn lock(&self) -> Result<FileLock, ListEditError> {
-        let path = Path::new(LOCK_DIR).join(format!("{}.lists.lock", self.iface));
-        FileLock::acquire(&path).map_err(|source| ListEditError::Lock { path, source })
+        lists_lock(&self.iface)
     }
 
     fn map_error(&self, action: &'static str) -> impl Fn(MapError) -> ListEditError + '_ {
@@ -576,4 +571,16 @@ fn errno(error: &MapError) -> Option<i32> {
         MapError::SyscallError(syscall) => syscall.io_error.raw_os_error(),
         _ => None,
     }
+}
+
+/// Waits for and takes `/run/moat/IFACE.lists.lock`, held by every edit of the interface's
+/// lists (the CLI's, the daemon's CrowdSec decisions, a restore) and by a take-over while it
+/// copies the lists and rebuilds their index for the new program: a batched add works out
+/// which prefixes are new before it writes them and counts those in the index, so a second
+/// writer between the two would have both count one entry, and the index would keep marking
+/// it after its deletion; an edit during a take-over's copy would go to maps about to be
+/// replaced.
+pub fn lists_lock(iface: &str) -> Result<FileLock, ListEditError> {
+    let path = Path::new(LOCK_DIR).join(format!("{iface}.lists.lock"));
+    FileLock::acquire(&path).map_err(|source| ListEditError::Lock { path, source })
 }

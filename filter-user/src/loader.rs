@@ -416,6 +416,10 @@ impl Filter {
         let mut ebpf = load_object(&mut loader, &object, request.capacities, &pins)
             .map_err(|error| refused(error.to_string()))?;
         let policy = with_clock(iface, &mut ebpf, &request.policy);
+        // No list edit from here until the new maps are pinned: one made while the lists are
+        // copied would go to a map about to be replaced, or miss the rebuilt index.
+        let lists_lock =
+            crate::control::lists_lock(iface).map_err(|error| refused(error.to_string()))?;
         let replaced =
             carry_over(iface, &mut ebpf, planned).map_err(|error| refused(error.to_string()))?;
         // An index this version creates beside lists an earlier one filled starts empty, which
@@ -496,6 +500,7 @@ impl Filter {
             .filter(|name| replaced.contains(name) || !pins.map(name).exists())
             .collect();
         repin_all(&ebpf, &pins, &fresh)?;
+        drop(lists_lock);
         // The old pin names the same link; pin it again as ours (the link stays attached).
         let link_path = pins.link();
         remove_if_present(&link_path).map_err(|source| LoadError::Io {
