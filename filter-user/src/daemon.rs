@@ -283,8 +283,11 @@ async fn serve(
             readable = ring.readable_mut() => {
                 match readable {
                     Ok(mut guard) => {
-                        drain(guard.get_inner_mut(), &mut ban_log, &mut window, &fleet, &pins);
-                        guard.clear_ready();
+                        // A ring left with records stays ready, so the next turn of the loop
+                        // reads on, after whatever else is due.
+                        if drain(guard.get_inner_mut(), &mut ban_log, &mut window, &fleet, &pins) {
+                            guard.clear_ready();
+                        }
                     }
                     Err(err) => warn!("waiting on the samples ring failed iface={iface} error={err}"),
                 }
@@ -292,7 +295,7 @@ async fn serve(
             _ = tick.tick() => {
                 notifier.alive();
                 // The program wakes the daemon only for a batch; a trickle is read here.
-                drain(ring.get_mut(), &mut ban_log, &mut window, &fleet, &pins);
+                let _ = drain(ring.get_mut(), &mut ban_log, &mut window, &fleet, &pins);
                 // Peers that completed a handshake (before moat started, too) are verified.
                 // The running prefix, which `moat set` may have changed since the last reload.
                 let settings = policy::pinned_settings(&pins).ok();
@@ -453,17 +456,25 @@ fn spawn_debug_log(mut log: DebugLog) {
     }));
 }
 
-/// Reads every record waiting in the ring.
+/// Records one drain reads at most: a ring the program fills as fast as the daemon reads it
+/// (a low `sample_every` during a flood from every CPU) must not keep the loop from its signals,
+/// its tick and the watchdog's ping.
+const DRAIN_MAX: usize = 1 << 16;
+
+/// Reads the records waiting in the ring, up to [`DRAIN_MAX`]; whether it read them all.
 fn drain(
     ring: &mut RingBuf<MapData>,
     ban_log: &mut BanLog,
     window: &mut SampleWindow,
     fleet: &Fleet,
     pins: &PinDir,
-) {
+) -> bool {
     // The program's clock, read once per drain and only when a ban is to be pushed.
     let mut clock: Option<(u64, u32)> = None;
-    while let Some(item) = ring.next() {
+    for _ in 0..DRAIN_MAX {
+        let Some(item) = ring.next() else {
+            return true;
+        };
         match top::decode(&item) {
             Some(Record::Sample(sample)) => window.push(sample),
             Some(Record::Ban(sample)) => {
@@ -481,6 +492,7 @@ fn drain(
             None => {}
         }
     }
+    false
 }
 
 /// The CrowdSec tasks of `[crowdsec]`: the bouncer and, with `push`, the pusher; both end

@@ -382,7 +382,8 @@ fn restore_bans(iface: &str, saved: &[SavedBan]) -> Result<(usize, Vec<StateErro
         let restoring = bans.restore(
             key,
             Ban {
-                until_ns: now_ns.saturating_add(left.as_nanos() as u64),
+                // A ban saved for ever (u64::MAX ns) stays for ever: no cast may wrap it short.
+                until_ns: now_ns.saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX)),
                 offences: ban.offences,
                 reason: ban.reason as u16,
                 flags: ban.flags,
