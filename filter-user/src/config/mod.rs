@@ -455,7 +455,8 @@ pub fn duration_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The `nameserver` addresses of a resolv.conf, as host prefixes (zone ids dropped).
+/// The `nameserver` addresses of a resolv.conf, as host prefixes (zone ids dropped; an
+/// IPv4-mapped IPv6 address as the IPv4 address its replies come from).
 pub fn nameservers(text: &str) -> Vec<Cidr> {
     text.lines()
         .filter_map(|line| {
@@ -464,7 +465,8 @@ pub fn nameservers(text: &str) -> Vec<Cidr> {
                 .then(|| words.next())
                 .flatten()
         })
-        .filter_map(|addr| addr.split('%').next()?.parse::<Cidr>().ok())
+        .filter_map(|addr| addr.split('%').next()?.parse::<std::net::IpAddr>().ok())
+        .map(|addr| Cidr::of(addr.to_canonical(), u32::MAX))
         .collect()
 }
 
@@ -724,8 +726,16 @@ burst = 100
 
     #[test]
     fn resolv_conf_nameservers() {
-        let text = "# comment\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch example.com\nnameserver 2001:db8::53\n";
+        let text = "# comment\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch example.com\nnameserver 2001:db8::53\nnameserver ::ffff:198.51.100.53\nnameserver not-an-address\n";
         let found: Vec<String> = nameservers(text).iter().map(ToString::to_string).collect();
-        assert_eq!(found, ["192.0.2.53/32", "fe80::1/128", "2001:db8::53/128"]);
+        assert_eq!(
+            found,
+            [
+                "192.0.2.53/32",
+                "fe80::1/128",
+                "2001:db8::53/128",
+                "198.51.100.53/32"
+            ]
+        );
     }
 }
