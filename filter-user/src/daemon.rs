@@ -255,7 +255,7 @@ async fn serve(
                 notifier.reloading();
                 if reload(&mut filter, args, config_path.as_ref(), &mut running) {
                     state.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                    if running.crowdsec != fleet.config {
+                    if running.crowdsec != fleet.config || fleet.push_failed() {
                         let old = std::mem::replace(&mut fleet, Fleet::off());
                         old.stop(&iface, running.crowdsec.is_none()).await;
                         fleet = Fleet::start(
@@ -534,6 +534,16 @@ fn report_cleared(iface: &str, cleared: Result<anyhow::Result<usize>, tokio::tas
 }
 
 impl Fleet {
+    /// Whether pushing was asked for but did not start (its credentials could not be read or
+    /// used): a reload starts the tasks again, so an operator who mended the file need not
+    /// change the section.
+    fn push_failed(&self) -> bool {
+        self.config
+            .as_ref()
+            .is_some_and(|config| config.push && config.credentials_file.is_some())
+            && self.pusher.is_none()
+    }
+
     /// No CrowdSec tasks.
     fn off() -> Fleet {
         Fleet {

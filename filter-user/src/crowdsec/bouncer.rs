@@ -1,9 +1,11 @@
 //! The bouncer: pulls the LAPI's decision stream every `update_frequency` and makes the
 //! CrowdSec tries hold exactly the sources under a ban decision.
 //!
-//! - The first pull, and the first after any failure, asks for everything (`startup=true`);
-//!   the tries are then compared with the whole set, so decisions deleted while moat was away
-//!   or the LAPI was down end too. Later pulls carry only the changes.
+//! - The first pull, the first after any failure, and one a day ([`FULL_EVERY`]) ask for
+//!   everything (`startup=true`); the tries are then compared with the whole set, so decisions
+//!   deleted while moat was away or the LAPI was down end too, and a decision longer than moat
+//!   keeps one without news (`decisions::LONGEST`, a year) is renewed. Later pulls carry only
+//!   the changes.
 //! - Parsing a reply (15 MB for 100,000 decisions) and writing the tries run on the blocking
 //!   pool, so scrapes, signals and the samples ring never wait for them.
 //! - A failure keeps every decision in force (moat protects with what it has), and the next
@@ -47,6 +49,9 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 
 /// The longest wait after failures.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// How often a pull asks for everything even when nothing failed.
+pub const FULL_EVERY: Duration = Duration::from_secs(86_400);
 
 /// How often expired decisions are removed.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -241,6 +246,7 @@ pub async fn run(handle: Handle, config: CrowdSecConfig, status: Arc<Status>) {
         }
     }
     let mut full = true;
+    let mut last_full = tokio::time::Instant::now();
     // Pulls failed in a row: the first failure and the recovery are logged, not every retry.
     let mut failures: u64 = 0;
     let mut backoff = BACKOFF_FIRST;
@@ -250,6 +256,9 @@ pub async fn run(handle: Handle, config: CrowdSecConfig, status: Arc<Status>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next_pull) => {
+                if last_full.elapsed() >= FULL_EVERY {
+                    full = true;
+                }
                 let result = pull(&endpoint, &config, full, &sync, &status).await;
                 let wait = match result {
                     Ok(()) => {
@@ -261,6 +270,9 @@ pub async fn run(handle: Handle, config: CrowdSecConfig, status: Arc<Status>) {
                             );
                         }
                         failures = 0;
+                        if full {
+                            last_full = tokio::time::Instant::now();
+                        }
                         full = false;
                         backoff = BACKOFF_FIRST;
                         config.update_frequency

@@ -28,7 +28,8 @@ use super::lapi::{Decision, Stream};
 use crate::cidr::Cidr;
 
 /// The longest a decision is kept without news of it: a decision that says it lasts longer
-/// (or whose duration did not parse) is dropped after this unless a later pull renews it.
+/// (or whose duration did not parse) is dropped after this unless a later pull renews it, as
+/// the bouncer's daily full pull does (`bouncer::FULL_EVERY`).
 pub const LONGEST: Duration = Duration::from_secs(365 * 86_400);
 
 /// One enforced decision.
