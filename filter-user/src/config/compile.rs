@@ -96,71 +96,23 @@ impl Config {
     /// `trust_system_ntp`, the time daemon's NTP servers, as /32 or
     /// /128 prefixes. A missing resolv.conf yields only the configured ones.
     pub fn trusted(&self) -> Vec<Cidr> {
-        let mut system = Vec::new();
+        let mut trusted = self.reflection.trusted.clone();
         if let Some(path) = &self.reflection.resolv_conf
             && let Ok(text) = std::fs::read_to_string(path)
         {
-            system.extend(nameservers(&text));
+            for cidr in nameservers(&text) {
+                if !trusted.contains(&cidr) {
+                    trusted.push(cidr);
+                }
+            }
         }
         if self.reflection.trust_system_ntp {
-            system.extend(crate::ntp::system_ntp_servers());
+            for cidr in crate::ntp::system_ntp_servers() {
+                if !trusted.contains(&cidr) {
+                    trusted.push(cidr);
+                }
+            }
         }
-        with_system_upstreams(self.reflection.trusted.clone(), system)
-    }
-}
-
-/// `configured` and then those of `system` it lacks, as long as each family's trie slot has
-/// room (`MAX_TRUSTED_PER_SLOT` prefixes): validation counts only the configured prefixes, so
-/// a system upstream past the room is left out, with a warning, rather than fail every policy
-/// write that follows.
-fn with_system_upstreams(configured: Vec<Cidr>, system: Vec<Cidr>) -> Vec<Cidr> {
-    let room = filter_common::maps::MAX_TRUSTED_PER_SLOT as usize;
-    let mut trusted = configured;
-    for cidr in system {
-        if trusted.contains(&cidr) {
-            continue;
-        }
-        let family = trusted
-            .iter()
-            .filter(|held| matches!(held, Cidr::V4 { .. }) == matches!(cidr, Cidr::V4 { .. }))
-            .count();
-        if family >= room {
-            log::warn!(
-                "a system upstream is not trusted: reflection.trusted fills its family's \
-                 {room} prefixes upstream={cidr}"
-            );
-            continue;
-        }
-        trusted.push(cidr);
-    }
-    trusted
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v4(n: u32) -> Cidr {
-        Cidr::of(std::net::Ipv4Addr::from(0xC000_0000 + n).into(), 32)
-    }
-
-    #[test]
-    fn system_upstreams_join_only_while_their_family_has_room() {
-        let room = filter_common::maps::MAX_TRUSTED_PER_SLOT;
-        let resolver_v6: Cidr = "2001:db8::53/128".parse().expect("valid");
-        let configured: Vec<Cidr> = (0..room - 1).map(v4).collect();
-        let trusted = with_system_upstreams(
-            configured.clone(),
-            vec![v4(0), v4(room), v4(room + 1), resolver_v6],
-        );
-        assert_eq!(trusted.len(), room as usize + 1);
-        assert_eq!(
-            trusted[..configured.len()],
-            configured[..],
-            "configured first"
-        );
-        assert!(trusted.contains(&v4(room)), "the last IPv4 room taken");
-        assert!(!trusted.contains(&v4(room + 1)), "none past it");
-        assert!(trusted.contains(&resolver_v6), "the other family has room");
+        trusted
     }
 }
